@@ -1,0 +1,1 @@
+//! fhirsync-auth (work in progress).

@@ -1,0 +1,1 @@
+//! fhirsync-extract (work in progress).

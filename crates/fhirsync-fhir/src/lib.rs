@@ -1,0 +1,1 @@
+//! fhirsync-fhir (work in progress).

@@ -1,0 +1,1 @@
+//! fhirsync-land (work in progress).

@@ -1,0 +1,1 @@
+//! fhirsync-sim (work in progress).

@@ -1,0 +1,1 @@
+//! fhirsync-views (work in progress).
