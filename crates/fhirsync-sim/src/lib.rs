@@ -1,1 +1,138 @@
-//! fhirsync-sim (work in progress).
+//! A local Epic on FHIR simulator.
+//!
+//! Faithful to the behaviours in the project's Epic fact sheet: SMART discovery and token
+//! endpoints (module [`oauth`]), Epic's search rules, paging, OperationOutcome entries, patient
+//! lists, Bulk `$export` and fault injection (module [`fhir`]). Used in-process by tests and by
+//! `fhirsync demo`, and standalone by `fhirsync sandbox`.
+//!
+//! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
+//! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
+//! - `{base}/interconnect-fhir-oauth/oauth2/{authorize|token}` — OAuth 2.0
+
+pub mod fhir;
+pub mod oauth;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use fhirsync_core::FhirVersion;
+
+/// Path prefix of every Epic URL.
+pub const PREFIX: &str = "/interconnect-fhir-oauth";
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with the simulator [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the simulator can be configured with.
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    /// Synthetic data, search behaviour and fault injection.
+    pub fhir: fhir::FhirConfig,
+    /// Registered clients and token behaviour.
+    pub oauth: oauth::OAuthConfig,
+}
+
+/// Shared state of a running simulator.
+#[derive(Debug)]
+pub struct SimState {
+    /// Base URL (`http://127.0.0.1:PORT`), without trailing slash.
+    pub base_url: String,
+    /// OAuth side.
+    pub oauth: oauth::OAuthState,
+    /// FHIR side.
+    pub fhir: fhir::FhirState,
+}
+
+impl SimState {
+    /// FHIR base URL of one version.
+    pub fn fhir_base(&self, version: FhirVersion) -> String {
+        format!("{}{PREFIX}/api/FHIR/{}", self.base_url, version.as_str())
+    }
+    /// Token endpoint URL.
+    pub fn token_url(&self) -> String {
+        format!("{}{PREFIX}/oauth2/token", self.base_url)
+    }
+    /// Authorize endpoint URL.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{PREFIX}/oauth2/authorize", self.base_url)
+    }
+}
+
+/// A running simulator; stops when dropped.
+#[derive(Debug)]
+pub struct Sim {
+    state: Arc<SimState>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sim {
+    /// Starts a simulator on `127.0.0.1` with an ephemeral port.
+    pub async fn start(config: SimConfig) -> Result<Sim> {
+        Sim::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts a simulator on `addr`.
+    pub async fn start_on(addr: SocketAddr, config: SimConfig) -> Result<Sim> {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+        let base_url = format!("http://{addr}");
+        let state = Arc::new(SimState {
+            oauth: oauth::OAuthState::new(config.oauth),
+            fhir: fhir::FhirState::new(config.fhir),
+            base_url,
+        });
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        });
+        Ok(Sim { state, addr, task })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.state.base_url
+    }
+    /// Socket address listened on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// FHIR base URL of one version.
+    pub fn fhir_base(&self, version: FhirVersion) -> String {
+        self.state.fhir_base(version)
+    }
+    /// Token endpoint URL.
+    pub fn token_url(&self) -> String {
+        self.state.token_url()
+    }
+    /// Shared state, for test hooks (issue tokens, inject faults, mutate data).
+    pub fn state(&self) -> &Arc<SimState> {
+        &self.state
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new().merge(oauth::routes()).merge(fhir::routes()).with_state(state)
+}
