@@ -1,1 +1,104 @@
-fn main() {}
+//! `fhirsync`: land Epic on FHIR (and any SMART-on-FHIR server) into analytics destinations.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Replicate clinical data out of Epic on FHIR into SQLite, PostgreSQL, Parquet or NDJSON.
+#[derive(Debug, Parser)]
+#[command(name = "fhirsync", version, about, max_term_width = 100)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', global = true, env = "FHIRSYNC_CONFIG", default_value = "fhirsync.toml")]
+    config: PathBuf,
+    /// More logging (-v debug, -vv trace). Secrets are never logged at any level.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for schedulers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local simulated Epic on FHIR server.
+    Sandbox(cmd::sandbox::Args),
+    /// Start the simulator in-process and sync it into ./fhirsync-demo.db (SQLite).
+    Demo(cmd::demo::Args),
+    /// SMART standalone launch: log in, show status.
+    #[command(subcommand)]
+    Auth(cmd::auth::Command),
+    /// Key pairs and JWKS for SMART Backend Services.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+    /// SQL-on-FHIR ViewDefinitions.
+    #[command(subcommand)]
+    Views(cmd::views::Command),
+}
+
+/// Settings every command may read.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// Path of the configuration file.
+    pub config: PathBuf,
+    /// Verbosity.
+    pub verbose: u8,
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FHIRSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let globals = Globals { config: cli.config, verbose: cli.verbose };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(cmd::EXIT_INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
+            Command::Demo(args) => cmd::demo::run(args, &globals).await,
+            Command::Auth(c) => cmd::auth::run(c, &globals).await,
+            Command::Keys(c) => cmd::keys::run(c, &globals).await,
+            Command::Views(c) => cmd::views::run(c, &globals).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(cmd::exit_code(&err))
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! One module per subcommand; each has an `Args`/`Command` clap type and an async `run`.
+
+pub mod auth;
+pub mod demo;
+pub mod keys;
+pub mod sandbox;
+pub mod views;
+
+/// Exit code: configuration problem (bad TOML, unknown key, missing setting, unreadable PEM).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: authentication failed (token endpoint refused, login not completed).
+pub const EXIT_AUTH: u8 = 3;
+/// Exit code: the FHIR source failed (unreachable, TLS, malformed responses).
+pub const EXIT_SOURCE: u8 = 4;
+/// Exit code: the destination failed.
+pub const EXIT_DESTINATION: u8 = 5;
+/// Exit code: anything else.
+pub const EXIT_INTERNAL: u8 = 1;
+
+/// A failure tagged with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+impl Failure {
+    /// A configuration failure.
+    pub fn config(message: impl Into<String>) -> anyhow::Error {
+        Failure { code: EXIT_CONFIG, message: message.into() }.into()
+    }
+}
+
+/// Maps an error chain to a documented exit code.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
+        if cause.downcast_ref::<fhirsync_auth::Error>().is_some() {
+            return EXIT_AUTH;
+        }
+    }
+    EXIT_INTERNAL
+}
