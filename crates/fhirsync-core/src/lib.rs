@@ -267,8 +267,14 @@ mod tests {
     #[test]
     fn raw_resource_reads_head_and_hashes_bytes() {
         let json = r#"{"resourceType":"Patient","id":"e1","name":[{"text":"x"}]}"#;
-        let r = RawResource::from_json(json, Some("e1".into()), Dataset::new("Patient"), FhirVersion::R4, "http://x/R4")
-            .unwrap();
+        let r = RawResource::from_json(
+            json,
+            Some("e1".into()),
+            Dataset::new("Patient"),
+            FhirVersion::R4,
+            "http://x/R4",
+        )
+        .unwrap();
         assert_eq!(r.resource_type, "Patient");
         assert_eq!(r.id, "e1");
         assert_eq!(r.hash, ContentHash::of(json.as_bytes()));
@@ -279,8 +285,14 @@ mod tests {
     /// A resource without an id is rejected with the field named.
     #[test]
     fn raw_resource_without_id_is_rejected() {
-        let err = RawResource::from_json(r#"{"resourceType":"Patient"}"#, None, Dataset::new("Patient"), FhirVersion::R4, "")
-            .unwrap_err();
+        let err = RawResource::from_json(
+            r#"{"resourceType":"Patient"}"#,
+            None,
+            Dataset::new("Patient"),
+            FhirVersion::R4,
+            "",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("`id`"), "{err}");
     }
 
@@ -292,4 +304,17 @@ mod tests {
         assert_eq!(d.to_string(), "Observation:vital-signs");
         assert_eq!("Patient".parse::<Dataset>().unwrap().category, None);
     }
+}
+
+/// What extraction sends to landing, in order.
+///
+/// A scope's `ScopeComplete` is sent only after every resource of that scope has been sent, so a
+/// destination that persists staged rows and completed scopes in one transaction can resume a
+/// killed run without losing or double-counting anything.
+#[derive(Debug, Clone)]
+pub enum ExtractEvent {
+    /// Resources fetched (one page, or one chunk of an NDJSON file).
+    Resources(Vec<RawResource>),
+    /// Every resource of this scope has been sent; the scope's fetch completed without gaps.
+    ScopeComplete(ScopeKey),
 }
