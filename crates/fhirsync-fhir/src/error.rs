@@ -1,0 +1,155 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use crate::outcome::{Outcome, summarize};
+use crate::retry::RetryReason;
+
+/// Errors of the FHIR client. URLs in errors are redacted (query values hidden, see
+/// [`crate::redact_url`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A URL that does not parse.
+    #[error("invalid URL `{url}`: {source}")]
+    InvalidUrl {
+        /// The URL as given (redacted).
+        url: String,
+        /// Cause.
+        source: url::ParseError,
+    },
+    /// The CA bundle file could not be read.
+    #[error("cannot read CA bundle {path}: {source}")]
+    CaBundleRead {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The CA bundle file is not PEM certificates.
+    #[error("CA bundle {path} is not a PEM certificate bundle: {source}")]
+    CaBundleParse {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The HTTPS proxy URL is not usable.
+    #[error("invalid HTTPS proxy `{url}`: {source}")]
+    Proxy {
+        /// Proxy URL (redacted).
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+    /// No access token could be obtained.
+    #[error("cannot obtain an access token: {0}")]
+    Token(#[from] fhirsync_auth::Error),
+    /// The server rejected the token even after a fresh one was obtained.
+    #[error("{url}: HTTP 401 even with a fresh access token; check the client's registration and scopes")]
+    Unauthorized {
+        /// Request URL (redacted).
+        url: String,
+    },
+    /// A non-retryable HTTP status, with the OperationOutcome issues the body carried.
+    #[error("{url}: HTTP {status}{}", outcome_suffix(.outcomes))]
+    Status {
+        /// Request URL (redacted).
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Issues of the body's OperationOutcome (empty if none).
+        outcomes: Vec<Outcome>,
+    },
+    /// Epic answers an unknown resource type with a web server HTML 404, not FHIR.
+    #[error("{url}: unknown resource type on this server (HTML 404)")]
+    UnknownResourceType {
+        /// Request URL (redacted).
+        url: String,
+    },
+    /// Retries were exhausted on a transient failure.
+    #[error("{url}: giving up after {attempts} attempts, last failure: {reason}{}", outcome_suffix(.outcomes))]
+    RetriesExhausted {
+        /// Request URL (redacted).
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Last failure.
+        reason: RetryReason,
+        /// OperationOutcome issues of the last response, if any.
+        outcomes: Vec<Outcome>,
+    },
+    /// A transport failure that is not transient (e.g. invalid TLS certificate).
+    #[error("{url}: request failed: {source}")]
+    Transport {
+        /// Request URL (redacted).
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The body is not valid JSON.
+    #[error("{url}: response is not valid JSON: {source}")]
+    Json {
+        /// Request URL (redacted).
+        url: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// The body is JSON but not the expected resource.
+    #[error("{url}: expected a {expected}, got {found}")]
+    UnexpectedResource {
+        /// Request URL (redacted).
+        url: String,
+        /// What was expected.
+        expected: &'static str,
+        /// `resourceType` found (or `no resourceType`).
+        found: String,
+    },
+}
+
+fn outcome_suffix(outcomes: &[Outcome]) -> String {
+    if outcomes.is_empty() { String::new() } else { format!(": {}", summarize(outcomes)) }
+}
+
+impl Error {
+    /// OperationOutcome issues carried by this error.
+    pub fn outcomes(&self) -> &[Outcome] {
+        match self {
+            Error::Status { outcomes, .. } | Error::RetriesExhausted { outcomes, .. } => outcomes,
+            _ => &[],
+        }
+    }
+
+    /// True when an outcome carries Epic code `code`.
+    pub fn has_outcome(&self, code: &str) -> bool {
+        self.outcomes().iter().any(|o| o.is(code))
+    }
+
+    /// HTTP status of the failure, if a response was received.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            Error::Unauthorized { .. } => Some(401),
+            Error::UnknownResourceType { .. } => Some(404),
+            _ => None,
+        }
+    }
+
+    /// True for failures that make every further request pointless (credentials, TLS setup).
+    pub fn is_fatal_for_run(&self) -> bool {
+        matches!(
+            self,
+            Error::Token(_)
+                | Error::Unauthorized { .. }
+                | Error::Build(_)
+                | Error::CaBundleRead { .. }
+                | Error::CaBundleParse { .. }
+                | Error::Proxy { .. }
+        )
+    }
+}
+
+/// `Result` with the FHIR client [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

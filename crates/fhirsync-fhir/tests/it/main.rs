@@ -1,0 +1,4 @@
+//! Integration tests of the FHIR client against small in-process HTTP stubs.
+
+mod client;
+mod stub;
