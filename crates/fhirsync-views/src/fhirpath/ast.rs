@@ -1,0 +1,117 @@
+//! Compiled FHIRPath syntax tree. Names are resolved at compile time: functions become [`Call`]
+//! variants, `%constants` become indexes, type specifiers become canonical type names.
+
+/// An expression node.
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    /// `{}`.
+    Empty,
+    /// A literal.
+    Lit(Lit),
+    /// `$this`.
+    This,
+    /// `$index` inside `where`/`select`.
+    Index,
+    /// `%name` of a view constant (index into the constant table).
+    Const(usize),
+    /// `%rowIndex`.
+    RowIndex,
+    /// `%resource`, `%rootResource`, `%context`.
+    Resource,
+    /// Child navigation `base.name`; `base == None` navigates from the focus.
+    Member(Option<Box<Node>>, String),
+    /// Function invocation `base.fn(args)`; `base == None` applies to the focus.
+    Call(Option<Box<Node>>, Box<Call>),
+    /// `base[index]`.
+    Indexer(Box<Node>, Box<Node>),
+    /// Unary minus.
+    Neg(Box<Node>),
+    /// Binary operator.
+    Bin(BinOp, Box<Node>, Box<Node>),
+    /// `expr is Type`.
+    Is(Box<Node>, String),
+    /// `expr as Type`.
+    As(Box<Node>, String),
+}
+
+/// Literal values.
+#[derive(Debug, Clone)]
+pub(crate) enum Lit {
+    Bool(bool),
+    Int(i64),
+    /// Decimal value and its text (for precision).
+    Dec(f64),
+    Str(String),
+    /// Date, dateTime or time literal text (without `@`/`T` prefix for time).
+    Temporal(super::value::Temporal, String),
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Mul,
+    Div,
+    IntDiv,
+    Mod,
+    Add,
+    Sub,
+    Concat,
+    Union,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    Eq,
+    Ne,
+    Equiv,
+    NotEquiv,
+    In,
+    Contains,
+    And,
+    Or,
+    Xor,
+    Implies,
+}
+
+/// Supported functions with their (compiled) arguments.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    Where(Node),
+    Select(Node),
+    Repeat(Node),
+    Exists(Option<Node>),
+    All(Node),
+    Empty,
+    First,
+    Last,
+    Tail,
+    Skip(Node),
+    Take(Node),
+    Count,
+    Distinct,
+    OfType(String),
+    Is(String),
+    As(String),
+    Extension(Node),
+    Join(Option<Node>),
+    ResourceKey,
+    ReferenceKey(Option<String>),
+    LowBoundary,
+    HighBoundary,
+    Not,
+    HasValue,
+    Iif(Node, Node, Option<Node>),
+    ToString,
+    StartsWith(Node),
+    EndsWith(Node),
+    ContainsStr(Node),
+    Lower,
+    Upper,
+    Length,
+    AllTrue,
+    AnyTrue,
+    AllFalse,
+    AnyFalse,
+    Children,
+    Descendants,
+}

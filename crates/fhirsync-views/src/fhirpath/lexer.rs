@@ -1,0 +1,209 @@
+//! FHIRPath tokenizer: turns an expression into tokens with character offsets.
+
+use crate::error::{Error, Result};
+
+/// One token.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Tok {
+    /// Identifier, plain or `` `delimited` `` (keywords such as `and` are identifiers here).
+    Ident(String),
+    /// `'string'` literal, escapes resolved.
+    Str(String),
+    /// Integer literal.
+    Int(i64),
+    /// Decimal literal, kept as text so boundaries can see its precision.
+    Dec(String),
+    /// `@2020-01-01`, `@2020-01-01T10:00`, `@T10:00` (without the `@`).
+    Temporal(String),
+    /// `%name`.
+    Env(String),
+    /// `$this`, `$index`, `$total`.
+    Special(String),
+    /// Punctuation or symbolic operator.
+    Sym(&'static str),
+}
+
+/// A token and its start offset.
+#[derive(Debug, Clone)]
+pub(crate) struct Spanned {
+    pub tok: Tok,
+    pub pos: usize,
+}
+
+/// Symbolic tokens, two-character ones first so `<=` wins over `<`.
+const SYMBOLS: [&str; 20] =
+    ["<=", ">=", "!=", "!~", ".", "[", "]", "(", ")", ",", "+", "-", "*", "/", "&", "|", "=", "~", "<", ">"];
+
+/// Splits `src` into tokens.
+pub(crate) fn tokenize(src: &str) -> Result<Vec<Spanned>> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err =
+        |pos: usize, problem: String| Error::Syntax { expression: src.to_string(), position: pos, problem };
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && chars.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        let tok = if c.is_ascii_alphabetic() || c == '_' {
+            let s = take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric() || c == '_');
+            Tok::Ident(s)
+        } else if c == '`' {
+            Tok::Ident(quoted(&chars, &mut i, '`').map_err(|p| err(start, p))?)
+        } else if c == '\'' {
+            Tok::Str(quoted(&chars, &mut i, '\'').map_err(|p| err(start, p))?)
+        } else if c.is_ascii_digit() {
+            let int = take_while(&chars, &mut i, |c| c.is_ascii_digit());
+            if chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+                i += 1;
+                let frac = take_while(&chars, &mut i, |c| c.is_ascii_digit());
+                Tok::Dec(format!("{int}.{frac}"))
+            } else {
+                if chars.get(i) == Some(&'L') {
+                    i += 1;
+                }
+                Tok::Int(int.parse().map_err(|_| err(start, format!("integer `{int}` is too large")))?)
+            }
+        } else if c == '@' {
+            i += 1;
+            let s = take_while(&chars, &mut i, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+')
+            });
+            if s.is_empty() || !(s.starts_with('T') || s.as_bytes()[0].is_ascii_digit()) {
+                return Err(err(
+                    start,
+                    "`@` must start a date/time literal such as @2020-01-01 or @T10:00".into(),
+                ));
+            }
+            Tok::Temporal(s)
+        } else if c == '%' {
+            i += 1;
+            let name = match chars.get(i) {
+                Some('`') => quoted(&chars, &mut i, '`').map_err(|p| err(start, p))?,
+                Some('\'') => quoted(&chars, &mut i, '\'').map_err(|p| err(start, p))?,
+                _ => take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric() || c == '_'),
+            };
+            if name.is_empty() {
+                return Err(err(start, "`%` must be followed by a variable name".into()));
+            }
+            Tok::Env(name)
+        } else if c == '$' {
+            i += 1;
+            let name = take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric());
+            if !matches!(name.as_str(), "this" | "index" | "total") {
+                return Err(err(start, format!("unknown special variable `${name}`")));
+            }
+            Tok::Special(name)
+        } else if c == '{' && chars.get(i + 1) == Some(&'}') {
+            i += 2;
+            Tok::Sym("{}")
+        } else {
+            let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
+            let Some(sym) = SYMBOLS.iter().find(|s| rest.starts_with(**s)) else {
+                return Err(err(start, format!("unexpected character `{c}`")));
+            };
+            i += sym.len();
+            Tok::Sym(sym)
+        };
+        out.push(Spanned { tok, pos: start });
+    }
+    Ok(out)
+}
+
+fn take_while(chars: &[char], i: &mut usize, pred: impl Fn(char) -> bool) -> String {
+    let start = *i;
+    while *i < chars.len() && pred(chars[*i]) {
+        *i += 1;
+    }
+    chars[start..*i].iter().collect()
+}
+
+/// Reads a quoted string starting at `chars[*i] == quote`, resolving escapes.
+fn quoted(chars: &[char], i: &mut usize, quote: char) -> Result<String, String> {
+    *i += 1;
+    let mut s = String::new();
+    while *i < chars.len() {
+        let c = chars[*i];
+        *i += 1;
+        if c == quote {
+            return Ok(s);
+        }
+        if c != '\\' {
+            s.push(c);
+            continue;
+        }
+        let Some(&e) = chars.get(*i) else { break };
+        *i += 1;
+        match e {
+            'n' => s.push('\n'),
+            't' => s.push('\t'),
+            'r' => s.push('\r'),
+            'f' => s.push('\u{c}'),
+            'u' => {
+                let hex: String = chars.get(*i..*i + 4).unwrap_or_default().iter().collect();
+                let ch = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| format!("invalid unicode escape `\\u{hex}`"))?;
+                s.push(ch);
+                *i += 4;
+            }
+            other => s.push(other),
+        }
+    }
+    Err(format!("unterminated {quote}-quoted text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operators, literals and identifiers are split with their offsets.
+    #[test]
+    fn splits_mixed_expression() {
+        let toks = tokenize("name.where(use != 'x\\'y').count() >= 2.50").unwrap();
+        let kinds: Vec<Tok> = toks.into_iter().map(|t| t.tok).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Tok::Ident("name".into()),
+                Tok::Sym("."),
+                Tok::Ident("where".into()),
+                Tok::Sym("("),
+                Tok::Ident("use".into()),
+                Tok::Sym("!="),
+                Tok::Str("x'y".into()),
+                Tok::Sym(")"),
+                Tok::Sym("."),
+                Tok::Ident("count".into()),
+                Tok::Sym("("),
+                Tok::Sym(")"),
+                Tok::Sym(">="),
+                Tok::Dec("2.50".into()),
+            ]
+        );
+    }
+
+    /// A stray `@` is a syntax error, not a panic.
+    #[test]
+    fn rejects_bare_at() {
+        assert!(matches!(tokenize("@@"), Err(Error::Syntax { position: 0, .. })));
+    }
+}

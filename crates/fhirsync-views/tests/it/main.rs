@@ -1,0 +1,3 @@
+//! Integration tests of fhirsync-views (one binary; one module per topic).
+
+mod conformance;
