@@ -18,8 +18,9 @@ pub(crate) enum Node {
     RowIndex,
     /// `%resource`, `%rootResource`, `%context`.
     Resource,
-    /// Child navigation `base.name`; `base == None` navigates from the focus.
-    Member(Option<Box<Node>>, String),
+    /// Navigation `base.a.b.c` folded into one path (no intermediate collections);
+    /// `base == None` navigates from the focus.
+    Path(Option<Box<Node>>, Vec<Step>),
     /// Function invocation `base.fn(args)`; `base == None` applies to the focus.
     Call(Option<Box<Node>>, Box<Call>),
     /// `base[index]`.
@@ -32,6 +33,17 @@ pub(crate) enum Node {
     Is(Box<Node>, String),
     /// `expr as Type`.
     As(Box<Node>, String),
+}
+
+/// One navigation step of a [`Node::Path`].
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// `.name`; falls back to a choice element `name<Type>` when `name` is absent.
+    Child(String),
+    /// `.name.ofType(T)` compiled to the choice-key suffixes that can hold a `T`
+    /// (`value.ofType(Quantity)` → `Quantity`, `Age`, … of `valueQuantity`, `valueAge`), each
+    /// paired with its type.
+    Choice { name: String, ty: String, suffixes: Vec<(String, &'static str)> },
 }
 
 /// Literal values.

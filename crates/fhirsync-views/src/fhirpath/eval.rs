@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use super::ast::{BinOp, Call, Lit, Node};
+use super::ast::{BinOp, Call, Lit, Node, Step};
 use super::boundary;
 use super::value::{Item, Num, compare, items_equal, items_equivalent, suffix_type};
 
@@ -48,22 +48,12 @@ pub(crate) fn eval<'a>(
         },
         Node::RowIndex => vec![Item::Int(env.row_index as i64)],
         Node::Resource => vec![Item::Json(env.resource, None)],
-        Node::Member(base, name) => {
+        Node::Path(base, steps) => {
             let mut out = Vec::new();
             match base {
-                None => {
-                    for item in focus {
-                        if is_type_root(item, name) {
-                            out.push(item.clone());
-                        } else {
-                            child(item, name, &mut out);
-                        }
-                    }
-                }
+                None => focus.iter().for_each(|item| walk(item, steps, true, &mut out)),
                 Some(b) => {
-                    for item in &eval(b, focus, env, index)? {
-                        child(item, name, &mut out);
-                    }
+                    eval(b, focus, env, index)?.iter().for_each(|item| walk(item, steps, false, &mut out))
                 }
             }
             out
@@ -121,28 +111,74 @@ fn is_type_root(item: &Item<'_>, name: &str) -> bool {
         && item.as_object().and_then(|o| o.get("resourceType")).and_then(Value::as_str) == Some(name)
 }
 
-/// Appends the children called `name` of `item` (flattening arrays, skipping nulls).
-pub(crate) fn child<'a>(item: &Item<'a>, name: &str, out: &mut Vec<Item<'a>>) {
-    let Some(obj) = item.as_object() else { return };
-    if let Some(v) = obj.get(name) {
-        push_flat(v, None, out);
+/// Follows `steps` from `item`, appending the reached nodes to `out` (arrays flatten, nulls
+/// vanish). `at_root`: a leading type name (`Patient.name`) may select the focus itself.
+fn walk<'a>(item: &Item<'a>, steps: &'a [Step], at_root: bool, out: &mut Vec<Item<'a>>) {
+    let Some((step, rest)) = steps.split_first() else {
+        out.push(item.clone());
         return;
-    }
-    for (key, v) in obj {
-        if let Some(suffix) = key.strip_prefix(name)
-            && let Some(ty) = suffix_type(suffix)
-        {
-            push_flat(v, Some(ty), out);
+    };
+    match step {
+        Step::Child(name) => {
+            if at_root && is_type_root(item, name) {
+                return walk(item, rest, false, out);
+            }
+            let Some(obj) = item.as_object() else { return };
+            if let Some(v) = obj.get(name) {
+                for x in elements(v) {
+                    walk(&Item::Json(x, None), rest, false, out);
+                }
+                return;
+            }
+            // Absent: maybe a choice element `name<Type>`.
+            for (suffix, v) in prefixed(obj, name) {
+                if let Some(ty) = suffix_type(suffix) {
+                    for x in elements(v) {
+                        walk(&Item::Json(x, Some(ty)), rest, false, out);
+                    }
+                }
+            }
+        }
+        Step::Choice { name, ty, suffixes } => {
+            let Some(obj) = item.as_object() else { return };
+            // One pass finds the plain element (typed by its JSON shape) and the choice keys.
+            for (suffix, v) in prefixed(obj, name) {
+                if suffix.is_empty() {
+                    for x in elements(v) {
+                        let it = Item::Json(x, None);
+                        if it.is_type(ty) {
+                            walk(&it, rest, false, out);
+                        }
+                    }
+                } else if let Some((_, tag)) = suffixes.iter().find(|(s, _)| s == suffix) {
+                    for x in elements(v) {
+                        walk(&Item::Json(x, Some(tag)), rest, false, out);
+                    }
+                }
+            }
         }
     }
 }
 
-fn push_flat<'a>(v: &'a Value, ty: Option<&'static str>, out: &mut Vec<Item<'a>>) {
-    match v {
-        Value::Null => {}
-        Value::Array(a) => out.extend(a.iter().filter(|x| !x.is_null()).map(|x| Item::Json(x, ty))),
-        _ => out.push(Item::Json(v, ty)),
-    }
+/// Members of `obj` whose key starts with `name`, as (rest of the key, value). The first-byte
+/// test keeps the scan cheap; it does not rely on the map's key order.
+fn prefixed<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    name: &str,
+) -> impl Iterator<Item = (&'v str, &'v Value)> {
+    let first = name.as_bytes().first().copied();
+    obj.iter().filter_map(move |(k, v)| {
+        (k.as_bytes().first().copied() == first && k.starts_with(name)).then(|| (&k[name.len()..], v))
+    })
+}
+
+/// The non-null elements of a JSON value seen as a FHIRPath collection.
+fn elements(v: &Value) -> impl Iterator<Item = &Value> {
+    let slice = match v {
+        Value::Array(a) => a.as_slice(),
+        other => std::slice::from_ref(other),
+    };
+    slice.iter().filter(|x| !x.is_null())
 }
 
 /// The only item of a collection (`None` when empty); more than one is an error.
@@ -181,6 +217,16 @@ fn binary<'a>(
         BinOp::And if truth(&lhs, "and")? == Some(false) => return Ok(vec![Item::Bool(false)]),
         BinOp::Or if truth(&lhs, "or")? == Some(true) => return Ok(vec![Item::Bool(true)]),
         BinOp::Implies if truth(&lhs, "implies")? == Some(false) => return Ok(vec![Item::Bool(true)]),
+        // `x = 'literal'` (the usual `where` criterion) without allocating the right side.
+        BinOp::Eq | BinOp::Ne if matches!(r, Node::Lit(_)) => {
+            let Node::Lit(lit) = r else { return Ok(Vec::new()) };
+            let eq = match lhs.as_slice() {
+                [] => return Ok(Vec::new()),
+                [one] => items_equal(one, &literal(lit)),
+                _ => Some(false),
+            };
+            return Ok(bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) }));
+        }
         _ => {}
     }
     let rhs = eval(r, focus, env, index)?;
@@ -495,7 +541,7 @@ fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) 
 fn children<'a>(item: &Item<'a>, out: &mut Vec<Item<'a>>) {
     if let Some(obj) = item.as_object() {
         for v in obj.values() {
-            push_flat(v, None, out);
+            out.extend(elements(v).map(|x| Item::Json(x, None)));
         }
     }
 }

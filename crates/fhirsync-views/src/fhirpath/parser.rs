@@ -4,9 +4,9 @@
 //! `* / div mod`, `+ - &`, `is as`, `|`, `< > <= >=`, `= ~ != !~`, `in contains`, `and`,
 //! `or xor`, `implies`.
 
-use super::ast::{BinOp, Call, Lit, Node};
+use super::ast::{BinOp, Call, Lit, Node, Step};
 use super::lexer::{Spanned, Tok, tokenize};
-use super::value::Temporal;
+use super::value::{Temporal, choice_suffixes};
 use crate::error::{Error, Result};
 
 /// Binding power of postfix `.` and `[`.
@@ -231,13 +231,26 @@ impl Parser<'_> {
     }
 
     fn member_or_call(&mut self, base: Option<Node>, name: String) -> Result<Node> {
-        let base = base.map(Box::new);
         if self.peek() != Some(&Tok::Sym("(")) {
-            return Ok(Node::Member(base, name));
+            // Fold `a.b.c` into one path.
+            return Ok(match base {
+                Some(Node::Path(b, mut steps)) => {
+                    steps.push(Step::Child(name));
+                    Node::Path(b, steps)
+                }
+                other => Node::Path(other.map(Box::new), vec![Step::Child(name)]),
+            });
         }
         self.at += 1;
         let call = self.call(&name)?;
-        Ok(Node::Call(base, Box::new(call)))
+        // `x.name.ofType(T)` becomes a direct choice lookup.
+        if let (Call::OfType(ty), Some(Node::Path(b, mut steps))) = (&call, base.clone())
+            && let Some(Step::Child(last)) = steps.pop()
+        {
+            steps.push(Step::Choice { name: last, ty: ty.clone(), suffixes: choice_suffixes(ty) });
+            return Ok(Node::Path(b, steps));
+        }
+        Ok(Node::Call(base.map(Box::new), Box::new(call)))
     }
 
     /// Parses the arguments of `name(` up to and including `)`.

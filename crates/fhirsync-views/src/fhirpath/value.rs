@@ -267,6 +267,23 @@ pub(crate) fn suffix_type(suffix: &str) -> Option<&'static str> {
     COMPLEX.iter().find(|c| **c == suffix).copied()
 }
 
+/// The choice-key suffixes that can hold a `ty` (its own and its subtypes'), with their types.
+pub(crate) fn choice_suffixes(ty: &str) -> Vec<(String, &'static str)> {
+    let mut keys: Vec<(String, &'static str)> = PRIMITIVES
+        .iter()
+        .chain(COMPLEX.iter())
+        .filter(|t| is_subtype(t, ty))
+        .map(|t| {
+            let mut chars = t.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
+            (format!("{first}{}", chars.as_str()), *t)
+        })
+        .collect();
+    // Exact type first: it is the usual hit.
+    keys.sort_by_key(|(_, t)| *t != ty);
+    keys
+}
+
 /// The static type name for a type string (for constants' `value[x]`).
 pub(crate) fn static_type(name: &str) -> Option<&'static str> {
     PRIMITIVES.iter().chain(COMPLEX.iter()).find(|p| **p == name).copied()
