@@ -9,21 +9,23 @@ use std::pin::Pin;
 
 use secrecy::SecretString;
 
-/// Errors of the auth crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The token endpoint could not be reached.
-    #[error("cannot reach the token endpoint {url}: {source}")]
-    Unreachable {
-        /// Token endpoint URL.
-        url: String,
-        /// Cause.
-        source: reqwest::Error,
-    },
-}
+pub mod backend;
+pub mod discovery;
+mod error;
+mod fsutil;
+pub mod keys;
+pub mod launch;
+mod settings;
+pub mod store;
+pub mod token;
 
-/// `Result` with the auth [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use backend::{BackendServicesAuth, TokenInfo};
+pub use discovery::Endpoints;
+pub use error::{Error, Result};
+pub use keys::{KeySource, KeyType, SigningKey, generate_private_key, load_private_key, write_private_key};
+pub use launch::{Callback, LaunchSettings, LoopbackListener, PendingLogin, is_loopback, parse_pasted};
+pub use settings::{AuthSettings, DEFAULT_TOKEN_STORE, http_client};
+pub use store::{AuthStatus, StoredTokenAuth, StoredTokens, TokenStore};
 
 /// A boxed, sendable future (keeps [`TokenProvider`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,168 @@
+//! The crate's error type. No variant ever carries secret material: keys, secrets, tokens and
+//! authorization codes are kept out of messages (reqwest errors are stripped of their URL).
+
+use std::path::PathBuf;
+
+/// Errors of the auth crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The token endpoint (or a discovery URL) could not be reached.
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        /// URL asked (never carries a secret: codes and tokens travel in bodies).
+        url: String,
+        /// Cause, stripped of its URL.
+        source: reqwest::Error,
+    },
+    /// The server answered something that is not what the protocol expects.
+    #[error("unexpected answer from {url} (HTTP {status}): {problem}")]
+    UnexpectedResponse {
+        /// URL asked.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// What was wrong (never the body, which may hold a token).
+        problem: String,
+    },
+    /// Neither `.well-known/smart-configuration` nor `/metadata` gave OAuth endpoints.
+    #[error(
+        "cannot discover the OAuth endpoints of {fhir_base}: {problem}; set the Auth Base URI \
+         (the authorize URL without `/authorize`) explicitly"
+    )]
+    Discovery {
+        /// FHIR base URL.
+        fhir_base: String,
+        /// What failed.
+        problem: String,
+    },
+    /// The token endpoint refused the client itself (`invalid_client` / `unauthorized_client`):
+    /// a configuration problem, not retried.
+    #[error("the token endpoint {token_url} refused client `{client_id}` with `{error}`: {hint}")]
+    ClientRejected {
+        /// Token endpoint URL.
+        token_url: String,
+        /// Client id that was used.
+        client_id: String,
+        /// OAuth error code.
+        error: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// The token endpoint answered another OAuth error.
+    #[error("the token endpoint {token_url} answered HTTP {status} `{error}`{}", description_suffix(.description))]
+    TokenEndpoint {
+        /// Token endpoint URL.
+        token_url: String,
+        /// HTTP status.
+        status: u16,
+        /// OAuth error code.
+        error: String,
+        /// `error_description`, if any.
+        description: Option<String>,
+    },
+    /// A private key could not be read or used.
+    #[error("private key {origin}: {problem}")]
+    Key {
+        /// Where the key came from (file path or environment variable name, never content).
+        origin: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    File {
+        /// What was attempted (`read`, `write`, ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file exists and overwriting was not asked for.
+    #[error("{path} already exists; pass --force to overwrite it")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A required setting is missing or invalid.
+    #[error("setting `{setting}`: {problem}")]
+    Config {
+        /// Name of the setting.
+        setting: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// The token store file exists but cannot be parsed.
+    #[error("token store {path} is not valid: {problem}; run `fhirsync auth login` again")]
+    StoreFormat {
+        /// The file.
+        path: PathBuf,
+        /// Parse problem.
+        problem: String,
+    },
+    /// No usable token: never logged in, or access expired without a refresh token.
+    #[error("not authenticated ({reason}); run `fhirsync auth login`")]
+    NotAuthenticated {
+        /// Why.
+        reason: String,
+    },
+    /// The redirect carried a different `state` than the one sent (possible CSRF, or a stale
+    /// redirect URL pasted).
+    #[error("the redirect's `state` does not match the login request; start the login again")]
+    StateMismatch,
+    /// The authorization server redirected back with an error.
+    #[error("the authorization server refused the login: `{error}`{}", description_suffix(.description))]
+    AuthorizationDenied {
+        /// OAuth error code.
+        error: String,
+        /// `error_description`, if any.
+        description: Option<String>,
+    },
+    /// The redirect (captured or pasted) could not be used.
+    #[error("login redirect: {problem}")]
+    Redirect {
+        /// What was wrong.
+        problem: String,
+    },
+    /// No redirect arrived on the loopback listener in time.
+    #[error("no login redirect arrived on {addr} within {seconds} s; start the login again")]
+    LoginTimeout {
+        /// Listening address.
+        addr: String,
+        /// Timeout.
+        seconds: u64,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn description_suffix(description: &Option<String>) -> String {
+    description.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+}
+
+/// `Result` with the auth [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A reqwest failure reaching `url`, with the URL removed from the cause.
+    pub(crate) fn unreachable(url: &str, source: reqwest::Error) -> Error {
+        Error::Unreachable { url: url.to_string(), source: source.without_url() }
+    }
+
+    /// Whether retrying the same request may succeed (network failure, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::UnexpectedResponse { status, .. } | Error::TokenEndpoint { status, .. } => {
+                *status >= 500 || *status == 429
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Discovery: smart-configuration, fallback to `/metadata`, explicit Auth Base URI.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use fhirsync_auth::Endpoints;
+use fhirsync_auth::discovery::discover;
+use serde_json::json;
+use url::Url;
+
+use crate::common;
+
+/// The simulator's smart-configuration gives its token and authorize endpoints.
+#[tokio::test]
+async fn smart_configuration_discovered() {
+    let sim = common::sim().await;
+    let endpoints = discover(&reqwest::Client::new(), &common::r4_base(&sim), "c1").await.unwrap();
+    assert_eq!(endpoints, common::endpoints(&sim));
+}
+
+/// The Auth Base URI gives token = base + /token and authorize = base + /authorize.
+#[test]
+fn auth_base_override() {
+    let base = Url::parse("https://fhir.epic.com/interconnect-fhir-oauth/oauth2/").unwrap();
+    let e = Endpoints::from_auth_base(&base).unwrap();
+    assert_eq!(e.token.as_str(), "https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token");
+    assert_eq!(
+        e.authorize.unwrap().as_str(),
+        "https://fhir.epic.com/interconnect-fhir-oauth/oauth2/authorize"
+    );
+}
+
+/// Without smart-configuration, `/metadata` is asked for JSON with `Epic-Client-ID` and its oauth-uris used.
+#[tokio::test]
+async fn metadata_fallback() {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/fhir/metadata",
+        get(move |headers: HeaderMap| {
+            let seen = seen2.clone();
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                seen.lock().unwrap().push((h("accept"), h("epic-client-id")));
+                Json(json!({
+                    "resourceType": "CapabilityStatement",
+                    "rest": [{"mode": "server", "security": {"extension": [{
+                        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                        "extension": [
+                            {"url": "authorize", "valueUri": "https://auth.example/oauth2/authorize"},
+                            {"url": "token", "valueUri": "https://auth.example/oauth2/token"}
+                        ]
+                    }]}}]
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = Url::parse(&format!("http://{addr}/fhir/")).unwrap();
+    let e = discover(&reqwest::Client::new(), &base, "client-42").await.unwrap();
+    assert_eq!(e.token.as_str(), "https://auth.example/oauth2/token");
+    assert_eq!(e.authorize.unwrap().as_str(), "https://auth.example/oauth2/authorize");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[("application/fhir+json".to_string(), "client-42".to_string())]
+    );
+}
+
+/// When neither document is available the error says to set the Auth Base URI.
+#[tokio::test]
+async fn discovery_failure_names_fix() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await.unwrap() });
+    let base = Url::parse(&format!("http://{addr}/fhir")).unwrap();
+    let err = discover(&reqwest::Client::new(), &base, "c").await.unwrap_err();
+    assert!(err.to_string().contains("Auth Base URI"), "{err}");
+}
