@@ -167,9 +167,9 @@ fn prefixed<'v>(
     name: &str,
 ) -> impl Iterator<Item = (&'v str, &'v Value)> {
     let first = name.as_bytes().first().copied();
-    obj.iter().filter_map(move |(k, v)| {
-        (k.as_bytes().first().copied() == first && k.starts_with(name)).then(|| (&k[name.len()..], v))
-    })
+    obj.iter()
+        .filter(move |(k, _)| k.as_bytes().first().copied() == first && k.starts_with(name))
+        .map(move |(k, v)| (&k[name.len()..], v))
 }
 
 /// The non-null elements of a JSON value seen as a FHIRPath collection.
