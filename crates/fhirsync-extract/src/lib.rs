@@ -1,1 +1,175 @@
-//! fhirsync-extract (work in progress).
+//! Epic-aware extraction for fhirsync.
+//!
+//! Data flow of one run ([`Extraction::run`]):
+//! 1. [`plan`]: read each endpoint's CapabilityStatement, decide which datasets to fetch where;
+//! 2. [`cohort`]: resolve the patients (patient list, Group, ids, identifiers);
+//! 3. [`crawl`] (search mode): one scope per (patient, dataset), paged by `next` links, or
+//!    [`bulk`] (bulk mode): Group `$export`;
+//! 4. emit [`ExtractEvent`]s into a bounded channel (back-pressure keeps memory bounded) and
+//!    return an [`ExtractReport`].
+//!
+//! ```no_run
+//! # async fn demo(tokens: std::sync::Arc<dyn fhirsync_auth::TokenProvider>) -> fhirsync_extract::Result<()> {
+//! use fhirsync_extract::{ConnectionConfig, ExtractConfig, Extraction};
+//! let connection = ConnectionConfig::from_toml(r#"
+//!     client_id = "abc"
+//!     fhir_r4_endpoint = "https://ehr.example/api/FHIR/R4"
+//!     patient_list_identifier = "systemlist|6442""#)?;
+//! let config = ExtractConfig::default();
+//! let client = fhirsync_extract::build_client(&connection, &config, tokens)?;
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+//! let run = Extraction::new(client, &connection, config)?;
+//! let progress = run.progress();
+//! let handle = tokio::spawn(run.run(tx));
+//! while let Some(event) = rx.recv().await { /* land it */ }
+//! let report = handle.await.expect("extraction task")?;
+//! # Ok(()) }
+//! ```
+
+pub mod bulk;
+pub mod cohort;
+pub mod config;
+mod crawl;
+mod error;
+pub mod plan;
+pub mod progress;
+pub mod report;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fhirsync_auth::TokenProvider;
+use fhirsync_core::{ExtractEvent, ScopeKey};
+use fhirsync_fhir::FhirClient;
+use tokio::sync::mpsc::Sender;
+use tracing::info;
+
+pub use config::{BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig};
+pub use error::{Error, Result};
+pub use plan::{Plan, PlannedDataset};
+pub use progress::{Progress, ProgressSnapshot};
+pub use report::{DatasetReport, ExtractReport, Gap, GapReason};
+
+/// Builds the FHIR client the configuration describes (politeness, retries, proxy, CA bundle).
+pub fn build_client(
+    connection: &ConnectionConfig,
+    config: &ExtractConfig,
+    tokens: Arc<dyn TokenProvider>,
+) -> Result<FhirClient> {
+    Ok(FhirClient::new(config.client_config(connection), tokens)?)
+}
+
+/// One extraction run, configured builder-style, consumed by [`Extraction::run`].
+#[derive(Debug)]
+pub struct Extraction {
+    client: FhirClient,
+    endpoints: Endpoints,
+    config: ExtractConfig,
+    cohort: CohortConfig,
+    skip: BTreeSet<ScopeKey>,
+    state_dir: Option<PathBuf>,
+    progress: Arc<Progress>,
+}
+
+impl Extraction {
+    /// Validates both configurations and prepares a run.
+    pub fn new(client: FhirClient, connection: &ConnectionConfig, config: ExtractConfig) -> Result<Self> {
+        connection.validate()?;
+        config.validate(connection)?;
+        Ok(Extraction {
+            client,
+            endpoints: connection.endpoints()?,
+            cohort: config.effective_cohort(connection),
+            config,
+            skip: BTreeSet::new(),
+            state_dir: None,
+            progress: Progress::new(),
+        })
+    }
+
+    /// Scopes already completed by an earlier, interrupted attempt: not fetched again, and
+    /// reported as complete.
+    pub fn skip(mut self, skip: BTreeSet<ScopeKey>) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    /// Directory for resumable state (the Bulk status URL). Required in bulk mode.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Live counters for a progress bar.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs the extraction, sending events into `tx`. Returns when every scope is finished.
+    ///
+    /// Fails if: the plan or cohort cannot be resolved, credentials are rejected, every scope
+    /// fails, the receiver is dropped, or (bulk) the export is refused or fails. Individual
+    /// failed scopes are not errors: they are [`Gap`]s in the report.
+    pub async fn run(self, tx: Sender<ExtractEvent>) -> Result<ExtractReport> {
+        let started = Instant::now();
+        let before = self.client.stats();
+        let mut report = ExtractReport::new(self.config.mode);
+        let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
+        report.datasets = plan.dataset_names();
+        match self.config.mode {
+            Mode::Search => {
+                let patients = cohort::resolve(&self.client, &self.endpoints, &self.cohort).await?;
+                report.patients = patients.len();
+                report.scope.cohort = patients.iter().cloned().collect();
+                crawl::Crawl {
+                    client: &self.client,
+                    plan: &plan,
+                    patients: &patients,
+                    skip: &self.skip,
+                    max_restarts: self.config.max_session_restarts,
+                    progress: &self.progress,
+                    tx: &tx,
+                }
+                .run(&mut report)
+                .await?;
+            }
+            Mode::Bulk => {
+                let state_dir = self.state_dir.as_deref().ok_or_else(|| Error::InvalidConfig {
+                    key: "state_dir".into(),
+                    problem: "bulk mode needs a state directory to save the export's status URL".into(),
+                })?;
+                let group = self.cohort.group.clone().unwrap_or_default();
+                bulk::Bulk {
+                    client: &self.client,
+                    endpoints: &self.endpoints,
+                    plan: &plan,
+                    group: &group,
+                    config: &self.config.bulk,
+                    skip: &self.skip,
+                    state_dir,
+                    progress: &self.progress,
+                    tx: &tx,
+                }
+                .run(&mut report)
+                .await?;
+            }
+        }
+        let after = self.client.stats();
+        report.http = fhirsync_fhir::ClientStats {
+            requests: after.requests - before.requests,
+            retries: after.retries - before.retries,
+            throttled: after.throttled - before.throttled,
+            token_refreshes: after.token_refreshes - before.token_refreshes,
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            resources = report.resources,
+            complete = report.scopes_complete,
+            gaps = report.gaps.len(),
+            "Extraction finished."
+        );
+        Ok(report)
+    }
+}

@@ -1,0 +1,721 @@
+//! Configuration: the `[connection]` and `[extract]` tables of the fhirsync TOML file.
+//!
+//! ```toml
+//! [connection]
+//! client_id = "my-epic-client-id"
+//! auth_base_uri = "https://fhir.epic.com/interconnect-fhir-oauth/oauth2"
+//! fhir_r4_endpoint = "https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/R4"
+//! fhir_stu3_endpoint = "https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/STU3"
+//! private_key = "keys/epic.pem"          # or "env:EPIC_PRIVATE_KEY"
+//! patient_list_identifier = "systemlist|6442"
+//!
+//! [extract]
+//! mode = "search"
+//! datasets = ["Patient", "Observation:laboratory", "Condition"]
+//! concurrency = 4
+//! rate_limit = 10.0
+//! ```
+//!
+//! Secrets are never written inline: `client_secret` and `private_key` take `env:VARIABLE`
+//! or `file:/path` (`private_key` also a bare path). Inline secrets are rejected by
+//! [`ConnectionConfig::validate`], because config files end up in backups, tickets and version
+//! control. The environment overrides (`FHIRSYNC_CLIENT_SECRET`, ...) may carry the value itself.
+//!
+//! Unknown keys are rejected with their name (`deny_unknown_fields`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fhirsync_auth::keys::KeySource;
+use fhirsync_core::FhirVersion;
+use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
+use fhirsync_fhir::{ClientConfig, ConcurrencyConfig, RateLimit, RetryPolicy};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Environment variable prefix of the overrides.
+pub const ENV_PREFIX: &str = "FHIRSYNC_";
+/// Default `_count` page size (Epic's default and maximum).
+pub const DEFAULT_PAGE_SIZE: u32 = 1000;
+/// Default number of concurrent requests (Epic asks apps to throttle themselves).
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default requests per second.
+pub const DEFAULT_RATE_LIMIT: f64 = fhirsync_fhir::client::DEFAULT_RATE_PER_SECOND;
+/// Default token-bucket burst.
+pub const DEFAULT_RATE_BURST: u32 = fhirsync_fhir::client::DEFAULT_RATE_BURST;
+/// Default request timeout in seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 120;
+/// Default restarts of one search after Epic's 4113 "session expired".
+pub const DEFAULT_MAX_SESSION_RESTARTS: u32 = 3;
+/// Default Observation categories (each is a separately licensed Epic API).
+pub const DEFAULT_OBSERVATION_CATEGORIES: &[&str] = &["laboratory", "vital-signs", "social-history"];
+/// Default Condition categories (problems, encounter diagnoses, health concerns).
+pub const DEFAULT_CONDITION_CATEGORIES: &[&str] =
+    &["problem-list-item", "encounter-diagnosis", "health-concern"];
+/// Default maximum length of one NDJSON line in a Bulk file (64 MiB).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Default parallel NDJSON downloads.
+pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 4;
+/// Default shortest wait between Bulk status polls, in seconds.
+pub const DEFAULT_POLL_FLOOR_SECS: u64 = 1;
+/// Default longest wait between Bulk status polls, in seconds (Epic suggests up to 30 min).
+pub const DEFAULT_POLL_CEILING_SECS: u64 = 1800;
+/// Default total time allowed for a Bulk export to become ready, in seconds.
+pub const DEFAULT_BULK_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Identifier system Epic uses for patient lists on R4 (`systemlist` is the STU3 spelling).
+pub const R4_PATIENT_LIST_SYSTEM: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.2.806567";
+
+/// How to reach and authenticate to Epic (`[connection]`).
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Epic client id of the registered app (also sent as `Epic-Client-ID` on metadata calls).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Client secret for standalone launch: `env:VARIABLE` or `file:/path`. Never inline.
+    #[serde(default, skip_serializing)]
+    pub client_secret: Option<SecretString>,
+    /// OAuth base, e.g. `https://fhir.epic.com/interconnect-fhir-oauth/oauth2` (token and
+    /// authorize endpoints below it). When unset, discovered from the FHIR endpoint's metadata.
+    #[serde(default)]
+    pub auth_base_uri: Option<String>,
+    /// `aud` sent on authorize requests: the FHIR base URL of the resource server.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// R4 FHIR base URL (Epic's primary API).
+    #[serde(default)]
+    pub fhir_r4_endpoint: Option<String>,
+    /// STU3 FHIR base URL (patient lists, STU3-only types).
+    #[serde(default)]
+    pub fhir_stu3_endpoint: Option<String>,
+    /// DSTU2 FHIR base URL (DSTU2-only types such as MedicationOrder).
+    #[serde(default)]
+    pub fhir_dstu2_endpoint: Option<String>,
+    /// Epic server root, e.g. `https://fhir.epic.com/interconnect-fhir-oauth`. Version endpoints
+    /// that are not set individually default to `{fhir_base_url}/api/FHIR/{R4|STU3|DSTU2}`.
+    #[serde(default)]
+    pub fhir_base_url: Option<String>,
+    /// Private key (PEM) for backend services: a path, `file:/path` or `env:VARIABLE`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// `kid` of the signing key in the app's JWK Set.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Patient list, `system|value` as in Epic (`systemlist|6442`).
+    #[serde(default)]
+    pub patient_list_identifier: Option<String>,
+    /// OAuth scope to request (Epic ignores it for backend services; the registration decides).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Redirect URI registered for standalone launch.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// File where tokens of a standalone launch are kept (created with mode 0600).
+    #[serde(default)]
+    pub token_store: Option<PathBuf>,
+    /// HTTPS proxy, e.g. `http://proxy.hospital.local:3128`.
+    #[serde(default)]
+    pub https_proxy: Option<String>,
+    /// PEM bundle of extra trusted CA certificates (hospital TLS inspection).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Debug never shows the client secret.
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("auth_base_uri", &self.auth_base_uri)
+            .field("fhir_r4_endpoint", &self.fhir_r4_endpoint)
+            .field("fhir_stu3_endpoint", &self.fhir_stu3_endpoint)
+            .field("fhir_dstu2_endpoint", &self.fhir_dstu2_endpoint)
+            .field("fhir_base_url", &self.fhir_base_url)
+            .field("private_key", &self.private_key.as_ref().map(|k| KeySource::parse(k).describe()))
+            .field("patient_list_identifier", &self.patient_list_identifier)
+            .field("https_proxy", &self.https_proxy.as_ref().map(|_| "[set]"))
+            .field("ca_bundle", &self.ca_bundle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The FHIR base URL of each configured version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints(pub BTreeMap<FhirVersion, Url>);
+
+impl Endpoints {
+    /// Base URL of `version`, if configured.
+    pub fn get(&self, version: FhirVersion) -> Option<&Url> {
+        self.0.get(&version)
+    }
+    /// Configured versions, newest first.
+    pub fn versions(&self) -> Vec<FhirVersion> {
+        FhirVersion::ALL.into_iter().filter(|v| self.0.contains_key(v)).collect()
+    }
+    /// `R4, STU3` style list for messages.
+    pub fn describe(&self) -> String {
+        self.versions().iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn parse_url(key: &str, value: &str) -> Result<Url> {
+    let url = Url::parse(value.trim()).map_err(|e| Error::InvalidConfig {
+        key: format!("connection.{key}"),
+        problem: format!("not a URL ({e}); expected e.g. https://host/api/FHIR/R4"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::InvalidConfig {
+            key: format!("connection.{key}"),
+            problem: format!("scheme `{}` is not http or https", url.scheme()),
+        });
+    }
+    Ok(url)
+}
+
+impl ConnectionConfig {
+    /// Parses a `[connection]` table body.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text)
+            .map_err(|e| Error::ConfigSyntax { table: "connection", message: e.message().into() })
+    }
+
+    /// Applies `FHIRSYNC_*` overrides from the process environment.
+    pub fn apply_env(&mut self) {
+        self.apply_env_from(|k| std::env::var(k).ok());
+    }
+
+    /// Applies `FHIRSYNC_<KEY>` overrides read through `get` (testable without the process env).
+    pub fn apply_env_from(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let var = |k: &str| get(&format!("{ENV_PREFIX}{k}")).filter(|v| !v.is_empty());
+        macro_rules! over {
+            ($($field:ident => $name:literal),* $(,)?) => {$(
+                if let Some(v) = var($name) { self.$field = Some(v.into()); }
+            )*};
+        }
+        over!(
+            client_id => "CLIENT_ID",
+            auth_base_uri => "AUTH_BASE_URI",
+            audience => "AUDIENCE",
+            fhir_r4_endpoint => "FHIR_R4_ENDPOINT",
+            fhir_stu3_endpoint => "FHIR_STU3_ENDPOINT",
+            fhir_dstu2_endpoint => "FHIR_DSTU2_ENDPOINT",
+            fhir_base_url => "FHIR_BASE_URL",
+            private_key => "PRIVATE_KEY",
+            key_id => "KEY_ID",
+            patient_list_identifier => "PATIENT_LIST_IDENTIFIER",
+            scope => "SCOPE",
+            redirect_uri => "REDIRECT_URI",
+            token_store => "TOKEN_STORE",
+            https_proxy => "HTTPS_PROXY",
+            ca_bundle => "CA_BUNDLE",
+        );
+    }
+
+    /// The FHIR endpoints, explicit ones first, then derived from `fhir_base_url`.
+    pub fn endpoints(&self) -> Result<Endpoints> {
+        let mut map = BTreeMap::new();
+        let explicit = [
+            (FhirVersion::R4, "fhir_r4_endpoint", &self.fhir_r4_endpoint),
+            (FhirVersion::Stu3, "fhir_stu3_endpoint", &self.fhir_stu3_endpoint),
+            (FhirVersion::Dstu2, "fhir_dstu2_endpoint", &self.fhir_dstu2_endpoint),
+        ];
+        for (version, key, value) in explicit {
+            if let Some(v) = value {
+                map.insert(version, parse_url(key, v)?);
+            } else if let Some(base) = &self.fhir_base_url {
+                let derived = format!("{}/api/FHIR/{}", base.trim_end_matches('/'), version.as_str());
+                map.insert(version, parse_url("fhir_base_url", &derived)?);
+            }
+        }
+        Ok(Endpoints(map))
+    }
+
+    /// Checks the settings the extraction needs; errors name the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let endpoints = self.endpoints()?;
+        if endpoints.0.is_empty() {
+            return Err(Error::InvalidConfig {
+                key: "connection.fhir_r4_endpoint".into(),
+                problem: "no FHIR endpoint configured: set fhir_r4_endpoint (and optionally \
+                          fhir_stu3_endpoint, fhir_dstu2_endpoint) or fhir_base_url"
+                    .into(),
+            });
+        }
+        if self.client_id.as_deref().is_none_or(|c| c.trim().is_empty()) {
+            return Err(Error::InvalidConfig {
+                key: "connection.client_id".into(),
+                problem: "missing: the Epic client id of the registered app (or FHIRSYNC_CLIENT_ID)".into(),
+            });
+        }
+        for (key, v) in [("auth_base_uri", &self.auth_base_uri), ("audience", &self.audience)] {
+            if let Some(v) = v {
+                parse_url(key, v)?;
+            }
+        }
+        if let Some(p) = &self.https_proxy {
+            parse_url("https_proxy", p)?;
+        }
+        if let Some(secret) = &self.client_secret {
+            let s = secret.expose_secret();
+            if !(s.starts_with("env:") || s.starts_with("file:")) {
+                return Err(Error::InlineSecret {
+                    key: "connection.client_secret",
+                    env_override: "FHIRSYNC_CLIENT_SECRET",
+                });
+            }
+        }
+        if let Some(id) = &self.patient_list_identifier {
+            parse_list_identifier(id)?;
+        }
+        Ok(())
+    }
+
+    /// The client secret: the value of `FHIRSYNC_CLIENT_SECRET` if set, else read from the
+    /// `env:`/`file:` reference in `client_secret`.
+    pub fn resolve_client_secret(&self) -> Result<Option<SecretString>> {
+        self.resolve_client_secret_from(|k| std::env::var(k).ok())
+    }
+
+    /// [`Self::resolve_client_secret`] with environment lookups through `get`.
+    pub fn resolve_client_secret_from(
+        &self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<SecretString>> {
+        const KEY: &str = "connection.client_secret";
+        if let Some(v) = get(&format!("{ENV_PREFIX}CLIENT_SECRET")).filter(|v| !v.is_empty()) {
+            return Ok(Some(v.into()));
+        }
+        let Some(secret) = &self.client_secret else { return Ok(None) };
+        let spec = secret.expose_secret();
+        if let Some(var) = spec.strip_prefix("env:") {
+            let v = get(var).ok_or_else(|| Error::SecretUnavailable {
+                key: KEY,
+                origin: format!("environment variable {var}"),
+                problem: "not set".into(),
+            })?;
+            Ok(Some(v.into()))
+        } else if let Some(path) = spec.strip_prefix("file:") {
+            let v = std::fs::read_to_string(path).map_err(|e| Error::SecretUnavailable {
+                key: KEY,
+                origin: path.to_string(),
+                problem: e.to_string(),
+            })?;
+            Ok(Some(v.trim().to_string().into()))
+        } else {
+            Err(Error::InlineSecret { key: KEY, env_override: "FHIRSYNC_CLIENT_SECRET" })
+        }
+    }
+
+    /// Where the private key comes from (`env:VAR`, `file:/path` or a bare path).
+    pub fn private_key_source(&self) -> Option<KeySource> {
+        self.private_key.as_deref().map(|k| KeySource::parse(k.strip_prefix("file:").unwrap_or(k)))
+    }
+}
+
+/// Splits `system|value` (e.g. `systemlist|6442`).
+pub fn parse_list_identifier(id: &str) -> Result<(String, String)> {
+    match id.split_once('|') {
+        Some((s, v)) if !s.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((s.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(Error::InvalidConfig {
+            key: "patient_list_identifier".into(),
+            problem: format!("`{id}` is not `system|value`; Epic's form is e.g. `systemlist|6442`"),
+        }),
+    }
+}
+
+/// How resources are fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Per-patient searches (refreshes; Epic's recommended use).
+    #[default]
+    Search,
+    /// Group `$export` (initial loads of a registry; once per Group per 24 h at Epic).
+    Bulk,
+}
+
+/// Which patients to extract (`[extract.cohort]`); sources are combined and de-duplicated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortConfig {
+    /// Patient list `system|value` (defaults to `connection.patient_list_identifier`).
+    #[serde(default)]
+    pub patient_list: Option<String>,
+    /// FHIR id of a Group (Epic registry): members read from `Group/{id}`; the exported Group in bulk mode.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Explicit patient FHIR ids.
+    #[serde(default)]
+    pub patient_ids: Vec<String>,
+    /// Patient identifiers `system|value`, resolved with `Patient?identifier=`.
+    #[serde(default)]
+    pub identifiers: Vec<String>,
+    /// Version used to read the patient list (default: STU3 when configured, else R4).
+    #[serde(default)]
+    pub list_version: Option<FhirVersion>,
+}
+
+impl CohortConfig {
+    /// True when no source is set.
+    pub fn is_empty(&self) -> bool {
+        self.patient_list.is_none()
+            && self.group.is_none()
+            && self.patient_ids.is_empty()
+            && self.identifiers.is_empty()
+    }
+}
+
+/// Retry bounds (`[extract.retry]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt on 429/5xx/timeouts/resets.
+    pub max_retries: u32,
+    /// Base delay of exponential backoff, milliseconds.
+    pub base_delay_ms: u64,
+    /// Cap of one backoff delay, milliseconds.
+    pub max_delay_ms: u64,
+    /// Shortest honoured `Retry-After`, seconds.
+    pub retry_after_floor_secs: u64,
+    /// Longest honoured `Retry-After`, seconds (longer asks are clamped).
+    pub retry_after_ceiling_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let p = RetryPolicy::default();
+        RetryConfig {
+            max_retries: p.max_retries,
+            base_delay_ms: p.base_delay.as_millis() as u64,
+            max_delay_ms: p.max_delay.as_millis() as u64,
+            retry_after_floor_secs: p.retry_after_floor.as_secs(),
+            retry_after_ceiling_secs: p.retry_after_ceiling.as_secs(),
+        }
+    }
+}
+
+/// Bulk `$export` settings (`[extract.bulk]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkConfig {
+    /// `_typeFilter` queries, e.g. `Observation?category=laboratory`.
+    pub type_filters: Vec<String>,
+    /// Shortest wait between status polls, seconds (also the floor for `Retry-After`).
+    pub poll_floor_secs: u64,
+    /// Longest wait between status polls, seconds.
+    pub poll_ceiling_secs: u64,
+    /// Give up waiting for the export after this many seconds (the status URL stays saved).
+    pub timeout_secs: u64,
+    /// Parallel NDJSON file downloads.
+    pub download_concurrency: usize,
+    /// Longest accepted NDJSON line, bytes.
+    pub max_line_bytes: usize,
+    /// Send `DELETE` to the status URL once every file is downloaded.
+    pub delete_when_done: bool,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            type_filters: Vec::new(),
+            poll_floor_secs: DEFAULT_POLL_FLOOR_SECS,
+            poll_ceiling_secs: DEFAULT_POLL_CEILING_SECS,
+            timeout_secs: DEFAULT_BULK_TIMEOUT_SECS,
+            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            delete_when_done: true,
+        }
+    }
+}
+
+/// What to extract and how politely (`[extract]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// `search` (per-patient searches) or `bulk` (Group `$export`).
+    pub mode: Mode,
+    /// Datasets to fetch: `Type` or `Type:category` (e.g. `Observation:laboratory`). Empty =
+    /// every patient-scoped type the endpoints can search, plus `Patient`.
+    pub datasets: Vec<String>,
+    /// Which patients.
+    pub cohort: CohortConfig,
+    /// Categories searched one by one for category-split types (Epic licenses them separately).
+    /// Default: Observation and Condition categories, see the `DEFAULT_*_CATEGORIES` constants.
+    pub categories: BTreeMap<String, Vec<String>>,
+    /// `_count` page size; 0 = the server's default.
+    pub page_size: u32,
+    /// Maximum requests in flight.
+    pub concurrency: usize,
+    /// Minimum requests in flight when adapting.
+    pub min_concurrency: usize,
+    /// Lower concurrency on throttling and latency growth, raise it back on success (AIMD).
+    pub adaptive_concurrency: bool,
+    /// Requests per second (token bucket); 0 = unlimited.
+    pub rate_limit: f64,
+    /// Requests allowed in a burst.
+    pub rate_burst: u32,
+    /// Timeout of one request, seconds.
+    pub request_timeout_secs: u64,
+    /// Restarts of one search after Epic's 4113 "session expired" before the scope is given up.
+    pub max_session_restarts: u32,
+    /// Retry bounds.
+    pub retry: RetryConfig,
+    /// Bulk settings.
+    pub bulk: BulkConfig,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        let cats = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ExtractConfig {
+            mode: Mode::Search,
+            datasets: Vec::new(),
+            cohort: CohortConfig::default(),
+            categories: BTreeMap::from([
+                ("Observation".to_string(), cats(DEFAULT_OBSERVATION_CATEGORIES)),
+                ("Condition".to_string(), cats(DEFAULT_CONDITION_CATEGORIES)),
+            ]),
+            page_size: DEFAULT_PAGE_SIZE,
+            concurrency: DEFAULT_CONCURRENCY,
+            min_concurrency: 1,
+            adaptive_concurrency: true,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            rate_burst: DEFAULT_RATE_BURST,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            max_session_restarts: DEFAULT_MAX_SESSION_RESTARTS,
+            retry: RetryConfig::default(),
+            bulk: BulkConfig::default(),
+        }
+    }
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> Error {
+    Error::InvalidConfig { key: format!("extract.{key}"), problem: problem.into() }
+}
+
+impl ExtractConfig {
+    /// Parses an `[extract]` table body.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text)
+            .map_err(|e| Error::ConfigSyntax { table: "extract", message: e.message().into() })
+    }
+
+    /// Checks values; `connection` supplies the default patient list.
+    pub fn validate(&self, connection: &ConnectionConfig) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        if self.min_concurrency == 0 || self.min_concurrency > self.concurrency {
+            return Err(invalid("min_concurrency", "must be between 1 and `concurrency`"));
+        }
+        if !self.rate_limit.is_finite() || self.rate_limit < 0.0 {
+            return Err(invalid("rate_limit", "must be ≥ 0 requests per second (0 = unlimited)"));
+        }
+        if self.rate_burst == 0 {
+            return Err(invalid("rate_burst", "must be at least 1"));
+        }
+        if self.page_size > DEFAULT_PAGE_SIZE {
+            return Err(invalid("page_size", format!("Epic's maximum `_count` is {DEFAULT_PAGE_SIZE}")));
+        }
+        if self.retry.retry_after_floor_secs > self.retry.retry_after_ceiling_secs {
+            return Err(invalid("retry.retry_after_floor_secs", "must not exceed retry_after_ceiling_secs"));
+        }
+        if self.bulk.download_concurrency == 0 {
+            return Err(invalid("bulk.download_concurrency", "must be at least 1"));
+        }
+        for d in &self.datasets {
+            if d.trim().is_empty() || d.starts_with(':') {
+                return Err(invalid("datasets", format!("`{d}` is not `Type` or `Type:category`")));
+            }
+        }
+        for id in self.cohort.identifiers.iter().chain(self.cohort.patient_list.iter()) {
+            parse_list_identifier(id)
+                .map_err(|_| invalid("cohort", format!("`{id}` is not `system|value`")))?;
+        }
+        let cohort = self.effective_cohort(connection);
+        match self.mode {
+            Mode::Search if cohort.is_empty() => Err(invalid(
+                "cohort",
+                "no patients: set extract.cohort.patient_list / group / patient_ids / identifiers, \
+                 or connection.patient_list_identifier",
+            )),
+            Mode::Bulk if cohort.group.is_none() => {
+                Err(invalid("cohort.group", "bulk mode exports a Group: set the Group's FHIR id"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The cohort, with `connection.patient_list_identifier` as the default patient list.
+    pub fn effective_cohort(&self, connection: &ConnectionConfig) -> CohortConfig {
+        let mut c = self.cohort.clone();
+        if c.patient_list.is_none()
+            && c.group.is_none()
+            && c.patient_ids.is_empty()
+            && c.identifiers.is_empty()
+        {
+            c.patient_list = connection.patient_list_identifier.clone();
+        }
+        c
+    }
+
+    /// The HTTP client settings these options and `connection` describe.
+    pub fn client_config(&self, connection: &ConnectionConfig) -> ClientConfig {
+        ClientConfig {
+            concurrency: ConcurrencyConfig {
+                max: self.concurrency.max(1),
+                min: self.min_concurrency.max(1),
+                adaptive: self.adaptive_concurrency,
+                latency_factor: DEFAULT_LATENCY_FACTOR,
+            },
+            rate_limit: (self.rate_limit > 0.0)
+                .then_some(RateLimit { per_second: self.rate_limit, burst: self.rate_burst.max(1) }),
+            retry: RetryPolicy {
+                max_retries: self.retry.max_retries,
+                base_delay: Duration::from_millis(self.retry.base_delay_ms),
+                max_delay: Duration::from_millis(self.retry.max_delay_ms),
+                retry_after_floor: Duration::from_secs(self.retry.retry_after_floor_secs),
+                retry_after_ceiling: Duration::from_secs(self.retry.retry_after_ceiling_secs),
+            },
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            epic_client_id: connection.client_id.clone(),
+            https_proxy: connection.https_proxy.clone(),
+            ca_bundle: connection.ca_bundle.clone(),
+            ..ClientConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnectionConfig {
+        ConnectionConfig {
+            client_id: Some("c".into()),
+            fhir_r4_endpoint: Some("https://ehr.example/api/FHIR/R4".into()),
+            ..ConnectionConfig::default()
+        }
+    }
+
+    /// An unknown key in [extract] is named in the error.
+    #[test]
+    fn unknown_extract_key_is_named() {
+        let err = ExtractConfig::from_toml("concurency = 4").unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+        let err = ExtractConfig::from_toml("[cohort]\npatient_lst = \"a|b\"").unwrap_err();
+        assert!(err.to_string().contains("patient_lst"), "{err}");
+    }
+
+    /// An unknown key in [connection] is named in the error.
+    #[test]
+    fn unknown_connection_key_is_named() {
+        let err = ConnectionConfig::from_toml("client_idd = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("client_idd"), "{err}");
+    }
+
+    /// A missing endpoint is reported with the key to set.
+    #[test]
+    fn missing_endpoint_is_explained() {
+        let c = ConnectionConfig { client_id: Some("c".into()), ..ConnectionConfig::default() };
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("fhir_r4_endpoint"), "{err}");
+    }
+
+    /// An inline client secret is rejected without echoing it; env: references pass.
+    #[test]
+    fn inline_secret_rejected_without_echo() {
+        let mut c = conn();
+        c.client_secret = Some("s3cr3t-value".to_string().into());
+        let err = c.validate().unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().contains("env:"), "{err}");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        c.client_secret = Some("env:EPIC_SECRET".to_string().into());
+        c.validate().unwrap();
+    }
+
+    /// FHIRSYNC_* overrides win, and a secret given by env var is a value, not a reference.
+    #[test]
+    fn env_overrides_apply() {
+        let mut c = conn();
+        let env = BTreeMap::from([
+            ("FHIRSYNC_CLIENT_ID", "from-env"),
+            ("FHIRSYNC_FHIR_STU3_ENDPOINT", "https://ehr.example/api/FHIR/STU3"),
+            ("FHIRSYNC_CLIENT_SECRET", "plain"),
+        ]);
+        let get = |k: &str| env.get(k).map(|v| v.to_string());
+        c.apply_env_from(get);
+        assert_eq!(c.client_id.as_deref(), Some("from-env"));
+        assert_eq!(c.endpoints().unwrap().versions(), vec![FhirVersion::R4, FhirVersion::Stu3]);
+        c.validate().unwrap();
+        assert_eq!(c.resolve_client_secret_from(get).unwrap().unwrap().expose_secret(), "plain");
+        // Without the override, an env: reference is followed.
+        c.client_secret = Some("env:EPIC_SECRET".to_string().into());
+        let get = |k: &str| (k == "EPIC_SECRET").then(|| "referenced".to_string());
+        assert_eq!(c.resolve_client_secret_from(get).unwrap().unwrap().expose_secret(), "referenced");
+    }
+
+    /// fhir_base_url derives the version endpoints that are not set.
+    #[test]
+    fn base_url_derives_endpoints() {
+        let c = ConnectionConfig {
+            fhir_base_url: Some("https://ehr.example/interconnect-fhir-oauth/".into()),
+            fhir_r4_endpoint: Some("https://other.example/R4".into()),
+            ..ConnectionConfig::default()
+        };
+        let e = c.endpoints().unwrap();
+        assert_eq!(e.get(FhirVersion::R4).unwrap().as_str(), "https://other.example/R4");
+        assert_eq!(
+            e.get(FhirVersion::Dstu2).unwrap().as_str(),
+            "https://ehr.example/interconnect-fhir-oauth/api/FHIR/DSTU2"
+        );
+    }
+
+    /// Search mode needs a cohort; the connection's patient list is the default.
+    #[test]
+    fn cohort_defaults_to_connection_list() {
+        let x = ExtractConfig::default();
+        assert!(x.validate(&conn()).unwrap_err().to_string().contains("cohort"));
+        let mut c = conn();
+        c.patient_list_identifier = Some("systemlist|6442".into());
+        x.validate(&c).unwrap();
+        assert_eq!(x.effective_cohort(&c).patient_list.as_deref(), Some("systemlist|6442"));
+        let bulk = ExtractConfig { mode: Mode::Bulk, ..ExtractConfig::default() };
+        assert!(bulk.validate(&c).unwrap_err().to_string().contains("cohort.group"));
+    }
+
+    /// A full [extract] table parses with nested tables.
+    #[test]
+    fn full_extract_table_parses() {
+        let x = ExtractConfig::from_toml(
+            r#"
+            mode = "bulk"
+            datasets = ["Patient", "Observation:laboratory"]
+            concurrency = 8
+            rate_limit = 0
+            [cohort]
+            group = "g1"
+            [categories]
+            Observation = ["laboratory"]
+            [retry]
+            max_retries = 2
+            [bulk]
+            type_filters = ["Observation?category=laboratory"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(x.mode, Mode::Bulk);
+        assert_eq!(x.retry.max_retries, 2);
+        assert!(x.client_config(&conn()).rate_limit.is_none());
+        x.validate(&conn()).unwrap();
+    }
+}

@@ -1,0 +1,206 @@
+//! The per-patient search crawl.
+//!
+//! Every (patient, planned dataset) pair is a scope. Scopes run concurrently (the client's
+//! concurrency limit is the real cap); each pages through `next` links and emits one
+//! [`ExtractEvent::Resources`] per page, then [`ExtractEvent::ScopeComplete`] if — and only if —
+//! every page was read, no request failed, and no 59204 (results suppressed for lack of
+//! authorization) was reported. 4101 ("no results") is a complete, empty scope.
+//!
+//! Epic's 4113 ("session for cached search results expired") restarts the search from its first
+//! page. Resources of the interrupted pass may then be sent twice; landing stages by
+//! (scope, type, id), so a repeat overwrites itself.
+//!
+//! A failed scope is reported as a gap and the run goes on; credential failures (401 after a
+//! refresh, token endpoint errors) abort the run, since every further request would fail too.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use fhirsync_core::{ExtractEvent, RawResource, ScopeKey};
+use fhirsync_fhir::{FhirClient, codes, join, redact_url};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc::Sender;
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::plan::{Plan, PlannedDataset};
+use crate::progress::Progress;
+use crate::report::{ExtractReport, GapReason};
+
+/// The result of one scope.
+struct ScopeResult {
+    scope: ScopeKey,
+    resources: u64,
+    pages: u64,
+    codes: Vec<String>,
+    restarts: u32,
+    gap: Option<GapReason>,
+}
+
+/// Inputs of a crawl.
+pub(crate) struct Crawl<'a> {
+    pub client: &'a FhirClient,
+    pub plan: &'a Plan,
+    pub patients: &'a [String],
+    pub skip: &'a BTreeSet<ScopeKey>,
+    pub max_restarts: u32,
+    pub progress: &'a Progress,
+    pub tx: &'a Sender<ExtractEvent>,
+}
+
+impl Crawl<'_> {
+    /// Runs every scope not in `skip`; fills `report`.
+    pub(crate) async fn run(&self, report: &mut ExtractReport) -> Result<()> {
+        let mut tasks = Vec::new();
+        for patient in self.patients {
+            for item in &self.plan.items {
+                let scope = ScopeKey {
+                    fhir_version: item.version,
+                    patient_id: Some(patient.clone()),
+                    dataset: item.dataset.clone(),
+                };
+                report.scopes_planned += 1;
+                if self.skip.contains(&scope) {
+                    report.scopes_skipped += 1;
+                    report.scope.complete.insert(scope);
+                } else {
+                    tasks.push((scope, item));
+                }
+            }
+        }
+        self.progress.scopes_total.store(tasks.len() as u64, Ordering::Relaxed);
+        // Twice the ceiling keeps a scope ready whenever a request slot frees up. (An explicit
+        // refill loop rather than `buffer_unordered` with a closure keeps the future `Send`.)
+        let width = self.client.max_concurrency() * 2;
+        let mut pending = tasks.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut failed = 0usize;
+        let mut first_error = None;
+        loop {
+            while running.len() < width {
+                let Some((scope, item)) = pending.next() else { break };
+                running.push(self.scope(scope, item));
+            }
+            let Some(r) = running.next().await else { break };
+            let r = r?;
+            let dataset = r.scope.dataset.to_string();
+            for code in &r.codes {
+                report.count_outcome(&dataset, code);
+            }
+            report.session_restarts += u64::from(r.restarts);
+            if let Some(GapReason::Failed { error }) = &r.gap {
+                failed += 1;
+                first_error.get_or_insert_with(|| error.clone());
+            }
+            report.finish_scope(r.scope, r.resources, r.pages, r.gap);
+        }
+        let attempted = report.scopes_planned - report.scopes_skipped;
+        if attempted > 0 && failed as u64 == attempted {
+            return Err(Error::AllScopesFailed { failed, first: first_error.unwrap_or_default() });
+        }
+        Ok(())
+    }
+
+    /// Fetches one scope completely (or until it fails). `Err` only for run-fatal errors.
+    async fn scope(&self, scope: ScopeKey, item: &PlannedDataset) -> Result<ScopeResult> {
+        let dataset_name = item.dataset.to_string();
+        let counters = self.progress.dataset(&dataset_name);
+        let patient = scope.patient_id.clone().unwrap_or_default();
+        let mut params = vec![(item.patient_param.to_string(), patient)];
+        params.extend(item.params.iter().cloned());
+        let mut r = ScopeResult { scope, resources: 0, pages: 0, codes: Vec::new(), restarts: 0, gap: None };
+        let source = item.base.as_str().trim_end_matches('/').to_string();
+        'restart: loop {
+            let mut url = join(&item.base, &item.dataset.resource_type)?;
+            url.query_pairs_mut().extend_pairs(&params);
+            loop {
+                let page = match self.client.page(&url).await {
+                    Ok(p) => p,
+                    Err(e) if e.has_outcome(codes::SESSION_EXPIRED) => {
+                        r.codes.push(codes::SESSION_EXPIRED.to_string());
+                        if self.restart(&mut r) {
+                            continue 'restart;
+                        }
+                        break 'restart;
+                    }
+                    Err(e) if e.is_fatal_for_run() => return Err(e.into()),
+                    Err(e) => {
+                        warn!(dataset = %dataset_name, error = %e, "Scope failed.");
+                        r.gap = Some(GapReason::Failed { error: e.to_string() });
+                        break 'restart;
+                    }
+                };
+                r.codes.extend(page.outcomes.iter().filter_map(|o| o.epic_code.clone()));
+                if page.has_outcome(codes::SESSION_EXPIRED) {
+                    if self.restart(&mut r) {
+                        continue 'restart;
+                    }
+                    break 'restart;
+                }
+                if r.gap.is_none()
+                    && let Some(o) = page.outcomes.iter().find(|o| o.is(codes::UNAUTHORIZED_SUB_RESOURCE))
+                {
+                    r.gap = Some(GapReason::NotAuthorized {
+                        code: codes::UNAUTHORIZED_SUB_RESOURCE.to_string(),
+                        detail: o.diagnostics.clone().or_else(|| o.text.clone()),
+                    });
+                }
+                let n = page.resources.len();
+                if n > 0 {
+                    let mut batch = Vec::with_capacity(n);
+                    for json in page.resources {
+                        match RawResource::from_json(
+                            json,
+                            r.scope.patient_id.clone(),
+                            item.dataset.clone(),
+                            item.version,
+                            source.clone(),
+                        ) {
+                            Ok(res) => batch.push(res),
+                            Err(e) => {
+                                let err = Error::Resource { source_url: redact_url(&url), source: e };
+                                r.gap.get_or_insert(GapReason::Failed { error: err.to_string() });
+                            }
+                        }
+                    }
+                    r.resources += batch.len() as u64;
+                    self.tx.send(ExtractEvent::Resources(batch)).await.map_err(|_| Error::ReceiverClosed)?;
+                }
+                r.pages += 1;
+                self.progress.add_page(&counters, n);
+                match page.next {
+                    Some(next) => match url.join(&next) {
+                        Ok(u) => url = u,
+                        Err(e) => {
+                            r.gap = Some(GapReason::Failed { error: format!("invalid next link: {e}") });
+                            break 'restart;
+                        }
+                    },
+                    None => break 'restart,
+                }
+            }
+        }
+        if r.gap.is_none() {
+            self.tx
+                .send(ExtractEvent::ScopeComplete(r.scope.clone()))
+                .await
+                .map_err(|_| Error::ReceiverClosed)?;
+        }
+        debug!(dataset = %dataset_name, resources = r.resources, pages = r.pages, complete = r.gap.is_none(), "Scope finished.");
+        self.progress.scope_done(&counters, matches!(r.gap, Some(GapReason::Failed { .. })));
+        Ok(r)
+    }
+
+    /// Counts a 4113 restart; false (and a gap) once the budget is spent.
+    fn restart(&self, r: &mut ScopeResult) -> bool {
+        if r.restarts < self.max_restarts {
+            r.restarts += 1;
+            debug!(restarts = r.restarts, "Search session expired; restarting the search.");
+            true
+        } else {
+            r.gap = Some(GapReason::SessionExpired { restarts: r.restarts });
+            false
+        }
+    }
+}

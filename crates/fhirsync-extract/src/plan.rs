@@ -1,0 +1,323 @@
+//! The search plan: which datasets to fetch, from which endpoint, with which parameters.
+//!
+//! Built from each endpoint's CapabilityStatement (`GET {base}/metadata`, JSON):
+//! - a type is planned when it has the `search-type` interaction and a patient parameter
+//!   (`patient`, else `subject`); `Patient` itself is searched by `_id`;
+//! - each type is taken from the newest endpoint that serves it, so version-only types come from
+//!   their version (MedicationOrder from DSTU2, ProcedureRequest from STU3, ...);
+//! - types with a `category` search parameter and a configured category list are fanned out into
+//!   one dataset per category (Epic licenses Observation categories separately; STU3 Observation
+//!   even requires a category or code);
+//! - the user's `datasets` selection filters the result (`Type` = all its categories,
+//!   `Type:category` = one).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fhirsync_core::{Dataset, FhirVersion};
+use fhirsync_fhir::FhirClient;
+use serde::Deserialize;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::config::{Endpoints, ExtractConfig};
+use crate::error::{Error, Result};
+
+/// Types never planned by default: `List` is the cohort tool (and needs a `code`).
+const NOT_BY_DEFAULT: &[&str] = &["List"];
+
+/// What one endpoint can search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Per resource type: its search parameter names (`None` when `search-type` is absent).
+    pub types: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+#[derive(Deserialize)]
+struct StatementWire {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    #[serde(default)]
+    rest: Vec<RestWire>,
+}
+
+#[derive(Deserialize)]
+struct RestWire {
+    #[serde(default)]
+    resource: Vec<ResourceWire>,
+}
+
+#[derive(Deserialize)]
+struct ResourceWire {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    interaction: Vec<InteractionWire>,
+    #[serde(default, rename = "searchParam")]
+    search_param: Vec<SearchParamWire>,
+}
+
+#[derive(Deserialize)]
+struct InteractionWire {
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct SearchParamWire {
+    name: String,
+}
+
+impl Capabilities {
+    /// Parses a CapabilityStatement (R4/STU3) or Conformance (DSTU2).
+    pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
+        let wire: StatementWire = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        match wire.resource_type.as_deref() {
+            Some("CapabilityStatement" | "Conformance") => {}
+            other => {
+                return Err(format!(
+                    "expected a CapabilityStatement, got {}",
+                    other.unwrap_or("no resourceType")
+                ));
+            }
+        }
+        let mut types = BTreeMap::new();
+        for r in wire.rest.into_iter().flat_map(|r| r.resource) {
+            let searchable = r.interaction.iter().any(|i| i.code == "search-type");
+            let params = searchable.then(|| r.search_param.into_iter().map(|p| p.name).collect());
+            types.insert(r.ty, params);
+        }
+        Ok(Capabilities { types })
+    }
+
+    /// The parameter that scopes a search of `ty` to one patient, if any.
+    pub fn patient_param(&self, ty: &str) -> Option<&'static str> {
+        let params = self.types.get(ty)?.as_ref()?;
+        if ty == "Patient" {
+            return Some("_id");
+        }
+        if params.contains("patient") {
+            Some("patient")
+        } else if params.contains("subject") {
+            Some("subject")
+        } else {
+            None
+        }
+    }
+
+    fn has_param(&self, ty: &str, name: &str) -> bool {
+        self.types.get(ty).and_then(Option::as_ref).is_some_and(|p| p.contains(name))
+    }
+}
+
+/// One dataset to fetch for every patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDataset {
+    /// What is fetched.
+    pub dataset: Dataset,
+    /// Version of the endpoint searched.
+    pub version: FhirVersion,
+    /// Endpoint base URL.
+    pub base: Url,
+    /// Parameter carrying the patient id (`patient`, `subject`, or `_id` for Patient).
+    pub patient_param: &'static str,
+    /// Other parameters (`category`, `_count`).
+    pub params: Vec<(String, String)>,
+}
+
+/// The datasets of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Planned datasets, sorted by dataset.
+    pub items: Vec<PlannedDataset>,
+}
+
+impl Plan {
+    /// Dataset names, for reports.
+    pub fn dataset_names(&self) -> Vec<String> {
+        self.items.iter().map(|i| format!("{}@{}", i.dataset, i.version)).collect()
+    }
+}
+
+/// Fetches every endpoint's CapabilityStatement and builds the plan. An endpoint whose
+/// metadata fails is skipped with a warning, unless every endpoint fails.
+pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractConfig) -> Result<Plan> {
+    let mut caps = BTreeMap::new();
+    let mut last_err = None;
+    for version in endpoints.versions() {
+        let Some(base) = endpoints.get(version) else { continue };
+        match client.metadata(base).await {
+            Ok(body) => {
+                let c = Capabilities::parse(&body).map_err(|problem| Error::Capabilities {
+                    version,
+                    url: fhirsync_fhir::redact_url(base),
+                    problem,
+                })?;
+                caps.insert(version, (base.clone(), c));
+            }
+            Err(e) if e.is_fatal_for_run() => return Err(e.into()),
+            Err(e) => {
+                warn!(%version, error = %e, "CapabilityStatement unavailable; endpoint skipped.");
+                last_err = Some(e);
+            }
+        }
+    }
+    if caps.is_empty() {
+        return Err(match last_err {
+            Some(e) => e.into(),
+            None => Error::EmptyPlan("no FHIR endpoint configured".into()),
+        });
+    }
+    let plan = build(&caps, config)?;
+    info!(datasets = plan.items.len(), "Plan built.");
+    Ok(plan)
+}
+
+/// Parses `Type` / `Type:category`.
+fn dataset_of(text: &str) -> Dataset {
+    match text.split_once(':') {
+        Some((t, c)) => Dataset::with_category(t.trim(), c.trim()),
+        None => Dataset::new(text),
+    }
+}
+
+/// Builds the plan from parsed capabilities (pure; see module docs for the rules).
+pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &ExtractConfig) -> Result<Plan> {
+    // Newest version that can search each type by patient.
+    let mut source: BTreeMap<&str, FhirVersion> = BTreeMap::new();
+    for version in FhirVersion::ALL {
+        let Some((_, c)) = caps.get(&version) else { continue };
+        for ty in c.types.keys() {
+            if c.patient_param(ty).is_some() {
+                source.entry(ty.as_str()).or_insert(version);
+            }
+        }
+    }
+    let selection: Vec<Dataset> = if config.datasets.is_empty() {
+        source.keys().filter(|t| !NOT_BY_DEFAULT.contains(t)).map(|t| Dataset::new(*t)).collect()
+    } else {
+        config.datasets.iter().map(|d| dataset_of(d.trim())).collect()
+    };
+    let described = caps.keys().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
+    let mut items = BTreeMap::new();
+    for wanted in selection {
+        let ty = wanted.resource_type.as_str();
+        let Some(&version) = source.get(ty) else {
+            return Err(Error::UnknownDataset { dataset: wanted.to_string(), endpoints: described });
+        };
+        let (base, c) = &caps[&version];
+        let patient_param = c.patient_param(ty).unwrap_or("patient");
+        let mut base_params = Vec::new();
+        if config.page_size > 0 && ty != "Patient" {
+            base_params.push(("_count".to_string(), config.page_size.to_string()));
+        }
+        let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
+            (Some(c), _) => vec![c.clone()],
+            (None, Some(list)) if c.has_param(ty, "category") => list.clone(),
+            _ => Vec::new(),
+        };
+        let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
+            items.insert(
+                dataset.clone(),
+                PlannedDataset { dataset, version, base: base.clone(), patient_param, params },
+            );
+        };
+        if categories.is_empty() {
+            push(Dataset::new(ty), base_params.clone());
+        } else {
+            for cat in categories {
+                let mut params = vec![("category".to_string(), cat.clone())];
+                params.extend(base_params.iter().cloned());
+                push(Dataset::with_category(ty, cat), params);
+            }
+        }
+    }
+    if items.is_empty() {
+        return Err(Error::EmptyPlan(format!("no patient-searchable types on {described}")));
+    }
+    Ok(Plan { items: items.into_values().collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(types: &[(&str, &[&str])]) -> Capabilities {
+        let resources: Vec<String> = types
+            .iter()
+            .map(|(t, ps)| {
+                let params: Vec<String> = ps.iter().map(|p| format!(r#"{{"name":"{p}","type":"token"}}"#)).collect();
+                format!(
+                    r#"{{"type":"{t}","interaction":[{{"code":"read"}},{{"code":"search-type"}}],"searchParam":[{}]}}"#,
+                    params.join(",")
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"resourceType":"CapabilityStatement","rest":[{{"resource":[{}]}}]}}"#,
+            resources.join(",")
+        );
+        Capabilities::parse(json.as_bytes()).unwrap()
+    }
+
+    fn all() -> BTreeMap<FhirVersion, (Url, Capabilities)> {
+        let u = |v: &str| Url::parse(&format!("http://x/{v}")).unwrap();
+        BTreeMap::from([
+            (
+                FhirVersion::R4,
+                (
+                    u("R4"),
+                    caps(&[
+                        ("Patient", &["_id", "identifier"]),
+                        ("Observation", &["patient", "subject", "category"]),
+                        ("Condition", &["patient", "category"]),
+                        ("Encounter", &["subject"]),
+                        ("Medication", &["_id"]),
+                        ("List", &["patient", "code"]),
+                    ]),
+                ),
+            ),
+            (
+                FhirVersion::Dstu2,
+                (u("DSTU2"), caps(&[("MedicationOrder", &["patient"]), ("Observation", &["patient"])])),
+            ),
+        ])
+    }
+
+    /// Default plan: patient-scoped types from the newest version, Observation fanned out per
+    /// category, DSTU2-only MedicationOrder from DSTU2, id-only types and List left out.
+    #[test]
+    fn default_plan_from_capabilities() {
+        let cfg = ExtractConfig::default();
+        let plan = build(&all(), &cfg).unwrap();
+        let names = plan.dataset_names();
+        assert!(names.contains(&"Observation:laboratory@R4".to_string()), "{names:?}");
+        assert!(names.contains(&"Observation:vital-signs@R4".to_string()));
+        assert!(names.contains(&"MedicationOrder@DSTU2".to_string()));
+        assert!(names.contains(&"Condition:problem-list-item@R4".to_string()));
+        assert!(names.contains(&"Patient@R4".to_string()));
+        assert!(!names.iter().any(|n| n.starts_with("Medication@") || n.starts_with("List")));
+        let enc = plan.items.iter().find(|i| i.dataset.resource_type == "Encounter").unwrap();
+        assert_eq!(enc.patient_param, "subject");
+        let lab = plan.items.iter().find(|i| i.dataset.category.as_deref() == Some("laboratory")).unwrap();
+        assert!(lab.params.contains(&("category".into(), "laboratory".into())));
+    }
+
+    /// A selection filters the plan; an unavailable dataset is an error naming it.
+    #[test]
+    fn selection_filters_and_unknown_is_named() {
+        let cfg = ExtractConfig {
+            datasets: vec!["Observation:laboratory".into(), "Encounter".into()],
+            ..ExtractConfig::default()
+        };
+        let plan = build(&all(), &cfg).unwrap();
+        assert_eq!(plan.dataset_names(), vec!["Encounter@R4", "Observation:laboratory@R4"]);
+        let cfg = ExtractConfig { datasets: vec!["Slot".into()], ..ExtractConfig::default() };
+        let err = build(&all(), &cfg).unwrap_err();
+        assert!(err.to_string().contains("Slot"), "{err}");
+    }
+
+    /// A non-CapabilityStatement body is rejected.
+    #[test]
+    fn rejects_non_capability_statement() {
+        assert!(Capabilities::parse(br#"{"resourceType":"Bundle"}"#).is_err());
+    }
+}

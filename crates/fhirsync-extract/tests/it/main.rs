@@ -1,0 +1,5 @@
+//! Integration tests of extraction: against a scripted mini-Epic stub (exact control of
+//! outcomes and faults) and against the in-process simulator.
+
+mod crawl;
+mod stub;
