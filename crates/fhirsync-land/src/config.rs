@@ -1,0 +1,174 @@
+//! User-facing configuration: where to land ([`DestinationConfig`]), how ([`Method`]) and the
+//! knobs of a run ([`LandOptions`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::destinations::ndjson::NdjsonConfig;
+pub use crate::destinations::parquet::ParquetConfig;
+pub use crate::destinations::postgres::PostgresConfig;
+pub use crate::destinations::sqlite::SqliteConfig;
+
+/// Where landed data goes. In TOML: a table with `kind = "sqlite" | "postgres" | "parquet" | "ndjson"`
+/// plus that kind's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DestinationConfig {
+    /// One SQLite file (the default destination).
+    Sqlite(SqliteConfig),
+    /// A PostgreSQL schema.
+    Postgres(PostgresConfig),
+    /// Hive-style Parquet folders (`resource_type=Observation/`), readable by DuckDB, Spark, Trino.
+    Parquet(ParquetConfig),
+    /// One NDJSON file per resource type.
+    Ndjson(NdjsonConfig),
+}
+
+impl Default for DestinationConfig {
+    fn default() -> Self {
+        DestinationConfig::Sqlite(SqliteConfig::default())
+    }
+}
+
+impl DestinationConfig {
+    /// Kind name as written in config (`sqlite`, `postgres`, `parquet`, `ndjson`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DestinationConfig::Sqlite(_) => "sqlite",
+            DestinationConfig::Postgres(_) => "postgres",
+            DestinationConfig::Parquet(_) => "parquet",
+            DestinationConfig::Ndjson(_) => "ndjson",
+        }
+    }
+}
+
+/// The update method of a run (Qlik's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Initial copy into an empty target; refuses a non-empty target unless `replace` is set.
+    FullLoad,
+    /// Re-read everything and swap it in atomically; no change records.
+    Reload,
+    /// Re-read everything, compare by (FHIR version, type, id) and content hash, apply only the
+    /// differences and record each one in the change table.
+    ReloadAndCompare,
+}
+
+impl Method {
+    /// The CLI / config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::FullLoad => "full-load",
+            Method::Reload => "reload",
+            Method::ReloadAndCompare => "reload-and-compare",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method name that is not one of the three.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown update method `{0}`: use full-load, reload or reload-and-compare")]
+pub struct UnknownMethod(pub String);
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full-load" => Ok(Method::FullLoad),
+            "reload" => Ok(Method::Reload),
+            "reload-and-compare" => Ok(Method::ReloadAndCompare),
+            other => Err(UnknownMethod(other.to_string())),
+        }
+    }
+}
+
+/// What to do with rows of patients who are in the target but not in this run's cohort.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCohortExit {
+    /// Keep their rows and record them in `_fhirsync_cohort_exits` (default).
+    #[default]
+    Flag,
+    /// Delete their rows (recorded as `D` changes by reload-and-compare) and flag them.
+    Delete,
+}
+
+/// Default number of staged resources per durable staging transaction.
+pub const DEFAULT_CHECKPOINT_ROWS: usize = 20_000;
+
+/// Knobs of one landing run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandOptions {
+    /// `full-load` only: overwrite a target that already holds data (otherwise full-load refuses).
+    #[serde(default)]
+    pub replace: bool,
+    /// Rows of patients who left the cohort: `flag` (default) or `delete`.
+    #[serde(default)]
+    pub on_cohort_exit: OnCohortExit,
+    /// Keep a type-2 history table (`_fhirsync_history`, valid_from/valid_to); SQL destinations only.
+    #[serde(default)]
+    pub history: bool,
+    /// Resume an unfinished run of the same method instead of starting over (default true).
+    #[serde(default = "default_true")]
+    pub resume: bool,
+    /// Resources per durable staging transaction; a killed run loses at most this much work.
+    #[serde(default = "default_checkpoint_rows")]
+    pub checkpoint_rows: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_checkpoint_rows() -> usize {
+    DEFAULT_CHECKPOINT_ROWS
+}
+
+impl Default for LandOptions {
+    fn default() -> Self {
+        LandOptions {
+            replace: false,
+            on_cohort_exit: OnCohortExit::Flag,
+            history: false,
+            resume: true,
+            checkpoint_rows: DEFAULT_CHECKPOINT_ROWS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TOML with `kind` picks the destination and fills defaults; unknown keys are rejected.
+    #[test]
+    fn destination_config_from_toml() {
+        let c: DestinationConfig = toml::from_str("kind = \"sqlite\"").unwrap();
+        assert_eq!(c, DestinationConfig::Sqlite(SqliteConfig::default()));
+        let c: DestinationConfig = toml::from_str("kind = \"parquet\"\ndir = \"lake\"").unwrap();
+        assert_eq!(c.kind(), "parquet");
+        let err = toml::from_str::<DestinationConfig>("kind = \"sqlite\"\npaht = \"x.db\"").unwrap_err();
+        assert!(err.to_string().contains("paht"), "{err}");
+        let err = toml::from_str::<DestinationConfig>("kind = \"oracle\"").unwrap_err();
+        assert!(err.to_string().contains("oracle"), "{err}");
+    }
+
+    /// Method names round-trip through their CLI spelling.
+    #[test]
+    fn method_names() {
+        for m in [Method::FullLoad, Method::Reload, Method::ReloadAndCompare] {
+            assert_eq!(m.as_str().parse::<Method>().unwrap(), m);
+        }
+        assert!("merge".parse::<Method>().unwrap_err().to_string().contains("reload-and-compare"));
+    }
+}

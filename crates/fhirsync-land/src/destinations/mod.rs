@@ -1,0 +1,38 @@
+//! Destinations, one folder each (`config.rs` + `writer.rs`), behind [`crate::Destination`].
+//!
+//! - `sql/`: the engine shared by `sqlite/` and `postgres/` (staging tables, one commit
+//!   transaction);
+//! - `files/`: the engine shared by `parquet/` and `ndjson/` (staging files, snapshot folders
+//!   switched atomically).
+
+pub mod ndjson;
+pub mod parquet;
+pub mod postgres;
+pub(crate) mod sql;
+pub mod sqlite;
+
+use crate::config::DestinationConfig;
+use crate::destination::Destination;
+use crate::{Error, Result};
+
+/// Opens the configured destination, creating its bookkeeping tables or folders.
+///
+/// PostgreSQL connects with its own single-threaded runtime, so call this (and the returned
+/// destination's methods) from a blocking thread, not from inside an async task; or use
+/// [`crate::Landing`], which does that for you.
+pub fn open(config: &DestinationConfig) -> Result<Box<dyn Destination>> {
+    match config {
+        DestinationConfig::Sqlite(c) => sqlite::open(c),
+        DestinationConfig::Postgres(c) => postgres::open(c),
+        DestinationConfig::Parquet(_) => Err(Error::Unsupported {
+            destination: "parquet",
+            option: "landing yet",
+            fix: "use sqlite for now",
+        }),
+        DestinationConfig::Ndjson(_) => Err(Error::Unsupported {
+            destination: "ndjson",
+            option: "landing yet",
+            fix: "use sqlite for now",
+        }),
+    }
+}

@@ -1,0 +1,5 @@
+//! NDJSON destination (in progress).
+
+mod config;
+
+pub use config::NdjsonConfig;

@@ -1,0 +1,216 @@
+//! The PostgreSQL backend of the SQL engine.
+//!
+//! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread),
+//! so the backend owns a single-threaded runtime and drives every call with `block_on`. That
+//! runtime also runs the connection task, which only makes progress during those calls, and
+//! that is all it needs.
+
+use std::pin::pin;
+
+use fhirsync_core::RawResource;
+use tokio::runtime::Runtime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::config::PostgresConfig;
+use crate::destination::Destination;
+use crate::destinations::sql::schema::{Dialect, STAGE, lit};
+use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue};
+use crate::{Error, Result};
+
+/// View rows per multi-row `INSERT`.
+const INSERT_CHUNK: usize = 500;
+
+/// Connects and returns the destination.
+pub(crate) fn open(config: &PostgresConfig) -> Result<Box<dyn Destination>> {
+    Ok(Box::new(SqlDestination::new(PostgresBackend::connect(config)?)?))
+}
+
+fn err(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Postgres { action, source }
+}
+
+/// A connection plus the runtime that drives it.
+pub(crate) struct PostgresBackend {
+    rt: Runtime,
+    client: Client,
+    dialect: Dialect,
+    describe: String,
+    seq: i64,
+}
+
+impl PostgresBackend {
+    pub(crate) fn connect(config: &PostgresConfig) -> Result<Self> {
+        let mut pg: tokio_postgres::Config =
+            config.url.parse().map_err(|source| Error::PostgresUrl { source })?;
+        if let Ok(password) = std::env::var(&config.password_env) {
+            pg.password(password);
+        }
+        let host = pg
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_default();
+        let describe =
+            format!("postgres `{host}/{}` schema `{}`", pg.get_dbname().unwrap_or_default(), config.schema);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("starting the PostgreSQL runtime", "."))?;
+        let (client, connection) = rt.block_on(pg.connect(NoTls)).map_err(err("connecting"))?;
+        rt.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection closed.");
+            }
+        });
+        let mut backend = PostgresBackend {
+            rt,
+            client,
+            dialect: Dialect::Postgres { schema: config.schema.clone() },
+            describe,
+            seq: 0,
+        };
+        backend.batch(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}, public;",
+            schema = crate::destinations::sql::schema::quote_ident(&config.schema)
+        ))?;
+        Ok(backend)
+    }
+}
+
+impl SqlBackend for PostgresBackend {
+    fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.rt.block_on(self.client.batch_execute(sql)).map_err(err("running a statement"))
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<u64> {
+        let messages = self.rt.block_on(self.client.simple_query(sql)).map_err(err("running a statement"))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .sum())
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>> {
+        let messages = self.rt.block_on(self.client.simple_query(sql)).map_err(err("running a query"))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn stage_rows(&mut self, run_id: &str, rows: &[RawResource]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.batch(
+            "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, run_id text, resource_type text, \
+             fhir_version text, id text, patient_id text, dataset text, source text, content_hash text, resource text) \
+             ON COMMIT DELETE ROWS",
+        )?;
+        let first_seq = self.seq;
+        self.seq += rows.len() as i64;
+        let client = &self.client;
+        self.rt
+            .block_on(async {
+                let sink = client
+                    .copy_in(
+                        "COPY pg_temp._fhirsync_stage_in (seq, run_id, resource_type, fhir_version, id, patient_id, \
+                         dataset, source, content_hash, resource) FROM STDIN (FORMAT binary)",
+                    )
+                    .await?;
+                let types = [
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                ];
+                let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+                for (i, r) in rows.iter().enumerate() {
+                    let seq = first_seq + i as i64;
+                    let dataset = r.dataset.to_string();
+                    let hash = r.hash.to_hex();
+                    let values: [&(dyn ToSql + Sync); 10] = [
+                        &seq,
+                        &run_id,
+                        &r.resource_type,
+                        &r.fhir_version.as_str(),
+                        &r.id,
+                        &r.patient_id,
+                        &dataset,
+                        &r.source,
+                        &hash,
+                        &&*r.json,
+                    ];
+                    writer.as_mut().write(&values).await?;
+                }
+                writer.finish().await.map(|_| ())
+            })
+            .map_err(err("copying resources into staging"))?;
+        let sql = format!(
+            "INSERT INTO {stage} (run_id, resource_type, fhir_version, id, patient_id, dataset, source, content_hash, resource) \
+             SELECT DISTINCT ON (resource_type, fhir_version, id) run_id, resource_type, fhir_version, id, patient_id, \
+             dataset, source, content_hash, resource FROM pg_temp._fhirsync_stage_in \
+             ORDER BY resource_type, fhir_version, id, seq DESC \
+             ON CONFLICT (resource_type, fhir_version, id) DO UPDATE SET run_id = excluded.run_id, \
+             patient_id = excluded.patient_id, dataset = excluded.dataset, source = excluded.source, \
+             content_hash = excluded.content_hash, resource = excluded.resource; \
+             DELETE FROM pg_temp._fhirsync_stage_in;",
+            stage = self.dialect.t(STAGE)
+        );
+        self.batch(&sql)
+    }
+
+    fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|row| {
+                    let cells: Vec<String> = row
+                        .iter()
+                        .map(|v| match v {
+                            SqlValue::Null => "NULL".to_string(),
+                            SqlValue::Text(s) => lit(s),
+                            SqlValue::Int(i) => i.to_string(),
+                            SqlValue::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
+                        })
+                        .collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect();
+            self.batch(&format!(
+                "INSERT INTO {table} ({}) VALUES {}",
+                columns.join(", "),
+                values.join(", ")
+            ))?;
+        }
+        Ok(())
+    }
+}

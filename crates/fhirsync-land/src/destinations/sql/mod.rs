@@ -1,0 +1,341 @@
+//! The engine shared by the SQL destinations (SQLite, PostgreSQL).
+//!
+//! Staging goes to `_fhirsync_stage` (one row per (type, FHIR version, id), later copies win)
+//! and `_fhirsync_stage_scopes` (completed scopes), written in the same transactions, so a killed
+//! run resumes exactly where its last checkpoint ended. The commit is one transaction:
+//!
+//! 1. completed scopes of [`RunScope::complete`] are added to the staged ones; the cohort is
+//!    written to `_fhirsync_cohort`; patients in the target but not in the cohort are flagged in
+//!    `_fhirsync_cohort_exits`;
+//! 2. per resource type: reload-and-compare first writes `I`/`U` change records (staged rows
+//!    missing from the table, or with another hash) and `D` records; then every method deletes
+//!    rows that were not re-read although their scope completed (or whose patient left the
+//!    cohort, with `on_cohort_exit = delete`) and upserts the staged rows. Rows of incomplete
+//!    scopes are kept, so a failed page never deletes anything;
+//! 3. views are re-materialised, the run row is finished and staging is emptied.
+//!
+//! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
+//! MVCC both hide the open transaction.
+
+mod commit;
+pub(crate) mod schema;
+mod views;
+
+use std::collections::BTreeSet;
+
+use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
+use fhirsync_views::View;
+
+use crate::config::{LandOptions, Method};
+use crate::destination::{Destination, RunMetrics, RunStart};
+use crate::{Error, Result};
+use schema::{Dialect, RUNS, STAGE, STAGE_SCOPES, TYPES, lit};
+
+/// One text cell of a query result.
+pub(crate) type Cell = Option<String>;
+
+pub(crate) use crate::views::CellValue as SqlValue;
+
+/// What a SQL backend provides to the engine.
+pub(crate) trait SqlBackend: Send {
+    /// The SQL flavour.
+    fn dialect(&self) -> &Dialect;
+    /// Kind and location for messages, without credentials.
+    fn describe(&self) -> String;
+    /// Runs statements that return nothing (may be several, `;`-separated).
+    fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Runs one statement and returns the number of rows it changed.
+    fn execute(&mut self, sql: &str) -> Result<u64>;
+    /// Runs a query whose columns are all text (cast them in SQL).
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>>;
+    /// Writes resources into `_fhirsync_stage` inside the open transaction (later copies win).
+    fn stage_rows(&mut self, run_id: &str, rows: &[RawResource]) -> Result<()>;
+    /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
+    fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
+}
+
+/// The run being staged.
+#[derive(Debug, Clone)]
+struct ActiveRun {
+    id: String,
+    method: Method,
+    options: LandOptions,
+}
+
+/// A SQL destination: the engine over one backend.
+pub(crate) struct SqlDestination<B> {
+    backend: B,
+    run: Option<ActiveRun>,
+    in_txn: bool,
+    pending: usize,
+}
+
+impl<B: SqlBackend> SqlDestination<B> {
+    /// Wraps a connected backend and creates the bookkeeping tables.
+    pub(crate) fn new(mut backend: B) -> Result<Self> {
+        let ddl = backend.dialect().bookkeeping_ddl();
+        backend.batch(&ddl)?;
+        Ok(SqlDestination { backend, run: None, in_txn: false, pending: 0 })
+    }
+
+    fn d(&self) -> &Dialect {
+        self.backend.dialect()
+    }
+
+    fn open_txn(&mut self) -> Result<()> {
+        if !self.in_txn {
+            let begin = self.d().begin();
+            self.backend.batch(begin)?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn commit_txn(&mut self) -> Result<()> {
+        if self.in_txn {
+            self.backend.batch("COMMIT")?;
+            self.in_txn = false;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    fn rollback_txn(&mut self) {
+        if self.in_txn {
+            // Best effort: the connection is reset by the driver if this fails.
+            let _ = self.backend.batch("ROLLBACK");
+            self.in_txn = false;
+            self.pending = 0;
+        }
+    }
+
+    fn active(&self, what: &'static str) -> Result<&ActiveRun> {
+        self.run.as_ref().ok_or(Error::NoActiveRun(what))
+    }
+
+    /// Runs `f` inside a transaction, rolling back on error.
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.commit_txn()?;
+        self.open_txn()?;
+        match f(self) {
+            Ok(v) => {
+                self.commit_txn()?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback_txn();
+                Err(e)
+            }
+        }
+    }
+
+    fn registered_types(&mut self) -> Result<Vec<(String, String)>> {
+        let sql =
+            format!("SELECT resource_type, table_name FROM {} ORDER BY resource_type", self.d().t(TYPES));
+        Ok(self
+            .backend
+            .query(&sql)?
+            .into_iter()
+            .filter_map(|r| {
+                let mut it = r.into_iter();
+                Some((it.next()??, it.next()??))
+            })
+            .collect())
+    }
+
+    fn target_has_data(&mut self) -> Result<bool> {
+        let d = self.d().clone();
+        let succeeded = self.count(&format!(
+            "SELECT {} FROM {} WHERE status = 'succeeded'",
+            d.text("count(*)"),
+            d.t(RUNS)
+        ))?;
+        if succeeded > 0 {
+            return Ok(true);
+        }
+        for (_, table) in self.registered_types()? {
+            if self.count(&format!("SELECT {} FROM {}", d.text("count(*)"), d.t(&table)))? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Runs a one-cell integer query.
+    fn count(&mut self, sql: &str) -> Result<u64> {
+        let rows = self.backend.query(sql)?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|c| c.as_deref())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
+    fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
+        let d = self.d().clone();
+        let unfinished = self.backend.query(&format!(
+            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed') ORDER BY started_at DESC, run_id DESC",
+            d.t(RUNS)
+        ))?;
+        if let Some([Some(run_id), Some(m)]) = unfinished.first().map(|r| [r[0].clone(), r[1].clone()])
+            && options.resume
+            && m == method.as_str()
+        {
+            self.backend.execute(&format!(
+                "UPDATE {} SET status = 'running', errors = NULL WHERE run_id = {}",
+                d.t(RUNS),
+                lit(&run_id)
+            ))?;
+            let scopes = self.backend.query(&format!(
+                "SELECT fhir_version, patient_id, dataset FROM {} WHERE run_id = {}",
+                d.t(STAGE_SCOPES),
+                lit(&run_id)
+            ))?;
+            let completed_scopes = scopes.into_iter().filter_map(parse_scope).collect();
+            tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
+            return Ok(RunStart { run_id, resumed: true, completed_scopes });
+        }
+        let now = now();
+        self.backend.execute(&format!(
+            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+            d.t(RUNS),
+            d.ts_lit(&now)
+        ))?;
+        self.backend.batch(&format!("DELETE FROM {}; DELETE FROM {};", d.t(STAGE), d.t(STAGE_SCOPES)))?;
+        if method == Method::FullLoad && !options.replace && self.target_has_data()? {
+            return Err(Error::TargetNotEmpty { destination: self.backend.describe() });
+        }
+        let run_id = uuid::Uuid::now_v7().to_string();
+        self.backend.execute(&format!(
+            "INSERT INTO {} (run_id, method, status, started_at) VALUES ({}, {}, 'running', {})",
+            d.t(RUNS),
+            lit(&run_id),
+            lit(method.as_str()),
+            d.ts_lit(&now)
+        ))?;
+        tracing::info!(run_id = %run_id, method = %method, "Run started.");
+        Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+    }
+}
+
+impl<B: SqlBackend> Destination for SqlDestination<B> {
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    fn begin(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
+        self.rollback_txn();
+        self.run = None;
+        let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
+        self.run = Some(ActiveRun { id: start.run_id.clone(), method, options: options.clone() });
+        Ok(start)
+    }
+
+    fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
+        let run = self.active("stage before begin")?;
+        let (run_id, checkpoint_rows) = (run.id.clone(), run.options.checkpoint_rows.max(1));
+        for r in resources {
+            schema::type_table(&r.resource_type)?;
+        }
+        self.open_txn()?;
+        if let Err(e) = self.backend.stage_rows(&run_id, resources) {
+            self.rollback_txn();
+            return Err(e);
+        }
+        self.pending += resources.len();
+        if self.pending >= checkpoint_rows {
+            self.commit_txn()?;
+        }
+        Ok(())
+    }
+
+    fn scope_complete(&mut self, scope: &ScopeKey) -> Result<()> {
+        let run_id = self.active("scope_complete before begin")?.id.clone();
+        self.open_txn()?;
+        let sql = insert_scopes_sql(self.d(), &run_id, std::slice::from_ref(scope));
+        if let Err(e) = self.backend.batch(&sql) {
+            self.rollback_txn();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        self.commit_txn()
+    }
+
+    fn commit(&mut self, scope: &RunScope, views: &[View], report: &serde_json::Value) -> Result<RunMetrics> {
+        let run = self.active("commit before begin")?.clone();
+        let metrics = self.in_transaction(|this| this.apply(&run, scope, views, report))?;
+        self.run = None;
+        tracing::info!(
+            run_id = %metrics.run_id,
+            method = %metrics.method,
+            staged = metrics.staged,
+            inserted = metrics.inserted,
+            updated = metrics.updated,
+            deleted = metrics.deleted,
+            unchanged = metrics.unchanged,
+            kept = metrics.kept,
+            cohort_exits = metrics.cohort_exits,
+            "Run committed."
+        );
+        Ok(metrics)
+    }
+
+    fn fail(&mut self, error: &str) -> Result<()> {
+        let run_id = self.active("fail before begin")?.id.clone();
+        self.commit_txn()?;
+        let d = self.d().clone();
+        let sql = format!(
+            "UPDATE {} SET status = 'failed', ended_at = {}, errors = {} WHERE run_id = {}",
+            d.t(RUNS),
+            d.ts_lit(&now()),
+            lit(error),
+            lit(&run_id)
+        );
+        self.backend.execute(&sql)?;
+        self.run = None;
+        tracing::warn!(run_id = %run_id, "Run marked failed; staged data is kept for resume.");
+        Ok(())
+    }
+}
+
+/// `INSERT` of completed scopes (ignoring ones already recorded).
+fn insert_scopes_sql(d: &Dialect, run_id: &str, scopes: &[ScopeKey]) -> String {
+    let mut sql = String::new();
+    for chunk in scopes.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|s| {
+                format!(
+                    "({}, {}, {}, {})",
+                    lit(run_id),
+                    lit(s.fhir_version.as_str()),
+                    lit(s.patient_id.as_deref().unwrap_or("")),
+                    lit(&s.dataset.to_string())
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            "INSERT INTO {} (run_id, fhir_version, patient_id, dataset) VALUES {} ON CONFLICT DO NOTHING;\n",
+            d.t(STAGE_SCOPES),
+            values.join(", ")
+        ));
+    }
+    sql
+}
+
+fn parse_scope(row: Vec<Cell>) -> Option<ScopeKey> {
+    let mut it = row.into_iter();
+    let fhir_version: FhirVersion = it.next()??.parse().ok()?;
+    let patient = it.next()??;
+    let dataset: Dataset = it.next()??.parse().ok()?;
+    Some(ScopeKey { fhir_version, patient_id: (!patient.is_empty()).then_some(patient), dataset })
+}
+
+/// Current time, RFC 3339 UTC with milliseconds.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,226 @@
+//! Table layout of the SQL destinations and the small dialect differences between SQLite and
+//! PostgreSQL. All statements are built here from trusted identifiers (validated table names)
+//! and escaped literals; resource data itself is bound through prepared statements or COPY.
+
+use crate::{Error, Result};
+
+/// Runs table: one row per run.
+pub(crate) const RUNS: &str = "_fhirsync_runs";
+/// Durable staging of the current run's resources.
+pub(crate) const STAGE: &str = "_fhirsync_stage";
+/// Scopes whose resources are completely staged (persisted with the rows).
+pub(crate) const STAGE_SCOPES: &str = "_fhirsync_stage_scopes";
+/// Registry of resource-type tables.
+pub(crate) const TYPES: &str = "_fhirsync_types";
+/// Change records written by reload-and-compare.
+pub(crate) const CHANGES: &str = "_fhirsync_changes";
+/// The committing run's cohort (scratch table, filled inside the commit transaction).
+pub(crate) const COHORT: &str = "_fhirsync_cohort";
+/// Patients in the target who left the cohort.
+pub(crate) const EXITS: &str = "_fhirsync_cohort_exits";
+/// Optional type-2 history.
+pub(crate) const HISTORY: &str = "_fhirsync_history";
+/// Registry of materialised view tables.
+pub(crate) const VIEWS: &str = "_fhirsync_views";
+
+/// SQL flavour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite 3.4x (bundled).
+    Sqlite,
+    /// PostgreSQL, all tables in `schema`.
+    Postgres {
+        /// Target schema.
+        schema: String,
+    },
+}
+
+impl Dialect {
+    /// Qualified, quoted table name.
+    pub(crate) fn t(&self, name: &str) -> String {
+        match self {
+            Dialect::Sqlite => quote_ident(name),
+            Dialect::Postgres { schema } => format!("{}.{}", quote_ident(schema), quote_ident(name)),
+        }
+    }
+
+    /// Column type of resource JSON.
+    pub(crate) fn json(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres { .. } => "json",
+        }
+    }
+
+    /// Column type of timestamps.
+    pub(crate) fn ts(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres { .. } => "timestamptz",
+        }
+    }
+
+    /// Column type of counters.
+    pub(crate) fn int(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres { .. } => "bigint",
+        }
+    }
+
+    /// Auto-increment primary key column type.
+    pub(crate) fn serial_pk(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Dialect::Postgres { .. } => "bigserial PRIMARY KEY",
+        }
+    }
+
+    /// Statement opening a write transaction.
+    pub(crate) fn begin(&self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres { .. } => "BEGIN",
+        }
+    }
+
+    /// A timestamp literal.
+    pub(crate) fn ts_lit(&self, rfc3339: &str) -> String {
+        match self {
+            Dialect::Sqlite => lit(rfc3339),
+            Dialect::Postgres { .. } => format!("CAST({} AS timestamptz)", lit(rfc3339)),
+        }
+    }
+
+    /// Converts staged JSON text to the JSON column type.
+    pub(crate) fn to_json(&self, expr: &str) -> String {
+        match self {
+            Dialect::Sqlite => expr.to_string(),
+            Dialect::Postgres { .. } => format!("CAST({expr} AS json)"),
+        }
+    }
+
+    /// Casts any expression to text in query results.
+    pub(crate) fn text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
+
+    /// DDL of the bookkeeping tables.
+    pub(crate) fn bookkeeping_ddl(&self) -> String {
+        let (json, ts, int, serial) = (self.json(), self.ts(), self.int(), self.serial_pk());
+        let schema = match self {
+            Dialect::Sqlite => String::new(),
+            Dialect::Postgres { schema } => format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(schema)),
+        };
+        format!(
+            "{schema}\
+             CREATE TABLE IF NOT EXISTS {runs} (run_id TEXT PRIMARY KEY, method TEXT NOT NULL, status TEXT NOT NULL, \
+               started_at {ts} NOT NULL, ended_at {ts}, staged {int} NOT NULL DEFAULT 0, inserted {int} NOT NULL DEFAULT 0, \
+               updated {int} NOT NULL DEFAULT 0, deleted {int} NOT NULL DEFAULT 0, unchanged {int} NOT NULL DEFAULT 0, \
+               kept {int} NOT NULL DEFAULT 0, cohort_exits {int} NOT NULL DEFAULT 0, view_rows {int} NOT NULL DEFAULT 0, \
+               errors TEXT, report {json});\n\
+             CREATE TABLE IF NOT EXISTS {stage} (run_id TEXT NOT NULL, resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, \
+               id TEXT NOT NULL, patient_id TEXT, dataset TEXT NOT NULL, source TEXT NOT NULL, content_hash TEXT NOT NULL, \
+               resource TEXT NOT NULL, PRIMARY KEY (resource_type, fhir_version, id));\n\
+             CREATE TABLE IF NOT EXISTS {scopes} (run_id TEXT NOT NULL, fhir_version TEXT NOT NULL, patient_id TEXT NOT NULL, \
+               dataset TEXT NOT NULL, PRIMARY KEY (fhir_version, patient_id, dataset));\n\
+             CREATE TABLE IF NOT EXISTS {types} (resource_type TEXT PRIMARY KEY, table_name TEXT NOT NULL);\n\
+             CREATE TABLE IF NOT EXISTS {changes} (seq {serial}, run_id TEXT NOT NULL, changed_at {ts} NOT NULL, \
+               operation TEXT NOT NULL, resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, id TEXT NOT NULL, \
+               patient_id TEXT, before_hash TEXT, after_hash TEXT);\n\
+             CREATE INDEX IF NOT EXISTS _fhirsync_changes_run ON {changes} (run_id, resource_type);\n\
+             CREATE TABLE IF NOT EXISTS {cohort} (patient_id TEXT PRIMARY KEY);\n\
+             CREATE TABLE IF NOT EXISTS {exits} (patient_id TEXT PRIMARY KEY, first_flagged_run TEXT NOT NULL, \
+               last_flagged_run TEXT NOT NULL, flagged_at {ts} NOT NULL, rows_deleted BOOLEAN NOT NULL);\n\
+             CREATE TABLE IF NOT EXISTS {history} (resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, id TEXT NOT NULL, \
+               patient_id TEXT, content_hash TEXT NOT NULL, resource {json} NOT NULL, valid_from {ts} NOT NULL, \
+               valid_from_run TEXT NOT NULL, valid_to {ts}, valid_to_run TEXT);\n\
+             CREATE INDEX IF NOT EXISTS _fhirsync_history_key ON {history} (resource_type, fhir_version, id);\n\
+             CREATE TABLE IF NOT EXISTS {views} (view_name TEXT PRIMARY KEY, resource_type TEXT NOT NULL, table_name TEXT NOT NULL, signature TEXT NOT NULL);\n",
+            runs = self.t(RUNS),
+            stage = self.t(STAGE),
+            scopes = self.t(STAGE_SCOPES),
+            types = self.t(TYPES),
+            changes = self.t(CHANGES),
+            cohort = self.t(COHORT),
+            exits = self.t(EXITS),
+            history = self.t(HISTORY),
+            views = self.t(VIEWS),
+        )
+    }
+
+    /// DDL of one resource-type table (`table` unquoted, already validated).
+    pub(crate) fn type_table_ddl(&self, table: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
+               source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
+               first_seen_run TEXT NOT NULL, last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id));\n\
+             CREATE INDEX IF NOT EXISTS {idx} ON {t} (patient_id);\n",
+            t = self.t(table),
+            json = self.json(),
+            idx = quote_ident(&format!("{table}_patient_id")),
+        )
+    }
+}
+
+/// Double-quoted identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Single-quoted string literal.
+pub(crate) fn lit(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Table name of a resource type: the type lower-cased (`Observation` → `observation`).
+///
+/// Fails unless the type is ASCII letters/digits starting with a letter, which every FHIR
+/// resource type is; anything else would be an injection or a corrupt input.
+pub(crate) fn type_table(resource_type: &str) -> Result<String> {
+    let mut chars = resource_type.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+        && resource_type.len() <= 64;
+    if ok {
+        Ok(resource_type.to_ascii_lowercase())
+    } else {
+        Err(Error::InvalidResourceType { resource_type: resource_type.to_string() })
+    }
+}
+
+/// Table name of a view: `view_<name>` lower-cased.
+pub(crate) fn view_table(name: &str) -> Result<String> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 58;
+    if ok {
+        Ok(format!("view_{}", name.to_ascii_lowercase()))
+    } else {
+        Err(Error::InvalidViewName { name: name.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Literals escape quotes, identifiers escape double quotes.
+    #[test]
+    fn quoting() {
+        assert_eq!(lit("o'brien"), "'o''brien'");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// Resource types become lower-case table names; injection-shaped types are rejected.
+    #[test]
+    fn type_table_names() {
+        assert_eq!(type_table("Observation").unwrap(), "observation");
+        assert!(type_table("Observation; DROP TABLE x").is_err());
+        assert!(type_table("_fhirsync_runs").is_err());
+        assert!(type_table("").is_err());
+        assert_eq!(view_table("patient_demographics").unwrap(), "view_patient_demographics");
+        assert!(view_table("a-b").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the landing layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `full-load` was asked to write into a destination that already holds data.
+    #[error(
+        "the {destination} destination already holds landed data: full-load only writes into an empty target; \
+         set `replace = true` (CLI `--replace`) to overwrite it, or use `--method reload-and-compare` to update it"
+    )]
+    TargetNotEmpty {
+        /// Destination kind and location, without credentials.
+        destination: String,
+    },
+    /// A resource type that cannot become a table name.
+    #[error(
+        "resource type `{resource_type}` cannot be landed: resource types must be ASCII letters and digits starting with a letter"
+    )]
+    InvalidResourceType {
+        /// The rejected type.
+        resource_type: String,
+    },
+    /// A view name that cannot become a table name.
+    #[error(
+        "view name `{name}` cannot become a table name: use ASCII letters, digits and `_`, starting with a letter"
+    )]
+    InvalidViewName {
+        /// The rejected name.
+        name: String,
+    },
+    /// An option combination the destination does not support.
+    #[error("the {destination} destination does not support {option}: {fix}")]
+    Unsupported {
+        /// Destination kind.
+        destination: &'static str,
+        /// The option.
+        option: &'static str,
+        /// What to do instead.
+        fix: &'static str,
+    },
+    /// A call out of order (e.g. `stage` before `begin`).
+    #[error("landing API misuse: {0} (call begin, then stage/scope_complete, then commit or fail)")]
+    NoActiveRun(&'static str),
+    /// SQLite failed.
+    #[error("SQLite error while {action}: {source}")]
+    Sqlite {
+        /// What was being done.
+        action: &'static str,
+        /// The driver error.
+        source: rusqlite::Error,
+    },
+    /// PostgreSQL failed.
+    #[error("PostgreSQL error while {action}: {source}")]
+    Postgres {
+        /// What was being done.
+        action: &'static str,
+        /// The driver error.
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL URL could not be parsed.
+    #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {source}")]
+    PostgresUrl {
+        /// The parse error (never contains the password).
+        source: tokio_postgres::Error,
+    },
+    /// File system I/O failed.
+    #[error("I/O error on `{path}` while {action}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file destination's own files are damaged.
+    #[error(
+        "corrupt landing file `{path}`: {detail}; remove the destination folder's `_fhirsync/staging` or restore it"
+    )]
+    CorruptState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Parquet / Arrow encoding failed.
+    #[error("Parquet error on `{path}`: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The writer/reader error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Arrow batch construction failed.
+    #[error("Arrow error while {action}: {source}")]
+    Arrow {
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: arrow_schema::ArrowError,
+    },
+    /// Serialising landing metadata failed.
+    #[error("JSON error while {action}: {source}")]
+    Json {
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// A ViewDefinition failed while flattening resources.
+    #[error("view `{view}` failed on {resource_type}/{id}: {source}")]
+    View {
+        /// View name.
+        view: String,
+        /// Resource type.
+        resource_type: String,
+        /// Resource id.
+        id: String,
+        /// The view runner's error.
+        source: Box<fhirsync_views::Error>,
+    },
+    /// A view produced a value its declared column type cannot hold.
+    #[error(
+        "view `{view}` column `{column}` is declared {expected} but produced a {found}; fix the column's `type` in the ViewDefinition"
+    )]
+    ViewValue {
+        /// View name.
+        view: String,
+        /// Column name.
+        column: String,
+        /// Declared type.
+        expected: String,
+        /// JSON kind received.
+        found: String,
+    },
+    /// The blocking landing task panicked or was cancelled.
+    #[error("the landing worker stopped unexpectedly: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+/// `Result` with the landing [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of fhirsync-land: one scenario (`scenario.rs`) run against every
+//! destination (`sqlite.rs`, `postgres.rs`, ...), each module providing a [`support::Harness`]
+//! that reads the landed data back with the destination's own tools.
+
+mod scenario;
+mod sqlite;
+mod support;

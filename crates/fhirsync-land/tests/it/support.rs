@@ -1,0 +1,145 @@
+//! Builders for resources and events, and the per-destination read-back interface.
+
+use std::collections::BTreeSet;
+
+use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
+use fhirsync_land::{Destination, LandOptions, Method, RunMetrics};
+
+/// The endpoint all test resources come from.
+pub const SOURCE: &str = "https://fhir.example/api/FHIR/R4";
+
+/// One landed row, as read back from a destination.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Landed {
+    pub resource_type: String,
+    pub fhir_version: String,
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub dataset: String,
+    pub source: String,
+    pub content_hash: String,
+    pub resource: String,
+    pub first_seen_run: String,
+    pub last_seen_run: String,
+}
+
+/// One change record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub operation: String,
+    pub resource_type: String,
+    pub id: String,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+}
+
+/// One run record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub method: String,
+    pub status: String,
+}
+
+/// How a test reads a destination back.
+pub trait Harness {
+    /// Opens a new destination instance on the same storage (like a new process would).
+    fn open(&self) -> Box<dyn Destination>;
+    /// Every landed row, sorted.
+    fn rows(&self) -> Vec<Landed>;
+    /// Change records of one run, sorted.
+    fn changes(&self, run_id: &str) -> Vec<Change>;
+    /// Patients currently flagged as having left the cohort, sorted.
+    fn exits(&self) -> Vec<String>;
+    /// Runs in start order.
+    fn runs(&self) -> Vec<RunRow>;
+}
+
+/// `Observation` for `patient` with a decimal value.
+pub fn obs(id: &str, patient: &str, value: &str) -> RawResource {
+    let json = format!(
+        r#"{{"resourceType":"Observation","id":"{id}","status":"final","subject":{{"reference":"Patient/{patient}"}},"valueQuantity":{{"value":{value},"unit":"mmol/L"}}}}"#
+    );
+    RawResource::from_json(json, Some(patient.into()), lab(), FhirVersion::R4, SOURCE).unwrap()
+}
+
+/// `Patient` resource.
+pub fn patient(id: &str, family: &str) -> RawResource {
+    let json = format!(r#"{{"resourceType":"Patient","id":"{id}","name":[{{"family":"{family}"}}]}}"#);
+    RawResource::from_json(json, Some(id.into()), Dataset::new("Patient"), FhirVersion::R4, SOURCE).unwrap()
+}
+
+/// The lab dataset.
+pub fn lab() -> Dataset {
+    Dataset::with_category("Observation", "laboratory")
+}
+
+/// A scope of R4 data for `patient`.
+pub fn scope(patient: &str, dataset: Dataset) -> ScopeKey {
+    ScopeKey { fhir_version: FhirVersion::R4, patient_id: Some(patient.into()), dataset }
+}
+
+/// The two scopes (Patient, lab) of each patient.
+pub fn scopes_of(patients: &[&str]) -> BTreeSet<ScopeKey> {
+    patients.iter().flat_map(|p| [scope(p, Dataset::new("Patient")), scope(p, lab())]).collect()
+}
+
+/// A run scope with `cohort` and complete scopes.
+pub fn run_scope(cohort: &[&str], complete: BTreeSet<ScopeKey>) -> RunScope {
+    RunScope { cohort: cohort.iter().map(|s| s.to_string()).collect(), complete }
+}
+
+/// Begins, stages `resources` then marks `complete` done, commits.
+pub fn land(
+    dest: &mut dyn Destination,
+    method: Method,
+    options: &LandOptions,
+    resources: &[RawResource],
+    scope: RunScope,
+) -> fhirsync_land::Result<RunMetrics> {
+    dest.begin(method, options)?;
+    dest.stage(resources)?;
+    for s in &scope.complete {
+        dest.scope_complete(s)?;
+    }
+    dest.commit(&scope, &[], &serde_json::json!({"test": true}))
+}
+
+/// The expected landed row of `r` first seen in `first` and last seen in `last`.
+pub fn landed(r: &RawResource, first: &str, last: &str) -> Landed {
+    Landed {
+        resource_type: r.resource_type.clone(),
+        fhir_version: r.fhir_version.to_string(),
+        id: r.id.clone(),
+        patient_id: r.patient_id.clone(),
+        dataset: r.dataset.to_string(),
+        source: r.source.clone(),
+        content_hash: r.hash.to_hex(),
+        resource: r.json.to_string(),
+        first_seen_run: first.into(),
+        last_seen_run: last.into(),
+    }
+}
+
+/// A change record for `op` on `id` from hash `before` to `after`.
+pub fn change(
+    op: &str,
+    t: &str,
+    id: &str,
+    before: Option<&RawResource>,
+    after: Option<&RawResource>,
+) -> Change {
+    Change {
+        operation: op.into(),
+        resource_type: t.into(),
+        id: id.into(),
+        before_hash: before.map(|r| r.hash.to_hex()),
+        after_hash: after.map(|r| r.hash.to_hex()),
+    }
+}
+
+/// Sorted copy.
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
