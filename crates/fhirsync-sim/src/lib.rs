@@ -32,6 +32,29 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// A data mutation named a resource the simulator does not serve.
+    #[error("no {resource_type}/{id} in the simulated data: mutate an id returned by a search or read")]
+    UnknownResource {
+        /// Resource type asked for.
+        resource_type: String,
+        /// Id asked for.
+        id: String,
+    },
+    /// A resource body without `resourceType`.
+    #[error("the resource has no `resourceType`: pass a FHIR JSON object like {{\"resourceType\":\"Observation\",…}}")]
+    MissingResourceType,
+    /// A patient-scoped resource without a `subject`/`patient` reference.
+    #[error("a {resource_type} must reference its patient in `subject` or `patient` (\"Patient/<id>\")")]
+    MissingPatient {
+        /// Resource type of the body.
+        resource_type: String,
+    },
+    /// A resource referencing a patient that does not exist.
+    #[error("patient {id} does not exist in the simulated data: use an id from a patient list or search")]
+    UnknownPatient {
+        /// The referenced id.
+        id: String,
+    },
 }
 
 /// `Result` with the simulator [`Error`].

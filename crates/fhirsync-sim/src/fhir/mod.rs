@@ -1,36 +1,196 @@
 //! FHIR side of the simulator: synthetic data, Epic search rules, paging, patient lists, Bulk
-//! `$export`, fault injection. Owned by the simulator work (issue #2).
+//! `$export`, create, fault injection. Owned by the simulator work (issue #2).
+//!
+//! Module map:
+//! - [`config`]: [`FhirConfig`] (population, seed, lists, groups, paging, Bulk);
+//! - `data`, `ids`, `rng`, `catalog`: deterministic on-demand generation with Epic-shaped ids;
+//! - `search`, `bundle`, `session`, `records`, `lists`: Epic's search rules, outcome entries and
+//!   `sessionID` paging;
+//! - `bulk`, `create`, `metadata`: `$export`, `POST`, `/metadata`;
+//! - `wire`, `xml`: content negotiation (XML by default) and FHIR XML;
+//! - [`faults`]: run-time fault switches and the request log;
+//! - `overlay`: data mutation between runs.
+
+mod bulk;
+mod bundle;
+mod catalog;
+pub mod config;
+mod create;
+mod data;
+pub mod faults;
+mod ids;
+mod lists;
+mod metadata;
+mod order;
+mod overlay;
+mod records;
+mod rng;
+mod routes;
+mod search;
+mod session;
+mod wire;
+mod xml;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use fhirsync_core::FhirVersion;
+use serde_json::Value;
 
-use crate::SimState;
+pub use config::{
+    BulkConfig, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_PAGE_SIZE, DEFAULT_PATIENTS, DEFAULT_SEED,
+    FhirConfig, GroupConfig, Members, PatientListConfig,
+};
+pub use faults::{Faults, RequestRecord, RetryAfter};
+pub use lists::{R4_LIST_SYSTEM, STU3_LIST_SYSTEM};
+pub use wire::{EPIC_OUTCOME_SYSTEM, FHIR_JSON, FHIR_XML};
 
-/// Synthetic data, search behaviour and fault injection settings.
-#[derive(Debug, Clone, Default)]
-pub struct FhirConfig {
-    /// Number of synthetic patients.
-    pub patients: usize,
-    /// Seed of the deterministic generator.
-    pub seed: u64,
-}
+use crate::{Error, Result, SimState};
+use data::{Generator, Record};
+use overlay::{Fate, Overlay};
 
 /// Runtime FHIR state.
 #[derive(Debug)]
 pub struct FhirState {
     /// Configuration in force.
     pub config: FhirConfig,
+    /// Fault switches and the request log.
+    pub faults: Faults,
+    generator: Generator,
+    overlay: Overlay,
+    sessions: session::Sessions,
+    bulk: bulk::BulkJobs,
 }
 
 impl FhirState {
     /// New state from configuration.
     pub fn new(config: FhirConfig) -> Self {
-        FhirState { config }
+        FhirState {
+            generator: Generator::new(config.seed, config.patients, config.sandbox_identities),
+            config,
+            faults: Faults::default(),
+            overlay: Overlay::default(),
+            sessions: session::Sessions::default(),
+            bulk: bulk::BulkJobs::default(),
+        }
+    }
+
+    /// FHIR id of synthetic patient `index` (`0..config.patients`).
+    pub fn patient_id(&self, index: usize) -> String {
+        self.generator.patient_id(index)
+    }
+
+    /// FHIR ids of all synthetic patients, in index order.
+    pub fn patient_ids(&self) -> Vec<String> {
+        (0..self.generator.patients()).map(|i| self.generator.patient_id(i)).collect()
+    }
+
+    /// Number of generated records of `dataset` (`"Observation:vital-signs"`, `"Encounter"`, …,
+    /// as in `ClientRegistration::unauthorized_datasets`) for patient `index`, before mutations.
+    pub fn generated_count(&self, index: usize, dataset: &str) -> Option<usize> {
+        let d = catalog::Dataset::ALL
+            .into_iter()
+            .find(|d| FhirVersion::ALL.iter().any(|v| d.license_key(*v).as_deref() == Some(dataset)))?;
+        (index < self.generator.patients()).then(|| self.generator.count(index, d))
+    }
+
+    /// Lifetime of paging sessions.
+    pub fn session_ttl(&self) -> Duration {
+        self.config.session_ttl()
+    }
+
+    /// Fault injection: every paging session opened so far expires (next page → 400/4113).
+    pub fn expire_sessions(&self) {
+        self.sessions.expire_all();
+    }
+
+    /// Forgets Bulk kick-offs, so the "too recently" window starts afresh.
+    pub fn reset_bulk_window(&self) {
+        self.bulk.reset_window();
+    }
+
+    /// The resource `(resource_type, id)` as `version` serves it now (mutations applied).
+    pub fn resource(&self, version: FhirVersion, resource_type: &str, id: &str) -> Option<Value> {
+        self.read(version, resource_type, id).map(|v| (*v).clone())
+    }
+
+    fn patient_of_record(&self, resource_type: &str, id: &str) -> Result<Option<usize>> {
+        if self.overlay.find_added(resource_type, id).is_some() {
+            return Ok(None);
+        }
+        match self.generator.decode(id) {
+            Some(Record::Patient(i)) if resource_type == "Patient" => Ok(Some(i)),
+            Some(Record::Item(i, d, _))
+                if FhirVersion::ALL.iter().any(|v| d.resource_type(*v) == Some(resource_type)) =>
+            {
+                Ok(Some(i))
+            }
+            _ => Err(Error::UnknownResource { resource_type: resource_type.to_string(), id: id.to_string() }),
+        }
+    }
+
+    /// Data mutation: edits `(resource_type, id)` in place (R4 shape is passed to `edit`; the
+    /// edited body is then served by every version). Later reads and searches see the change.
+    pub fn edit_resource(&self, resource_type: &str, id: &str, edit: impl FnOnce(&mut Value)) -> Result<()> {
+        let patient = self.patient_of_record(resource_type, id)?;
+        if matches!(self.overlay.fate(resource_type, id), Fate::Deleted) {
+            return Err(Error::UnknownResource {
+                resource_type: resource_type.to_string(),
+                id: id.to_string(),
+            });
+        }
+        let mut value = self
+            .read(FhirVersion::R4, resource_type, id)
+            .or_else(|| self.read(FhirVersion::Dstu2, resource_type, id))
+            .map(|v| (*v).clone())
+            .ok_or_else(|| Error::UnknownResource {
+                resource_type: resource_type.to_string(),
+                id: id.to_string(),
+            })?;
+        edit(&mut value);
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("id".into(), id.into());
+            obj.insert("resourceType".into(), resource_type.into());
+        }
+        self.overlay.edit(resource_type, id, patient, value);
+        Ok(())
+    }
+
+    /// Data mutation: deletes `(resource_type, id)`; reads answer 59008 and searches omit it.
+    /// Deleting a Patient also hides it from lists and groups.
+    pub fn delete_resource(&self, resource_type: &str, id: &str) -> Result<()> {
+        let patient = self.patient_of_record(resource_type, id)?;
+        if self.read(FhirVersion::R4, resource_type, id).is_none()
+            && self.read(FhirVersion::Dstu2, resource_type, id).is_none()
+        {
+            return Err(Error::UnknownResource {
+                resource_type: resource_type.to_string(),
+                id: id.to_string(),
+            });
+        }
+        self.overlay.delete(resource_type, id, patient);
+        Ok(())
+    }
+
+    /// Data mutation: adds a resource (its `id` is replaced by a fresh Epic-shaped one, which is
+    /// returned). Patient-scoped types must reference an existing patient in `subject`/`patient`.
+    pub fn add_resource(&self, resource: Value) -> Result<String> {
+        let ty = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or(Error::MissingResourceType)?
+            .to_string();
+        self.insert_new(&ty, resource)
+    }
+
+    /// Removes every mutation and created resource.
+    pub fn reset_mutations(&self) {
+        self.overlay.clear();
     }
 }
 
 /// FHIR routes.
 pub fn routes() -> Router<Arc<SimState>> {
-    Router::new()
+    routes::routes()
 }

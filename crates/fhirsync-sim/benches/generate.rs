@@ -1,0 +1,72 @@
+//! Throughput of synthetic data generation and of searches served over HTTP.
+
+use fhirsync_core::FhirVersion;
+use fhirsync_sim::fhir::{FhirConfig, FhirState};
+use fhirsync_sim::{Sim, SimConfig};
+
+fn main() {
+    divan::main();
+}
+
+/// Read (generate) one Patient of a 100,000-patient population by id.
+#[divan::bench]
+fn read_patient(bencher: divan::Bencher) {
+    let state = FhirState::new(FhirConfig { patients: 100_000, ..FhirConfig::default() });
+    let ids: Vec<String> = (0..1000).map(|i| state.patient_id(i * 97)).collect();
+    let mut n = 0;
+    bencher.bench_local(|| {
+        n = (n + 1) % ids.len();
+        state.resource(FhirVersion::R4, "Patient", &ids[n])
+    });
+}
+
+struct Served {
+    runtime: tokio::runtime::Runtime,
+    sim: Sim,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn serve() -> Served {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sim = runtime.block_on(Sim::start(SimConfig::default())).unwrap();
+    let token = sim.state().oauth.issue_token("bench", &["system/*.read"]);
+    Served { runtime, sim, token, http: reqwest::Client::new() }
+}
+
+fn fetch(s: &Served, url: &str, accept: &str) -> usize {
+    s.runtime.block_on(async {
+        let resp = s.http.get(url).bearer_auth(&s.token).header("accept", accept).send().await.unwrap();
+        resp.bytes().await.unwrap().len()
+    })
+}
+
+/// One full page (1000 vital signs) of Derrick Lin, JSON, over HTTP.
+#[divan::bench(sample_count = 30)]
+fn search_page_1000_json(bencher: divan::Bencher) {
+    let s = serve();
+    let url = format!(
+        "{}/Observation?patient=eq081-VQEgP8drUUqCWzHfw3&category=vital-signs",
+        s.sim.fhir_base(FhirVersion::R4)
+    );
+    bencher.bench_local(|| fetch(&s, &url, "application/fhir+json"));
+}
+
+/// The same page as FHIR XML.
+#[divan::bench(sample_count = 30)]
+fn search_page_1000_xml(bencher: divan::Bencher) {
+    let s = serve();
+    let url = format!(
+        "{}/Observation?patient=eq081-VQEgP8drUUqCWzHfw3&category=vital-signs",
+        s.sim.fhir_base(FhirVersion::R4)
+    );
+    bencher.bench_local(|| fetch(&s, &url, "application/fhir+xml"));
+}
+
+/// A small search (one patient's Conditions), JSON, over HTTP: per-request overhead.
+#[divan::bench(sample_count = 200)]
+fn search_small_json(bencher: divan::Bencher) {
+    let s = serve();
+    let url = format!("{}/Condition?patient=erXuFYUfucBZaryVksYEcMg3", s.sim.fhir_base(FhirVersion::R4));
+    bencher.bench_local(|| fetch(&s, &url, "application/fhir+json"));
+}

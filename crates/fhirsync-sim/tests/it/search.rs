@@ -1,0 +1,315 @@
+//! Epic's search rules, content negotiation, reads and errors.
+
+use fhirsync_core::FhirVersion;
+use fhirsync_sim::fhir::{EPIC_OUTCOME_SYSTEM, FhirConfig};
+use fhirsync_sim::oauth::ClientRegistration;
+use reqwest::StatusCode;
+
+use crate::common::*;
+
+/// Without an Accept header a search answers FHIR XML.
+#[tokio::test]
+async fn search_defaults_to_xml() {
+    let env = Env::start().await;
+    let resp = env.get(&format!("{}/Patient?_id={CAMILA}", env.r4()), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/fhir+xml; charset=utf-8");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("<Bundle xmlns=\"http://hl7.org/fhir\">"), "{body}");
+    assert!(body.contains(&format!("<id value=\"{CAMILA}\"/>")), "{body}");
+    let wildcard = env.get(&format!("{}/Patient?_id={CAMILA}", env.r4()), Some("*/*")).await;
+    assert_eq!(wildcard.headers()["content-type"], "application/fhir+xml; charset=utf-8");
+}
+
+/// `Accept: application/fhir+json`, `application/json` and `_format=json` answer JSON.
+#[tokio::test]
+async fn json_on_request() {
+    let env = Env::start().await;
+    let url = format!("{}/Patient?_id={CAMILA}", env.r4());
+    for accept in ["application/fhir+json", "application/json"] {
+        let resp = env.get(&url, Some(accept)).await;
+        assert_eq!(resp.headers()["content-type"], "application/fhir+json; charset=utf-8", "{accept}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["resourceType"], "Bundle");
+    }
+    let resp = env.get(&format!("{url}&_format=json"), None).await;
+    assert_eq!(resp.headers()["content-type"], "application/fhir+json; charset=utf-8");
+}
+
+/// Patient resources carry Epic extensions and OID identifiers and no meta.lastUpdated.
+#[tokio::test]
+async fn patient_is_epic_shaped() {
+    let env = Env::start().await;
+    let (status, p) = env.json(&format!("{}/Patient/{CAMILA}", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p["name"][0]["family"], "Lopez");
+    assert_eq!(p["birthDate"], "1987-09-12");
+    let urls: Vec<&str> =
+        p["extension"].as_array().unwrap().iter().filter_map(|e| e["url"].as_str()).collect();
+    assert!(urls.contains(&"http://open.epic.com/FHIR/StructureDefinition/extension/legal-sex"));
+    assert!(urls.contains(&"http://open.epic.com/FHIR/StructureDefinition/extension/sex-for-clinical-use"));
+    let systems: Vec<&str> =
+        p["identifier"].as_array().unwrap().iter().filter_map(|i| i["system"].as_str()).collect();
+    assert!(systems.contains(&"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0"));
+    assert!(p.get("meta").is_none());
+    let (_, o) =
+        env.json(&format!("{}/Observation?patient={CAMILA}&category=vital-signs&_count=1", env.r4())).await;
+    let obs = matches(&o)[0];
+    assert_eq!(obs["subject"]["reference"], format!("Patient/{CAMILA}"));
+    assert!(obs.get("meta").is_none());
+}
+
+/// Patient-scoped searches without patient/subject answer 403 with an OperationOutcome.
+#[tokio::test]
+async fn patient_required() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/AllergyIntolerance?clinical-status=active", env.r4())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}
+
+/// Patient and subject naming different patients is 400/4112.
+#[tokio::test]
+async fn patient_and_subject_must_agree() {
+    let env = Env::start().await;
+    let (status, body) =
+        env.json(&format!("{}/Condition?patient={CAMILA}&subject=Patient/{DERRICK}", env.r4())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(issue_codes(&body), ["4112"]);
+}
+
+/// Observation without category or code is 400/59108; an unknown category is 400/59111.
+#[tokio::test]
+async fn observation_needs_category() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/Observation?patient={CAMILA}", env.r4())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(issue_codes(&body), ["59108"]);
+    let (status, body) =
+        env.json(&format!("{}/Observation?patient={CAMILA}&category=labresults", env.r4())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(issue_codes(&body), ["59111"]);
+}
+
+/// Patient search without demographics or _id is 400 with 59159 (and 59100 for ignored params).
+#[tokio::test]
+async fn patient_search_needs_demographics() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/Patient?foo=bar", env.r4())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(issue_codes(&body), ["59159", "59100"]);
+    let (status, body) = env.json(&format!("{}/Patient?family=lin&given=derr", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(matches(&body)[0]["id"], DERRICK);
+    let (_, body) = env.json(&format!("{}/Patient?identifier=203713", env.r4())).await;
+    assert_eq!(matches(&body)[0]["id"], CAMILA);
+}
+
+/// An empty result is a searchset with total 0 and one outcome entry (4101, Epic's OID system).
+#[tokio::test]
+async fn empty_result_is_outcome_only() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/CarePlan?patient={CAMILA}", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["type"], "searchset");
+    assert_eq!(body["total"], 0);
+    let entries = body["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["search"]["mode"], "outcome");
+    assert!(entries[0]["fullUrl"].as_str().unwrap().starts_with("urn:uuid:"));
+    let coding = &entries[0]["resource"]["issue"][0]["details"]["coding"][0];
+    assert_eq!(coding["system"], EPIC_OUTCOME_SYSTEM);
+    assert_eq!(coding["code"], "4101");
+}
+
+/// A patient with no data in one category gets the outcome-only bundle for that category.
+#[tokio::test]
+async fn empty_category_is_outcome_only() {
+    let env = Env::with(FhirConfig { patients: 200, ..FhirConfig::default() }).await;
+    let state = env.sim.state();
+    let i =
+        (10..200).find(|&i| state.fhir.generated_count(i, "Observation:social-history") == Some(0)).unwrap();
+    let pid = state.fhir.patient_id(i);
+    let (_, body) =
+        env.json(&format!("{}/Observation?patient={pid}&category=social-history", env.r4())).await;
+    assert_eq!(body["total"], 0);
+    assert_eq!(outcome_codes(&body), ["4101"]);
+}
+
+/// Unknown parameters are ignored with a 4122 warning entry next to the results.
+#[tokio::test]
+async fn unknown_parameter_warns() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/Encounter?patient={CAMILA}&bogus=1", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!matches(&body).is_empty());
+    assert_eq!(outcome_codes(&body), ["4122"]);
+}
+
+/// A dataset the client is not licensed for is suppressed with a 59204 warning entry.
+#[tokio::test]
+async fn unlicensed_category_warns() {
+    let env = Env::start().await;
+    env.sim.state().oauth.register_client(ClientRegistration {
+        client_id: CLIENT.to_string(),
+        unauthorized_datasets: vec![
+            "Observation:social-history".to_string(),
+            "Condition:health-concern".to_string(),
+        ],
+        ..ClientRegistration::default()
+    });
+    let (status, body) =
+        env.json(&format!("{}/Observation?patient={DERRICK}&category=social-history", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["total"], 0);
+    assert_eq!(outcome_codes(&body), ["59204", "4101"]);
+    let (_, body) = env.json(&format!("{}/Condition?patient={DERRICK}", env.r4())).await;
+    assert!(matches(&body).iter().all(|c| c["category"][0]["coding"][0]["code"] != "health-concern"));
+    assert!(outcome_codes(&body).contains(&"59204".to_string()));
+}
+
+/// Entries carry a self link, an absolute fullUrl and search.mode match.
+#[tokio::test]
+async fn entries_are_epic_shaped() {
+    let env = Env::start().await;
+    let (_, body) = env.json(&format!("{}/Condition?patient={CAMILA}", env.r4())).await;
+    let entry = &body["entry"][0];
+    let full = entry["fullUrl"].as_str().unwrap();
+    assert!(full.starts_with(&format!("{}/Condition/", env.r4())), "{full}");
+    assert_eq!(entry["link"][0]["relation"], "self");
+    assert_eq!(entry["link"][0]["url"], full);
+    assert_eq!(entry["search"]["mode"], "match");
+}
+
+/// Unknown resource types (and system-level operations) answer IIS's HTML 404.
+#[tokio::test]
+async fn unknown_type_is_html_404() {
+    let env = Env::start().await;
+    for url in [
+        format!("{}/Spaceship?patient={CAMILA}", env.r4()),
+        format!("{}/MedicationOrder?patient={CAMILA}", env.r4()),
+        format!("{}/MedicationRequest?patient={CAMILA}", env.base(FhirVersion::Dstu2)),
+        format!("{}/$export", env.r4()),
+    ] {
+        let resp = env.get(&url, Some(JSON)).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(resp.headers()["content-type"], "text/html", "{url}");
+        assert!(resp.text().await.unwrap().contains("404 - File or directory not found."));
+    }
+}
+
+/// Reading an unknown id answers 404 with OperationOutcome 59008.
+#[tokio::test]
+async fn unknown_id_is_59008() {
+    let env = Env::start().await;
+    let (status, body) = env.json(&format!("{}/Observation/eNotARealId0000000000003", env.r4())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(issue_codes(&body), ["59008"]);
+}
+
+/// Every resource found by a search can be read back by id, identically.
+#[tokio::test]
+async fn search_results_are_readable() {
+    let env = Env::start().await;
+    for ty in
+        ["Condition", "Encounter", "MedicationRequest", "Procedure", "DiagnosticReport", "DocumentReference"]
+    {
+        let (_, body) = env.json(&format!("{}/{ty}?patient={CAMILA}&_count=2", env.r4())).await;
+        for r in matches(&body) {
+            let (status, read) = env.json(&format!("{}/{ty}/{}", env.r4(), r["id"].as_str().unwrap())).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&read, r);
+        }
+    }
+}
+
+/// Requests without a valid bearer token answer 401 with WWW-Authenticate; /metadata needs none.
+#[tokio::test]
+async fn token_required() {
+    let env = Env::start().await;
+    let resp = env.http.get(format!("{}/Patient?_id={CAMILA}", env.r4())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let resp = env.http.get(format!("{}/metadata", env.r4())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// POST {Type}/_search with a form body searches like GET.
+#[tokio::test]
+async fn post_search_uses_form_body() {
+    let env = Env::start().await;
+    let resp = env
+        .http
+        .post(format!("{}/Observation/_search", env.r4()))
+        .bearer_auth(&env.token)
+        .header("accept", JSON)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("patient={CAMILA}&category=laboratory&_count=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let found = matches(&body);
+    assert!(!found.is_empty() && found.len() <= 3);
+    assert!(found.iter().all(|o| o["category"][0]["coding"][0]["code"] == "laboratory"));
+}
+
+/// A code filter keeps only matching Observations.
+#[tokio::test]
+async fn code_filter() {
+    let env = Env::start().await;
+    let (_, body) =
+        env.json(&format!("{}/Observation?patient={DERRICK}&code=http://loinc.org|8867-4", env.r4())).await;
+    let found = matches(&body);
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|o| o["code"]["coding"][0]["code"] == "8867-4"));
+}
+
+/// DSTU2 serves MedicationOrder (DSTU2 shape), STU3 and R4 MedicationRequest.
+#[tokio::test]
+async fn versions_serve_their_types() {
+    let env = Env::start().await;
+    let (status, body) =
+        env.json(&format!("{}/MedicationOrder?patient={CAMILA}", env.base(FhirVersion::Dstu2))).await;
+    assert_eq!(status, StatusCode::OK);
+    if let Some(m) = matches(&body).first() {
+        assert_eq!(m["resourceType"], "MedicationOrder");
+        assert!(m.get("patient").is_some());
+    }
+    let (status, body) = env
+        .json(&format!("{}/Observation?patient={CAMILA}&category=vital-signs", env.base(FhirVersion::Stu3)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        matches(&body)[0]["category"][0]["coding"][0]["system"],
+        "http://hl7.org/fhir/observation-category"
+    );
+    let (_, body) = env
+        .json(&format!(
+            "{}/Observation?patient={CAMILA}&category=vital-signs&_count=1",
+            env.base(FhirVersion::Dstu2)
+        ))
+        .await;
+    assert!(matches(&body)[0]["category"].is_object(), "DSTU2 category is a single CodeableConcept");
+}
+
+/// Same seed, same bytes; another seed, other data.
+#[tokio::test]
+async fn deterministic_by_seed() {
+    let a = Env::start().await;
+    let b = Env::start().await;
+    let c = Env::with(FhirConfig { seed: 7, ..FhirConfig::default() }).await;
+    let pid = a.sim.state().fhir.patient_id(20);
+    assert_eq!(pid, b.sim.state().fhir.patient_id(20));
+    let path = format!("/Observation?patient={pid}&category=laboratory");
+    let mut bodies = Vec::new();
+    for env in [&a, &b] {
+        let text = env.get(&format!("{}{path}", env.r4()), Some(JSON)).await.text().await.unwrap();
+        bodies.push(text.replace(env.sim.base_url(), "BASE"));
+    }
+    let (ba, bb) = (&bodies[0], &bodies[1]);
+    assert_eq!(ba, bb);
+    assert!(ba.len() > 100);
+    assert_ne!(c.sim.state().fhir.patient_id(20), pid);
+}
