@@ -1,0 +1,141 @@
+//! The scenario on PostgreSQL, read back with SQL. Runs only when `FHIRSYNC_TEST_POSTGRES_URL`
+//! names a server (e.g. `postgresql://fhirsync:fhirsync@127.0.0.1:5432/fhirsync`); each test
+//! gets its own schema, dropped afterwards.
+
+use fhirsync_land::{Destination, DestinationConfig, PostgresConfig};
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::scenario::scenario_tests;
+use crate::support::*;
+
+/// Environment variable with the test server URL.
+const URL_ENV: &str = "FHIRSYNC_TEST_POSTGRES_URL";
+
+/// A fresh schema on the test server.
+pub struct PostgresHarness {
+    rt: Runtime,
+    client: Client,
+    config: PostgresConfig,
+}
+
+impl PostgresHarness {
+    /// `None` (with a notice) when no server is configured.
+    pub fn from_env() -> Option<Self> {
+        let Ok(url) = std::env::var(URL_ENV) else {
+            eprintln!("skipping PostgreSQL test: set {URL_ENV} to run it");
+            return None;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (client, conn) = rt.block_on(tokio_postgres::connect(&url, NoTls)).unwrap();
+        rt.spawn(conn);
+        let schema = format!("fhirsync_test_{}", uuid::Uuid::new_v4().simple());
+        let config = PostgresConfig { schema, ..PostgresConfig::new(url) };
+        Some(PostgresHarness { rt, client, config })
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let sql = format!("SET search_path TO \"{}\"; {sql}", self.config.schema);
+        let messages = self.rt.block_on(self.client.simple_query(&sql)).unwrap();
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for PostgresHarness {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.config.schema);
+        let _ = self.rt.block_on(self.client.batch_execute(&sql));
+    }
+}
+
+impl Harness for PostgresHarness {
+    fn open(&self) -> Box<dyn Destination> {
+        fhirsync_land::open(&DestinationConfig::Postgres(self.config.clone())).unwrap()
+    }
+
+    fn rows(&self) -> Vec<Landed> {
+        let mut out = Vec::new();
+        for t in self.query("SELECT resource_type, table_name FROM _fhirsync_types") {
+            let (rt, table) = (t[0].clone().unwrap(), t[1].clone().unwrap());
+            for r in self.query(&format!(
+                "SELECT fhir_version, id, patient_id, dataset, source, content_hash, resource::text, first_seen_run, last_seen_run FROM \"{table}\""
+            )) {
+                let s = |i: usize| r[i].clone().unwrap();
+                out.push(Landed {
+                    resource_type: rt.clone(),
+                    fhir_version: s(0),
+                    id: s(1),
+                    patient_id: r[2].clone(),
+                    dataset: s(3),
+                    source: s(4),
+                    content_hash: s(5),
+                    resource: s(6),
+                    first_seen_run: s(7),
+                    last_seen_run: s(8),
+                });
+            }
+        }
+        sorted(out)
+    }
+
+    fn changes(&self, run_id: &str) -> Vec<Change> {
+        let rows = self.query(&format!(
+            "SELECT operation, resource_type, id, before_hash, after_hash FROM _fhirsync_changes WHERE run_id = '{run_id}'"
+        ));
+        sorted(
+            rows.into_iter()
+                .map(|r| Change {
+                    operation: r[0].clone().unwrap(),
+                    resource_type: r[1].clone().unwrap(),
+                    id: r[2].clone().unwrap(),
+                    before_hash: r[3].clone(),
+                    after_hash: r[4].clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn exits(&self) -> Vec<String> {
+        let rows = self.query("SELECT patient_id FROM _fhirsync_cohort_exits ORDER BY patient_id");
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
+    }
+
+    fn runs(&self) -> Vec<RunRow> {
+        let rows =
+            self.query("SELECT run_id, method, status FROM _fhirsync_runs ORDER BY started_at, run_id");
+        rows.into_iter()
+            .map(|r| RunRow {
+                run_id: r[0].clone().unwrap(),
+                method: r[1].clone().unwrap(),
+                status: r[2].clone().unwrap(),
+            })
+            .collect()
+    }
+}
+
+scenario_tests!(PostgresHarness::from_env());
+
+/// The resource column is `json`, so PostgreSQL can query into it, and keeps the exact bytes.
+#[test]
+fn resource_column_is_queryable_json() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let o1 = obs("o1", "p1", "1.50");
+    land(
+        &mut *h.open(),
+        fhirsync_land::Method::FullLoad,
+        &Default::default(),
+        std::slice::from_ref(&o1),
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    let rows = h.query("SELECT resource->'valueQuantity'->>'value', resource::text FROM observation");
+    assert_eq!(rows, vec![vec![Some("1.50".to_string()), Some(o1.json.to_string())]]);
+}
