@@ -19,7 +19,9 @@
 //! for every cohort patient — the same unit as search mode, so landing treats both alike. A type
 //! with a failed file, or named by an `error` file's OperationOutcome, gets no completion at all;
 //! an error file that names no requested type makes every type incomplete (conservative: landing
-//! then deletes nothing). Resources carry the patient of their `subject`/`patient` reference
+//! then deletes nothing). The same holds for a type whose data file starts with an
+//! OperationOutcome line (Epic: 59204, sub-types the client is not licensed for) and for a
+//! requested type without any file (no data and "not licensed, dropped" look alike). Resources carry the patient of their `subject`/`patient` reference
 //! (`Patient.id` for Patient).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
 use fhirsync_fhir::outcome::parse_outcome;
 use fhirsync_fhir::retry::retry_after;
-use fhirsync_fhir::{FhirClient, Outcome, Request, join, redact_url};
+use fhirsync_fhir::{FhirClient, Outcome, Request, codes, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LOCATION, HeaderName, HeaderValue};
@@ -248,6 +250,15 @@ impl Bulk<'_> {
                 if let Some(code) = &o.epic_code {
                     report.count_outcome(&r.ty, code);
                 }
+                // An OperationOutcome line in a data file (e.g. 59204: sub-types the client is not
+                // licensed for were left out) means the type's files are not the whole truth.
+                if matches!(o.severity.as_str(), "fatal" | "error") || o.is(codes::UNAUTHORIZED_SUB_RESOURCE)
+                {
+                    failed_types.entry(r.ty.clone()).or_insert_with(|| GapReason::NotAuthorized {
+                        code: o.epic_code.clone().unwrap_or_else(|| o.issue_code.clone()),
+                        detail: o.diagnostics.clone().or_else(|| o.text.clone()),
+                    });
+                }
             }
             if let Some(error) = r.error {
                 failed_types.insert(r.ty.clone(), GapReason::Failed { error });
@@ -283,7 +294,13 @@ impl Bulk<'_> {
         report.scope.cohort = cohort.iter().cloned().collect();
         for ty in &types {
             let (resources, files) = per_type.get(ty).copied().unwrap_or_default();
-            let gap = failed_types.get(ty).cloned().or_else(|| unattributed.clone());
+            let gap = failed_types.get(ty).cloned().or_else(|| unattributed.clone()).or_else(|| {
+                // No file at all: no data, or a type the server dropped silently (not licensed).
+                // Indistinguishable, so no completion: landing must not delete on a guess.
+                (files == 0).then(|| GapReason::Failed {
+                    error: format!("the export has no {ty} file (no data, or {ty} not licensed)"),
+                })
+            });
             let mut first = true;
             for patient in &cohort {
                 let scope = ScopeKey {

@@ -2,4 +2,5 @@
 //! outcomes and faults) and against the in-process simulator.
 
 mod crawl;
+mod sim;
 mod stub;
