@@ -2,9 +2,10 @@
 //! navigation, `null`s vanish, and a missing `name` falls back to a choice element `name[Type]`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ast::{BinOp, Call, Lit, Node, Step};
 use super::boundary;
@@ -28,6 +29,73 @@ pub(crate) struct Env<'a> {
     pub constants: &'a [Constant],
     /// `%rowIndex` of the current `forEach`/`repeat` iteration.
     pub row_index: usize,
+    /// Members whose key starts with a name, per (object, name): columns such as
+    /// `value.ofType(Quantity).unit` and `value.ofType(string)` share one scan for `value[x]`.
+    prefix_memo: RefCell<Vec<PrefixScan<'a>>>,
+}
+
+/// The members of one object whose keys start with `name`, as (rest of the key, value).
+struct PrefixScan<'a> {
+    obj: *const Map<String, Value>,
+    name: &'a str,
+    hits: Hits<'a>,
+}
+
+/// Result of a prefix scan: usually zero or one member, so no allocation.
+#[derive(Debug, Clone, Copy)]
+enum Hits<'a> {
+    Zero,
+    One(&'a str, &'a Value),
+    /// Several: iterate [`prefix_scan`] again.
+    Many,
+}
+
+/// Members of `obj` whose key starts with `name`, as (rest of the key, value). The first-byte
+/// test keeps the scan cheap; it does not rely on the map's key order.
+fn prefix_scan<'v>(obj: &'v Map<String, Value>, name: &str) -> impl Iterator<Item = (&'v str, &'v Value)> {
+    let first = name.as_bytes().first().copied();
+    obj.iter()
+        .filter(move |(k, _)| k.as_bytes().first().copied() == first && k.starts_with(name))
+        .map(move |(k, v)| (&k[name.len()..], v))
+}
+
+impl<'a> Env<'a> {
+    /// An environment for one resource.
+    pub(crate) fn new(resource: &'a Value, constants: &'a [Constant]) -> Env<'a> {
+        Env { resource, constants, row_index: 0, prefix_memo: RefCell::new(Vec::new()) }
+    }
+
+    /// The same environment with another `%rowIndex`.
+    pub(crate) fn with_row_index(&self, row_index: usize) -> Env<'a> {
+        Env {
+            resource: self.resource,
+            constants: self.constants,
+            row_index,
+            prefix_memo: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Calls `f` for the members of `obj` whose key starts with `name` (the plain element has
+    /// suffix `""`), scanning each (object, name) once.
+    fn prefixed(&self, obj: &'a Map<String, Value>, name: &'a str, mut f: impl FnMut(&'a str, &'a Value)) {
+        let ptr: *const Map<String, Value> = obj;
+        let known = self.prefix_memo.borrow().iter().find(|p| p.obj == ptr && p.name == name).map(|p| p.hits);
+        let hits = known.unwrap_or_else(|| {
+            let mut it = prefix_scan(obj, name);
+            let hits = match (it.next(), it.next()) {
+                (None, _) => Hits::Zero,
+                (Some((suffix, v)), None) => Hits::One(suffix, v),
+                _ => Hits::Many,
+            };
+            self.prefix_memo.borrow_mut().push(PrefixScan { obj: ptr, name, hits });
+            hits
+        });
+        match hits {
+            Hits::Zero => {}
+            Hits::One(suffix, v) => f(suffix, v),
+            Hits::Many => prefix_scan(obj, name).for_each(|(suffix, v)| f(suffix, v)),
+        }
+    }
 }
 
 /// Evaluates `node` with `focus` as input collection (`$this`) and `index` as `$index`.
@@ -51,10 +119,10 @@ pub(crate) fn eval<'a>(
         Node::Path(base, steps) => {
             let mut out = Vec::new();
             match base {
-                None => focus.iter().for_each(|item| walk(item, steps, true, &mut out)),
-                Some(b) => {
-                    eval(b, focus, env, index)?.iter().for_each(|item| walk(item, steps, false, &mut out))
-                }
+                None => focus.iter().for_each(|item| walk(item, steps, true, env, &mut out)),
+                Some(b) => eval(b, focus, env, index)?
+                    .iter()
+                    .for_each(|item| walk(item, steps, false, env, &mut out)),
             }
             out
         }
@@ -113,7 +181,7 @@ fn is_type_root(item: &Item<'_>, name: &str) -> bool {
 
 /// Follows `steps` from `item`, appending the reached nodes to `out` (arrays flatten, nulls
 /// vanish). `at_root`: a leading type name (`Patient.name`) may select the focus itself.
-fn walk<'a>(item: &Item<'a>, steps: &'a [Step], at_root: bool, out: &mut Vec<Item<'a>>) {
+fn walk<'a>(item: &Item<'a>, steps: &'a [Step], at_root: bool, env: &Env<'a>, out: &mut Vec<Item<'a>>) {
     let Some((step, rest)) = steps.split_first() else {
         out.push(item.clone());
         return;
@@ -121,55 +189,43 @@ fn walk<'a>(item: &Item<'a>, steps: &'a [Step], at_root: bool, out: &mut Vec<Ite
     match step {
         Step::Child(name) => {
             if at_root && is_type_root(item, name) {
-                return walk(item, rest, false, out);
+                return walk(item, rest, false, env, out);
             }
             let Some(obj) = item.as_object() else { return };
             if let Some(v) = obj.get(name) {
                 for x in elements(v) {
-                    walk(&Item::Json(x, None), rest, false, out);
+                    walk(&Item::Json(x, None), rest, false, env, out);
                 }
                 return;
             }
             // Absent: maybe a choice element `name<Type>`.
-            for (suffix, v) in prefixed(obj, name) {
+            env.prefixed(obj, name, |suffix, v| {
                 if let Some(ty) = suffix_type(suffix) {
                     for x in elements(v) {
-                        walk(&Item::Json(x, Some(ty)), rest, false, out);
+                        walk(&Item::Json(x, Some(ty)), rest, false, env, out);
                     }
                 }
-            }
+            });
         }
         Step::Choice { name, ty, suffixes } => {
             let Some(obj) = item.as_object() else { return };
-            // One pass finds the plain element (typed by its JSON shape) and the choice keys.
-            for (suffix, v) in prefixed(obj, name) {
+            // The plain element (typed by its JSON shape) or a choice key holding a `ty`.
+            env.prefixed(obj, name, |suffix, v| {
                 if suffix.is_empty() {
                     for x in elements(v) {
                         let it = Item::Json(x, None);
                         if it.is_type(ty) {
-                            walk(&it, rest, false, out);
+                            walk(&it, rest, false, env, out);
                         }
                     }
                 } else if let Some((_, tag)) = suffixes.iter().find(|(s, _)| s == suffix) {
                     for x in elements(v) {
-                        walk(&Item::Json(x, Some(tag)), rest, false, out);
+                        walk(&Item::Json(x, Some(tag)), rest, false, env, out);
                     }
                 }
-            }
+            });
         }
     }
-}
-
-/// Members of `obj` whose key starts with `name`, as (rest of the key, value). The first-byte
-/// test keeps the scan cheap; it does not rely on the map's key order.
-fn prefixed<'v>(
-    obj: &'v serde_json::Map<String, Value>,
-    name: &str,
-) -> impl Iterator<Item = (&'v str, &'v Value)> {
-    let first = name.as_bytes().first().copied();
-    obj.iter()
-        .filter(move |(k, _)| k.as_bytes().first().copied() == first && k.starts_with(name))
-        .map(move |(k, v)| (&k[name.len()..], v))
 }
 
 /// The non-null elements of a JSON value seen as a FHIRPath collection.

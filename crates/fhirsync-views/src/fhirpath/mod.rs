@@ -56,7 +56,7 @@ impl Expr {
 /// Evaluates a standalone expression against a resource (no constants); for tests and tooling.
 pub fn evaluate_json(expression: &str, resource: &Value) -> Result<Vec<Value>> {
     let expr = Expr::compile(expression, &[])?;
-    let env = Env { resource, constants: &[], row_index: 0 };
+    let env = Env::new(resource, &[]);
     let out = expr.eval(&[Item::Json(resource, None)], &env)?;
     Ok(out.iter().map(Item::to_json).collect())
 }

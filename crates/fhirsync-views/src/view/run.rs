@@ -14,7 +14,7 @@ use crate::fhirpath::{Env, Item};
 
 /// Rows of `view` for `resource` (which must already match the view's resource type).
 pub(crate) fn rows(view: &Compiled, resource: &Value) -> Result<Vec<Row>> {
-    let env = Env { resource, constants: &view.constants, row_index: 0 };
+    let env = Env::new(resource, &view.constants);
     let root = [Item::Json(resource, None)];
     for w in &view.wheres {
         let out = w.eval(&root, &env)?;
@@ -68,7 +68,7 @@ fn select_rows<'a>(sel: &'a SelectNode, focus: &[Item<'a>], env: &Env<'a>) -> Re
 }
 
 fn with_index<'a>(env: &Env<'a>, row_index: usize) -> Env<'a> {
-    Env { resource: env.resource, constants: env.constants, row_index }
+    env.with_row_index(row_index)
 }
 
 fn iterate<'a>(sel: &'a SelectNode, items: &[Item<'a>], env: &Env<'a>) -> Result<Vec<Row>> {
