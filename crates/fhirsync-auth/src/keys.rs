@@ -300,3 +300,31 @@ fn pem_decode(text: &str) -> Option<(String, Zeroizing<Vec<u8>>)> {
     let der = STANDARD.decode(body.as_bytes()).ok()?;
     Some((label, Zeroizing::new(der)))
 }
+
+/// Path the JWK Set is served at by [`serve_jwks`].
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Serves `jwks` at [`JWKS_PATH`] on `listener` until `shutdown` resolves. Responses carry
+/// `Cache-Control: no-store` so Epic refetches after a key rotation during testing.
+pub async fn serve_jwks(
+    listener: tokio::net::TcpListener,
+    jwks: serde_json::Value,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    use axum::http::header;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let body = std::sync::Arc::new(jwks);
+    let app = axum::Router::new().route(
+        JWKS_PATH,
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                ([(header::CACHE_CONTROL, "no-store")], axum::Json(serde_json::Value::clone(&body)))
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}

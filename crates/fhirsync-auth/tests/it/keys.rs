@@ -83,3 +83,20 @@ fn private_key_file_mode_and_no_overwrite() {
     assert!(matches!(err, Error::Exists { .. }));
     write_private_key(&path, &pem, true).unwrap();
 }
+
+/// `serve_jwks` publishes the public set at /.well-known/jwks.json with no-store caching.
+#[tokio::test]
+async fn jwks_served() {
+    let key = common::key(RSA_PKCS8);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fhirsync_auth::keys::serve_jwks(listener, key.jwks(), async move {
+        let _ = stopped.await;
+    }));
+    let r = reqwest::get(format!("http://{addr}/.well-known/jwks.json")).await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), key.jwks());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -1,12 +1,203 @@
-//! `fhirsync auth ...`.
+//! `fhirsync auth ...`: SMART standalone launch (`login`, `status`) and a backend-services
+//! check (`test`). The logic lives in `fhirsync-auth`; this module only maps flags to
+//! [`AuthSettings`] and prints results (never a token, secret or code).
 
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use fhirsync_auth::launch::DEFAULT_LOGIN_TIMEOUT;
+use fhirsync_auth::{
+    AuthSettings, AuthStatus, DEFAULT_TOKEN_STORE, KeySource, LoopbackListener, PendingLogin, TokenStore,
+    http_client, is_loopback, load_private_key, parse_pasted,
+};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::Failure;
+use super::keys::local_error;
 use crate::Globals;
+
+/// Default environment variable holding the client secret.
+const DEFAULT_SECRET_ENV: &str = "FHIRSYNC_CLIENT_SECRET";
+
+/// Connection flags shared by the subcommands.
+#[derive(Debug, clap::Args)]
+pub struct Connection {
+    /// FHIR base URL (e.g. https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/R4).
+    #[arg(long)]
+    fhir_base: Url,
+    /// Epic client id of the app.
+    #[arg(long)]
+    client_id: String,
+    /// Auth Base URI (the authorize URL without `/authorize`); skips discovery.
+    #[arg(long)]
+    auth_base_uri: Option<Url>,
+    /// Scopes to request (space-separated).
+    #[arg(long)]
+    scope: Option<String>,
+}
 
 /// Subcommands of `fhirsync auth`.
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Standalone launch: open the authorize URL, capture or paste the code, store the tokens.
+    Login(Box<LoginArgs>),
+    /// Show Verified / Expired / Not authenticated for a token store (never the tokens).
+    Status {
+        /// Token store file.
+        #[arg(long, default_value = DEFAULT_TOKEN_STORE)]
+        token_store: PathBuf,
+    },
+    /// Backend services: obtain a token with the private key and print granted scopes and expiry.
+    Test(Box<TestArgs>),
+}
+
+/// Flags of `fhirsync auth login`.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Environment variable holding the client secret (omit the variable for a public client).
+    #[arg(long, default_value = DEFAULT_SECRET_ENV)]
+    client_secret_env: String,
+    /// Redirect URI registered for the app; an http loopback URI is listened on directly.
+    #[arg(long)]
+    redirect_uri: Url,
+    /// `aud` of the authorize request (default: the FHIR base).
+    #[arg(long)]
+    aud: Option<String>,
+    /// Token store file (written with mode 0600).
+    #[arg(long, default_value = DEFAULT_TOKEN_STORE)]
+    token_store: PathBuf,
+    /// Seconds to wait for the loopback redirect.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT.as_secs())]
+    timeout: u64,
+}
+
+/// Flags of `fhirsync auth test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Private key: a PEM file, or `env:VAR` for a variable holding the PEM.
+    #[arg(long)]
+    private_key: String,
+    /// Key id (default: RFC 7638 thumbprint of the key).
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+fn settings(connection: Connection) -> AuthSettings {
+    let mut s = AuthSettings::new(connection.client_id, connection.fhir_base);
+    s.auth_base_uri = connection.auth_base_uri;
+    s.scope = connection.scope;
+    s
+}
+
+fn local_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
 
 /// Runs the command.
 pub async fn run(command: Command, _globals: &Globals) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Login(args) => {
+            let LoginArgs { connection, client_secret_env, redirect_uri, aud, token_store, timeout } = *args;
+            let mut s = settings(connection);
+            s.client_secret =
+                std::env::var(&client_secret_env).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+            s.redirect_uri = Some(redirect_uri);
+            s.audience = aud;
+            s.token_store = token_store;
+            login(&s, Duration::from_secs(timeout)).await
+        }
+        Command::Status { token_store } => status(&TokenStore::new(token_store)),
+        Command::Test(args) => {
+            let TestArgs { connection, private_key, kid } = *args;
+            let mut s = settings(connection);
+            s.private_key_pem = Some(load_private_key(&KeySource::parse(&private_key)).map_err(local_error)?);
+            s.key_id = kid;
+            let http = http_client()?;
+            let provider = s.backend_services(&http).await.map_err(local_error)?;
+            let info = provider.token_info().await?;
+            let expires: DateTime<Utc> = info.expires_at.into();
+            let left = info.expires_at.duration_since(SystemTime::now()).unwrap_or_default().as_secs();
+            println!("Token endpoint: {}", provider.token_url());
+            println!("Access token obtained; expires {} (in {left} s).", local_time(expires));
+            println!(
+                "Granted scopes: {}",
+                if info.scopes.is_empty() { "(none listed)".into() } else { info.scopes.join(" ") }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn login(s: &AuthSettings, timeout: Duration) -> anyhow::Result<()> {
+    let http = http_client()?;
+    let pending =
+        PendingLogin::new(s.launch_settings(&http).await.map_err(local_error)?).map_err(local_error)?;
+    let store = TokenStore::new(&s.token_store);
+    let callback = if is_loopback(pending.redirect_uri()) {
+        let listener = LoopbackListener::bind(pending.redirect_uri()).await.map_err(local_error)?;
+        eprintln!(
+            "Open this URL in a browser and sign in (waiting {} s for the redirect):",
+            timeout.as_secs()
+        );
+        println!("{}", pending.authorize_url());
+        listener.wait(timeout).await?
+    } else {
+        eprintln!("Open this URL in a browser and sign in:");
+        println!("{}", pending.authorize_url());
+        eprintln!(
+            "Then paste the code shown by the redirect page, or the whole redirect URL, and press Enter:"
+        );
+        let line = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await??;
+        let line = SecretString::from(line);
+        parse_pasted(line.expose_secret())?
+    };
+    let tokens = pending.finish(&http, callback, &store).await.map_err(local_error)?;
+    println!(
+        "Verified: access token valid until {}; refresh token {}; scopes: {}.",
+        local_time(tokens.access_expires_at),
+        if tokens.refresh_token.is_some() { "stored" } else { "not issued" },
+        tokens.scopes.join(" ")
+    );
+    println!("Tokens saved to {} (mode 0600).", store.path().display());
+    Ok(())
+}
+
+/// An authentication failure (exit code 3).
+fn auth_failure(message: &str) -> anyhow::Error {
+    Failure { code: super::EXIT_AUTH, message: message.to_string() }.into()
+}
+
+fn status(store: &TokenStore) -> anyhow::Result<()> {
+    match store.status().map_err(local_error)? {
+        AuthStatus::Verified { client_id, access_expires_at, access_valid, refreshable, scopes } => {
+            println!("Verified (client {client_id}).");
+            let state = if access_valid { "valid until" } else { "expired at" };
+            println!("Access token {state} {}.", local_time(access_expires_at));
+            println!("Refresh token: {}.", if refreshable { "stored" } else { "none" });
+            println!("Scopes: {}", scopes.join(" "));
+        }
+        AuthStatus::Expired { client_id, expired_at, scopes } => {
+            println!(
+                "Expired (client {client_id}): access ended {} and no refresh token is stored.",
+                local_time(expired_at)
+            );
+            println!("Scopes: {}", scopes.join(" "));
+            return Err(auth_failure("run `fhirsync auth login` again"));
+        }
+        AuthStatus::NotAuthenticated => {
+            println!("Not authenticated: no token store at {}.", store.path().display());
+            return Err(auth_failure("run `fhirsync auth login` first"));
+        }
+    }
+    Ok(())
 }
