@@ -130,7 +130,15 @@ pub(crate) fn eval<'a>(
             None => call_fn(call, focus, env, index)?,
             Some(b) => {
                 let input = eval(b, focus, env, index)?;
-                call_fn(call, &input, env, index)?
+                // Filters reuse the input's allocation.
+                match call.as_ref() {
+                    Call::First => truncated(input, 1),
+                    Call::Where(crit) => {
+                        retain(input, |item, i| Ok(eval_bool(crit, item, env, i, "where()")? == Some(true)))?
+                    }
+                    Call::OfType(ty) => retain(input, |item, _| Ok(item.is_type(ty)))?,
+                    _ => call_fn(call, &input, env, index)?,
+                }
             }
         },
         Node::Indexer(base, idx) => {
@@ -235,6 +243,84 @@ fn elements(v: &Value) -> impl Iterator<Item = &Value> {
         other => std::slice::from_ref(other),
     };
     slice.iter().filter(|x| !x.is_null())
+}
+
+/// `items` cut to at most `n` items.
+fn truncated(mut items: Vec<Item<'_>>, n: usize) -> Vec<Item<'_>> {
+    items.truncate(n);
+    items
+}
+
+/// Keeps the items for which `keep(item, index)` is true, in place.
+fn retain<'a>(
+    mut items: Vec<Item<'a>>,
+    mut keep: impl FnMut(&Item<'a>, usize) -> EvalResult<bool>,
+) -> EvalResult<Vec<Item<'a>>> {
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if keep(&items[i], i)? {
+            items.swap(kept, i);
+            kept += 1;
+        }
+    }
+    items.truncate(kept);
+    Ok(items)
+}
+
+/// Evaluates a criterion on one item as a boolean (`None` = empty), without allocating for the
+/// common shapes (`and`/`or`/`not`, `=`/`!=` against a literal, `exists()`, `empty()`).
+fn eval_bool<'a>(
+    node: &'a Node,
+    item: &Item<'a>,
+    env: &Env<'a>,
+    index: usize,
+    what: &str,
+) -> EvalResult<Option<bool>> {
+    let focus = std::slice::from_ref(item);
+    match node {
+        Node::Lit(Lit::Bool(b)) => Ok(Some(*b)),
+        Node::Bin(BinOp::And, l, r) => {
+            let a = eval_bool(l, item, env, index, what)?;
+            if a == Some(false) {
+                return Ok(Some(false));
+            }
+            Ok(match (a, eval_bool(r, item, env, index, what)?) {
+                (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            })
+        }
+        Node::Bin(BinOp::Or, l, r) => {
+            let a = eval_bool(l, item, env, index, what)?;
+            if a == Some(true) {
+                return Ok(Some(true));
+            }
+            Ok(match (a, eval_bool(r, item, env, index, what)?) {
+                (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            })
+        }
+        Node::Bin(op @ (BinOp::Eq | BinOp::Ne), l, r) if matches!(**r, Node::Lit(_)) => {
+            let Node::Lit(lit) = &**r else { return Ok(None) };
+            let lhs = eval(l, focus, env, index)?;
+            let eq = match lhs.as_slice() {
+                [] => return Ok(None),
+                [one] => items_equal(one, &literal(lit)),
+                _ => Some(false),
+            };
+            Ok(if *op == BinOp::Eq { eq } else { eq.map(|e| !e) })
+        }
+        Node::Call(Some(base), call) if matches!(**call, Call::Exists(None) | Call::Empty | Call::Not) => {
+            let input = eval(base, focus, env, index)?;
+            Ok(match **call {
+                Call::Exists(None) => Some(!input.is_empty()),
+                Call::Empty => Some(input.is_empty()),
+                _ => truth(&input, "not()")?.map(|b| !b),
+            })
+        }
+        _ => truth(&eval(node, focus, env, index)?, what),
+    }
 }
 
 /// The only item of a collection (`None` when empty); more than one is an error.
@@ -422,8 +508,7 @@ fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) 
         Call::Where(crit) => {
             let mut out = Vec::new();
             for (i, item) in input.iter().enumerate() {
-                let r = eval(crit, std::slice::from_ref(item), env, i)?;
-                if truth(&r, "where()")? == Some(true) {
+                if eval_bool(crit, item, env, i, "where()")? == Some(true) {
                     out.push(item.clone());
                 }
             }
@@ -623,15 +708,14 @@ pub(crate) fn reference_key<'r>(reference: &'r str, ty: Option<&str>) -> Option<
         return None;
     }
     let path = reference.split(['?', '#']).next()?;
-    let mut segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(h) = segs.iter().position(|s| *s == "_history") {
-        segs.truncate(h);
-    }
-    let [.., rtype, id] = segs.as_slice() else { return None };
+    // `…/Type/id` or `…/Type/id/_history/version`.
+    let mut segs = path.rsplit('/').filter(|s| !s.is_empty());
+    let (last, before) = (segs.next()?, segs.next()?);
+    let (id, rtype) = if before == "_history" { (segs.next()?, segs.next()?) } else { (last, before) };
     if !rtype.starts_with(|c: char| c.is_ascii_uppercase()) {
         return None;
     }
-    if ty.is_some_and(|t| t != *rtype) {
+    if ty.is_some_and(|t| t != rtype) {
         return None;
     }
     Some(id)
