@@ -5,15 +5,16 @@
 //! - `files/`: the engine shared by `parquet/` and `ndjson/` (staging files, snapshot folders
 //!   switched atomically).
 
+pub(crate) mod files;
 pub mod ndjson;
 pub mod parquet;
 pub mod postgres;
 pub(crate) mod sql;
 pub mod sqlite;
 
+use crate::Result;
 use crate::config::DestinationConfig;
 use crate::destination::Destination;
-use crate::{Error, Result};
 
 /// Opens the configured destination, creating its bookkeeping tables or folders.
 ///
@@ -24,15 +25,7 @@ pub fn open(config: &DestinationConfig) -> Result<Box<dyn Destination>> {
     match config {
         DestinationConfig::Sqlite(c) => sqlite::open(c),
         DestinationConfig::Postgres(c) => postgres::open(c),
-        DestinationConfig::Parquet(_) => Err(Error::Unsupported {
-            destination: "parquet",
-            option: "landing yet",
-            fix: "use sqlite for now",
-        }),
-        DestinationConfig::Ndjson(_) => Err(Error::Unsupported {
-            destination: "ndjson",
-            option: "landing yet",
-            fix: "use sqlite for now",
-        }),
+        DestinationConfig::Parquet(c) => parquet::open(c),
+        DestinationConfig::Ndjson(c) => ndjson::open(c),
     }
 }

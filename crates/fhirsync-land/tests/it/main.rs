@@ -2,6 +2,7 @@
 //! destination (`sqlite.rs`, `postgres.rs`, ...), each module providing a [`support::Harness`]
 //! that reads the landed data back with the destination's own tools.
 
+mod files;
 mod postgres;
 mod scenario;
 mod sqlite;

@@ -1,0 +1,303 @@
+//! The commit of a file destination: build the new snapshot, then switch to it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+
+use fhirsync_core::RunScope;
+use fhirsync_views::View;
+use serde::{Deserialize, Serialize};
+
+use super::layout::{mkdirs, remove_dir, sync_dir, write_atomic};
+use super::staging::Staging;
+use super::{ActiveRun, ChangeRow, FileDestination, RowSink, RunRecord, SnapshotFormat};
+use crate::config::{Method, OnCohortExit};
+use crate::destination::RunMetrics;
+use crate::destinations::sql::now;
+use crate::{Error, Result};
+
+/// File (inside a version's `_fhirsync/`) with the patients flagged as having left the cohort.
+const EXITS_FILE: &str = "cohort_exits.json";
+
+/// One flagged patient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExitRecord {
+    pub first_flagged_run: String,
+    pub last_flagged_run: String,
+    pub flagged_at: String,
+    pub rows_deleted: bool,
+}
+
+/// What pass 1 remembers about a staged row.
+struct Staged {
+    line: u64,
+    hash: String,
+    /// Hash and first-seen run of the previous snapshot's row, if there was one.
+    old: Option<(String, String)>,
+}
+
+fn key(version: &str, id: &str) -> String {
+    format!("{version}\u{1}{id}")
+}
+
+fn scope_key(version: &str, patient: Option<&str>, dataset: &str) -> String {
+    format!("{version}\u{1}{}\u{1}{dataset}", patient.unwrap_or(""))
+}
+
+impl<F: SnapshotFormat> FileDestination<F> {
+    /// Writes the new snapshot and switches readers to it.
+    pub(super) fn apply(
+        &mut self,
+        run: &ActiveRun,
+        staging: &Staging,
+        scope: &RunScope,
+        views: &[View],
+        report: &serde_json::Value,
+    ) -> Result<RunMetrics> {
+        let now = now();
+        let compare = run.method == Method::ReloadAndCompare;
+        let carry = run.method != Method::FullLoad;
+        let old_current = self.layout.current_version()?;
+        let prev = if carry { old_current.clone() } else { None };
+        let prev_dir = prev.as_ref().map(|v| self.layout.version(v));
+        let complete: HashSet<String> = staging
+            .completed()
+            .iter()
+            .chain(&scope.complete)
+            .map(|s| scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string()))
+            .collect();
+        let evaluate_exits = carry && !scope.cohort.is_empty();
+        if carry && scope.cohort.is_empty() {
+            tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
+        }
+        let delete_exits = run.options.on_cohort_exit == OnCohortExit::Delete;
+
+        let tmp = self.layout.versions().join(format!(".{}.tmp", run.id));
+        remove_dir(&tmp)?;
+        mkdirs(&tmp.join("_fhirsync"))?;
+        let mut types: BTreeSet<String> = staging.types()?.into_iter().collect();
+        if let Some(dir) = &prev_dir {
+            types.extend(self.format.types_in(dir)?);
+        }
+
+        let mut m =
+            RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
+        let mut changes = Vec::new();
+        let mut flagged: BTreeSet<String> = BTreeSet::new();
+        for t in &types {
+            // Pass 1: index the staged rows (later copies win).
+            let mut idx: HashMap<String, Staged> = HashMap::new();
+            staging.scan(t, &mut |line, row| {
+                idx.insert(
+                    key(&row.fhir_version, &row.id),
+                    Staged { line, hash: row.content_hash, old: None },
+                );
+                Ok(())
+            })?;
+            let path = self.format.type_path(&tmp, t);
+            let mut sink: Option<Box<dyn RowSink>> = None;
+            let write = |sink: &mut Option<Box<dyn RowSink>>, row: &super::Row| -> Result<()> {
+                if sink.is_none() {
+                    *sink = Some(self.format.writer(&path)?);
+                }
+                sink.as_mut().map_or(Ok(()), |s| s.write(row))
+            };
+            // The previous snapshot: remember old hashes, carry over or delete the rest.
+            if let Some(dir) = &prev_dir {
+                let old_path = self.format.type_path(dir, t);
+                if old_path.exists() {
+                    self.format.read(&old_path, &mut |row| {
+                        if let Some(s) = idx.get_mut(&key(&row.fhir_version, &row.id)) {
+                            s.old = Some((row.content_hash, row.first_seen_run));
+                            return Ok(());
+                        }
+                        let exited = evaluate_exits
+                            && row.patient_id.as_ref().is_some_and(|p| !scope.cohort.contains(p));
+                        if exited && let Some(p) = &row.patient_id {
+                            flagged.insert(p.clone());
+                        }
+                        let deletable = complete.contains(&scope_key(
+                            &row.fhir_version,
+                            row.patient_id.as_deref(),
+                            &row.dataset,
+                        )) || (exited && delete_exits);
+                        if deletable {
+                            m.deleted += 1;
+                            if compare {
+                                changes.push(ChangeRow {
+                                    run_id: run.id.clone(),
+                                    changed_at: now.clone(),
+                                    operation: "D".into(),
+                                    resource_type: t.clone(),
+                                    fhir_version: row.fhir_version.clone(),
+                                    id: row.id.clone(),
+                                    patient_id: row.patient_id.clone(),
+                                    before_hash: Some(row.content_hash.clone()),
+                                    after_hash: None,
+                                });
+                            }
+                            Ok(())
+                        } else {
+                            m.kept += 1;
+                            write(&mut sink, &row)
+                        }
+                    })?;
+                }
+            }
+            // Pass 2: the staged rows, in staging order, skipping superseded copies.
+            staging.scan(t, &mut |line, mut row| {
+                let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
+                if s.line != line {
+                    return Ok(());
+                }
+                m.staged += 1;
+                let op = match &s.old {
+                    None => {
+                        m.inserted += 1;
+                        Some(("I", None))
+                    }
+                    Some((old_hash, first_seen)) => {
+                        row.first_seen_run = first_seen.clone();
+                        if !compare {
+                            None
+                        } else if *old_hash != s.hash {
+                            m.updated += 1;
+                            Some(("U", Some(old_hash.clone())))
+                        } else {
+                            m.unchanged += 1;
+                            None
+                        }
+                    }
+                };
+                if compare && let Some((op, before)) = op {
+                    changes.push(ChangeRow {
+                        run_id: run.id.clone(),
+                        changed_at: now.clone(),
+                        operation: op.into(),
+                        resource_type: t.clone(),
+                        fhir_version: row.fhir_version.clone(),
+                        id: row.id.clone(),
+                        patient_id: row.patient_id.clone(),
+                        before_hash: before,
+                        after_hash: Some(s.hash.clone()),
+                    });
+                }
+                write(&mut sink, &row)
+            })?;
+            if let Some(sink) = sink {
+                sink.finish()?;
+            }
+        }
+
+        m.cohort_exits = flagged.len() as u64;
+        let exits = self.next_exits(
+            prev_dir.as_deref(),
+            scope,
+            evaluate_exits,
+            &flagged,
+            &run.id,
+            &now,
+            delete_exits,
+        )?;
+        let exits_json = serde_json::to_vec_pretty(&exits)
+            .map_err(|source| Error::Json { action: "encoding cohort exits", source })?;
+        write_atomic(&tmp.join("_fhirsync").join(EXITS_FILE), &exits_json)?;
+        if compare {
+            let dir = self.layout.changes(&run.id);
+            remove_dir(&dir)?;
+            mkdirs(&dir)?;
+            self.format.write_changes(&dir, &changes)?;
+        }
+        m.view_rows = self.materialise_views(&tmp, views)?;
+
+        let record = RunRecord {
+            run_id: run.id.clone(),
+            method: run.method.as_str().into(),
+            status: "succeeded".into(),
+            started_at: String::new(),
+            ended_at: Some(now.clone()),
+            metrics: Some(m.clone()),
+            errors: None,
+            report: Some(report.clone()),
+        };
+        let record_json = serde_json::to_vec_pretty(&record)
+            .map_err(|source| Error::Json { action: "encoding the run record", source })?;
+        write_atomic(&tmp.join("_fhirsync").join("run.json"), &record_json)?;
+        sync_dir(&tmp);
+
+        // Publish: rename the finished folder into place, then switch (the commit point).
+        let final_dir = self.layout.version(&run.id);
+        remove_dir(&final_dir)?;
+        fs::rename(&tmp, &final_dir).map_err(Error::io("publishing a snapshot", &final_dir))?;
+        sync_dir(&self.layout.versions());
+        self.layout.switch_to(&run.id)?;
+
+        let mut runs = self.load_runs()?;
+        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
+            let started_at = std::mem::take(&mut r.started_at);
+            *r = RunRecord { started_at, ..record };
+        }
+        self.save_runs(&runs)?;
+        remove_dir(staging.dir())?;
+        self.prune_versions(&run.id, old_current.as_deref())?;
+        Ok(m)
+    }
+
+    /// The cohort-exit list of the new snapshot: patients found outside the cohort in this run,
+    /// plus earlier flags of patients still outside it.
+    #[allow(clippy::too_many_arguments)]
+    fn next_exits(
+        &self,
+        prev_dir: Option<&std::path::Path>,
+        scope: &RunScope,
+        evaluate: bool,
+        flagged: &BTreeSet<String>,
+        run_id: &str,
+        now: &str,
+        rows_deleted: bool,
+    ) -> Result<BTreeMap<String, ExitRecord>> {
+        let mut exits: BTreeMap<String, ExitRecord> = match prev_dir {
+            Some(dir) => read_exits(&dir.join("_fhirsync").join(EXITS_FILE))?,
+            None => BTreeMap::new(),
+        };
+        if !evaluate {
+            return Ok(exits);
+        }
+        exits.retain(|p, _| !scope.cohort.contains(p));
+        for p in flagged {
+            let first = exits.get(p).map_or_else(|| run_id.to_string(), |e| e.first_flagged_run.clone());
+            exits.insert(
+                p.clone(),
+                ExitRecord {
+                    first_flagged_run: first,
+                    last_flagged_run: run_id.into(),
+                    flagged_at: now.into(),
+                    rows_deleted,
+                },
+            );
+        }
+        Ok(exits)
+    }
+
+    /// Keeps the new version and the one before it (a reader may still be reading it).
+    fn prune_versions(&self, current: &str, prev: Option<&str>) -> Result<()> {
+        let dir = self.layout.versions();
+        for entry in fs::read_dir(&dir).map_err(Error::io("listing versions", &dir))? {
+            let entry = entry.map_err(Error::io("listing versions", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != current && Some(name.as_str()) != prev && !name.starts_with('.') {
+                remove_dir(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a cohort-exit file (empty if missing).
+pub(crate) fn read_exits(path: &std::path::Path) -> Result<BTreeMap<String, ExitRecord>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(Error::io("reading cohort exits", path)(e)),
+    }
+}

@@ -1,0 +1,271 @@
+//! The engine shared by the file destinations (Parquet, NDJSON).
+//!
+//! Every committed run is a complete snapshot folder `versions/<run>/`; the commit writes the
+//! new snapshot next to the old one and then switches `_fhirsync/CURRENT` (and the `current`
+//! symlink) with one atomic rename, so readers never see a half-written snapshot and a run
+//! killed before the switch leaves the previous one in place. See `layout.rs` for the folders
+//! and `staging.rs` for the durable, resumable staging.
+//!
+//! The new snapshot of a resource type is built by streaming: the staged rows (deduplicated,
+//! later copy wins) plus the previous snapshot's rows that were not re-read and may not be
+//! deleted (their scope did not complete, or their patient left the cohort in flag mode).
+//! Reload-and-compare compares content hashes while doing so and writes the change records to
+//! `changes/run_id=<run>/`.
+
+mod commit;
+mod layout;
+pub(crate) mod row;
+mod staging;
+mod views;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fhirsync_core::{RawResource, RunScope, ScopeKey};
+use fhirsync_views::View;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LandOptions, Method};
+use crate::destination::{Destination, RunMetrics, RunStart};
+use crate::views::CellValue;
+use crate::{Error, Result};
+pub(crate) use layout::Layout;
+use layout::{mkdirs, remove_dir, write_atomic};
+pub(crate) use row::Row;
+use staging::Staging;
+
+/// One change record of reload-and-compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChangeRow {
+    pub run_id: String,
+    pub changed_at: String,
+    pub operation: String,
+    pub resource_type: String,
+    pub fhir_version: String,
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+}
+
+/// Receives the rows of one snapshot file.
+pub(crate) trait RowSink {
+    /// Writes one row.
+    fn write(&mut self, row: &Row) -> Result<()>;
+    /// Completes and fsyncs the file.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// How one file format stores snapshots.
+pub(crate) trait SnapshotFormat: Send {
+    /// `parquet` or `ndjson`.
+    fn kind(&self) -> &'static str;
+    /// Where a resource type's rows live inside a version folder.
+    fn type_path(&self, version: &Path, resource_type: &str) -> PathBuf;
+    /// Resource types present in a version folder.
+    fn types_in(&self, version: &Path) -> Result<Vec<String>>;
+    /// Starts writing a type file (parent folders are created).
+    fn writer(&self, path: &Path) -> Result<Box<dyn RowSink>>;
+    /// Streams the rows of a type file.
+    fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
+    /// Writes a run's change records into `dir`.
+    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
+    /// Writes a materialised view table into a version folder.
+    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
+}
+
+/// One run in `_fhirsync/runs.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RunRecord {
+    pub run_id: String,
+    pub method: String,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub metrics: Option<RunMetrics>,
+    pub errors: Option<String>,
+    pub report: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+struct ActiveRun {
+    id: String,
+    method: Method,
+    options: LandOptions,
+}
+
+/// A file destination: the engine over one format.
+pub(crate) struct FileDestination<F> {
+    format: F,
+    layout: Layout,
+    run: Option<ActiveRun>,
+    staging: Option<Staging>,
+    pending: usize,
+}
+
+impl<F: SnapshotFormat> FileDestination<F> {
+    /// Opens (creating) the folder.
+    pub(crate) fn new(format: F, dir: &Path) -> Result<Self> {
+        let layout = Layout::new(dir);
+        mkdirs(&layout.meta())?;
+        Ok(FileDestination { format, layout, run: None, staging: None, pending: 0 })
+    }
+
+    fn load_runs(&self) -> Result<Vec<RunRecord>> {
+        let path = self.layout.runs_file();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::CorruptState { path, detail: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("reading runs", path)(e)),
+        }
+    }
+
+    fn save_runs(&self, runs: &[RunRecord]) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(runs)
+            .map_err(|source| Error::Json { action: "encoding runs.json", source })?;
+        write_atomic(&self.layout.runs_file(), &bytes)
+    }
+
+    /// Finishes the bookkeeping of a run that was switched in but killed before `runs.json`
+    /// was updated.
+    fn recover_committed(&self, runs: &mut [RunRecord]) -> Result<()> {
+        let Some(current) = self.layout.current_version()? else { return Ok(()) };
+        if let Some(run) = runs.iter_mut().find(|r| r.run_id == current && r.status != "succeeded") {
+            let path = self.layout.version(&current).join("_fhirsync").join("run.json");
+            let bytes = fs::read(&path).map_err(Error::io("reading a version's run record", &path))?;
+            let record: RunRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::CorruptState { path, detail: e.to_string() })?;
+            *run = record;
+            remove_dir(&self.layout.staging(&current))?;
+            tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
+        }
+        Ok(())
+    }
+}
+
+impl<F: SnapshotFormat> Destination for FileDestination<F> {
+    fn describe(&self) -> String {
+        format!("{} `{}`", self.format.kind(), self.layout.root().display())
+    }
+
+    fn begin(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
+        if options.history {
+            return Err(Error::Unsupported {
+                destination: self.format.kind(),
+                option: "type-2 history",
+                fix: "every committed run is kept as a snapshot in versions/ and changes/ instead; use sqlite or postgres for a history table",
+            });
+        }
+        self.run = None;
+        self.staging = None;
+        let mut runs = self.load_runs()?;
+        self.recover_committed(&mut runs)?;
+        let now = crate::destinations::sql::now();
+        let unfinished = runs.iter().rposition(|r| r.status == "running" || r.status == "failed");
+        if let Some(i) = unfinished
+            && options.resume
+            && runs[i].method == method.as_str()
+        {
+            let run_id = runs[i].run_id.clone();
+            let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
+            runs[i].status = "running".into();
+            runs[i].errors = None;
+            self.save_runs(&runs)?;
+            self.staging = Some(staging);
+            self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
+            tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
+            return Ok(RunStart { run_id, resumed: true, completed_scopes });
+        }
+        for r in runs.iter_mut().filter(|r| r.status == "running" || r.status == "failed") {
+            r.status = "abandoned".into();
+            r.ended_at = Some(now.clone());
+            remove_dir(&self.layout.staging(&r.run_id))?;
+        }
+        if method == Method::FullLoad && !options.replace && self.layout.current_version()?.is_some() {
+            self.save_runs(&runs)?;
+            return Err(Error::TargetNotEmpty { destination: self.describe() });
+        }
+        let run_id = uuid::Uuid::now_v7().to_string();
+        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id)?);
+        runs.push(RunRecord {
+            run_id: run_id.clone(),
+            method: method.as_str().into(),
+            status: "running".into(),
+            started_at: now,
+            ended_at: None,
+            metrics: None,
+            errors: None,
+            report: None,
+        });
+        self.save_runs(&runs)?;
+        self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
+        tracing::info!(run_id = %run_id, method = %method, "Run started.");
+        Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+    }
+
+    fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
+        let checkpoint_rows =
+            self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
+        let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
+        staging.stage(resources)?;
+        self.pending += resources.len();
+        if self.pending >= checkpoint_rows.max(1) {
+            staging.checkpoint()?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    fn scope_complete(&mut self, scope: &ScopeKey) -> Result<()> {
+        self.staging.as_mut().ok_or(Error::NoActiveRun("scope_complete before begin"))?.scope_complete(scope);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        if let Some(s) = self.staging.as_mut() {
+            s.checkpoint()?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, scope: &RunScope, views: &[View], report: &serde_json::Value) -> Result<RunMetrics> {
+        let run = self.run.clone().ok_or(Error::NoActiveRun("commit before begin"))?;
+        let mut staging = self.staging.take().ok_or(Error::NoActiveRun("commit before begin"))?;
+        staging.checkpoint()?;
+        let metrics = self.apply(&run, &staging, scope, views, report)?;
+        self.run = None;
+        tracing::info!(
+            run_id = %metrics.run_id,
+            method = %metrics.method,
+            staged = metrics.staged,
+            inserted = metrics.inserted,
+            updated = metrics.updated,
+            deleted = metrics.deleted,
+            unchanged = metrics.unchanged,
+            kept = metrics.kept,
+            cohort_exits = metrics.cohort_exits,
+            "Run committed."
+        );
+        Ok(metrics)
+    }
+
+    fn fail(&mut self, error: &str) -> Result<()> {
+        let run = self.run.take().ok_or(Error::NoActiveRun("fail before begin"))?;
+        if let Some(mut s) = self.staging.take() {
+            s.checkpoint()?;
+        }
+        let mut runs = self.load_runs()?;
+        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
+            r.status = "failed".into();
+            r.ended_at = Some(crate::destinations::sql::now());
+            r.errors = Some(error.to_string());
+        }
+        self.save_runs(&runs)?;
+        tracing::warn!(run_id = %run.id, "Run marked failed; staged data is kept for resume.");
+        Ok(())
+    }
+}
