@@ -213,6 +213,28 @@ impl Harness for FileHarness {
             })
             .collect()
     }
+
+    fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        let current = self.current().unwrap();
+        let mut out = Vec::new();
+        match self.kind {
+            Kind::Parquet => {
+                for b in parquet_batches(&current.join(table).join("part-0.parquet")) {
+                    let cols: Vec<Vec<Option<String>>> = columns.iter().map(|c| strings(&b, c)).collect();
+                    for i in 0..b.num_rows() {
+                        out.push(cols.iter().map(|c| c[i].clone()).collect());
+                    }
+                }
+            }
+            Kind::Ndjson => {
+                for line in json_lines(&current.join(format!("{table}.ndjson"))) {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    out.push(columns.iter().map(|c| text(&v, c)).collect());
+                }
+            }
+        }
+        sorted(out)
+    }
 }
 
 fn text_of(v: &Value, k: &str) -> String {

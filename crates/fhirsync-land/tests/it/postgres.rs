@@ -119,6 +119,11 @@ impl Harness for PostgresHarness {
             })
             .collect()
     }
+
+    fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("CAST(\"{c}\" AS TEXT)")).collect();
+        sorted(self.query(&format!("SELECT {} FROM \"{table}\"", cols.join(", "))))
+    }
 }
 
 scenario_tests!(PostgresHarness::from_env());

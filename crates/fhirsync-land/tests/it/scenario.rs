@@ -52,9 +52,63 @@ macro_rules! scenario_tests {
                 crate::scenario::reload_swaps_atomically(&h);
             }
         }
+        /// Views are materialised after landing and follow inserts, updates and deletes.
+        #[test]
+        fn views_follow_changes() {
+            if let Some(h) = $make {
+                crate::scenario::views_follow_changes(&h);
+            }
+        }
     };
 }
 pub(crate) use scenario_tests;
+
+/// A small hand-made ViewDefinition over Observation.
+pub fn obs_view() -> fhirsync_views::View {
+    fhirsync_views::View::from_json(&serde_json::json!({
+        "resourceType": "ViewDefinition",
+        "name": "obs_values",
+        "resource": "Observation",
+        "select": [{"column": [
+            {"name": "obs_id", "path": "id"},
+            {"name": "value", "path": "valueQuantity.value", "type": "decimal"},
+            {"name": "status", "path": "status"}
+        ]}]
+    }))
+    .unwrap()
+}
+
+/// Columns read back from the view table.
+pub const VIEW_COLUMNS: [&str; 5] = ["_fhir_version", "_id", "obs_id", "value", "status"];
+
+fn view_row(id: &str, value: &str) -> Vec<Option<String>> {
+    ["R4", id, id, value, "final"].iter().map(|s| Some(s.to_string())).collect()
+}
+
+pub fn views_follow_changes(h: &dyn Harness) {
+    let views = [obs_view()];
+    let p1 = patient("p1", "Alpha");
+    let (o1, o2) = (obs("o1", "p1", "1.25"), obs("o2", "p1", "2.5"));
+    let mut dest = h.open();
+    let all = run_scope(&["p1"], scopes_of(&["p1"]));
+    let m1 =
+        land_with_views(&mut *dest, Method::FullLoad, &compare(), &[p1.clone(), o1, o2], all.clone(), &views)
+            .unwrap();
+    assert_eq!(m1.view_rows, 2);
+    assert_eq!(
+        h.view_rows("view_obs_values", &VIEW_COLUMNS),
+        vec![view_row("o1", "1.25"), view_row("o2", "2.5")]
+    );
+
+    let (o1b, o4) = (obs("o1", "p1", "1.75"), obs("o4", "p1", "4"));
+    let m2 = land_with_views(&mut *dest, Method::ReloadAndCompare, &compare(), &[p1, o1b, o4], all, &views)
+        .unwrap();
+    assert!(m2.view_rows >= 2, "{m2:?}");
+    assert_eq!(
+        h.view_rows("view_obs_values", &VIEW_COLUMNS),
+        vec![view_row("o1", "1.75"), view_row("o4", "4")]
+    );
+}
 
 fn compare() -> LandOptions {
     LandOptions::default()

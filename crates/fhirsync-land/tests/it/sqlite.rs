@@ -119,9 +119,50 @@ impl Harness for SqliteHarness {
             })
             .collect()
     }
+
+    fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("CAST(\"{c}\" AS TEXT)")).collect();
+        sorted(strings(&self.conn(), &format!("SELECT {} FROM \"{table}\"", cols.join(", "))))
+    }
 }
 
 scenario_tests!(Some(SqliteHarness::new()));
+
+/// After reload-and-compare only changed resources are re-flattened: unchanged view rows keep
+/// their SQLite rowid.
+#[test]
+fn views_reflatten_only_changes() {
+    let h = SqliteHarness::new();
+    let views = [crate::scenario::obs_view()];
+    let p1 = patient("p1", "Alpha");
+    let (o1, o2) = (obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let all = run_scope(&["p1"], scopes_of(&["p1"]));
+    let mut dest = h.open();
+    let method = fhirsync_land::Method::ReloadAndCompare;
+    land_with_views(
+        &mut *dest,
+        method,
+        &Default::default(),
+        &[p1.clone(), o1.clone(), o2],
+        all.clone(),
+        &views,
+    )
+    .unwrap();
+    let rowid =
+        |id: &str| strings(&h.conn(), &format!("SELECT rowid FROM view_obs_values WHERE _id = '{id}'"));
+    let o1_before = rowid("o1");
+    let m = land_with_views(
+        &mut *dest,
+        method,
+        &Default::default(),
+        &[p1, o1, obs("o2", "p1", "2.5")],
+        all,
+        &views,
+    )
+    .unwrap();
+    assert_eq!(m.view_rows, 1, "only the updated o2 is re-flattened");
+    assert_eq!(rowid("o1"), o1_before);
+}
 
 /// Type-2 history: each version of a resource gets valid_from/valid_to runs; deletes close it.
 #[test]

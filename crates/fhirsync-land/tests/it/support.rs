@@ -53,6 +53,8 @@ pub trait Harness {
     fn exits(&self) -> Vec<String>;
     /// Runs in start order.
     fn runs(&self) -> Vec<RunRow>;
+    /// `columns` of every row of view table `table` as text, sorted.
+    fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>>;
 }
 
 /// `Observation` for `patient` with a decimal value.
@@ -97,12 +99,24 @@ pub fn land(
     resources: &[RawResource],
     scope: RunScope,
 ) -> fhirsync_land::Result<RunMetrics> {
+    land_with_views(dest, method, options, resources, scope, &[])
+}
+
+/// [`land`] that also materialises `views`.
+pub fn land_with_views(
+    dest: &mut dyn Destination,
+    method: Method,
+    options: &LandOptions,
+    resources: &[RawResource],
+    scope: RunScope,
+    views: &[fhirsync_views::View],
+) -> fhirsync_land::Result<RunMetrics> {
     dest.begin(method, options)?;
     dest.stage(resources)?;
     for s in &scope.complete {
         dest.scope_complete(s)?;
     }
-    dest.commit(&scope, &[], &serde_json::json!({"test": true}))
+    dest.commit(&scope, views, &serde_json::json!({"test": true}))
 }
 
 /// The expected landed row of `r` first seen in `first` and last seen in `last`.
