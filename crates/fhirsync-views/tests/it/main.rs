@@ -2,3 +2,4 @@
 
 mod conformance;
 mod default_views;
+mod validation;

@@ -1,0 +1,109 @@
+//! ViewDefinition validation and evaluation errors beyond the official suite, and `load_dir`.
+
+use fhirsync_views::{Error, View, load_dir};
+use serde_json::{Value, json};
+
+fn compile(view: Value) -> Result<View, Error> {
+    View::from_json(&view)
+}
+
+fn with_columns(columns: Value) -> Value {
+    json!({"resource": "Patient", "select": [{"column": columns}]})
+}
+
+/// Column names must be unique across the whole view, including nested selects.
+#[test]
+fn duplicate_column_names_are_rejected() {
+    let err = compile(json!({"resource": "Patient", "select": [
+        {"column": [{"name": "id", "path": "id"}]},
+        {"forEach": "name", "column": [{"name": "id", "path": "family"}]}]}))
+    .expect_err("duplicate");
+    assert!(matches!(err, Error::DuplicateColumn { ref name } if name == "id"), "{err}");
+}
+
+/// Column names must be database-friendly identifiers.
+#[test]
+fn bad_column_names_are_rejected() {
+    for name in ["1st", "last name", "", "a-b"] {
+        let err = compile(with_columns(json!([{"name": name, "path": "id"}]))).expect_err(name);
+        assert!(matches!(err, Error::InvalidColumnName { .. }), "{name}: {err}");
+    }
+}
+
+/// Unsupported functions, bad arity and missing paths are compile-time errors.
+#[test]
+fn bad_expressions_are_rejected_at_compile_time() {
+    let err = compile(with_columns(json!([{"name": "a", "path": "name.frobnicate()"}]))).expect_err("fn");
+    assert!(err.to_string().contains("frobnicate"), "{err}");
+    let err = compile(with_columns(json!([{"name": "a", "path": "first(1)"}]))).expect_err("arity");
+    assert!(matches!(err, Error::Function { .. }), "{err}");
+    let err = compile(with_columns(json!([{"name": "a"}]))).expect_err("no path");
+    assert!(matches!(err, Error::MissingField { field: "path", .. }), "{err}");
+}
+
+/// A select may iterate in only one way.
+#[test]
+fn for_each_and_repeat_together_are_rejected() {
+    let err = compile(json!({"resource": "Patient", "select": [
+        {"forEach": "name", "repeat": ["item"], "column": [{"name": "a", "path": "id"}]}]}))
+    .expect_err("both");
+    assert!(matches!(err, Error::WrongType { field: "forEach", .. }), "{err}");
+}
+
+/// A constant with two `value[x]` or an unknown value type is rejected.
+#[test]
+fn bad_constants_are_rejected() {
+    for constant in
+        [json!({"name": "c", "valueString": "a", "valueInteger": 1}), json!({"name": "c", "valueFoo": 1})]
+    {
+        let view = json!({"resource": "Patient", "constant": [constant], "select": [{"column": [{"name": "a", "path": "%c"}]}]});
+        assert!(matches!(compile(view), Err(Error::InvalidConstant { .. })));
+    }
+}
+
+/// A multi-valued non-collection column fails at evaluation with an actionable message.
+#[test]
+fn multi_valued_column_error_names_the_column() {
+    let view = compile(with_columns(json!([{"name": "given", "path": "name.given"}]))).expect("valid");
+    let err = view
+        .evaluate(&json!({"resourceType": "Patient", "name": [{"given": ["a", "b"]}]}))
+        .expect_err("two values");
+    assert!(matches!(err, Error::NotSingleton { ref column, count: 2 } if column == "given"), "{err}");
+    assert!(err.to_string().contains("collection"), "{err}");
+}
+
+/// The default name is the lower-cased resource type; an explicit name must be an identifier.
+#[test]
+fn view_names() {
+    let v = compile(with_columns(json!([{"name": "id", "path": "id"}]))).expect("valid");
+    assert_eq!(v.name(), "patient");
+    let mut bad = with_columns(json!([{"name": "id", "path": "id"}]));
+    bad["name"] = json!("my view");
+    assert!(compile(bad).is_err());
+}
+
+/// Views can be shared across threads (landing flattens on a blocking pool).
+#[test]
+fn views_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<View>();
+}
+
+/// `load_dir` loads every `*.json` in name order and names the file of an invalid view.
+#[test]
+fn load_dir_reads_json_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let view = |name: &str| json!({"resource": "Patient", "name": name, "select": [{"column": [{"name": "id", "path": "id"}]}]});
+    std::fs::write(dir.path().join("b.json"), view("second").to_string()).expect("write");
+    std::fs::write(dir.path().join("a.json"), view("first").to_string()).expect("write");
+    std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
+    let names: Vec<String> =
+        load_dir(dir.path()).expect("loads").iter().map(|v| v.name().to_string()).collect();
+    assert_eq!(names, ["first", "second"]);
+
+    std::fs::write(dir.path().join("c.json"), r#"{"resource": "Patient"}"#).expect("write");
+    let err = load_dir(dir.path()).expect_err("invalid view");
+    assert!(matches!(err, Error::InFile { .. }) && err.to_string().contains("c.json"), "{err}");
+
+    assert!(matches!(load_dir(&dir.path().join("missing")), Err(Error::Io { .. })));
+}
