@@ -116,14 +116,9 @@ pub(crate) fn eval<'a>(
         },
         Node::RowIndex => vec![Item::Int(env.row_index as i64)],
         Node::Resource => vec![Item::Json(env.resource, None)],
-        Node::Path(base, steps) => {
+        Node::Path(..) => {
             let mut out = Vec::new();
-            match base {
-                None => focus.iter().for_each(|item| walk(item, steps, true, env, &mut out)),
-                Some(b) => eval(b, focus, env, index)?
-                    .iter()
-                    .for_each(|item| walk(item, steps, false, env, &mut out)),
-            }
+            eval_into(node, focus, env, index, &mut out)?;
             out
         }
         Node::Call(base, call) => match base {
@@ -169,6 +164,30 @@ pub(crate) fn eval<'a>(
             eval(inner, focus, env, index)?.into_iter().filter(|i| i.is_type(ty)).collect()
         }
     })
+}
+
+/// Like [`eval`], but appends to `out` (a reusable buffer), avoiding a collection per call for
+/// paths and `path.first()`.
+pub(crate) fn eval_into<'a>(
+    node: &'a Node,
+    focus: &[Item<'a>],
+    env: &Env<'a>,
+    index: usize,
+    out: &mut Vec<Item<'a>>,
+) -> EvalResult<()> {
+    match node {
+        Node::Path(None, steps) => focus.iter().for_each(|item| walk(item, steps, true, env, out)),
+        Node::Path(Some(b), steps) => {
+            eval(b, focus, env, index)?.iter().for_each(|item| walk(item, steps, false, env, out))
+        }
+        Node::Call(Some(b), call) if matches!(**call, Call::First) => {
+            let start = out.len();
+            eval_into(b, focus, env, index, out)?;
+            out.truncate(start + 1);
+        }
+        _ => out.extend(eval(node, focus, env, index)?),
+    }
+    Ok(())
 }
 
 fn literal(l: &Lit) -> Item<'_> {

@@ -46,6 +46,17 @@ impl Expr {
         &self.text
     }
 
+    /// Evaluates with `focus` as the input collection, appending the result to `out`.
+    pub(crate) fn eval_into<'a>(
+        &'a self,
+        focus: &[Item<'a>],
+        env: &Env<'a>,
+        out: &mut Vec<Item<'a>>,
+    ) -> Result<()> {
+        eval::eval_into(&self.node, focus, env, 0, out)
+            .map_err(|problem| Error::Evaluation { expression: self.text.clone(), problem })
+    }
+
     /// Evaluates with `focus` as the input collection.
     pub(crate) fn eval<'a>(&'a self, focus: &[Item<'a>], env: &Env<'a>) -> Result<Vec<Item<'a>>> {
         eval::eval(&self.node, focus, env, 0)

@@ -98,8 +98,10 @@ fn descend<'a>(
 /// Column cells × nested selects × unionAll for one focus item.
 fn product<'a>(sel: &'a SelectNode, focus: &[Item<'a>], env: &Env<'a>) -> Result<Vec<Row>> {
     let mut cells = Vec::with_capacity(sel.width);
+    let mut items = Vec::new();
     for col in &sel.columns {
-        let items = col.expr.eval(focus, env)?;
+        items.clear();
+        col.expr.eval_into(focus, env, &mut items)?;
         let cell = if col.collection {
             Value::Array(items.iter().map(Item::to_json).collect())
         } else {
