@@ -50,7 +50,7 @@ fn decimal(text: &str, high: bool) -> Option<f64> {
         scaled = -scaled;
     }
     // One more decimal place, then ± 5 in that place.
-    let scaled = scaled * 10 + if high { 5 } else { -5 };
+    let scaled = scaled.checked_mul(10)?.checked_add(if high { 5 } else { -5 })?;
     let shown = scale + 1;
     let abs = scaled.unsigned_abs().to_string();
     let abs = format!("{abs:0>width$}", width = shown + 1);

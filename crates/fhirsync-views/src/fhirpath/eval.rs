@@ -150,7 +150,7 @@ pub(crate) fn eval<'a>(
         Node::Neg(inner) => match singleton(eval(inner, focus, env, index)?, "unary minus")? {
             None => Vec::new(),
             Some(it) => match it.as_num() {
-                Some(Num::Int(i)) => vec![Item::Int(-i)],
+                Some(Num::Int(i)) => i.checked_neg().map(Item::Int).into_iter().collect(),
                 Some(Num::Dec(d)) => vec![Item::Dec(-d)],
                 None => return Err(format!("cannot negate {}", it.kind())),
             },

@@ -107,3 +107,71 @@ fn load_dir_reads_json_files() {
 
     assert!(matches!(load_dir(&dir.path().join("missing")), Err(Error::Io { .. })));
 }
+
+/// Arbitrary token soup never panics the FHIRPath compiler or evaluator (it errors or evaluates).
+#[test]
+fn random_expressions_never_panic() {
+    const TOKENS: [&str; 40] = [
+        "name",
+        "value",
+        "ofType(",
+        "Quantity",
+        ")",
+        "(",
+        ".",
+        "[",
+        "]",
+        "0",
+        "1.5",
+        "-",
+        "+",
+        "*",
+        "/",
+        "div",
+        "mod",
+        "=",
+        "!=",
+        "<",
+        ">=",
+        "and",
+        "or",
+        "xor",
+        "implies",
+        "'x'",
+        "%c",
+        "%rowIndex",
+        "$this",
+        "first()",
+        "where(",
+        "exists()",
+        "join(",
+        ",",
+        "@2020-01",
+        "@T10:00",
+        "lowBoundary()",
+        "getReferenceKey(",
+        "|",
+        "{}",
+    ];
+    let resource = json!({"resourceType": "Observation", "id": "o1", "name": [{"given": ["a"]}],
+        "valueQuantity": {"value": 1.25}, "subject": {"reference": "Patient/p1"}});
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut evaluated = 0;
+    for _ in 0..5000 {
+        let len = 1 + next() % 8;
+        let expr: Vec<&str> = (0..len).map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize]).collect();
+        let view = json!({"resource": "Observation", "constant": [{"name": "c", "valueInteger": 2}],
+            "select": [{"column": [{"name": "v", "path": expr.join(" "), "collection": true}]}]});
+        if let Ok(v) = View::from_json(&view) {
+            let _ = v.evaluate(&resource);
+            evaluated += 1;
+        }
+    }
+    assert!(evaluated > 100, "the generator should produce some valid expressions, got {evaluated}");
+}
