@@ -1,10 +1,10 @@
 //! The FHIRPath subset SQL-on-FHIR v2 views need, evaluated over `serde_json::Value`.
 //!
-//! Pipeline: [`lexer`] (hand-written tokenizer) → [`parser`] (Pratt parser that also resolves
-//! function names, `%constants` and type names) → [`ast::Node`] (compiled once per view) →
-//! [`eval`] (tree walk over borrowed JSON, no copying of the resource).
+//! Pipeline: `lexer` (hand-written tokenizer) → `parser` (Pratt parser that also resolves
+//! function names, `%constants` and type names) → `ast::Node` (compiled once per view) →
+//! `eval` (tree walk over borrowed JSON, no copying of the resource).
 //!
-//! Data model: a collection is a `Vec` of [`value::Item`]s. Navigation flattens JSON arrays and
+//! Data model: a collection is a `Vec` of `value::Item`s. Navigation flattens JSON arrays and
 //! drops `null`s. A missing member `name` falls back to the choice element `name<Type>`
 //! (`value` → `valueQuantity`), and the item remembers its FHIR type, which is what `ofType()`
 //! tests. Untyped JSON nodes are typed by their JSON shape (lenient for strings and objects,
@@ -12,7 +12,12 @@
 //!
 //! Supported: paths, indexers, `$this`, `$index`, `%constants`, `%rowIndex`, `%resource`,
 //! literals (string, integer, decimal, boolean, `@date`, `{}`), all FHIRPath operators except
-//! quantity arithmetic, and the functions listed in [`ast::Call`].
+//! quantity arithmetic, and the functions listed in `ast::Call`: `where`, `select`, `repeat`,
+//! `exists`, `all`, `empty`, `first`, `last`, `tail`, `skip`, `take`, `count`, `distinct`,
+//! `ofType`, `is`, `as`, `extension`, `join`, `getResourceKey`, `getReferenceKey`,
+//! `lowBoundary`, `highBoundary`, `not`, `hasValue`, `iif`, `toString`, `startsWith`,
+//! `endsWith`, `contains`, `lower`, `upper`, `length`, `allTrue`, `anyTrue`, `allFalse`,
+//! `anyFalse`, `children`, `descendants`.
 
 mod ast;
 mod boundary;
