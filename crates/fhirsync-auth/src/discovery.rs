@@ -59,12 +59,12 @@ pub(crate) fn under_base(fhir_base: &Url, path: &str) -> Result<Url> {
 
 /// Discovers the endpoints: smart-configuration first, `/metadata` second.
 pub async fn discover(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
-    let smart_problem = match smart_configuration(http, fhir_base, client_id).await {
+    let smart_problem = match from_smart_configuration(http, fhir_base, client_id).await {
         Ok(endpoints) => return Ok(endpoints),
         Err(e) => e.to_string(),
     };
     debug!(problem = %smart_problem, "SMART configuration unusable; trying /metadata.");
-    match metadata(http, fhir_base, client_id).await {
+    match from_metadata(http, fhir_base, client_id).await {
         Ok(endpoints) => Ok(endpoints),
         Err(e) => Err(Error::Discovery {
             fhir_base: fhir_base.to_string(),
@@ -100,7 +100,12 @@ fn url_field(doc: &Value, field: &str) -> Option<Url> {
     doc.get(field).and_then(Value::as_str).and_then(|s| Url::parse(s).ok())
 }
 
-async fn smart_configuration(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
+/// Endpoints from `{fhir_base}/.well-known/smart-configuration`.
+pub async fn from_smart_configuration(
+    http: &reqwest::Client,
+    fhir_base: &Url,
+    client_id: &str,
+) -> Result<Endpoints> {
     let url = under_base(fhir_base, ".well-known/smart-configuration")?;
     let doc = get_json(http, &url, "application/json", client_id).await?;
     let token = url_field(&doc, "token_endpoint").ok_or_else(|| Error::UnexpectedResponse {
@@ -112,7 +117,8 @@ async fn smart_configuration(http: &reqwest::Client, fhir_base: &Url, client_id:
     Ok(Endpoints { token, authorize: url_field(&doc, "authorization_endpoint") })
 }
 
-async fn metadata(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
+/// Endpoints from the `oauth-uris` extension of `{fhir_base}/metadata` (asked as FHIR JSON).
+pub async fn from_metadata(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
     let url = under_base(fhir_base, "metadata")?;
     let doc = get_json(http, &url, "application/fhir+json", client_id).await?;
     let uris = doc

@@ -325,3 +325,55 @@ async fn debug_is_redacted() {
     assert!(!debug.contains(&pem_body));
     assert!(debug.contains("REDACTED"));
 }
+
+/// Starts a stub token endpoint answering `responses` in order (then the last one); counts calls.
+async fn stub_token_endpoint(
+    responses: Vec<(u16, Value)>,
+) -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = responses[n.min(responses.len() - 1)].clone();
+            async move { (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(body)) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url::Url::parse(&format!("http://{addr}/token")).unwrap(), calls)
+}
+
+/// 5xx answers are retried and the third attempt's token is used.
+#[tokio::test]
+async fn transient_errors_retried() {
+    let ok = json!({"access_token": "t-1", "token_type": "Bearer", "expires_in": "3600", "scope": "a b "});
+    let (url, calls) = stub_token_endpoint(vec![(503, json!({})), (502, json!({})), (200, ok)]).await;
+    let auth = BackendServicesAuth::new(reqwest::Client::new(), CLIENT, url, common::key(RSA_PKCS8), None);
+    let info = auth.token_info().await.unwrap();
+    assert_eq!(info.scopes, vec!["a", "b"], "Bearer accepted case-insensitively, scope split on whitespace");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// `invalid_client` is not retried: exactly one request, one configuration error.
+#[tokio::test]
+async fn invalid_client_not_retried() {
+    let (url, calls) =
+        stub_token_endpoint(vec![(400, json!({"error": "invalid_client", "error_description": null}))]).await;
+    let auth = BackendServicesAuth::new(reqwest::Client::new(), CLIENT, url, common::key(RSA_PKCS8), None);
+    assert!(matches!(auth.access_token().await.unwrap_err(), Error::ClientRejected { .. }));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A non-OAuth error body (e.g. an HTML page that could echo anything) is not repeated in the error.
+#[tokio::test]
+async fn non_oauth_error_body_not_echoed() {
+    let (url, _) = stub_token_endpoint(vec![(400, json!({"weird": "SECRET-ECHO"}))]).await;
+    let auth = BackendServicesAuth::new(reqwest::Client::new(), CLIENT, url, common::key(RSA_PKCS8), None);
+    let err = auth.access_token().await.unwrap_err();
+    assert!(!err.to_string().contains("SECRET-ECHO"), "{err}");
+    assert!(matches!(err, Error::UnexpectedResponse { status: 400, .. }));
+}

@@ -80,3 +80,13 @@ async fn discovery_failure_names_fix() {
     let err = discover(&reqwest::Client::new(), &base, "c").await.unwrap_err();
     assert!(err.to_string().contains("Auth Base URI"), "{err}");
 }
+
+/// The simulator's `/metadata` oauth-uris agree with its smart-configuration.
+#[tokio::test]
+async fn sim_metadata_matches_smart_configuration() {
+    let sim = common::sim().await;
+    let http = reqwest::Client::new();
+    let base = common::r4_base(&sim);
+    let from_metadata = fhirsync_auth::discovery::from_metadata(&http, &base, "c1").await.unwrap();
+    assert_eq!(from_metadata, common::endpoints(&sim));
+}
