@@ -26,6 +26,24 @@ pub enum Error {
         /// What it must be.
         expected: &'static str,
     },
+    /// An element a `select` or `column` does not have (usually a typo).
+    #[error("invalid ViewDefinition: unknown element `{element}` at {at}; allowed: {allowed}")]
+    UnknownElement {
+        /// The unknown key.
+        element: String,
+        /// Where in the view.
+        at: String,
+        /// The keys allowed there.
+        allowed: &'static str,
+    },
+    /// A select that outputs nothing (no `column`, `select` or `unionAll`).
+    #[error(
+        "invalid ViewDefinition: select at {at} has no `column`, `select` or `unionAll`; it would output nothing"
+    )]
+    EmptySelect {
+        /// Where in the view.
+        at: String,
+    },
     /// A column name that is not a database-friendly identifier.
     #[error(
         "invalid ViewDefinition: column name `{name}` at {at} must start with a letter and contain only letters, digits and `_`"

@@ -162,6 +162,10 @@ fn constants(obj: &Map<String, Value>) -> Result<(Vec<Constant>, Vec<String>)> {
 /// Compiles one select, appending its output columns (in row layout order) to `out`.
 fn select(json: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Result<SelectNode> {
     let obj = json.as_object().ok_or_else(|| wrong("select", at, "an object"))?;
+    check_keys(obj, SELECT_KEYS, at)?;
+    if !["column", "select", "unionAll"].iter().any(|k| obj.contains_key(*k)) {
+        return Err(Error::EmptySelect { at: at.to_string() });
+    }
     let start = out.len();
     let expr_field = |field: &'static str| -> Result<Option<Expr>> {
         match obj.get(field) {
@@ -197,6 +201,7 @@ fn select(json: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Re
         for (i, c) in cols.iter().enumerate() {
             let cat = format!("{at}.column[{i}]");
             let c = c.as_object().ok_or_else(|| wrong("column", &cat, "an object"))?;
+            check_keys(c, COLUMN_KEYS, &cat)?;
             let name = req_str(c, "name", &cat)?;
             if !valid_name(name) {
                 return Err(Error::InvalidColumnName { name: name.to_string(), at: cat });
@@ -253,6 +258,19 @@ fn select(json: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Re
         out.extend(first.unwrap_or_default());
     }
     Ok(SelectNode { iteration, columns, selects, union, width: out.len() - start })
+}
+
+/// Elements of a `select`.
+const SELECT_KEYS: &str = "column, select, forEach, forEachOrNull, repeat, unionAll, id, extension";
+/// Elements of a `column`.
+const COLUMN_KEYS: &str = "name, path, type, collection, description, tag, id, extension";
+
+/// Rejects keys of `obj` not listed in `allowed` (comma-separated).
+fn check_keys(obj: &Map<String, Value>, allowed: &'static str, at: &str) -> Result<()> {
+    match obj.keys().find(|k| !allowed.split(", ").any(|a| a == k.as_str())) {
+        Some(k) => Err(Error::UnknownElement { element: k.clone(), at: at.to_string(), allowed }),
+        None => Ok(()),
+    }
 }
 
 fn check_unique(columns: &[Column]) -> Result<()> {

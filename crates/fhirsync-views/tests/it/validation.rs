@@ -175,3 +175,16 @@ fn random_expressions_never_panic() {
     }
     assert!(evaluated > 100, "the generator should produce some valid expressions, got {evaluated}");
 }
+
+/// A misspelt element in a select or column is reported instead of silently ignored.
+#[test]
+fn unknown_select_and_column_elements_are_rejected() {
+    let err = compile(json!({"resource": "Patient", "select": [{"colum": [{"name": "id", "path": "id"}]}]}))
+        .expect_err("typo in select");
+    assert!(matches!(err, Error::UnknownElement { ref element, .. } if element == "colum"), "{err}");
+    let err =
+        compile(with_columns(json!([{"name": "id", "path": "id", "colection": true}]))).expect_err("typo");
+    assert!(matches!(err, Error::UnknownElement { ref element, .. } if element == "colection"), "{err}");
+    let err = compile(json!({"resource": "Patient", "select": [{"forEach": "name"}]})).expect_err("empty");
+    assert!(matches!(err, Error::EmptySelect { .. }), "{err}");
+}
