@@ -14,6 +14,12 @@ pub enum Error {
         /// Cause, stripped of its URL.
         source: reqwest::Error,
     },
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("cannot set up the HTTP client: {source}")]
+    HttpClient {
+        /// Cause.
+        source: reqwest::Error,
+    },
     /// The server answered something that is not what the protocol expects.
     #[error("unexpected answer from {url} (HTTP {status}): {problem}")]
     UnexpectedResponse {

@@ -2,6 +2,40 @@
 //!
 //! The FHIR client only depends on [`TokenProvider`]: a source of valid access tokens that
 //! caches, refreshes before expiry, and mints a new token after a 401 ([`TokenProvider::invalidate`]).
+//!
+//! Two providers implement it:
+//! - [`BackendServicesAuth`] ([`backend`]): SMART Backend Services, a JWT client assertion signed
+//!   with the client's private key ([`keys`]) traded for a token at the token endpoint;
+//! - [`StoredTokenAuth`] ([`store`]): the tokens of a standalone launch ([`launch`]), refreshed
+//!   with the refresh token.
+//!
+//! [`AuthSettings`] collects a connection's settings and builds the right provider; endpoints come
+//! from an explicit Auth Base URI or from discovery ([`discovery`]). Secrets are
+//! [`SecretString`]s: Debug prints `[REDACTED]`, and no error or log line carries a key, secret,
+//! token or authorization code.
+//!
+//! A backend-services client against the in-process simulator:
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use fhirsync_auth::{AuthSettings, KeyType, SigningKey, TokenProvider, generate_private_key, http_client};
+//! use fhirsync_sim::{Sim, SimConfig, oauth::ClientRegistration};
+//!
+//! let sim = Sim::start(SimConfig::default()).await?;
+//! let pem = generate_private_key(KeyType::Rsa(2048))?; // `fhirsync keys generate`
+//! let key = SigningKey::from_pem(&pem, "demo key", None)?;
+//! sim.state().oauth.register_client(ClientRegistration {
+//!     client_id: "demo-backend".into(),
+//!     jwks: Some(key.jwks()), // what `fhirsync keys jwks` prints
+//!     jwks_from_url: true,
+//!     ..Default::default()
+//! });
+//! let mut settings = AuthSettings::new("demo-backend", sim.fhir_base(fhirsync_core::FhirVersion::R4).parse()?);
+//! settings.private_key_pem = Some(pem);
+//! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client()?).await?;
+//! let _token = provider.access_token().await?; // cached, renewed ~60 s before expiry
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::future::Future;

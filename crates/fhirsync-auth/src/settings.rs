@@ -127,5 +127,5 @@ pub fn http_client() -> Result<reqwest::Client> {
         .user_agent(concat!("fhirsync/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| Error::unreachable("(client set-up)", e))
+        .map_err(|source| Error::HttpClient { source })
 }

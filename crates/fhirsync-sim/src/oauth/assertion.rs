@@ -37,6 +37,11 @@ pub fn verify(
     now: u64,
 ) -> Result<ClientRegistration, Rejection> {
     use Rejection::InvalidClient;
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    // jsonwebtoken panics when it cannot pick a crypto provider from crate features.
+    PROVIDER.call_once(|| {
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    });
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| InvalidClient("malformed JWT header"))?;
     let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion)
         .map_err(|_| InvalidClient("malformed JWT claims"))?;
