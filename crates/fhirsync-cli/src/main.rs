@@ -1,6 +1,9 @@
 //! `fhirsync`: land Epic on FHIR (and any SMART-on-FHIR server) into analytics destinations.
 
 mod cmd;
+mod config;
+mod pipeline;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,8 @@ enum Command {
     Sandbox(cmd::sandbox::Args),
     /// Start the simulator in-process and sync it into ./fhirsync-demo.db (SQLite).
     Demo(cmd::demo::Args),
+    /// Sync the configured Epic connection into the configured destination.
+    Sync(cmd::sync::Args),
     /// SMART standalone launch: log in, show status.
     #[command(subcommand)]
     Auth(cmd::auth::Command),
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
+            Command::Sync(args) => cmd::sync::run(args, &globals).await,
             Command::Auth(c) => cmd::auth::run(c, &globals).await,
             Command::Keys(c) => cmd::keys::run(c, &globals).await,
             Command::Views(c) => cmd::views::run(c, &globals).await,

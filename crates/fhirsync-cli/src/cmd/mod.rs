@@ -4,6 +4,7 @@ pub mod auth;
 pub mod demo;
 pub mod keys;
 pub mod sandbox;
+pub mod sync;
 pub mod views;
 
 /// Exit code: configuration problem (bad TOML, unknown key, missing setting, unreadable PEM).

@@ -1,0 +1,210 @@
+//! The `fhirsync.toml` file: one table per stage of the data flow.
+//!
+//! ```toml
+//! [connection]   # how to reach and authenticate to Epic (fhirsync_extract::ConnectionConfig)
+//! [extract]      # what to read and how politely (fhirsync_extract::ExtractConfig)
+//! [destination]  # where to land: kind = "sqlite" | "postgres" | "parquet" | "ndjson"
+//! [land]         # knobs of the update methods (fhirsync_land::LandOptions)
+//! [sync]         # default update method, state folder
+//! [views]        # SQL-on-FHIR ViewDefinitions to materialise
+//! ```
+//!
+//! Unknown keys are rejected with their name; environment variables `FHIRSYNC_*` override the
+//! `[connection]` settings (see the README).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use fhirsync_auth::{AuthSettings, load_private_key};
+use fhirsync_extract::{ConnectionConfig, ExtractConfig};
+use fhirsync_land::{DestinationConfig, LandOptions, Method};
+use fhirsync_views::View;
+use serde::Deserialize;
+use url::Url;
+
+use crate::cmd::Failure;
+
+/// Default folder for resumable run state (Bulk status URLs) and the run lock.
+pub const DEFAULT_STATE_DIR: &str = ".fhirsync";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// How to reach and authenticate to Epic.
+    #[serde(default)]
+    pub connection: ConnectionConfig,
+    /// What to extract and how politely.
+    #[serde(default)]
+    pub extract: ExtractConfig,
+    /// Where to land (default: SQLite `fhirsync.db`).
+    #[serde(default)]
+    pub destination: DestinationConfig,
+    /// Knobs of the update methods.
+    #[serde(default)]
+    pub land: LandOptions,
+    /// Defaults of `fhirsync sync`.
+    #[serde(default)]
+    pub sync: SyncConfig,
+    /// Flat tables.
+    #[serde(default)]
+    pub views: ViewsConfig,
+}
+
+/// `[sync]`: defaults of `fhirsync sync`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Update method when `--method` is not given: `full-load`, `reload` or
+    /// `reload-and-compare` (default).
+    #[serde(default = "default_method")]
+    pub method: Method,
+    /// Folder for resumable state (Bulk status URL) and the lock that keeps two syncs apart.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_method() -> Method {
+    Method::ReloadAndCompare
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig { method: default_method(), state_dir: default_state_dir() }
+    }
+}
+
+/// `[views]`: which SQL-on-FHIR ViewDefinitions are materialised after landing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Materialise the shipped views for the common Epic resources (default true).
+    #[serde(default = "default_true")]
+    pub defaults: bool,
+    /// Folder of extra ViewDefinition `*.json` files.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig { defaults: true, dir: None }
+    }
+}
+
+impl ViewsConfig {
+    /// The views to materialise.
+    pub fn load(&self) -> anyhow::Result<Vec<View>> {
+        let mut views = if self.defaults { fhirsync_views::default_views() } else { Vec::new() };
+        if let Some(dir) = &self.dir {
+            let extra = fhirsync_views::load_dir(dir)
+                .map_err(|e| Failure::config(format!("views folder {}: {e}", dir.display())))?;
+            views.extend(extra);
+        }
+        Ok(views)
+    }
+}
+
+impl FileConfig {
+    /// Parses TOML text (no environment overrides).
+    pub fn from_toml(text: &str, origin: &Path) -> anyhow::Result<FileConfig> {
+        toml::from_str(text).map_err(|e| {
+            Failure::config(format!(
+                "{}: {}\nfix the key or value named above (see the configuration reference in the README)",
+                origin.display(),
+                e.to_string().trim_end()
+            ))
+        })
+    }
+
+    /// Reads the file, applies `FHIRSYNC_*` environment overrides and validates.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::config(format!(
+                "cannot read configuration file {}: {e}\ncreate it (see the README) or pass --config FILE",
+                path.display()
+            ))
+        })?;
+        let mut config = FileConfig::from_toml(&text, path)?;
+        config.connection.apply_env();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings together; errors name the setting and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.connection.validate().map_err(|e| Failure::config(e.to_string()))?;
+        self.extract.validate(&self.connection).map_err(|e| Failure::config(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Authentication settings derived from `[connection]`.
+    pub fn auth_settings(&self) -> anyhow::Result<AuthSettings> {
+        let c = &self.connection;
+        let client_id = c.client_id.clone().ok_or_else(|| {
+            Failure::config("[connection] client_id is missing: set it to the Epic app's client id")
+        })?;
+        let endpoints = c.endpoints().map_err(|e| Failure::config(e.to_string()))?;
+        let fhir_base = endpoints
+            .get(fhirsync_core::FhirVersion::R4)
+            .or_else(|| endpoints.0.values().next())
+            .cloned()
+            .ok_or_else(|| Failure::config("[connection] has no FHIR endpoint: set fhir_r4_endpoint"))?;
+        let mut settings = AuthSettings::new(client_id, fhir_base);
+        settings.client_secret = c.resolve_client_secret().map_err(|e| Failure::config(e.to_string()))?;
+        settings.auth_base_uri = parse_url_opt("auth_base_uri", c.auth_base_uri.as_deref())?;
+        settings.audience = c.audience.clone();
+        settings.private_key_pem = match c.private_key_source() {
+            Some(source) => Some(load_private_key(&source).map_err(|e| Failure::config(e.to_string()))?),
+            None => None,
+        };
+        settings.key_id = c.key_id.clone();
+        settings.scope = c.scope.clone();
+        settings.redirect_uri = parse_url_opt("redirect_uri", c.redirect_uri.as_deref())?;
+        if let Some(store) = &c.token_store {
+            settings.token_store = store.clone();
+        }
+        Ok(settings)
+    }
+}
+
+fn parse_url_opt(setting: &str, value: Option<&str>) -> anyhow::Result<Option<Url>> {
+    value
+        .map(|v| Url::parse(v).with_context(|| format!("[connection] {setting} = {v:?} is not a valid URL")))
+        .transpose()
+        .map_err(|e| Failure::config(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown key anywhere in the file is rejected with its name.
+    #[test]
+    fn unknown_key_is_named() {
+        let err =
+            FileConfig::from_toml("[destination]\nkind = \"sqlite\"\npaht = \"x.db\"\n", Path::new("f.toml"))
+                .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("paht"), "{msg}");
+        let err = FileConfig::from_toml("[extrakt]\n", Path::new("f.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("extrakt"));
+    }
+
+    /// An empty file gives the documented defaults: SQLite, reload-and-compare, default views.
+    #[test]
+    fn defaults() {
+        let c = FileConfig::from_toml("", Path::new("f.toml")).unwrap();
+        assert_eq!(c.destination.kind(), "sqlite");
+        assert_eq!(c.sync.method, Method::ReloadAndCompare);
+        assert!(c.views.defaults);
+    }
+}

@@ -1,0 +1,232 @@
+//! One sync run: auth → fhir client → extract → land → views.
+//!
+//! Extraction (async, network-bound) and landing (blocking, on tokio's blocking pool) run
+//! concurrently, joined by a bounded channel, so memory stays bounded whatever the export size.
+//! If extraction fails, the run is marked failed and its durable staging is kept: the next run
+//! of the same method resumes it and skips the scopes already completed.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fhirsync_auth::TokenProvider;
+use fhirsync_extract::{ExtractReport, Extraction, Progress};
+use fhirsync_land::{Landing, Method, RunMetrics};
+use tracing::{info, warn};
+
+use crate::cmd::{EXIT_DESTINATION, EXIT_SOURCE, Failure};
+use crate::config::FileConfig;
+
+/// Capacity of the extract → land channel, in events (one event is one page).
+pub const CHANNEL_CAPACITY: usize = 16;
+
+/// What a finished sync did.
+#[derive(Debug)]
+pub struct SyncOutcome {
+    /// Landing metrics (run id, inserted/updated/deleted/unchanged, view rows).
+    pub metrics: RunMetrics,
+    /// Extraction report (cohort, datasets, pages, outcome codes, gaps).
+    pub report: ExtractReport,
+    /// Whether this run resumed an interrupted one.
+    pub resumed: bool,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+/// An exclusive lock on the destination, held for the whole run (released on drop).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock in `state_dir`, or fails naming the other run.
+    pub fn acquire(state_dir: &Path, destination: &str) -> anyhow::Result<RunLock> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+        let name: String =
+            destination.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let path = state_dir.join(format!("{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Failure {
+                code: EXIT_DESTINATION,
+                message: format!(
+                    "another fhirsync run is writing to {destination} (lock {} is held): wait for it to finish",
+                    path.display()
+                ),
+            }
+            .into()),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Runs one sync with `method`, reporting progress through `progress` if given.
+pub async fn sync(
+    config: &FileConfig,
+    method: Method,
+    tokens: Arc<dyn TokenProvider>,
+    on_progress: Option<&dyn Fn(Arc<Progress>) -> tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<SyncOutcome> {
+    let started = Instant::now();
+    let destination = describe_destination(config);
+    let _lock = RunLock::acquire(&config.sync.state_dir, &destination)?;
+
+    let mut landing =
+        Landing::begin(config.destination.clone(), method, config.land.clone()).await.map_err(|e| {
+            Failure { code: EXIT_DESTINATION, message: format!("destination {destination}: {e}") }
+        })?;
+    let run = landing.run().clone();
+    if run.resumed {
+        info!(run_id = %run.run_id, skipped_scopes = run.completed_scopes.len(), "Resuming an interrupted run.");
+    } else {
+        info!(run_id = %run.run_id, method = %method, destination = %destination, "Run started.");
+    }
+
+    let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)
+        .map_err(|e| Failure::config(e.to_string()))?;
+    let extraction = Extraction::new(client, &config.connection, config.extract.clone())
+        .map_err(|e| Failure::config(e.to_string()))?
+        .skip(run.completed_scopes.clone())
+        .state_dir(config.sync.state_dir.join("bulk"));
+    let progress_task = on_progress.map(|f| f(extraction.progress()));
+
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
+    let (staged, extracted) = tokio::join!(landing.stage_events(rx), extraction.run(tx));
+    if let Some(task) = progress_task {
+        task.abort();
+    }
+
+    let report = match (extracted, staged) {
+        (Ok(report), Ok(_)) => report,
+        (Err(e), staged) => {
+            let message = format!("{e}");
+            if let Err(le) = staged {
+                warn!(error = %le, "Staging also failed.");
+            }
+            landing.fail(message.clone()).await.ok();
+            return Err(Failure {
+                code: extract_exit_code(&e),
+                message: format!(
+                    "extraction failed: {message}\nwhat was landed before is intact; rerun to resume"
+                ),
+            }
+            .into());
+        }
+        (Ok(_), Err(e)) => {
+            landing.fail(e.to_string()).await.ok();
+            return Err(Failure {
+                code: EXIT_DESTINATION,
+                message: format!("destination {destination}: {e}"),
+            }
+            .into());
+        }
+    };
+
+    let views = config.views.load()?;
+    let report_json = serde_json::to_value(&report).context("cannot serialise the run report")?;
+    let metrics = landing.commit(report.scope.clone(), views, report_json).await.map_err(|e| Failure {
+        code: EXIT_DESTINATION,
+        message: format!("destination {destination}: {e}"),
+    })?;
+    Ok(SyncOutcome { metrics, report, resumed: run.resumed, elapsed: started.elapsed() })
+}
+
+fn extract_exit_code(e: &fhirsync_extract::Error) -> u8 {
+    use fhirsync_extract::Error as E;
+    use fhirsync_fhir::Error as F;
+    match e {
+        E::Fhir(F::Token(_) | F::Unauthorized { .. }) => crate::cmd::EXIT_AUTH,
+        E::InvalidConfig { .. }
+        | E::ConfigSyntax { .. }
+        | E::InlineSecret { .. }
+        | E::SecretUnavailable { .. } => crate::cmd::EXIT_CONFIG,
+        _ => EXIT_SOURCE,
+    }
+}
+
+fn describe_gap(reason: &fhirsync_extract::GapReason) -> String {
+    use fhirsync_extract::GapReason as G;
+    match reason {
+        G::NotAuthorized { code, detail } => {
+            format!(
+                "not licensed ({code}{})",
+                detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+            )
+        }
+        G::Failed { error } => format!("failed: {error}"),
+        G::SessionExpired { restarts } => format!("search session kept expiring ({restarts} restarts)"),
+    }
+}
+
+/// Human name of the destination (path, folder or database), never with credentials.
+pub fn describe_destination(config: &FileConfig) -> String {
+    use fhirsync_land::DestinationConfig as D;
+    match &config.destination {
+        D::Sqlite(c) => format!("sqlite:{}", c.path.display()),
+        D::Postgres(c) => format!("postgres:{}", c.schema),
+        D::Parquet(c) => format!("parquet:{}", c.dir.display()),
+        D::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
+    }
+}
+
+/// Prints the end-of-run summary to stdout.
+pub fn print_summary(outcome: &SyncOutcome) {
+    let m = &outcome.metrics;
+    let r = &outcome.report;
+    println!(
+        "run {} ({}{}) finished in {:.1}s",
+        m.run_id,
+        m.method,
+        if outcome.resumed { ", resumed" } else { "" },
+        outcome.elapsed.as_secs_f64()
+    );
+    println!(
+        "  extracted: {} patients, {} datasets, {} resources in {} pages ({} requests, {} retries)",
+        r.patients,
+        r.datasets.len(),
+        r.resources,
+        r.pages,
+        r.http.requests,
+        r.http.retries
+    );
+    println!(
+        "  landed:    {} inserted, {} updated, {} deleted, {} unchanged; {} view rows",
+        m.inserted, m.updated, m.deleted, m.unchanged, m.view_rows
+    );
+    if m.cohort_exits > 0 {
+        println!("  cohort:    {} patients left the cohort (flagged, not deleted)", m.cohort_exits);
+    }
+    if r.gaps.is_empty() {
+        println!("  complete:  every scope fetched completely");
+    } else {
+        println!("  GAPS:      {} scopes incomplete (no deletes applied there):", r.gaps.len());
+        for gap in r.gaps.iter().take(10) {
+            println!(
+                "    {} {} patient {}: {}",
+                gap.scope.fhir_version,
+                gap.scope.dataset,
+                gap.scope.patient_id.as_deref().unwrap_or("-"),
+                describe_gap(&gap.reason)
+            );
+        }
+        if r.gaps.len() > 10 {
+            println!("    ... and {} more (see `fhirsync status`)", r.gaps.len() - 10);
+        }
+    }
+    if !r.outcome_codes.is_empty() {
+        let codes: Vec<String> = r.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+        println!("  outcomes:  {}", codes.join(", "));
+    }
+}
