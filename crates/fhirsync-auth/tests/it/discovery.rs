@@ -90,3 +90,25 @@ async fn sim_metadata_matches_smart_configuration() {
     let from_metadata = fhirsync_auth::discovery::from_metadata(&http, &base, "c1").await.unwrap();
     assert_eq!(from_metadata, common::endpoints(&sim));
 }
+
+/// The simulator's smart-configuration advertises what Epic's sandbox does (PKCE S256 only, auth methods, grants).
+#[tokio::test]
+async fn sim_smart_configuration_content() {
+    let sim = common::sim().await;
+    let url = format!("{}/.well-known/smart-configuration", common::r4_base(&sim));
+    let doc: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_post", "client_secret_basic", "private_key_jwt"])
+    );
+    let grants = doc["grant_types_supported"].as_array().unwrap();
+    for g in ["authorization_code", "refresh_token", "client_credentials"] {
+        assert!(grants.contains(&json!(g)), "{g}");
+    }
+    let caps = doc["capabilities"].as_array().unwrap();
+    assert!(
+        caps.contains(&json!("launch-standalone")) && caps.contains(&json!("client-confidential-asymmetric"))
+    );
+    assert!(doc.get("token_endpoint_auth_signing_alg_values_supported").is_none(), "absent at Epic");
+}

@@ -335,3 +335,22 @@ async fn debug_redacts_secrets() {
     }
     assert!(!all.contains(common::RSA_PKCS8.lines().nth(1).unwrap()));
 }
+
+/// An unregistered redirect URI gets a 400 page (never a redirect); a foreign `aud` an error redirect.
+#[tokio::test]
+async fn authorize_checks_redirect_and_aud() {
+    let sim = auto_sim().await;
+    register(&sim, REMOTE_REDIRECT, false);
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&sim, "https://evil.example/callback", &dir.path().join("t.json")).await;
+    let pending = PendingLogin::new(s.launch_settings(&http).await.unwrap()).unwrap();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(pending.authorize_url().clone()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    s.redirect_uri = Some(Url::parse(REMOTE_REDIRECT).unwrap());
+    s.audience = Some("https://other.example/FHIR/R4".into());
+    let pending = PendingLogin::new(s.launch_settings(&http).await.unwrap()).unwrap();
+    assert!(browse(pending.authorize_url()).await.contains("error=invalid_request"));
+}
