@@ -268,7 +268,17 @@ impl StoredTokenAuth {
         debug!(token_url = %tokens.token_url, "Refreshing the access token.");
         let response =
             token::request(&self.http, &tokens.token_url, &tokens.client_id, kind, basic.as_ref(), &form)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    Error::TokenEndpoint { ref error, .. } if error == "invalid_grant" => {
+                        Error::NotAuthenticated {
+                            reason:
+                                "the refresh token was refused (`invalid_grant`): it expired or was revoked"
+                                    .into(),
+                        }
+                    }
+                    other => other,
+                })?;
         let mut updated = StoredTokens::from_response(
             &tokens.client_id,
             &tokens.token_url,

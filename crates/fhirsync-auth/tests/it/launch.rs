@@ -354,3 +354,19 @@ async fn authorize_checks_redirect_and_aud() {
     let pending = PendingLogin::new(s.launch_settings(&http).await.unwrap()).unwrap();
     assert!(browse(pending.authorize_url()).await.contains("error=invalid_request"));
 }
+
+/// A refresh token the server no longer knows ends in "not authenticated, log in again".
+#[tokio::test]
+async fn refused_refresh_token_asks_for_login() {
+    let sim = auto_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut tokens) = login_pasted(&sim, &dir, true).await;
+    tokens.refresh_token = Some(SecretString::from("simrt-unknown"));
+    tokens.access_expires_at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    store.save(&tokens).unwrap();
+    let auth =
+        StoredTokenAuth::open(reqwest::Client::new(), store, Some(SecretString::from(SECRET))).unwrap();
+    let err = auth.access_token().await.unwrap_err();
+    assert!(matches!(err, Error::NotAuthenticated { .. }), "{err}");
+    assert!(err.to_string().contains("fhirsync auth login"));
+}
