@@ -126,4 +126,8 @@ pub(crate) enum Call {
     AnyFalse,
     Children,
     Descendants,
+    Substring(Node, Option<Node>),
+    Replace(Node, Node),
+    ToInteger,
+    ToDecimal,
 }

@@ -675,6 +675,49 @@ fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) 
         Call::AnyTrue => vec![Item::Bool(input.iter().any(|i| i.as_bool() == Some(true)))],
         Call::AllFalse => vec![Item::Bool(input.iter().all(|i| i.as_bool() == Some(false)))],
         Call::AnyFalse => vec![Item::Bool(input.iter().any(|i| i.as_bool() == Some(false)))],
+        Call::Substring(start, len) => {
+            let Some(text) = single("substring()")? else { return Ok(Vec::new()) };
+            let Some(text) = text.as_str() else { return Err("substring() on a non-string".into()) };
+            let start = arg_int(start, "substring()")?;
+            let chars: Vec<char> = text.chars().collect();
+            if start >= chars.len() {
+                return Ok(Vec::new());
+            }
+            let end = match len {
+                Some(l) => start.saturating_add(arg_int(l, "substring()")?).min(chars.len()),
+                None => chars.len(),
+            };
+            vec![Item::Str(Cow::Owned(chars[start..end].iter().collect()))]
+        }
+        Call::Replace(pattern, with) => {
+            let Some(text) = single("replace()")? else { return Ok(Vec::new()) };
+            let Some(text) = text.as_str() else { return Err("replace() on a non-string".into()) };
+            let (Some(pattern), Some(with)) = (arg_str(pattern, "replace()")?, arg_str(with, "replace()")?)
+            else {
+                return Ok(Vec::new());
+            };
+            vec![Item::Str(Cow::Owned(text.replace(&pattern, &with)))]
+        }
+        Call::ToInteger => match single("toInteger()")? {
+            None => Vec::new(),
+            Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
+                (Some(Num::Int(n)), _, _) => vec![Item::Int(n)],
+                (_, Some(s), _) => s.parse::<i64>().ok().map(Item::Int).into_iter().collect(),
+                (_, _, Some(b)) => vec![Item::Int(i64::from(b))],
+                _ => Vec::new(),
+            },
+        },
+        Call::ToDecimal => match single("toDecimal()")? {
+            None => Vec::new(),
+            Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
+                (Some(n), _, _) => vec![Item::Dec(n.as_f64())],
+                (_, Some(s), _) => {
+                    s.parse::<f64>().ok().filter(|d| d.is_finite()).map(Item::Dec).into_iter().collect()
+                }
+                (_, _, Some(b)) => vec![Item::Dec(if b { 1.0 } else { 0.0 })],
+                _ => Vec::new(),
+            },
+        },
         Call::Children => {
             let mut out = Vec::new();
             for item in input {

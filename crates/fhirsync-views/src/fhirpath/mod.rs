@@ -17,7 +17,7 @@
 //! `ofType`, `is`, `as`, `extension`, `join`, `getResourceKey`, `getReferenceKey`,
 //! `lowBoundary`, `highBoundary`, `not`, `hasValue`, `iif`, `toString`, `startsWith`,
 //! `endsWith`, `contains`, `lower`, `upper`, `length`, `allTrue`, `anyTrue`, `allFalse`,
-//! `anyFalse`, `children`, `descendants`.
+//! `anyFalse`, `children`, `descendants`, `substring`, `replace`, `toInteger`, `toDecimal`.
 
 mod ast;
 mod boundary;
@@ -129,6 +129,10 @@ mod tests {
         assert_eq!(ev("iif(name.count() > 1, 'many', 'one')", &p), vec![json!("many")]);
         assert_eq!(ev("name.given.where($index = 1)", &p), vec![json!("B")]);
         assert_eq!(ev("name.given.tail().take(1)", &p), vec![json!("B")]);
+        assert_eq!(ev("'2019-05-28'.substring(0, 4).toInteger() + 1", &p), vec![json!(2020)]);
+        assert_eq!(ev("'a-b-c'.replace('-', '')", &p), vec![json!("abc")]);
+        assert_eq!(ev("'1.5'.toDecimal() * 2", &p), vec![json!(3.0)]);
+        assert_eq!(ev("'abc'.substring(5)", &p), Vec::<serde_json::Value>::new());
     }
 
     /// Comparing a multi-valued operand is an error, not a silent result.

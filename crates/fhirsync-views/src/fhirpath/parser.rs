@@ -321,6 +321,16 @@ impl Parser<'_> {
             ("anyFalse", 0) => Call::AnyFalse,
             ("children", 0) => Call::Children,
             ("descendants", 0) => Call::Descendants,
+            ("substring", 1 | 2) => {
+                let start = arg().unwrap_or(Node::Empty);
+                Call::Substring(start, arg())
+            }
+            ("replace", 2) => {
+                let pattern = arg().unwrap_or(Node::Empty);
+                Call::Replace(pattern, arg().unwrap_or(Node::Empty))
+            }
+            ("toInteger", 0) => Call::ToInteger,
+            ("toDecimal", 0) => Call::ToDecimal,
             _ if KNOWN_FUNCTIONS.contains(&name) => {
                 return Err(self.func_err(format!("`{name}()` does not take {n} argument(s)")));
             }
@@ -331,7 +341,7 @@ impl Parser<'_> {
 }
 
 /// Every function name [`Parser::call`] accepts (for arity errors).
-const KNOWN_FUNCTIONS: [&str; 37] = [
+const KNOWN_FUNCTIONS: [&str; 41] = [
     "where",
     "select",
     "repeat",
@@ -366,6 +376,10 @@ const KNOWN_FUNCTIONS: [&str; 37] = [
     "anyFalse",
     "children",
     "descendants",
+    "substring",
+    "replace",
+    "toInteger",
+    "toDecimal",
     "ofType",
     "is",
     "as",
