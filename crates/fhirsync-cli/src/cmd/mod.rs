@@ -41,9 +41,21 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
-        if cause.downcast_ref::<fhirsync_auth::Error>().is_some() {
-            return EXIT_AUTH;
+        if let Some(e) = cause.downcast_ref::<fhirsync_auth::Error>() {
+            return auth_exit_code(e);
         }
     }
     EXIT_INTERNAL
+}
+
+/// Exit code of an auth error: configuration, unreachable source, or refused authentication.
+fn auth_exit_code(e: &fhirsync_auth::Error) -> u8 {
+    use fhirsync_auth::Error as E;
+    match e {
+        E::Config { .. } | E::Key { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
+            EXIT_CONFIG
+        }
+        E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => EXIT_SOURCE,
+        _ => EXIT_AUTH,
+    }
 }

@@ -1,0 +1,96 @@
+//! `fhirsync sync` and `fhirsync demo` end to end against the simulator.
+
+use crate::util::{Env, count, fhirsync, output, text};
+
+/// A sync from a config file lands every patient of the list, the views, and a run record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_lands_patient_list_into_sqlite() {
+    let env = Env::start(4).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM patient"), 4);
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM view_patient"), 4);
+    assert!(count(&env.db(), "SELECT COUNT(*) FROM observation") > 0);
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM _fhirsync_runs WHERE status = 'succeeded'"), 1);
+    assert!(text(&out).contains("every scope fetched completely"), "{}", text(&out));
+}
+
+/// A second reload-and-compare after a server-side delete records exactly one D change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sync_applies_only_the_delete() {
+    let env = Env::start(3).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    assert!(output(cmd).await.status.success());
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let id: String =
+        conn.query_row("SELECT id FROM condition ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+    env.sim.state().fhir.delete_resource("Condition", &id).unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload-and-compare"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("0 inserted, 0 updated, 1 deleted"), "{}", text(&out));
+    let deleted: i64 = conn
+        .query_row("SELECT COUNT(*) FROM _fhirsync_changes WHERE operation = 'D' AND id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(deleted, 1);
+}
+
+/// Full load refuses a destination that already holds data, naming the fix, exit code 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_load_refuses_non_empty_target() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
+    assert!(output(cmd).await.status.success());
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("replace"), "{}", text(&out));
+}
+
+/// A sync while another holds the destination's lock fails at once with exit code 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_is_refused_by_the_lock() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    std::fs::create_dir_all(env.dir.path().join("state")).unwrap();
+    let name: String = format!("sqlite:{}", env.db().display())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let lock = std::fs::File::create(env.dir.path().join("state").join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("another fhirsync run"), "{}", text(&out));
+}
+
+/// `fhirsync demo` runs the whole job and shows one insert, update and delete in its second sync.
+#[test]
+fn demo_lands_and_shows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let out = fhirsync()
+        .current_dir(dir.path())
+        .args(["demo", "--patients", "3", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("1 inserted, 1 updated, 1 deleted"), "{all}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM patient"), 3);
+    assert!(count(&db, "SELECT COUNT(*) FROM view_observation") > 0);
+}
