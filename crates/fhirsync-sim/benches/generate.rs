@@ -20,6 +20,33 @@ fn read_patient(bencher: divan::Bencher) {
     });
 }
 
+/// Read (generate) one vital-sign Observation by id (ids found once through a search).
+#[divan::bench]
+fn read_observation(bencher: divan::Bencher) {
+    let s = serve();
+    let url = format!(
+        "{}/Observation?patient=eq081-VQEgP8drUUqCWzHfw3&category=vital-signs&_count=50",
+        s.sim.fhir_base(FhirVersion::R4)
+    );
+    let body: serde_json::Value = s.runtime.block_on(async {
+        let resp =
+            s.http.get(&url).bearer_auth(&s.token).header("accept", "application/json").send().await.unwrap();
+        resp.json().await.unwrap()
+    });
+    let ids: Vec<String> = body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource"]["id"].as_str().map(String::from))
+        .collect();
+    let state = s.sim.state().clone();
+    let mut n = 0;
+    bencher.bench_local(|| {
+        n = (n + 1) % ids.len();
+        state.fhir.resource(FhirVersion::R4, "Observation", &ids[n])
+    });
+}
+
 struct Served {
     runtime: tokio::runtime::Runtime,
     sim: Sim,

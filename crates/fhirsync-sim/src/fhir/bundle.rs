@@ -7,15 +7,20 @@
 //! - `next` is `{base}/{Type}?sessionID=<n>-<hex>` (original parameters dropped);
 //! - `Bundle.total` is the number of `match` entries on the page, not the result count.
 
+use std::fmt::Write;
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhirsync_core::FhirVersion;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use super::FhirState;
 use super::rng::hash_str;
 use super::search::{Found, SearchRequest};
-use super::wire::{self, Format, Issue};
+use super::wire::{self, Format, Issue, Ordered};
+use super::xml;
 
 /// Where and how a page is answered.
 #[derive(Debug)]
@@ -45,16 +50,92 @@ fn outcome_urn(seed: u64, self_url: &str) -> String {
     format!("urn:uuid:{}", uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
-fn entry(base: &str, resource: &Value) -> Value {
+/// One page of a searchset, serialised without copying the resources.
+struct SearchSet {
+    total: usize,
+    links: Vec<(&'static str, String)>,
+    matches: Vec<(String, Arc<Value>)>,
+    outcome: Option<(String, Value)>,
+}
+
+struct Link<'a>(&'a str, &'a str);
+
+impl Serialize for Link<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("relation", self.0)?;
+        m.serialize_entry("url", self.1)?;
+        m.end()
+    }
+}
+
+/// A bundle entry: `(fullUrl, resource, mode, with self link)`.
+struct Entry<'a>(&'a str, &'a Value, &'a str, bool);
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if self.3 {
+            m.serialize_entry("link", &[Link("self", self.0)])?;
+        }
+        m.serialize_entry("fullUrl", self.0)?;
+        m.serialize_entry("resource", &Ordered("resource", self.1))?;
+        m.serialize_entry("search", &json!({"mode": self.2}))?;
+        m.end()
+    }
+}
+
+impl Serialize for SearchSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("resourceType", "Bundle")?;
+        m.serialize_entry("type", "searchset")?;
+        m.serialize_entry("total", &self.total)?;
+        let links: Vec<Link<'_>> = self.links.iter().map(|(r, u)| Link(r, u)).collect();
+        m.serialize_entry("link", &links)?;
+        let mut entries: Vec<Entry<'_>> =
+            self.matches.iter().map(|(u, r)| Entry(u, r, "match", true)).collect();
+        if let Some((urn, outcome)) = &self.outcome {
+            entries.push(Entry(urn, outcome, "outcome", false));
+        }
+        m.serialize_entry("entry", &entries)?;
+        m.end()
+    }
+}
+
+impl SearchSet {
+    fn xml(&self) -> String {
+        let mut out = String::with_capacity(2048 + self.matches.len() * 2048);
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Bundle xmlns=\"http://hl7.org/fhir\">");
+        let _ = write!(out, "<type value=\"searchset\"/><total value=\"{}\"/>", self.total);
+        for (relation, url) in &self.links {
+            let _ = write!(
+                out,
+                "<link><relation value=\"{relation}\"/><url value=\"{}\"/></link>",
+                xml::attr(url)
+            );
+        }
+        let entries = self.matches.iter().map(|(u, r)| (u, &**r, "match", true));
+        let outcome = self.outcome.iter().map(|(u, o)| (u, o, "outcome", false));
+        for (url, resource, mode, self_link) in entries.chain(outcome) {
+            let url = xml::attr(url);
+            out.push_str("<entry>");
+            if self_link {
+                let _ = write!(out, "<link><relation value=\"self\"/><url value=\"{url}\"/></link>");
+            }
+            let _ = write!(out, "<fullUrl value=\"{url}\"/><resource>");
+            xml::write_value(&mut out, resource);
+            let _ = write!(out, "</resource><search><mode value=\"{mode}\"/></search></entry>");
+        }
+        out.push_str("</Bundle>");
+        out
+    }
+}
+
+fn full_url(base: &str, resource: &Value) -> String {
     let ty = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
     let id = resource.get("id").and_then(Value::as_str).unwrap_or("");
-    let full = format!("{base}/{ty}/{id}");
-    json!({
-        "link": [{"relation": "self", "url": full}],
-        "fullUrl": full,
-        "resource": resource,
-        "search": {"mode": "match"},
-    })
+    format!("{base}/{ty}/{id}")
 }
 
 impl FhirState {
@@ -70,20 +151,16 @@ impl FhirState {
     ) -> Response {
         let total = found.len();
         let items = self.materialise(page.version, &found.segs, offset, count);
-        let mut entries: Vec<Value> = items.iter().map(|r| entry(page.base, r)).collect();
-        let shown = entries.len();
+        let shown = items.len();
+        let matches: Vec<(String, Arc<Value>)> =
+            items.into_iter().map(|r| (full_url(page.base, &r), r)).collect();
         let mut issues: Vec<Issue> = if first { found.issues.clone() } else { Vec::new() };
         if total == 0 {
             issues.push(Issue::no_results());
         }
-        if !issues.is_empty() {
-            entries.push(json!({
-                "fullUrl": outcome_urn(self.config.seed, &page.self_url),
-                "resource": wire::outcome(&issues),
-                "search": {"mode": "outcome"},
-            }));
-        }
-        let mut links = vec![json!({"relation": "self", "url": page.self_url})];
+        let outcome = (!issues.is_empty())
+            .then(|| (outcome_urn(self.config.seed, &page.self_url), wire::outcome(&issues)));
+        let mut links = vec![("self", page.self_url.clone())];
         if offset + shown < total {
             let session = self.sessions.open(
                 page.version,
@@ -93,17 +170,14 @@ impl FhirState {
                 offset + shown,
                 count,
             );
-            links.push(
-                json!({"relation": "next", "url": format!("{}/{}?sessionID={session}", page.base, page.ty)}),
-            );
+            links.push(("next", format!("{}/{}?sessionID={session}", page.base, page.ty)));
         }
-        let bundle = json!({
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": shown,
-            "link": links,
-            "entry": entries,
-        });
-        wire::fhir(StatusCode::OK, page.format, &bundle)
+        let set = SearchSet { total: shown, links, matches, outcome };
+        match page.format {
+            Format::Json => {
+                wire::bytes(StatusCode::OK, wire::FHIR_JSON, serde_json::to_vec(&set).unwrap_or_default())
+            }
+            Format::Xml => wire::bytes(StatusCode::OK, wire::FHIR_XML, set.xml().into_bytes()),
+        }
     }
 }

@@ -383,7 +383,9 @@ pub(crate) fn ordered<'a>(name: &str, obj: &'a Map<String, Value>) -> Vec<(&'a S
             .or_else(|| body.iter().position(|b| *b == base).map(|p| p + 1 + header.len()))
             .unwrap_or(usize::MAX)
     };
-    let mut members: Vec<(&String, &Value)> = obj.iter().collect();
-    members.sort_by_key(|(k, _)| rank(k));
-    members
+    let mut members: Vec<(usize, &String, &Value)> = obj.iter().map(|(k, v)| (rank(k), k, v)).collect();
+    if members.len() > 1 {
+        members.sort_by_key(|m| m.0);
+    }
+    members.into_iter().map(|(_, k, v)| (k, v)).collect()
 }

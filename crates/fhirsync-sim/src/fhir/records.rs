@@ -128,9 +128,9 @@ impl FhirState {
                 Seg::Range { patient, dataset, start, end } => {
                     let from = start + skip;
                     let to = (*end).min(from + (count - out.len()));
-                    for k in from..to {
-                        out.push(Arc::new(self.generator.item(*patient, *dataset, k, version)));
-                    }
+                    out.extend(
+                        self.generator.items(*patient, *dataset, from..to, version).into_iter().map(Arc::new),
+                    );
                 }
                 Seg::Patient(i) => out.push(Arc::new(self.generator.patient(*i, version))),
                 Seg::Owned(v) => out.push(v.clone()),

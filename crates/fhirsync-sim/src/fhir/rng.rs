@@ -31,9 +31,9 @@ pub(crate) fn hash_str(s: &str) -> u64 {
 pub(crate) struct Rng(u64);
 
 impl Rng {
-    /// A stream seeded from `parts`.
-    pub(crate) fn new(parts: &[u64]) -> Rng {
-        Rng(hash(parts))
+    /// A stream seeded from `seed` and `parts`.
+    pub(crate) fn seeded(seed: u64, parts: &[u64]) -> Rng {
+        Rng(parts.iter().fold(mix(0x243F_6A88_85A3_08D3 ^ seed), |acc, &p| mix(acc ^ p)))
     }
 
     /// Next raw value.
@@ -79,12 +79,12 @@ mod tests {
     fn streams_are_deterministic() {
         let a: Vec<u64> = (0..4)
             .map({
-                let mut r = Rng::new(&[1, 2, 3]);
+                let mut r = Rng::seeded(1, &[2, 3]);
                 move |_| r.next_u64()
             })
             .collect();
-        let mut r = Rng::new(&[1, 2, 3]);
+        let mut r = Rng::seeded(1, &[2, 3]);
         assert_eq!(a, (0..4).map(|_| r.next_u64()).collect::<Vec<_>>());
-        assert_ne!(Rng::new(&[1, 2, 4]).next_u64(), a[0]);
+        assert_ne!(Rng::seeded(1, &[2, 4]).next_u64(), a[0]);
     }
 }

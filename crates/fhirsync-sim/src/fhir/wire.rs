@@ -52,7 +52,7 @@ impl Format {
 
 /// Serialises JSON in FHIR element order (`resourceType` first), recursively; `.0` is the
 /// property name of the value (it selects the datatype order).
-pub(crate) struct Ordered<'a>(&'a str, &'a Value);
+pub(crate) struct Ordered<'a>(pub &'a str, pub &'a Value);
 
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +86,11 @@ pub(crate) fn encode(format: Format, value: &Value) -> (Vec<u8>, &'static str) {
 /// A FHIR answer.
 pub(crate) fn fhir(status: StatusCode, format: Format, value: &Value) -> Response {
     let (body, content_type) = encode(format, value);
+    bytes(status, content_type, body)
+}
+
+/// An answer with a serialised body.
+pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

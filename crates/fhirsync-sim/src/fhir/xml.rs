@@ -24,6 +24,18 @@ pub(crate) fn to_xml(resource: &Value) -> String {
     out
 }
 
+/// Appends `resource` as a FHIR XML element (no XML declaration).
+pub(crate) fn write_value(out: &mut String, resource: &Value) {
+    if let Some(obj) = resource.as_object() {
+        write_resource(out, obj);
+    }
+}
+
+/// Escapes text for an attribute value.
+pub(crate) fn attr(s: &str) -> String {
+    escape(s)
+}
+
 fn write_resource(out: &mut String, obj: &Map<String, Value>) {
     let name = obj.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
     let _ = write!(out, "<{name} xmlns=\"{NS}\">");

@@ -18,15 +18,15 @@ const OID_FLOWSHEET: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679";
 const OID_DOC_TYPE: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.10.726418.8";
 
 /// What every item of one patient shares.
-pub(super) struct Ctx {
+pub(super) struct Ctx<'a> {
     pub id: String,
-    pub patient_id: String,
-    pub patient_name: String,
+    pub patient_id: &'a str,
+    pub patient_name: &'a str,
     pub version: FhirVersion,
     pub days_ago: u64,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     fn patient_ref(&self) -> Value {
         json!({"reference": format!("Patient/{}", self.patient_id), "display": self.patient_name})
     }
@@ -47,7 +47,7 @@ impl Ctx {
     }
 }
 
-fn base(resource_type: &str, ctx: &Ctx) -> Map<String, Value> {
+fn base(resource_type: &str, ctx: &Ctx<'_>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("resourceType".into(), resource_type.into());
     m.insert("id".into(), ctx.id.clone().into());
@@ -59,7 +59,7 @@ fn put(m: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 /// Item of `dataset` for `ctx`.
-pub(super) fn generate(dataset: Dataset, ctx: &Ctx, r: &mut Rng) -> Value {
+pub(super) fn generate(dataset: Dataset, ctx: &Ctx<'_>, r: &mut Rng) -> Value {
     let m = match dataset {
         Dataset::Vitals => measurement(ctx, r, codes::VITALS, "vital-signs", "Vital Signs", true),
         Dataset::Labs => measurement(ctx, r, codes::LABS, "laboratory", "Laboratory", false),
@@ -79,7 +79,7 @@ pub(super) fn generate(dataset: Dataset, ctx: &Ctx, r: &mut Rng) -> Value {
 }
 
 fn observation(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     code: &str,
     display: &str,
     category: &str,
@@ -107,7 +107,7 @@ fn observation(
 }
 
 fn measurement(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     r: &mut Rng,
     table: &[Measure],
     cat: &str,
@@ -142,7 +142,7 @@ fn measurement(
     m
 }
 
-fn social(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn social(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(code, display, answer, answer_display) = r.pick(codes::SOCIAL);
     let mut m = observation(ctx, code, display, "social-history", "Social History");
     put(&mut m, "effectiveDateTime", ctx.date().into());
@@ -154,7 +154,7 @@ fn social(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn condition(ctx: &Ctx, r: &mut Rng, category: &str, display: &str) -> Map<String, Value> {
+fn condition(ctx: &Ctx<'_>, r: &mut Rng, category: &str, display: &str) -> Map<String, Value> {
     let &(icd, snomed, text) = r.pick(codes::CONDITIONS);
     let active = r.chance(70);
     let mut m = base("Condition", ctx);
@@ -207,7 +207,7 @@ fn condition(ctx: &Ctx, r: &mut Rng, category: &str, display: &str) -> Map<Strin
     m
 }
 
-fn encounter(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn encounter(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(class, class_display, ty) = r.pick(codes::ENCOUNTER_CLASSES);
     let mut m = base("Encounter", ctx);
     let start = ctx.date_time(r);
@@ -232,7 +232,7 @@ fn encounter(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn medication(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn medication(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(rxnorm, text) = r.pick(codes::MEDICATIONS);
     let dstu2 = ctx.version == FhirVersion::Dstu2;
     let mut m = base(if dstu2 { "MedicationOrder" } else { "MedicationRequest" }, ctx);
@@ -257,7 +257,7 @@ fn medication(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn allergy(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn allergy(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(snomed, text, category) = r.pick(codes::ALLERGIES);
     let mut m = base("AllergyIntolerance", ctx);
     let code = json!({"coding": [{"system": "http://snomed.info/sct", "code": snomed, "display": text}], "text": text});
@@ -294,7 +294,7 @@ fn allergy(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn procedure(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn procedure(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(snomed, text) = r.pick(codes::PROCEDURES);
     let mut m = base("Procedure", ctx);
     put(&mut m, "status", "completed".into());
@@ -308,7 +308,7 @@ fn procedure(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn immunization(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn immunization(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(cvx, text) = r.pick(codes::VACCINES);
     let mut m = base("Immunization", ctx);
     put(&mut m, "status", "completed".into());
@@ -338,7 +338,7 @@ fn immunization(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn report(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn report(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(loinc, text) = r.pick(codes::REPORTS);
     let mut m = base("DiagnosticReport", ctx);
     put(&mut m, "status", "final".into());
@@ -361,7 +361,7 @@ fn report(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
     m
 }
 
-fn document(ctx: &Ctx, r: &mut Rng) -> Map<String, Value> {
+fn document(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
     let &(loinc, text) = r.pick(codes::DOCUMENTS);
     let mut m = base("DocumentReference", ctx);
     put(&mut m, "status", "current".into());

@@ -8,6 +8,8 @@ mod clinical;
 mod codes;
 mod patient;
 
+use std::ops::Range;
+
 use chrono::{Duration as Days, NaiveDate};
 use fhirsync_core::FhirVersion;
 use serde_json::Value;
@@ -62,10 +64,7 @@ impl Generator {
     }
 
     fn rng(&self, parts: &[u64]) -> Rng {
-        let mut all = Vec::with_capacity(parts.len() + 1);
-        all.push(self.seed);
-        all.extend_from_slice(parts);
-        Rng::new(&all)
+        Rng::seeded(self.seed, parts)
     }
 
     /// FHIR id of patient `i`.
@@ -161,16 +160,33 @@ impl Generator {
 
     /// Item `k` of `dataset` of patient `i`, shaped for `version`.
     pub(crate) fn item(&self, i: usize, dataset: Dataset, k: usize, version: FhirVersion) -> Value {
-        let mut r = self.rng(&[i as u64, u64::from(dataset.tag()), k as u64]);
-        let ctx = clinical::Ctx {
-            id: self.item_id(i, dataset, k),
-            patient_id: self.patient_id(i),
-            patient_name: self.demographics(i).display(),
-            version,
-            // Spread items over ten years, newest first.
-            days_ago: (k as u64) * 3 + r.below(3),
-        };
-        clinical::generate(dataset, &ctx, &mut r)
+        self.items(i, dataset, k..k + 1, version).pop().unwrap_or_default()
+    }
+
+    /// Items `range` of `dataset` of patient `i` (patient context computed once).
+    pub(crate) fn items(
+        &self,
+        i: usize,
+        dataset: Dataset,
+        range: Range<usize>,
+        version: FhirVersion,
+    ) -> Vec<Value> {
+        let patient_id = self.patient_id(i);
+        let patient_name = self.demographics(i).display();
+        range
+            .map(|k| {
+                let mut r = self.rng(&[i as u64, u64::from(dataset.tag()), k as u64]);
+                let ctx = clinical::Ctx {
+                    id: self.item_id(i, dataset, k),
+                    patient_id: &patient_id,
+                    patient_name: &patient_name,
+                    version,
+                    // Spread items over ten years, newest first.
+                    days_ago: (k as u64) * 3 + r.below(3),
+                };
+                clinical::generate(dataset, &ctx, &mut r)
+            })
+            .collect()
     }
 }
 
