@@ -17,19 +17,21 @@ use url::Url;
 use super::Failure;
 use super::keys::local_error;
 use crate::Globals;
+use crate::config::FileConfig;
 
 /// Default environment variable holding the client secret.
 const DEFAULT_SECRET_ENV: &str = "FHIRSYNC_CLIENT_SECRET";
 
-/// Connection flags shared by the subcommands.
+/// Connection flags shared by the subcommands. Each overrides the `[connection]` setting of the
+/// configuration file; without a configuration file `--fhir-base` and `--client-id` are required.
 #[derive(Debug, clap::Args)]
 pub struct Connection {
     /// FHIR base URL (e.g. https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/R4).
     #[arg(long)]
-    fhir_base: Url,
+    fhir_base: Option<Url>,
     /// Epic client id of the app.
     #[arg(long)]
-    client_id: String,
+    client_id: Option<String>,
     /// Auth Base URI (the authorize URL without `/authorize`); skips discovery.
     #[arg(long)]
     auth_base_uri: Option<Url>,
@@ -45,9 +47,9 @@ pub enum Command {
     Login(Box<LoginArgs>),
     /// Show Verified / Expired / Not authenticated for a token store (never the tokens).
     Status {
-        /// Token store file.
-        #[arg(long, default_value = DEFAULT_TOKEN_STORE)]
-        token_store: PathBuf,
+        /// Token store file (default: `[connection] token_store`, else .fhirsync-tokens.json).
+        #[arg(long)]
+        token_store: Option<PathBuf>,
     },
     /// Backend services: obtain a token with the private key and print granted scopes and expiry.
     Test(Box<TestArgs>),
@@ -58,18 +60,19 @@ pub enum Command {
 pub struct LoginArgs {
     #[command(flatten)]
     connection: Connection,
-    /// Environment variable holding the client secret (omit the variable for a public client).
-    #[arg(long, default_value = DEFAULT_SECRET_ENV)]
-    client_secret_env: String,
+    /// Environment variable holding the client secret (default: `[connection] client_secret`,
+    /// else FHIRSYNC_CLIENT_SECRET; a public client has none).
+    #[arg(long)]
+    client_secret_env: Option<String>,
     /// Redirect URI registered for the app; an http loopback URI is listened on directly.
     #[arg(long)]
-    redirect_uri: Url,
-    /// `aud` of the authorize request (default: the FHIR base).
+    redirect_uri: Option<Url>,
+    /// `aud` of the authorize request (default: `[connection] audience`, else the FHIR base).
     #[arg(long)]
     aud: Option<String>,
-    /// Token store file (written with mode 0600).
-    #[arg(long, default_value = DEFAULT_TOKEN_STORE)]
-    token_store: PathBuf,
+    /// Token store file, written with mode 0600 (default: `[connection] token_store`).
+    #[arg(long)]
+    token_store: Option<PathBuf>,
     /// Seconds to wait for the loopback redirect.
     #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT.as_secs())]
     timeout: u64,
@@ -80,19 +83,53 @@ pub struct LoginArgs {
 pub struct TestArgs {
     #[command(flatten)]
     connection: Connection,
-    /// Private key: a PEM file, or `env:VAR` for a variable holding the PEM.
+    /// Private key: a PEM file, or `env:VAR` for a variable holding the PEM (default:
+    /// `[connection] private_key`).
     #[arg(long)]
-    private_key: String,
-    /// Key id (default: RFC 7638 thumbprint of the key).
+    private_key: Option<String>,
+    /// Key id (default: `[connection] key_id`, else the RFC 7638 thumbprint of the key).
     #[arg(long)]
     kid: Option<String>,
 }
 
-fn settings(connection: Connection) -> AuthSettings {
-    let mut s = AuthSettings::new(connection.client_id, connection.fhir_base);
-    s.auth_base_uri = connection.auth_base_uri;
-    s.scope = connection.scope;
-    s
+/// Settings from the configuration file (if it exists) with the flags applied on top.
+fn settings(connection: Connection, globals: &Globals) -> anyhow::Result<AuthSettings> {
+    let from_file = if globals.config.exists() {
+        Some(FileConfig::load(&globals.config)?.auth_settings()?)
+    } else {
+        None
+    };
+    let mut s = match (from_file, connection.client_id, connection.fhir_base) {
+        (Some(mut s), id, base) => {
+            if let Some(id) = id {
+                s.client_id = id;
+            }
+            if let Some(base) = base {
+                s.fhir_base = base;
+            }
+            s
+        }
+        (None, Some(id), Some(base)) => {
+            let mut s = AuthSettings::new(id, base);
+            s.client_secret =
+                std::env::var(DEFAULT_SECRET_ENV).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+            s
+        }
+        (None, _, _) => {
+            return Err(Failure::config(format!(
+                "no configuration file {} and no --client-id/--fhir-base: pass both flags or write a \
+                 [connection] table (see the README)",
+                globals.config.display()
+            )));
+        }
+    };
+    if connection.auth_base_uri.is_some() {
+        s.auth_base_uri = connection.auth_base_uri;
+    }
+    if connection.scope.is_some() {
+        s.scope = connection.scope;
+    }
+    Ok(s)
 }
 
 fn local_time(t: DateTime<Utc>) -> String {
@@ -100,24 +137,45 @@ fn local_time(t: DateTime<Utc>) -> String {
 }
 
 /// Runs the command.
-pub async fn run(command: Command, _globals: &Globals) -> anyhow::Result<()> {
+pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
     match command {
         Command::Login(args) => {
             let LoginArgs { connection, client_secret_env, redirect_uri, aud, token_store, timeout } = *args;
-            let mut s = settings(connection);
-            s.client_secret =
-                std::env::var(&client_secret_env).ok().filter(|v| !v.is_empty()).map(SecretString::from);
-            s.redirect_uri = Some(redirect_uri);
-            s.audience = aud;
-            s.token_store = token_store;
+            let mut s = settings(connection, globals)?;
+            if let Some(var) = client_secret_env {
+                s.client_secret = std::env::var(&var).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+            }
+            if redirect_uri.is_some() {
+                s.redirect_uri = redirect_uri;
+            }
+            if aud.is_some() {
+                s.audience = aud;
+            }
+            if let Some(store) = token_store {
+                s.token_store = store;
+            }
             login(&s, Duration::from_secs(timeout)).await
         }
-        Command::Status { token_store } => status(&TokenStore::new(token_store)),
+        Command::Status { token_store } => {
+            let path = match token_store {
+                Some(p) => p,
+                None if globals.config.exists() => FileConfig::load(&globals.config)?
+                    .connection
+                    .token_store
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_STORE)),
+                None => PathBuf::from(DEFAULT_TOKEN_STORE),
+            };
+            status(&TokenStore::new(path))
+        }
         Command::Test(args) => {
             let TestArgs { connection, private_key, kid } = *args;
-            let mut s = settings(connection);
-            s.private_key_pem = Some(load_private_key(&KeySource::parse(&private_key)).map_err(local_error)?);
-            s.key_id = kid;
+            let mut s = settings(connection, globals)?;
+            if let Some(key) = private_key {
+                s.private_key_pem = Some(load_private_key(&KeySource::parse(&key)).map_err(local_error)?);
+            }
+            if kid.is_some() {
+                s.key_id = kid;
+            }
             let http = http_client()?;
             let provider = s.backend_services(&http).await.map_err(local_error)?;
             let info = provider.token_info().await?;
