@@ -160,7 +160,7 @@ pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
 
     println!("Epic simulator listening on {}", sim.base_url());
     for version in FhirVersion::ALL {
-        println!("  FHIR {version:<5} {}", sim.fhir_base(version));
+        println!("  FHIR {:<5} {}", version.as_str(), sim.fhir_base(version));
     }
     println!("  token      {}", sim.token_url());
     println!("  authorize  {}", sim.state().authorize_url());
@@ -208,5 +208,26 @@ mod tests {
         assert_eq!(config.fhir.seed, 7);
         assert_eq!(config.fhir.lists[0].members, Members::First(10));
         assert_eq!(config.oauth.clients[0].client_id, "c1");
+    }
+
+    /// A simulator TOML file configures lists and groups; unknown keys are rejected.
+    #[test]
+    fn toml_config() {
+        let text = r#"
+patients = 500
+[[lists]]
+id = 5332
+title = "Oncology"
+members = { indices = [1, 2, 3] }
+[[groups]]
+id = "g1"
+name = "Registry"
+members = { first = 100 }
+"#;
+        let fhir: FhirConfig = toml::from_str(text).unwrap();
+        assert_eq!(fhir.patients, 500);
+        assert_eq!(fhir.lists[0].members, Members::Indices(vec![1, 2, 3]));
+        assert_eq!(fhir.groups[0].members, Members::First(100));
+        assert!(toml::from_str::<FhirConfig>("patient = 5").is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! regenerated deterministically) and the offset of the next page. Expired or unknown sessions
 //! answer 400 with OperationOutcome 4113.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,11 +33,18 @@ pub(crate) struct Session {
     created: Instant,
 }
 
+#[derive(Debug, Default)]
+struct Store {
+    map: HashMap<String, Session>,
+    /// Ids in creation order, for evicting the oldest.
+    order: VecDeque<String>,
+}
+
 /// The session store.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     counter: AtomicU64,
-    map: Mutex<HashMap<String, Session>>,
+    store: Mutex<Store>,
 }
 
 impl Sessions {
@@ -62,31 +69,25 @@ impl Sessions {
             count,
             created: Instant::now(),
         };
-        let mut map = self.map.lock().unwrap();
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
+        let mut store = self.store.lock().unwrap();
+        while store.order.len() >= MAX_SESSIONS {
+            if let Some(oldest) = store.order.pop_front() {
+                store.map.remove(&oldest);
+            }
         }
-        map.insert(id.clone(), session);
+        store.order.push_back(id.clone());
+        store.map.insert(id.clone(), session);
         id
     }
 
     /// The live session `id` (`None` when unknown or older than `ttl`).
     pub(crate) fn get(&self, id: &str, ttl: Duration) -> Option<Session> {
-        let mut map = self.map.lock().unwrap();
-        match map.get(id) {
-            Some(s) if s.created.elapsed() < ttl => Some(s.clone()),
-            Some(_) => {
-                map.remove(id);
-                None
-            }
-            None => None,
-        }
+        let store = self.store.lock().unwrap();
+        store.map.get(id).filter(|s| s.created.elapsed() < ttl).cloned()
     }
 
     /// Fault injection: every session opened so far is expired.
     pub(crate) fn expire_all(&self) {
-        self.map.lock().unwrap().clear();
+        *self.store.lock().unwrap() = Store::default();
     }
 }

@@ -313,3 +313,24 @@ async fn deterministic_by_seed() {
     assert!(ba.len() > 100);
     assert_ne!(c.sim.state().fhir.patient_id(20), pid);
 }
+
+/// A 100,000-patient population is served on demand: the last patient reads and searches, and a
+/// broad name search is capped at 100 results with a 4127 warning.
+#[tokio::test]
+async fn large_population() {
+    let env = Env::with(FhirConfig { patients: 100_000, ..FhirConfig::default() }).await;
+    let last = env.sim.state().fhir.patient_id(99_999);
+    let (status, p) = env.json(&format!("{}/Patient/{last}", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p["id"], last.as_str());
+    let (status, _) = env.json(&format!("{}/Encounter?patient={last}", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, found) = env.json(&format!("{}/Patient?family=smith", env.r4())).await;
+    assert_eq!(matches(&found).len(), 100);
+    assert_eq!(outcome_codes(&found), ["4127"]);
+    let beyond =
+        fhirsync_sim::fhir::FhirState::new(FhirConfig { patients: 100_001, ..FhirConfig::default() })
+            .patient_id(100_000);
+    let (status, _) = env.json(&format!("{}/Patient/{beyond}", env.r4())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "ids beyond the population do not exist");
+}
