@@ -63,6 +63,9 @@ pub struct Args {
     /// Lifetime of paging sessions in seconds (expired → 4113).
     #[arg(long)]
     pub session_ttl_secs: Option<u64>,
+    /// Lifetime of issued access tokens in seconds (short values exercise token refresh).
+    #[arg(long)]
+    pub token_lifetime_secs: Option<u64>,
     /// Register a client with this id (repeat for several).
     #[arg(long = "client-id", value_name = "ID")]
     pub client_ids: Vec<String>,
@@ -127,7 +130,10 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
             ..ClientRegistration::default()
         })
         .collect();
-    let oauth = OAuthConfig { clients, auto_approve: args.auto_approve, ..OAuthConfig::default() };
+    let mut oauth = OAuthConfig { clients, auto_approve: args.auto_approve, ..OAuthConfig::default() };
+    if let Some(secs) = args.token_lifetime_secs {
+        oauth.token_lifetime = Duration::from_secs(secs);
+    }
     Ok(SimConfig { fhir, oauth })
 }
 

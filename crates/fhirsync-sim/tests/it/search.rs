@@ -334,3 +334,27 @@ async fn large_population() {
     let (status, _) = env.json(&format!("{}/Patient/{beyond}", env.r4())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "ids beyond the population do not exist");
 }
+
+/// Relative references (encounter, DiagnosticReport.result) point at resources that exist.
+#[tokio::test]
+async fn references_resolve() {
+    let env = Env::start().await;
+    let (_, reports) = env.json(&format!("{}/DiagnosticReport?patient={CAMILA}", env.r4())).await;
+    let (_, labs) =
+        env.json(&format!("{}/Observation?patient={CAMILA}&category=laboratory&_count=3", env.r4())).await;
+    let mut refs: Vec<String> = Vec::new();
+    for r in matches(&reports).into_iter().chain(matches(&labs)) {
+        refs.extend(r["encounter"]["reference"].as_str().map(str::to_string));
+        if let Some(results) = r["result"].as_array() {
+            refs.extend(results.iter().filter_map(|x| x["reference"].as_str().map(str::to_string)));
+        }
+    }
+    assert!(
+        refs.iter().any(|r| r.starts_with("Encounter/"))
+            && refs.iter().any(|r| r.starts_with("Observation/"))
+    );
+    for reference in refs {
+        let (status, _) = env.json(&format!("{}/{reference}", env.r4())).await;
+        assert_eq!(status, StatusCode::OK, "{reference}");
+    }
+}

@@ -24,9 +24,19 @@ pub(super) struct Ctx<'a> {
     pub patient_name: &'a str,
     pub version: FhirVersion,
     pub days_ago: u64,
+    /// Encounter this item belongs to (absent on DSTU2, which has no Encounter).
+    pub encounter_id: Option<String>,
+    /// Lab Observations a DiagnosticReport summarises.
+    pub results: Vec<String>,
 }
 
 impl Ctx<'_> {
+    /// Adds `encounter` (or `key`) referencing the item's Encounter, when there is one.
+    fn put_encounter(&self, m: &mut Map<String, Value>) {
+        if let Some(e) = &self.encounter_id {
+            m.insert("encounter".into(), json!({"reference": format!("Encounter/{e}")}));
+        }
+    }
     fn patient_ref(&self) -> Value {
         json!({"reference": format!("Patient/{}", self.patient_id), "display": self.patient_name})
     }
@@ -103,6 +113,7 @@ fn observation(
         json!({"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": display}),
     );
     put(&mut m, "subject", ctx.patient_ref());
+    ctx.put_encounter(&mut m);
     m
 }
 
@@ -194,6 +205,9 @@ fn condition(ctx: &Ctx<'_>, r: &mut Rng, category: &str, display: &str) -> Map<S
     );
     let subject_key = if ctx.version == FhirVersion::Dstu2 { "patient" } else { "subject" };
     put(&mut m, subject_key, ctx.patient_ref());
+    if category == "encounter-diagnosis" {
+        ctx.put_encounter(&mut m);
+    }
     put(&mut m, "onsetDateTime", ctx.date().into());
     let recorded_key = match ctx.version {
         FhirVersion::R4 => "recordedDate",
@@ -251,6 +265,7 @@ fn medication(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
         json!({"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": rxnorm, "display": text}], "text": text}),
     );
     put(&mut m, if dstu2 { "patient" } else { "subject" }, ctx.patient_ref());
+    ctx.put_encounter(&mut m);
     put(&mut m, if dstu2 { "dateWritten" } else { "authoredOn" }, ctx.date().into());
     let dose = format!("Take 1 tablet by mouth {} daily.", r.range(1, 3));
     put(&mut m, "dosageInstruction", json!([{"text": dose}]));
@@ -304,6 +319,7 @@ fn procedure(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
         json!({"coding": [{"system": "http://snomed.info/sct", "code": snomed, "display": text}], "text": text}),
     );
     put(&mut m, "subject", ctx.patient_ref());
+    ctx.put_encounter(&mut m);
     put(&mut m, "performedDateTime", ctx.date_time(r).into());
     m
 }
@@ -355,9 +371,15 @@ fn report(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
         json!({"coding": [{"system": "http://loinc.org", "code": loinc, "display": text}], "text": text}),
     );
     put(&mut m, "subject", ctx.patient_ref());
+    ctx.put_encounter(&mut m);
     let when = ctx.date_time(r);
     put(&mut m, "effectiveDateTime", when.clone().into());
     put(&mut m, "issued", when.into());
+    if !ctx.results.is_empty() {
+        let refs: Vec<Value> =
+            ctx.results.iter().map(|id| json!({"reference": format!("Observation/{id}")})).collect();
+        put(&mut m, "result", Value::Array(refs));
+    }
     m
 }
 

@@ -173,6 +173,12 @@ impl Generator {
     ) -> Vec<Value> {
         let patient_id = self.patient_id(i);
         let patient_name = self.demographics(i).display();
+        let encounters = if version == FhirVersion::Dstu2 || dataset == Dataset::Encounters {
+            0
+        } else {
+            self.count(i, Dataset::Encounters)
+        };
+        let labs = if dataset == Dataset::Reports { self.count(i, Dataset::Labs) } else { 0 };
         range
             .map(|k| {
                 let mut r = self.rng(&[i as u64, u64::from(dataset.tag()), k as u64]);
@@ -183,6 +189,11 @@ impl Generator {
                     version,
                     // Spread items over ten years, newest first.
                     days_ago: (k as u64) * 3 + r.below(3),
+                    encounter_id: (encounters > 0)
+                        .then(|| self.item_id(i, Dataset::Encounters, k % encounters)),
+                    results: (0..labs.min(3))
+                        .map(|j| self.item_id(i, Dataset::Labs, (k * 3 + j) % labs))
+                        .collect(),
                 };
                 clinical::generate(dataset, &ctx, &mut r)
             })
