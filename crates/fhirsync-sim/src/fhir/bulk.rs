@@ -27,6 +27,7 @@ use fhirsync_core::FhirVersion;
 use serde_json::{Value, json};
 
 use super::catalog::{self, Dataset};
+use super::overlay::Fate;
 use super::records::Seg;
 use super::routes::Call;
 use super::search::{Rejection, SearchRequest};
@@ -159,8 +160,11 @@ pub(crate) fn kickoff(
                 continue;
             }
             if ty == "Patient" {
-                if let Some(v) = fhir.read(FhirVersion::R4, "Patient", &pid) {
-                    segs.push(Seg::Owned(v));
+                // Generated lazily when the file is read; only edited patients are stored.
+                match fhir.overlay.fate("Patient", &pid) {
+                    Fate::Edited(v) => segs.push(Seg::Owned(v)),
+                    Fate::Unchanged => segs.push(Seg::Patient(i)),
+                    Fate::Deleted => {}
                 }
                 continue;
             }

@@ -66,6 +66,9 @@ impl FhirState {
             (_, Some(Record::Item(i, d, k))) if d.resource_type(version) == Some(ty) => {
                 Some(Arc::new(self.generator.item(i, d, k, version)))
             }
+            ("Binary", Some(Record::Item(i, Dataset::Documents, k))) => {
+                Some(Arc::new(self.generator.binary(i, k, version)))
+            }
             ("List", _) => self.list_by_fhir_id(id).map(Arc::new),
             ("Group", _) if version == FhirVersion::R4 => self.group_resource(id).map(Arc::new),
             _ => None,

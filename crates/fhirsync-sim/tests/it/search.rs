@@ -358,3 +358,17 @@ async fn references_resolve() {
         assert_eq!(status, StatusCode::OK, "{reference}");
     }
 }
+
+/// DocumentReference attachments (`Binary/<id>`) can be read as Binary resources.
+#[tokio::test]
+async fn document_binaries_read() {
+    let env = Env::start().await;
+    let (_, docs) = env.json(&format!("{}/DocumentReference?patient={CAMILA}&_count=1", env.r4())).await;
+    let url = matches(&docs)[0]["content"][0]["attachment"]["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("Binary/"));
+    let (status, binary) = env.json(&format!("{}/{url}", env.r4())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(binary["resourceType"], "Binary");
+    assert_eq!(binary["contentType"], "text/html");
+    assert!(binary["data"].as_str().is_some_and(|d| !d.is_empty()));
+}

@@ -163,6 +163,23 @@ impl Generator {
         self.items(i, dataset, k..k + 1, version).pop().unwrap_or_default()
     }
 
+    /// The Binary behind DocumentReference item `k` of patient `i` (its note as HTML).
+    pub(crate) fn binary(&self, i: usize, k: usize, version: FhirVersion) -> Value {
+        use base64::Engine;
+        let doc = self.item(i, Dataset::Documents, k, version);
+        let title = doc.pointer("/type/text").and_then(Value::as_str).unwrap_or("Note");
+        let html = format!(
+            "<html><body><h1>{title}</h1><p>Synthetic note for {}.</p></body></html>",
+            self.demographics(i).display()
+        );
+        serde_json::json!({
+            "resourceType": "Binary",
+            "id": self.item_id(i, Dataset::Documents, k),
+            "contentType": "text/html",
+            "data": base64::engine::general_purpose::STANDARD.encode(html),
+        })
+    }
+
     /// Items `range` of `dataset` of patient `i` (patient context computed once).
     pub(crate) fn items(
         &self,
