@@ -74,3 +74,73 @@ async fn unreachable_host() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("127.0.0.1:9"), "{}", text(&out));
 }
+
+/// Replaces the simulator's R4 base in the config with `base`.
+fn point_r4_at(env: &Env, config: &std::path::Path, base: &str) {
+    let text_cfg = std::fs::read_to_string(config).unwrap();
+    let text_cfg = text_cfg.replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), base);
+    std::fs::write(config, text_cfg).unwrap();
+}
+
+/// TLS to a server that does not speak TLS fails cleanly: exit 4, naming the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_error() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let https = env.sim.fhir_base(fhirsync_core::FhirVersion::R4).replace("http://", "https://");
+    point_r4_at(&env, &config, &https);
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("sync");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("https://127.0.0.1"), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+}
+
+/// A server answering malformed JSON to discovery: exit 4 with a message, no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_server_json() {
+    let env = Env::start(1).await;
+    let app = axum::Router::new().fallback(|| async {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], "{\"token_endpoint\": ")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let config = env.config("");
+    point_r4_at(&env, &config, &format!("http://{addr}/api/FHIR/R4"));
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("sync");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+}
+
+/// A Bulk NDJSON line over `max_line_bytes` fails the run with the setting to raise, exit 4,
+/// and nothing already landed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_ndjson_line() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    assert!(output(cmd).await.status.success());
+    let landed = crate::util::count(&env.db(), "SELECT COUNT(*) FROM observation");
+    let config = env.config(
+        "[extract]\nmode = \"bulk\"\nconcurrency = 8\nrate_limit = 1000.0\n[extract.bulk]\nmax_line_bytes = 64\npoll_floor_secs = 0\n\
+         [extract.cohort]\ngroup = \"e3iabhmS8rsueyz7vaimuiaSmfGvi.QwjVXJANlPOgR83\"\n",
+    );
+    // The second [extract] table replaces the first: rewrite the file without the first one.
+    let text_cfg = std::fs::read_to_string(&config).unwrap().replacen(
+        "[extract]\nconcurrency = 8\nrate_limit = 1000.0\n",
+        "",
+        1,
+    );
+    std::fs::write(&config, text_cfg).unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("max_line_bytes"), "{}", text(&out));
+    assert_eq!(crate::util::count(&env.db(), "SELECT COUNT(*) FROM observation"), landed);
+}
