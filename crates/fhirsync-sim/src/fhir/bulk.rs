@@ -192,13 +192,7 @@ pub(crate) fn kickoff(
         let total: usize = segs.iter().map(Seg::len).sum();
         let segs = Arc::new(segs);
         let outcome = (!denied.is_empty()).then(|| {
-            let issues: Vec<Issue> = denied
-                .iter()
-                .map(|k| {
-                    Issue::new("warning", "suppressed", "59204", "The client is not authorized for a sub-resource. Results of this sub-type will not be returned.")
-                        .with_diagnostics(format!("Client not authorized for {k}"))
-                })
-                .collect();
+            let issues: Vec<Issue> = denied.iter().map(|k| Issue::unlicensed(k)).collect();
             wire::outcome(&issues)
         });
         let chunks = total.div_ceil(max_lines).max(usize::from(outcome.is_some()));
@@ -252,10 +246,7 @@ fn job(call: &Call, job_id: &str) -> Result<Arc<Job>, Rejection> {
                 "The client is not authorized to access this bulk request.",
             ),
         )),
-        None => Err(Rejection::new(
-            StatusCode::NOT_FOUND,
-            Issue::new("fatal", "not-found", "59008", "The FHIR ID provided was not found."),
-        )),
+        None => Err(Rejection::new(StatusCode::NOT_FOUND, Issue::unknown_id())),
     }
 }
 

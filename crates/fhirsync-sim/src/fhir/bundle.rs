@@ -160,7 +160,8 @@ impl FhirState {
         }
         let outcome = (!issues.is_empty())
             .then(|| (outcome_urn(self.config.seed, &page.self_url), wire::outcome(&issues)));
-        let mut links = vec![("self", page.self_url.clone())];
+        // Epic lists `next` before `self`.
+        let mut links = Vec::with_capacity(2);
         if offset + shown < total {
             let session = self.sessions.open(
                 page.version,
@@ -172,6 +173,7 @@ impl FhirState {
             );
             links.push(("next", format!("{}/{}?sessionID={session}", page.base, page.ty)));
         }
+        links.push(("self", page.self_url.clone()));
         let set = SearchSet { total: shown, links, matches, outcome };
         match page.format {
             Format::Json => {

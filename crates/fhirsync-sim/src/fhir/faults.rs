@@ -64,6 +64,8 @@ pub struct Faults {
     fail_next: AtomicU64,
     fail_status: AtomicU16,
     drop_next: AtomicU64,
+    fail_next_creates: AtomicU64,
+    drop_next_creates: AtomicU64,
     total: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
     log: Mutex<VecDeque<RequestRecord>>,
@@ -117,6 +119,19 @@ impl Faults {
         self.drop_next.store(k, Ordering::SeqCst);
     }
 
+    /// Answers the next `k` creates (`POST {base}/{Type}`) with `status` BEFORE storing them;
+    /// other requests pass.
+    pub fn fail_next_creates(&self, k: u64, status: u16) {
+        self.fail_status.store(status, Ordering::SeqCst);
+        self.fail_next_creates.store(k, Ordering::SeqCst);
+    }
+
+    /// Stores the next `k` creates, then aborts the connection before the answer is complete
+    /// (the client never sees its 201); other requests pass.
+    pub fn drop_next_creates(&self, k: u64) {
+        self.drop_next_creates.store(k, Ordering::SeqCst);
+    }
+
     /// Switches every fault off (latency included); keeps the request log.
     pub fn clear(&self) {
         self.latency_ms.store(0, Ordering::SeqCst);
@@ -124,6 +139,8 @@ impl Faults {
         self.throttle_next.store(0, Ordering::SeqCst);
         self.fail_next.store(0, Ordering::SeqCst);
         self.drop_next.store(0, Ordering::SeqCst);
+        self.fail_next_creates.store(0, Ordering::SeqCst);
+        self.drop_next_creates.store(0, Ordering::SeqCst);
     }
 
     /// Number of FHIR requests received.
@@ -172,6 +189,13 @@ impl Faults {
             } else {
                 RetryAfter::Seconds(secs)
             });
+        }
+        let is_create = method == "POST" && !path.ends_with("/_search");
+        if is_create && take(&self.fail_next_creates) {
+            return Decision::Fail(self.fail_status.load(Ordering::SeqCst));
+        }
+        if is_create && take(&self.drop_next_creates) {
+            return Decision::Drop;
         }
         if take(&self.fail_next) {
             return Decision::Fail(self.fail_status.load(Ordering::SeqCst));

@@ -206,10 +206,15 @@ async fn search_handler(
         };
         return fhir.page(&page, &req, &found, session.offset, session.count, false);
     }
-    let count =
-        take(&mut params, "_count").and_then(|c| c.parse::<usize>().ok()).unwrap_or(max).clamp(1, max);
-    let self_query =
-        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
+    let count_param = take(&mut params, "_count");
+    let count = count_param.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(max).clamp(1, max);
+    // Epic's self link lists the parameters sorted by name, `_` parameters (like `_count`) last.
+    let mut echoed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Some(c) = &count_param {
+        echoed.push(("_count", c));
+    }
+    echoed.sort_by_key(|(k, _)| (k.starts_with('_'), *k));
+    let self_query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(echoed).finish();
     let req = SearchRequest { version, ty: &ty, params: &params };
     let found = match fhir.search(&req, &unlicensed) {
         Ok(f) => f,

@@ -198,15 +198,7 @@ impl FhirState {
         }
         let mut found = Found::default();
         for name in &unknown {
-            found.issues.push(
-                Issue::new(
-                    "warning",
-                    "processing",
-                    "4122",
-                    "The search parameter was not recognized and has been ignored.",
-                )
-                .with_diagnostics(format!("Unknown parameter: {name}")),
-            );
+            found.issues.push(Issue::unknown_param(name));
         }
         if let Some(ids) = param(req.params, "_id") {
             for id in ids.split(',') {
@@ -277,15 +269,7 @@ impl FhirState {
             if let Some(key) = dataset.license_key(req.version)
                 && unlicensed.contains(&key)
             {
-                found.issues.push(
-                    Issue::new(
-                        "warning",
-                        "suppressed",
-                        "59204",
-                        "The client is not authorized for a sub-resource. Results of this sub-type will not be returned.",
-                    )
-                    .with_diagnostics(format!("Client not authorized for {key}")),
-                );
+                found.issues.push(Issue::unlicensed(&key));
                 continue;
             }
             if let Some(i) = index {
@@ -313,13 +297,7 @@ impl FhirState {
     }
 
     fn search_patients(&self, req: &SearchRequest<'_>, unknown: &[&str]) -> Result<Found, Rejection> {
-        let ignored: Vec<Issue> = unknown
-            .iter()
-            .map(|name| {
-                Issue::new("information", "informational", "59100", "The search parameter has been ignored.")
-                    .with_diagnostics(format!("Unknown parameter: {name}"))
-            })
-            .collect();
+        let ignored: Vec<Issue> = unknown.iter().map(|name| Issue::ignored_param(name)).collect();
         let mut found = Found { segs: Vec::new(), issues: ignored.clone() };
         if let Some(ids) = param(req.params, "_id") {
             for id in ids.split(',') {
@@ -340,13 +318,18 @@ impl FhirState {
             if birthdate.is_some() || gender.is_some() {
                 return Ok(found);
             }
-            let mut issues = vec![Issue::new(
-                "fatal",
-                "processing",
-                "59159",
-                "This resource requires demographics or _id parameter for searching.",
-            )];
-            issues.extend(ignored);
+            // As the sandbox: the ignored-parameter information first, then the fatal 59159.
+            let mut issues = ignored;
+            issues.push(
+                Issue::new(
+                    "fatal",
+                    "business-rule",
+                    "59159",
+                    "The content/operation failed to pass a business rule, and so could not proceed.",
+                )
+                .with_diagnostics("This resource requires demographics or _id parameter for searching.")
+                .at("/f:demographics/_id"),
+            );
             return Err(Rejection { status: StatusCode::BAD_REQUEST, issues });
         }
         let birthdate = birthdate.map(|b| b.trim_start_matches("eq").to_string());

@@ -110,6 +110,8 @@ pub(crate) struct Issue {
     pub text: String,
     /// Extra detail, when any.
     pub diagnostics: Option<String>,
+    /// Element the issue is about (`/f:id`), also emitted as `expression` without `/f:`.
+    pub location: Option<&'static str>,
 }
 
 impl Issue {
@@ -120,7 +122,7 @@ impl Issue {
         epic_code: &'static str,
         text: &str,
     ) -> Issue {
-        Issue { severity, code, epic_code, text: text.to_string(), diagnostics: None }
+        Issue { severity, code, epic_code, text: text.to_string(), diagnostics: None, location: None }
     }
 
     /// Adds diagnostics.
@@ -129,9 +131,71 @@ impl Issue {
         self
     }
 
+    /// Adds a location (and the matching expression).
+    pub(crate) fn at(mut self, location: &'static str) -> Issue {
+        self.location = Some(location);
+        self
+    }
+
     /// 4101: no results.
     pub(crate) fn no_results() -> Issue {
         Issue::new("warning", "processing", "4101", "Resource request returns no results.")
+    }
+
+    /// 59008: unknown id (as the sandbox answers).
+    pub(crate) fn unknown_id() -> Issue {
+        Issue::new("fatal", "not-found", "59008", "The FHIR ID provided was not found.")
+            .with_diagnostics("Invalid FHIR ID provided")
+            .at("/f:id")
+    }
+
+    /// 59204: the client is not licensed for a sub-type (`key` = `Type:category` or `Type`).
+    pub(crate) fn unlicensed(key: &str) -> Issue {
+        let label = match key.split_once(':') {
+            Some((ty, category)) => {
+                let words: Vec<String> = category
+                    .split('-')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+                    })
+                    .collect();
+                format!("{ty} - {}", words.join(" "))
+            }
+            None => key.to_string(),
+        };
+        Issue::new(
+            "warning",
+            "suppressed",
+            "59204",
+            "The authenticated client's search request applies to a sub-resource that the client is not \
+             authorized for. Results of this sub-type will not be returned.",
+        )
+        .with_diagnostics(format!(
+            "Client not authorized for {label}. Search results of this type have not been included."
+        ))
+    }
+
+    /// 59100: a Patient search parameter was ignored.
+    pub(crate) fn ignored_param(name: &str) -> Issue {
+        Issue::new(
+            "information",
+            "invalid",
+            "59100",
+            "Content invalid against the specification or a profile.",
+        )
+        .with_diagnostics(format!("Unknown parameter: {}. Parameter has been ignored.", name.to_uppercase()))
+    }
+
+    /// 4122: an unknown search parameter was ignored.
+    pub(crate) fn unknown_param(name: &str) -> Issue {
+        Issue::new(
+            "warning",
+            "processing",
+            "4122",
+            "Some search parameters were not recognized and have been ignored.",
+        )
+        .with_diagnostics(format!("Unknown parameter: {name}. Parameter has been ignored."))
     }
 }
 
@@ -148,8 +212,14 @@ pub(crate) fn outcome(issues: &[Issue]) -> Value {
                     "text": i.text,
                 },
             });
-            if let (Some(d), Some(obj)) = (&i.diagnostics, v.as_object_mut()) {
-                obj.insert("diagnostics".into(), d.clone().into());
+            if let Some(obj) = v.as_object_mut() {
+                if let Some(d) = &i.diagnostics {
+                    obj.insert("diagnostics".into(), d.clone().into());
+                }
+                if let Some(l) = i.location {
+                    obj.insert("location".into(), json!([l]));
+                    obj.insert("expression".into(), json!([l.trim_start_matches("/f:")]));
+                }
             }
             v
         })
@@ -164,11 +234,7 @@ pub(crate) fn error(status: StatusCode, format: Format, issues: &[Issue]) -> Res
 
 /// 59008: unknown id.
 pub(crate) fn not_found(format: Format) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        format,
-        &[Issue::new("fatal", "not-found", "59008", "The FHIR ID provided was not found.")],
-    )
+    error(StatusCode::NOT_FOUND, format, &[Issue::unknown_id()])
 }
 
 /// IIS's HTML 404, which Epic answers for unknown resource types and operations.

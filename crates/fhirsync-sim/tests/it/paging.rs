@@ -46,6 +46,14 @@ async fn count_is_capped() {
         env.json(&format!("{}/Observation?patient={DERRICK}&category=vital-signs&_count=5", env.r4())).await;
     assert_eq!(matches(&body).len(), 5);
     assert_eq!(body["total"], 5);
+    let relations: Vec<&str> =
+        body["link"].as_array().unwrap().iter().map(|l| l["relation"].as_str().unwrap()).collect();
+    assert_eq!(relations, ["next", "self"], "Epic lists next before self");
+    let self_url = body["link"][1]["url"].as_str().unwrap();
+    assert!(
+        self_url.ends_with(&format!("/Observation?category=vital-signs&patient={DERRICK}&_count=5")),
+        "self link params sorted, _count last: {self_url}"
+    );
     let (_, page2) = env.json(&next_link(&body).unwrap()).await;
     assert_eq!(matches(&page2).len(), 5);
     let (_, body) = env

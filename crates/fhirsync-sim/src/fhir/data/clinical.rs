@@ -130,7 +130,10 @@ fn measurement(
     if vital
         && let Some(c) = m.get_mut("code").and_then(|c| c.get_mut("coding")).and_then(Value::as_array_mut)
     {
-        c.push(json!({"system": OID_FLOWSHEET, "code": format!("{}", 5 + r.below(30)), "display": display}));
+        c.insert(
+            0,
+            json!({"system": OID_FLOWSHEET, "code": format!("{}", 5 + r.below(30)), "display": display}),
+        );
     }
     let when = ctx.date_time(r);
     let value = r.decimal(lo, hi, decimals);
