@@ -289,17 +289,43 @@ pub(super) fn resource(g: &Generator, i: usize, version: FhirVersion) -> Value {
     let (city, state, zip) = *r.pick(CITIES);
     let street = format!("{} {}", r.range(100, 9999), r.pick(STREETS));
     let full = format!("{} {}", d.given.join(" "), d.family);
+    let race = *r.pick(&[
+        ("2106-3", "White"),
+        ("2054-5", "Black or African American"),
+        ("2028-9", "Asian"),
+        ("2131-1", "Other Race"),
+    ]);
+    let pronouns = if d.gender == "female" {
+        ("LA29519-8", "she/her/her/hers/herself")
+    } else {
+        ("LA29518-0", "he/him/his/his/himself")
+    };
     let mut patient = json!({
         "resourceType": "Patient",
         "id": id,
         "extension": [
             sex_extension("http://open.epic.com/FHIR/StructureDefinition/extension/legal-sex", d.gender),
             sex_extension("http://open.epic.com/FHIR/StructureDefinition/extension/sex-for-clinical-use", d.gender),
+            {
+                "extension": [
+                    {"valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": race.0, "display": race.1}, "url": "ombCategory"},
+                    {"valueString": race.1, "url": "text"},
+                ],
+                "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+            },
+            {
+                "extension": [{"valueString": "Unknown", "url": "text"}],
+                "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+            },
+            {
+                "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": pronouns.0, "display": pronouns.1}]},
+                "url": "http://open.epic.com/FHIR/StructureDefinition/extension/calculated-pronouns-to-use-for-text",
+            },
         ],
         "identifier": [
             {"use": "usual", "type": {"text": "EPIC"}, "system": OID_EPIC_ID, "value": format!("E{}", 4000 + i)},
             {"use": "usual", "type": {"text": "EPI"}, "system": OID_MRN, "value": d.mrn},
-            {"use": "usual", "system": "http://open.epic.com/FHIR/StructureDefinition/patient-fhir-id", "value": id},
+            {"use": "usual", "type": {"text": "FHIR STU3"}, "system": "http://open.epic.com/FHIR/StructureDefinition/patient-fhir-id", "value": id},
             {"use": "usual", "type": {"text": "CEID"}, "system": OID_CEID, "value": format!("FHR{:07}", r.below(10_000_000))},
             {"use": "usual", "type": {"text": "EXTERNAL"}, "system": OID_EXTERNAL, "value": format!("Z{}", 6000 + i)},
         ],
