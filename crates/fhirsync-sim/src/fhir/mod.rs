@@ -10,6 +10,37 @@
 //! - `wire`, `xml`: content negotiation (XML by default) and FHIR XML;
 //! - [`faults`]: run-time fault switches and the request log;
 //! - `overlay`: data mutation between runs.
+//!
+//! Test hooks live on [`FhirState`] (reach it with `sim.state().fhir`): ids of the synthetic
+//! patients, expected counts, data mutation, session expiry, and [`Faults`]. Tokens come from
+//! `sim.state().oauth.issue_token(..)`; token expiry is `sim.state().oauth.expire_all_tokens()`.
+//!
+//! ```
+//! use fhirsync_core::FhirVersion;
+//! use fhirsync_sim::fhir::{FhirConfig, FhirState, RetryAfter};
+//! use serde_json::json;
+//!
+//! let fhir = FhirState::new(FhirConfig { patients: 100_000, seed: 7, ..FhirConfig::default() });
+//! let camila = fhir.patient_id(0); // the first patients carry Epic's sandbox identities
+//! assert_eq!(camila, "erXuFYUfucBZaryVksYEcMg3");
+//! let vitals = fhir.generated_count(1, "Observation:vital-signs").unwrap();
+//! assert!(vitals > 1000); // Derrick Lin: searches page
+//!
+//! // Data mutation between runs: add, edit, delete.
+//! let id = fhir
+//!     .add_resource(json!({"resourceType": "Encounter", "status": "finished",
+//!                          "subject": {"reference": format!("Patient/{camila}")}}))
+//!     .unwrap();
+//! fhir.edit_resource("Encounter", &id, |e| e["status"] = json!("cancelled")).unwrap();
+//! assert_eq!(fhir.resource(FhirVersion::R4, "Encounter", &id).unwrap()["status"], "cancelled");
+//! fhir.delete_resource("Encounter", &id).unwrap();
+//! assert!(fhir.resource(FhirVersion::R4, "Encounter", &id).is_none());
+//!
+//! // Faults for the next requests.
+//! fhir.faults.throttle_next(1, RetryAfter::HttpDate(5));
+//! fhir.faults.fail_next(2, 503);
+//! fhir.expire_sessions();
+//! ```
 
 mod bulk;
 mod bundle;
