@@ -4,6 +4,7 @@ mod cmd;
 mod config;
 mod pipeline;
 mod progress;
+mod push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Sync the configured Epic connection into the configured destination.
     Sync(cmd::sync::Args),
+    /// List each endpoint's datasets, probe which this client may read, write a catalog.
+    Discover(cmd::discover::Args),
+    /// Create resources from an NDJSON file on the FHIR server (write-back).
+    Push(cmd::push::Args),
     /// SMART standalone launch: log in, show status.
     #[command(subcommand)]
     Auth(cmd::auth::Command),
@@ -95,6 +100,8 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
             Command::Sync(args) => cmd::sync::run(args, &globals).await,
+            Command::Discover(args) => cmd::discover::run(args, &globals).await,
+            Command::Push(args) => cmd::push::run(args, &globals).await,
             Command::Auth(c) => cmd::auth::run(c, &globals).await,
             Command::Keys(c) => cmd::keys::run(c, &globals).await,
             Command::Views(c) => cmd::views::run(c, &globals).await,

@@ -30,6 +30,8 @@ const NOT_BY_DEFAULT: &[&str] = &["List"];
 pub struct Capabilities {
     /// Per resource type: its search parameter names (`None` when `search-type` is absent).
     pub types: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Resource types with the `create` interaction (write-back targets).
+    pub create: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -80,12 +82,16 @@ impl Capabilities {
             }
         }
         let mut types = BTreeMap::new();
+        let mut create = BTreeSet::new();
         for r in wire.rest.into_iter().flat_map(|r| r.resource) {
+            if r.interaction.iter().any(|i| i.code == "create") {
+                create.insert(r.ty.clone());
+            }
             let searchable = r.interaction.iter().any(|i| i.code == "search-type");
             let params = searchable.then(|| r.search_param.into_iter().map(|p| p.name).collect());
             types.insert(r.ty, params);
         }
-        Ok(Capabilities { types })
+        Ok(Capabilities { types, create })
     }
 
     /// The parameter that scopes a search of `ty` to one patient, if any.

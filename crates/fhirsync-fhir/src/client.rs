@@ -117,16 +117,38 @@ pub struct Request {
     method: Method,
     url: Url,
     headers: HeaderMap,
+    body: Option<Body>,
+}
+
+/// A request body; Debug shows only its length (bodies can be patient data).
+#[derive(Clone)]
+struct Body(Bytes);
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 impl Request {
     /// A GET.
     pub fn get(url: Url) -> Self {
-        Request { method: Method::GET, url, headers: HeaderMap::new() }
+        Request { method: Method::GET, url, headers: HeaderMap::new(), body: None }
     }
     /// A DELETE.
     pub fn delete(url: Url) -> Self {
-        Request { method: Method::DELETE, url, headers: HeaderMap::new() }
+        Request { method: Method::DELETE, url, headers: HeaderMap::new(), body: None }
+    }
+    /// A POST of a FHIR JSON body (`Content-Type: application/fhir+json`), e.g. a create.
+    ///
+    /// POST is not idempotent, so it is **never retried automatically**: a timeout, a dropped
+    /// connection or a 5xx/429 fails at once (`RetriesExhausted` with one attempt, or `Status`)
+    /// and the caller decides (for a create: search before re-sending). Only a 401 is re-sent
+    /// once with a fresh token, since the server refused it before processing.
+    pub fn post_json(url: Url, body: impl Into<Bytes>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        Request { method: Method::POST, url, headers, body: Some(Body(body.into())) }
     }
     /// Adds a header.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -410,6 +432,10 @@ impl FhirClient {
                 }
             };
             drop(permit);
+            let decision = match decision {
+                Decision::Retry { .. } if req.method == Method::POST => Decision::Fail,
+                d => d,
+            };
             match decision {
                 Decision::Retry { reason, delay } => {
                     self.note_retry(&req.url, reason, delay);
@@ -432,14 +458,17 @@ impl FhirClient {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
         auth.set_sensitive(true);
-        self.inner
+        let mut builder = self
+            .inner
             .http
             .request(req.method.clone(), req.url.clone())
             .headers(req.headers.clone())
             .header(ACCEPT, FHIR_JSON)
-            .header(AUTHORIZATION, auth)
-            .send()
-            .await
+            .header(AUTHORIZATION, auth);
+        if let Some(body) = &req.body {
+            builder = builder.body(body.0.clone());
+        }
+        builder.send().await
     }
 }
 

@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod demo;
+pub mod discover;
 pub mod keys;
+pub mod push;
 pub mod sandbox;
 pub mod sync;
 pub mod views;

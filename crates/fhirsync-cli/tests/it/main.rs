@@ -1,7 +1,9 @@
 //! End-to-end tests of the `fhirsync` binary: one test binary, one module per area.
 
 mod auth;
+mod discover;
 mod errors;
+mod push;
 mod secrets;
 mod sync;
 mod util;
