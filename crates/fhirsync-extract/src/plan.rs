@@ -148,9 +148,12 @@ impl Plan {
 pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractConfig) -> Result<Plan> {
     let mut caps = BTreeMap::new();
     let mut last_err = None;
-    for version in endpoints.versions() {
-        let Some(base) = endpoints.get(version) else { continue };
-        match client.metadata(base).await {
+    let versions: Vec<(FhirVersion, &Url)> =
+        endpoints.versions().into_iter().filter_map(|v| endpoints.get(v).map(|b| (v, b))).collect();
+    // The statements are independent: fetch them concurrently.
+    let bodies = futures::future::join_all(versions.iter().map(|(_, base)| client.metadata(base))).await;
+    for ((version, base), body) in versions.into_iter().zip(bodies) {
+        match body {
             Ok(body) => {
                 let c = Capabilities::parse(&body).map_err(|problem| Error::Capabilities {
                     version,

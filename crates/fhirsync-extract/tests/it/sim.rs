@@ -243,3 +243,58 @@ async fn bulk_resumes_from_saved_status_url() {
     assert_eq!(sim.state().fhir.faults.requests_to("$export"), 1, "no second kick-off");
     assert!(!state_file.exists());
 }
+
+/// The default plan from the simulator's three CapabilityStatements: R4 first, version-only types
+/// from STU3/DSTU2, Observation fanned out per category, id-only types left out.
+#[tokio::test]
+async fn plan_from_sim_capability_statements() {
+    let sim = start(1, 1000, &[], BulkConfig::default()).await;
+    let conn = connection(&sim);
+    let cfg = config(&[]);
+    let plan = fhirsync_extract::plan::plan(&client(&sim, &conn, &cfg), &conn.endpoints().unwrap(), &cfg)
+        .await
+        .unwrap();
+    let names = plan.dataset_names();
+    for want in [
+        "Observation:laboratory@R4",
+        "Observation:vital-signs@R4",
+        "Condition:problem-list-item@R4",
+        "MedicationRequest@R4",
+        "MedicationOrder@DSTU2",
+        "ProcedureRequest@STU3",
+        "Patient@R4",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    for unwanted in ["Medication@", "Practitioner@", "List@", "Observation@"] {
+        assert!(!names.iter().any(|n| n.starts_with(unwanted)), "{unwanted} planned: {names:?}");
+    }
+}
+
+/// STU3 and R4 patient lists resolve to the same members; overlapping sources are de-duplicated
+/// and keep first-seen order.
+#[tokio::test]
+async fn cohort_from_sim_lists_stu3_and_r4() {
+    let sim = start(5, 1000, &[], BulkConfig::default()).await;
+    let conn = connection(&sim);
+    let cfg = config(&[]);
+    let c = client(&sim, &conn, &cfg);
+    let endpoints = conn.endpoints().unwrap();
+    let all = sim.state().fhir.patient_ids();
+    for version in [FhirVersion::Stu3, FhirVersion::R4] {
+        let cohort = CohortConfig {
+            patient_ids: vec![all[3].clone()],
+            patient_list: Some("systemlist|6442".into()),
+            list_version: Some(version),
+            ..CohortConfig::default()
+        };
+        let ids = fhirsync_extract::cohort::resolve(&c, &endpoints, &cohort).await.unwrap();
+        assert_eq!(ids.len(), 5, "{version}");
+        assert_eq!(ids[0], all[3]);
+        let set: BTreeSet<_> = ids.iter().collect();
+        assert_eq!(set, all.iter().collect(), "{version}");
+    }
+    let missing = CohortConfig { patient_list: Some("systemlist|1".into()), ..CohortConfig::default() };
+    let err = fhirsync_extract::cohort::resolve(&c, &endpoints, &missing).await.unwrap_err();
+    assert!(err.to_string().contains("systemlist|1"), "{err}");
+}

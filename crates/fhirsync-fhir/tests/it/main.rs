@@ -1,4 +1,5 @@
 //! Integration tests of the FHIR client against small in-process HTTP stubs.
 
 mod client;
+mod sim;
 mod stub;
