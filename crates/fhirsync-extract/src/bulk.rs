@@ -292,6 +292,7 @@ impl Bulk<'_> {
         let cohort: Vec<String> = members.unwrap_or_else(|| seen_patients.into_iter().collect());
         report.patients = cohort.len();
         report.scope.cohort = cohort.iter().cloned().collect();
+        self.progress.scopes_total.store((types.len() * cohort.len()) as u64, Ordering::Relaxed);
         for ty in &types {
             let (resources, files) = per_type.get(ty).copied().unwrap_or_default();
             let gap = failed_types.get(ty).cloned().or_else(|| unattributed.clone()).or_else(|| {
@@ -322,6 +323,8 @@ impl Bulk<'_> {
                         .await
                         .map_err(|_| Error::ReceiverClosed)?;
                 }
+                let failed = matches!(gap, Some(GapReason::Failed { .. }));
+                self.progress.scope_done(&self.progress.dataset(ty), failed);
                 report.finish_scope(scope, res, pages, gap.clone());
             }
         }

@@ -221,6 +221,15 @@ impl FhirClient {
                 std::fs::read(path).map_err(|source| Error::CaBundleRead { path: path.clone(), source })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|source| Error::CaBundleParse { path: path.clone(), source })?;
+            if certs.is_empty() {
+                return Err(Error::CaBundleRead {
+                    path: path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "no `-----BEGIN CERTIFICATE-----` block found",
+                    ),
+                });
+            }
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(Error::Build)?;
@@ -376,7 +385,8 @@ impl FhirClient {
                     let url = resp.url().clone();
                     match resp.bytes().await {
                         Ok(body) => {
-                            inner.limiter.on_success(started.elapsed());
+                            // Time to the response headers: body size must not look like congestion.
+                            inner.limiter.on_success(latency);
                             debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
                             return Ok(Received::Full(Response { url, status, headers, body }));
                         }

@@ -317,3 +317,55 @@ async fn too_recently_is_not_retried() {
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert!(err.to_string().contains("too recently"), "{err}");
 }
+
+/// A missing or certificate-less CA bundle is a clear error naming the file.
+#[tokio::test]
+async fn bad_ca_bundle_is_reported() {
+    let dir = std::env::temp_dir().join(format!("fhirsync-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.pem");
+    let mut cfg = fast_config(1);
+    cfg.ca_bundle = Some(missing.clone());
+    let err = FhirClient::new(cfg.clone(), Arc::new(fhirsync_auth::StaticToken("t".to_string().into())))
+        .unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate").unwrap();
+    cfg.ca_bundle = Some(empty);
+    let err = FhirClient::new(cfg, Arc::new(fhirsync_auth::StaticToken("t".to_string().into()))).unwrap_err();
+    assert!(err.to_string().contains("empty.pem"), "{err}");
+    assert!(err.is_fatal_for_run());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTPS proxy URL that cannot be parsed is rejected when the client is built.
+#[tokio::test]
+async fn bad_proxy_is_reported() {
+    let mut cfg = fast_config(1);
+    cfg.https_proxy = Some("http://[::1".into());
+    let err = FhirClient::new(cfg, Arc::new(fhirsync_auth::StaticToken("t".to_string().into()))).unwrap_err();
+    assert!(matches!(err, Error::Proxy { .. }), "{err}");
+}
+
+/// With `https_proxy` set, HTTPS requests are tunnelled through the proxy (CONNECT).
+#[tokio::test]
+async fn https_requests_go_through_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = sock.read(&mut buf).await.unwrap();
+        let _ = sock.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
+    let mut cfg = fast_config(1);
+    cfg.retry.max_retries = 0;
+    cfg.https_proxy = Some(format!("http://{addr}"));
+    let c = client(cfg);
+    let base = url::Url::parse("https://ehr.example/api/FHIR/R4").unwrap();
+    assert!(c.search(&base, "Patient", &[]).await.is_err());
+    let request = seen.await.unwrap();
+    assert!(request.starts_with("CONNECT ehr.example:443"), "{request}");
+}
