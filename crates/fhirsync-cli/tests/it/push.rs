@@ -198,3 +198,23 @@ async fn refused_create_reports_outcome_and_fails() {
     assert!(lines[1]["error"].as_str().unwrap().contains("HTTP 400"), "{}", lines[1]);
     assert!(text(&out).contains("1 created"), "{}", text(&out));
 }
+
+/// An unacknowledged create that cannot be checked by search (ConceptMap: no patient search) is
+/// reported UNCONFIRMED and never re-sent blindly; exit code 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverifiable_unacknowledged_create_is_unconfirmed_not_resent() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let map = json!({"resourceType": "ConceptMap", "status": "draft", "name": "LocalLabCodes"});
+    let file = ndjson(&env, "maps.ndjson", &[map.to_string()]);
+    env.sim.state().fhir.faults.drop_next_creates(1);
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["push", "--type", "ConceptMap"]).arg(&file);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(posts(&env), 1, "never re-sent without a check");
+    let line = &results(&env.dir.path().join("maps.results.ndjson"))[0];
+    assert_eq!(line["status"], "unconfirmed", "{line}");
+    assert!(line["error"].as_str().unwrap().contains("duplicate check could not run"), "{line}");
+    assert!(text(&out).contains("UNCONFIRMED"), "{}", text(&out));
+}
