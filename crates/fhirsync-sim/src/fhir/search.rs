@@ -336,7 +336,12 @@ impl FhirState {
         let prefix = |hay: &str, needle: &Option<String>| {
             needle.as_ref().is_none_or(|n| hay.to_lowercase().starts_with(n))
         };
-        for i in 0..self.generator.patients() {
+        // An identifier names at most one patient: resolve it directly instead of scanning.
+        let candidates: Box<dyn Iterator<Item = usize>> = match &identifier {
+            Some(v) => Box::new(self.generator.patient_by_identifier(v).into_iter()),
+            None => Box::new(0..self.generator.patients()),
+        };
+        for i in candidates {
             let d = self.generator.demographics(i);
             let ok = prefix(d.family, &family)
                 && given.as_ref().is_none_or(|g| d.given.iter().any(|x| x.to_lowercase().starts_with(g)))

@@ -379,3 +379,25 @@ async fn document_binaries_read() {
     assert_eq!(binary["contentType"], "text/html");
     assert!(binary["data"].as_str().is_some_and(|d| !d.is_empty()));
 }
+
+/// Patient search by MRN or FHIR-id identifier finds exactly that patient.
+#[tokio::test]
+async fn patient_search_by_identifier() {
+    let env = Env::with(FhirConfig { patients: 1000, ..FhirConfig::default() }).await;
+    let (_, p) = env.json(&format!("{}/Patient/{}", env.r4(), env.sim.state().fhir.patient_id(500))).await;
+    let mrn =
+        p["identifier"].as_array().unwrap().iter().find(|i| i["type"]["text"] == "EPI").unwrap()["value"]
+            .clone();
+    let url = format!(
+        "{}/Patient?identifier=urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14|{}",
+        env.r4(),
+        mrn.as_str().unwrap()
+    );
+    let (_, found) = env.json(&url).await;
+    assert_eq!(matches(&found).len(), 1);
+    assert_eq!(matches(&found)[0]["id"], p["id"]);
+    let (_, found) = env.json(&format!("{}/Patient?identifier={DERRICK}", env.r4())).await;
+    assert_eq!(matches(&found)[0]["id"], DERRICK);
+    let (_, none) = env.json(&format!("{}/Patient?identifier=999999999", env.r4())).await;
+    assert_eq!(outcome_codes(&none), ["4101"]);
+}

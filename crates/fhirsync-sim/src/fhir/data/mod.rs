@@ -100,6 +100,20 @@ impl Generator {
         (k < self.count(i, dataset)).then_some(Record::Item(i, dataset, k))
     }
 
+    /// The patient whose MRN or FHIR id is `value`.
+    pub(crate) fn patient_by_identifier(&self, value: &str) -> Option<usize> {
+        if let Some(Record::Patient(i)) = self.decode(value) {
+            return Some(i);
+        }
+        if self.sandbox_identities
+            && let Some(pos) = patient::SANDBOX.iter().position(|p| p.mrn == value)
+        {
+            return (pos < self.patients).then_some(pos);
+        }
+        let i = value.parse::<usize>().ok()?.checked_sub(patient::MRN_BASE)?;
+        (i < self.patients && self.sandbox(i).is_none()).then_some(i)
+    }
+
     fn sandbox(&self, i: usize) -> Option<&'static patient::SandboxPatient> {
         if self.sandbox_identities { patient::SANDBOX.get(i) } else { None }
     }

@@ -232,6 +232,9 @@ const CITIES: &[(&str, &str, &str)] = &[
 ];
 const STREETS: &[&str] = &["Main St", "Oak Ave", "Johnson St", "Elm Dr", "Park Rd", "Mineral Point Rd"];
 
+/// MRN of generated patient `i` is `MRN_BASE + i`.
+pub(crate) const MRN_BASE: usize = 300_000;
+
 /// What Patient searches match on.
 #[derive(Debug, Clone)]
 pub(crate) struct Demographics {
@@ -271,7 +274,7 @@ pub(super) fn demographics(g: &Generator, i: usize) -> Demographics {
         given,
         gender: if female { "female" } else { "male" },
         birth_date: date_before(r.range(365, 95 * 365)),
-        mrn: format!("{}", 300_000 + i),
+        mrn: format!("{}", MRN_BASE + i),
     }
 }
 
