@@ -1,1 +1,190 @@
-fn main() {}
+//! Landing benchmarks on 100k realistic (~1 KB) Observation resources into SQLite:
+//! full load, plain reload of unchanged data, and reload-and-compare of unchanged data.
+//!
+//! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
+//! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
+//! system, from /proc/self/stat) and peak RSS (VmHWM) of one full load, reload and compare
+//! before the divan timings (`only`: skip the timings).
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
+use fhirsync_land::{Destination, DestinationConfig, LandOptions, Method, SqliteConfig};
+
+/// Resources per run.
+const RESOURCES: usize = 100_000;
+/// Observations per patient.
+const PER_PATIENT: usize = 100;
+/// Resources per `stage` call (one search page is typically 100-1000).
+const BATCH: usize = 1_000;
+
+fn observation(i: usize) -> RawResource {
+    let patient = format!("e{:07}", i / PER_PATIENT);
+    let json = format!(
+        r#"{{"resourceType":"Observation","id":"eObs{i:09}.lab","basedOn":[{{"reference":"ServiceRequest/eSR{i:08}","display":"Basic metabolic panel"}}],"status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory","display":"Laboratory"}}],"text":"Laboratory"}}],"code":{{"coding":[{{"system":"http://loinc.org","code":"2345-7","display":"Glucose [Mass/volume] in Serum or Plasma"}},{{"system":"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14","code":"1555"}}],"text":"Glucose"}},"subject":{{"reference":"Patient/{patient}","display":"Patient, Test"}},"encounter":{{"reference":"Encounter/eEnc{enc:08}","identifier":{{"use":"usual","system":"urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8","value":"{enc}"}},"display":"Office Visit"}},"effectiveDateTime":"2023-0{m}-1{d}T14:3{d}:00Z","issued":"2023-0{m}-1{d}T15:02:11Z","performer":[{{"reference":"Practitioner/ePract{p:05}","type":"Practitioner","display":"Physician, Family Medicine, MD"}}],"valueQuantity":{{"value":{v}.{f:02},"unit":"mg/dL","system":"http://unitsofmeasure.org","code":"mg/dL"}},"interpretation":[{{"coding":[{{"system":"urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10655","code":"N","display":"Normal"}}],"text":"Normal"}}],"referenceRange":[{{"low":{{"value":70,"unit":"mg/dL"}},"high":{{"value":99,"unit":"mg/dL"}},"text":"70 - 99 mg/dL"}}]}}"#,
+        enc = i / 10,
+        m = 1 + i % 9,
+        d = i % 10,
+        p = i % 997,
+        v = 70 + i % 60,
+        f = i % 100,
+    );
+    let dataset = Dataset::with_category("Observation", "laboratory");
+    RawResource::from_json(json, Some(patient), dataset, FhirVersion::R4, "https://fhir.example/api/FHIR/R4")
+        .unwrap()
+}
+
+static DATA: LazyLock<Vec<RawResource>> = LazyLock::new(|| (0..RESOURCES).map(observation).collect());
+
+fn run_scope() -> RunScope {
+    let patients = RESOURCES / PER_PATIENT;
+    RunScope {
+        cohort: (0..patients).map(|p| format!("e{p:07}")).collect(),
+        complete: (0..patients)
+            .map(|p| ScopeKey {
+                fhir_version: FhirVersion::R4,
+                patient_id: Some(format!("e{p:07}")),
+                dataset: Dataset::with_category("Observation", "laboratory"),
+            })
+            .collect(),
+    }
+}
+
+fn open(path: &Path) -> Box<dyn Destination> {
+    fhirsync_land::open(&DestinationConfig::Sqlite(SqliteConfig {
+        path: path.to_path_buf(),
+        ..SqliteConfig::default()
+    }))
+    .unwrap()
+}
+
+fn land(path: &Path, method: Method, scope: &RunScope) -> f64 {
+    let mut dest = open(path);
+    dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
+    for chunk in DATA.chunks(BATCH) {
+        dest.stage(chunk).unwrap();
+    }
+    for s in &scope.complete {
+        dest.scope_complete(s).unwrap();
+    }
+    dest.checkpoint().unwrap();
+    let staged_at = cpu_seconds();
+    dest.commit(scope, &[], &serde_json::json!({})).unwrap();
+    staged_at
+}
+
+/// A database holding the data, copied per iteration (database + WAL files).
+struct Loaded {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+static TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("template.db");
+    land(&db, Method::FullLoad, &run_scope());
+    Loaded { _dir: dir, db }
+});
+
+fn loaded_copy() -> Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("land.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", TEMPLATE.db.display()));
+        if from.exists() {
+            std::fs::copy(&from, format!("{}{suffix}", db.display())).unwrap();
+        }
+    }
+    Loaded { _dir: dir, db }
+}
+
+/// Full load of 100k resources into an empty SQLite file.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn sqlite_full_load_100k(bencher: divan::Bencher) {
+    let scope = run_scope();
+    LazyLock::force(&DATA);
+    bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
+        land(&dir.path().join("land.db"), Method::FullLoad, &scope);
+        dir
+    });
+}
+
+/// Plain reload of the same 100k resources over a loaded file.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
+    let scope = run_scope();
+    bencher.with_inputs(loaded_copy).bench_local_values(|l| {
+        land(&l.db, Method::Reload, &scope);
+        l
+    });
+}
+
+/// Reload-and-compare of the same (unchanged) 100k resources over a loaded file.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
+    let scope = run_scope();
+    bencher.with_inputs(loaded_copy).bench_local_values(|l| {
+        land(&l.db, Method::ReloadAndCompare, &scope);
+        l
+    });
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based) of stat, i.e. 11 and 12 after the `)`.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn profile() {
+    let scope = run_scope();
+    LazyLock::force(&DATA);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("land.db");
+    let bytes: usize = DATA.iter().map(|r| r.json.len()).sum();
+    println!(
+        "profile: {RESOURCES} resources, {:.0} bytes each on average; RSS with the input held in memory: {:.0} MiB",
+        bytes as f64 / RESOURCES as f64,
+        peak_rss_mib()
+    );
+    for (name, method) in [
+        ("full-load", Method::FullLoad),
+        ("reload", Method::Reload),
+        ("reload-and-compare", Method::ReloadAndCompare),
+    ] {
+        let (cpu0, wall0) = (cpu_seconds(), std::time::Instant::now());
+        let staged_at = land(&db, method, &scope);
+        let cpu = cpu_seconds() - cpu0;
+        println!(
+            "profile: {name:<18} cpu {cpu:6.2} s (staging {:5.2} s, commit {:5.2} s; = {:5.1} CPU-s per 1M), wall {:6.2} s, peak RSS so far {:.0} MiB",
+            staged_at - cpu0,
+            cpu - (staged_at - cpu0),
+            cpu * 1_000_000.0 / RESOURCES as f64,
+            wall0.elapsed().as_secs_f64(),
+            peak_rss_mib()
+        );
+    }
+}
+
+fn main() {
+    match std::env::var("FHIRSYNC_BENCH_PROFILE").as_deref() {
+        Ok("only") => return profile(),
+        Ok(_) => profile(),
+        Err(_) => {}
+    }
+    divan::main();
+}

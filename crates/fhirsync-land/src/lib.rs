@@ -14,6 +14,32 @@
 //! next run of the same method continues it.
 //!
 //! Entry points: [`Landing`] (async, for the CLI) or [`open`] + [`Destination`] (sync).
+//!
+//! # Data model
+//!
+//! SQL destinations (SQLite, PostgreSQL schema `fhirsync` by default):
+//!
+//! - one table per resource type, named after the type lower-cased (`observation`):
+//!   `id, patient_id, fhir_version, source, dataset, content_hash (SHA-256 hex), resource
+//!   (exact JSON; PostgreSQL `json`), first_seen_run, last_seen_run`, primary key
+//!   `(fhir_version, id)` (Epic ids are version-specific), index on `patient_id`;
+//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|failed|abandoned), started_at,
+//!   ended_at, staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows,
+//!   errors, report (JSON)`;
+//! - `_fhirsync_changes`: `seq, run_id, changed_at, operation (I|U|D), resource_type,
+//!   fhir_version, id, patient_id, before_hash, after_hash` (reload-and-compare);
+//! - `_fhirsync_history` (with `history = true`, reload-and-compare): `resource_type,
+//!   fhir_version, id, patient_id, content_hash, resource, valid_from, valid_from_run, valid_to,
+//!   valid_to_run` (open version: `valid_to IS NULL`);
+//! - `_fhirsync_cohort_exits`: `patient_id, first_flagged_run, last_flagged_run, flagged_at,
+//!   rows_deleted`;
+//! - `view_<name>`: `_fhir_version, _id`, then the view's columns; `_fhirsync_views` registers them;
+//! - internal: `_fhirsync_stage`, `_fhirsync_stage_scopes`, `_fhirsync_types`, `_fhirsync_cohort`.
+//!
+//! File destinations keep the same columns: Parquet in
+//! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,
+//! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json`, cohort exits in
+//! `<dir>/current/_fhirsync/cohort_exits.json`, views in `<dir>/current/view_<name>...`.
 
 mod config;
 mod destination;

@@ -144,3 +144,27 @@ fn resource_column_is_queryable_json() {
     let rows = h.query("SELECT resource->'valueQuantity'->>'value', resource::text FROM observation");
     assert_eq!(rows, vec![vec![Some("1.50".to_string()), Some(o1.json.to_string())]]);
 }
+
+/// The async `Landing` drives PostgreSQL (which owns its own runtime) from tokio's blocking pool.
+#[test]
+fn landing_drives_postgres_from_async() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let p1 = patient("p1", "Alpha");
+    let config = DestinationConfig::Postgres(h.config.clone());
+    let m = rt.block_on(async {
+        let mut landing =
+            fhirsync_land::Landing::begin(config, fhirsync_land::Method::FullLoad, Default::default())
+                .await
+                .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(fhirsync_core::ExtractEvent::Resources(vec![p1.clone()])).await.unwrap();
+        drop(tx);
+        landing.stage_events(rx).await.unwrap();
+        landing
+            .commit(run_scope(&["p1"], scopes_of(&["p1"])), Vec::new(), serde_json::json!({}))
+            .await
+            .unwrap()
+    });
+    assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
+}

@@ -40,8 +40,8 @@ impl SqliteBackend {
         // WAL: readers see the last committed state while a run writes. NORMAL sync is durable
         // across process kills (only an OS crash can lose the last transactions).
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
-             PRAGMA temp_store = FILE;",
+            "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA cache_size = -65536; PRAGMA temp_store = FILE;",
         )
         .map_err(err("setting pragmas"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
