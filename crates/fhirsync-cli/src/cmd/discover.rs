@@ -20,7 +20,7 @@ use fhirsync_core::FhirVersion;
 use fhirsync_extract::plan::{self, Capabilities, PlannedDataset};
 use fhirsync_extract::{ExtractConfig, cohort};
 use fhirsync_fhir::{FhirClient, codes};
-use tracing::info;
+use tracing::{debug, info};
 use url::Url;
 
 use crate::Globals;
@@ -121,7 +121,8 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let patient = if args.no_probe { None } else { Some(probe_patient(&args, &client, &config).await?) };
 
     let mut rows = Vec::new();
-    for (version, entry) in &caps {
+    // Newest endpoint first.
+    for (version, entry) in caps.iter().rev() {
         let single = BTreeMap::from([(*version, entry.clone())]);
         let items = match plan::build(&single, &all) {
             Ok(p) => p.items,
@@ -135,10 +136,11 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
                 Some(p) => probe(&client, &item, p).await?,
                 None => Access::NotProbed,
             };
-            info!(fhir_version = %version, dataset = %item.dataset, access = %access.label(), "Dataset probed.");
+            debug!(fhir_version = %version, dataset = %item.dataset, access = %access.label(), "Dataset probed.");
             rows.push(Row { item, access });
         }
     }
+    info!(datasets = rows.len(), probed = patient.is_some(), "Datasets discovered.");
 
     print_table(&rows);
     for e in &endpoint_errors {
@@ -215,8 +217,8 @@ fn required_params(item: &PlannedDataset) -> String {
 
 fn print_table(rows: &[Row]) {
     let width = rows.iter().map(|r| r.item.dataset.to_string().len()).max().unwrap_or(7).max(7);
-    let pwidth = rows.iter().map(|r| required_params(&r.item).len()).max().unwrap_or(6).max(6);
-    println!("{:<8} {:<width$} {:<pwidth$} ACCESS", "ENDPOINT", "DATASET", "SEARCH");
+    let pwidth = rows.iter().map(|r| required_params(&r.item).len()).max().unwrap_or(15).max(15);
+    println!("{:<8} {:<width$} {:<pwidth$} ACCESS", "ENDPOINT", "DATASET", "REQUIRED SEARCH");
     for r in rows {
         println!(
             "{:<8} {:<width$} {:<pwidth$} {}",
@@ -242,7 +244,7 @@ fn catalog_text(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# fhirsync dataset catalog, written by `fhirsync discover`.");
-    for (version, (base, _)) in caps {
+    for (version, (base, _)) in caps.iter().rev() {
         let _ = writeln!(out, "#   {version}: {}", fhirsync_fhir::redact_url(base));
     }
     let _ = writeln!(
