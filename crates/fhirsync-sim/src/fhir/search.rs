@@ -232,8 +232,10 @@ impl FhirState {
             (Some(p), _) | (None, Some(p)) => p,
             (None, None) => return Err(forbidden_without_patient()),
         };
-        let categories = param(req.params, "category").map(tokens).unwrap_or_default();
-        let codes = param(req.params, "code").map(tokens).unwrap_or_default();
+        // Parameters this type does not know were reported (4122) and are ignored here.
+        let supported = |name: &str| if known.contains(&name) { param(req.params, name) } else { None };
+        let categories = supported("category").map(tokens).unwrap_or_default();
+        let codes = supported("code").map(tokens).unwrap_or_default();
         if req.ty == "Observation" && categories.is_empty() && codes.is_empty() {
             return Err(bad_request(Issue::new(
                 "fatal",

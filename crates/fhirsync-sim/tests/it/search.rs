@@ -401,3 +401,13 @@ async fn patient_search_by_identifier() {
     let (_, none) = env.json(&format!("{}/Patient?identifier=999999999", env.r4())).await;
     assert_eq!(outcome_codes(&none), ["4101"]);
 }
+
+/// A parameter the type does not support is reported (4122) and does not filter the results.
+#[tokio::test]
+async fn unsupported_filter_is_ignored() {
+    let env = Env::start().await;
+    let (_, all) = env.json(&format!("{}/Encounter?patient={CAMILA}", env.r4())).await;
+    let (_, with_code) = env.json(&format!("{}/Encounter?patient={CAMILA}&code=123", env.r4())).await;
+    assert_eq!(matches(&with_code).len(), matches(&all).len());
+    assert_eq!(outcome_codes(&with_code), ["4122"]);
+}
