@@ -176,12 +176,21 @@ fn fhir_failure(e: &fhirsync_fhir::Error) -> anyhow::Error {
 
 fn print_line(ty: &str, r: &LineResult) {
     match (r.status, &r.id, &r.error) {
+        (Status::Created, Some(id), _) if is_recovered(r) => println!(
+            "line {}: created {ty}/{id} (create not acknowledged; found on the server by search, not re-sent)",
+            r.line
+        ),
         (Status::Created, Some(id), _) => println!("line {}: created {ty}/{id}", r.line),
         (Status::Created, None, _) => println!("line {}: created (the server sent no Location)", r.line),
         (status, _, error) => {
             println!("line {}: {}: {}", r.line, status_name(status), error.as_deref().unwrap_or("-"))
         }
     }
+}
+
+/// Created after an unacknowledged create, confirmed by the duplicate-check search.
+fn is_recovered(r: &LineResult) -> bool {
+    r.notes.iter().any(|n| n.contains("found on the server"))
 }
 
 fn status_name(s: Status) -> &'static str {
