@@ -217,8 +217,7 @@ fn write_results(path: &Path, results: &mut [LineResult]) -> anyhow::Result<()> 
 
 fn summarize(ty: &str, version: FhirVersion, results: &[LineResult], path: &Path) -> anyhow::Result<()> {
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let recovered =
-        results.iter().filter(|r| r.notes.iter().any(|n| n.contains("found on the server"))).count();
+    let recovered = results.iter().filter(|r| is_recovered(r)).count();
     let (created, failed, unconfirmed, invalid) =
         (count(Status::Created), count(Status::Failed), count(Status::Unconfirmed), count(Status::Invalid));
     println!(
