@@ -59,6 +59,13 @@ macro_rules! scenario_tests {
                 crate::scenario::views_follow_changes(&h);
             }
         }
+        /// An unfinished run of another method is abandoned, its staged rows never land.
+        #[test]
+        fn other_method_abandons_unfinished_run() {
+            if let Some(h) = $make {
+                crate::scenario::other_method_abandons_unfinished_run(&h);
+            }
+        }
     };
 }
 pub(crate) use scenario_tests;
@@ -426,4 +433,29 @@ pub fn reload_swaps_atomically(h: &dyn Harness) {
         ])
     );
     let _ = Dataset::new("Patient");
+}
+
+pub fn other_method_abandons_unfinished_run(h: &dyn Harness) {
+    let p1 = patient("p1", "Alpha");
+    let first = {
+        let mut dest = h.open();
+        let start = dest.begin(Method::ReloadAndCompare, &compare()).unwrap();
+        dest.stage(&[obs("o9", "p1", "9")]).unwrap();
+        dest.checkpoint().unwrap();
+        start.run_id
+    };
+    let mut dest = h.open();
+    let m = land(
+        &mut *dest,
+        Method::Reload,
+        &compare(),
+        std::slice::from_ref(&p1),
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    assert_ne!(m.run_id, first);
+    assert_eq!(m.staged, 1);
+    assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
+    let statuses: Vec<(String, String)> = h.runs().into_iter().map(|r| (r.run_id, r.status)).collect();
+    assert_eq!(statuses, vec![(first, "abandoned".to_string()), (m.run_id, "succeeded".to_string())]);
 }
