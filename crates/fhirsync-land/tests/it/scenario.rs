@@ -66,6 +66,13 @@ macro_rules! scenario_tests {
                 crate::scenario::other_method_abandons_unfinished_run(&h);
             }
         }
+        /// Datasets without a patient delete by their patient-less scope and are never cohort exits.
+        #[test]
+        fn unscoped_dataset_deletes_when_complete() {
+            if let Some(h) = $make {
+                crate::scenario::unscoped_dataset_deletes_when_complete(&h);
+            }
+        }
     };
 }
 pub(crate) use scenario_tests;
@@ -458,4 +465,57 @@ pub fn other_method_abandons_unfinished_run(h: &dyn Harness) {
     assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
     let statuses: Vec<(String, String)> = h.runs().into_iter().map(|r| (r.run_id, r.status)).collect();
     assert_eq!(statuses, vec![(first, "abandoned".to_string()), (m.run_id, "succeeded".to_string())]);
+}
+
+fn practitioner(id: &str) -> fhirsync_core::RawResource {
+    let json = format!(r#"{{"resourceType":"Practitioner","id":"{id}"}}"#);
+    fhirsync_core::RawResource::from_json(
+        json,
+        None,
+        Dataset::new("Practitioner"),
+        fhirsync_core::FhirVersion::R4,
+        SOURCE,
+    )
+    .unwrap()
+}
+
+pub fn unscoped_dataset_deletes_when_complete(h: &dyn Harness) {
+    let (pr1, pr2) = (practitioner("pr1"), practitioner("pr2"));
+    let unscoped = fhirsync_core::ScopeKey {
+        fhir_version: fhirsync_core::FhirVersion::R4,
+        patient_id: None,
+        dataset: Dataset::new("Practitioner"),
+    };
+    let mut dest = h.open();
+    let r1 = land(
+        &mut *dest,
+        Method::FullLoad,
+        &compare(),
+        &[pr1.clone(), pr2.clone()],
+        run_scope(&["p1"], [unscoped.clone()].into()),
+    )
+    .unwrap()
+    .run_id;
+    // The practitioner search failed: nothing is deleted, nobody is flagged.
+    let m = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &compare(),
+        std::slice::from_ref(&pr1),
+        run_scope(&["p1"], Default::default()),
+    )
+    .unwrap();
+    assert_eq!((m.deleted, m.kept, m.cohort_exits), (0, 1, 0));
+    // It completed without pr2: pr2 is deleted.
+    let m = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &compare(),
+        std::slice::from_ref(&pr1),
+        run_scope(&["p1"], [unscoped].into()),
+    )
+    .unwrap();
+    assert_eq!(h.changes(&m.run_id), vec![change("D", "Practitioner", "pr2", Some(&pr2), None)]);
+    assert_eq!(h.rows(), vec![landed(&pr1, &r1, &m.run_id)]);
+    assert!(h.exits().is_empty());
 }
