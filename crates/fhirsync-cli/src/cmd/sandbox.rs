@@ -63,6 +63,13 @@ pub struct Args {
     /// Lifetime of paging sessions in seconds (expired → 4113).
     #[arg(long)]
     pub session_ttl_secs: Option<u64>,
+    /// Simulate "the source changed since the last run": with this seed, edit, delete and add a
+    /// fixed set of records at start-up (same seed, same changes).
+    #[arg(long, value_name = "SEED")]
+    pub churn_seed: Option<u64>,
+    /// Number of patients whose records `--churn-seed` changes.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub churn_patients: usize,
     /// Lifetime of issued access tokens in seconds (short values exercise token refresh).
     #[arg(long)]
     pub token_lifetime_secs: Option<u64>,
@@ -164,6 +171,13 @@ pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
         faults.drop_next(args.drop_first);
     }
 
+    let churn = match args.churn_seed {
+        Some(seed) => Some(
+            sim.state().fhir.churn(seed, args.churn_patients).context("cannot apply the churn scenario")?,
+        ),
+        None => None,
+    };
+
     println!("Epic simulator listening on {}", sim.base_url());
     for version in FhirVersion::ALL {
         println!("  FHIR {:<5} {}", version.as_str(), sim.fhir_base(version));
@@ -176,6 +190,15 @@ pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
     }
     for id in &groups {
         println!("  group      R4 Group/{id}/$export");
+    }
+    if let Some(c) = &churn {
+        println!(
+            "  churn      {} edited, {} deleted, {} added (seed {})",
+            c.edited.len(),
+            c.deleted.len(),
+            c.added.len(),
+            args.churn_seed.unwrap_or_default()
+        );
     }
     println!("Press Ctrl-C to stop.");
     tracing::info!(patients, seed, "Simulator started.");

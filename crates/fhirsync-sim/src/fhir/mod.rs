@@ -45,6 +45,7 @@
 mod bulk;
 mod bundle;
 mod catalog;
+mod churn;
 pub mod config;
 mod create;
 mod data;
@@ -69,6 +70,7 @@ use axum::Router;
 use fhirsync_core::FhirVersion;
 use serde_json::Value;
 
+pub use churn::ChurnSummary;
 pub use config::{
     BulkConfig, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_PAGE_SIZE, DEFAULT_PATIENTS, DEFAULT_SEED,
     FhirConfig, GroupConfig, Members, PatientListConfig,
