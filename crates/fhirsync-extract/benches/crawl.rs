@@ -166,8 +166,12 @@ fn run(
                 let ideal = c as f64 / latency.as_secs_f64();
                 format!("; C/L = {ideal:.0} req/s; {:.1} % of ideal", 100.0 * rate / ideal)
             };
+            // Little's law: mean requests in flight = busy time / wall time.
+            let occupancy = report.http.busy_micros as f64 / 1e6 / elapsed;
+            let mean_ms = report.http.busy_micros as f64 / 1e3 / report.http.requests.max(1) as f64;
             eprintln!(
-                "{server} C={c} L={}ms adaptive={adaptive}: {} requests in {elapsed:.3} s = {rate:.0} req/s{share}; final limit {}",
+                "{server} C={c} L={}ms adaptive={adaptive}: {} requests in {elapsed:.3} s = {rate:.0} req/s{share}; \
+                 in flight {occupancy:.1} of {c}; mean latency {mean_ms:.1} ms; final limit {}",
                 latency.as_millis(),
                 report.http.requests,
                 client.concurrency_limit()

@@ -162,6 +162,7 @@ impl Extraction {
             retries: after.retries - before.retries,
             throttled: after.throttled - before.throttled,
             token_refreshes: after.token_refreshes - before.token_refreshes,
+            busy_micros: after.busy_micros - before.busy_micros,
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
         info!(

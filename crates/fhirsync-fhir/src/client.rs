@@ -96,6 +96,7 @@ struct Stats {
     retries: AtomicU64,
     throttled: AtomicU64,
     token_refreshes: AtomicU64,
+    busy_micros: AtomicU64,
 }
 
 /// A snapshot of the client's counters.
@@ -109,6 +110,9 @@ pub struct ClientStats {
     pub throttled: u64,
     /// Tokens invalidated after a 401.
     pub token_refreshes: u64,
+    /// Sum of the durations of all attempts (send to body read), microseconds. Divided by the
+    /// wall time it is the mean number of requests in flight (Little's law).
+    pub busy_micros: u64,
 }
 
 /// One HTTP request to send through the client.
@@ -248,6 +252,7 @@ impl FhirClient {
             retries: s.retries.load(Ordering::Relaxed),
             throttled: s.throttled.load(Ordering::Relaxed),
             token_refreshes: s.token_refreshes.load(Ordering::Relaxed),
+            busy_micros: s.busy_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -385,6 +390,10 @@ impl FhirClient {
                     let url = resp.url().clone();
                     match resp.bytes().await {
                         Ok(body) => {
+                            inner
+                                .stats
+                                .busy_micros
+                                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                             // Time to the response headers: body size must not look like congestion.
                             inner.limiter.on_success(latency);
                             debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
