@@ -102,3 +102,47 @@ async fn request_counter() {
     assert_eq!(faults.request_log()[1].method, "GET");
     assert!(faults.request_log()[1].uri.ends_with(&format!("/Condition?patient={CAMILA}")));
 }
+
+async fn post_condition(env: &Env, text: &str) -> Result<reqwest::Response, reqwest::Error> {
+    let body = serde_json::json!({
+        "resourceType": "Condition",
+        "code": {"text": text},
+        "subject": {"reference": format!("Patient/{CAMILA}")},
+    });
+    env.http
+        .post(format!("{}/Condition", env.r4()))
+        .bearer_auth(&env.token)
+        .body(body.to_string())
+        .send()
+        .await
+}
+
+async fn stored(env: &Env, text: &str) -> bool {
+    let (_, body) = env.json(&format!("{}/Condition?patient={CAMILA}", env.r4())).await;
+    matches(&body).iter().any(|c| c["code"]["text"] == text)
+}
+
+/// fail_next_creates answers creates with a 5xx before storing them; searches are unaffected.
+#[tokio::test]
+async fn failed_create_is_not_stored() {
+    let env = Env::start().await;
+    env.sim.state().fhir.faults.fail_next_creates(1, 500);
+    assert!(!stored(&env, "fail").await, "searches pass");
+    assert_eq!(post_condition(&env, "fail").await.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!stored(&env, "fail").await);
+    assert_eq!(post_condition(&env, "fail").await.unwrap().status(), StatusCode::CREATED);
+}
+
+/// drop_next_creates stores the create but the client never sees a complete answer.
+#[tokio::test]
+async fn dropped_create_is_stored() {
+    let env = Env::start().await;
+    env.sim.state().fhir.faults.drop_next_creates(1);
+    let outcome = post_condition(&env, "dropped").await;
+    let completed = match outcome {
+        Ok(resp) => resp.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!completed, "the answer must not complete");
+    assert!(stored(&env, "dropped").await);
+}
