@@ -41,7 +41,9 @@ pub enum Error {
         id: String,
     },
     /// A resource body without `resourceType`.
-    #[error("the resource has no `resourceType`: pass a FHIR JSON object like {{\"resourceType\":\"Observation\",…}}")]
+    #[error(
+        "the resource has no `resourceType`: pass a FHIR JSON object like {{\"resourceType\":\"Observation\",…}}"
+    )]
     MissingResourceType,
     /// A patient-scoped resource without a `subject`/`patient` reference.
     #[error("a {resource_type} must reference its patient in `subject` or `patient` (\"Patient/<id>\")")]
