@@ -369,3 +369,21 @@ async fn https_requests_go_through_proxy() {
     let request = seen.await.unwrap();
     assert!(request.starts_with("CONNECT ehr.example:443"), "{request}");
 }
+
+/// A POST (create) is never retried automatically: a 503 fails after one attempt.
+#[tokio::test]
+async fn post_is_never_retried() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .fallback(|State(count): State<Arc<AtomicUsize>>| async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            StatusCode::SERVICE_UNAVAILABLE
+        })
+        .with_state(count.clone());
+    let base = serve(app).await;
+    let url = fhirsync_fhir::join(&base, "Observation").unwrap();
+    let req = fhirsync_fhir::Request::post_json(url, r#"{"resourceType":"Observation"}"#);
+    let err = client(fast_config(1)).execute(&req).await.unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(matches!(err, Error::RetriesExhausted { attempts: 1, .. }), "{err}");
+}
