@@ -52,35 +52,38 @@ pub(crate) struct Crawl<'a> {
 impl Crawl<'_> {
     /// Runs every scope not in `skip`; fills `report`.
     pub(crate) async fn run(&self, report: &mut ExtractReport) -> Result<()> {
-        let mut tasks = Vec::new();
-        for patient in self.patients {
-            for item in &self.plan.items {
-                let scope = ScopeKey {
-                    fhir_version: item.version,
-                    patient_id: Some(patient.clone()),
-                    dataset: item.dataset.clone(),
-                };
+        // Scopes are generated lazily (patient-major) so a large cohort costs no task list.
+        let items = &self.plan.items;
+        let total = self.patients.len() * items.len();
+        let scope_at = |i: usize| -> (ScopeKey, &PlannedDataset) {
+            let item = &items[i % items.len()];
+            let scope = ScopeKey {
+                fhir_version: item.version,
+                patient_id: Some(self.patients[i / items.len()].clone()),
+                dataset: item.dataset.clone(),
+            };
+            (scope, item)
+        };
+        let skipped = (0..total).filter(|&i| self.skip.contains(&scope_at(i).0)).count();
+        self.progress.scopes_total.store((total - skipped) as u64, Ordering::Relaxed);
+        // Twice the ceiling keeps a scope ready whenever a request slot frees up. (An explicit
+        // refill loop rather than `buffer_unordered` with a closure keeps the future `Send`.)
+        let width = self.client.max_concurrency() * 2;
+        let mut next = 0usize;
+        let mut running = FuturesUnordered::new();
+        let mut failed = 0usize;
+        let mut first_error = None;
+        loop {
+            while running.len() < width && next < total {
+                let (scope, item) = scope_at(next);
+                next += 1;
                 report.scopes_planned += 1;
                 if self.skip.contains(&scope) {
                     report.scopes_skipped += 1;
                     report.scope.complete.insert(scope);
                 } else {
-                    tasks.push((scope, item));
+                    running.push(self.scope(scope, item));
                 }
-            }
-        }
-        self.progress.scopes_total.store(tasks.len() as u64, Ordering::Relaxed);
-        // Twice the ceiling keeps a scope ready whenever a request slot frees up. (An explicit
-        // refill loop rather than `buffer_unordered` with a closure keeps the future `Send`.)
-        let width = self.client.max_concurrency() * 2;
-        let mut pending = tasks.into_iter();
-        let mut running = FuturesUnordered::new();
-        let mut failed = 0usize;
-        let mut first_error = None;
-        loop {
-            while running.len() < width {
-                let Some((scope, item)) = pending.next() else { break };
-                running.push(self.scope(scope, item));
             }
             let Some(r) = running.next().await else { break };
             let r = r?;
