@@ -85,6 +85,14 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The run history (`_fhirsync_runs` or `_fhirsync/runs.json`) holds a value that cannot be read.
+    #[error("cannot read the run history of {destination}: {detail}")]
+    RunHistory {
+        /// Destination kind and location, without credentials.
+        destination: String,
+        /// The unreadable value and why.
+        detail: String,
+    },
     /// Parquet / Arrow encoding failed.
     #[error("Parquet error on `{path}`: {source}")]
     Parquet {

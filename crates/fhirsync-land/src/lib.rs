@@ -46,6 +46,7 @@ mod destination;
 pub mod destinations;
 mod error;
 mod landing;
+mod status;
 mod views;
 
 pub use config::{
@@ -56,3 +57,4 @@ pub use destination::{Destination, RunMetrics, RunStart};
 pub use destinations::open;
 pub use error::{Error, Result};
 pub use landing::{Landing, StageStats};
+pub use status::{RunRecord, recent_runs};

@@ -6,4 +6,5 @@ mod files;
 mod postgres;
 mod scenario;
 mod sqlite;
+mod status;
 mod support;

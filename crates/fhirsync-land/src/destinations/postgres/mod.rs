@@ -7,4 +7,4 @@ mod config;
 mod writer;
 
 pub use config::{DEFAULT_PASSWORD_ENV, DEFAULT_POSTGRES_SCHEMA, PostgresConfig};
-pub(crate) use writer::open;
+pub(crate) use writer::{PostgresBackend, open};

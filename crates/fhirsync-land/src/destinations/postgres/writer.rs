@@ -41,7 +41,19 @@ pub(crate) struct PostgresBackend {
 }
 
 impl PostgresBackend {
+    /// Connects and creates the target schema if missing.
     pub(crate) fn connect(config: &PostgresConfig) -> Result<Self> {
+        let mut backend = PostgresBackend::connect_existing(config)?;
+        backend.batch(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}, public;",
+            schema = crate::destinations::sql::schema::quote_ident(&config.schema)
+        ))?;
+        Ok(backend)
+    }
+
+    /// Connects without creating or changing anything (read-only callers such as
+    /// [`crate::recent_runs`]); tables must be schema-qualified.
+    pub(crate) fn connect_existing(config: &PostgresConfig) -> Result<Self> {
         let mut pg: tokio_postgres::Config =
             config.url.parse().map_err(|source| Error::PostgresUrl { source })?;
         if let Ok(password) = std::env::var(&config.password_env) {
@@ -68,18 +80,13 @@ impl PostgresBackend {
                 tracing::warn!(%error, "PostgreSQL connection closed.");
             }
         });
-        let mut backend = PostgresBackend {
+        Ok(PostgresBackend {
             rt,
             client,
             dialect: Dialect::Postgres { schema: config.schema.clone() },
             describe,
             seq: 0,
-        };
-        backend.batch(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}, public;",
-            schema = crate::destinations::sql::schema::quote_ident(&config.schema)
-        ))?;
-        Ok(backend)
+        })
     }
 }
 

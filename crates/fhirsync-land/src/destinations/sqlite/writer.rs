@@ -47,6 +47,17 @@ impl SqliteBackend {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite })
     }
+
+    /// Opens an existing database read-only: never creates the file or changes pragmas
+    /// (read-only callers such as [`crate::recent_runs`]).
+    pub(crate) fn open_read_only(config: &SqliteConfig) -> Result<Self> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&config.path, flags)
+            .map_err(err("opening the database read-only"))?;
+        conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+            .map_err(err("setting the busy timeout"))?;
+        Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite })
+    }
 }
 
 impl SqlBackend for SqliteBackend {

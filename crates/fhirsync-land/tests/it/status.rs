@@ -1,0 +1,156 @@
+//! The run history read back by `recent_runs` on every destination kind: nothing landed yet
+//! gives an empty list without creating anything; runs come back newest first with their
+//! counts, errors and stored report. PostgreSQL runs only with `FHIRSYNC_TEST_POSTGRES_URL`.
+
+use std::path::Path;
+
+use fhirsync_land::{
+    DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, PostgresConfig, SqliteConfig,
+    recent_runs,
+};
+
+use crate::support::*;
+
+/// The report stored with the committed run (shaped like an `ExtractReport`).
+fn report() -> serde_json::Value {
+    serde_json::json!({
+        "patients": 2,
+        "resources": 3,
+        "outcome_codes": {"59204": 1},
+        "gaps": [{
+            "scope": {"fhir_version": "R4", "patient_id": "p2",
+                      "dataset": {"resource_type": "Observation", "category": "social-history"}},
+            "reason": {"kind": "not_authorized", "code": "59204", "detail": null}
+        }]
+    })
+}
+
+/// Lands one successful full-load, then a reload-and-compare that fails; checks the history.
+fn history_scenario(config: &DestinationConfig) {
+    assert_eq!(recent_runs(config, 10).unwrap(), Vec::new(), "nothing landed yet");
+
+    let mut dest = fhirsync_land::open(config).unwrap();
+    let options = LandOptions::default();
+    let resources = [patient("p1", "Ng"), obs("o1", "p1", "5.1"), obs("o2", "p1", "5.2")];
+    dest.begin(Method::FullLoad, &options).unwrap();
+    dest.stage(&resources).unwrap();
+    let scope = run_scope(&["p1", "p2"], scopes_of(&["p1"]));
+    for s in &scope.complete {
+        dest.scope_complete(s).unwrap();
+    }
+    let committed = dest.commit(&scope, &[], &report()).unwrap();
+    dest.begin(Method::ReloadAndCompare, &options).unwrap();
+    dest.stage(&resources[..1]).unwrap();
+    dest.fail("extraction failed: connection reset").unwrap();
+    drop(dest);
+
+    let runs = recent_runs(config, 10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (failed, ok) = (&runs[0], &runs[1]);
+    assert_eq!((failed.method.as_str(), failed.status.as_str()), ("reload-and-compare", "failed"));
+    assert_eq!(failed.errors.as_deref(), Some("extraction failed: connection reset"));
+    assert_eq!(failed.report, None);
+    assert!(failed.ended_at.is_some() && failed.started_at >= ok.started_at);
+
+    assert_eq!(ok.run_id, committed.run_id);
+    assert_eq!((ok.method.as_str(), ok.status.as_str()), ("full-load", "succeeded"));
+    assert_eq!((ok.staged, ok.inserted, ok.updated, ok.deleted), (3, 3, 0, 0));
+    assert_eq!(ok.errors, None);
+    assert_eq!(ok.report, Some(report()));
+    assert!(ok.duration().is_some_and(|d| d >= chrono::TimeDelta::zero()));
+
+    let newest = recent_runs(config, 1).unwrap();
+    assert_eq!(newest, runs[..1].to_vec(), "limit keeps the newest");
+}
+
+/// SQLite: nothing landed leaves no file behind; runs come back newest first.
+#[test]
+fn sqlite_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("land.db");
+    let config = DestinationConfig::Sqlite(SqliteConfig { path: path.clone(), ..SqliteConfig::default() });
+    assert!(recent_runs(&config, 10).unwrap().is_empty());
+    assert!(!path.exists(), "status must not create the database");
+    history_scenario(&config);
+}
+
+/// SQLite: a database that fhirsync never wrote to (no runs table) has no runs, and is not changed.
+#[test]
+fn sqlite_foreign_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    let config = DestinationConfig::Sqlite(SqliteConfig { path: path.clone(), ..SqliteConfig::default() });
+    assert!(recent_runs(&config, 10).unwrap().is_empty());
+    let tables: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE '_fhirsync%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
+/// SQLite: a path that is not a database is an error naming SQLite, not an empty history.
+#[test]
+fn sqlite_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    std::fs::write(&path, "this is not a database, just some text long enough to fill a header").unwrap();
+    let config = DestinationConfig::Sqlite(SqliteConfig { path, ..SqliteConfig::default() });
+    let err = recent_runs(&config, 10).unwrap_err().to_string();
+    assert!(err.contains("SQLite"), "{err}");
+}
+
+/// Parquet: nothing landed leaves no folder behind; runs come back from `runs.json`.
+#[test]
+fn parquet_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let config = DestinationConfig::Parquet(ParquetConfig::new(&root));
+    assert!(recent_runs(&config, 10).unwrap().is_empty());
+    assert!(!root.exists(), "status must not create the folder");
+    history_scenario(&config);
+}
+
+/// NDJSON: same history as the other destinations.
+#[test]
+fn ndjson_history() {
+    let dir = tempfile::tempdir().unwrap();
+    history_scenario(&DestinationConfig::Ndjson(NdjsonConfig::new(dir.path().join("out"))));
+}
+
+/// A damaged `runs.json` is an error naming the file, not an empty history.
+#[test]
+fn corrupt_runs_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("_fhirsync");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(meta.join("runs.json"), "[{\"run_id\": ").unwrap();
+    let err = recent_runs(&DestinationConfig::Ndjson(NdjsonConfig::new(dir.path())), 10).unwrap_err();
+    assert!(err.to_string().contains(&display(&meta.join("runs.json"))), "{err}");
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// PostgreSQL: a missing schema has no runs (and is not created); runs come back newest first.
+#[test]
+fn postgres_history() {
+    let Ok(url) = std::env::var("FHIRSYNC_TEST_POSTGRES_URL") else {
+        eprintln!("skipping PostgreSQL test: set FHIRSYNC_TEST_POSTGRES_URL to run it");
+        return;
+    };
+    let schema = format!("fhirsync_status_{}", uuid::Uuid::new_v4().simple());
+    let config =
+        DestinationConfig::Postgres(PostgresConfig { schema: schema.clone(), ..PostgresConfig::new(&url) });
+    let outcome = std::panic::catch_unwind(|| history_scenario(&config));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
+    });
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
