@@ -45,6 +45,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Sync the configured Epic connection into the configured destination.
     Sync(cmd::sync::Args),
+    /// Recent runs of the destination with their counts, and the latest run's completeness gaps.
+    Status(cmd::status::Args),
     /// List each endpoint's datasets, probe which this client may read, write a catalog.
     Discover(cmd::discover::Args),
     /// Create resources from an NDJSON file on the FHIR server (write-back).
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
             Command::Sync(args) => cmd::sync::run(args, &globals).await,
+            Command::Status(args) => cmd::status::run(args, &globals).await,
             Command::Discover(args) => cmd::discover::run(args, &globals).await,
             Command::Push(args) => cmd::push::run(args, &globals).await,
             Command::Auth(c) => cmd::auth::run(c, &globals).await,

@@ -6,6 +6,7 @@ pub mod discover;
 pub mod keys;
 pub mod push;
 pub mod sandbox;
+pub mod status;
 pub mod sync;
 pub mod views;
 

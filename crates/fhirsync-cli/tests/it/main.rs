@@ -5,5 +5,6 @@ mod discover;
 mod errors;
 mod push;
 mod secrets;
+mod status;
 mod sync;
 mod util;

@@ -42,6 +42,11 @@ pub struct Env {
 impl Env {
     /// Starts a simulator with `patients` patients and registers [`CLIENT_ID`].
     pub async fn start(patients: usize) -> Env {
+        Env::start_with(patients, |_| {}).await
+    }
+
+    /// [`Env::start`] with the client registration adjusted by `tweak` (e.g. unlicensed datasets).
+    pub async fn start_with(patients: usize, tweak: impl FnOnce(&mut ClientRegistration)) -> Env {
         let sim = Sim::start(SimConfig {
             fhir: FhirConfig { patients, ..FhirConfig::default() },
             ..SimConfig::default()
@@ -50,12 +55,14 @@ impl Env {
         .expect("sim starts");
         let pem = generate_private_key(KeyType::Rsa(2048)).expect("key");
         let key = SigningKey::from_pem(&pem, "test", None).expect("key loads");
-        sim.state().oauth.register_client(ClientRegistration {
+        let mut registration = ClientRegistration {
             client_id: CLIENT_ID.into(),
             jwks: Some(key.jwks()),
             jwks_from_url: true,
             ..Default::default()
-        });
+        };
+        tweak(&mut registration);
+        sim.state().oauth.register_client(registration);
         let dir = tempfile::tempdir().expect("tempdir");
         let key_path = dir.path().join("key.pem");
         std::fs::write(&key_path, pem.expose_secret()).expect("write key");

@@ -1,0 +1,384 @@
+//! `fhirsync status`: the destination's recent runs with their counts, and the completeness
+//! gaps, outcome codes and errors of the latest run (or of `--run ID`).
+//!
+//! Reads the run history the destination keeps (`_fhirsync_runs`, or `_fhirsync/runs.json` in a
+//! file destination) through [`fhirsync_land::recent_runs`], which never creates anything: a
+//! destination where nothing was landed yet is reported as such (exit 0); one that cannot be
+//! read exits with [`EXIT_DESTINATION`].
+
+use std::collections::BTreeMap;
+
+use fhirsync_core::ScopeKey;
+use fhirsync_land::RunRecord;
+use serde::Deserialize;
+
+use crate::Globals;
+use crate::cmd::{EXIT_DESTINATION, EXIT_INTERNAL, Failure};
+use crate::config::FileConfig;
+use crate::pipeline::describe_destination;
+
+/// Runs listed when `--limit` is not given.
+pub const DEFAULT_LIMIT: usize = 10;
+/// Patient ids shown per group of gaps.
+const SAMPLE_PATIENTS: usize = 3;
+
+/// Arguments of `fhirsync status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many recent runs to list, newest first.
+    #[arg(long, default_value_t = DEFAULT_LIMIT)]
+    pub limit: usize,
+    /// Show the gaps, outcome codes and errors of this run instead of the latest one.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Print JSON (`{destination, runs, detail}`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
+    let config = FileConfig::load(&globals.config)?;
+    let destination = describe_destination(&config);
+    // `--run` may name a run older than the listed ones: read the whole history then.
+    let fetch = if args.run.is_some() { usize::MAX } else { args.limit.max(1) };
+    let dest = config.destination.clone();
+    let mut runs = tokio::task::spawn_blocking(move || fhirsync_land::recent_runs(&dest, fetch))
+        .await
+        .map_err(|e| Failure { code: EXIT_INTERNAL, message: format!("the status reader stopped: {e}") })?
+        .map_err(|e| Failure {
+            code: EXIT_DESTINATION,
+            message: format!("cannot read the run history of {destination}: {e}"),
+        })?;
+    let detail = match &args.run {
+        Some(id) => Some(runs.iter().find(|r| r.run_id == *id).cloned().ok_or_else(|| {
+            Failure::config(format!(
+                "{destination} has no run `{id}`: run `fhirsync status` to list the run ids"
+            ))
+        })?),
+        None => runs.first().cloned(),
+    };
+    runs.truncate(args.limit);
+    if args.json {
+        print_json(&destination, &runs, detail.as_ref())
+    } else {
+        print!("{}", render(&destination, &runs, detail.as_ref()));
+        Ok(())
+    }
+}
+
+/// The parts of a stored `ExtractReport` that status shows. Lenient: a report written by an
+/// older or newer version still shows what it has.
+#[derive(Debug, Default, Deserialize)]
+struct ReportView {
+    #[serde(default)]
+    patients: Option<u64>,
+    #[serde(default)]
+    resources: Option<u64>,
+    #[serde(default)]
+    outcome_codes: BTreeMap<String, u64>,
+    #[serde(default)]
+    gaps: Vec<GapView>,
+}
+
+/// One incomplete scope of the report.
+#[derive(Debug, Deserialize)]
+struct GapView {
+    scope: ScopeKey,
+    reason: ReasonView,
+}
+
+/// Why a scope is incomplete (mirrors `fhirsync_extract::GapReason`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ReasonView {
+    NotAuthorized {
+        code: String,
+        #[serde(default)]
+        detail: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
+    SessionExpired {
+        restarts: u32,
+    },
+    #[serde(other)]
+    Other,
+}
+
+impl ReasonView {
+    /// Group label: gaps with the same label and dataset are shown together.
+    fn label(&self) -> String {
+        match self {
+            ReasonView::NotAuthorized { code, .. } => format!("not licensed ({code})"),
+            ReasonView::Failed { .. } => "failed".into(),
+            ReasonView::SessionExpired { .. } => "search session kept expiring".into(),
+            ReasonView::Other => "incomplete".into(),
+        }
+    }
+
+    /// Text of one example of the group.
+    fn example(&self) -> Option<String> {
+        match self {
+            ReasonView::NotAuthorized { detail, .. } => detail.clone(),
+            ReasonView::Failed { error } => Some(error.clone()),
+            ReasonView::SessionExpired { restarts } => Some(format!("{restarts} restarts")),
+            ReasonView::Other => None,
+        }
+    }
+}
+
+fn report_of(run: &RunRecord) -> ReportView {
+    run.report.as_ref().and_then(|v| ReportView::deserialize(v).ok()).unwrap_or_default()
+}
+
+/// Gaps grouped by (reason, dataset): how many scopes, a few patient ids, one example text.
+#[derive(Debug, Default)]
+struct GapGroup {
+    scopes: usize,
+    patients: Vec<String>,
+    example: Option<String>,
+}
+
+fn group_gaps(gaps: &[GapView]) -> BTreeMap<(String, String), GapGroup> {
+    let mut groups: BTreeMap<(String, String), GapGroup> = BTreeMap::new();
+    for gap in gaps {
+        let dataset = format!("{} {}", gap.scope.fhir_version, gap.scope.dataset);
+        let group = groups.entry((gap.reason.label(), dataset)).or_default();
+        group.scopes += 1;
+        if let Some(p) = &gap.scope.patient_id
+            && group.patients.len() < SAMPLE_PATIENTS
+        {
+            group.patients.push(p.clone());
+        }
+        if group.example.is_none() {
+            group.example = gap.reason.example();
+        }
+    }
+    groups
+}
+
+/// `1.2s`, `3m05s`, `2h01m`, or `-` for a run that has not ended.
+fn duration(run: &RunRecord) -> String {
+    let Some(d) = run.duration() else { return "-".into() };
+    let ms = d.num_milliseconds().max(0);
+    match ms / 1000 {
+        s if s < 60 => format!("{:.1}s", ms as f64 / 1000.0),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `1 scope`, `3 scopes`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+fn opt(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+/// The text output.
+fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let Some(detail) = detail else {
+        return format!("nothing landed yet at {destination}: run `fhirsync sync` to land data\n");
+    };
+    let _ = writeln!(out, "{destination}: {}, newest first", plural(runs.len(), "run"));
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<18}  {:<9}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
+        "RUN",
+        "METHOD",
+        "STATUS",
+        "STARTED (UTC)",
+        "DURATION",
+        "INSERTED",
+        "UPDATED",
+        "DELETED",
+        "UNCHANGED",
+        "RESOURCES",
+        "PATIENTS"
+    );
+    for run in runs {
+        let report = report_of(run);
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<18}  {:<9}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
+            run.run_id,
+            run.method,
+            run.status,
+            run.started_at.format("%Y-%m-%d %H:%M:%S"),
+            duration(run),
+            run.inserted,
+            run.updated,
+            run.deleted,
+            run.unchanged,
+            opt(report.resources),
+            opt(report.patients),
+        );
+    }
+    render_detail(&mut out, detail);
+    out
+}
+
+/// Gaps, outcome codes and errors of one run.
+fn render_detail(out: &mut String, run: &RunRecord) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "\nrun {} ({}, {}):", run.run_id, run.method, run.status);
+    if run.kept > 0 || run.cohort_exits > 0 {
+        let _ = writeln!(
+            out,
+            "  kept:      {} rows not re-read but kept; {} patients left the cohort",
+            run.kept, run.cohort_exits
+        );
+    }
+    if run.report.is_none() {
+        let _ = writeln!(out, "  report:    none (the run did not commit)");
+    } else {
+        let report = report_of(run);
+        if report.gaps.is_empty() {
+            let _ = writeln!(out, "  complete:  every scope fetched completely");
+        } else {
+            let _ = writeln!(
+                out,
+                "  GAPS:      {} scopes incomplete (no deletes applied there):",
+                report.gaps.len()
+            );
+            for ((label, dataset), g) in group_gaps(&report.gaps) {
+                let more = g.scopes.saturating_sub(g.patients.len());
+                let mut patients = g.patients.join(", ");
+                if more > 0 && !patients.is_empty() {
+                    let _ = write!(patients, ", ... {more} more");
+                }
+                let _ = write!(out, "    {label}  {dataset}: {}", plural(g.scopes, "scope"));
+                if !patients.is_empty() {
+                    let _ = write!(out, " (patients {patients})");
+                }
+                match g.example {
+                    Some(e) => {
+                        let _ = writeln!(out, "\n      e.g. {e}");
+                    }
+                    None => out.push('\n'),
+                }
+            }
+        }
+        if !report.outcome_codes.is_empty() {
+            let codes: Vec<String> = report.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+            let _ = writeln!(out, "  outcomes:  {}", codes.join(", "));
+        }
+    }
+    let _ = writeln!(out, "  errors:    {}", run.errors.as_deref().unwrap_or("none"));
+}
+
+/// The JSON output: every listed run without the report's scope lists (the cohort and the
+/// completed scopes, landing input that can hold millions of entries), plus the detailed run.
+fn print_json(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> anyhow::Result<()> {
+    let slim = |run: &RunRecord| {
+        let mut run = run.clone();
+        if let Some(serde_json::Value::Object(report)) = &mut run.report {
+            report.remove("scope");
+        }
+        run
+    };
+    let runs: Vec<RunRecord> = runs.iter().map(slim).collect();
+    let value = serde_json::json!({
+        "destination": destination,
+        "runs": runs,
+        "detail": detail.map(slim),
+    });
+    let text = serde_json::to_string_pretty(&value).map_err(|e| Failure {
+        code: EXIT_INTERNAL,
+        message: format!("cannot encode the status as JSON: {e}"),
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn run(report: Option<serde_json::Value>, ms: i64) -> RunRecord {
+        let start = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid time");
+        RunRecord {
+            run_id: "r1".into(),
+            method: "reload".into(),
+            status: "succeeded".into(),
+            started_at: start,
+            ended_at: Some(start + chrono::TimeDelta::milliseconds(ms)),
+            staged: 5,
+            inserted: 4,
+            updated: 0,
+            deleted: 1,
+            unchanged: 0,
+            kept: 0,
+            cohort_exits: 0,
+            view_rows: 0,
+            errors: None,
+            report,
+        }
+    }
+
+    fn gap(patient: &str, dataset: &str, reason: serde_json::Value) -> serde_json::Value {
+        let (rt, cat) = dataset.split_once(':').map_or((dataset, None), |(t, c)| (t, Some(c)));
+        serde_json::json!({
+            "scope": {"fhir_version": "R4", "patient_id": patient,
+                      "dataset": {"resource_type": rt, "category": cat}},
+            "reason": reason,
+        })
+    }
+
+    /// Gaps are grouped by reason and dataset with a count, at most three patient ids and an example.
+    #[test]
+    fn gaps_grouped_by_reason_and_dataset() {
+        let unlicensed =
+            serde_json::json!({"kind": "not_authorized", "code": "59204", "detail": "no licence"});
+        let failed = serde_json::json!({"kind": "failed", "error": "HTTP 500"});
+        let mut gaps: Vec<_> = (1..=5)
+            .map(|i| gap(&format!("p{i}"), "Observation:social-history", unlicensed.clone()))
+            .collect();
+        gaps.push(gap("p9", "Condition", failed));
+        gaps.push(gap("p8", "Condition", serde_json::json!({"kind": "brand_new"})));
+        let report =
+            serde_json::json!({"patients": 9, "resources": 40, "outcome_codes": {"59204": 5}, "gaps": gaps});
+        let text = render("sqlite:x.db", &[run(Some(report.clone()), 1500)], Some(&run(Some(report), 1500)));
+        assert!(text.contains("7 scopes incomplete"), "{text}");
+        assert!(
+            text.contains(
+                "not licensed (59204)  R4 Observation:social-history: 5 scopes (patients p1, p2, p3, ... 2 more)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("e.g. no licence"), "{text}");
+        assert!(text.contains("failed  R4 Condition: 1 scope (patients p9)\n      e.g. HTTP 500"), "{text}");
+        assert!(text.contains("incomplete  R4 Condition: 1 scope (patients p8)"), "{text}");
+        assert!(text.contains("outcomes:  59204×5"), "{text}");
+        assert!(text.contains("1.5s") && text.contains("2026-01-02 03:04:05"), "{text}");
+    }
+
+    /// Durations are shown in the largest sensible unit; a run that has not ended shows `-`.
+    #[test]
+    fn durations() {
+        assert_eq!(duration(&run(None, 2_500)), "2.5s");
+        assert_eq!(duration(&run(None, 185_000)), "3m05s");
+        assert_eq!(duration(&run(None, 7_260_000)), "2h01m");
+        let mut open = run(None, 0);
+        open.ended_at = None;
+        assert_eq!(duration(&open), "-");
+    }
+
+    /// A run without a report (failed before commit) says so and shows its error.
+    #[test]
+    fn failed_run_shows_error() {
+        let mut failed = run(None, 10);
+        failed.status = "failed".into();
+        failed.errors = Some("extraction failed: connection reset".into());
+        let text = render("sqlite:x.db", std::slice::from_ref(&failed), Some(&failed));
+        assert!(text.contains("report:    none"), "{text}");
+        assert!(text.contains("errors:    extraction failed: connection reset"), "{text}");
+    }
+}

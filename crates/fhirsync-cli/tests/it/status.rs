@@ -1,0 +1,96 @@
+//! `fhirsync status`: recent runs with counts and the latest run's completeness gaps.
+
+use crate::util::{Env, count, fhirsync, output, text};
+
+/// After a sync whose client is not licensed for social history (59204), `status` lists the run
+/// with its counts and shows the gap grouped by reason and dataset, in text and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_run_counts_and_gap() {
+    let env = Env::start_with(3, |client| {
+        client.unauthorized_datasets = vec!["Observation:social-history".into()];
+    })
+    .await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let inserted = count(&env.db(), "SELECT inserted FROM _fhirsync_runs");
+    let run_id: String = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .query_row("SELECT run_id FROM _fhirsync_runs", [], |r| r.get(0))
+        .unwrap();
+    assert!(inserted > 0);
+
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("status");
+    let out = output(cmd).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let row = shown.lines().find(|l| l.starts_with(&run_id)).unwrap_or_else(|| panic!("run row: {shown}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["reload-and-compare", "succeeded"], "{row}");
+    assert_eq!(cells[6..10], [inserted.to_string().as_str(), "0", "0", "0"], "{row}");
+    assert_eq!(cells[11], "3", "patients from the report: {row}");
+    assert!(shown.contains("3 scopes incomplete"), "{shown}");
+    assert!(
+        shown.contains("not licensed (59204)  R4 Observation:social-history: 3 scopes (patients "),
+        "{shown}"
+    );
+    assert!(shown.contains("outcomes:  ") && shown.contains("59204×"), "{shown}");
+    assert!(shown.contains("errors:    none"), "{shown}");
+
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["status", "--json", "--run", &run_id]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    assert_eq!(json["runs"][0]["run_id"], run_id.as_str());
+    assert_eq!(json["runs"][0]["inserted"], inserted);
+    let gaps = json["detail"]["report"]["gaps"].as_array().expect("gaps");
+    assert_eq!(gaps.len(), 3);
+    assert_eq!(gaps[0]["reason"]["code"], "59204");
+    assert_eq!(gaps[0]["scope"]["dataset"]["category"], "social-history");
+    assert!(json["detail"]["report"].get("scope").is_none(), "scope lists are left out");
+}
+
+/// With nothing landed yet, `status` says so, exits 0, and does not create the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_with_nothing_landed() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("status");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("nothing landed yet at sqlite:"), "{}", text(&out));
+    assert!(!env.db().exists(), "status must not create the database");
+}
+
+/// A destination that cannot be read exits 5 with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_unreadable_destination_exits_5() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    std::fs::write(env.db(), "not a database, just some text that fills more than a header").unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("status");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("cannot read the run history of sqlite:"), "{}", text(&out));
+}
+
+/// An unknown `--run` id is rejected naming the id and how to list the ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_unknown_run() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    assert!(output(cmd).await.status.success());
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["status", "--run", "no-such-run"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no run `no-such-run`"), "{}", text(&out));
+}
