@@ -8,6 +8,8 @@
 //! - a destination where nothing was landed yet (missing SQLite file, PostgreSQL schema or
 //!   runs table, missing folder or `runs.json`) gives an **empty list**, not an error, so the
 //!   caller can say "nothing landed yet" in its own words;
+//! - a file destination's run that was committed (snapshot switched) but killed before
+//!   `runs.json` was updated is shown as committed, from the record in its snapshot folder;
 //! - a destination that exists but cannot be read (unreachable server, a folder where the
 //!   database file should be, a damaged `runs.json`) is an error.
 //!
@@ -20,8 +22,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::config::DestinationConfig;
-use crate::destinations::files::Layout;
 use crate::destinations::files::RunRecord as FileRun;
+use crate::destinations::files::{Layout, apply_committed};
 use crate::destinations::postgres::PostgresBackend;
 use crate::destinations::sql::schema::{Dialect, RUNS, lit};
 use crate::destinations::sql::{Cell, SqlBackend};
@@ -203,8 +205,10 @@ fn file_runs(layout: &Layout, kind: &str, limit: usize) -> Result<Vec<RunRecord>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("reading the run history", path)(e)),
     };
-    let runs: Vec<FileRun> = serde_json::from_slice(&bytes)
+    let mut runs: Vec<FileRun> = serde_json::from_slice(&bytes)
         .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
+    // A run killed between its snapshot switch and the `runs.json` update is committed.
+    apply_committed(layout, &mut runs)?;
     let destination = format!("{kind} `{}`", layout.root().display());
     let mut records =
         runs.into_iter().map(|run| file_record(run, &destination)).collect::<Result<Vec<_>>>()?;

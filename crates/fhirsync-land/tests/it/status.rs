@@ -118,6 +118,42 @@ fn ndjson_history() {
     history_scenario(&DestinationConfig::Ndjson(NdjsonConfig::new(dir.path().join("out"))));
 }
 
+/// A file run killed after its snapshot switch but before `runs.json` was updated shows as
+/// committed, with the counts recorded in its snapshot, and reading it changes nothing.
+#[test]
+fn file_run_committed_before_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DestinationConfig::Ndjson(NdjsonConfig::new(dir.path()));
+    let mut dest = fhirsync_land::open(&config).unwrap();
+    let resources = [patient("p1", "Ng"), obs("o1", "p1", "5.1")];
+    let metrics = land(
+        &mut *dest,
+        Method::FullLoad,
+        &LandOptions::default(),
+        &resources,
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    drop(dest);
+    // Put runs.json back to what it held before the commit updated it.
+    let runs_file = dir.path().join("_fhirsync").join("runs.json");
+    let mut runs: serde_json::Value = serde_json::from_slice(&std::fs::read(&runs_file).unwrap()).unwrap();
+    runs[0]["status"] = "running".into();
+    runs[0]["ended_at"] = serde_json::Value::Null;
+    runs[0]["metrics"] = serde_json::Value::Null;
+    runs[0]["report"] = serde_json::Value::Null;
+    let before = serde_json::to_vec_pretty(&runs).unwrap();
+    std::fs::write(&runs_file, &before).unwrap();
+
+    let shown = recent_runs(&config, 10).unwrap();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].run_id, metrics.run_id);
+    assert_eq!(shown[0].status, "succeeded");
+    assert_eq!((shown[0].staged, shown[0].inserted), (2, 2));
+    assert!(shown[0].ended_at.is_some());
+    assert_eq!(std::fs::read(&runs_file).unwrap(), before, "status does not repair, only reads");
+}
+
 /// A damaged `runs.json` is an error naming the file, not an empty history.
 #[test]
 fn corrupt_runs_file() {

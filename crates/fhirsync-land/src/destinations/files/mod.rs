@@ -132,18 +132,30 @@ impl<F: SnapshotFormat> FileDestination<F> {
     /// Finishes the bookkeeping of a run that was switched in but killed before `runs.json`
     /// was updated.
     fn recover_committed(&self, runs: &mut [RunRecord]) -> Result<()> {
-        let Some(current) = self.layout.current_version()? else { return Ok(()) };
-        if let Some(run) = runs.iter_mut().find(|r| r.run_id == current && r.status != "succeeded") {
-            let path = self.layout.version(&current).join("_fhirsync").join("run.json");
-            let bytes = fs::read(&path).map_err(Error::io("reading a version's run record", &path))?;
-            let record: RunRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::CorruptState { path, detail: e.to_string() })?;
-            *run = record;
+        if let Some(current) = apply_committed(&self.layout, runs)? {
             remove_dir(&self.layout.staging(&current))?;
             tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
         }
         Ok(())
     }
+}
+
+/// Replaces, in `runs`, the record of the committed (current) run by the one stored in its
+/// version folder if `runs.json` missed its end (killed between the switch and the update).
+/// Keeps the start time from `runs.json`. Returns the id of the run it fixed. Read-only on disk.
+pub(crate) fn apply_committed(layout: &Layout, runs: &mut [RunRecord]) -> Result<Option<String>> {
+    let Some(current) = layout.current_version()? else { return Ok(None) };
+    let Some(run) = runs.iter_mut().find(|r| r.run_id == current && r.status != "succeeded") else {
+        return Ok(None);
+    };
+    let path = layout.version(&current).join("_fhirsync").join("run.json");
+    let bytes = fs::read(&path).map_err(Error::io("reading a version's run record", &path))?;
+    let record: RunRecord =
+        serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState { path, detail: e.to_string() })?;
+    // The snapshot's record has no start time; runs.json has it.
+    let started_at = std::mem::take(&mut run.started_at);
+    *run = RunRecord { started_at, ..record };
+    Ok(Some(current))
 }
 
 impl<F: SnapshotFormat> Destination for FileDestination<F> {
