@@ -4,7 +4,12 @@
 //! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
 //! system, from /proc/self/stat) and peak RSS (VmHWM) of one full load, reload and compare
-//! before the divan timings (`only`: skip the timings).
+//! before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
+//! profiles another size.
+//!
+//! The input is generated batch by batch while landing (one search page in memory, as in a real
+//! run), so peak RSS is that of landing. The profile subtracts the CPU of generating the input
+//! (measured alone first) and resets the peak (`/proc/self/clear_refs`) before each method.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -35,10 +40,20 @@ fn observation(i: usize) -> RawResource {
         .unwrap()
 }
 
-static DATA: LazyLock<Vec<RawResource>> = LazyLock::new(|| (0..RESOURCES).map(observation).collect());
+/// Resources per profiled run: `FHIRSYNC_BENCH_RESOURCES` or [`RESOURCES`].
+fn profile_resources() -> usize {
+    std::env::var("FHIRSYNC_BENCH_RESOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(RESOURCES)
+}
 
-fn run_scope() -> RunScope {
-    let patients = RESOURCES / PER_PATIENT;
+/// The input, one batch (search page) at a time.
+fn batches(resources: usize) -> impl Iterator<Item = Vec<RawResource>> {
+    (0..resources)
+        .step_by(BATCH)
+        .map(move |start| (start..(start + BATCH).min(resources)).map(observation).collect())
+}
+
+fn run_scope(resources: usize) -> RunScope {
+    let patients = resources.div_ceil(PER_PATIENT);
     RunScope {
         cohort: (0..patients).map(|p| format!("e{p:07}")).collect(),
         complete: (0..patients)
@@ -59,11 +74,11 @@ fn open(path: &Path) -> Box<dyn Destination> {
     .unwrap()
 }
 
-fn land(path: &Path, method: Method, scope: &RunScope) -> f64 {
+fn land(path: &Path, method: Method, scope: &RunScope, resources: usize) -> f64 {
     let mut dest = open(path);
     dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
-    for chunk in DATA.chunks(BATCH) {
-        dest.stage(chunk).unwrap();
+    for batch in batches(resources) {
+        dest.stage(&batch).unwrap();
     }
     for s in &scope.complete {
         dest.scope_complete(s).unwrap();
@@ -83,7 +98,7 @@ struct Loaded {
 static TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("template.db");
-    land(&db, Method::FullLoad, &run_scope());
+    land(&db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES);
     Loaded { _dir: dir, db }
 });
 
@@ -102,10 +117,9 @@ fn loaded_copy() -> Loaded {
 /// Full load of 100k resources into an empty SQLite file.
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn sqlite_full_load_100k(bencher: divan::Bencher) {
-    let scope = run_scope();
-    LazyLock::force(&DATA);
+    let scope = run_scope(RESOURCES);
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        land(&dir.path().join("land.db"), Method::FullLoad, &scope);
+        land(&dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES);
         dir
     });
 }
@@ -113,9 +127,9 @@ fn sqlite_full_load_100k(bencher: divan::Bencher) {
 /// Plain reload of the same 100k resources over a loaded file.
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
-    let scope = run_scope();
+    let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::Reload, &scope);
+        land(&l.db, Method::Reload, &scope, RESOURCES);
         l
     });
 }
@@ -123,9 +137,9 @@ fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
 /// Reload-and-compare of the same (unchanged) 100k resources over a loaded file.
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
-    let scope = run_scope();
+    let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::ReloadAndCompare, &scope);
+        land(&l.db, Method::ReloadAndCompare, &scope, RESOURCES);
         l
     });
 }
@@ -150,32 +164,68 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// MiB read and written through system calls so far (`rchar`, `wchar` of /proc/self/io): the
+/// kernel copies behind SQLite's page reads and writes.
+fn io_mib() -> (f64, f64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |b| b / (1024.0 * 1024.0))
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+/// Resets the peak RSS (VmHWM) to the current RSS; false if the kernel does not allow it.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 fn profile() {
-    let scope = run_scope();
-    LazyLock::force(&DATA);
+    let resources = profile_resources();
+    let scope = run_scope(resources);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("land.db");
-    let bytes: usize = DATA.iter().map(|r| r.json.len()).sum();
+    let cpu0 = cpu_seconds();
+    let bytes: usize = batches(resources).map(|b| b.iter().map(|r| r.json.len()).sum::<usize>()).sum();
+    let generation = cpu_seconds() - cpu0;
     println!(
-        "profile: {RESOURCES} resources, {:.0} bytes each on average; RSS with the input held in memory: {:.0} MiB",
-        bytes as f64 / RESOURCES as f64,
+        "profile: {resources} resources, {:.0} bytes each on average; generating them takes {generation:.2} CPU-s \
+         (subtracted below); RSS before landing {:.0} MiB",
+        bytes as f64 / resources as f64,
         peak_rss_mib()
     );
+    let mut per_method = Vec::new();
     for (name, method) in [
         ("full-load", Method::FullLoad),
         ("reload", Method::Reload),
         ("reload-and-compare", Method::ReloadAndCompare),
     ] {
-        let (cpu0, wall0) = (cpu_seconds(), std::time::Instant::now());
-        let staged_at = land(&db, method, &scope);
-        let cpu = cpu_seconds() - cpu0;
+        let reset = reset_peak_rss();
+        let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
+        let staged_at = land(&db, method, &scope, resources);
+        let cpu = cpu_seconds() - cpu0 - generation;
+        let wall = wall0.elapsed().as_secs_f64();
+        let io = io_mib();
         println!(
-            "profile: {name:<18} cpu {cpu:6.2} s (staging {:5.2} s, commit {:5.2} s; = {:5.1} CPU-s per 1M), wall {:6.2} s, peak RSS so far {:.0} MiB",
-            staged_at - cpu0,
-            cpu - (staged_at - cpu0),
-            cpu * 1_000_000.0 / RESOURCES as f64,
-            wall0.elapsed().as_secs_f64(),
-            peak_rss_mib()
+            "profile: {name:<18} cpu {cpu:6.2} s (staging {:5.2} s, commit {:5.2} s; = {:5.1} CPU-s per 1M), wall {wall:6.2} s, \
+             read {:.0} MiB, written {:.0} MiB, peak RSS {:.0} MiB{}",
+            staged_at - cpu0 - generation,
+            cpu - (staged_at - cpu0 - generation),
+            cpu * 1_000_000.0 / resources as f64,
+            io.0 - io0.0,
+            io.1 - io0.1,
+            peak_rss_mib(),
+            if reset { "" } else { " (since process start: clear_refs not allowed)" }
+        );
+        per_method.push((cpu, wall));
+    }
+    if let [_, (reload_cpu, reload_wall), (compare_cpu, compare_wall)] = per_method[..] {
+        println!(
+            "profile: compare / reload: cpu {:.2}x, wall {:.2}x",
+            compare_cpu / reload_cpu,
+            compare_wall / reload_wall
         );
     }
 }
