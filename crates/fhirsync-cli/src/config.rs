@@ -127,6 +127,14 @@ impl FileConfig {
 
     /// Reads the file, applies `FHIRSYNC_*` environment overrides and validates.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let config = FileConfig::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the file and applies `FHIRSYNC_*` environment overrides without validating the
+    /// connection and extraction settings, for commands that only look at the destination.
+    pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Failure::config(format!(
                 "cannot read configuration file {}: {e}\ncreate it (see the README) or pass --config FILE",
@@ -135,7 +143,6 @@ impl FileConfig {
         })?;
         let mut config = FileConfig::from_toml(&text, path)?;
         config.connection.apply_env();
-        config.validate()?;
         Ok(config)
     }
 

@@ -1,6 +1,6 @@
 //! `fhirsync status`: recent runs with counts and the latest run's completeness gaps.
 
-use crate::util::{Env, count, fhirsync, output, text};
+use crate::util::{Env, count, fhirsync, output, text, toml_path};
 
 /// After a sync whose client is not licensed for social history (59204), `status` lists the run
 /// with its counts and shows the gap grouped by reason and dataset, in text and JSON.
@@ -93,4 +93,26 @@ async fn status_unknown_run() {
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no run `no-such-run`"), "{}", text(&out));
+}
+
+/// `status` needs only `[destination]`: no connection or cohort settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_needs_only_the_destination() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    assert!(output(cmd).await.status.success());
+    let only = env.dir.path().join("destination-only.toml");
+    std::fs::write(&only, format!("[destination]\nkind = \"sqlite\"\npath = \"{}\"\n", toml_path(&env.db())))
+        .unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&only).arg("status");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("succeeded") && text(&out).contains("complete:  every scope"),
+        "{}",
+        text(&out)
+    );
 }
