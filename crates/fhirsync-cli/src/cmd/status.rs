@@ -237,7 +237,7 @@ fn render_detail(out: &mut String, run: &RunRecord) {
         );
     }
     if run.report.is_none() {
-        let _ = writeln!(out, "  report:    none (the run did not commit)");
+        let _ = writeln!(out, "  report:    none (the run has not committed)");
     } else {
         let report = report_of(run);
         if report.gaps.is_empty() {
