@@ -174,8 +174,11 @@ impl<B: SqlBackend> SqlDestination<B> {
         let rt = lit(resource_type);
         let run = &ctx.run;
         let now = &ctx.now;
-        let staged_pred = format!(
-            "EXISTS (SELECT 1 FROM {stage} s WHERE s.resource_type = {rt} AND s.fhir_version = t.fhir_version AND s.id = t.id)"
+        // Keys of rows that were not re-read. Only key columns are read, so both databases can
+        // answer from the primary-key indexes instead of scanning the (wide) table rows.
+        let not_staged = format!(
+            "(t.fhir_version, t.id) IN (SELECT u.fhir_version, u.id FROM {t} u WHERE NOT EXISTS (SELECT 1 FROM {stage} s \
+             WHERE s.resource_type = {rt} AND s.fhir_version = u.fhir_version AND s.id = u.id))"
         );
         let mut deletable = format!(
             "EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
@@ -203,7 +206,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             self.backend.execute(&format!(
                 "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
                  SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
-                 FROM {t} t WHERE NOT {staged_pred} AND {deletable}"
+                 FROM {t} t WHERE {not_staged} AND {deletable}"
             ))?;
             if ctx.history {
                 self.write_history(ctx, resource_type)?;
@@ -217,9 +220,18 @@ impl<B: SqlBackend> SqlDestination<B> {
                  WHERE run_id = {run} AND resource_type = {rt} AND operation = 'D')"
             )
         } else {
-            format!("DELETE FROM {t} AS t WHERE NOT {staged_pred} AND {deletable}")
+            format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}")
         };
         m.deleted += self.backend.execute(&delete)?;
+        // Staged rows the table does not hold yet (all of them after a full load's DELETE).
+        let new_rows = if ctx.compare {
+            0
+        } else {
+            self.count(&format!(
+                "SELECT {text} FROM {stage} s WHERE s.resource_type = {rt} \
+                 AND NOT EXISTS (SELECT 1 FROM {t} t WHERE t.fhir_version = s.fhir_version AND t.id = s.id)"
+            ))?
+        };
         self.backend.execute(&format!(
             "INSERT INTO {t} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run) \
              SELECT s.id, s.patient_id, s.fhir_version, s.source, s.dataset, s.content_hash, {json}, {run}, {run} \
@@ -229,7 +241,10 @@ impl<B: SqlBackend> SqlDestination<B> {
              last_seen_run = excluded.last_seen_run",
             json = d.to_json("s.resource"),
         ))?;
-        m.kept += self.count(&format!("SELECT {text} FROM {t} WHERE last_seen_run <> {run}"))?;
+        // Every staged row is now in the table (one per key), so the rest were kept; counting
+        // rows reads an index, not the table.
+        let rows = self.count(&format!("SELECT {text} FROM {t}"))?;
+        m.kept += rows.saturating_sub(staged);
         if ctx.compare {
             let rows = self.backend.query(&format!(
                 "SELECT operation, {text} FROM {changes} WHERE run_id = {run} AND resource_type = {rt} GROUP BY operation"
@@ -247,7 +262,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.updated += upd;
             m.unchanged += staged.saturating_sub(ins + upd);
         } else {
-            m.inserted += self.count(&format!("SELECT {text} FROM {t} WHERE first_seen_run = {run}"))?;
+            m.inserted += new_rows;
         }
         Ok(())
     }
