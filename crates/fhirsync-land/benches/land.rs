@@ -74,7 +74,9 @@ fn open(path: &Path) -> Box<dyn Destination> {
     .unwrap()
 }
 
-fn land(path: &Path, method: Method, scope: &RunScope, resources: usize) -> f64 {
+/// Lands `resources` generated resources; returns CPU seconds and syscall MiB (read, written)
+/// at the end of staging.
+fn land(path: &Path, method: Method, scope: &RunScope, resources: usize) -> (f64, (f64, f64)) {
     let mut dest = open(path);
     dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
     for batch in batches(resources) {
@@ -84,7 +86,7 @@ fn land(path: &Path, method: Method, scope: &RunScope, resources: usize) -> f64 
         dest.scope_complete(s).unwrap();
     }
     dest.checkpoint().unwrap();
-    let staged_at = cpu_seconds();
+    let staged_at = (cpu_seconds(), io_mib());
     dest.commit(scope, &[], &serde_json::json!({})).unwrap();
     staged_at
 }
@@ -204,18 +206,19 @@ fn profile() {
     ] {
         let reset = reset_peak_rss();
         let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
-        let staged_at = land(&db, method, &scope, resources);
+        let (staged_at, staged_io) = land(&db, method, &scope, resources);
         let cpu = cpu_seconds() - cpu0 - generation;
         let wall = wall0.elapsed().as_secs_f64();
         let io = io_mib();
         println!(
             "profile: {name:<18} cpu {cpu:6.2} s (staging {:5.2} s, commit {:5.2} s; = {:5.1} CPU-s per 1M), wall {wall:6.2} s, \
-             read {:.0} MiB, written {:.0} MiB, peak RSS {:.0} MiB{}",
+             read {:.0} MiB, written {:.0} MiB (staging {:.0}), peak RSS {:.0} MiB{}",
             staged_at - cpu0 - generation,
             cpu - (staged_at - cpu0 - generation),
             cpu * 1_000_000.0 / resources as f64,
             io.0 - io0.0,
             io.1 - io0.1,
+            staged_io.1 - io0.1,
             peak_rss_mib(),
             if reset { "" } else { " (since process start: clear_refs not allowed)" }
         );
