@@ -62,6 +62,25 @@ pub struct RunMetrics {
     pub view_rows: u64,
 }
 
+impl RunMetrics {
+    /// The one structured log line of a committed run, whatever the destination.
+    pub(crate) fn log_committed(&self) {
+        tracing::info!(
+            run_id = %self.run_id,
+            method = %self.method,
+            staged = self.staged,
+            inserted = self.inserted,
+            updated = self.updated,
+            deleted = self.deleted,
+            unchanged = self.unchanged,
+            kept = self.kept,
+            cohort_exits = self.cohort_exits,
+            view_rows = self.view_rows,
+            "Run committed."
+        );
+    }
+}
+
 /// A landing destination (SQLite, PostgreSQL, Parquet, NDJSON). Synchronous: async callers run
 /// it on a blocking thread (see [`crate::Landing`]).
 pub trait Destination: Send {

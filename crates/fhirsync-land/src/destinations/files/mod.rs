@@ -250,18 +250,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         staging.checkpoint()?;
         let metrics = self.apply(&run, &staging, scope, views, report)?;
         self.run = None;
-        tracing::info!(
-            run_id = %metrics.run_id,
-            method = %metrics.method,
-            staged = metrics.staged,
-            inserted = metrics.inserted,
-            updated = metrics.updated,
-            deleted = metrics.deleted,
-            unchanged = metrics.unchanged,
-            kept = metrics.kept,
-            cohort_exits = metrics.cohort_exits,
-            "Run committed."
-        );
+        metrics.log_committed();
         Ok(metrics)
     }
 

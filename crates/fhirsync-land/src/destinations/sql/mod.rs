@@ -269,18 +269,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         let run = self.active("commit before begin")?.clone();
         let metrics = self.in_transaction(|this| this.apply(&run, scope, views, report))?;
         self.run = None;
-        tracing::info!(
-            run_id = %metrics.run_id,
-            method = %metrics.method,
-            staged = metrics.staged,
-            inserted = metrics.inserted,
-            updated = metrics.updated,
-            deleted = metrics.deleted,
-            unchanged = metrics.unchanged,
-            kept = metrics.kept,
-            cohort_exits = metrics.cohort_exits,
-            "Run committed."
-        );
+        metrics.log_committed();
         Ok(metrics)
     }
 
