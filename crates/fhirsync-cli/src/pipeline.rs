@@ -115,7 +115,7 @@ pub async fn sync(
             if let Err(le) = staged {
                 warn!(error = %le, "Staging also failed.");
             }
-            landing.fail(message.clone()).await.ok();
+            mark_failed(landing, message.clone()).await;
             return Err(Failure {
                 code: extract_exit_code(&e),
                 message: format!(
@@ -125,7 +125,7 @@ pub async fn sync(
             .into());
         }
         (Ok(_), Err(e)) => {
-            landing.fail(e.to_string()).await.ok();
+            mark_failed(landing, e.to_string()).await;
             return Err(Failure {
                 code: EXIT_DESTINATION,
                 message: format!("destination {destination}: {e}"),
@@ -141,6 +141,14 @@ pub async fn sync(
         message: format!("destination {destination}: {e}"),
     })?;
     Ok(SyncOutcome { metrics, report, resumed: run.resumed, elapsed: started.elapsed() })
+}
+
+/// Records the run as failed; its staging stays for the next run to resume. A failure to record
+/// it is logged, not raised: the error that stopped the run is the one to report.
+async fn mark_failed(landing: Landing, message: String) {
+    if let Err(error) = landing.fail(message).await {
+        warn!(%error, "Could not mark the run as failed; the next run will still resume its staging.");
+    }
 }
 
 fn extract_exit_code(e: &fhirsync_extract::Error) -> u8 {
