@@ -83,7 +83,10 @@ struct Row {
 
 /// Runs the command.
 pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
-    let config = FileConfig::load(&globals.config)?;
+    // Only the connection must be valid: discover needs no cohort with --patient or --no-probe
+    // (probe_patient says what to pass when one is missing).
+    let config = FileConfig::read(&globals.config)?;
+    config.connection.validate().map_err(|e| Failure::config(e.to_string()))?;
     let endpoints = config.connection.endpoints().map_err(|e| Failure::config(e.to_string()))?;
     let settings = config.auth_settings()?;
     let http = fhirsync_auth::http_client()?;

@@ -95,3 +95,25 @@ async fn discover_no_probe_lists_without_searching() {
     assert!(datasets.iter().any(|d| d.as_str() == Some("Observation:laboratory")), "{parsed}");
     assert!(datasets.iter().any(|d| d.as_str() == Some("Condition:problem-list-item")), "{parsed}");
 }
+
+/// With no cohort in the config, `discover --patient ID` still probes with that patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_needs_no_cohort_with_patient_flag() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let text_cfg = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("patient_list_identifier = \"systemlist|6442\"\n", "");
+    std::fs::write(&config, text_cfg).unwrap();
+    let patient = env.sim.state().fhir.patient_id(0);
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["discover", "--patient", &patient]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("authorized"), "{}", text(&out));
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("discover");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--patient"), "{}", text(&out));
+}
