@@ -107,7 +107,10 @@ async fn discover_needs_no_cohort_with_patient_flag() {
     std::fs::write(&config, text_cfg).unwrap();
     let patient = env.sim.state().fhir.patient_id(0);
     let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["discover", "--patient", &patient]);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["discover", "--patient", &patient, "--out"])
+        .arg(env.dir.path().join("catalog.toml"));
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("authorized"), "{}", text(&out));
