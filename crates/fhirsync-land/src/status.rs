@@ -22,6 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::config::DestinationConfig;
+use crate::destination::RunMetrics;
 use crate::destinations::files::RunRecord as FileRun;
 use crate::destinations::files::{Layout, apply_committed};
 use crate::destinations::postgres::PostgresBackend;
@@ -33,32 +34,15 @@ use crate::{Error, Result};
 /// One run of a destination, as recorded by the destination.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {
-    /// Run id (a UUIDv7: ids sort by start time).
-    pub run_id: String,
-    /// Update method (`full-load`, `reload`, `reload-and-compare`).
-    pub method: String,
+    /// Run id, method and counts (zero until the run commits); serialised inline.
+    #[serde(flatten)]
+    pub metrics: RunMetrics,
     /// `running`, `succeeded`, `failed` or `abandoned`.
     pub status: String,
     /// When the run started.
     pub started_at: DateTime<Utc>,
     /// When it ended (`None` while running, or for a run killed before it ended).
     pub ended_at: Option<DateTime<Utc>>,
-    /// Distinct resources staged.
-    pub staged: u64,
-    /// Rows inserted.
-    pub inserted: u64,
-    /// Rows updated (reload-and-compare).
-    pub updated: u64,
-    /// Rows deleted.
-    pub deleted: u64,
-    /// Rows re-read unchanged (reload-and-compare).
-    pub unchanged: u64,
-    /// Rows kept because their scope did not complete or their patient left the cohort.
-    pub kept: u64,
-    /// Patients flagged as having left the cohort.
-    pub cohort_exits: u64,
-    /// Rows written to view tables.
-    pub view_rows: u64,
     /// Error of a failed run.
     pub errors: Option<String>,
     /// The extraction report stored at commit (a serialised `fhirsync_extract::ExtractReport`:
@@ -176,17 +160,19 @@ fn parse_row(row: Vec<Cell>, destination: &str) -> Result<RunRecord> {
     Ok(RunRecord {
         started_at: parse_time(&started_at).map_err(|d| bad("started_at", d))?,
         ended_at: ended_at.as_deref().map(parse_time).transpose().map_err(|d| bad("ended_at", d))?,
-        run_id,
-        method,
+        metrics: RunMetrics {
+            run_id,
+            method,
+            staged,
+            inserted,
+            updated,
+            deleted,
+            unchanged,
+            kept,
+            cohort_exits,
+            view_rows,
+        },
         status,
-        staged,
-        inserted,
-        updated,
-        deleted,
-        unchanged,
-        kept,
-        cohort_exits,
-        view_rows,
         errors,
         report,
     })
@@ -212,7 +198,7 @@ fn file_runs(layout: &Layout, kind: &str, limit: usize) -> Result<Vec<RunRecord>
     let destination = format!("{kind} `{}`", layout.root().display());
     let mut records =
         runs.into_iter().map(|run| file_record(run, &destination)).collect::<Result<Vec<_>>>()?;
-    records.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
+    records.sort_by(|a, b| (b.started_at, &b.metrics.run_id).cmp(&(a.started_at, &a.metrics.run_id)));
     records.truncate(limit);
     Ok(records)
 }
@@ -224,21 +210,12 @@ fn file_record(run: FileRun, destination: &str) -> Result<RunRecord> {
     };
     let started_at = parse_time(&run.started_at).map_err(|d| bad("started_at", d))?;
     let ended_at = run.ended_at.as_deref().map(parse_time).transpose().map_err(|d| bad("ended_at", d))?;
-    let m = run.metrics.unwrap_or_default();
+    let metrics = RunMetrics { run_id: run.run_id, method: run.method, ..run.metrics.unwrap_or_default() };
     Ok(RunRecord {
-        run_id: run.run_id,
-        method: run.method,
+        metrics,
         status: run.status,
         started_at,
         ended_at,
-        staged: m.staged,
-        inserted: m.inserted,
-        updated: m.updated,
-        deleted: m.deleted,
-        unchanged: m.unchanged,
-        kept: m.kept,
-        cohort_exits: m.cohort_exits,
-        view_rows: m.view_rows,
         errors: run.errors,
         report: run.report,
     })
@@ -273,7 +250,7 @@ mod tests {
         row.push(None);
         row.push(Some(r#"{"patients":3}"#.into()));
         let r = parse_row(row, "sqlite `t.db`").unwrap();
-        assert_eq!((r.staged, r.view_rows), (1, 8));
+        assert_eq!((r.metrics.staged, r.metrics.view_rows), (1, 8));
         assert_eq!(r.duration(), Some(TimeDelta::milliseconds(2500)));
         assert_eq!(r.report, Some(serde_json::json!({"patients": 3})));
     }

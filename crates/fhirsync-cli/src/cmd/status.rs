@@ -52,7 +52,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
             message: format!("cannot read the run history of {destination}: {e}"),
         })?;
     let detail = match &args.run {
-        Some(id) => Some(runs.iter().find(|r| r.run_id == *id).cloned().ok_or_else(|| {
+        Some(id) => Some(runs.iter().find(|r| r.metrics.run_id == *id).cloned().ok_or_else(|| {
             Failure::config(format!(
                 "{destination} has no run `{id}`: run `fhirsync status` to list the run ids"
             ))
@@ -208,15 +208,15 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> 
         let _ = writeln!(
             out,
             "{:<36}  {:<18}  {:<9}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
-            run.run_id,
-            run.method,
+            run.metrics.run_id,
+            run.metrics.method,
             run.status,
             run.started_at.format("%Y-%m-%d %H:%M:%S"),
             duration(run),
-            run.inserted,
-            run.updated,
-            run.deleted,
-            run.unchanged,
+            run.metrics.inserted,
+            run.metrics.updated,
+            run.metrics.deleted,
+            run.metrics.unchanged,
             opt(report.resources),
             opt(report.patients),
         );
@@ -228,12 +228,12 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> 
 /// Gaps, outcome codes and errors of one run.
 fn render_detail(out: &mut String, run: &RunRecord) {
     use std::fmt::Write;
-    let _ = writeln!(out, "\nrun {} ({}, {}):", run.run_id, run.method, run.status);
-    if run.kept > 0 || run.cohort_exits > 0 {
+    let _ = writeln!(out, "\nrun {} ({}, {}):", run.metrics.run_id, run.metrics.method, run.status);
+    if run.metrics.kept > 0 || run.metrics.cohort_exits > 0 {
         let _ = writeln!(
             out,
             "  kept:      {} rows not re-read but kept; {} patients left the cohort",
-            run.kept, run.cohort_exits
+            run.metrics.kept, run.metrics.cohort_exits
         );
     }
     if run.report.is_none() {
@@ -302,23 +302,22 @@ fn print_json(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>)
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+    use fhirsync_land::RunMetrics;
 
     fn run(report: Option<serde_json::Value>, ms: i64) -> RunRecord {
         let start = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid time");
         RunRecord {
-            run_id: "r1".into(),
-            method: "reload".into(),
+            metrics: RunMetrics {
+                run_id: "r1".into(),
+                method: "reload".into(),
+                staged: 5,
+                inserted: 4,
+                deleted: 1,
+                ..RunMetrics::default()
+            },
             status: "succeeded".into(),
             started_at: start,
             ended_at: Some(start + chrono::TimeDelta::milliseconds(ms)),
-            staged: 5,
-            inserted: 4,
-            updated: 0,
-            deleted: 1,
-            unchanged: 0,
-            kept: 0,
-            cohort_exits: 0,
-            view_rows: 0,
             errors: None,
             report,
         }

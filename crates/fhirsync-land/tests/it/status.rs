@@ -47,14 +47,17 @@ fn history_scenario(config: &DestinationConfig) {
     let runs = recent_runs(config, 10).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (failed, ok) = (&runs[0], &runs[1]);
-    assert_eq!((failed.method.as_str(), failed.status.as_str()), ("reload-and-compare", "failed"));
+    assert_eq!((failed.metrics.method.as_str(), failed.status.as_str()), ("reload-and-compare", "failed"));
     assert_eq!(failed.errors.as_deref(), Some("extraction failed: connection reset"));
     assert_eq!(failed.report, None);
     assert!(failed.ended_at.is_some() && failed.started_at >= ok.started_at);
 
-    assert_eq!(ok.run_id, committed.run_id);
-    assert_eq!((ok.method.as_str(), ok.status.as_str()), ("full-load", "succeeded"));
-    assert_eq!((ok.staged, ok.inserted, ok.updated, ok.deleted), (3, 3, 0, 0));
+    assert_eq!(ok.metrics.run_id, committed.run_id);
+    assert_eq!((ok.metrics.method.as_str(), ok.status.as_str()), ("full-load", "succeeded"));
+    assert_eq!(
+        (ok.metrics.staged, ok.metrics.inserted, ok.metrics.updated, ok.metrics.deleted),
+        (3, 3, 0, 0)
+    );
     assert_eq!(ok.errors, None);
     assert_eq!(ok.report, Some(report()));
     assert!(ok.duration().is_some_and(|d| d >= chrono::TimeDelta::zero()));
@@ -147,9 +150,9 @@ fn file_run_committed_before_crash() {
 
     let shown = recent_runs(&config, 10).unwrap();
     assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].run_id, metrics.run_id);
+    assert_eq!(shown[0].metrics.run_id, metrics.run_id);
     assert_eq!(shown[0].status, "succeeded");
-    assert_eq!((shown[0].staged, shown[0].inserted), (2, 2));
+    assert_eq!((shown[0].metrics.staged, shown[0].metrics.inserted), (2, 2));
     assert!(shown[0].ended_at.is_some());
     assert_eq!(std::fs::read(&runs_file).unwrap(), before, "status does not repair, only reads");
 }
