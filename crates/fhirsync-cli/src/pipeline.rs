@@ -153,9 +153,8 @@ async fn mark_failed(landing: Landing, message: String) {
 
 fn extract_exit_code(e: &fhirsync_extract::Error) -> u8 {
     use fhirsync_extract::Error as E;
-    use fhirsync_fhir::Error as F;
     match e {
-        E::Fhir(F::Token(_) | F::Unauthorized { .. }) => crate::cmd::EXIT_AUTH,
+        E::Fhir(f) => crate::cmd::fhir_exit_code(f),
         E::InvalidConfig { .. }
         | E::ConfigSyntax { .. }
         | E::InlineSecret { .. }

@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use url::Url;
 
 use crate::Globals;
-use crate::cmd::{EXIT_AUTH, EXIT_SOURCE, Failure};
+use crate::cmd::{EXIT_SOURCE, Failure};
 use crate::config::FileConfig;
 
 /// Default catalog file.
@@ -109,7 +109,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
                     endpoint_errors.push(format!("{version}: CapabilityStatement unreadable: {problem}"))
                 }
             },
-            Err(e) if e.is_fatal_for_run() => return Err(fhir_failure(&e)),
+            Err(e) if e.is_fatal_for_run() => return Err(Failure::fhir(&e)),
             Err(e) => endpoint_errors.push(format!("{version}: {e}")),
         }
     }
@@ -164,15 +164,6 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fhir_failure(e: &fhirsync_fhir::Error) -> anyhow::Error {
-    use fhirsync_fhir::Error as E;
-    let code = match e {
-        E::Token(_) | E::Unauthorized { .. } => EXIT_AUTH,
-        _ => EXIT_SOURCE,
-    };
-    Failure { code, message: e.to_string() }.into()
-}
-
 /// `--patient`, else the first patient of the configured cohort.
 async fn probe_patient(args: &Args, client: &FhirClient, config: &FileConfig) -> anyhow::Result<String> {
     if let Some(p) = &args.patient {
@@ -204,7 +195,7 @@ async fn probe(client: &FhirClient, item: &PlannedDataset, patient: &str) -> any
     Ok(match client.search(&item.base, &item.dataset.resource_type, &params).await {
         Ok(page) if page.has_outcome(codes::UNAUTHORIZED_SUB_RESOURCE) => Access::NotLicensed,
         Ok(page) => Access::Authorized { data: !page.resources.is_empty() },
-        Err(e) if e.is_fatal_for_run() => return Err(fhir_failure(&e)),
+        Err(e) if e.is_fatal_for_run() => return Err(Failure::fhir(&e)),
         Err(e) if e.has_outcome(codes::UNAUTHORIZED_SUB_RESOURCE) => Access::NotLicensed,
         Err(e) if e.status() == Some(403) => Access::NotAuthorized,
         Err(e) => Access::Error(e.to_string()),

@@ -36,6 +36,11 @@ impl Failure {
     pub fn config(message: impl Into<String>) -> anyhow::Error {
         Failure { code: EXIT_CONFIG, message: message.into() }.into()
     }
+
+    /// A FHIR client failure: authentication (3) or source (4).
+    pub fn fhir(e: &fhirsync_fhir::Error) -> anyhow::Error {
+        Failure { code: fhir_exit_code(e), message: e.to_string() }.into()
+    }
 }
 
 /// Maps an error chain to a documented exit code.
@@ -60,5 +65,14 @@ fn auth_exit_code(e: &fhirsync_auth::Error) -> u8 {
         }
         E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => EXIT_SOURCE,
         _ => EXIT_AUTH,
+    }
+}
+
+/// Exit code of a FHIR client error: a rejected token is authentication, the rest is the source.
+pub fn fhir_exit_code(e: &fhirsync_fhir::Error) -> u8 {
+    use fhirsync_fhir::Error as E;
+    match e {
+        E::Token(_) | E::Unauthorized { .. } => EXIT_AUTH,
+        _ => EXIT_SOURCE,
     }
 }

@@ -9,7 +9,7 @@ use fhirsync_core::FhirVersion;
 use fhirsync_extract::plan::Capabilities;
 
 use crate::Globals;
-use crate::cmd::{EXIT_AUTH, EXIT_CONFIG, EXIT_DESTINATION, EXIT_SOURCE, Failure};
+use crate::cmd::{EXIT_CONFIG, EXIT_DESTINATION, EXIT_SOURCE, Failure};
 use crate::config::FileConfig;
 use crate::push::send::{self, LineResult, Status, Target};
 use crate::push::validate::{Rules, validate_all};
@@ -67,7 +67,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let tokens = settings.provider(&http).await?;
     let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)
         .map_err(|e| Failure::config(e.to_string()))?;
-    let metadata = client.metadata(&base).await.map_err(|e| fhir_failure(&e))?;
+    let metadata = client.metadata(&base).await.map_err(|e| Failure::fhir(&e))?;
     let caps = Capabilities::parse(&metadata).map_err(|problem| Failure {
         code: EXIT_SOURCE,
         message: format!("the {version} CapabilityStatement cannot be read: {problem}"),
@@ -147,7 +147,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
             }
             Err(e) => {
                 write_results(&results_path, &mut results)?;
-                let failure = fhir_failure(&e);
+                let failure = Failure::fhir(&e);
                 return Err(failure.context(format!(
                     "push stopped at line {}; lines before it are in {}",
                     item.line,
@@ -163,15 +163,6 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
 /// `obs.ndjson` → `obs.results.ndjson` next to it.
 fn default_results_path(file: &Path) -> PathBuf {
     file.with_extension("results.ndjson")
-}
-
-fn fhir_failure(e: &fhirsync_fhir::Error) -> anyhow::Error {
-    use fhirsync_fhir::Error as E;
-    let code = match e {
-        E::Token(_) | E::Unauthorized { .. } => EXIT_AUTH,
-        _ => EXIT_SOURCE,
-    };
-    Failure { code, message: e.to_string() }.into()
 }
 
 fn print_line(ty: &str, r: &LineResult) {
