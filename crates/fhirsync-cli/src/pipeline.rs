@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fhirsync_auth::TokenProvider;
-use fhirsync_extract::{ExtractReport, Extraction, Progress};
+use fhirsync_extract::{ExtractReport, Extraction};
 use fhirsync_land::{Landing, Method, RunMetrics};
 use tracing::{info, warn};
 
@@ -72,12 +72,13 @@ impl RunLock {
     }
 }
 
-/// Runs one sync with `method`, reporting progress through `progress` if given.
+/// Runs one sync with `method`: a progress bar when `show_progress` and stderr is a terminal,
+/// plain progress log lines otherwise.
 pub async fn sync(
     config: &FileConfig,
     method: Method,
     tokens: Arc<dyn TokenProvider>,
-    on_progress: Option<&dyn Fn(Arc<Progress>) -> tokio::task::JoinHandle<()>>,
+    show_progress: bool,
 ) -> anyhow::Result<SyncOutcome> {
     let started = Instant::now();
     let destination = describe_destination(config);
@@ -100,13 +101,11 @@ pub async fn sync(
         .map_err(|e| Failure::config(e.to_string()))?
         .skip(run.completed_scopes.clone())
         .state_dir(config.sync.state_dir.join("bulk"));
-    let progress_task = on_progress.map(|f| f(extraction.progress()));
+    let progress_task = crate::progress::spawn(extraction.progress(), show_progress);
 
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
     let (staged, extracted) = tokio::join!(landing.stage_events(rx), extraction.run(tx));
-    if let Some(task) = progress_task {
-        task.abort();
-    }
+    progress_task.abort();
 
     let report = match (extracted, staged) {
         (Ok(report), Ok(_)) => report,

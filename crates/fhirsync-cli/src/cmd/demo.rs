@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::Globals;
 use crate::config::FileConfig;
-use crate::{pipeline, progress};
+use crate::pipeline;
 
 /// Client id the demo registers with the simulator.
 pub const DEMO_CLIENT_ID: &str = "fhirsync-demo";
@@ -113,7 +113,7 @@ async fn run_once(
     config: &FileConfig,
     tokens: Arc<dyn TokenProvider>,
 ) -> anyhow::Result<pipeline::SyncOutcome> {
-    pipeline::sync(config, Method::ReloadAndCompare, tokens, Some(&|p| progress::spawn(p, true))).await
+    pipeline::sync(config, Method::ReloadAndCompare, tokens, true).await
 }
 
 /// Edits one Observation, deletes one Condition and adds one Condition on the server.

@@ -4,7 +4,7 @@ use fhirsync_land::Method;
 
 use crate::Globals;
 use crate::config::FileConfig;
-use crate::{pipeline, progress};
+use crate::pipeline;
 
 /// Arguments of `fhirsync sync`.
 #[derive(Debug, clap::Args)]
@@ -31,7 +31,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let http = fhirsync_auth::http_client()?;
     let tokens = settings.provider(&http).await?;
     let show = !args.no_progress;
-    let outcome = pipeline::sync(&config, method, tokens, Some(&move |p| progress::spawn(p, show))).await?;
+    let outcome = pipeline::sync(&config, method, tokens, show).await?;
     pipeline::print_summary(&outcome);
     Ok(())
 }
