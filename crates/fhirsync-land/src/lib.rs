@@ -34,7 +34,8 @@
 //! - `_fhirsync_cohort_exits`: `patient_id, first_flagged_run, last_flagged_run, flagged_at,
 //!   rows_deleted`;
 //! - `view_<name>`: `_fhir_version, _id`, then the view's columns; `_fhirsync_views` registers them;
-//! - internal: `_fhirsync_stage`, `_fhirsync_stage_scopes`, `_fhirsync_types`, `_fhirsync_cohort`.
+//! - internal: `_fhirsync_new_<type>` (a run's shadow of a type table), `_fhirsync_stage_types`,
+//!   `_fhirsync_stage_scopes`, `_fhirsync_stage_changes`, `_fhirsync_types`, `_fhirsync_cohort`.
 //!
 //! File destinations keep the same columns: Parquet in
 //! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,

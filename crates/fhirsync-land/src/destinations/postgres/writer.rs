@@ -15,8 +15,8 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::config::PostgresConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{Dialect, STAGE, lit};
-use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue};
+use crate::destinations::sql::schema::{Dialect, lit};
+use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
 use crate::{Error, Result};
 
 /// View rows per multi-row `INSERT`.
@@ -127,14 +127,13 @@ impl SqlBackend for PostgresBackend {
             .collect())
     }
 
-    fn stage_rows(&mut self, run_id: &str, rows: &[RawResource]) -> Result<()> {
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         self.batch(
-            "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, run_id text, resource_type text, \
-             fhir_version text, id text, patient_id text, dataset text, source text, content_hash text, resource text) \
-             ON COMMIT DELETE ROWS",
+            "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, fhir_version text, id text, patient_id text, \
+             dataset text, source text, content_hash text, resource text) ON COMMIT DELETE ROWS",
         )?;
         let first_seq = self.seq;
         self.seq += rows.len() as i64;
@@ -143,14 +142,12 @@ impl SqlBackend for PostgresBackend {
             .block_on(async {
                 let sink = client
                     .copy_in(
-                        "COPY pg_temp._fhirsync_stage_in (seq, run_id, resource_type, fhir_version, id, patient_id, \
-                         dataset, source, content_hash, resource) FROM STDIN (FORMAT binary)",
+                        "COPY pg_temp._fhirsync_stage_in (seq, fhir_version, id, patient_id, dataset, source, \
+                         content_hash, resource) FROM STDIN (FORMAT binary)",
                     )
                     .await?;
                 let types = [
                     Type::INT8,
-                    Type::TEXT,
-                    Type::TEXT,
                     Type::TEXT,
                     Type::TEXT,
                     Type::TEXT,
@@ -164,10 +161,8 @@ impl SqlBackend for PostgresBackend {
                     let seq = first_seq + i as i64;
                     let dataset = r.dataset.to_string();
                     let hash = r.hash.to_hex();
-                    let values: [&(dyn ToSql + Sync); 10] = [
+                    let values: [&(dyn ToSql + Sync); 8] = [
                         &seq,
-                        &run_id,
-                        &r.resource_type,
                         &r.fhir_version.as_str(),
                         &r.id,
                         &r.patient_id,
@@ -181,16 +176,18 @@ impl SqlBackend for PostgresBackend {
                 writer.finish().await.map(|_| ())
             })
             .map_err(err("copying resources into staging"))?;
+        // Later copies win; `first_seen_run` is the run's own: the merge at commit keeps the
+        // table's value for rows it already holds.
         let sql = format!(
-            "INSERT INTO {stage} (run_id, resource_type, fhir_version, id, patient_id, dataset, source, content_hash, resource) \
-             SELECT DISTINCT ON (resource_type, fhir_version, id) run_id, resource_type, fhir_version, id, patient_id, \
-             dataset, source, content_hash, resource FROM pg_temp._fhirsync_stage_in \
-             ORDER BY resource_type, fhir_version, id, seq DESC \
-             ON CONFLICT (resource_type, fhir_version, id) DO UPDATE SET run_id = excluded.run_id, \
-             patient_id = excluded.patient_id, dataset = excluded.dataset, source = excluded.source, \
-             content_hash = excluded.content_hash, resource = excluded.resource; \
+            "INSERT INTO {shadow} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, \
+             last_seen_run) SELECT DISTINCT ON (fhir_version, id) id, patient_id, fhir_version, source, dataset, \
+             content_hash, CAST(resource AS json), {run}, {run} FROM pg_temp._fhirsync_stage_in \
+             ORDER BY fhir_version, id, seq DESC \
+             ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, dataset = excluded.dataset, \
+             source = excluded.source, content_hash = excluded.content_hash, resource = excluded.resource; \
              DELETE FROM pg_temp._fhirsync_stage_in;",
-            stage = self.dialect.t(STAGE)
+            shadow = target.shadow,
+            run = lit(run_id),
         );
         self.batch(&sql)
     }

@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use fhirsync_core::RunScope;
 use fhirsync_views::View;
 
-use super::schema::{CHANGES, COHORT, EXITS, HISTORY, RUNS, STAGE, STAGE_SCOPES, TYPES, lit, type_table};
+use super::schema::{
+    CHANGES, COHORT, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, quote_ident,
+    shadow_table, type_table,
+};
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
@@ -14,6 +17,7 @@ use crate::{Error, Result};
 /// Names and literals used by every statement of one commit.
 struct Ctx {
     run: String,
+    method: Method,
     now: String,
     delete_exits: bool,
     compare: bool,
@@ -32,6 +36,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         let ctx = Ctx {
             run: lit(&run.id),
+            method: run.method,
             now: d.ts_lit(&now()),
             delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
             compare: run.method == Method::ReloadAndCompare,
@@ -45,14 +50,13 @@ impl<B: SqlBackend> SqlDestination<B> {
 
         // Resource-type tables: registered ones plus every staged type.
         let mut types: BTreeSet<(String, String)> = self.registered_types()?.into_iter().collect();
-        let staged_types =
-            self.backend.query(&format!("SELECT DISTINCT resource_type FROM {}", d.t(STAGE)))?;
+        let staged_types = self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)))?;
         let staged_types: BTreeSet<String> =
             staged_types.into_iter().filter_map(|r| r.into_iter().next()?).collect();
         for t in &staged_types {
             let table = type_table(t)?;
             if types.insert((t.clone(), table.clone())) {
-                self.backend.batch(&d.type_table_ddl(&table))?;
+                self.backend.batch(&d.type_table_ddl(&table, Some(&format!("{table}_patient_id"))))?;
                 self.backend.execute(&format!(
                     "INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING",
                     d.t(TYPES),
@@ -62,10 +66,9 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
         }
         if run.method == Method::FullLoad {
-            // Full load: the target becomes exactly the staged data.
+            // Full load: the target becomes exactly the staged data; unstaged types go.
             for (t, table) in std::mem::take(&mut types) {
                 if staged_types.contains(&t) {
-                    self.backend.execute(&format!("DELETE FROM {}", d.t(&table)))?;
                     types.insert((t, table));
                 } else {
                     self.backend.batch(&format!(
@@ -87,7 +90,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.cohort_exits = self.flag_cohort_exits(&ctx, scope, &types)?;
         }
         for (t, table) in &types {
-            self.apply_type(&ctx, t, table, &mut m)?;
+            self.apply_type(&ctx, t, table, staged_types.contains(t), &mut m)?;
         }
         m.view_rows = self.materialise_views(run, views)?;
 
@@ -110,12 +113,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             now = ctx.now,
             run = ctx.run,
         ))?;
-        self.backend.batch(&format!(
-            "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
-            d.t(STAGE),
-            d.t(STAGE_SCOPES),
-            d.t(COHORT)
-        ))?;
+        self.backend.execute(&format!("DELETE FROM {}", d.t(COHORT)))?;
+        self.drop_shadows()?;
         Ok(m)
     }
 
@@ -167,18 +166,33 @@ impl<B: SqlBackend> SqlDestination<B> {
         self.count(&format!("SELECT {text} FROM {} WHERE last_flagged_run = {}", d.t(EXITS), ctx.run))
     }
 
-    /// Applies one resource type: change records, deletes, upserts, counts.
-    fn apply_type(&mut self, ctx: &Ctx, resource_type: &str, table: &str, m: &mut RunMetrics) -> Result<()> {
+    /// Applies one resource type: change records, deletes, then the swap or merge, and counts.
+    fn apply_type(
+        &mut self,
+        ctx: &Ctx,
+        resource_type: &str,
+        table: &str,
+        has_shadow: bool,
+        m: &mut RunMetrics,
+    ) -> Result<()> {
         let d = self.d().clone();
-        let (t, stage, changes) = (d.t(table), d.t(STAGE), d.t(CHANGES));
+        let shadow_name = shadow_table(table);
+        if !has_shadow {
+            // Nothing staged: an empty shadow lets the same statements find the deletes.
+            self.backend.batch(&d.type_table_ddl(&shadow_name, None))?;
+        }
+        let (t, shadow, changes) = (d.t(table), d.t(&shadow_name), d.t(CHANGES));
         let rt = lit(resource_type);
-        let run = &ctx.run;
-        let now = &ctx.now;
+        let (run, now) = (&ctx.run, &ctx.now);
+        let text = d.text("count(*)");
+        let staged = self.count(&format!("SELECT {text} FROM {shadow}"))?;
+        m.staged += staged;
+        let full_load = ctx.method == Method::FullLoad;
         // Keys of rows that were not re-read. Only key columns are read, so both databases can
         // answer from the primary-key indexes instead of scanning the (wide) table rows.
         let not_staged = format!(
-            "(t.fhir_version, t.id) IN (SELECT u.fhir_version, u.id FROM {t} u WHERE NOT EXISTS (SELECT 1 FROM {stage} s \
-             WHERE s.resource_type = {rt} AND s.fhir_version = u.fhir_version AND s.id = u.id))"
+            "(t.fhir_version, t.id) IN (SELECT u.fhir_version, u.id FROM {t} u WHERE NOT EXISTS \
+             (SELECT 1 FROM {shadow} s WHERE s.fhir_version = u.fhir_version AND s.id = u.id))"
         );
         let mut deletable = format!(
             "EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
@@ -191,17 +205,24 @@ impl<B: SqlBackend> SqlDestination<B> {
                 d.t(EXITS)
             );
         }
-        let text = d.text("count(*)");
-        let staged = self.count(&format!("SELECT {text} FROM {stage} WHERE resource_type = {rt}"))?;
-        m.staged += staged;
 
         if ctx.compare {
+            let stage_changes = d.t(STAGE_CHANGES);
+            if !d.compares_while_staging() {
+                self.backend.execute(&format!(
+                    "INSERT INTO {stage_changes} (resource_type, fhir_version, id, before_hash) \
+                     SELECT {rt}, s.fhir_version, s.id, t.content_hash FROM {shadow} s \
+                     LEFT JOIN {t} t ON t.fhir_version = s.fhir_version AND t.id = s.id \
+                     WHERE t.id IS NULL OR t.content_hash <> s.content_hash"
+                ))?;
+            }
+            // A key noted while staging may have been staged again since with the old content.
             self.backend.execute(&format!(
                 "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-                 SELECT {run}, {now}, CASE WHEN t.id IS NULL THEN 'I' ELSE 'U' END, s.resource_type, s.fhir_version, s.id, \
-                 s.patient_id, t.content_hash, s.content_hash \
-                 FROM {stage} s LEFT JOIN {t} t ON t.fhir_version = s.fhir_version AND t.id = s.id \
-                 WHERE s.resource_type = {rt} AND (t.id IS NULL OR t.content_hash <> s.content_hash)"
+                 SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN 'I' ELSE 'U' END, {rt}, s.fhir_version, s.id, \
+                 s.patient_id, c.before_hash, s.content_hash \
+                 FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
+                 WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)"
             ))?;
             self.backend.execute(&format!(
                 "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
@@ -209,42 +230,58 @@ impl<B: SqlBackend> SqlDestination<B> {
                  FROM {t} t WHERE {not_staged} AND {deletable}"
             ))?;
             if ctx.history {
-                self.write_history(ctx, resource_type)?;
+                self.write_history(ctx, resource_type, &shadow)?;
             }
         }
-        // Reload-and-compare already knows its deletes from the change records (an index
-        // lookup per delete instead of a second scan of the table).
-        let delete = if ctx.compare {
-            format!(
-                "DELETE FROM {t} WHERE (fhir_version, id) IN (SELECT fhir_version, id FROM {changes} \
-                 WHERE run_id = {run} AND resource_type = {rt} AND operation = 'D')"
-            )
+
+        // Rows not re-read: how many go and how many stay (full load: all go).
+        let (gone, kept) = if full_load {
+            (0, 0)
         } else {
-            format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}")
+            let rows = self.backend.query(&format!(
+                "SELECT {text}, {} FROM {t} t WHERE {not_staged}",
+                d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
+            ))?;
+            let cell = |i: usize| -> u64 {
+                rows.first()
+                    .and_then(|r| r.get(i))
+                    .and_then(|c| c.as_deref())
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0)
+            };
+            (cell(1), cell(0) - cell(1).min(cell(0)))
         };
-        m.deleted += self.backend.execute(&delete)?;
-        // Staged rows the table does not hold yet (all of them after a full load's DELETE).
-        let new_rows = if ctx.compare {
-            0
+        let before = self.count(&format!("SELECT {text} FROM {t}"))?;
+        let swap = d.swaps_tables() && has_shadow && kept <= staged;
+        if swap {
+            if kept > 0 {
+                self.backend.execute(&format!(
+                    "INSERT INTO {shadow} ({COLUMNS}) SELECT {COLUMNS} FROM {t} t WHERE {not_staged} AND NOT {deletable}"
+                ))?;
+            }
+            // Legacy rename: user views that name the table are not checked (the table is
+            // briefly missing) and resolve to the new table by name.
+            self.backend.batch(&format!(
+                "DROP TABLE {t}; PRAGMA legacy_alter_table = ON; ALTER TABLE {shadow} RENAME TO {plain}; \
+                 PRAGMA legacy_alter_table = OFF;",
+                plain = quote_ident(table),
+            ))?;
         } else {
-            self.count(&format!(
-                "SELECT {text} FROM {stage} s WHERE s.resource_type = {rt} \
-                 AND NOT EXISTS (SELECT 1 FROM {t} t WHERE t.fhir_version = s.fhir_version AND t.id = s.id)"
-            ))?
-        };
-        self.backend.execute(&format!(
-            "INSERT INTO {t} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run) \
-             SELECT s.id, s.patient_id, s.fhir_version, s.source, s.dataset, s.content_hash, {json}, {run}, {run} \
-             FROM {stage} s WHERE s.resource_type = {rt} \
-             ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
-             dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource, \
-             last_seen_run = excluded.last_seen_run",
-            json = d.to_json("s.resource"),
-        ))?;
-        // Every staged row is now in the table (one per key), so the rest were kept; counting
-        // rows reads an index, not the table.
-        let rows = self.count(&format!("SELECT {text} FROM {t}"))?;
-        m.kept += rows.saturating_sub(staged);
+            if full_load {
+                self.backend.execute(&format!("DELETE FROM {t}"))?;
+            } else if gone > 0 {
+                self.backend.execute(&format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}"))?;
+            }
+            self.backend.execute(&format!(
+                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s \
+                 ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
+                 dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource, \
+                 last_seen_run = excluded.last_seen_run"
+            ))?;
+            self.backend.batch(&format!("DROP TABLE {shadow}"))?;
+        }
+        m.deleted += gone;
+        m.kept += kept;
         if ctx.compare {
             let rows = self.backend.query(&format!(
                 "SELECT operation, {text} FROM {changes} WHERE run_id = {run} AND resource_type = {rt} GROUP BY operation"
@@ -261,17 +298,20 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.inserted += ins;
             m.updated += upd;
             m.unchanged += staged.saturating_sub(ins + upd);
+        } else if full_load {
+            m.inserted += staged;
         } else {
-            m.inserted += new_rows;
+            // Rows before = re-read + gone + kept; the rest of the staged rows are new.
+            m.inserted += staged.saturating_sub(before.saturating_sub(gone + kept));
         }
         Ok(())
     }
 
     /// Type-2 history: closes the open version of updated/deleted rows and opens a version for
     /// every staged row without an open one (new, updated, or never historised before).
-    fn write_history(&mut self, ctx: &Ctx, resource_type: &str) -> Result<()> {
+    fn write_history(&mut self, ctx: &Ctx, resource_type: &str, shadow: &str) -> Result<()> {
         let d = self.d().clone();
-        let (h, stage, changes) = (d.t(HISTORY), d.t(STAGE), d.t(CHANGES));
+        let (h, changes) = (d.t(HISTORY), d.t(CHANGES));
         let (run, now, rt) = (&ctx.run, &ctx.now, lit(resource_type));
         self.backend.execute(&format!(
             "UPDATE {h} AS h SET valid_to = {now}, valid_to_run = {run} \
@@ -281,11 +321,14 @@ impl<B: SqlBackend> SqlDestination<B> {
         ))?;
         self.backend.execute(&format!(
             "INSERT INTO {h} (resource_type, fhir_version, id, patient_id, content_hash, resource, valid_from, valid_from_run) \
-             SELECT s.resource_type, s.fhir_version, s.id, s.patient_id, s.content_hash, {json}, {now}, {run} \
-             FROM {stage} s WHERE s.resource_type = {rt} AND NOT EXISTS (SELECT 1 FROM {h} h \
-             WHERE h.resource_type = {rt} AND h.fhir_version = s.fhir_version AND h.id = s.id AND h.valid_to IS NULL)",
-            json = d.to_json("s.resource"),
+             SELECT {rt}, s.fhir_version, s.id, s.patient_id, s.content_hash, s.resource, {now}, {run} \
+             FROM {shadow} s WHERE NOT EXISTS (SELECT 1 FROM {h} h \
+             WHERE h.resource_type = {rt} AND h.fhir_version = s.fhir_version AND h.id = s.id AND h.valid_to IS NULL)"
         ))?;
         Ok(())
     }
 }
+
+/// Columns of a type table (and its shadow), in order.
+const COLUMNS: &str =
+    "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run";

@@ -1,17 +1,23 @@
 //! The engine shared by the SQL destinations (SQLite, PostgreSQL).
 //!
-//! Staging goes to `_fhirsync_stage` (one row per (type, FHIR version, id), later copies win)
-//! and `_fhirsync_stage_scopes` (completed scopes), written in the same transactions, so a killed
-//! run resumes exactly where its last checkpoint ended. The commit is one transaction:
+//! Staging writes each resource once, into a *shadow table* per resource type
+//! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`) shaped exactly like the
+//! type table (one row per (FHIR version, id), later copies win). Completed scopes go to
+//! `_fhirsync_stage_scopes` in the same transactions, so a killed run resumes exactly where its
+//! last checkpoint ended. SQLite also looks each staged key up in the type table while staging:
+//! the row keeps its `first_seen_run`, and reload-and-compare notes new and changed keys in
+//! `_fhirsync_stage_changes` (unchanged ones cost no write). The commit is one transaction:
 //!
 //! 1. completed scopes of [`RunScope::complete`] are added to the staged ones; the cohort is
 //!    written to `_fhirsync_cohort`; patients in the target but not in the cohort are flagged in
 //!    `_fhirsync_cohort_exits`;
-//! 2. per resource type: reload-and-compare first writes `I`/`U` change records (staged rows
-//!    missing from the table, or with another hash) and `D` records; then every method deletes
-//!    rows that were not re-read although their scope completed (or whose patient left the
-//!    cohort, with `on_cohort_exit = delete`) and upserts the staged rows. Rows of incomplete
-//!    scopes are kept, so a failed page never deletes anything;
+//! 2. per resource type: reload-and-compare writes `I`/`U` change records (new and changed
+//!    keys) and `D` records; rows that were not re-read although their scope completed (or
+//!    whose patient left the cohort, with `on_cohort_exit = delete`) go. Rows of incomplete
+//!    scopes are kept, so a failed page never deletes anything. Then the shadow becomes the
+//!    table: SQLite copies the kept rows into it and swaps it in (drop + rename, no row is
+//!    written twice); PostgreSQL, and SQLite when more rows are kept than staged, deletes and
+//!    upserts into the table instead;
 //! 3. views are re-materialised, the run row is finished and staging is emptied.
 //!
 //! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
@@ -29,7 +35,9 @@ use fhirsync_views::View;
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::{Error, Result};
-use schema::{Dialect, RUNS, STAGE, STAGE_SCOPES, TYPES, lit};
+use schema::{
+    Dialect, LEGACY_STAGE, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, shadow_table,
+};
 
 /// One text cell of a query result.
 pub(crate) type Cell = Option<String>;
@@ -48,10 +56,25 @@ pub(crate) trait SqlBackend: Send {
     fn execute(&mut self, sql: &str) -> Result<u64>;
     /// Runs a query whose columns are all text (cast them in SQL).
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>>;
-    /// Writes resources into `_fhirsync_stage` inside the open transaction (later copies win).
-    fn stage_rows(&mut self, run_id: &str, rows: &[RawResource]) -> Result<()>;
+    /// Writes resources of one type into its shadow table inside the open transaction (later
+    /// copies win), with `first_seen_run` and `last_seen_run` set to `run_id` unless
+    /// [`StageTarget::live`] says otherwise.
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()>;
     /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
+}
+
+/// Where one resource type's rows are staged, and what to look up while staging.
+pub(crate) struct StageTarget {
+    /// The shadow table, quoted and qualified.
+    pub shadow: String,
+    /// The type table to look each key up in, when the backend compares while staging
+    /// ([`Dialect::compares_while_staging`]) and the method keeps rows: a row found there
+    /// keeps its `first_seen_run`.
+    pub live: Option<String>,
+    /// Reload-and-compare: record keys missing from `live`, or with another hash, in
+    /// `_fhirsync_stage_changes`.
+    pub changes: bool,
 }
 
 /// The run being staged.
@@ -68,6 +91,10 @@ pub(crate) struct SqlDestination<B> {
     run: Option<ActiveRun>,
     in_txn: bool,
     pending: usize,
+    /// Resource types with a shadow table in the current run.
+    shadows: BTreeSet<String>,
+    /// Resource types with a type table (registered in `_fhirsync_types`) when the run began.
+    tables: BTreeSet<String>,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -75,7 +102,50 @@ impl<B: SqlBackend> SqlDestination<B> {
     pub(crate) fn new(mut backend: B) -> Result<Self> {
         let ddl = backend.dialect().bookkeeping_ddl();
         backend.batch(&ddl)?;
-        Ok(SqlDestination { backend, run: None, in_txn: false, pending: 0 })
+        let mut this = SqlDestination {
+            backend,
+            run: None,
+            in_txn: false,
+            pending: 0,
+            shadows: BTreeSet::new(),
+            tables: BTreeSet::new(),
+        };
+        this.in_transaction(Self::drop_legacy_stage)?;
+        Ok(this)
+    }
+
+    /// Earlier versions staged every type in one `_fhirsync_stage` table. Its unfinished run
+    /// cannot be resumed by this version (its completed scopes would have no rows), so the run
+    /// is abandoned and the table dropped; the landed tables are untouched.
+    fn drop_legacy_stage(&mut self) -> Result<()> {
+        let d = self.d().clone();
+        let exists = match &d {
+            Dialect::Sqlite => format!(
+                "SELECT {} FROM sqlite_master WHERE type = 'table' AND name = {}",
+                d.text("count(*)"),
+                lit(LEGACY_STAGE)
+            ),
+            Dialect::Postgres { schema } => format!(
+                "SELECT {} FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
+                d.text("count(*)"),
+                lit(schema),
+                lit(LEGACY_STAGE)
+            ),
+        };
+        if self.count(&exists)? == 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            "Abandoning an unfinished run staged by an earlier fhirsync version; the next run starts afresh."
+        );
+        self.backend.batch(&format!(
+            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed'); \
+             DELETE FROM {scopes}; DROP TABLE {legacy};",
+            runs = d.t(RUNS),
+            now = d.ts_lit(&now()),
+            scopes = d.t(STAGE_SCOPES),
+            legacy = d.t(LEGACY_STAGE),
+        ))
     }
 
     fn d(&self) -> &Dialect {
@@ -102,6 +172,8 @@ impl<B: SqlBackend> SqlDestination<B> {
 
     fn rollback_txn(&mut self) {
         if self.in_txn {
+            // Shadow tables created in this transaction are gone; re-check on next use.
+            self.shadows.clear();
             // Best effort: the connection is reset by the driver if this fails.
             let _ = self.backend.batch("ROLLBACK");
             self.in_txn = false;
@@ -172,6 +244,71 @@ impl<B: SqlBackend> SqlDestination<B> {
             .unwrap_or(0))
     }
 
+    /// Drops every shadow table and empties staging.
+    fn drop_shadows(&mut self) -> Result<()> {
+        let d = self.d().clone();
+        let shadows = self.backend.query(&format!("SELECT table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let mut sql = String::new();
+        for table in shadows.into_iter().filter_map(|r| r.into_iter().next()?) {
+            sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&table)));
+        }
+        sql.push_str(&format!(
+            "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
+            d.t(STAGE_TYPES),
+            d.t(STAGE_CHANGES),
+            d.t(STAGE_SCOPES)
+        ));
+        self.backend.batch(&sql)?;
+        self.shadows.clear();
+        Ok(())
+    }
+
+    /// Creates the shadow table of `resource_type` in the open transaction unless it exists.
+    fn ensure_shadow(&mut self, run_id: &str, resource_type: &str) -> Result<()> {
+        if self.shadows.contains(resource_type) {
+            return Ok(());
+        }
+        let d = self.d().clone();
+        let table = schema::type_table(resource_type)?;
+        let shadow = shadow_table(&table);
+        self.backend.batch(&format!(
+            "{}INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
+            d.shadow_table_ddl(&table, run_id),
+            d.t(STAGE_TYPES),
+            lit(resource_type),
+            lit(&shadow)
+        ))?;
+        self.shadows.insert(resource_type.to_string());
+        Ok(())
+    }
+
+    /// Stages one batch inside the open transaction, type by type.
+    fn stage_batch(&mut self, run: &ActiveRun, resources: &[RawResource]) -> Result<()> {
+        let mut by_type: Vec<(&str, Vec<&RawResource>)> = Vec::new();
+        for r in resources {
+            match by_type.iter_mut().find(|(t, _)| *t == r.resource_type) {
+                Some((_, rows)) => rows.push(r),
+                None => by_type.push((&r.resource_type, vec![r])),
+            }
+        }
+        let d = self.d().clone();
+        for (resource_type, rows) in by_type {
+            self.ensure_shadow(&run.id, resource_type)?;
+            let table = schema::type_table(resource_type)?;
+            let live = (d.compares_while_staging()
+                && run.method != Method::FullLoad
+                && self.tables.contains(resource_type))
+            .then(|| d.t(&table));
+            let target = StageTarget {
+                shadow: d.t(&shadow_table(&table)),
+                live,
+                changes: run.method == Method::ReloadAndCompare,
+            };
+            self.backend.stage_rows(&run.id, &target, &rows)?;
+        }
+        Ok(())
+    }
+
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         let d = self.d().clone();
         let unfinished = self.backend.query(&format!(
@@ -193,6 +330,8 @@ impl<B: SqlBackend> SqlDestination<B> {
                 lit(&run_id)
             ))?;
             let completed_scopes = scopes.into_iter().filter_map(parse_scope).collect();
+            let shadows = self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)))?;
+            self.shadows = shadows.into_iter().filter_map(|r| r.into_iter().next()?).collect();
             tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
             return Ok(RunStart { run_id, resumed: true, completed_scopes });
         }
@@ -202,7 +341,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             d.t(RUNS),
             d.ts_lit(&now)
         ))?;
-        self.backend.batch(&format!("DELETE FROM {}; DELETE FROM {};", d.t(STAGE), d.t(STAGE_SCOPES)))?;
+        self.drop_shadows()?;
         if method == Method::FullLoad && !options.replace && self.target_has_data()? {
             return Err(Error::TargetNotEmpty { destination: self.backend.describe() });
         }
@@ -228,18 +367,19 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         self.rollback_txn();
         self.run = None;
         let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
+        self.tables = self.registered_types()?.into_iter().map(|(t, _)| t).collect();
         self.run = Some(ActiveRun { id: start.run_id.clone(), method, options: options.clone() });
         Ok(start)
     }
 
     fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
-        let run = self.active("stage before begin")?;
-        let (run_id, checkpoint_rows) = (run.id.clone(), run.options.checkpoint_rows.max(1));
+        let run = self.active("stage before begin")?.clone();
+        let checkpoint_rows = run.options.checkpoint_rows.max(1);
         for r in resources {
             schema::type_table(&r.resource_type)?;
         }
         self.open_txn()?;
-        if let Err(e) = self.backend.stage_rows(&run_id, resources) {
+        if let Err(e) = self.stage_batch(&run, resources) {
             self.rollback_txn();
             return Err(e);
         }

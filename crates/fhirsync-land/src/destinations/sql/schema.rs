@@ -6,8 +6,16 @@ use crate::{Error, Result};
 
 /// Runs table: one row per run.
 pub(crate) const RUNS: &str = "_fhirsync_runs";
-/// Durable staging of the current run's resources.
-pub(crate) const STAGE: &str = "_fhirsync_stage";
+/// Staging table of earlier versions (one table for every type); dropped on open.
+pub(crate) const LEGACY_STAGE: &str = "_fhirsync_stage";
+/// Prefix of the shadow tables: durable staging of the current run, one per resource type,
+/// shaped like the type table (`_fhirsync_new_observation`).
+const SHADOW_PREFIX: &str = "_fhirsync_new_";
+/// Registry of the current run's shadow tables.
+pub(crate) const STAGE_TYPES: &str = "_fhirsync_stage_types";
+/// Keys staged by reload-and-compare that are new or whose hash differs from the target's
+/// (with the target's hash), found while staging.
+pub(crate) const STAGE_CHANGES: &str = "_fhirsync_stage_changes";
 /// Scopes whose resources are completely staged (persisted with the rows).
 pub(crate) const STAGE_SCOPES: &str = "_fhirsync_stage_scopes";
 /// Registry of resource-type tables.
@@ -92,14 +100,6 @@ impl Dialect {
         }
     }
 
-    /// Converts staged JSON text to the JSON column type.
-    pub(crate) fn to_json(&self, expr: &str) -> String {
-        match self {
-            Dialect::Sqlite => expr.to_string(),
-            Dialect::Postgres { .. } => format!("CAST({expr} AS json)"),
-        }
-    }
-
     /// Casts any expression to text in query results.
     pub(crate) fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS TEXT)")
@@ -119,9 +119,9 @@ impl Dialect {
                updated {int} NOT NULL DEFAULT 0, deleted {int} NOT NULL DEFAULT 0, unchanged {int} NOT NULL DEFAULT 0, \
                kept {int} NOT NULL DEFAULT 0, cohort_exits {int} NOT NULL DEFAULT 0, view_rows {int} NOT NULL DEFAULT 0, \
                errors TEXT, report {json});\n\
-             CREATE TABLE IF NOT EXISTS {stage} (run_id TEXT NOT NULL, resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, \
-               id TEXT NOT NULL, patient_id TEXT, dataset TEXT NOT NULL, source TEXT NOT NULL, content_hash TEXT NOT NULL, \
-               resource TEXT NOT NULL, PRIMARY KEY (resource_type, fhir_version, id));\n\
+             CREATE TABLE IF NOT EXISTS {stage_types} (resource_type TEXT PRIMARY KEY, table_name TEXT NOT NULL);\n\
+             CREATE TABLE IF NOT EXISTS {stage_changes} (resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, \
+               id TEXT NOT NULL, before_hash TEXT, PRIMARY KEY (resource_type, fhir_version, id));\n\
              CREATE TABLE IF NOT EXISTS {scopes} (run_id TEXT NOT NULL, fhir_version TEXT NOT NULL, patient_id TEXT NOT NULL, \
                dataset TEXT NOT NULL, PRIMARY KEY (fhir_version, patient_id, dataset));\n\
              CREATE TABLE IF NOT EXISTS {types} (resource_type TEXT PRIMARY KEY, table_name TEXT NOT NULL);\n\
@@ -138,7 +138,8 @@ impl Dialect {
              CREATE INDEX IF NOT EXISTS _fhirsync_history_key ON {history} (resource_type, fhir_version, id);\n\
              CREATE TABLE IF NOT EXISTS {views} (view_name TEXT PRIMARY KEY, resource_type TEXT NOT NULL, table_name TEXT NOT NULL, signature TEXT NOT NULL);\n",
             runs = self.t(RUNS),
-            stage = self.t(STAGE),
+            stage_types = self.t(STAGE_TYPES),
+            stage_changes = self.t(STAGE_CHANGES),
             scopes = self.t(STAGE_SCOPES),
             types = self.t(TYPES),
             changes = self.t(CHANGES),
@@ -149,17 +150,55 @@ impl Dialect {
         )
     }
 
-    /// DDL of one resource-type table (`table` unquoted, already validated).
-    pub(crate) fn type_table_ddl(&self, table: &str) -> String {
-        format!(
+    /// DDL of one resource-type table (`table` unquoted, already validated), with its
+    /// `patient_id` index named `index` (none when `None`).
+    pub(crate) fn type_table_ddl(&self, table: &str, index: Option<&str>) -> String {
+        let mut ddl = format!(
             "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
                source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
-               first_seen_run TEXT NOT NULL, last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id));\n\
-             CREATE INDEX IF NOT EXISTS {idx} ON {t} (patient_id);\n",
+               first_seen_run TEXT NOT NULL, last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id));\n",
             t = self.t(table),
             json = self.json(),
-            idx = quote_ident(&format!("{table}_patient_id")),
-        )
+        );
+        if let Some(index) = index {
+            ddl.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (patient_id);\n",
+                quote_ident(index),
+                self.t(table)
+            ));
+        }
+        ddl
+    }
+
+    /// DDL of the shadow table staging `table` in run `run_id`.
+    ///
+    /// SQLite swaps the shadow in at commit, so it carries the `patient_id` index, named per
+    /// run because SQLite cannot rename an index and the table's current index keeps its name.
+    /// PostgreSQL merges the shadow into the table and needs no index on it.
+    pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
+        match self {
+            Dialect::Sqlite => {
+                let suffix: String =
+                    run_id.chars().filter(char::is_ascii_alphanumeric).rev().take(12).collect();
+                self.type_table_ddl(&shadow_table(table), Some(&format!("{table}_patient_id_{suffix}")))
+            }
+            Dialect::Postgres { .. } => self.type_table_ddl(&shadow_table(table), None),
+        }
+    }
+
+    /// Whether the backend looks staged keys up in the type table while staging (SQLite, where
+    /// a lookup is a local index probe); PostgreSQL does the same work in set-based statements
+    /// at commit.
+    pub(crate) fn compares_while_staging(&self) -> bool {
+        matches!(self, Dialect::Sqlite)
+    }
+
+    /// Whether commit may swap a shadow table in place of the type table (drop + rename).
+    ///
+    /// Only SQLite: there a rename is cheap and name-bound user views keep working. A
+    /// PostgreSQL table may have dependent views or grants, so it is merged into instead.
+    pub(crate) fn swaps_tables(&self) -> bool {
+        matches!(self, Dialect::Sqlite)
     }
 }
 
@@ -173,6 +212,10 @@ pub(crate) fn lit(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// Longest accepted resource type (the longest FHIR type has 30 letters); keeps shadow-table
+/// and index names within PostgreSQL's 63-byte identifiers.
+const MAX_TYPE_LEN: usize = 40;
+
 /// Table name of a resource type: the type lower-cased (`Observation` → `observation`).
 ///
 /// Fails unless the type is ASCII letters/digits starting with a letter, which every FHIR
@@ -181,12 +224,17 @@ pub(crate) fn type_table(resource_type: &str) -> Result<String> {
     let mut chars = resource_type.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric())
-        && resource_type.len() <= 64;
+        && resource_type.len() <= MAX_TYPE_LEN;
     if ok {
         Ok(resource_type.to_ascii_lowercase())
     } else {
         Err(Error::InvalidResourceType { resource_type: resource_type.to_string() })
     }
+}
+
+/// Shadow table of a type table (`observation` → `_fhirsync_new_observation`).
+pub(crate) fn shadow_table(table: &str) -> String {
+    format!("{SHADOW_PREFIX}{table}")
 }
 
 /// Table name of a view: `view_<name>` lower-cased.

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use fhirsync_core::RawResource;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::config::SqliteConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::Dialect;
-use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue};
+use crate::destinations::sql::schema::{Dialect, STAGE_CHANGES};
+use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
 use crate::{Error, Result};
 
 /// Prepared-statement cache size (staging, view inserts).
@@ -98,30 +98,70 @@ impl SqlBackend for SqliteBackend {
         Ok(out)
     }
 
-    fn stage_rows(&mut self, run_id: &str, rows: &[RawResource]) -> Result<()> {
-        let mut stmt = self
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()> {
+        let mut insert = self
             .conn
-            .prepare_cached(
-                "INSERT INTO _fhirsync_stage (run_id, resource_type, fhir_version, id, patient_id, dataset, source, \
-                 content_hash, resource) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (resource_type, fhir_version, id) DO UPDATE SET run_id = excluded.run_id, \
-                 patient_id = excluded.patient_id, dataset = excluded.dataset, source = excluded.source, \
-                 content_hash = excluded.content_hash, resource = excluded.resource",
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO {} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, \
+                 last_seen_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
+                 dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource",
+                target.shadow
+            ))
             .map_err(err("preparing the staging insert"))?;
+        let mut lookup = match &target.live {
+            Some(live) => Some(
+                self.conn
+                    .prepare_cached(&format!(
+                        "SELECT first_seen_run, content_hash FROM {live} WHERE fhir_version = ?1 AND id = ?2"
+                    ))
+                    .map_err(err("preparing the staging lookup"))?,
+            ),
+            None => None,
+        };
+        let mut note_change = match target.changes {
+            true => Some(
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO {STAGE_CHANGES} (resource_type, fhir_version, id, before_hash) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
+                    ))
+                    .map_err(err("preparing the staging change note"))?,
+            ),
+            false => None,
+        };
         for r in rows {
-            stmt.execute(params![
-                run_id,
-                r.resource_type,
-                r.fhir_version.as_str(),
-                r.id,
-                r.patient_id,
-                r.dataset.to_string(),
-                r.source,
-                r.hash.to_hex(),
-                &*r.json,
-            ])
-            .map_err(err("staging a resource"))?;
+            let version = r.fhir_version.as_str();
+            let hash = r.hash.to_hex();
+            let (first_seen, before_hash) = match lookup.as_mut() {
+                Some(stmt) => stmt
+                    .query_row(params![version, r.id], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .optional()
+                    .map_err(err("looking a staged resource up"))?
+                    .map_or((None, None), |(first, hash)| (Some(first), Some(hash))),
+                None => (None, None),
+            };
+            insert
+                .execute(params![
+                    r.id,
+                    r.patient_id,
+                    version,
+                    r.source,
+                    r.dataset.to_string(),
+                    hash,
+                    &*r.json,
+                    first_seen.as_deref().unwrap_or(run_id),
+                    run_id,
+                ])
+                .map_err(err("staging a resource"))?;
+            if let Some(stmt) = note_change.as_mut()
+                && before_hash.as_deref() != Some(hash.as_str())
+            {
+                stmt.execute(params![r.resource_type, version, r.id, before_hash])
+                    .map_err(err("noting a staged change"))?;
+            }
         }
         Ok(())
     }
