@@ -272,8 +272,9 @@ impl<B: SqlBackend> SqlDestination<B> {
             } else if gone > 0 {
                 self.backend.execute(&format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}"))?;
             }
+            // `WHERE TRUE`: SQLite would read `ON CONFLICT` as a join constraint without it.
             self.backend.execute(&format!(
-                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s \
+                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s WHERE TRUE \
                  ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
                  dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource, \
                  last_seen_run = excluded.last_seen_run"

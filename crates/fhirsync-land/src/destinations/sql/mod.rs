@@ -77,6 +77,32 @@ pub(crate) struct StageTarget {
     pub changes: bool,
 }
 
+/// The resources of one type in a staged batch, in order.
+struct TypeRows<'a> {
+    resource_type: &'a str,
+    /// Type table name (validated).
+    table: String,
+    rows: Vec<&'a RawResource>,
+}
+
+impl<'a> TypeRows<'a> {
+    /// Groups a batch by resource type, validating each type once.
+    fn group(resources: &'a [RawResource]) -> Result<Vec<TypeRows<'a>>> {
+        let mut groups: Vec<TypeRows<'a>> = Vec::new();
+        for r in resources {
+            match groups.iter_mut().find(|g| g.resource_type == r.resource_type) {
+                Some(g) => g.rows.push(r),
+                None => groups.push(TypeRows {
+                    resource_type: &r.resource_type,
+                    table: schema::type_table(&r.resource_type)?,
+                    rows: vec![r],
+                }),
+            }
+        }
+        Ok(groups)
+    }
+}
+
 /// The run being staged.
 #[derive(Debug, Clone)]
 struct ActiveRun {
@@ -282,19 +308,11 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// Stages one batch inside the open transaction, type by type.
-    fn stage_batch(&mut self, run: &ActiveRun, resources: &[RawResource]) -> Result<()> {
-        let mut by_type: Vec<(&str, Vec<&RawResource>)> = Vec::new();
-        for r in resources {
-            match by_type.iter_mut().find(|(t, _)| *t == r.resource_type) {
-                Some((_, rows)) => rows.push(r),
-                None => by_type.push((&r.resource_type, vec![r])),
-            }
-        }
+    /// Stages one batch, grouped by type, inside the open transaction.
+    fn stage_batch(&mut self, run: &ActiveRun, by_type: Vec<TypeRows<'_>>) -> Result<()> {
         let d = self.d().clone();
-        for (resource_type, rows) in by_type {
+        for TypeRows { resource_type, table, rows } in by_type {
             self.ensure_shadow(&run.id, resource_type)?;
-            let table = schema::type_table(resource_type)?;
             let live = (d.compares_while_staging()
                 && run.method != Method::FullLoad
                 && self.tables.contains(resource_type))
@@ -375,11 +393,11 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
         let run = self.active("stage before begin")?.clone();
         let checkpoint_rows = run.options.checkpoint_rows.max(1);
-        for r in resources {
-            schema::type_table(&r.resource_type)?;
-        }
+        // Grouped (and type names validated) before the transaction, so a bad resource type
+        // never rolls back rows staged since the last checkpoint.
+        let by_type = TypeRows::group(resources)?;
         self.open_txn()?;
-        if let Err(e) = self.stage_batch(&run, resources) {
+        if let Err(e) = self.stage_batch(&run, by_type) {
             self.rollback_txn();
             return Err(e);
         }

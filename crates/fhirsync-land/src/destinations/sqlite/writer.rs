@@ -40,7 +40,7 @@ impl SqliteBackend {
         // WAL: readers see the last committed state while a run writes. NORMAL sync is durable
         // across process kills (only an OS crash can lose the last transactions).
         conn.execute_batch(
-            "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -65536; PRAGMA temp_store = FILE;",
         )
         .map_err(err("setting pragmas"))?;
@@ -130,8 +130,14 @@ impl SqlBackend for SqliteBackend {
             ),
             false => None,
         };
+        // Rows of a page share their dataset: format it once per change.
+        let mut dataset: Option<(&fhirsync_core::Dataset, String)> = None;
         for r in rows {
             let version = r.fhir_version.as_str();
+            if dataset.as_ref().is_none_or(|(d, _)| *d != &r.dataset) {
+                dataset = Some((&r.dataset, r.dataset.to_string()));
+            }
+            let dataset_text = dataset.as_ref().map_or("", |(_, text)| text.as_str());
             let hash = r.hash.to_hex();
             let (first_seen, before_hash) = match lookup.as_mut() {
                 Some(stmt) => stmt
@@ -149,7 +155,7 @@ impl SqlBackend for SqliteBackend {
                     r.patient_id,
                     version,
                     r.source,
-                    r.dataset.to_string(),
+                    dataset_text,
                     hash,
                     &*r.json,
                     first_seen.as_deref().unwrap_or(run_id),
