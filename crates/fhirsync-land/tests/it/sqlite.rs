@@ -476,7 +476,6 @@ fn reload_swap_exact_rows() {
 /// Reload where only one small scope completes and more rows are kept than staged merges into
 /// the live tables instead of swapping: exact rows, seen-runs and counts.
 #[test]
-#[ignore = "bug in 5b83c83: SQLite merge `INSERT .. SELECT .. FROM shadow s ON CONFLICT` lacks `WHERE true` (syntax error near DO)"]
 fn reload_merge_exact_rows() {
     let h = SqliteHarness::new();
     let (p1, p2, p3) = (patient("p1", "Alpha"), patient("p2", "Beta"), patient("p3", "Gamma"));
@@ -662,7 +661,6 @@ fn staging_is_cleaned_up() {
 /// A run that stages nothing of a landed type commits: its rows are kept while their scope is
 /// incomplete and deleted (with `D` records) once it completes without them.
 #[test]
-#[ignore = "bug in 5b83c83: a type without shadow is merged, and the SQLite merge `INSERT .. SELECT .. FROM shadow s ON CONFLICT` lacks `WHERE true` (syntax error near DO)"]
 fn registered_type_not_staged() {
     let h = SqliteHarness::new();
     let (p1, o1) = (patient("p1", "Alpha"), obs("o1", "p1", "1"));
