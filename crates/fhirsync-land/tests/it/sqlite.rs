@@ -307,7 +307,7 @@ fn land_batches(
 }
 
 /// A user's SQL view over a type table keeps working, and shows the new rows, after the
-/// drop-and-rename swap of a reload and of a reload-and-compare.
+/// drop-and-rename swap of a reload and of a reload-and-compare (an open reader keeps its snapshot).
 #[test]
 fn user_view_survives_swap() {
     let h = SqliteHarness::new();
@@ -324,10 +324,15 @@ fn user_view_survives_swap() {
     )
     .unwrap();
     h.conn().execute_batch("CREATE VIEW my_obs AS SELECT id, patient_id FROM observation").unwrap();
-    let view = || strings(&h.conn(), "SELECT id, patient_id FROM my_obs ORDER BY id");
+    let sql = "SELECT id, patient_id FROM my_obs ORDER BY id";
+    let view = || strings(&h.conn(), sql);
     let row = |id: &str, p: &str| vec![Some(id.to_string()), Some(p.to_string())];
     assert_eq!(view(), vec![row("o1", "p1"), row("o2", "p1")]);
 
+    // A reader in the middle of a read transaction keeps its snapshot through the swap.
+    let reader = h.conn();
+    reader.execute_batch("BEGIN").unwrap();
+    assert_eq!(strings(&reader, sql), vec![row("o1", "p1"), row("o2", "p1")]);
     let index_before = indexes(&h, "observation");
     let m = land(
         &mut *dest,
@@ -338,6 +343,9 @@ fn user_view_survives_swap() {
     )
     .unwrap();
     assert_eq!((m.staged, m.inserted, m.deleted, m.kept), (4, 1, 1, 0));
+    assert_eq!(strings(&reader, sql), vec![row("o1", "p1"), row("o2", "p1")]);
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(strings(&reader, sql), vec![row("o2", "p1"), row("o3", "p2")]);
     assert_ne!(indexes(&h, "observation"), index_before, "the reload must have swapped the table");
     assert_eq!(view(), vec![row("o2", "p1"), row("o3", "p2")]);
 
@@ -776,4 +784,32 @@ fn reload_resumes_from_shadow() {
     assert_staging_empty(&h);
     let statuses: Vec<String> = h.runs().into_iter().map(|r| r.status).collect();
     assert_eq!(statuses, ["succeeded", "succeeded"]);
+}
+
+/// A user's index and trigger on a type table survive a commit (as they did before shadow
+/// tables, when every commit merged into the table).
+#[test]
+#[ignore = "open question for 5b83c83: the SQLite swap drops the type table and with it user-created indexes and triggers"]
+fn user_index_and_trigger_survive_swap() {
+    let h = SqliteHarness::new();
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let all = || run_scope(&["p1"], scopes_of(&["p1"]));
+    let mut dest = h.open();
+    land(&mut *dest, Method::FullLoad, &LandOptions::default(), &[p1.clone(), o1.clone()], all()).unwrap();
+    h.conn()
+        .execute_batch(
+            "CREATE INDEX my_obs_dataset ON observation (dataset); CREATE TABLE my_audit (id TEXT); \
+             CREATE TRIGGER my_obs_audit AFTER INSERT ON observation BEGIN INSERT INTO my_audit VALUES (new.id); END;",
+        )
+        .unwrap();
+    let user_objects = || {
+        column(
+            &h,
+            "SELECT type || ' ' || name FROM sqlite_master WHERE tbl_name = 'observation' AND name LIKE 'my\\_%' ESCAPE '\\' ORDER BY name",
+        )
+    };
+    assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
+    let m = land(&mut *dest, Method::Reload, &LandOptions::default(), &[p1, o1, o2], all()).unwrap();
+    assert_eq!((m.staged, m.inserted), (3, 1));
+    assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
 }
