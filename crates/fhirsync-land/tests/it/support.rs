@@ -157,3 +157,14 @@ pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
 }
+
+/// `Practitioner` resource: no patient, dataset without a patient scope.
+pub fn practitioner(id: &str) -> RawResource {
+    let json = format!(r#"{{"resourceType":"Practitioner","id":"{id}"}}"#);
+    RawResource::from_json(json, None, Dataset::new("Practitioner"), FhirVersion::R4, SOURCE).unwrap()
+}
+
+/// The patient-less scope of the Practitioner dataset.
+pub fn practitioner_scope() -> ScopeKey {
+    ScopeKey { fhir_version: FhirVersion::R4, patient_id: None, dataset: Dataset::new("Practitioner") }
+}
