@@ -411,7 +411,8 @@ fn legacy_stage_is_abandoned_on_open() {
     assert_eq!(count(&h, "_fhirsync_stage_scopes"), 0);
     assert_eq!(h.rows(), before, "landed rows are untouched");
 
-    let start = dest.begin(Method::ReloadAndCompare, &LandOptions::default()).unwrap();
+    let resume = LandOptions { resume: true, ..LandOptions::default() };
+    let start = dest.begin(Method::ReloadAndCompare, &resume).unwrap();
     assert!(!start.resumed, "the old run must not be resumed");
     assert!(start.completed_scopes.is_empty());
     assert_ne!(start.run_id, "old-run");
