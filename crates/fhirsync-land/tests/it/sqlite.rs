@@ -787,10 +787,9 @@ fn reload_resumes_from_shadow() {
     assert_eq!(statuses, ["succeeded", "succeeded"]);
 }
 
-/// A user's index and trigger on a type table survive a commit (as they did before shadow
-/// tables, when every commit merged into the table).
+/// A type table carrying a user's index and trigger is merged into, not swapped: both survive
+/// and the trigger fires for the new row.
 #[test]
-#[ignore = "open question for 5b83c83: the SQLite swap drops the type table and with it user-created indexes and triggers"]
 fn user_index_and_trigger_survive_swap() {
     let h = SqliteHarness::new();
     let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
@@ -813,12 +812,12 @@ fn user_index_and_trigger_survive_swap() {
     let m = land(&mut *dest, Method::Reload, &LandOptions::default(), &[p1, o1, o2], all()).unwrap();
     assert_eq!((m.staged, m.inserted), (3, 1));
     assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
+    assert_eq!(column(&h, "SELECT id FROM my_audit"), ["o2"]);
 }
 
 /// With `on_cohort_exit = delete` and a patient leaving, patient-less rows of an incomplete
 /// scope are kept (counted and present), on the swap path as on the merge path.
 #[test]
-#[ignore = "bug in 5b83c83: with delete exits, `deletable` is NULL for patient-less rows, so the swap's `NOT deletable` copy drops them while counting them kept"]
 fn delete_exits_keep_patientless_rows_of_incomplete_scope() {
     let h = SqliteHarness::new();
     let (p1, p2) = (patient("p1", "Alpha"), patient("p2", "Beta"));

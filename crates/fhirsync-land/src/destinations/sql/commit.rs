@@ -200,8 +200,10 @@ impl<B: SqlBackend> SqlDestination<B> {
             scopes = d.t(STAGE_SCOPES)
         );
         if ctx.delete_exits {
+            // EXISTS, not `IN`: never NULL (a patient-less row), so `NOT deletable` keeps it.
             deletable = format!(
-                "({deletable} OR t.patient_id IN (SELECT patient_id FROM {} WHERE last_flagged_run = {run}))",
+                "({deletable} OR EXISTS (SELECT 1 FROM {} e WHERE e.patient_id = t.patient_id \
+                 AND e.last_flagged_run = {run}))",
                 d.t(EXITS)
             );
         }
@@ -252,7 +254,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             (cell(1), cell(0) - cell(1).min(cell(0)))
         };
         let before = self.count(&format!("SELECT {text} FROM {t}"))?;
-        let swap = d.swaps_tables() && has_shadow && kept <= staged;
+        // Swapping drops the table with any index or trigger a user added to it: merge then.
+        let swap = d.swaps_tables() && has_shadow && kept <= staged && !self.has_user_objects(table)?;
         if swap {
             if kept > 0 {
                 self.backend.execute(&format!(
@@ -306,6 +309,14 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.inserted += staged.saturating_sub(before.saturating_sub(gone + kept));
         }
         Ok(())
+    }
+
+    /// Whether the type table carries indexes or triggers fhirsync did not create.
+    fn has_user_objects(&mut self, table: &str) -> Result<bool> {
+        match self.d().user_objects_sql(table) {
+            Some(sql) => Ok(self.count(&sql)? > 0),
+            None => Ok(false),
+        }
     }
 
     /// Type-2 history: closes the open version of updated/deleted rows and opens a version for

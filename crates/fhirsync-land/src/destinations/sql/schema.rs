@@ -193,6 +193,22 @@ impl Dialect {
         matches!(self, Dialect::Sqlite)
     }
 
+    /// Counts indexes and triggers on type table `table` that fhirsync did not create (its
+    /// own are the primary key and `<table>_patient_id[_<run>]`); `None` where tables are
+    /// never swapped.
+    pub(crate) fn user_objects_sql(&self, table: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => Some(format!(
+                "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type IN ('index', 'trigger') \
+                 AND tbl_name = {} AND sql IS NOT NULL AND name <> {} AND name NOT LIKE {} ESCAPE '\\'",
+                lit(table),
+                lit(&format!("{table}_patient_id")),
+                lit(&format!("{table}\\_patient\\_id\\_%"))
+            )),
+            Dialect::Postgres { .. } => None,
+        }
+    }
+
     /// Whether commit may swap a shadow table in place of the type table (drop + rename).
     ///
     /// Only SQLite: there a rename is cheap and name-bound user views keep working. A
