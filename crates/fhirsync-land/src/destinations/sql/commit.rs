@@ -208,7 +208,12 @@ impl<B: SqlBackend> SqlDestination<B> {
             );
         }
 
-        if ctx.compare {
+        let before = self.count(&format!("SELECT {text} FROM {t}"))?;
+        // Rows not re-read: how many go and how many stay, and the insert/update counts.
+        let counts = if full_load {
+            // The target becomes exactly the staged data.
+            Counts { inserted: staged, ..Counts::default() }
+        } else if ctx.compare {
             let stage_changes = d.t(STAGE_CHANGES);
             if !d.compares_while_staging() {
                 self.backend.execute(&format!(
@@ -226,7 +231,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                  FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
                  WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)"
             ))?;
-            self.backend.execute(&format!(
+            let gone = self.backend.execute(&format!(
                 "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
                  SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
                  FROM {t} t WHERE {not_staged} AND {deletable}"
@@ -234,26 +239,31 @@ impl<B: SqlBackend> SqlDestination<B> {
             if ctx.history {
                 self.write_history(ctx, resource_type, &shadow)?;
             }
-        }
-
-        // Rows not re-read: how many go and how many stay (full load: all go).
-        let (gone, kept) = if full_load {
-            (0, 0)
+            let ops = self.backend.query(&format!(
+                "SELECT operation, {text} FROM {changes} WHERE run_id = {run} AND resource_type = {rt} \
+                 AND operation IN ('I', 'U') GROUP BY operation"
+            ))?;
+            let op = |name: &str| {
+                ops.iter()
+                    .find(|r| r.first().and_then(|c| c.as_deref()) == Some(name))
+                    .map_or(0, |r| cell(r, 1))
+            };
+            let (inserted, updated) = (op("I"), op("U"));
+            // Rows before = re-read (staged but not inserted) + gone + kept.
+            let kept = before.saturating_sub(staged.saturating_sub(inserted) + gone);
+            Counts { inserted, updated, gone, kept }
         } else {
             let rows = self.backend.query(&format!(
                 "SELECT {text}, {} FROM {t} t WHERE {not_staged}",
                 d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
             ))?;
-            let cell = |i: usize| -> u64 {
-                rows.first()
-                    .and_then(|r| r.get(i))
-                    .and_then(|c| c.as_deref())
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0)
-            };
-            (cell(1), cell(0) - cell(1).min(cell(0)))
+            let (not_staged, gone) = rows.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1)));
+            let kept = not_staged.saturating_sub(gone);
+            // Rows before = re-read + gone + kept; the rest of the staged rows are new.
+            let inserted = staged.saturating_sub(before.saturating_sub(gone + kept));
+            Counts { inserted, updated: 0, gone, kept }
         };
-        let before = self.count(&format!("SELECT {text} FROM {t}"))?;
+        let Counts { inserted, updated, gone, kept } = counts;
         // Swapping drops the table with any index or trigger a user added to it: merge then.
         let swap = d.swaps_tables() && has_shadow && kept <= staged && !self.has_user_objects(table)?;
         if swap {
@@ -286,27 +296,10 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         m.deleted += gone;
         m.kept += kept;
+        m.inserted += inserted;
+        m.updated += updated;
         if ctx.compare {
-            let rows = self.backend.query(&format!(
-                "SELECT operation, {text} FROM {changes} WHERE run_id = {run} AND resource_type = {rt} GROUP BY operation"
-            ))?;
-            let (mut ins, mut upd) = (0, 0);
-            for row in rows {
-                let n: u64 = row.get(1).and_then(|c| c.as_deref()).and_then(|s| s.parse().ok()).unwrap_or(0);
-                match row.first().and_then(|c| c.as_deref()) {
-                    Some("I") => ins = n,
-                    Some("U") => upd = n,
-                    _ => {}
-                }
-            }
-            m.inserted += ins;
-            m.updated += upd;
-            m.unchanged += staged.saturating_sub(ins + upd);
-        } else if full_load {
-            m.inserted += staged;
-        } else {
-            // Rows before = re-read + gone + kept; the rest of the staged rows are new.
-            m.inserted += staged.saturating_sub(before.saturating_sub(gone + kept));
+            m.unchanged += staged.saturating_sub(inserted + updated);
         }
         Ok(())
     }
@@ -339,6 +332,22 @@ impl<B: SqlBackend> SqlDestination<B> {
         ))?;
         Ok(())
     }
+}
+
+/// How one type's rows fared in a commit.
+#[derive(Debug, Default)]
+struct Counts {
+    inserted: u64,
+    updated: u64,
+    /// Rows not re-read that were deleted.
+    gone: u64,
+    /// Rows not re-read that were kept.
+    kept: u64,
+}
+
+/// Integer cell `i` of a query row (0 when absent).
+fn cell(row: &[super::Cell], i: usize) -> u64 {
+    row.get(i).and_then(|c| c.as_deref()).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Columns of a type table (and its shadow), in order.
