@@ -305,19 +305,16 @@ pub fn resume_after_killed_run(h: &dyn Harness) {
     // Second run: p1 (with an edit) is staged completely, then the process dies while
     // staging p2, before its scopes complete.
     let o1b = obs("o1", "p1", "1.0");
-    let killed_run = {
-        let mut dest = h.open();
-        let start = dest.begin(Method::ReloadAndCompare, &compare()).unwrap();
-        assert!(!start.resumed);
-        dest.stage(&[p1.clone(), o1b.clone()]).unwrap();
-        for s in scopes_of(&["p1"]) {
-            dest.scope_complete(&s).unwrap();
-        }
-        dest.checkpoint().unwrap();
-        dest.stage(std::slice::from_ref(&p2)).unwrap();
-        start.run_id
-        // dropped here without commit: the "kill"
-    };
+    let start = kill_after_checkpoint(
+        h,
+        Method::ReloadAndCompare,
+        &compare(),
+        &[p1.clone(), o1b.clone()],
+        &scopes_of(&["p1"]),
+        std::slice::from_ref(&p2),
+    );
+    assert!(!start.resumed);
+    let killed_run = start.run_id;
     assert_eq!(h.rows(), before, "a killed run must leave the previous state readable");
     assert_eq!(h.runs().last().map(|r| r.status.clone()), Some("running".to_string()));
 

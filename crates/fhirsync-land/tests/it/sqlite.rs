@@ -735,17 +735,15 @@ fn reload_resumes_from_shadow() {
 
     // p1 is staged completely (o1 changed, o2 gone), then the process dies while staging p2.
     let o1b = obs("o1", "p1", "1.5");
-    let killed = {
-        let mut dest = h.open();
-        let start = dest.begin(Method::Reload, &LandOptions::default()).unwrap();
-        dest.stage(&[p1.clone(), o1b.clone()]).unwrap();
-        for s in scopes_of(&["p1"]) {
-            dest.scope_complete(&s).unwrap();
-        }
-        dest.checkpoint().unwrap();
-        dest.stage(std::slice::from_ref(&p2)).unwrap();
-        start.run_id
-    };
+    let killed = kill_after_checkpoint(
+        &h,
+        Method::Reload,
+        &LandOptions::default(),
+        &[p1.clone(), o1b.clone()],
+        &scopes_of(&["p1"]),
+        std::slice::from_ref(&p2),
+    )
+    .run_id;
     assert_eq!(h.rows(), before, "a killed run leaves the landed rows as they were");
     assert_eq!(
         shadow_tables(&h),

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
-use fhirsync_land::{Destination, LandOptions, Method, RunMetrics};
+use fhirsync_land::{Destination, LandOptions, Method, RunMetrics, RunStart};
 
 /// The endpoint all test resources come from.
 pub const SOURCE: &str = "https://fhir.example/api/FHIR/R4";
@@ -117,6 +117,28 @@ pub fn land_with_views(
         dest.scope_complete(s)?;
     }
     dest.commit(&scope, views, &serde_json::json!({"test": true}))
+}
+
+/// A run killed while staging: begins `method`, stages `saved` with the `complete` scopes and
+/// checkpoints, stages `unsaved`, then drops the destination without committing. Returns how
+/// the run began.
+pub fn kill_after_checkpoint(
+    h: &dyn Harness,
+    method: Method,
+    options: &LandOptions,
+    saved: &[RawResource],
+    complete: &BTreeSet<ScopeKey>,
+    unsaved: &[RawResource],
+) -> RunStart {
+    let mut dest = h.open();
+    let start = dest.begin(method, options).unwrap();
+    dest.stage(saved).unwrap();
+    for s in complete {
+        dest.scope_complete(s).unwrap();
+    }
+    dest.checkpoint().unwrap();
+    dest.stage(unsaved).unwrap();
+    start
 }
 
 /// The expected landed row of `r` first seen in `first` and last seen in `last`.
