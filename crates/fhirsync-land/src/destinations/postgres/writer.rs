@@ -15,7 +15,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::config::PostgresConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{Dialect, lit};
+use crate::destinations::sql::schema::{COLUMNS, Dialect, UPSERT, lit};
 use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
 use crate::{Error, Result};
 
@@ -179,12 +179,9 @@ impl SqlBackend for PostgresBackend {
         // Later copies win; `first_seen_run` is the run's own: the merge at commit keeps the
         // table's value for rows it already holds.
         let sql = format!(
-            "INSERT INTO {shadow} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, \
-             last_seen_run) SELECT DISTINCT ON (fhir_version, id) id, patient_id, fhir_version, source, dataset, \
-             content_hash, CAST(resource AS json), {run}, {run} FROM pg_temp._fhirsync_stage_in \
-             ORDER BY fhir_version, id, seq DESC \
-             ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, dataset = excluded.dataset, \
-             source = excluded.source, content_hash = excluded.content_hash, resource = excluded.resource; \
+            "INSERT INTO {shadow} ({COLUMNS}) SELECT DISTINCT ON (fhir_version, id) id, patient_id, fhir_version, \
+             source, dataset, content_hash, CAST(resource AS json), {run}, {run} FROM pg_temp._fhirsync_stage_in \
+             ORDER BY fhir_version, id, seq DESC {UPSERT}; \
              DELETE FROM pg_temp._fhirsync_stage_in;",
             shadow = target.shadow,
             run = lit(run_id),

@@ -6,8 +6,8 @@ use fhirsync_core::RunScope;
 use fhirsync_views::View;
 
 use super::schema::{
-    CHANGES, COHORT, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, quote_ident,
-    shadow_table, type_table,
+    CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, UPSERT,
+    lit, quote_ident, shadow_table, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
@@ -114,7 +114,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             run = ctx.run,
         ))?;
         self.backend.execute(&format!("DELETE FROM {}", d.t(COHORT)))?;
-        self.drop_shadows()?;
+        self.clear_staging()?;
         Ok(m)
     }
 
@@ -288,9 +288,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             // `WHERE TRUE`: SQLite would read `ON CONFLICT` as a join constraint without it.
             self.backend.execute(&format!(
                 "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s WHERE TRUE \
-                 ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
-                 dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource, \
-                 last_seen_run = excluded.last_seen_run"
+                 {UPSERT}, last_seen_run = excluded.last_seen_run"
             ))?;
             self.backend.batch(&format!("DROP TABLE {shadow}"))?;
         }
@@ -349,7 +347,3 @@ struct Counts {
 fn cell(row: &[super::Cell], i: usize) -> u64 {
     row.get(i).and_then(|c| c.as_deref()).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
-
-/// Columns of a type table (and its shadow), in order.
-const COLUMNS: &str =
-    "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run";

@@ -16,8 +16,9 @@
 //!    whose patient left the cohort, with `on_cohort_exit = delete`) go. Rows of incomplete
 //!    scopes are kept, so a failed page never deletes anything. Then the shadow becomes the
 //!    table: SQLite copies the kept rows into it and swaps it in (drop + rename, no row is
-//!    written twice); PostgreSQL, and SQLite when more rows are kept than staged, deletes and
-//!    upserts into the table instead;
+//!    written twice). PostgreSQL always, and SQLite for a type that keeps more rows than it
+//!    staged, staged nothing, or carries a user's indexes or triggers, deletes and upserts into
+//!    the table instead (see [`schema::Dialect::swaps_tables`]);
 //! 3. views are re-materialised, the run row is finished and staging is emptied.
 //!
 //! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
@@ -145,20 +146,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// is abandoned and the table dropped; the landed tables are untouched.
     fn drop_legacy_stage(&mut self) -> Result<()> {
         let d = self.d().clone();
-        let exists = match &d {
-            Dialect::Sqlite => format!(
-                "SELECT {} FROM sqlite_master WHERE type = 'table' AND name = {}",
-                d.text("count(*)"),
-                lit(LEGACY_STAGE)
-            ),
-            Dialect::Postgres { schema } => format!(
-                "SELECT {} FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
-                d.text("count(*)"),
-                lit(schema),
-                lit(LEGACY_STAGE)
-            ),
-        };
-        if self.count(&exists)? == 0 {
+        if self.count(&d.table_count_sql(LEGACY_STAGE))? == 0 {
             return Ok(());
         }
         tracing::warn!(
@@ -270,8 +258,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             .unwrap_or(0))
     }
 
-    /// Drops every shadow table and empties staging.
-    fn drop_shadows(&mut self) -> Result<()> {
+    /// Empties staging: drops every shadow table, forgets staged changes and scopes.
+    fn clear_staging(&mut self) -> Result<()> {
         let d = self.d().clone();
         let shadows = self.backend.query(&format!("SELECT table_name FROM {}", d.t(STAGE_TYPES)))?;
         let mut sql = String::new();
@@ -289,17 +277,16 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// Creates the shadow table of `resource_type` in the open transaction unless it exists.
-    fn ensure_shadow(&mut self, run_id: &str, resource_type: &str) -> Result<()> {
+    /// Creates the shadow of type table `table` in the open transaction unless it exists.
+    fn ensure_shadow(&mut self, run_id: &str, resource_type: &str, table: &str) -> Result<()> {
         if self.shadows.contains(resource_type) {
             return Ok(());
         }
         let d = self.d().clone();
-        let table = schema::type_table(resource_type)?;
-        let shadow = shadow_table(&table);
+        let shadow = shadow_table(table);
         self.backend.batch(&format!(
             "{}INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
-            d.shadow_table_ddl(&table, run_id),
+            d.shadow_table_ddl(table, run_id),
             d.t(STAGE_TYPES),
             lit(resource_type),
             lit(&shadow)
@@ -312,7 +299,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     fn stage_batch(&mut self, run: &ActiveRun, by_type: Vec<TypeRows<'_>>) -> Result<()> {
         let d = self.d().clone();
         for TypeRows { resource_type, table, rows } in by_type {
-            self.ensure_shadow(&run.id, resource_type)?;
+            self.ensure_shadow(&run.id, resource_type, &table)?;
             let live = (d.compares_while_staging()
                 && run.method != Method::FullLoad
                 && self.tables.contains(resource_type))
@@ -359,7 +346,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             d.t(RUNS),
             d.ts_lit(&now)
         ))?;
-        self.drop_shadows()?;
+        self.clear_staging()?;
         if method == Method::FullLoad && !options.replace && self.target_has_data()? {
             return Err(Error::TargetNotEmpty { destination: self.backend.describe() });
         }

@@ -31,6 +31,16 @@ pub(crate) const HISTORY: &str = "_fhirsync_history";
 /// Registry of materialised view tables.
 pub(crate) const VIEWS: &str = "_fhirsync_views";
 
+/// Columns of a type table (and its shadow), in order.
+pub(crate) const COLUMNS: &str =
+    "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run";
+
+/// Conflict clause of an insert into a type table or shadow: a later copy of a key replaces the
+/// content and keeps `first_seen_run` (callers merging into the table add `last_seen_run`).
+pub(crate) const UPSERT: &str = "ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, \
+     source = excluded.source, dataset = excluded.dataset, content_hash = excluded.content_hash, \
+     resource = excluded.resource";
+
 /// SQL flavour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -191,6 +201,22 @@ impl Dialect {
     /// at commit.
     pub(crate) fn compares_while_staging(&self) -> bool {
         matches!(self, Dialect::Sqlite)
+    }
+
+    /// Counts the tables named `name` (0 or 1) in the destination.
+    pub(crate) fn table_count_sql(&self, name: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'table' AND name = {}",
+                lit(name)
+            ),
+            Dialect::Postgres { schema } => format!(
+                "SELECT CAST(count(*) AS TEXT) FROM information_schema.tables WHERE table_schema = {} \
+                 AND table_name = {}",
+                lit(schema),
+                lit(name)
+            ),
+        }
     }
 
     /// Counts indexes and triggers on type table `table` that fhirsync did not create (its

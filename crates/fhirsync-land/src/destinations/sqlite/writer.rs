@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::config::SqliteConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{Dialect, STAGE_CHANGES};
+use crate::destinations::sql::schema::{COLUMNS, Dialect, STAGE_CHANGES, UPSERT};
 use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
 use crate::{Error, Result};
 
@@ -38,7 +38,9 @@ impl SqliteBackend {
         conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
             .map_err(err("setting the busy timeout"))?;
         // WAL: readers see the last committed state while a run writes. NORMAL sync is durable
-        // across process kills (only an OS crash can lose the last transactions).
+        // across process kills (only an OS crash can lose the last transactions). 64 KiB pages
+        // (new files only): resources of up to ~64 KB stay inline, and inserting ~1.3 KB rows
+        // measured 10-18 % less CPU than with 16 KiB pages.
         conn.execute_batch(
             "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -65536; PRAGMA temp_store = FILE;",
@@ -102,10 +104,7 @@ impl SqlBackend for SqliteBackend {
         let mut insert = self
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO {} (id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, \
-                 last_seen_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source, \
-                 dataset = excluded.dataset, content_hash = excluded.content_hash, resource = excluded.resource",
+                "INSERT INTO {} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) {UPSERT}",
                 target.shadow
             ))
             .map_err(err("preparing the staging insert"))?;
