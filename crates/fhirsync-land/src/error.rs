@@ -59,6 +59,27 @@ pub enum Error {
         /// The driver error.
         source: tokio_postgres::Error,
     },
+    /// The TLS handshake with PostgreSQL failed (most often: a certificate from a CA that is
+    /// not trusted, or a host name it does not cover).
+    #[error(
+        "PostgreSQL TLS handshake with `{host}` failed: {source}. Set `ca_file` in [destination] to the PEM of the \
+         CA that signed the server certificate, connect with the host name the certificate names, or add \
+         `sslmode=disable` to the url for a server without TLS"
+    )]
+    PostgresTls {
+        /// Host connected to.
+        host: String,
+        /// The driver error.
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL CA file holds no usable certificate.
+    #[error("`{path}` (PostgreSQL `ca_file`) holds no usable PEM certificate: {reason}")]
+    PostgresCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The PostgreSQL URL could not be parsed.
     #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {source}")]
     PostgresUrl {

@@ -1,6 +1,8 @@
 //! The scenario on PostgreSQL, read back with SQL. Runs only when `FHIRSYNC_TEST_POSTGRES_URL`
 //! names a server (e.g. `postgresql://fhirsync:fhirsync@127.0.0.1:5432/fhirsync`); each test
-//! gets its own schema, dropped afterwards.
+//! gets its own schema, dropped afterwards. When the server has TLS on, set
+//! `FHIRSYNC_TEST_POSTGRES_CA` to the PEM of its CA: the destination then connects over TLS
+//! (`sslmode=prefer`) and the TLS tests run.
 
 use fhirsync_land::{Destination, DestinationConfig, PostgresConfig};
 use tokio::runtime::Runtime;
@@ -11,12 +13,14 @@ use crate::support::*;
 
 /// Environment variable with the test server URL.
 const URL_ENV: &str = "FHIRSYNC_TEST_POSTGRES_URL";
+const CA_ENV: &str = "FHIRSYNC_TEST_POSTGRES_CA";
 
 /// A fresh schema on the test server.
 pub struct PostgresHarness {
     rt: Runtime,
     client: Client,
-    config: PostgresConfig,
+    /// Destination settings for the test's own schema.
+    pub config: PostgresConfig,
 }
 
 impl PostgresHarness {
@@ -30,7 +34,8 @@ impl PostgresHarness {
         let (client, conn) = rt.block_on(tokio_postgres::connect(&url, NoTls)).unwrap();
         rt.spawn(conn);
         let schema = format!("fhirsync_test_{}", uuid::Uuid::new_v4().simple());
-        let config = PostgresConfig { schema, ..PostgresConfig::new(url) };
+        let ca_file = std::env::var_os(CA_ENV).map(std::path::PathBuf::from);
+        let config = PostgresConfig { schema, ca_file, ..PostgresConfig::new(url) };
         Some(PostgresHarness { rt, client, config })
     }
 
@@ -167,4 +172,68 @@ fn landing_drives_postgres_from_async() {
             .unwrap()
     });
     assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
+}
+
+/// With the server's CA in `ca_file` and `sslmode=require`, the destination lands over a
+/// verified TLS connection (the server lists the `fhirsync` session as SSL).
+#[test]
+fn tls_with_ca_file() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    if h.config.ca_file.is_none() {
+        eprintln!("skipping: set {CA_ENV} for a TLS server");
+        return;
+    }
+    // The schema name doubles as a session name no parallel test shares.
+    let app = h.config.schema.clone();
+    let url = format!("{} sslmode=require application_name={app}", h.config.url);
+    let config = PostgresConfig { url, ..h.config.clone() };
+    let mut dest = fhirsync_land::open(&DestinationConfig::Postgres(config)).unwrap();
+    let ssl = h.query(&format!(
+        "SELECT CAST(s.ssl AS text) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = '{app}'"
+    ));
+    assert_eq!(ssl, vec![vec![Some("true".to_string())]]);
+    let p1 = patient("p1", "Alpha");
+    let m = land(
+        &mut *dest,
+        fhirsync_land::Method::FullLoad,
+        &Default::default(),
+        std::slice::from_ref(&p1),
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
+}
+
+/// Without the CA that signed the server certificate, the TLS connection is refused with an
+/// error that names `ca_file` and `sslmode` as the fixes.
+#[test]
+fn tls_unknown_ca_names_the_fix() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    if h.config.ca_file.is_none() {
+        eprintln!("skipping: set {CA_ENV} for a TLS server");
+        return;
+    }
+    let config = PostgresConfig {
+        url: format!("{} sslmode=require", h.config.url),
+        ca_file: None,
+        ..h.config.clone()
+    };
+    let err = fhirsync_land::open(&DestinationConfig::Postgres(config)).err().expect("an untrusted server");
+    assert!(matches!(err, fhirsync_land::Error::PostgresTls { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("ca_file") && message.contains("sslmode=disable"), "{message}");
+}
+
+/// A `ca_file` without a certificate is refused before connecting, naming the file.
+#[test]
+fn ca_file_without_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, "not a certificate").unwrap();
+    let config =
+        PostgresConfig { ca_file: Some(path.clone()), ..PostgresConfig::new("host=127.0.0.1 port=1") };
+    let err = fhirsync_land::open(&DestinationConfig::Postgres(config)).err().expect("an unusable CA file");
+    assert!(matches!(err, fhirsync_land::Error::PostgresCa { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }

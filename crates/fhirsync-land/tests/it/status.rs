@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use fhirsync_land::{
-    DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, PostgresConfig, SqliteConfig,
-    recent_runs,
+    DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, SqliteConfig, recent_runs,
 };
 
 use crate::support::*;
@@ -175,21 +174,7 @@ fn display(p: &Path) -> String {
 /// PostgreSQL: a missing schema has no runs (and is not created); runs come back newest first.
 #[test]
 fn postgres_history() {
-    let Ok(url) = std::env::var("FHIRSYNC_TEST_POSTGRES_URL") else {
-        eprintln!("skipping PostgreSQL test: set FHIRSYNC_TEST_POSTGRES_URL to run it");
-        return;
-    };
-    let schema = format!("fhirsync_status_{}", uuid::Uuid::new_v4().simple());
-    let config =
-        DestinationConfig::Postgres(PostgresConfig { schema: schema.clone(), ..PostgresConfig::new(&url) });
-    let outcome = std::panic::catch_unwind(|| history_scenario(&config));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.unwrap();
-    });
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    // The harness supplies the server settings (TLS CA included) and drops the schema after.
+    let Some(h) = crate::postgres::PostgresHarness::from_env() else { return };
+    history_scenario(&DestinationConfig::Postgres(h.config.clone()));
 }

@@ -1,5 +1,7 @@
 //! PostgreSQL destination settings.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// Default target schema.
@@ -22,6 +24,12 @@ pub struct PostgresConfig {
     /// Schema that receives all tables; created if missing (default `fhirsync`).
     #[serde(default = "default_schema")]
     pub schema: String,
+    /// PEM file of the CA that signed the server's certificate (a private or cloud CA), trusted
+    /// besides the system roots. TLS follows the URL's `sslmode` (`prefer` by default, also
+    /// `require` or `disable`); when TLS is used the certificate and host name are always
+    /// verified.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_password_env() -> String {
@@ -35,7 +43,12 @@ fn default_schema() -> String {
 impl PostgresConfig {
     /// Settings for `url` with the default schema and password variable.
     pub fn new(url: impl Into<String>) -> Self {
-        PostgresConfig { url: url.into(), password_env: default_password_env(), schema: default_schema() }
+        PostgresConfig {
+            url: url.into(),
+            password_env: default_password_env(),
+            schema: default_schema(),
+            ca_file: None,
+        }
     }
 }
 
@@ -45,6 +58,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("url", &redact_url(&self.url))
             .field("password_env", &self.password_env)
             .field("schema", &self.schema)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -5,13 +5,18 @@
 //! runtime also runs the connection task, which only makes progress during those calls, and
 //! that is all it needs.
 
+use std::path::Path;
 use std::pin::pin;
+use std::sync::Arc;
 
 use fhirsync_core::RawResource;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::runtime::Runtime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresConfig;
 use crate::destination::Destination;
@@ -70,11 +75,21 @@ impl PostgresBackend {
             .unwrap_or_default();
         let describe =
             format!("postgres `{host}/{}` schema `{}`", pg.get_dbname().unwrap_or_default(), config.schema);
+        if pg.get_application_name().is_none() {
+            pg.application_name("fhirsync");
+        }
+        let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(Error::io("starting the PostgreSQL runtime", "."))?;
-        let (client, connection) = rt.block_on(pg.connect(NoTls)).map_err(err("connecting"))?;
+        let (client, connection) = rt.block_on(pg.connect(tls)).map_err(|source| {
+            if is_tls_failure(&source) {
+                Error::PostgresTls { host: host.clone(), source }
+            } else {
+                Error::Postgres { action: "connecting", source }
+            }
+        })?;
         rt.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "PostgreSQL connection closed.");
@@ -88,6 +103,52 @@ impl PostgresBackend {
             seq: 0,
         })
     }
+}
+
+/// TLS settings: the system roots plus the certificates of `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: `ca_file` may be all that is needed.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_file {
+        let ca_error = |reason: String| Error::PostgresCa { path: path.to_path_buf(), reason };
+        let pem = std::fs::read(path).map_err(Error::io("reading the PostgreSQL CA file", path))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_error("no `BEGIN CERTIFICATE` block".to_string()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::PostgresCa {
+            path: ca_file.map(Path::to_path_buf).unwrap_or_default(),
+            reason: format!("TLS set-up failed: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Whether a connection error came from the TLS handshake (rustls, e.g. an unknown issuer).
+fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl SqlBackend for PostgresBackend {
