@@ -80,6 +80,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The TLS library refused its own settings (no protocol version the crypto provider supports).
+    #[error("PostgreSQL TLS could not be set up: {reason}")]
+    PostgresTlsSetup {
+        /// The TLS library's reason.
+        reason: String,
+    },
     /// The PostgreSQL URL could not be parsed.
     #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {source}")]
     PostgresUrl {

@@ -126,10 +126,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::PostgresCa {
-            path: ca_file.map(Path::to_path_buf).unwrap_or_default(),
-            reason: format!("TLS set-up failed: {e}"),
-        })?
+        .map_err(|e| Error::PostgresTlsSetup { reason: e.to_string() })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
