@@ -533,23 +533,23 @@ fn reload_merge_exact_rows() {
     assert_staging_empty(&h);
 }
 
+/// Opens `h` and full-loads `resources` of patient p1 (its scopes complete); returns the
+/// destination and the run id.
+fn full_load_p1(h: &SqliteHarness, resources: &[RawResource]) -> (Box<dyn Destination>, String) {
+    let mut dest = h.open();
+    let scope = run_scope(&["p1"], scopes_of(&["p1"]));
+    let run = land(&mut *dest, Method::FullLoad, &LandOptions::default(), resources, scope).unwrap().run_id;
+    (dest, run)
+}
+
 /// Reload-and-compare: a key staged first changed, then again with its landed content, gets no
 /// change record and counts as unchanged.
 #[test]
 fn compare_key_staged_twice_back_to_landed() {
     let h = SqliteHarness::new();
     let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
     let all = || run_scope(&["p1"], scopes_of(&["p1"]));
-    let mut dest = h.open();
-    let r1 = land(
-        &mut *dest,
-        Method::FullLoad,
-        &LandOptions::default(),
-        &[p1.clone(), o1.clone(), o2.clone()],
-        all(),
-    )
-    .unwrap()
-    .run_id;
     // Two pages of one search overlap (paging under concurrent edits): o1 twice.
     let o1x = obs("o1", "p1", "9");
     let m = land_batches(
@@ -571,17 +571,8 @@ fn compare_key_staged_twice_back_to_landed() {
 fn compare_key_staged_twice_changed_last() {
     let h = SqliteHarness::new();
     let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
     let all = || run_scope(&["p1"], scopes_of(&["p1"]));
-    let mut dest = h.open();
-    let r1 = land(
-        &mut *dest,
-        Method::FullLoad,
-        &LandOptions::default(),
-        &[p1.clone(), o1.clone(), o2.clone()],
-        all(),
-    )
-    .unwrap()
-    .run_id;
     let o1b = obs("o1", "p1", "1.5");
     // Both copies in one batch, and again across batches for o2.
     let o2b = obs("o2", "p1", "2.5");
