@@ -64,19 +64,7 @@ impl Harness for SqliteHarness {
                     "SELECT fhir_version, id, patient_id, dataset, source, content_hash, resource, first_seen_run, last_seen_run FROM \"{table}\""
                 ),
             ) {
-                let s = |i: usize| r[i].clone().unwrap();
-                out.push(Landed {
-                    resource_type: rt.clone(),
-                    fhir_version: s(0),
-                    id: s(1),
-                    patient_id: r[2].clone(),
-                    dataset: s(3),
-                    source: s(4),
-                    content_hash: s(5),
-                    resource: s(6),
-                    first_seen_run: s(7),
-                    last_seen_run: s(8),
-                });
+                out.push(Landed::from_cells(&rt, &r));
             }
         }
         sorted(out)

@@ -23,6 +23,26 @@ pub struct Landed {
     pub last_seen_run: String,
 }
 
+impl Landed {
+    /// The row of a type table read back as text, in the column order `fhir_version, id,
+    /// patient_id, dataset, source, content_hash, resource, first_seen_run, last_seen_run`.
+    pub fn from_cells(resource_type: &str, cells: &[Option<String>]) -> Landed {
+        let s = |i: usize| cells[i].clone().unwrap();
+        Landed {
+            resource_type: resource_type.to_string(),
+            fhir_version: s(0),
+            id: s(1),
+            patient_id: cells[2].clone(),
+            dataset: s(3),
+            source: s(4),
+            content_hash: s(5),
+            resource: s(6),
+            first_seen_run: s(7),
+            last_seen_run: s(8),
+        }
+    }
+}
+
 /// One change record.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Change {
