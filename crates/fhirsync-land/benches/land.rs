@@ -5,7 +5,7 @@
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
 //! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads and
 //! a compare before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
-//! profiles another size.
+//! profiles another size, and `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods.
 //!
 //! The input is generated batch by batch on a producer thread while landing (a few search pages
 //! in memory, as in a real run), so peak RSS is that of landing. The profile counts the CPU of
@@ -44,6 +44,12 @@ fn observation(i: usize) -> RawResource {
 /// Resources per profiled run: `FHIRSYNC_BENCH_RESOURCES` or [`RESOURCES`].
 fn profile_resources() -> usize {
     std::env::var("FHIRSYNC_BENCH_RESOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(RESOURCES)
+}
+
+/// Whether the profile runs method `name`: `FHIRSYNC_BENCH_METHODS` (comma-separated names, e.g.
+/// `full-load`) or all of them.
+fn profile_selected(name: &str) -> bool {
+    std::env::var("FHIRSYNC_BENCH_METHODS").map_or(true, |v| v.split(',').any(|m| m.trim() == name))
 }
 
 /// The input, one batch (search page) at a time.
@@ -158,12 +164,18 @@ fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
 
 /// User + system CPU seconds of the calling thread so far.
 fn cpu_seconds() -> f64 {
+    let (user, system) = cpu_split();
+    user + system
+}
+
+/// User and system CPU seconds of the calling thread so far.
+fn cpu_split() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 (1-based) of stat, i.e. 11 and 12 after the `)`.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// Peak resident set size in MiB.
@@ -218,15 +230,22 @@ fn profile() {
         ("reload", Method::Reload),
         ("reload-and-compare", Method::ReloadAndCompare),
     ] {
+        if !profile_selected(name) {
+            continue;
+        }
         let reset = reset_peak_rss();
         let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
+        let split0 = cpu_split();
         let (staged_at, staged_io) = land(&db, method, &scope, resources);
         let cpu = cpu_seconds() - cpu0;
+        let split = cpu_split();
         let wall = wall0.elapsed().as_secs_f64();
         let io = io_mib();
         println!(
-            "profile: {name:<19} cpu {cpu:6.2} s (staging {:5.2} s, commit {:5.2} s; = {:5.1} CPU-s per 1M), wall {wall:6.2} s, \
-             read {:.0} MiB, written {:.0} MiB (staging {:.0}), peak RSS {:.0} MiB{}",
+            "profile: {name:<19} cpu {cpu:6.2} s (user {:5.2}, system {:5.2}; staging {:5.2} s, commit {:5.2} s; = {:5.1} \
+             CPU-s per 1M), wall {wall:6.2} s, read {:.0} MiB, written {:.0} MiB (staging {:.0}), peak RSS {:.0} MiB{}",
+            split.0 - split0.0,
+            split.1 - split0.1,
             staged_at - cpu0,
             cpu - (staged_at - cpu0),
             cpu * 1_000_000.0 / resources as f64,

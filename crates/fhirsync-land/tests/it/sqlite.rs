@@ -1,5 +1,7 @@
 //! The scenario on SQLite, read back with plain SQL, plus SQLite-only checks.
 
+use std::collections::BTreeSet;
+
 use fhirsync_core::{RawResource, RunScope};
 use fhirsync_land::{Destination, LandOptions, Method, SqliteConfig};
 use rusqlite::Connection;
@@ -826,4 +828,127 @@ fn delete_exits_keep_patientless_rows_of_incomplete_scope() {
     assert_eq!((m.staged, m.cohort_exits, m.deleted, m.kept), (2, 1, 1, 1));
     assert_eq!(h.changes(&r2), vec![change("D", "Patient", "p2", Some(&p2), None)]);
     assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r2), landed(&pr1, &r1, &r2), landed(&pr2, &r1, &r1)]));
+}
+
+// --- Full load into an empty target: rollback journal while staging, WAL after ---
+
+/// The journal mode a new connection to the database reports.
+fn journal_mode(h: &SqliteHarness) -> String {
+    h.conn().query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap()
+}
+
+/// A full load into an empty file stages with the rollback journal (no WAL file grows) and
+/// leaves the database in WAL mode with exact rows and no journal file.
+#[test]
+fn full_load_into_empty_target_uses_rollback_journal() {
+    let h = SqliteHarness::new();
+    let (p1, o1) = (patient("p1", "Alpha"), obs("o1", "p1", "1"));
+    let mut dest = h.open();
+    dest.begin(Method::FullLoad, &LandOptions::default()).unwrap();
+    dest.stage(&[p1.clone(), o1.clone()]).unwrap();
+    dest.checkpoint().unwrap();
+    assert_eq!(journal_mode(&h), "delete", "staging an empty target uses the rollback journal");
+    for s in scopes_of(&["p1"]) {
+        dest.scope_complete(&s).unwrap();
+    }
+    let m = dest.commit(&run_scope(&["p1"], scopes_of(&["p1"])), &[], &serde_json::json!({})).unwrap();
+    assert_eq!(journal_mode(&h), "wal", "the committed database is back in WAL mode");
+    assert_eq!(h.rows(), sorted(vec![landed(&p1, &m.run_id, &m.run_id), landed(&o1, &m.run_id, &m.run_id)]));
+    let journal = h.config.path.with_extension("db-journal");
+    assert!(!journal.exists(), "no rollback journal is left behind");
+    assert_staging_empty(&h);
+}
+
+/// While another connection has the database open, a full load into the empty target stays in
+/// WAL mode (leaving it would need that connection gone) and still lands exact rows.
+#[test]
+fn full_load_with_open_reader_stays_in_wal() {
+    let h = SqliteHarness::new();
+    drop(h.open());
+    let reader = h.conn();
+    let mode: String = reader.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let p1 = patient("p1", "Alpha");
+    let mut dest = h.open();
+    dest.begin(Method::FullLoad, &LandOptions::default()).unwrap();
+    dest.stage(std::slice::from_ref(&p1)).unwrap();
+    dest.checkpoint().unwrap();
+    let mode: String = reader.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+    assert_eq!(mode, "wal", "an open reader keeps the load in WAL mode");
+    let m = dest.commit(&run_scope(&["p1"], BTreeSet::new()), &[], &serde_json::json!({})).unwrap();
+    let ids: Vec<String> = reader
+        .prepare("SELECT id FROM patient")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, ["p1"], "the reader sees the committed rows");
+    assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
+}
+
+/// A full load into an empty target killed after a checkpoint resumes (the next open returns
+/// the file to WAL mode, the resumed run leaves it again) and commits exact rows in WAL mode.
+#[test]
+fn killed_full_load_into_empty_target_resumes() {
+    let h = SqliteHarness::new();
+    let (p1, p2) = (patient("p1", "Alpha"), patient("p2", "Beta"));
+    let (o1, o2) = (obs("o1", "p1", "1"), obs("o2", "p2", "2"));
+    let killed = kill_after_checkpoint(
+        &h,
+        Method::FullLoad,
+        &LandOptions::default(),
+        &[p1.clone(), o1.clone()],
+        &scopes_of(&["p1"]),
+        std::slice::from_ref(&p2),
+    )
+    .run_id;
+    assert_eq!(journal_mode(&h), "delete", "the killed load left the rollback journal on");
+
+    let mut dest = h.open();
+    assert_eq!(journal_mode(&h), "wal", "opening the destination restores WAL mode");
+    let start = dest.begin(Method::FullLoad, &LandOptions::default()).unwrap();
+    assert!(start.resumed);
+    assert_eq!(start.run_id, killed);
+    assert_eq!(journal_mode(&h), "delete", "the resumed load of the still-empty target leaves WAL again");
+    dest.stage(&[p2.clone(), o2.clone()]).unwrap();
+    for s in scopes_of(&["p2"]) {
+        dest.scope_complete(&s).unwrap();
+    }
+    let m = dest.commit(&run_scope(&["p1", "p2"], scopes_of(&["p2"])), &[], &serde_json::json!({})).unwrap();
+    assert_eq!(m.run_id, killed);
+    assert_eq!(journal_mode(&h), "wal");
+    assert_eq!(
+        h.rows(),
+        sorted(vec![
+            landed(&p1, &killed, &killed),
+            landed(&p2, &killed, &killed),
+            landed(&o1, &killed, &killed),
+            landed(&o2, &killed, &killed),
+        ])
+    );
+    assert_staging_empty(&h);
+}
+
+/// A full load that replaces a landed target keeps WAL mode while staging, so readers of the
+/// landed rows are never blocked.
+#[test]
+fn full_load_replacing_data_stays_in_wal() {
+    let h = SqliteHarness::new();
+    let p1 = patient("p1", "Alpha");
+    land(
+        &mut *h.open(),
+        Method::FullLoad,
+        &LandOptions::default(),
+        std::slice::from_ref(&p1),
+        run_scope(&["p1"], BTreeSet::new()),
+    )
+    .unwrap();
+    let mut dest = h.open();
+    dest.begin(Method::FullLoad, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
+    dest.stage(std::slice::from_ref(&p1)).unwrap();
+    dest.checkpoint().unwrap();
+    assert_eq!(journal_mode(&h), "wal");
+    let m = dest.commit(&run_scope(&["p1"], BTreeSet::new()), &[], &serde_json::json!({})).unwrap();
+    assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
 }

@@ -63,6 +63,15 @@ pub(crate) trait SqlBackend: Send {
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()>;
     /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
+    /// Called outside a transaction when a full load starts (or resumes) into an empty target:
+    /// the backend may switch to a write mode only safe without readers. Returns whether it did.
+    fn begin_bulk_load(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Undoes [`SqlBackend::begin_bulk_load`], outside a transaction.
+    fn end_bulk_load(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Where one resource type's rows are staged, and what to look up while staging.
@@ -122,6 +131,8 @@ pub(crate) struct SqlDestination<B> {
     shadows: BTreeSet<String>,
     /// Resource types with a type table (registered in `_fhirsync_types`) when the run began.
     tables: BTreeSet<String>,
+    /// The backend is in its bulk-load mode ([`SqlBackend::begin_bulk_load`]).
+    bulk_load: bool,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -136,6 +147,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             pending: 0,
             shadows: BTreeSet::new(),
             tables: BTreeSet::new(),
+            bulk_load: false,
         };
         this.in_transaction(Self::drop_legacy_stage)?;
         Ok(this)
@@ -197,6 +209,16 @@ impl<B: SqlBackend> SqlDestination<B> {
 
     fn active(&self, what: &'static str) -> Result<&ActiveRun> {
         self.run.as_ref().ok_or(Error::NoActiveRun(what))
+    }
+
+    /// Leaves the backend's bulk-load mode if it is in it. The data is committed either way: a
+    /// failure is logged, and the next open of the destination restores the normal mode.
+    fn end_bulk_load(&mut self) {
+        if std::mem::take(&mut self.bulk_load)
+            && let Err(e) = self.backend.end_bulk_load()
+        {
+            tracing::warn!(error = %e, "Could not leave the bulk-load mode; the next run restores it.");
+        }
     }
 
     /// Runs `f` inside a transaction, rolling back on error.
@@ -371,8 +393,12 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     fn begin(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         self.rollback_txn();
         self.run = None;
+        self.end_bulk_load();
         let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
         self.tables = self.registered_types()?.into_iter().map(|(t, _)| t).collect();
+        if method == Method::FullLoad && !self.target_has_data()? {
+            self.bulk_load = self.backend.begin_bulk_load()?;
+        }
         self.run = Some(ActiveRun { id: start.run_id.clone(), method, options: options.clone() });
         Ok(start)
     }
@@ -414,6 +440,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         let run = self.active("commit before begin")?.clone();
         let metrics = self.in_transaction(|this| this.apply(&run, scope, views, report))?;
         self.run = None;
+        self.end_bulk_load();
         metrics.log_committed();
         Ok(metrics)
     }

@@ -26,6 +26,7 @@ pub(crate) struct SqliteBackend {
     conn: Connection,
     path: PathBuf,
     dialect: Dialect,
+    busy_timeout: Duration,
 }
 
 fn err(action: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -35,8 +36,8 @@ fn err(action: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 impl SqliteBackend {
     pub(crate) fn open(config: &SqliteConfig) -> Result<Self> {
         let conn = Connection::open(&config.path).map_err(err("opening the database"))?;
-        conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
-            .map_err(err("setting the busy timeout"))?;
+        let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
+        conn.busy_timeout(busy_timeout).map_err(err("setting the busy timeout"))?;
         // WAL: readers see the last committed state while a run writes. NORMAL sync is durable
         // across process kills (only an OS crash can lose the last transactions). 64 KiB pages
         // (new files only): resources of up to ~64 KB stay inline, and inserting ~1.3 KB rows
@@ -47,7 +48,12 @@ impl SqliteBackend {
         )
         .map_err(err("setting pragmas"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite })
+        Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite, busy_timeout })
+    }
+
+    /// The database's journal mode after `PRAGMA journal_mode = {mode}`.
+    fn set_journal_mode(&self, mode: &str) -> rusqlite::Result<String> {
+        self.conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |row| row.get(0))
     }
 
     /// Opens an existing database read-only: never creates the file or changes pragmas
@@ -58,7 +64,12 @@ impl SqliteBackend {
             .map_err(err("opening the database read-only"))?;
         conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
             .map_err(err("setting the busy timeout"))?;
-        Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite })
+        Ok(SqliteBackend {
+            conn,
+            path: config.path.clone(),
+            dialect: Dialect::Sqlite,
+            busy_timeout: Duration::from_millis(config.busy_timeout_ms),
+        })
     }
 }
 
@@ -98,6 +109,41 @@ impl SqlBackend for SqliteBackend {
             out.push(cells);
         }
         Ok(out)
+    }
+
+    /// An empty target has nothing for a reader to see, so the load uses the rollback journal,
+    /// which writes each new page once (WAL writes it to the log and again at the checkpoint):
+    /// measured 0.6-1.3 CPU-s less per 1 M resources. `synchronous = FULL` keeps each staging
+    /// transaction durable. Leaving WAL needs the only connection to the file, so another open
+    /// connection (a reader) keeps the load in WAL; nobody waits for it.
+    fn begin_bulk_load(&mut self) -> Result<bool> {
+        self.conn.busy_timeout(Duration::ZERO).map_err(err("setting the busy timeout"))?;
+        let mode = self.set_journal_mode("DELETE");
+        self.conn.busy_timeout(self.busy_timeout).map_err(err("setting the busy timeout"))?;
+        match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("delete") => {
+                self.conn
+                    .execute_batch("PRAGMA synchronous = FULL")
+                    .map_err(err("setting the bulk-load pragmas"))?;
+                tracing::debug!("Empty target: loading with the rollback journal.");
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                tracing::debug!("Another connection has the database open: loading in WAL mode.");
+                Ok(false)
+            }
+            Err(e) => Err(err("leaving WAL mode for the load")(e)),
+        }
+    }
+
+    /// Back to WAL (waits for readers up to the busy timeout).
+    fn end_bulk_load(&mut self) -> Result<()> {
+        let mode = self.set_journal_mode("WAL").map_err(err("returning to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "The database stayed out of WAL mode; the next run restores it.");
+        }
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err("setting pragmas"))
     }
 
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()> {
