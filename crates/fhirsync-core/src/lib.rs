@@ -91,13 +91,30 @@ impl ContentHash {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
+        self.hex().as_str().to_string()
+    }
+
+    /// Lower-case hex without allocating (for per-row hot paths).
+    pub fn hex(&self) -> Hex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[(b >> 4) as usize];
+            pair[1] = DIGITS[(b & 15) as usize];
         }
-        s
+        Hex(out)
+    }
+}
+
+/// A [`ContentHash`] as 64 lower-case hex digits, on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hex([u8; 64]);
+
+impl Hex {
+    /// The digits as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -280,6 +297,15 @@ mod tests {
         assert_eq!(r.hash, ContentHash::of(json.as_bytes()));
         assert_eq!(r.hash.to_hex().len(), 64);
         assert!(!format!("{r:?}").contains("name"));
+    }
+
+    /// The hex form is lower-case SHA-256, checked against the known digest of the empty input.
+    #[test]
+    fn content_hash_hex_is_sha256() {
+        let hash = ContentHash::of(b"");
+        let expected = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(hash.hex().as_str(), expected);
+        assert_eq!(hash.to_hex(), expected);
     }
 
     /// A resource without an id is rejected with the field named.

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fhirsync_core::RawResource;
+use fhirsync_core::{FhirVersion, RawResource};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::config::SqliteConfig;
 use crate::destination::Destination;
@@ -175,40 +175,54 @@ impl SqlBackend for SqliteBackend {
             ),
             false => None,
         };
-        // Rows of a page share their dataset: format it once per change.
-        let mut dataset: Option<(&fhirsync_core::Dataset, String)> = None;
+        // Parameters that rows of a page share (FHIR version, source, dataset, run) stay bound
+        // from row to row and are bound again only when they change; the rest are bound per row.
+        let mut shared: Option<(FhirVersion, &str, &fhirsync_core::Dataset)> = None;
+        // `first_seen_run` of the looked-up row, reused between rows (runs are few).
+        let mut first_seen = String::new();
+        let bind = |stmt: &mut rusqlite::Statement<'_>, i: usize, v: &str| {
+            stmt.raw_bind_parameter(i, v).map_err(err("binding a staged value"))
+        };
         for r in rows {
             let version = r.fhir_version.as_str();
-            if dataset.as_ref().is_none_or(|(d, _)| *d != &r.dataset) {
-                dataset = Some((&r.dataset, r.dataset.to_string()));
+            if shared != Some((r.fhir_version, r.source.as_str(), &r.dataset)) {
+                shared = Some((r.fhir_version, r.source.as_str(), &r.dataset));
+                bind(&mut insert, 3, version)?;
+                bind(&mut insert, 4, &r.source)?;
+                bind(&mut insert, 5, &r.dataset.to_string())?;
+                bind(&mut insert, 9, run_id)?;
             }
-            let dataset_text = dataset.as_ref().map_or("", |(_, text)| text.as_str());
-            let hash = r.hash.to_hex();
-            let (first_seen, before_hash) = match lookup.as_mut() {
-                Some(stmt) => stmt
-                    .query_row(params![version, r.id], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                    })
-                    .optional()
-                    .map_err(err("looking a staged resource up"))?
-                    .map_or((None, None), |(first, hash)| (Some(first), Some(hash))),
-                None => (None, None),
-            };
-            insert
-                .execute(params![
-                    r.id,
-                    r.patient_id,
-                    version,
-                    r.source,
-                    dataset_text,
-                    hash,
-                    &*r.json,
-                    first_seen.as_deref().unwrap_or(run_id),
-                    run_id,
-                ])
-                .map_err(err("staging a resource"))?;
+            let hash = r.hash.hex();
+            // The row in the type table: whether it exists, and its hash when it differs.
+            let mut found = false;
+            let mut before_hash: Option<String> = None;
+            if let Some(stmt) = lookup.as_mut() {
+                let mut hits =
+                    stmt.query(params![version, r.id]).map_err(err("looking a staged resource up"))?;
+                if let Some(row) = hits.next().map_err(err("looking a staged resource up"))? {
+                    let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
+                    let (first, landed_hash) = (
+                        text(0).map_err(err("reading a landed row"))?,
+                        text(1).map_err(err("reading a landed row"))?,
+                    );
+                    found = true;
+                    if first != first_seen {
+                        first_seen.clear();
+                        first_seen.push_str(first);
+                    }
+                    if landed_hash != hash.as_str() {
+                        before_hash = Some(landed_hash.to_string());
+                    }
+                }
+            }
+            bind(&mut insert, 1, &r.id)?;
+            insert.raw_bind_parameter(2, r.patient_id.as_deref()).map_err(err("binding a staged value"))?;
+            bind(&mut insert, 6, hash.as_str())?;
+            bind(&mut insert, 7, &r.json)?;
+            bind(&mut insert, 8, if found { &first_seen } else { run_id })?;
+            insert.raw_execute().map_err(err("staging a resource"))?;
             if let Some(stmt) = note_change.as_mut()
-                && before_hash.as_deref() != Some(hash.as_str())
+                && (!found || before_hash.is_some())
             {
                 stmt.execute(params![r.resource_type, version, r.id, before_hash])
                     .map_err(err("noting a staged change"))?;
