@@ -142,10 +142,15 @@ impl<B: SqlBackend> SqlDestination<B> {
             ))?;
         }
         for (_, table) in types {
+            // The table's distinct patients, one `patient_id` index seek each (a loose index scan),
+            // instead of reading every row's index entry: ~10x less work with 100 rows a patient.
             self.backend.execute(&format!(
-                "INSERT INTO {exits} (patient_id, first_flagged_run, last_flagged_run, flagged_at, rows_deleted) \
-                 SELECT DISTINCT t.patient_id, {run}, {run}, {now}, {del} FROM {t} t \
-                 WHERE t.patient_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {cohort} c WHERE c.patient_id = t.patient_id) \
+                "WITH RECURSIVE p (patient_id) AS (SELECT min(patient_id) FROM {t} \
+                 UNION ALL SELECT (SELECT min(u.patient_id) FROM {t} u WHERE u.patient_id > p.patient_id) \
+                 FROM p WHERE p.patient_id IS NOT NULL) \
+                 INSERT INTO {exits} (patient_id, first_flagged_run, last_flagged_run, flagged_at, rows_deleted) \
+                 SELECT p.patient_id, {run}, {run}, {now}, {del} FROM p \
+                 WHERE p.patient_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {cohort} c WHERE c.patient_id = p.patient_id) \
                  ON CONFLICT (patient_id) DO UPDATE SET last_flagged_run = excluded.last_flagged_run, \
                  flagged_at = excluded.flagged_at, rows_deleted = excluded.rows_deleted",
                 exits = d.t(EXITS),
