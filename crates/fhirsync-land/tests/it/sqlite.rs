@@ -952,3 +952,34 @@ fn full_load_replacing_data_stays_in_wal() {
     let m = dest.commit(&run_scope(&["p1"], BTreeSet::new()), &[], &serde_json::json!({})).unwrap();
     assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
 }
+
+/// A row another connection writes into a type table while a reload stages (here after one
+/// was deleted, so the table's row count still matches the keys found) is not mistaken for a
+/// re-read one: its incomplete scope keeps it.
+#[test]
+fn row_written_by_another_connection_during_reload_is_kept() {
+    let h = SqliteHarness::new();
+    let (o1, o2) = (obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let scope_p1 = run_scope(&["p1"], scopes_of(&["p1"]));
+    land(&mut *h.open(), Method::FullLoad, &LandOptions::default(), &[o1.clone(), o2.clone()], scope_p1)
+        .unwrap();
+
+    let mut dest = h.open();
+    dest.begin(Method::Reload, &LandOptions::default()).unwrap();
+    dest.stage(&[o1.clone(), o2.clone()]).unwrap();
+    dest.checkpoint().unwrap();
+    h.conn()
+        .execute_batch(
+            "INSERT INTO observation SELECT 'o9', 'p3', fhir_version, source, dataset, content_hash, resource, \
+             first_seen_run, last_seen_run FROM observation WHERE id = 'o1'; \
+             DELETE FROM observation WHERE id = 'o2';",
+        )
+        .unwrap();
+    for s in scopes_of(&["p1"]) {
+        dest.scope_complete(&s).unwrap();
+    }
+    let m = dest.commit(&run_scope(&["p1", "p3"], scopes_of(&["p1"])), &[], &serde_json::json!({})).unwrap();
+    assert_eq!((m.staged, m.deleted, m.kept), (2, 0, 1));
+    assert_eq!(column(&h, "SELECT id FROM observation ORDER BY id"), ["o1", "o2", "o9"]);
+    assert_staging_empty(&h);
+}

@@ -185,9 +185,9 @@ impl SqlBackend for PostgresBackend {
             .collect())
     }
 
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()> {
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.batch(
             "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, fhir_version text, id text, patient_id text, \
@@ -244,7 +244,8 @@ impl SqlBackend for PostgresBackend {
             shadow = target.shadow,
             run = lit(run_id),
         );
-        self.batch(&sql)
+        // Keys are compared at commit, never looked up here.
+        self.batch(&sql).map(|()| 0)
     }
 
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {

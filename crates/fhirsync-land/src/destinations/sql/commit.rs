@@ -214,6 +214,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
 
         let before = self.count(&format!("SELECT {text} FROM {t}"))?;
+        // Every row re-read (the usual reload): none to delete or keep, no search for them.
+        let all_reread = !full_load && has_shadow && self.all_reread(resource_type, table, staged, before)?;
         // Rows not re-read: how many go and how many stay, and the insert/update counts.
         let counts = if full_load {
             // The target becomes exactly the staged data.
@@ -236,11 +238,14 @@ impl<B: SqlBackend> SqlDestination<B> {
                  FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
                  WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)"
             ))?;
-            let gone = self.backend.execute(&format!(
-                "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-                 SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
-                 FROM {t} t WHERE {not_staged} AND {deletable}"
-            ))?;
+            let gone = match all_reread {
+                true => 0,
+                false => self.backend.execute(&format!(
+                    "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
+                     SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
+                     FROM {t} t WHERE {not_staged} AND {deletable}"
+                ))?,
+            };
             if ctx.history {
                 self.write_history(ctx, resource_type, &shadow)?;
             }
@@ -258,11 +263,16 @@ impl<B: SqlBackend> SqlDestination<B> {
             let kept = before.saturating_sub(staged.saturating_sub(inserted) + gone);
             Counts { inserted, updated, gone, kept }
         } else {
-            let rows = self.backend.query(&format!(
-                "SELECT {text}, {} FROM {t} t WHERE {not_staged}",
-                d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
-            ))?;
-            let (not_staged, gone) = rows.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1)));
+            let (not_staged, gone) = match all_reread {
+                true => (0, 0),
+                false => {
+                    let rows = self.backend.query(&format!(
+                        "SELECT {text}, {} FROM {t} t WHERE {not_staged}",
+                        d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
+                    ))?;
+                    rows.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1)))
+                }
+            };
             let kept = not_staged.saturating_sub(gone);
             // Rows before = re-read + gone + kept; the rest of the staged rows are new.
             let inserted = staged.saturating_sub(before.saturating_sub(gone + kept));

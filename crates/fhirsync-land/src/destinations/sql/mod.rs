@@ -59,8 +59,9 @@ pub(crate) trait SqlBackend: Send {
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>>;
     /// Writes resources of one type into its shadow table inside the open transaction (later
     /// copies win), with `first_seen_run` and `last_seen_run` set to `run_id` unless
-    /// [`StageTarget::live`] says otherwise.
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()>;
+    /// [`StageTarget::live`] says otherwise. Returns how many of the rows were found in
+    /// [`StageTarget::live`] (0 without it).
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64>;
     /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
     /// Called outside a transaction when a full load starts (or resumes) into an empty target:
@@ -113,6 +114,18 @@ impl<'a> TypeRows<'a> {
     }
 }
 
+/// What this process staged of one type in the current run, with the type table looked up
+/// ([`StageTarget::live`]): lets the commit skip its search for rows that were not re-read.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    /// Rows staged (a key staged twice counts twice).
+    rows: u64,
+    /// Rows whose key was found in the type table.
+    found: u64,
+    /// The type table's [`Dialect::last_row_sql`] when staging of the type began.
+    last_row: Option<String>,
+}
+
 /// The run being staged.
 #[derive(Debug, Clone)]
 struct ActiveRun {
@@ -133,6 +146,9 @@ pub(crate) struct SqlDestination<B> {
     tables: BTreeSet<String>,
     /// The backend is in its bulk-load mode ([`SqlBackend::begin_bulk_load`]).
     bulk_load: bool,
+    /// Per resource type, what this process staged with lookups; `None` once it cannot be
+    /// trusted (a resumed run staged rows before, or a staging transaction rolled back).
+    tallies: Option<std::collections::BTreeMap<String, Tally>>,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -148,6 +164,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             shadows: BTreeSet::new(),
             tables: BTreeSet::new(),
             bulk_load: false,
+            tallies: None,
         };
         this.in_transaction(Self::drop_legacy_stage)?;
         Ok(this)
@@ -200,6 +217,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         if self.in_txn {
             // Shadow tables created in this transaction are gone; re-check on next use.
             self.shadows.clear();
+            self.tallies = None;
             // Best effort: the connection is reset by the driver if this fails.
             let _ = self.backend.batch("ROLLBACK");
             self.in_txn = false;
@@ -331,9 +349,48 @@ impl<B: SqlBackend> SqlDestination<B> {
                 live,
                 changes: run.method == Method::ReloadAndCompare,
             };
-            self.backend.stage_rows(&run.id, &target, &rows)?;
+            let looked_up = target.live.is_some();
+            if looked_up
+                && let Some(tallies) = &self.tallies
+                && !tallies.contains_key(resource_type)
+            {
+                let last_row = match d.last_row_sql(&table) {
+                    Some(sql) => {
+                        self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?)
+                    }
+                    None => None,
+                };
+                if let Some(tallies) = self.tallies.as_mut() {
+                    tallies.insert(resource_type.to_string(), Tally { last_row, ..Tally::default() });
+                }
+            }
+            let found = self.backend.stage_rows(&run.id, &target, &rows)?;
+            if let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type))
+                && looked_up
+            {
+                tally.rows += rows.len() as u64;
+                tally.found += found;
+            }
         }
         Ok(())
+    }
+
+    /// Whether every row of type table `table` was staged again in this run, so no row needs
+    /// looking for among the ones not re-read: this process staged all of the shadow's rows
+    /// (no key twice), found as many keys in the table as it holds (`before` rows), and no row
+    /// was added to the table since.
+    fn all_reread(&mut self, resource_type: &str, table: &str, staged: u64, before: u64) -> Result<bool> {
+        let Some(tally) = self.tallies.as_ref().and_then(|t| t.get(resource_type)).cloned() else {
+            return Ok(false);
+        };
+        if tally.rows != staged || tally.found != before {
+            return Ok(false);
+        }
+        let Some(sql) = self.d().last_row_sql(table) else {
+            return Ok(false);
+        };
+        let last_row = self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?);
+        Ok(last_row == tally.last_row)
     }
 
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
@@ -396,6 +453,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         self.end_bulk_load();
         let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
         self.tables = self.registered_types()?.into_iter().map(|(t, _)| t).collect();
+        self.tallies = (!start.resumed).then(Default::default);
         if method == Method::FullLoad && !self.target_has_data()? {
             self.bulk_load = self.backend.begin_bulk_load()?;
         }

@@ -203,6 +203,15 @@ impl Dialect {
         matches!(self, Dialect::Sqlite)
     }
 
+    /// The highest row id of `table` as text, where the backend compares while staging: a
+    /// row added by anyone since staging began raises it.
+    pub(crate) fn last_row_sql(&self, table: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => Some(format!("SELECT CAST(max(rowid) AS TEXT) FROM {}", self.t(table))),
+            Dialect::Postgres { .. } => None,
+        }
+    }
+
     /// Counts the tables named `name` (0 or 1) in the destination.
     pub(crate) fn table_count_sql(&self, name: &str) -> String {
         match self {

@@ -146,7 +146,7 @@ impl SqlBackend for SqliteBackend {
         self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err("setting pragmas"))
     }
 
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<()> {
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64> {
         let mut insert = self
             .conn
             .prepare_cached(&format!(
@@ -180,6 +180,7 @@ impl SqlBackend for SqliteBackend {
         let mut shared: Option<(FhirVersion, &str, &fhirsync_core::Dataset)> = None;
         // `first_seen_run` of the looked-up row, reused between rows (runs are few).
         let mut first_seen = String::new();
+        let mut found_rows = 0;
         let bind = |stmt: &mut rusqlite::Statement<'_>, i: usize, v: &str| {
             stmt.raw_bind_parameter(i, v).map_err(err("binding a staged value"))
         };
@@ -206,6 +207,7 @@ impl SqlBackend for SqliteBackend {
                         text(1).map_err(err("reading a landed row"))?,
                     );
                     found = true;
+                    found_rows += 1;
                     if first != first_seen {
                         first_seen.clear();
                         first_seen.push_str(first);
@@ -228,7 +230,7 @@ impl SqlBackend for SqliteBackend {
                     .map_err(err("noting a staged change"))?;
             }
         }
-        Ok(())
+        Ok(found_rows)
     }
 
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
