@@ -23,6 +23,13 @@
 //!
 //! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
 //! MVCC both hide the open transaction.
+//!
+//! Two shortcuts, each taken only when it cannot change the result:
+//! - a full load into an empty target lets the backend use a write mode that is only safe
+//!   without readers ([`SqlBackend::begin_bulk_load`]: SQLite's rollback journal, which writes
+//!   each new page once instead of to the WAL and again at its checkpoint);
+//! - when this process staged every row of a type table again (SQLite counts the keys it finds
+//!   while staging), the commit does not search the table for rows that were not re-read.
 
 mod commit;
 pub(crate) mod schema;

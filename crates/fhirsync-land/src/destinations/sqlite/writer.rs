@@ -192,14 +192,17 @@ impl SqlBackend for SqliteBackend {
                 bind(&mut insert, 4, &r.source)?;
                 bind(&mut insert, 5, &r.dataset.to_string())?;
                 bind(&mut insert, 9, run_id)?;
+                if let Some(stmt) = lookup.as_mut() {
+                    bind(stmt, 1, version)?;
+                }
             }
             let hash = r.hash.hex();
             // The row in the type table: whether it exists, and its hash when it differs.
             let mut found = false;
             let mut before_hash: Option<String> = None;
             if let Some(stmt) = lookup.as_mut() {
-                let mut hits =
-                    stmt.query(params![version, r.id]).map_err(err("looking a staged resource up"))?;
+                bind(stmt, 2, &r.id)?;
+                let mut hits = stmt.raw_query();
                 if let Some(row) = hits.next().map_err(err("looking a staged resource up"))? {
                     let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
                     let (first, landed_hash) = (
