@@ -43,7 +43,8 @@ async fn second_sync_applies_only_the_delete() {
     assert_eq!(deleted, 1);
 }
 
-/// Full load refuses a destination that already holds data, naming the fix, exit code 5.
+/// Full load refuses a destination that already holds data, naming the fix, exit code 5; the
+/// first full load leaves the new SQLite file in WAL mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_load_refuses_non_empty_target() {
     let env = Env::start(2).await;
@@ -51,6 +52,11 @@ async fn full_load_refuses_non_empty_target() {
     let mut cmd = fhirsync();
     cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
     assert!(output(cmd).await.status.success());
+    let mode: String = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
     let mut cmd = fhirsync();
     cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
     let out = output(cmd).await;
