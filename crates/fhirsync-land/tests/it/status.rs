@@ -102,6 +102,46 @@ fn sqlite_unreadable() {
     assert!(err.contains("SQLite"), "{err}");
 }
 
+/// SQLite: a database left with a hot journal by a process killed mid-transaction in rollback-journal
+/// mode (as a full load into an empty target runs) still shows its committed runs.
+#[test]
+fn sqlite_hot_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("land.db");
+    let config = DestinationConfig::Sqlite(SqliteConfig { path: path.clone(), ..SqliteConfig::default() });
+    let m = land(
+        &mut *fhirsync_land::open(&config).unwrap(),
+        Method::FullLoad,
+        &LandOptions::default(),
+        &[patient("p1", "Ng")],
+        run_scope(&["p1"], Default::default()),
+    )
+    .unwrap();
+    // A writer in the middle of a transaction that has spilled pages into the file; a copy of
+    // the file and its journal taken now is what a killed process leaves (no lock held).
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = writer.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete");
+    writer
+        .execute_batch(
+            "PRAGMA cache_size = 2; BEGIN IMMEDIATE; UPDATE _fhirsync_runs SET status = 'half-written'; \
+             CREATE TABLE filler (x BLOB); \
+             INSERT INTO filler SELECT zeroblob(60000) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) SELECT i FROM n);",
+        )
+        .unwrap();
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir(&crashed).unwrap();
+    for name in ["land.db", "land.db-journal"] {
+        std::fs::copy(dir.path().join(name), crashed.join(name)).unwrap();
+    }
+    drop(writer);
+    let config =
+        DestinationConfig::Sqlite(SqliteConfig { path: crashed.join("land.db"), ..SqliteConfig::default() });
+    let runs = recent_runs(&config, 10).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].metrics.run_id.as_str(), runs[0].status.as_str()), (m.run_id.as_str(), "succeeded"));
+}
+
 /// Parquet: nothing landed leaves no folder behind; runs come back from `runs.json`.
 #[test]
 fn parquet_history() {

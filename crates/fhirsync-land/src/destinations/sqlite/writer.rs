@@ -58,12 +58,29 @@ impl SqliteBackend {
 
     /// Opens an existing database read-only: never creates the file or changes pragmas
     /// (read-only callers such as [`crate::recent_runs`]).
+    ///
+    /// A process killed in the middle of a transaction in rollback-journal mode (a full load
+    /// into an empty target) leaves a hot journal, which a read-only connection cannot roll
+    /// back ("attempt to write a readonly database"). The file is then opened read-write, with
+    /// no pragma changed, and the first read rolls the journal back, as any SQLite client does.
     pub(crate) fn open_read_only(config: &SqliteConfig) -> Result<Self> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&config.path, flags)
-            .map_err(err("opening the database read-only"))?;
-        conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
-            .map_err(err("setting the busy timeout"))?;
+        use rusqlite::OpenFlags;
+        let open = |flags: OpenFlags| -> Result<Connection> {
+            let conn = Connection::open_with_flags(&config.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(err("opening the database read-only"))?;
+            conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+                .map_err(err("setting the busy timeout"))?;
+            Ok(conn)
+        };
+        let mut conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let probe = |conn: &Connection| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = probe(&conn)
+            && e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
+        {
+            tracing::info!("Rolling back the journal an interrupted run left in the database.");
+            conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            probe(&conn).map_err(err("rolling back an interrupted run's journal"))?;
+        }
         Ok(SqliteBackend {
             conn,
             path: config.path.clone(),
