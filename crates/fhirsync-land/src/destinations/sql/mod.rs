@@ -361,12 +361,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                 && let Some(tallies) = &self.tallies
                 && !tallies.contains_key(resource_type)
             {
-                let last_row = match d.last_row_sql(&table) {
-                    Some(sql) => {
-                        self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?)
-                    }
-                    None => None,
-                };
+                let last_row = self.last_row(&table)?;
                 if let Some(tallies) = self.tallies.as_mut() {
                     tallies.insert(resource_type.to_string(), Tally { last_row, ..Tally::default() });
                 }
@@ -393,11 +388,16 @@ impl<B: SqlBackend> SqlDestination<B> {
         if tally.rows != staged || tally.found != before {
             return Ok(false);
         }
+        Ok(tally.last_row.is_some() && self.last_row(table)? == tally.last_row)
+    }
+
+    /// Type table `table`'s [`Dialect::last_row_sql`] (`None` for an empty table or a backend
+    /// without row ids).
+    fn last_row(&mut self, table: &str) -> Result<Option<String>> {
         let Some(sql) = self.d().last_row_sql(table) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let last_row = self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?);
-        Ok(last_row == tally.last_row)
+        Ok(self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?))
     }
 
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
