@@ -357,19 +357,14 @@ impl<B: SqlBackend> SqlDestination<B> {
                 changes: run.method == Method::ReloadAndCompare,
             };
             let looked_up = target.live.is_some();
-            if looked_up
-                && let Some(tallies) = &self.tallies
-                && !tallies.contains_key(resource_type)
-            {
-                let last_row = self.last_row(&table)?;
+            if looked_up && self.tallies.as_ref().is_some_and(|t| !t.contains_key(resource_type)) {
+                let tally = Tally { last_row: self.last_row(&table)?, ..Tally::default() };
                 if let Some(tallies) = self.tallies.as_mut() {
-                    tallies.insert(resource_type.to_string(), Tally { last_row, ..Tally::default() });
+                    tallies.insert(resource_type.to_string(), tally);
                 }
             }
             let found = self.backend.stage_rows(&run.id, &target, &rows)?;
-            if let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type))
-                && looked_up
-            {
+            if looked_up && let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type)) {
                 tally.rows += rows.len() as u64;
                 tally.found += found;
             }
