@@ -65,20 +65,23 @@ impl SqliteBackend {
     /// no pragma changed, and the first read rolls the journal back, as any SQLite client does.
     pub(crate) fn open_read_only(config: &SqliteConfig) -> Result<Self> {
         use rusqlite::OpenFlags;
-        let open = |flags: OpenFlags| -> Result<Connection> {
+        let open = |flags: OpenFlags, action: &'static str| -> Result<Connection> {
             let conn = Connection::open_with_flags(&config.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(err("opening the database read-only"))?;
+                .map_err(err(action))?;
             conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))
                 .map_err(err("setting the busy timeout"))?;
             Ok(conn)
         };
-        let mut conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY, "opening the database read-only")?;
         let probe = |conn: &Connection| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = probe(&conn)
             && e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
         {
             tracing::info!("Rolling back the journal an interrupted run left in the database.");
-            conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            conn = open(
+                OpenFlags::SQLITE_OPEN_READ_WRITE,
+                "opening the database to roll back an interrupted run's journal (needs write access)",
+            )?;
             probe(&conn).map_err(err("rolling back an interrupted run's journal"))?;
         }
         Ok(SqliteBackend {
