@@ -325,10 +325,7 @@ pub fn resume_after_killed_run(h: &dyn Harness) {
     assert_eq!(start.completed_scopes, scopes_of(&["p1"]));
     // The extractor skips p1 and fetches p2 again.
     dest.stage(&[p2.clone(), o3.clone()]).unwrap();
-    for s in scopes_of(&["p2"]) {
-        dest.scope_complete(&s).unwrap();
-    }
-    let m = dest.commit(&run_scope(&["p1", "p2"], scopes_of(&["p2"])), &[], &serde_json::json!({})).unwrap();
+    let m = complete_and_commit(&mut *dest, &["p1", "p2"], &["p2"]);
     assert_eq!(m.run_id, killed_run);
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted), (4, 2, 1, 0));
     let r2 = killed_run;

@@ -744,10 +744,7 @@ fn reload_resumes_from_shadow() {
     // The extractor skips p1 and fetches p2 again: o3 changed, o4 new.
     let (o3b, o4) = (obs("o3", "p2", "3.5"), obs("o4", "p2", "4"));
     dest.stage(&[p2.clone(), o3b.clone(), o4.clone()]).unwrap();
-    for s in scopes_of(&["p2"]) {
-        dest.scope_complete(&s).unwrap();
-    }
-    let m = dest.commit(&run_scope(&cohort, scopes_of(&["p2"])), &[], &serde_json::json!({})).unwrap();
+    let m = complete_and_commit(&mut *dest, &cohort, &["p2"]);
     assert_eq!(m.run_id, killed);
     assert_eq!((m.staged, m.inserted, m.deleted, m.kept), (5, 1, 1, 0));
     let r2 = killed;
@@ -848,10 +845,7 @@ fn full_load_into_empty_target_uses_rollback_journal() {
     dest.stage(&[p1.clone(), o1.clone()]).unwrap();
     dest.checkpoint().unwrap();
     assert_eq!(journal_mode(&h), "delete", "staging an empty target uses the rollback journal");
-    for s in scopes_of(&["p1"]) {
-        dest.scope_complete(&s).unwrap();
-    }
-    let m = dest.commit(&run_scope(&["p1"], scopes_of(&["p1"])), &[], &serde_json::json!({})).unwrap();
+    let m = complete_and_commit(&mut *dest, &["p1"], &["p1"]);
     assert_eq!(journal_mode(&h), "wal", "the committed database is back in WAL mode");
     assert_eq!(h.rows(), sorted(vec![landed(&p1, &m.run_id, &m.run_id), landed(&o1, &m.run_id, &m.run_id)]));
     let journal = h.config.path.with_extension("db-journal");
@@ -912,10 +906,7 @@ fn killed_full_load_into_empty_target_resumes() {
     assert_eq!(start.run_id, killed);
     assert_eq!(journal_mode(&h), "delete", "the resumed load of the still-empty target leaves WAL again");
     dest.stage(&[p2.clone(), o2.clone()]).unwrap();
-    for s in scopes_of(&["p2"]) {
-        dest.scope_complete(&s).unwrap();
-    }
-    let m = dest.commit(&run_scope(&["p1", "p2"], scopes_of(&["p2"])), &[], &serde_json::json!({})).unwrap();
+    let m = complete_and_commit(&mut *dest, &["p1", "p2"], &["p2"]);
     assert_eq!(m.run_id, killed);
     assert_eq!(journal_mode(&h), "wal");
     assert_eq!(
@@ -975,10 +966,7 @@ fn row_written_by_another_connection_during_reload_is_kept() {
              DELETE FROM observation WHERE id = 'o2';",
         )
         .unwrap();
-    for s in scopes_of(&["p1"]) {
-        dest.scope_complete(&s).unwrap();
-    }
-    let m = dest.commit(&run_scope(&["p1", "p3"], scopes_of(&["p1"])), &[], &serde_json::json!({})).unwrap();
+    let m = complete_and_commit(&mut *dest, &["p1", "p3"], &["p1"]);
     assert_eq!((m.staged, m.deleted, m.kept), (2, 0, 1));
     assert_eq!(column(&h, "SELECT id FROM observation ORDER BY id"), ["o1", "o2", "o9"]);
     assert_staging_empty(&h);

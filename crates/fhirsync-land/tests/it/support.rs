@@ -139,6 +139,15 @@ pub fn land_with_views(
     dest.commit(&scope, views, &serde_json::json!({"test": true}))
 }
 
+/// Completes the scopes of the `done` patients and commits with `cohort` (no views, an empty
+/// report): how a staged run ends.
+pub fn complete_and_commit(dest: &mut dyn Destination, cohort: &[&str], done: &[&str]) -> RunMetrics {
+    for s in scopes_of(done) {
+        dest.scope_complete(&s).unwrap();
+    }
+    dest.commit(&run_scope(cohort, scopes_of(done)), &[], &serde_json::json!({})).unwrap()
+}
+
 /// A run killed while staging: begins `method`, stages `saved` with the `complete` scopes and
 /// checkpoints, stages `unsaved`, then drops the destination without committing. Returns how
 /// the run began.
