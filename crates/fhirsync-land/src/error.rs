@@ -14,6 +14,18 @@ pub enum Error {
         /// Destination kind and location, without credentials.
         destination: String,
     },
+    /// A type table of an earlier version's layout carries a user's indexes or triggers, which
+    /// moving its rows to the split layout would drop.
+    #[error(
+        "table `{table}` was written by an earlier fhirsync version and carries indexes or triggers fhirsync did not \
+         create: this version keeps the rows in `_fhirsync_rows_{table}` and makes `{table}` a view over them, which \
+         would drop those objects. Nothing was changed. Drop them, run again, then re-create them on \
+         `_fhirsync_rows_{table}`"
+    )]
+    UpgradeBlocked {
+        /// The type table.
+        table: String,
+    },
     /// A resource type that cannot become a table name.
     #[error(
         "resource type `{resource_type}` cannot be landed: resource types must be ASCII letters and digits starting with a letter"

@@ -240,12 +240,19 @@ fn landing_consumes_channel() {
 
 // --- Shadow-table staging (per-type `_fhirsync_new_<type>` swapped or merged at commit) ---
 
-/// Names of the shadow tables currently in the database, sorted.
+/// Names of the staging tables (shadow and re-read) currently in the database, sorted.
 fn shadow_tables(h: &SqliteHarness) -> Vec<String> {
     column(
         h,
-        r"SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\_fhirsync\_new\_%' ESCAPE '\' ORDER BY name",
+        r"SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE '\_fhirsync\_new\_%' ESCAPE '\'
+          OR name LIKE '\_fhirsync\_reread\_%' ESCAPE '\') ORDER BY name",
     )
+}
+
+/// The root page of `table`: it changes when the table is replaced (swapped), not when rows
+/// are merged into it.
+fn rootpage(h: &SqliteHarness, table: &str) -> String {
+    column(h, &format!("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))[0].clone()
 }
 
 /// The first column of every row of `sql` (non-null text).
@@ -296,8 +303,9 @@ fn land_batches(
     dest.commit(&scope, &[], &serde_json::json!({})).unwrap()
 }
 
-/// A user's SQL view over a type table keeps working, and shows the new rows, after the
-/// drop-and-rename swap of a reload and of a reload-and-compare (an open reader keeps its snapshot).
+/// A user's SQL view over a type table keeps working, and shows the new rows, after a reload
+/// and a reload-and-compare, which merge into the rows table and swap in a new seen table (an
+/// open reader keeps its snapshot).
 #[test]
 fn user_view_survives_swap() {
     let h = SqliteHarness::new();
@@ -323,7 +331,8 @@ fn user_view_survives_swap() {
     let reader = h.conn();
     reader.execute_batch("BEGIN").unwrap();
     assert_eq!(strings(&reader, sql), vec![row("o1", "p1"), row("o2", "p1")]);
-    let index_before = indexes(&h, "observation");
+    let (rows_before, seen_before) =
+        (rootpage(&h, "_fhirsync_rows_observation"), rootpage(&h, "_fhirsync_seen_observation"));
     let m = land(
         &mut *dest,
         Method::Reload,
@@ -336,19 +345,17 @@ fn user_view_survives_swap() {
     assert_eq!(strings(&reader, sql), vec![row("o1", "p1"), row("o2", "p1")]);
     reader.execute_batch("COMMIT").unwrap();
     assert_eq!(strings(&reader, sql), vec![row("o2", "p1"), row("o3", "p2")]);
-    assert_ne!(indexes(&h, "observation"), index_before, "the reload must have swapped the table");
+    assert_eq!(rootpage(&h, "_fhirsync_rows_observation"), rows_before, "rows are merged in place");
+    assert_ne!(rootpage(&h, "_fhirsync_seen_observation"), seen_before, "the seen table is swapped");
     assert_eq!(view(), vec![row("o2", "p1"), row("o3", "p2")]);
 
-    let index_before = indexes(&h, "observation");
+    let seen_before = rootpage(&h, "_fhirsync_seen_observation");
     let o4 = obs("o4", "p2", "4");
     let m = land(&mut *dest, Method::ReloadAndCompare, &LandOptions::default(), &[p1, p2, o2, o4], all())
         .unwrap();
     assert_eq!((m.staged, m.inserted, m.deleted, m.unchanged), (4, 1, 1, 3));
-    assert_ne!(
-        indexes(&h, "observation"),
-        index_before,
-        "the reload-and-compare must have swapped the table"
-    );
+    assert_eq!(rootpage(&h, "_fhirsync_rows_observation"), rows_before, "rows are merged in place");
+    assert_ne!(rootpage(&h, "_fhirsync_seen_observation"), seen_before, "the seen table is swapped");
     assert_eq!(view(), vec![row("o2", "p1"), row("o4", "p2")]);
     // The view is still the user's definition, not dropped and recreated by the swap.
     let sql = column(&h, "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = 'my_obs'");
@@ -413,10 +420,11 @@ fn legacy_stage_is_abandoned_on_open() {
     assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &start.run_id), landed(&o1, &r1, &start.run_id)]));
 }
 
-/// Reload with most scopes complete swaps each shadow in (kept <= staged): exact rows, seen-runs
-/// and counts, with the rows of the one incomplete scope kept as they were.
+/// Reload with most scopes complete merges the changed rows into each rows table, which keeps
+/// its root page and its one `patient_id` index: exact rows, seen-runs and counts, with the
+/// rows of the one incomplete scope kept as they were.
 #[test]
-fn reload_swap_exact_rows() {
+fn reload_exact_rows() {
     let h = SqliteHarness::new();
     let (p1, p2, p3) = (patient("p1", "Alpha"), patient("p2", "Beta"), patient("p3", "Gamma"));
     let (o1, o2, o3, o4) =
@@ -433,7 +441,8 @@ fn reload_swap_exact_rows() {
     )
     .unwrap()
     .run_id;
-    let index_before = (indexes(&h, "patient"), indexes(&h, "observation"));
+    let tables = ["_fhirsync_rows_patient", "_fhirsync_rows_observation"];
+    let roots_before = tables.map(|t| rootpage(&h, t));
 
     // o1 changed, o2 gone at the source, o5 new; p3's lab search failed (o4 kept).
     let (o1b, o5) = (obs("o1", "p1", "1.5"), obs("o5", "p2", "5"));
@@ -447,10 +456,8 @@ fn reload_swap_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (6, 1, 0, 1, 0, 1));
-    let (pi, oi) = (indexes(&h, "patient"), indexes(&h, "observation"));
-    assert_ne!(pi, index_before.0, "Patient must have been swapped");
-    assert_ne!(oi, index_before.1, "Observation must have been swapped");
-    assert_eq!((pi.len(), oi.len()), (1, 1), "each table has exactly its patient_id index");
+    assert_eq!(tables.map(|t| rootpage(&h, t)), roots_before, "rows are merged in place");
+    assert_eq!(tables.map(|t| indexes(&h, t).len()), [1, 1], "each rows table has exactly its patient_id index");
     assert_eq!(
         h.rows(),
         sorted(vec![
@@ -472,8 +479,8 @@ fn reload_swap_exact_rows() {
     assert_eq!(stored, vec![["6", "1", "1", "1"].map(|s| Some(s.to_string())).to_vec()]);
 }
 
-/// Reload where only one small scope completes and more rows are kept than staged merges into
-/// the live tables instead of swapping: exact rows, seen-runs and counts.
+/// Reload where only one small scope completes, so more rows are kept than staged: the kept
+/// rows keep their `last_seen_run` in the new seen table; exact rows, seen-runs and counts.
 #[test]
 fn reload_merge_exact_rows() {
     let h = SqliteHarness::new();
@@ -494,7 +501,8 @@ fn reload_merge_exact_rows() {
     )
     .unwrap()
     .run_id;
-    let index_before = (indexes(&h, "patient"), indexes(&h, "observation"));
+    let tables = ["_fhirsync_rows_patient", "_fhirsync_rows_observation"];
+    let roots_before = tables.map(|t| rootpage(&h, t));
 
     // Only p1 is fetched completely: o1 changed, o2 gone, o7 new; everything of p2 and p3 is kept.
     let (o1b, o7) = (obs("o1", "p1", "1.5"), obs("o7", "p1", "7"));
@@ -507,9 +515,9 @@ fn reload_merge_exact_rows() {
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (3, 1, 0, 1, 0, 8));
     assert_eq!(
-        (indexes(&h, "patient"), indexes(&h, "observation")),
-        index_before,
-        "kept > staged: both tables must have been merged into, not swapped"
+        tables.map(|t| rootpage(&h, t)),
+        roots_before,
+        "rows are merged in place"
     );
     let mut expected = vec![
         landed(&p1, &r1, &r2),
@@ -611,7 +619,12 @@ fn staging_is_cleaned_up() {
     dest.checkpoint().unwrap();
     assert_eq!(
         shadow_tables(&h),
-        vec!["_fhirsync_new_observation".to_string(), "_fhirsync_new_patient".to_string()]
+        [
+            "_fhirsync_new_observation",
+            "_fhirsync_new_patient",
+            "_fhirsync_reread_observation",
+            "_fhirsync_reread_patient"
+        ]
     );
     assert_eq!(
         (
@@ -633,7 +646,12 @@ fn staging_is_cleaned_up() {
     dest.fail("token expired").unwrap();
     assert_eq!(
         shadow_tables(&h),
-        vec!["_fhirsync_new_observation".to_string(), "_fhirsync_new_patient".to_string()]
+        [
+            "_fhirsync_new_observation",
+            "_fhirsync_new_patient",
+            "_fhirsync_reread_observation",
+            "_fhirsync_reread_patient"
+        ]
     );
     // ... until a reload abandons it.
     let mut dest = h.open();
@@ -728,12 +746,23 @@ fn reload_resumes_from_shadow() {
     assert_eq!(h.rows(), before, "a killed run leaves the landed rows as they were");
     assert_eq!(
         shadow_tables(&h),
-        vec!["_fhirsync_new_observation".to_string(), "_fhirsync_new_patient".to_string()]
+        [
+            "_fhirsync_new_observation",
+            "_fhirsync_new_patient",
+            "_fhirsync_reread_observation",
+            "_fhirsync_reread_patient"
+        ]
     );
-    assert_eq!(column(&h, "SELECT id FROM _fhirsync_new_patient"), ["p1"], "only checkpointed rows survive");
+    // Only checkpointed rows survive: unchanged p1 as re-read, changed o1 in the shadow.
+    assert_eq!(count(&h, "_fhirsync_new_patient"), 0);
     assert_eq!(
-        column(&h, "SELECT first_seen_run || ' ' || last_seen_run FROM _fhirsync_new_observation"),
-        [format!("{r1} {killed}")]
+        column(&h, "SELECT r._row = t._row FROM _fhirsync_reread_patient r, _fhirsync_rows_patient t WHERE t.id = 'p1'"),
+        ["1"]
+    );
+    assert_eq!(count(&h, "_fhirsync_reread_observation"), 0);
+    assert_eq!(
+        column(&h, "SELECT id || ' ' || first_seen_run FROM _fhirsync_new_observation"),
+        [format!("o1 {killed}")]
     );
 
     let mut dest = h.open();
@@ -763,8 +792,8 @@ fn reload_resumes_from_shadow() {
     assert_eq!(statuses, ["succeeded", "succeeded"]);
 }
 
-/// A type table carrying a user's index and trigger is merged into, not swapped: both survive
-/// and the trigger fires for the new row.
+/// A user's index and trigger on a rows table survive a reload and a full load that replaces
+/// the data (merged into, not swapped), and the trigger fires for each new row.
 #[test]
 fn user_index_and_trigger_survive_swap() {
     let h = SqliteHarness::new();
@@ -774,21 +803,29 @@ fn user_index_and_trigger_survive_swap() {
     land(&mut *dest, Method::FullLoad, &LandOptions::default(), &[p1.clone(), o1.clone()], all()).unwrap();
     h.conn()
         .execute_batch(
-            "CREATE INDEX my_obs_dataset ON observation (dataset); CREATE TABLE my_audit (id TEXT); \
-             CREATE TRIGGER my_obs_audit AFTER INSERT ON observation BEGIN INSERT INTO my_audit VALUES (new.id); END;",
+            "CREATE INDEX my_obs_dataset ON _fhirsync_rows_observation (dataset); CREATE TABLE my_audit (id TEXT); \
+             CREATE TRIGGER my_obs_audit AFTER INSERT ON _fhirsync_rows_observation \
+             BEGIN INSERT INTO my_audit VALUES (new.id); END;",
         )
         .unwrap();
     let user_objects = || {
         column(
             &h,
-            "SELECT type || ' ' || name FROM sqlite_master WHERE tbl_name = 'observation' AND name LIKE 'my\\_%' ESCAPE '\\' ORDER BY name",
+            "SELECT type || ' ' || name FROM sqlite_master WHERE tbl_name = '_fhirsync_rows_observation' \
+             AND name LIKE 'my\\_%' ESCAPE '\\' ORDER BY name",
         )
     };
     assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
-    let m = land(&mut *dest, Method::Reload, &LandOptions::default(), &[p1, o1, o2], all()).unwrap();
+    let m = land(&mut *dest, Method::Reload, &LandOptions::default(), &[p1.clone(), o1, o2.clone()], all())
+        .unwrap();
     assert_eq!((m.staged, m.inserted), (3, 1));
     assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
     assert_eq!(column(&h, "SELECT id FROM my_audit"), ["o2"]);
+    let replace = LandOptions { replace: true, ..LandOptions::default() };
+    let m = land(&mut *dest, Method::FullLoad, &replace, &[p1.clone(), o2.clone()], all()).unwrap();
+    assert_eq!(h.rows(), sorted(vec![landed(&p1, &m.run_id, &m.run_id), landed(&o2, &m.run_id, &m.run_id)]));
+    assert_eq!(user_objects(), ["trigger my_obs_audit", "index my_obs_dataset"]);
+    assert_eq!(column(&h, "SELECT id FROM my_audit ORDER BY rowid"), ["o2", "o2"]);
 }
 
 /// With `on_cohort_exit = delete` and a patient leaving, patient-less rows of an incomplete
@@ -944,9 +981,9 @@ fn full_load_replacing_data_stays_in_wal() {
     assert_eq!(h.rows(), vec![landed(&p1, &m.run_id, &m.run_id)]);
 }
 
-/// A row another connection writes into a type table while a reload stages (here after one
-/// was deleted, so the table's row count still matches the keys found) is not mistaken for a
-/// re-read one: its incomplete scope keeps it.
+/// A row another connection writes into a rows table while a reload stages (with one deleted,
+/// so the table's row count still matches the keys found) is not mistaken for a re-read one:
+/// its incomplete scope keeps it. The other connection's delete of a row staged unchanged stands.
 #[test]
 fn row_written_by_another_connection_during_reload_is_kept() {
     let h = SqliteHarness::new();
@@ -961,13 +998,18 @@ fn row_written_by_another_connection_during_reload_is_kept() {
     dest.checkpoint().unwrap();
     h.conn()
         .execute_batch(
-            "INSERT INTO observation SELECT 'o9', 'p3', fhir_version, source, dataset, content_hash, resource, \
-             first_seen_run, last_seen_run FROM observation WHERE id = 'o1'; \
-             DELETE FROM observation WHERE id = 'o2';",
+            "INSERT INTO _fhirsync_rows_observation (id, patient_id, fhir_version, source, dataset, content_hash, \
+               resource, first_seen_run) SELECT 'o9', 'p3', fhir_version, source, dataset, content_hash, resource, \
+               first_seen_run FROM _fhirsync_rows_observation WHERE id = 'o1'; \
+             INSERT INTO _fhirsync_seen_observation SELECT _row, 'other' FROM _fhirsync_rows_observation WHERE id = 'o9'; \
+             DELETE FROM _fhirsync_rows_observation WHERE id = 'o2';",
         )
         .unwrap();
     let m = complete_and_commit(&mut *dest, &["p1", "p3"], &["p1"]);
     assert_eq!((m.staged, m.deleted, m.kept), (2, 0, 1));
-    assert_eq!(column(&h, "SELECT id FROM observation ORDER BY id"), ["o1", "o2", "o9"]);
+    assert_eq!(column(&h, "SELECT id || ' ' || last_seen_run FROM observation ORDER BY id"), [
+        format!("o1 {}", m.run_id),
+        "o9 other".to_string()
+    ]);
     assert_staging_empty(&h);
 }

@@ -21,7 +21,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::config::PostgresConfig;
 use crate::destination::Destination;
 use crate::destinations::sql::schema::{COLUMNS, Dialect, UPSERT, lit};
-use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
+use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget, Staged};
 use crate::{Error, Result};
 
 /// View rows per multi-row `INSERT`.
@@ -185,9 +185,9 @@ impl SqlBackend for PostgresBackend {
             .collect())
     }
 
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64> {
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Staged::default());
         }
         self.batch(
             "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, fhir_version text, id text, patient_id text, \
@@ -245,7 +245,8 @@ impl SqlBackend for PostgresBackend {
             run = lit(run_id),
         );
         // Keys are compared at commit, never looked up here.
-        self.batch(&sql).map(|()| 0)
+        self.batch(&sql)?;
+        Ok(Staged { found: 0, shadowed: rows.len() as u64 })
     }
 
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {

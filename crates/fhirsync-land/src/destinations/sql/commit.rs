@@ -7,7 +7,7 @@ use fhirsync_views::View;
 
 use super::schema::{
     CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, UPSERT,
-    lit, quote_ident, shadow_table, type_table,
+    lit, shadow_table, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
@@ -15,13 +15,17 @@ use crate::destination::RunMetrics;
 use crate::{Error, Result};
 
 /// Names and literals used by every statement of one commit.
-struct Ctx {
-    run: String,
-    method: Method,
-    now: String,
-    delete_exits: bool,
-    compare: bool,
-    history: bool,
+pub(super) struct Ctx {
+    /// The run id, as a literal.
+    pub(super) run: String,
+    /// The run id.
+    pub(super) run_id: String,
+    pub(super) method: Method,
+    /// The commit time, as a literal.
+    pub(super) now: String,
+    pub(super) delete_exits: bool,
+    pub(super) compare: bool,
+    pub(super) history: bool,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -36,6 +40,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         let ctx = Ctx {
             run: lit(&run.id),
+            run_id: run.id.clone(),
             method: run.method,
             now: d.ts_lit(&now()),
             delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
@@ -56,7 +61,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         for t in &staged_types {
             let table = type_table(t)?;
             if types.insert((t.clone(), table.clone())) {
-                self.backend.batch(&d.type_table_ddl(&table, Some(&format!("{table}_patient_id"))))?;
+                self.backend.batch(&d.type_ddl(&table))?;
                 self.backend.execute(&format!(
                     "INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING",
                     d.t(TYPES),
@@ -72,8 +77,8 @@ impl<B: SqlBackend> SqlDestination<B> {
                     types.insert((t, table));
                 } else {
                     self.backend.batch(&format!(
-                        "DROP TABLE IF EXISTS {}; DELETE FROM {} WHERE resource_type = {};",
-                        d.t(&table),
+                        "{} DELETE FROM {} WHERE resource_type = {};",
+                        d.drop_type_sql(&table),
                         d.t(TYPES),
                         lit(&t)
                     ))?;
@@ -90,7 +95,10 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.cohort_exits = self.flag_cohort_exits(&ctx, scope, &types)?;
         }
         for (t, table) in &types {
-            self.apply_type(&ctx, t, table, staged_types.contains(t), &mut m)?;
+            match d.splits_rows() {
+                true => self.apply_split_type(&ctx, t, table, staged_types.contains(t), &mut m)?,
+                false => self.apply_type(&ctx, t, table, staged_types.contains(t), &mut m)?,
+            }
         }
         m.view_rows = self.materialise_views(run, views)?;
 
@@ -157,7 +165,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                 run = ctx.run,
                 now = ctx.now,
                 del = if ctx.delete_exits { "TRUE" } else { "FALSE" },
-                t = d.t(table),
+                t = d.t(&d.rows_table(table)),
                 cohort = d.t(COHORT),
             ))?;
         }
@@ -171,7 +179,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         self.count(&format!("SELECT {text} FROM {} WHERE last_flagged_run = {}", d.t(EXITS), ctx.run))
     }
 
-    /// Applies one resource type: change records, deletes, then the swap or merge, and counts.
+    /// Applies one resource type where one table holds its rows (PostgreSQL): change records,
+    /// deletes, then a merge of the shadow into the table, and counts.
     fn apply_type(
         &mut self,
         ctx: &Ctx,
@@ -184,141 +193,143 @@ impl<B: SqlBackend> SqlDestination<B> {
         let shadow_name = shadow_table(table);
         if !has_shadow {
             // Nothing staged: an empty shadow lets the same statements find the deletes.
-            self.backend.batch(&d.type_table_ddl(&shadow_name, None))?;
+            self.backend.batch(&d.rows_ddl(&shadow_name, None))?;
         }
-        let (t, shadow, changes) = (d.t(table), d.t(&shadow_name), d.t(CHANGES));
+        let (t, shadow) = (d.t(table), d.t(&shadow_name));
         let rt = lit(resource_type);
-        let (run, now) = (&ctx.run, &ctx.now);
         let text = d.text("count(*)");
         let staged = self.count(&format!("SELECT {text} FROM {shadow}"))?;
-        m.staged += staged;
         let full_load = ctx.method == Method::FullLoad;
-        // Keys of rows that were not re-read. Only key columns are read, so both databases can
-        // answer from the primary-key indexes instead of scanning the (wide) table rows.
+        // Keys of rows that were not re-read. Only key columns are read, so the database can
+        // answer from the primary-key index instead of scanning the (wide) table rows.
         let not_staged = format!(
             "(t.fhir_version, t.id) IN (SELECT u.fhir_version, u.id FROM {t} u WHERE NOT EXISTS \
              (SELECT 1 FROM {shadow} s WHERE s.fhir_version = u.fhir_version AND s.id = u.id))"
         );
-        let mut deletable = format!(
-            "EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
-             AND c.patient_id = COALESCE(t.patient_id, '') AND c.dataset = t.dataset)",
-            scopes = d.t(STAGE_SCOPES)
-        );
-        if ctx.delete_exits {
-            // EXISTS, not `IN`: never NULL (a patient-less row), so `NOT deletable` keeps it.
-            deletable = format!(
-                "({deletable} OR EXISTS (SELECT 1 FROM {} e WHERE e.patient_id = t.patient_id \
-                 AND e.last_flagged_run = {run}))",
-                d.t(EXITS)
-            );
-        }
-
+        let deletable = self.deletable_sql(ctx);
         let before = self.count(&format!("SELECT {text} FROM {t}"))?;
-        // Every row re-read (the usual reload): none to delete or keep, no search for them.
-        let all_reread = !full_load && has_shadow && self.all_reread(resource_type, table, staged, before)?;
         // Rows not re-read: how many go and how many stay, and the insert/update counts.
         let counts = if full_load {
             // The target becomes exactly the staged data.
             Counts { inserted: staged, ..Counts::default() }
         } else if ctx.compare {
-            let stage_changes = d.t(STAGE_CHANGES);
-            if !d.compares_while_staging() {
-                self.backend.execute(&format!(
-                    "INSERT INTO {stage_changes} (resource_type, fhir_version, id, before_hash) \
-                     SELECT {rt}, s.fhir_version, s.id, t.content_hash FROM {shadow} s \
-                     LEFT JOIN {t} t ON t.fhir_version = s.fhir_version AND t.id = s.id \
-                     WHERE t.id IS NULL OR t.content_hash <> s.content_hash"
-                ))?;
-            }
-            // A key noted while staging may have been staged again since with the old content.
             self.backend.execute(&format!(
-                "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-                 SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN 'I' ELSE 'U' END, {rt}, s.fhir_version, s.id, \
-                 s.patient_id, c.before_hash, s.content_hash \
-                 FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
-                 WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)"
+                "INSERT INTO {stage_changes} (resource_type, fhir_version, id, before_hash) \
+                 SELECT {rt}, s.fhir_version, s.id, t.content_hash FROM {shadow} s \
+                 LEFT JOIN {t} t ON t.fhir_version = s.fhir_version AND t.id = s.id \
+                 WHERE t.id IS NULL OR t.content_hash <> s.content_hash",
+                stage_changes = d.t(STAGE_CHANGES),
             ))?;
-            let gone = match all_reread {
-                true => 0,
-                false => self.backend.execute(&format!(
-                    "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-                     SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
-                     FROM {t} t WHERE {not_staged} AND {deletable}"
-                ))?,
-            };
+            self.write_changes(ctx, &rt, &shadow)?;
+            let gone = self.write_deletes(ctx, &rt, &t, &format!("{not_staged} AND {deletable}"))?;
             if ctx.history {
-                self.write_history(ctx, resource_type, &shadow)?;
+                self.write_history(ctx, &rt, &format!("{shadow} s"))?;
             }
-            let ops = self.backend.query(&format!(
-                "SELECT operation, {text} FROM {changes} WHERE run_id = {run} AND resource_type = {rt} \
-                 AND operation IN ('I', 'U') GROUP BY operation"
-            ))?;
-            let op = |name: &str| {
-                ops.iter()
-                    .find(|r| r.first().and_then(|c| c.as_deref()) == Some(name))
-                    .map_or(0, |r| cell(r, 1))
-            };
-            let (inserted, updated) = (op("I"), op("U"));
+            let (inserted, updated) = self.inserted_updated(ctx, &rt)?;
             // Rows before = re-read (staged but not inserted) + gone + kept.
             let kept = before.saturating_sub(staged.saturating_sub(inserted) + gone);
             Counts { inserted, updated, gone, kept }
         } else {
-            let (not_staged, gone) = match all_reread {
-                true => (0, 0),
-                false => {
-                    let rows = self.backend.query(&format!(
-                        "SELECT {text}, {} FROM {t} t WHERE {not_staged}",
-                        d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
-                    ))?;
-                    rows.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1)))
-                }
-            };
+            let (not_staged, gone) = self.not_reread(&t, &not_staged, &deletable)?;
             let kept = not_staged.saturating_sub(gone);
             // Rows before = re-read + gone + kept; the rest of the staged rows are new.
             let inserted = staged.saturating_sub(before.saturating_sub(gone + kept));
             Counts { inserted, updated: 0, gone, kept }
         };
-        let Counts { inserted, updated, gone, kept } = counts;
-        // Swapping drops the table with any index or trigger a user added to it: merge then.
-        let swap = d.swaps_tables() && has_shadow && kept <= staged && !self.has_user_objects(table)?;
-        if swap {
-            if kept > 0 {
-                self.backend.execute(&format!(
-                    "INSERT INTO {shadow} ({COLUMNS}) SELECT {COLUMNS} FROM {t} t WHERE {not_staged} AND NOT {deletable}"
-                ))?;
-            }
-            // Legacy rename: user views that name the table are not checked (the table is
-            // briefly missing) and resolve to the new table by name.
-            self.backend.batch(&format!(
-                "DROP TABLE {t}; PRAGMA legacy_alter_table = ON; ALTER TABLE {shadow} RENAME TO {plain}; \
-                 PRAGMA legacy_alter_table = OFF;",
-                plain = quote_ident(table),
-            ))?;
-        } else {
-            if full_load {
-                self.backend.execute(&format!("DELETE FROM {t}"))?;
-            } else if gone > 0 {
-                self.backend.execute(&format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}"))?;
-            }
-            // `WHERE TRUE`: SQLite would read `ON CONFLICT` as a join constraint without it.
-            self.backend.execute(&format!(
-                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s WHERE TRUE \
-                 {UPSERT}, last_seen_run = excluded.last_seen_run"
-            ))?;
-            self.backend.batch(&format!("DROP TABLE {shadow}"))?;
+        if full_load {
+            self.backend.execute(&format!("DELETE FROM {t}"))?;
+        } else if counts.gone > 0 {
+            self.backend.execute(&format!("DELETE FROM {t} AS t WHERE {not_staged} AND {deletable}"))?;
         }
-        m.deleted += gone;
-        m.kept += kept;
-        m.inserted += inserted;
-        m.updated += updated;
-        if ctx.compare {
-            m.unchanged += staged.saturating_sub(inserted + updated);
-        }
+        // `WHERE TRUE`: SQLite would read `ON CONFLICT` as a join constraint without it.
+        self.backend.execute(&format!(
+            "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s WHERE TRUE \
+             {UPSERT}, last_seen_run = excluded.last_seen_run"
+        ))?;
+        self.backend.batch(&format!("DROP TABLE {shadow}"))?;
+        counts.add_to(m, staged, ctx.compare);
         Ok(())
     }
 
-    /// Whether the type table carries indexes or triggers fhirsync did not create.
-    fn has_user_objects(&mut self, table: &str) -> Result<bool> {
+    /// Whether a row `t` not re-read may be deleted: its scope completed in this run, or (with
+    /// `on_cohort_exit = delete`) its patient left the cohort.
+    pub(super) fn deletable_sql(&self, ctx: &Ctx) -> String {
+        let d = self.d();
+        let deletable = format!(
+            "EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
+             AND c.patient_id = COALESCE(t.patient_id, '') AND c.dataset = t.dataset)",
+            scopes = d.t(STAGE_SCOPES)
+        );
+        match ctx.delete_exits {
+            // EXISTS, not `IN`: never NULL (a patient-less row), so `NOT deletable` keeps it.
+            true => format!(
+                "({deletable} OR EXISTS (SELECT 1 FROM {} e WHERE e.patient_id = t.patient_id \
+                 AND e.last_flagged_run = {}))",
+                d.t(EXITS),
+                ctx.run
+            ),
+            false => deletable,
+        }
+    }
+
+    /// Writes the `I` and `U` change records of type `rt` (a literal) from the changes noted
+    /// for it and the staged rows in `shadow`.
+    pub(super) fn write_changes(&mut self, ctx: &Ctx, rt: &str, shadow: &str) -> Result<()> {
+        let d = self.d().clone();
+        let (run, now) = (&ctx.run, &ctx.now);
+        // A key noted while staging may have been staged again since with the old content.
+        self.backend.execute(&format!(
+            "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
+             SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN 'I' ELSE 'U' END, {rt}, s.fhir_version, s.id, \
+             s.patient_id, c.before_hash, s.content_hash \
+             FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
+             WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)",
+            changes = d.t(CHANGES),
+            stage_changes = d.t(STAGE_CHANGES),
+        ))?;
+        Ok(())
+    }
+
+    /// Writes a `D` change record for every row `t` of `rows` matching `condition`; returns how many.
+    pub(super) fn write_deletes(&mut self, ctx: &Ctx, rt: &str, rows: &str, condition: &str) -> Result<u64> {
+        let changes = self.d().t(CHANGES);
+        let (run, now) = (&ctx.run, &ctx.now);
+        self.backend.execute(&format!(
+            "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
+             SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
+             FROM {rows} t WHERE {condition}"
+        ))
+    }
+
+    /// How many `I` and `U` records this run wrote for type `rt`.
+    pub(super) fn inserted_updated(&mut self, ctx: &Ctx, rt: &str) -> Result<(u64, u64)> {
+        let d = self.d().clone();
+        let ops = self.backend.query(&format!(
+            "SELECT operation, {} FROM {} WHERE run_id = {} AND resource_type = {rt} \
+             AND operation IN ('I', 'U') GROUP BY operation",
+            d.text("count(*)"),
+            d.t(CHANGES),
+            ctx.run,
+        ))?;
+        let op = |name: &str| {
+            ops.iter().find(|r| r.first().and_then(|c| c.as_deref()) == Some(name)).map_or(0, |r| cell(r, 1))
+        };
+        Ok((op("I"), op("U")))
+    }
+
+    /// How many rows `t` of `rows` match `not_reread`, and how many of those are `deletable`.
+    pub(super) fn not_reread(&mut self, rows: &str, not_reread: &str, deletable: &str) -> Result<(u64, u64)> {
+        let d = self.d().clone();
+        let counts = self.backend.query(&format!(
+            "SELECT {}, {} FROM {rows} t WHERE {not_reread}",
+            d.text("count(*)"),
+            d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
+        ))?;
+        Ok(counts.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1))))
+    }
+
+    /// Whether `table` (a rows table) carries indexes or triggers fhirsync did not create.
+    pub(super) fn has_user_objects(&mut self, table: &str) -> Result<bool> {
         match self.d().user_objects_sql(table) {
             Some(sql) => Ok(self.count(&sql)? > 0),
             None => Ok(false),
@@ -326,11 +337,12 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     /// Type-2 history: closes the open version of updated/deleted rows and opens a version for
-    /// every staged row without an open one (new, updated, or never historised before).
-    fn write_history(&mut self, ctx: &Ctx, resource_type: &str, shadow: &str) -> Result<()> {
+    /// every staged row `s` of `staged` (a FROM clause) without an open one (new, updated, or
+    /// never historised before).
+    pub(super) fn write_history(&mut self, ctx: &Ctx, rt: &str, staged: &str) -> Result<()> {
         let d = self.d().clone();
         let (h, changes) = (d.t(HISTORY), d.t(CHANGES));
-        let (run, now, rt) = (&ctx.run, &ctx.now, lit(resource_type));
+        let (run, now) = (&ctx.run, &ctx.now);
         self.backend.execute(&format!(
             "UPDATE {h} AS h SET valid_to = {now}, valid_to_run = {run} \
              WHERE h.resource_type = {rt} AND h.valid_to IS NULL AND EXISTS (SELECT 1 FROM {changes} c \
@@ -340,7 +352,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         self.backend.execute(&format!(
             "INSERT INTO {h} (resource_type, fhir_version, id, patient_id, content_hash, resource, valid_from, valid_from_run) \
              SELECT {rt}, s.fhir_version, s.id, s.patient_id, s.content_hash, s.resource, {now}, {run} \
-             FROM {shadow} s WHERE NOT EXISTS (SELECT 1 FROM {h} h \
+             FROM {staged} WHERE NOT EXISTS (SELECT 1 FROM {h} h \
              WHERE h.resource_type = {rt} AND h.fhir_version = s.fhir_version AND h.id = s.id AND h.valid_to IS NULL)"
         ))?;
         Ok(())
@@ -349,13 +361,27 @@ impl<B: SqlBackend> SqlDestination<B> {
 
 /// How one type's rows fared in a commit.
 #[derive(Debug, Default)]
-struct Counts {
-    inserted: u64,
-    updated: u64,
+pub(super) struct Counts {
+    pub(super) inserted: u64,
+    pub(super) updated: u64,
     /// Rows not re-read that were deleted.
-    gone: u64,
+    pub(super) gone: u64,
     /// Rows not re-read that were kept.
-    kept: u64,
+    pub(super) kept: u64,
+}
+
+impl Counts {
+    /// Adds one type's counts, with its `staged` keys, to the run's.
+    pub(super) fn add_to(&self, m: &mut RunMetrics, staged: u64, compare: bool) {
+        m.staged += staged;
+        m.deleted += self.gone;
+        m.kept += self.kept;
+        m.inserted += self.inserted;
+        m.updated += self.updated;
+        if compare {
+            m.unchanged += staged.saturating_sub(self.inserted + self.updated);
+        }
+    }
 }
 
 /// Integer cell `i` of a query row (0 when absent).

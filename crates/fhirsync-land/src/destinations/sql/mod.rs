@@ -33,6 +33,7 @@
 
 mod commit;
 pub(crate) mod schema;
+mod split;
 mod views;
 
 use std::collections::BTreeSet;
@@ -44,7 +45,8 @@ use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::{Error, Result};
 use schema::{
-    Dialect, LEGACY_STAGE, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, shadow_table,
+    Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, reread_table,
+    shadow_table,
 };
 
 /// One text cell of a query result.
@@ -64,11 +66,10 @@ pub(crate) trait SqlBackend: Send {
     fn execute(&mut self, sql: &str) -> Result<u64>;
     /// Runs a query whose columns are all text (cast them in SQL).
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>>;
-    /// Writes resources of one type into its shadow table inside the open transaction (later
-    /// copies win), with `first_seen_run` and `last_seen_run` set to `run_id` unless
-    /// [`StageTarget::live`] says otherwise. Returns how many of the rows were found in
-    /// [`StageTarget::live`] (0 without it).
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64>;
+    /// Stages resources of one type inside the open transaction (later copies win): into its
+    /// shadow table, with `first_seen_run` (and `last_seen_run`) set to `run_id`, except that a
+    /// row found unchanged in [`StageTarget::lookup`] is only noted as re-read.
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged>;
     /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
     /// Called outside a transaction when a full load starts (or resumes) into an empty target:
@@ -86,13 +87,34 @@ pub(crate) trait SqlBackend: Send {
 pub(crate) struct StageTarget {
     /// The shadow table, quoted and qualified.
     pub shadow: String,
-    /// The type table to look each key up in, when the backend compares while staging
-    /// ([`Dialect::compares_while_staging`]) and the method keeps rows: a row found there
-    /// keeps its `first_seen_run`.
-    pub live: Option<String>,
-    /// Reload-and-compare: record keys missing from `live`, or with another hash, in
+    /// Set when the backend compares while staging ([`Dialect::compares_while_staging`]) and
+    /// the method keeps rows.
+    pub lookup: Option<Lookup>,
+    /// The shadow holds no row of this run (known when this process staged all of it): an
+    /// unchanged row then needs no removal from it.
+    pub shadow_empty: bool,
+    /// Reload-and-compare: record keys missing from the rows table, or with another hash, in
     /// `_fhirsync_stage_changes`.
     pub changes: bool,
+}
+
+/// The landed rows each staged key is looked up in (SQLite's split layout).
+pub(crate) struct Lookup {
+    /// The rows table, quoted.
+    pub rows: String,
+    /// The re-read table (quoted) that takes the `_row` of a row staged with its landed
+    /// content; such a row is not written to the shadow, and a copy staged there earlier is
+    /// removed.
+    pub reread: String,
+}
+
+/// What [`SqlBackend::stage_rows`] did with a slice of rows.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Staged {
+    /// Rows whose key was found in [`Lookup::rows`].
+    pub found: u64,
+    /// Rows written to the shadow.
+    pub shadowed: u64,
 }
 
 /// The resources of one type in a staged batch, in order.
@@ -129,6 +151,8 @@ struct Tally {
     rows: u64,
     /// Rows whose key was found in the type table.
     found: u64,
+    /// Rows written to the shadow.
+    shadowed: u64,
     /// The type table's [`Dialect::last_row_sql`] when staging of the type began.
     last_row: Option<String>,
 }
@@ -174,7 +198,54 @@ impl<B: SqlBackend> SqlDestination<B> {
             tallies: None,
         };
         this.in_transaction(Self::drop_legacy_stage)?;
+        this.in_transaction(Self::split_legacy_tables)?;
         Ok(this)
+    }
+
+    /// Earlier versions kept each type's rows, with `last_seen_run`, in the type table itself.
+    /// Where the backend splits rows ([`Dialect::splits_rows`]), such a table's rows move to the
+    /// split layout in one transaction, keeping their row ids, and its name becomes the view.
+    /// An unfinished run staged in the old layout cannot be resumed, so it is abandoned.
+    fn split_legacy_tables(&mut self) -> Result<()> {
+        let d = self.d().clone();
+        if !d.splits_rows() {
+            return Ok(());
+        }
+        let mut abandoned = false;
+        for (_, table) in self.registered_types()? {
+            if self.count(&d.table_count_sql(&table))? == 0 {
+                continue;
+            }
+            if self.has_user_objects(&table)? {
+                return Err(Error::UpgradeBlocked { table });
+            }
+            if !std::mem::replace(&mut abandoned, true) {
+                self.backend.execute(&format!(
+                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+                    d.t(RUNS),
+                    d.ts_lit(&now())
+                ))?;
+                self.clear_staging()?;
+            }
+            let old = format!("_fhirsync_old_{table}");
+            // Legacy rename: user views naming the table are left as they are and resolve to
+            // the type's view by name.
+            self.backend.batch(&format!(
+                "PRAGMA legacy_alter_table = ON; ALTER TABLE {t} RENAME TO {old_q}; PRAGMA legacy_alter_table = OFF;\n\
+                 {ddl}\
+                 INSERT INTO {rows} (_row, {ROW_COLUMNS}) SELECT rowid, {ROW_COLUMNS} FROM {old_t};\n\
+                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
+                 DROP TABLE {old_t};",
+                t = d.t(&table),
+                old_q = schema::quote_ident(&old),
+                ddl = d.type_ddl(&table),
+                rows = d.t(&d.rows_table(&table)),
+                seen = d.t(&schema::seen_table(&table)),
+                old_t = d.t(&old),
+            ))?;
+            tracing::info!(table = %table, "Moved a type table to the split layout.");
+        }
+        Ok(())
     }
 
     /// Earlier versions staged every type in one `_fhirsync_stage` table. Its unfinished run
@@ -308,10 +379,16 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// Empties staging: drops every shadow table, forgets staged changes and scopes.
     fn clear_staging(&mut self) -> Result<()> {
         let d = self.d().clone();
-        let shadows = self.backend.query(&format!("SELECT table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let staged = self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
         let mut sql = String::new();
-        for table in shadows.into_iter().filter_map(|r| r.into_iter().next()?) {
-            sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&table)));
+        for row in staged {
+            let mut cells = row.into_iter().flatten();
+            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
+            sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&shadow)));
+            if d.splits_rows() {
+                let reread = reread_table(&schema::type_table(&resource_type)?);
+                sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&reread)));
+            }
         }
         sql.push_str(&format!(
             "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
@@ -347,35 +424,40 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         for TypeRows { resource_type, table, rows } in by_type {
             self.ensure_shadow(&run.id, resource_type, &table)?;
-            let live = (d.compares_while_staging()
+            let lookup = (d.compares_while_staging()
                 && run.method != Method::FullLoad
                 && self.tables.contains(resource_type))
-            .then(|| d.t(&table));
-            let target = StageTarget {
-                shadow: d.t(&shadow_table(&table)),
-                live,
-                changes: run.method == Method::ReloadAndCompare,
-            };
-            let looked_up = target.live.is_some();
-            if looked_up && self.tallies.as_ref().is_some_and(|t| !t.contains_key(resource_type)) {
-                let tally = Tally { last_row: self.last_row(&table)?, ..Tally::default() };
+            .then(|| Lookup { rows: d.t(&d.rows_table(&table)), reread: d.t(&reread_table(&table)) });
+            if self.tallies.as_ref().is_some_and(|t| !t.contains_key(resource_type)) {
+                let last_row = match lookup.is_some() {
+                    true => self.last_row(&table)?,
+                    false => None,
+                };
                 if let Some(tallies) = self.tallies.as_mut() {
-                    tallies.insert(resource_type.to_string(), tally);
+                    tallies.insert(resource_type.to_string(), Tally { last_row, ..Tally::default() });
                 }
             }
-            let found = self.backend.stage_rows(&run.id, &target, &rows)?;
-            if looked_up && let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type)) {
+            let tally = self.tallies.as_ref().and_then(|t| t.get(resource_type));
+            let target = StageTarget {
+                shadow: d.t(&shadow_table(&table)),
+                lookup,
+                shadow_empty: tally.is_some_and(|t| t.shadowed == 0),
+                changes: run.method == Method::ReloadAndCompare,
+            };
+            let staged = self.backend.stage_rows(&run.id, &target, &rows)?;
+            if let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type)) {
                 tally.rows += rows.len() as u64;
-                tally.found += found;
+                tally.found += staged.found;
+                tally.shadowed += staged.shadowed;
             }
         }
         Ok(())
     }
 
     /// Whether every row of type table `table` was staged again in this run, so no row needs
-    /// looking for among the ones not re-read: this process staged all of the shadow's rows
-    /// (no key twice), found as many keys in the table as it holds (`before` rows), and no row
-    /// was added to the table since.
+    /// looking for among the ones not re-read: this process staged all of the `staged` keys
+    /// (no key twice) with lookups, found as many keys in the table as it holds (`before`
+    /// rows), and no row was added to the table since.
     fn all_reread(&mut self, resource_type: &str, table: &str, staged: u64, before: u64) -> Result<bool> {
         let Some(tally) = self.tallies.as_ref().and_then(|t| t.get(resource_type)).cloned() else {
             return Ok(false);

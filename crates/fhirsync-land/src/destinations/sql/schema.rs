@@ -31,9 +31,21 @@ pub(crate) const HISTORY: &str = "_fhirsync_history";
 /// Registry of materialised view tables.
 pub(crate) const VIEWS: &str = "_fhirsync_views";
 
-/// Columns of a type table (and its shadow), in order.
+/// Columns of a type table, in order (and of a PostgreSQL shadow).
 pub(crate) const COLUMNS: &str =
     "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run";
+
+/// Columns of a SQLite rows table and shadow: a type table's without `last_seen_run`, which the
+/// seen table holds (see [`Dialect::splits_rows`]).
+pub(crate) const ROW_COLUMNS: &str =
+    "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run";
+
+/// Prefix of SQLite's rows tables (`_fhirsync_rows_observation`).
+const ROWS_PREFIX: &str = "_fhirsync_rows_";
+/// Prefix of SQLite's seen tables (`_fhirsync_seen_observation`).
+const SEEN_PREFIX: &str = "_fhirsync_seen_";
+/// Prefix of SQLite's re-read tables: the rows staged unchanged in the current run.
+const REREAD_PREFIX: &str = "_fhirsync_reread_";
 
 /// Conflict clause of an insert into a type table or shadow: a later copy of a key replaces the
 /// content and keeps `first_seen_run` (callers merging into the table add `last_seen_run`).
@@ -160,39 +172,118 @@ impl Dialect {
         )
     }
 
-    /// DDL of one resource-type table (`table` unquoted, already validated), with its
-    /// `patient_id` index named `index` (none when `None`).
-    pub(crate) fn type_table_ddl(&self, table: &str, index: Option<&str>) -> String {
-        let mut ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
-               source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
-               first_seen_run TEXT NOT NULL, last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id));\n",
-            t = self.t(table),
-            json = self.json(),
-        );
-        if let Some(index) = index {
+    /// Whether resource rows and their `last_seen_run` live in two tables (SQLite).
+    ///
+    /// Every run changes every re-read row's `last_seen_run`. In one table an unchanged reload
+    /// would rewrite every (wide) row; SQLite in WAL mode then writes each page twice. So SQLite
+    /// keeps the rows in `_fhirsync_rows_<type>` (with an explicit `_row` key, which `VACUUM`
+    /// keeps) and `last_seen_run` in the narrow `_fhirsync_seen_<type>` keyed by `_row`. The type
+    /// table's name is a view joining the two, with exactly a type table's columns. A reload
+    /// writes only the rows that changed, and a new seen table.
+    ///
+    /// PostgreSQL updates rows in place with MVCC and keeps one table.
+    pub(crate) fn splits_rows(&self) -> bool {
+        matches!(self, Dialect::Sqlite)
+    }
+
+    /// The table holding type `table`'s rows (unquoted): the rows table where
+    /// [`Dialect::splits_rows`], else the type table itself.
+    pub(crate) fn rows_table(&self, table: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{ROWS_PREFIX}{table}"),
+            Dialect::Postgres { .. } => table.to_string(),
+        }
+    }
+
+    /// DDL of one resource type (`table` unquoted, already validated): the type table, or
+    /// where [`Dialect::splits_rows`] its rows table, seen table and view.
+    pub(crate) fn type_ddl(&self, table: &str) -> String {
+        let rows = self.rows_table(table);
+        let mut ddl = self.rows_ddl(&rows, Some(&format!("{rows}_patient_id")));
+        if self.splits_rows() {
             ddl.push_str(&format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {} (patient_id);\n",
-                quote_ident(index),
-                self.t(table)
+                "{seen}CREATE VIEW IF NOT EXISTS {t} AS SELECT d.id, d.patient_id, d.fhir_version, d.source, \
+                   d.dataset, d.content_hash, d.resource, d.first_seen_run, s.last_seen_run \
+                   FROM {rows} d JOIN {seen_t} s ON s._row = d._row;\n",
+                seen = self.seen_ddl(&seen_table(table)),
+                t = self.t(table),
+                rows = self.t(&rows),
+                seen_t = self.t(&seen_table(table)),
             ));
         }
         ddl
     }
 
+    /// Drops resource type `table` (every object [`Dialect::type_ddl`] creates).
+    pub(crate) fn drop_type_sql(&self, table: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+                self.t(table),
+                self.t(&self.rows_table(table)),
+                self.t(&seen_table(table))
+            ),
+            Dialect::Postgres { .. } => format!("DROP TABLE IF EXISTS {};", self.t(table)),
+        }
+    }
+
+    /// DDL of a table shaped like type `table`'s rows table (or a shadow of it), with a
+    /// `patient_id` index named `index` (none when `None`).
+    pub(crate) fn rows_ddl(&self, name: &str, index: Option<&str>) -> String {
+        let mut ddl = match self {
+            Dialect::Sqlite => format!(
+                "CREATE TABLE IF NOT EXISTS {t} (_row INTEGER PRIMARY KEY, id TEXT NOT NULL, patient_id TEXT, \
+                   fhir_version TEXT NOT NULL, source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, \
+                   resource TEXT NOT NULL, first_seen_run TEXT NOT NULL, UNIQUE (fhir_version, id));\n",
+                t = self.t(name),
+            ),
+            Dialect::Postgres { .. } => format!(
+                "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
+                   source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
+                   first_seen_run TEXT NOT NULL, last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id));\n",
+                t = self.t(name),
+                json = self.json(),
+            ),
+        };
+        if let Some(index) = index {
+            ddl.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (patient_id);\n",
+                quote_ident(index),
+                self.t(name)
+            ));
+        }
+        ddl
+    }
+
+    /// DDL of a seen table (SQLite): `last_seen_run` of each row of a rows table.
+    pub(crate) fn seen_ddl(&self, name: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY, last_seen_run TEXT NOT NULL);\n",
+            self.t(name)
+        )
+    }
+
     /// DDL of the shadow table staging `table` in run `run_id`.
     ///
-    /// SQLite swaps the shadow in at commit, so it carries the `patient_id` index, named per
-    /// run because SQLite cannot rename an index and the table's current index keeps its name.
-    /// PostgreSQL merges the shadow into the table and needs no index on it.
+    /// SQLite swaps the shadow in as the rows table when that is empty or replaced (a full
+    /// load), so it carries the `patient_id` index, named per run because SQLite cannot rename
+    /// an index and the table's current index keeps its name. SQLite also records the rows it
+    /// staged unchanged in a re-read table. PostgreSQL merges the shadow into the table and
+    /// needs no index on it.
     pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
         match self {
             Dialect::Sqlite => {
                 let suffix: String =
                     run_id.chars().filter(char::is_ascii_alphanumeric).rev().take(12).collect();
-                self.type_table_ddl(&shadow_table(table), Some(&format!("{table}_patient_id_{suffix}")))
+                let rows = self.rows_table(table);
+                let mut ddl = self.rows_ddl(&shadow_table(table), Some(&format!("{rows}_patient_id_{suffix}")));
+                ddl.push_str(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY);\n",
+                    self.t(&reread_table(table))
+                ));
+                ddl
             }
-            Dialect::Postgres { .. } => self.type_table_ddl(&shadow_table(table), None),
+            Dialect::Postgres { .. } => self.rows_ddl(&shadow_table(table), None),
         }
     }
 
@@ -203,11 +294,13 @@ impl Dialect {
         matches!(self, Dialect::Sqlite)
     }
 
-    /// The highest row id of `table` as text, where the backend compares while staging: a
-    /// row added by anyone since staging began raises it.
+    /// The highest `_row` of type `table`'s rows as text, where the backend compares while
+    /// staging: a row added by anyone since staging began raises it.
     pub(crate) fn last_row_sql(&self, table: &str) -> Option<String> {
         match self {
-            Dialect::Sqlite => Some(format!("SELECT CAST(max(rowid) AS TEXT) FROM {}", self.t(table))),
+            Dialect::Sqlite => {
+                Some(format!("SELECT CAST(max(_row) AS TEXT) FROM {}", self.t(&self.rows_table(table))))
+            }
             Dialect::Postgres { .. } => None,
         }
     }
@@ -228,9 +321,9 @@ impl Dialect {
         }
     }
 
-    /// Counts indexes and triggers on type table `table` that fhirsync did not create (its
-    /// own are the primary key and `<table>_patient_id[_<run>]`); `None` where tables are
-    /// never swapped.
+    /// Counts indexes and triggers on `table` (a rows table, or a type table of an earlier
+    /// layout) that fhirsync did not create (its own are the primary key and
+    /// `<table>_patient_id[_<run>]`); `None` where tables are never swapped.
     pub(crate) fn user_objects_sql(&self, table: &str) -> Option<String> {
         match self {
             Dialect::Sqlite => Some(format!(
@@ -238,18 +331,10 @@ impl Dialect {
                  AND tbl_name = {} AND sql IS NOT NULL AND name <> {} AND name NOT LIKE {} ESCAPE '\\'",
                 lit(table),
                 lit(&format!("{table}_patient_id")),
-                lit(&format!("{table}\\_patient\\_id\\_%"))
+                lit(&format!("{}\\_patient\\_id\\_%", table.replace('_', "\\_")))
             )),
             Dialect::Postgres { .. } => None,
         }
-    }
-
-    /// Whether commit may swap a shadow table in place of the type table (drop + rename).
-    ///
-    /// Only SQLite: there a rename is cheap and name-bound user views keep working. A
-    /// PostgreSQL table may have dependent views or grants, so it is merged into instead.
-    pub(crate) fn swaps_tables(&self) -> bool {
-        matches!(self, Dialect::Sqlite)
     }
 }
 
@@ -286,6 +371,16 @@ pub(crate) fn type_table(resource_type: &str) -> Result<String> {
 /// Shadow table of a type table (`observation` → `_fhirsync_new_observation`).
 pub(crate) fn shadow_table(table: &str) -> String {
     format!("{SHADOW_PREFIX}{table}")
+}
+
+/// Seen table of a type table (SQLite, see [`Dialect::splits_rows`]).
+pub(crate) fn seen_table(table: &str) -> String {
+    format!("{SEEN_PREFIX}{table}")
+}
+
+/// Re-read table of a type table: the rows staged unchanged in the current run (SQLite).
+pub(crate) fn reread_table(table: &str) -> String {
+    format!("{REREAD_PREFIX}{table}")
 }
 
 /// Table name of a view: `view_<name>` lower-cased.

@@ -9,8 +9,8 @@ use rusqlite::{Connection, params};
 
 use super::config::SqliteConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{COLUMNS, Dialect, STAGE_CHANGES, UPSERT};
-use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget};
+use crate::destinations::sql::schema::{Dialect, ROW_COLUMNS, STAGE_CHANGES, UPSERT};
+use crate::destinations::sql::{Cell, Lookup, SqlBackend, SqlDestination, SqlValue, StageTarget, Staged};
 use crate::{Error, Result};
 
 /// Prepared-statement cache size (staging, view inserts).
@@ -166,41 +166,46 @@ impl SqlBackend for SqliteBackend {
         self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err("setting pragmas"))
     }
 
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<u64> {
-        let mut insert = self
-            .conn
-            .prepare_cached(&format!(
-                "INSERT INTO {} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) {UPSERT}",
-                target.shadow
-            ))
-            .map_err(err("preparing the staging insert"))?;
-        let mut lookup = match &target.live {
-            Some(live) => Some(
-                self.conn
-                    .prepare_cached(&format!(
-                        "SELECT first_seen_run, content_hash FROM {live} WHERE fhir_version = ?1 AND id = ?2"
-                    ))
-                    .map_err(err("preparing the staging lookup"))?,
-            ),
+    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
+        let prepare = |sql: String, action: &'static str| self.conn.prepare_cached(&sql).map_err(err(action));
+        let mut insert = prepare(
+            format!("INSERT INTO {} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}", target.shadow),
+            "preparing the staging insert",
+        )?;
+        // The landed row of a key, the note that it was re-read, and the removal of a copy
+        // staged earlier in the run.
+        let mut lookup = match &target.lookup {
+            Some(Lookup { rows, reread }) => Some((
+                prepare(
+                    format!("SELECT _row, content_hash FROM {rows} WHERE fhir_version = ?1 AND id = ?2"),
+                    "preparing the staging lookup",
+                )?,
+                prepare(
+                    format!("INSERT INTO {reread} (_row) VALUES (?1) ON CONFLICT DO NOTHING"),
+                    "preparing the re-read note",
+                )?,
+                prepare(
+                    format!("DELETE FROM {} WHERE fhir_version = ?1 AND id = ?2", target.shadow),
+                    "preparing the staging removal",
+                )?,
+            )),
             None => None,
         };
         let mut note_change = match target.changes {
-            true => Some(
-                self.conn
-                    .prepare_cached(&format!(
-                        "INSERT INTO {STAGE_CHANGES} (resource_type, fhir_version, id, before_hash) \
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
-                    ))
-                    .map_err(err("preparing the staging change note"))?,
-            ),
+            true => Some(prepare(
+                format!(
+                    "INSERT INTO {STAGE_CHANGES} (resource_type, fhir_version, id, before_hash) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
+                ),
+                "preparing the staging change note",
+            )?),
             false => None,
         };
         // Parameters that rows of a page share (FHIR version, source, dataset, run) stay bound
         // from row to row and are bound again only when they change; the rest are bound per row.
         let mut shared: Option<(FhirVersion, &str, &fhirsync_core::Dataset)> = None;
-        // `first_seen_run` of the looked-up row, reused between rows (runs are few).
-        let mut first_seen = String::new();
-        let mut found_rows = 0;
+        let mut shadow_empty = target.shadow_empty;
+        let mut staged = Staged::default();
         let bind = |stmt: &mut rusqlite::Statement<'_>, i: usize, v: &str| {
             stmt.raw_bind_parameter(i, v).map_err(err("binding a staged value"))
         };
@@ -211,41 +216,49 @@ impl SqlBackend for SqliteBackend {
                 bind(&mut insert, 3, version)?;
                 bind(&mut insert, 4, &r.source)?;
                 bind(&mut insert, 5, &r.dataset.to_string())?;
-                bind(&mut insert, 9, run_id)?;
-                if let Some(stmt) = lookup.as_mut() {
-                    bind(stmt, 1, version)?;
+                bind(&mut insert, 8, run_id)?;
+                if let Some((find, _, unstage)) = lookup.as_mut() {
+                    bind(find, 1, version)?;
+                    bind(unstage, 1, version)?;
                 }
             }
             let hash = r.hash.hex();
-            // The row in the type table: whether it exists, and its hash when it differs.
+            // The landed row: its `_row`, and its hash when that differs.
             let mut found = false;
             let mut before_hash: Option<String> = None;
-            if let Some(stmt) = lookup.as_mut() {
-                bind(stmt, 2, &r.id)?;
-                let mut hits = stmt.raw_query();
+            if let Some((find, reread, unstage)) = lookup.as_mut() {
+                bind(find, 2, &r.id)?;
+                let mut hits = find.raw_query();
+                let mut unchanged = None;
                 if let Some(row) = hits.next().map_err(err("looking a staged resource up"))? {
-                    let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
-                    let (first, landed_hash) = (
-                        text(0).map_err(err("reading a landed row"))?,
-                        text(1).map_err(err("reading a landed row"))?,
-                    );
+                    let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, Option<String>)> {
+                        let landed_hash = row.get_ref(1)?.as_str()?;
+                        Ok((row.get(0)?, (landed_hash != hash.as_str()).then(|| landed_hash.to_string())))
+                    };
+                    let (landed_row, differs) = read(row).map_err(err("reading a landed row"))?;
+                    unchanged = differs.is_none().then_some(landed_row);
+                    before_hash = differs;
                     found = true;
-                    found_rows += 1;
-                    if first != first_seen {
-                        first_seen.clear();
-                        first_seen.push_str(first);
+                    staged.found += 1;
+                }
+                drop(hits);
+                if let Some(landed_row) = unchanged {
+                    reread.raw_bind_parameter(1, landed_row).map_err(err("binding a staged value"))?;
+                    reread.raw_execute().map_err(err("noting a re-read row"))?;
+                    if !shadow_empty {
+                        bind(unstage, 2, &r.id)?;
+                        unstage.raw_execute().map_err(err("removing an earlier staged copy"))?;
                     }
-                    if landed_hash != hash.as_str() {
-                        before_hash = Some(landed_hash.to_string());
-                    }
+                    continue;
                 }
             }
             bind(&mut insert, 1, &r.id)?;
             insert.raw_bind_parameter(2, r.patient_id.as_deref()).map_err(err("binding a staged value"))?;
             bind(&mut insert, 6, hash.as_str())?;
             bind(&mut insert, 7, &r.json)?;
-            bind(&mut insert, 8, if found { &first_seen } else { run_id })?;
             insert.raw_execute().map_err(err("staging a resource"))?;
+            shadow_empty = false;
+            staged.shadowed += 1;
             if let Some(stmt) = note_change.as_mut()
                 && (!found || before_hash.is_some())
             {
@@ -253,7 +266,7 @@ impl SqlBackend for SqliteBackend {
                     .map_err(err("noting a staged change"))?;
             }
         }
-        Ok(found_rows)
+        Ok(staged)
     }
 
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
