@@ -252,7 +252,8 @@ fn shadow_tables(h: &SqliteHarness) -> Vec<String> {
 /// The root page of `table`: it changes when the table is replaced (swapped), not when rows
 /// are merged into it.
 fn rootpage(h: &SqliteHarness, table: &str) -> String {
-    column(h, &format!("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))[0].clone()
+    column(h, &format!("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))[0]
+        .clone()
 }
 
 /// The first column of every row of `sql` (non-null text).
@@ -457,7 +458,11 @@ fn reload_exact_rows() {
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (6, 1, 0, 1, 0, 1));
     assert_eq!(tables.map(|t| rootpage(&h, t)), roots_before, "rows are merged in place");
-    assert_eq!(tables.map(|t| indexes(&h, t).len()), [1, 1], "each rows table has exactly its patient_id index");
+    assert_eq!(
+        tables.map(|t| indexes(&h, t).len()),
+        [1, 1],
+        "each rows table has exactly its patient_id index"
+    );
     assert_eq!(
         h.rows(),
         sorted(vec![
@@ -514,11 +519,7 @@ fn reload_merge_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (3, 1, 0, 1, 0, 8));
-    assert_eq!(
-        tables.map(|t| rootpage(&h, t)),
-        roots_before,
-        "rows are merged in place"
-    );
+    assert_eq!(tables.map(|t| rootpage(&h, t)), roots_before, "rows are merged in place");
     let mut expected = vec![
         landed(&p1, &r1, &r2),
         landed(&p2, &r1, &r1),
@@ -540,8 +541,8 @@ fn full_load_p1(h: &SqliteHarness, resources: &[RawResource]) -> (Box<dyn Destin
     (dest, run)
 }
 
-/// Reload-and-compare: a key staged first changed, then again with its landed content, gets no
-/// change record and counts as unchanged.
+/// Reload-and-compare: a key staged first changed, then again with its landed content (across
+/// batches, and within one), gets no change record and counts as unchanged.
 #[test]
 fn compare_key_staged_twice_back_to_landed() {
     let h = SqliteHarness::new();
@@ -549,11 +550,11 @@ fn compare_key_staged_twice_back_to_landed() {
     let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
     let all = || run_scope(&["p1"], scopes_of(&["p1"]));
     // Two pages of one search overlap (paging under concurrent edits): o1 twice.
-    let o1x = obs("o1", "p1", "9");
+    let (o1x, o2x) = (obs("o1", "p1", "9"), obs("o2", "p1", "9"));
     let m = land_batches(
         &mut *dest,
         Method::ReloadAndCompare,
-        &[&[p1.clone(), o1x], &[o1.clone(), o2.clone()]],
+        &[&[p1.clone(), o2x, o2.clone()], &[o1x], std::slice::from_ref(&o1)],
         all(),
     );
     let r2 = m.run_id.clone();
@@ -756,7 +757,10 @@ fn reload_resumes_from_shadow() {
     // Only checkpointed rows survive: unchanged p1 as re-read, changed o1 in the shadow.
     assert_eq!(count(&h, "_fhirsync_new_patient"), 0);
     assert_eq!(
-        column(&h, "SELECT r._row = t._row FROM _fhirsync_reread_patient r, _fhirsync_rows_patient t WHERE t.id = 'p1'"),
+        column(
+            &h,
+            "SELECT r._row = t._row FROM _fhirsync_reread_patient r, _fhirsync_rows_patient t WHERE t.id = 'p1'"
+        ),
         ["1"]
     );
     assert_eq!(count(&h, "_fhirsync_reread_observation"), 0);
@@ -1007,9 +1011,160 @@ fn row_written_by_another_connection_during_reload_is_kept() {
         .unwrap();
     let m = complete_and_commit(&mut *dest, &["p1", "p3"], &["p1"]);
     assert_eq!((m.staged, m.deleted, m.kept), (2, 0, 1));
-    assert_eq!(column(&h, "SELECT id || ' ' || last_seen_run FROM observation ORDER BY id"), [
-        format!("o1 {}", m.run_id),
-        "o9 other".to_string()
-    ]);
+    assert_eq!(
+        column(&h, "SELECT id || ' ' || last_seen_run FROM observation ORDER BY id"),
+        [format!("o1 {}", m.run_id), "o9 other".to_string()]
+    );
     assert_staging_empty(&h);
+}
+
+// --- Split layout: rows and `last_seen_run` in two tables, the type table a view ---
+
+/// Counts the writes to `_fhirsync_rows_observation` in `my_writes` (triggers).
+fn count_row_writes(h: &SqliteHarness) {
+    h.conn()
+        .execute_batch(
+            "CREATE TABLE my_writes (op TEXT); \
+             CREATE TRIGGER my_ins AFTER INSERT ON _fhirsync_rows_observation BEGIN INSERT INTO my_writes VALUES ('I'); END; \
+             CREATE TRIGGER my_upd AFTER UPDATE ON _fhirsync_rows_observation BEGIN INSERT INTO my_writes VALUES ('U'); END; \
+             CREATE TRIGGER my_del AFTER DELETE ON _fhirsync_rows_observation BEGIN INSERT INTO my_writes VALUES ('D'); END;",
+        )
+        .unwrap();
+}
+
+/// An unchanged reload and reload-and-compare write no row of the rows table, yet every row
+/// shows the new `last_seen_run`; a changed row is the only one written.
+#[test]
+fn unchanged_reload_writes_no_row() {
+    let h = SqliteHarness::new();
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
+    count_row_writes(&h);
+    let all = || run_scope(&["p1"], scopes_of(&["p1"]));
+    let writes = || column(&h, "SELECT op FROM my_writes ORDER BY rowid");
+    for method in [Method::Reload, Method::ReloadAndCompare] {
+        let r =
+            land(&mut *dest, method, &LandOptions::default(), &[p1.clone(), o1.clone(), o2.clone()], all())
+                .unwrap()
+                .run_id;
+        assert_eq!(writes(), Vec::<String>::new(), "{method}");
+        assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r), landed(&o1, &r1, &r), landed(&o2, &r1, &r)]));
+    }
+    let o2b = obs("o2", "p1", "2.5");
+    let r = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &LandOptions::default(),
+        &[p1.clone(), o1.clone(), o2b.clone()],
+        all(),
+    )
+    .unwrap()
+    .run_id;
+    assert_eq!(writes(), ["U"]);
+    assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r), landed(&o1, &r1, &r), landed(&o2b, &r1, &r)]));
+}
+
+/// Reload-and-compare with history on a target landed without it opens a version for every
+/// row, the unchanged ones included.
+#[test]
+fn history_opens_versions_for_rows_landed_without_it() {
+    let h = SqliteHarness::new();
+    let (p1, o1) = (patient("p1", "Alpha"), obs("o1", "p1", "1"));
+    let (mut dest, _) = full_load_p1(&h, &[p1.clone(), o1.clone()]);
+    let history = LandOptions { history: true, ..LandOptions::default() };
+    let r2 = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &history,
+        &[p1, o1],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap()
+    .run_id;
+    let versions =
+        strings(&h.conn(), "SELECT id, valid_from_run, valid_to_run FROM _fhirsync_history ORDER BY id");
+    let open = |id: &str| vec![Some(id.to_string()), Some(r2.clone()), None];
+    assert_eq!(versions, vec![open("o1"), open("p1")]);
+}
+
+/// Turns the file's `observation` into the one-table layout of earlier versions (same rows
+/// and row ids), with the `patient_id` index those versions created.
+fn to_legacy_layout(h: &SqliteHarness) {
+    h.conn()
+        .execute_batch(
+            "CREATE TABLE legacy (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, source TEXT NOT NULL, \
+               dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource TEXT NOT NULL, first_seen_run TEXT NOT NULL, \
+               last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id)); \
+             INSERT INTO legacy (rowid, id, patient_id, fhir_version, source, dataset, content_hash, resource, \
+               first_seen_run, last_seen_run) SELECT d._row, v.* FROM observation v \
+               JOIN _fhirsync_rows_observation d ON d.fhir_version = v.fhir_version AND d.id = v.id; \
+             DROP VIEW observation; DROP TABLE _fhirsync_rows_observation; DROP TABLE _fhirsync_seen_observation; \
+             ALTER TABLE legacy RENAME TO observation; \
+             CREATE INDEX observation_patient_id ON observation (patient_id);",
+        )
+        .unwrap();
+}
+
+/// A type table written by an earlier version moves to the split layout on open: the same rows
+/// (and `last_seen_run`s), `observation` a view a user's view still resolves through, an
+/// unfinished run of the old layout abandoned; the next reload lands as usual.
+#[test]
+fn legacy_type_table_moves_to_split_layout() {
+    let h = SqliteHarness::new();
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let (dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
+    drop(dest);
+    let before = h.rows();
+    to_legacy_layout(&h);
+    h.conn()
+        .execute_batch(
+            "CREATE VIEW my_obs AS SELECT id FROM observation; \
+             INSERT INTO _fhirsync_runs (run_id, method, status, started_at) VALUES ('old-run', 'reload', 'failed', '2026-01-01'); \
+             CREATE TABLE _fhirsync_new_observation AS SELECT * FROM observation; \
+             INSERT INTO _fhirsync_stage_types VALUES ('Observation', '_fhirsync_new_observation');",
+        )
+        .unwrap();
+    assert_eq!(column(&h, "SELECT type FROM sqlite_master WHERE name = 'observation'"), ["table"]);
+    assert_eq!(h.rows(), before);
+
+    let mut dest = h.open();
+    assert_eq!(column(&h, "SELECT type FROM sqlite_master WHERE name = 'observation'"), ["view"]);
+    assert_eq!(h.rows(), before, "rows and seen-runs are kept");
+    assert_eq!(column(&h, "SELECT id FROM my_obs ORDER BY id"), ["o1", "o2"]);
+    assert_eq!(h.runs().iter().find(|r| r.run_id == "old-run").map(|r| r.status.as_str()), Some("abandoned"));
+    assert_staging_empty(&h);
+    assert!(column(&h, "SELECT name FROM sqlite_master WHERE name LIKE '%old%'").is_empty());
+
+    let o3 = obs("o3", "p1", "3");
+    let m = land(
+        &mut *dest,
+        Method::Reload,
+        &LandOptions::default(),
+        &[p1.clone(), o1.clone(), o3.clone()],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    assert_eq!((m.staged, m.inserted, m.deleted), (3, 1, 1));
+    let r2 = m.run_id;
+    assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r2), landed(&o1, &r1, &r2), landed(&o3, &r2, &r2)]));
+}
+
+/// A legacy type table carrying a user's index is not moved (that would drop the index): the
+/// open fails naming the table and the fix, and the file is left as it was.
+#[test]
+fn legacy_type_table_with_user_index_blocks_upgrade() {
+    let h = SqliteHarness::new();
+    let (p1, o1) = (patient("p1", "Alpha"), obs("o1", "p1", "1"));
+    drop(full_load_p1(&h, &[p1, o1]).0);
+    to_legacy_layout(&h);
+    h.conn().execute_batch("CREATE INDEX my_obs_dataset ON observation (dataset)").unwrap();
+    let before = h.rows();
+    let err = fhirsync_land::open(&fhirsync_land::DestinationConfig::Sqlite(h.config.clone()))
+        .err()
+        .expect("the open must fail")
+        .to_string();
+    assert!(err.contains("`observation`") && err.contains("_fhirsync_rows_observation"), "{err}");
+    assert!(err.contains("Drop them"), "{err}");
+    assert_eq!(column(&h, "SELECT type FROM sqlite_master WHERE name = 'observation'"), ["table"]);
+    assert_eq!(h.rows(), before);
 }

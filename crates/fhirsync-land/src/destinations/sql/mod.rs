@@ -45,8 +45,8 @@ use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::{Error, Result};
 use schema::{
-    Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, reread_table,
-    shadow_table,
+    Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit,
+    reread_table, shadow_table,
 };
 
 /// One text cell of a query result.
@@ -379,7 +379,8 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// Empties staging: drops every shadow table, forgets staged changes and scopes.
     fn clear_staging(&mut self) -> Result<()> {
         let d = self.d().clone();
-        let staged = self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let staged =
+            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
         let mut sql = String::new();
         for row in staged {
             let mut cells = row.into_iter().flatten();

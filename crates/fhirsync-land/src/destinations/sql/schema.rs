@@ -276,7 +276,8 @@ impl Dialect {
                 let suffix: String =
                     run_id.chars().filter(char::is_ascii_alphanumeric).rev().take(12).collect();
                 let rows = self.rows_table(table);
-                let mut ddl = self.rows_ddl(&shadow_table(table), Some(&format!("{rows}_patient_id_{suffix}")));
+                let mut ddl =
+                    self.rows_ddl(&shadow_table(table), Some(&format!("{rows}_patient_id_{suffix}")));
                 ddl.push_str(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY);\n",
                     self.t(&reread_table(table))

@@ -99,13 +99,15 @@ impl<B: SqlBackend> SqlDestination<B> {
             let (not_staged, gone) = match all_reread {
                 true => (0, 0),
                 false if ctx.compare => {
-                    let gone = self.write_deletes(ctx, &rt, &rows, &format!("{not_reread} AND {deletable}"))?;
+                    let gone =
+                        self.write_deletes(ctx, &rt, &rows, &format!("{not_reread} AND {deletable}"))?;
                     (after.saturating_sub(staged), gone)
                 }
                 false => self.not_reread(&rows, &not_reread, &deletable)?,
             };
             if gone > 0 {
-                self.backend.execute(&format!("DELETE FROM {rows} AS t WHERE {not_reread} AND {deletable}"))?;
+                self.backend
+                    .execute(&format!("DELETE FROM {rows} AS t WHERE {not_reread} AND {deletable}"))?;
             }
             let (inserted, updated) = match ctx.compare {
                 true => self.inserted_updated(ctx, &rt)?,

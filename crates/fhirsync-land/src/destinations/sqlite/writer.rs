@@ -169,7 +169,10 @@ impl SqlBackend for SqliteBackend {
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
         let prepare = |sql: String, action: &'static str| self.conn.prepare_cached(&sql).map_err(err(action));
         let mut insert = prepare(
-            format!("INSERT INTO {} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}", target.shadow),
+            format!(
+                "INSERT INTO {} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}",
+                target.shadow
+            ),
             "preparing the staging insert",
         )?;
         // The landed row of a key, the note that it was re-read, and the removal of a copy
