@@ -1112,9 +1112,21 @@ fn to_legacy_layout(h: &SqliteHarness) {
 fn legacy_type_table_moves_to_split_layout() {
     let h = SqliteHarness::new();
     let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
-    let (dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
+    let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
+    // A reload whose lab search failed: o2 keeps the first run as its last seen one.
+    let patient_scope = scope("p1", fhirsync_core::Dataset::new("Patient"));
+    let r2 = land(
+        &mut *dest,
+        Method::Reload,
+        &LandOptions::default(),
+        &[p1.clone(), o1.clone()],
+        run_scope(&["p1"], [patient_scope].into()),
+    )
+    .unwrap()
+    .run_id;
     drop(dest);
     let before = h.rows();
+    assert_eq!(before, sorted(vec![landed(&p1, &r1, &r2), landed(&o1, &r1, &r2), landed(&o2, &r1, &r1)]));
     to_legacy_layout(&h);
     h.conn()
         .execute_batch(
@@ -1145,8 +1157,8 @@ fn legacy_type_table_moves_to_split_layout() {
     )
     .unwrap();
     assert_eq!((m.staged, m.inserted, m.deleted), (3, 1, 1));
-    let r2 = m.run_id;
-    assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r2), landed(&o1, &r1, &r2), landed(&o3, &r2, &r2)]));
+    let r3 = m.run_id;
+    assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &r3), landed(&o1, &r1, &r3), landed(&o3, &r3, &r3)]));
 }
 
 /// A legacy type table carrying a user's index is not moved (that would drop the index): the

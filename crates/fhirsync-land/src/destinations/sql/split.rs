@@ -1,17 +1,21 @@
 //! The commit of one resource type in SQLite's split layout ([`Dialect::splits_rows`]): rows
 //! in `_fhirsync_rows_<type>`, their `last_seen_run` in `_fhirsync_seen_<type>`.
 //!
+//! A row without a seen row was last seen when first seen (the view reads `last_seen_run` as
+//! `COALESCE(seen, first_seen_run)`), so the rows a run inserts need no seen row.
+//!
 //! Staging left the new and changed rows in the shadow (every row, in a full load) and the
 //! `_row` of every row staged unchanged in the re-read table. The commit:
 //! 1. writes the `I`/`U` change records, and merges the shadow into the rows table, or, when
-//!    that is empty or replaced by a full load, swaps the shadow in as the rows table;
+//!    that is empty or replaced by a full load, swaps the shadow in as the rows table (every
+//!    row then new, so there is nothing left to do but an empty seen table);
 //! 2. adds the shadow's rows to the re-read table, which then lists every row re-read;
 //! 3. finds the rows not re-read (skipped when [`SqlDestination::all_reread`] shows there are
 //!    none), writes their `D` records and deletes the deletable ones;
 //! 4. turns the re-read table into the new seen table: `ALTER TABLE ... ADD COLUMN
 //!    last_seen_run ... DEFAULT <run>` gives every row this run without rewriting it (SQLite
-//!    reads the default for rows stored without the column); rows kept unread are copied in
-//!    with their old `last_seen_run`; then drop and rename.
+//!    reads the default for rows stored without the column); the seen rows of rows kept unread
+//!    are copied in; then drop and rename.
 //!
 //! An unchanged reload so writes no row of the rows table, only the narrow re-read table.
 //!
@@ -61,7 +65,9 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
 
         // 1. The shadow's rows into the rows table; 2. the re-read table lists every row re-read.
-        let swap = (full_load || before == 0) && !self.has_user_objects(&rows_name)?;
+        // Every row is new: none was re-read, none is left to delete or keep.
+        let replaced = full_load || before == 0;
+        let swap = replaced && !self.has_user_objects(&rows_name)?;
         if swap {
             // Legacy rename: the type's view, and user views, are not checked (the table is
             // briefly missing) and resolve to the new table by name.
@@ -70,7 +76,6 @@ impl<B: SqlBackend> SqlDestination<B> {
                  PRAGMA legacy_alter_table = OFF;",
                 plain = quote_ident(&rows_name),
             ))?;
-            self.backend.execute(&format!("INSERT INTO {reread} (_row) SELECT _row FROM {rows}"))?;
         } else {
             if full_load {
                 self.backend.execute(&format!("DELETE FROM {rows}"))?;
@@ -91,8 +96,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         };
 
         // 3. Rows not re-read: change records, deletes and counts.
-        let counts = if full_load {
-            Counts { inserted: staged, ..Counts::default() }
+        let counts = if replaced {
+            Counts { inserted: after, ..Counts::default() }
         } else {
             let not_reread = format!("NOT EXISTS (SELECT 1 FROM {reread} r WHERE r._row = t._row)");
             let deletable = self.deletable_sql(ctx);
@@ -113,11 +118,16 @@ impl<B: SqlBackend> SqlDestination<B> {
                 true => self.inserted_updated(ctx, &rt)?,
                 false => (after.saturating_sub(before), 0),
             };
-            if ctx.history {
-                self.write_history(ctx, &rt, &format!("{rows} s JOIN {reread} r ON r._row = s._row"))?;
-            }
             Counts { inserted, updated, gone, kept: not_staged.saturating_sub(gone) }
         };
+
+        if ctx.history {
+            let staged_rows = match replaced {
+                true => format!("{rows} s"),
+                false => format!("{rows} s JOIN {reread} r ON r._row = s._row"),
+            };
+            self.write_history(ctx, &rt, &staged_rows)?;
+        }
 
         // 4. The re-read table becomes the seen table.
         self.backend.batch(&format!(
