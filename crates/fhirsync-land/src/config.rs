@@ -50,7 +50,7 @@ impl DestinationConfig {
 pub enum Method {
     /// Initial copy into an empty target; refuses a non-empty target unless `replace` is set.
     FullLoad,
-    /// Re-read everything and swap it in atomically; no change records.
+    /// Re-read everything and apply it atomically; no change records.
     Reload,
     /// Re-read everything, compare by (FHIR version, type, id) and content hash, apply only the
     /// differences and record each one in the change table.

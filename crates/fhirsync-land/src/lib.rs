@@ -3,7 +3,7 @@
 //!
 //! - **full-load**: initial copy into an empty target (refuses a non-empty one unless
 //!   `replace` is set);
-//! - **reload**: re-read everything and swap it in atomically;
+//! - **reload**: re-read everything and apply it atomically;
 //! - **reload-and-compare**: re-read everything, compare by (FHIR version, type, id) and content
 //!   hash, apply only inserts/updates/deletes in one atomic step and record every change.
 //!

@@ -1,12 +1,15 @@
 //! The engine shared by the SQL destinations (SQLite, PostgreSQL).
 //!
-//! Staging writes each resource once, into a *shadow table* per resource type
-//! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`) shaped exactly like the
-//! type table (one row per (FHIR version, id), later copies win). Completed scopes go to
-//! `_fhirsync_stage_scopes` in the same transactions, so a killed run resumes exactly where its
-//! last checkpoint ended. SQLite also looks each staged key up in the type table while staging:
-//! the row keeps its `first_seen_run`, and reload-and-compare notes new and changed keys in
-//! `_fhirsync_stage_changes` (unchanged ones cost no write). The commit is one transaction:
+//! Staging writes each new or changed resource once, into a *shadow table* per resource type
+//! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`; one row per (FHIR
+//! version, id), later copies win). Completed scopes go to `_fhirsync_stage_scopes` in the same
+//! transactions, so a killed run resumes exactly where its last checkpoint ended.
+//!
+//! SQLite keeps a type's rows and their `last_seen_run` in two tables under a view
+//! ([`schema::Dialect::splits_rows`]) and looks each staged key up while staging: a row with the
+//! landed hash is only noted as re-read (`_fhirsync_reread_observation`), and reload-and-compare
+//! notes new and changed keys in `_fhirsync_stage_changes`. PostgreSQL stages every row and
+//! compares at commit, set-based. The commit is one transaction:
 //!
 //! 1. completed scopes of [`RunScope::complete`] are added to the staged ones; the cohort is
 //!    written to `_fhirsync_cohort`; patients in the target but not in the cohort are flagged in
@@ -14,11 +17,8 @@
 //! 2. per resource type: reload-and-compare writes `I`/`U` change records (new and changed
 //!    keys) and `D` records; rows that were not re-read although their scope completed (or
 //!    whose patient left the cohort, with `on_cohort_exit = delete`) go. Rows of incomplete
-//!    scopes are kept, so a failed page never deletes anything. Then the shadow becomes the
-//!    table: SQLite copies the kept rows into it and swaps it in (drop + rename, no row is
-//!    written twice). PostgreSQL always, and SQLite for a type that keeps more rows than it
-//!    staged, staged nothing, or carries a user's indexes or triggers, deletes and upserts into
-//!    the table instead (see [`schema::Dialect::swaps_tables`]);
+//!    scopes are kept, so a failed page never deletes anything. The shadow is merged into the
+//!    table (SQLite: see `split`; PostgreSQL: delete and upsert);
 //! 3. views are re-materialised, the run row is finished and staging is emptied.
 //!
 //! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
