@@ -1180,3 +1180,34 @@ fn legacy_type_table_with_user_index_blocks_upgrade() {
     assert_eq!(column(&h, "SELECT type FROM sqlite_master WHERE name = 'observation'"), ["table"]);
     assert_eq!(h.rows(), before);
 }
+
+/// Rows kept unread (their scope incomplete) keep the `last_seen_run` an earlier reload gave
+/// them, on reload and on reload-and-compare.
+#[test]
+fn kept_rows_keep_their_last_seen_run() {
+    let h = SqliteHarness::new();
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let (mut dest, r1) = full_load_p1(&h, &[p1.clone(), o1.clone(), o2.clone()]);
+    let all = || run_scope(&["p1"], scopes_of(&["p1"]));
+    let r2 = land(
+        &mut *dest,
+        Method::Reload,
+        &LandOptions::default(),
+        &[p1.clone(), o1.clone(), o2.clone()],
+        all(),
+    )
+    .unwrap()
+    .run_id;
+    for method in [Method::Reload, Method::ReloadAndCompare] {
+        // The lab search failed: only the patient is re-read.
+        let patient_only = run_scope(&["p1"], [scope("p1", fhirsync_core::Dataset::new("Patient"))].into());
+        let m = land(&mut *dest, method, &LandOptions::default(), std::slice::from_ref(&p1), patient_only)
+            .unwrap();
+        assert_eq!((m.staged, m.deleted, m.kept), (1, 0, 2), "{method}");
+        assert_eq!(
+            h.rows(),
+            sorted(vec![landed(&p1, &r1, &m.run_id), landed(&o1, &r1, &r2), landed(&o2, &r1, &r2)]),
+            "{method}"
+        );
+    }
+}

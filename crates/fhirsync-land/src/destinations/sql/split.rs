@@ -65,7 +65,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
 
         // 1. The shadow's rows into the rows table; 2. the re-read table lists every row re-read.
-        // Every row is new: none was re-read, none is left to delete or keep.
+        // `replaced`: every row is new, none was re-read and none is left to delete or keep.
         let replaced = full_load || before == 0;
         let swap = replaced && !self.has_user_objects(&rows_name)?;
         if swap {
@@ -134,7 +134,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             "ALTER TABLE {reread} ADD COLUMN last_seen_run TEXT NOT NULL DEFAULT {run}",
             run = ctx.run
         ))?;
-        if counts.kept > 0 {
+        if !replaced && !all_reread {
+            // The rows kept unread keep their seen rows.
             self.backend.execute(&format!(
                 "INSERT INTO {reread} (_row, last_seen_run) SELECT o._row, o.last_seen_run FROM {seen} o \
                  WHERE EXISTS (SELECT 1 FROM {rows} t WHERE t._row = o._row) \
