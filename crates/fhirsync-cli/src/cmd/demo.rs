@@ -151,8 +151,10 @@ fn show_landed(db: &std::path::Path) -> anyhow::Result<()> {
     let conn = Connection::open(db).with_context(|| format!("cannot open {}", db.display()))?;
     println!("\n== Landed tables");
     let mut tables = conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_fhirsync\\_stag%' ESCAPE '\\' \
-         AND name NOT LIKE 'sqlite%' ORDER BY name",
+        // Type tables are views over `_fhirsync_rows_<type>` and `_fhirsync_seen_<type>`.
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite%' \
+         AND name NOT LIKE '\\_fhirsync\\_stag%' ESCAPE '\\' AND name NOT LIKE '\\_fhirsync\\_rows\\_%' ESCAPE '\\' \
+         AND name NOT LIKE '\\_fhirsync\\_seen\\_%' ESCAPE '\\' ORDER BY name",
     )?;
     let names: Vec<String> = tables.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for name in &names {

@@ -83,7 +83,8 @@ async fn concurrent_sync_is_refused_by_the_lock() {
     assert!(text(&out).contains("another fhirsync run"), "{}", text(&out));
 }
 
-/// `fhirsync demo` runs the whole job and shows one insert, update and delete in its second sync.
+/// `fhirsync demo` runs the whole job, lists the type tables, and shows one insert, update and
+/// delete in its second sync.
 #[test]
 fn demo_lands_and_shows_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +98,8 @@ fn demo_lands_and_shows_changes() {
     assert!(out.status.success(), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("1 inserted, 1 updated, 1 deleted"), "{all}");
+    // The landed tables it lists are the ones to query: `patient`, not its inner tables.
+    assert!(all.contains("\n  patient ") && !all.contains("_fhirsync_rows_"), "{all}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM patient"), 3);
     assert!(count(&db, "SELECT COUNT(*) FROM view_observation") > 0);
 }
