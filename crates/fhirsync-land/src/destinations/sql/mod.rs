@@ -143,8 +143,9 @@ impl<'a> TypeRows<'a> {
     }
 }
 
-/// What this process staged of one type in the current run, with the type table looked up
-/// ([`StageTarget::live`]): lets the commit skip its search for rows that were not re-read.
+/// What this process staged of one type in the current run: tells staging whether the shadow
+/// is still empty, and (with [`StageTarget::lookup`]) lets the commit skip its search for rows
+/// that were not re-read.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     /// Rows staged (a key staged twice counts twice).
@@ -177,8 +178,8 @@ pub(crate) struct SqlDestination<B> {
     tables: BTreeSet<String>,
     /// The backend is in its bulk-load mode ([`SqlBackend::begin_bulk_load`]).
     bulk_load: bool,
-    /// Per resource type, what this process staged with lookups; `None` once it cannot be
-    /// trusted (a resumed run staged rows before, or a staging transaction rolled back).
+    /// Per resource type, what this process staged; `None` once it cannot be trusted (a resumed
+    /// run staged rows before, or a staging transaction rolled back).
     tallies: Option<std::collections::BTreeMap<String, Tally>>,
 }
 
