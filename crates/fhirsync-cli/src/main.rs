@@ -9,6 +9,13 @@ mod push;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator. Extraction threads allocate the resources that
+/// the landing thread frees; glibc serialises such cross-thread frees on an arena lock. The
+/// `fhirsync-land` `land` bench, which uses the same allocator, measured 0.5 CPU-s less per
+/// 1 M resources landed into SQLite (full load and reload), for ~10 MiB more peak RSS.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Replicate clinical data out of Epic on FHIR into SQLite, PostgreSQL, Parquet or NDJSON.

@@ -12,6 +12,11 @@
 //! the landing thread only (SQLite writes and checkpoints on the thread that commits) and resets
 //! the peak (`/proc/self/clear_refs`) before each method.
 
+/// The allocator the `fhirsync` binary uses (see its `main.rs`): a producer thread allocates
+/// the resources the landing thread frees, as extraction and landing do in a run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
