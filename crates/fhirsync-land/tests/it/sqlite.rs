@@ -430,20 +430,10 @@ fn reload_exact_rows() {
     let (p1, p2, p3) = (patient("p1", "Alpha"), patient("p2", "Beta"), patient("p3", "Gamma"));
     let (o1, o2, o3, o4) =
         (obs("o1", "p1", "1"), obs("o2", "p1", "2"), obs("o3", "p2", "3"), obs("o4", "p3", "4"));
-    let mut dest = h.open();
     let first = [p1.clone(), p2.clone(), p3.clone(), o1, o2, o3.clone(), o4.clone()];
     let cohort = ["p1", "p2", "p3"];
-    let r1 = land(
-        &mut *dest,
-        Method::FullLoad,
-        &LandOptions::default(),
-        &first,
-        run_scope(&cohort, scopes_of(&cohort)),
-    )
-    .unwrap()
-    .run_id;
-    let tables = ["_fhirsync_rows_patient", "_fhirsync_rows_observation"];
-    let roots_before = tables.map(|t| rootpage(&h, t));
+    let (mut dest, r1) = full_load(&h, &first, &cohort);
+    let roots_before = rows_roots(&h);
 
     // o1 changed, o2 gone at the source, o5 new; p3's lab search failed (o4 kept).
     let (o1b, o5) = (obs("o1", "p1", "1.5"), obs("o5", "p2", "5"));
@@ -457,9 +447,9 @@ fn reload_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (6, 1, 0, 1, 0, 1));
-    assert_eq!(tables.map(|t| rootpage(&h, t)), roots_before, "rows are merged in place");
+    assert_eq!(rows_roots(&h), roots_before, "rows are merged in place");
     assert_eq!(
-        tables.map(|t| indexes(&h, t).len()),
+        ROWS_TABLES.map(|t| indexes(&h, t).len()),
         [1, 1],
         "each rows table has exactly its patient_id index"
     );
@@ -496,18 +486,8 @@ fn reload_merge_exact_rows() {
     let mut first = vec![p1.clone(), p2.clone(), p3.clone(), o1, o2];
     first.extend(others.iter().cloned());
     let cohort = ["p1", "p2", "p3"];
-    let mut dest = h.open();
-    let r1 = land(
-        &mut *dest,
-        Method::FullLoad,
-        &LandOptions::default(),
-        &first,
-        run_scope(&cohort, scopes_of(&cohort)),
-    )
-    .unwrap()
-    .run_id;
-    let tables = ["_fhirsync_rows_patient", "_fhirsync_rows_observation"];
-    let roots_before = tables.map(|t| rootpage(&h, t));
+    let (mut dest, r1) = full_load(&h, &first, &cohort);
+    let roots_before = rows_roots(&h);
 
     // Only p1 is fetched completely: o1 changed, o2 gone, o7 new; everything of p2 and p3 is kept.
     let (o1b, o7) = (obs("o1", "p1", "1.5"), obs("o7", "p1", "7"));
@@ -519,7 +499,7 @@ fn reload_merge_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (3, 1, 0, 1, 0, 8));
-    assert_eq!(tables.map(|t| rootpage(&h, t)), roots_before, "rows are merged in place");
+    assert_eq!(rows_roots(&h), roots_before, "rows are merged in place");
     let mut expected = vec![
         landed(&p1, &r1, &r2),
         landed(&p2, &r1, &r1),
@@ -535,10 +515,28 @@ fn reload_merge_exact_rows() {
 /// Opens `h` and full-loads `resources` of patient p1 (its scopes complete); returns the
 /// destination and the run id.
 fn full_load_p1(h: &SqliteHarness, resources: &[RawResource]) -> (Box<dyn Destination>, String) {
+    full_load(h, resources, &["p1"])
+}
+
+/// Opens `h` and full-loads `resources` of the `cohort`, every scope complete; returns the
+/// destination and the run id.
+fn full_load(
+    h: &SqliteHarness,
+    resources: &[RawResource],
+    cohort: &[&str],
+) -> (Box<dyn Destination>, String) {
     let mut dest = h.open();
-    let scope = run_scope(&["p1"], scopes_of(&["p1"]));
+    let scope = run_scope(cohort, scopes_of(cohort));
     let run = land(&mut *dest, Method::FullLoad, &LandOptions::default(), resources, scope).unwrap().run_id;
     (dest, run)
+}
+
+/// The rows tables of Patient and Observation.
+const ROWS_TABLES: [&str; 2] = ["_fhirsync_rows_patient", "_fhirsync_rows_observation"];
+
+/// Root pages of the [`ROWS_TABLES`] (see [`rootpage`]).
+fn rows_roots(h: &SqliteHarness) -> [String; 2] {
+    ROWS_TABLES.map(|t| rootpage(h, t))
 }
 
 /// Reload-and-compare: a key staged first changed, then again with its landed content (across
