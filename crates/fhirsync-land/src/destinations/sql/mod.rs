@@ -87,7 +87,7 @@ pub(crate) trait SqlBackend: Send {
 pub(crate) struct StageTarget {
     /// The shadow table, quoted and qualified.
     pub shadow: String,
-    /// Set when the backend compares while staging ([`Dialect::compares_while_staging`]) and
+    /// Set when the backend splits rows ([`Dialect::splits_rows`]), the type has a table and
     /// the method keeps rows.
     pub lookup: Option<Lookup>,
     /// The shadow holds no row of this run (known when this process staged all of it): an
@@ -427,10 +427,9 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         for TypeRows { resource_type, table, rows } in by_type {
             self.ensure_shadow(&run.id, resource_type, &table)?;
-            let lookup = (d.compares_while_staging()
-                && run.method != Method::FullLoad
-                && self.tables.contains(resource_type))
-            .then(|| Lookup { rows: d.t(&d.rows_table(&table)), reread: d.t(&reread_table(&table)) });
+            let lookup =
+                (d.splits_rows() && run.method != Method::FullLoad && self.tables.contains(resource_type))
+                    .then(|| Lookup { rows: d.t(&d.rows_table(&table)), reread: d.t(&reread_table(&table)) });
             if self.tallies.as_ref().is_some_and(|t| !t.contains_key(resource_type)) {
                 let last_row = match lookup.is_some() {
                     true => self.last_row(&table)?,

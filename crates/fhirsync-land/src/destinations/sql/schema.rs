@@ -184,7 +184,9 @@ impl Dialect {
     /// A row without a seen row was last seen when first seen, so a full load writes no seen
     /// rows.
     ///
-    /// PostgreSQL updates rows in place with MVCC and keeps one table.
+    /// Staging looks each key up in the rows table (a local index probe in SQLite), so an
+    /// unchanged row is only noted as re-read. PostgreSQL updates rows in place with MVCC,
+    /// keeps one table, and compares in set-based statements at commit.
     pub(crate) fn splits_rows(&self) -> bool {
         matches!(self, Dialect::Sqlite)
     }
@@ -292,15 +294,8 @@ impl Dialect {
         }
     }
 
-    /// Whether the backend looks staged keys up in the type table while staging (SQLite, where
-    /// a lookup is a local index probe); PostgreSQL does the same work in set-based statements
-    /// at commit.
-    pub(crate) fn compares_while_staging(&self) -> bool {
-        matches!(self, Dialect::Sqlite)
-    }
-
-    /// The highest `_row` of type `table`'s rows as text, where the backend compares while
-    /// staging: a row added by anyone since staging began raises it.
+    /// The highest `_row` of type `table`'s rows as text, where the backend splits rows: a row
+    /// added by anyone since staging began raises it.
     pub(crate) fn last_row_sql(&self, table: &str) -> Option<String> {
         match self {
             Dialect::Sqlite => {
