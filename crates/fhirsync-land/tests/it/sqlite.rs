@@ -1209,3 +1209,41 @@ fn kept_rows_keep_their_last_seen_run() {
         );
     }
 }
+
+/// The type view declares every column's type (`TEXT`), after a full load and after a reload,
+/// so readers that type columns from `PRAGMA table_info` (DuckDB's SQLite scanner) get text,
+/// not blobs; every row shows a `last_seen_run`.
+#[test]
+fn type_view_declares_column_types() {
+    let h = SqliteHarness::new();
+    let (p1, o1) = (patient("p1", "Alpha"), obs("o1", "p1", "1"));
+    let (mut dest, _) = full_load_p1(&h, &[p1.clone(), o1.clone()]);
+    let types =
+        || column(&h, "SELECT name || ' ' || type FROM pragma_table_info('observation') ORDER BY cid");
+    let expected: Vec<String> = [
+        "id",
+        "patient_id",
+        "fhir_version",
+        "source",
+        "dataset",
+        "content_hash",
+        "resource",
+        "first_seen_run",
+        "last_seen_run",
+    ]
+    .map(|c| format!("{c} TEXT"))
+    .to_vec();
+    assert_eq!(types(), expected);
+    let unseen = || column(&h, "SELECT count(*) FROM observation WHERE last_seen_run IS NULL");
+    assert_eq!(unseen(), ["0"]);
+    land(
+        &mut *dest,
+        Method::Reload,
+        &LandOptions::default(),
+        &[p1, o1],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    assert_eq!(types(), expected);
+    assert_eq!(unseen(), ["0"]);
+}

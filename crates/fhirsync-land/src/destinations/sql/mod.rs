@@ -235,8 +235,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                 "PRAGMA legacy_alter_table = ON; ALTER TABLE {t} RENAME TO {old_q}; PRAGMA legacy_alter_table = OFF;\n\
                  {ddl}\
                  INSERT INTO {rows} (_row, {ROW_COLUMNS}) SELECT rowid, {ROW_COLUMNS} FROM {old_t};\n\
-                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t} \
-                   WHERE last_seen_run <> first_seen_run;\n\
+                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
                  DROP TABLE {old_t};",
                 t = d.t(&table),
                 old_q = schema::quote_ident(&old),

@@ -181,8 +181,9 @@ impl Dialect {
     /// table's name is a view joining the two, with exactly a type table's columns. A reload
     /// writes only the rows that changed, and a new seen table.
     ///
-    /// A row without a seen row was last seen when first seen, so a full load writes no seen
-    /// rows.
+    /// Every column of the view is a plain column reference, so it keeps its declared type
+    /// (`PRAGMA table_info`), which readers such as DuckDB's SQLite scanner map to their types;
+    /// so every row has a seen row. The view's join is a left join: a row never hides.
     ///
     /// Staging looks each key up in the rows table (a local index probe in SQLite), so an
     /// unchanged row is only noted as re-read. PostgreSQL updates rows in place with MVCC,
@@ -208,8 +209,7 @@ impl Dialect {
         if self.splits_rows() {
             ddl.push_str(&format!(
                 "{seen}CREATE VIEW IF NOT EXISTS {t} AS SELECT d.id, d.patient_id, d.fhir_version, d.source, \
-                   d.dataset, d.content_hash, d.resource, d.first_seen_run, \
-                   COALESCE(s.last_seen_run, d.first_seen_run) AS last_seen_run \
+                   d.dataset, d.content_hash, d.resource, d.first_seen_run, s.last_seen_run \
                    FROM {rows} d LEFT JOIN {seen_t} s ON s._row = d._row;\n",
                 seen = self.seen_ddl(&seen_table(table)),
                 t = self.t(table),

@@ -1,21 +1,18 @@
 //! The commit of one resource type in SQLite's split layout ([`Dialect::splits_rows`]): rows
 //! in `_fhirsync_rows_<type>`, their `last_seen_run` in `_fhirsync_seen_<type>`.
 //!
-//! A row without a seen row was last seen when first seen (the view reads `last_seen_run` as
-//! `COALESCE(seen, first_seen_run)`), so the rows a run inserts need no seen row.
-//!
 //! Staging left the new and changed rows in the shadow (every row, in a full load) and the
 //! `_row` of every row staged unchanged in the re-read table. The commit:
 //! 1. writes the `I`/`U` change records, and merges the shadow into the rows table, or, when
 //!    that is empty or replaced by a full load, swaps the shadow in as the rows table (every
-//!    row then new, so there is nothing left to do but an empty seen table);
+//!    row then new: none is left to delete or keep);
 //! 2. adds the shadow's rows to the re-read table, which then lists every row re-read;
 //! 3. finds the rows not re-read (skipped when [`SqlDestination::all_reread`] shows there are
 //!    none), writes their `D` records and deletes the deletable ones;
 //! 4. turns the re-read table into the new seen table: `ALTER TABLE ... ADD COLUMN
 //!    last_seen_run ... DEFAULT <run>` gives every row this run without rewriting it (SQLite
-//!    reads the default for rows stored without the column); the seen rows of rows kept unread
-//!    are copied in; then drop and rename.
+//!    reads the default for rows stored without the column); rows kept unread are copied in
+//!    with their old `last_seen_run`; then drop and rename.
 //!
 //! An unchanged reload so writes no row of the rows table, only the narrow re-read table.
 //!
@@ -76,6 +73,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                  PRAGMA legacy_alter_table = OFF;",
                 plain = quote_ident(&rows_name),
             ))?;
+            self.backend.execute(&format!("INSERT INTO {reread} (_row) SELECT _row FROM {rows}"))?;
         } else {
             if full_load {
                 self.backend.execute(&format!("DELETE FROM {rows}"))?;
@@ -135,7 +133,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             run = ctx.run
         ))?;
         if !replaced && !all_reread {
-            // The rows kept unread keep their seen rows.
+            // The rows kept unread keep their `last_seen_run`.
             self.backend.execute(&format!(
                 "INSERT INTO {reread} (_row, last_seen_run) SELECT o._row, o.last_seen_run FROM {seen} o \
                  WHERE EXISTS (SELECT 1 FROM {rows} t WHERE t._row = o._row) \
