@@ -3,8 +3,8 @@
 //!
 //! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
-//! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads and
-//! a compare before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
+//! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads, a
+//! compare, and a compare with 1 resource in 20 edited before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
 //! profiles another size, and `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods.
 //!
 //! The input is generated batch by batch on a producer thread while landing (a few search pages
@@ -30,7 +30,8 @@ const PER_PATIENT: usize = 100;
 /// Resources per `stage` call (one search page is typically 100-1000).
 const BATCH: usize = 1_000;
 
-fn observation(i: usize) -> RawResource {
+/// Observation `i`; `edited` changes its value (an amended result).
+fn observation(i: usize, edited: bool) -> RawResource {
     let patient = format!("e{:07}", i / PER_PATIENT);
     let json = format!(
         r#"{{"resourceType":"Observation","id":"eObs{i:09}.lab","basedOn":[{{"reference":"ServiceRequest/eSR{i:08}","display":"Basic metabolic panel"}}],"status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory","display":"Laboratory"}}],"text":"Laboratory"}}],"code":{{"coding":[{{"system":"http://loinc.org","code":"2345-7","display":"Glucose [Mass/volume] in Serum or Plasma"}},{{"system":"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14","code":"1555"}}],"text":"Glucose"}},"subject":{{"reference":"Patient/{patient}","display":"Patient, Test"}},"encounter":{{"reference":"Encounter/eEnc{enc:08}","identifier":{{"use":"usual","system":"urn:oid:1.2.840.114350.1.13.0.1.7.3.698084.8","value":"{enc}"}},"display":"Office Visit"}},"effectiveDateTime":"2023-0{m}-1{d}T14:3{d}:00Z","issued":"2023-0{m}-1{d}T15:02:11Z","performer":[{{"reference":"Practitioner/ePract{p:05}","type":"Practitioner","display":"Physician, Family Medicine, MD"}}],"valueQuantity":{{"value":{v}.{f:02},"unit":"mg/dL","system":"http://unitsofmeasure.org","code":"mg/dL"}},"interpretation":[{{"coding":[{{"system":"urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10655","code":"N","display":"Normal"}}],"text":"Normal"}}],"referenceRange":[{{"low":{{"value":70,"unit":"mg/dL"}},"high":{{"value":99,"unit":"mg/dL"}},"text":"70 - 99 mg/dL"}}]}}"#,
@@ -39,7 +40,7 @@ fn observation(i: usize) -> RawResource {
         d = i % 10,
         p = i % 997,
         v = 70 + i % 60,
-        f = i % 100,
+        f = if edited { 100 + i % 100 } else { i % 100 },
     );
     let dataset = Dataset::with_category("Observation", "laboratory");
     RawResource::from_json(json, Some(patient), dataset, FhirVersion::R4, "https://fhir.example/api/FHIR/R4")
@@ -57,11 +58,13 @@ fn profile_selected(name: &str) -> bool {
     std::env::var("FHIRSYNC_BENCH_METHODS").map_or(true, |v| v.split(',').any(|m| m.trim() == name))
 }
 
-/// The input, one batch (search page) at a time.
-fn batches(resources: usize) -> impl Iterator<Item = Vec<RawResource>> {
-    (0..resources)
-        .step_by(BATCH)
-        .map(move |start| (start..(start + BATCH).min(resources)).map(observation).collect())
+/// The input, one batch (search page) at a time; with `edit_every = Some(n)` every n-th
+/// resource is edited.
+fn batches(resources: usize, edit_every: Option<usize>) -> impl Iterator<Item = Vec<RawResource>> {
+    let edited = move |i: usize| edit_every.is_some_and(|n| i % n == 0);
+    (0..resources).step_by(BATCH).map(move |start| {
+        (start..(start + BATCH).min(resources)).map(|i| observation(i, edited(i))).collect()
+    })
 }
 
 fn run_scope(resources: usize) -> RunScope {
@@ -88,12 +91,18 @@ fn open(path: &Path) -> Box<dyn Destination> {
 
 /// Lands `resources` resources generated on another thread; returns the landing thread's CPU
 /// seconds and the syscall MiB (read, written) at the end of staging.
-fn land(path: &Path, method: Method, scope: &RunScope, resources: usize) -> (f64, (f64, f64)) {
+fn land(
+    path: &Path,
+    method: Method,
+    scope: &RunScope,
+    resources: usize,
+    edit_every: Option<usize>,
+) -> (f64, (f64, f64)) {
     let mut dest = open(path);
     dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let producer = std::thread::spawn(move || {
-        for batch in batches(resources) {
+        for batch in batches(resources, edit_every) {
             if tx.send(batch).is_err() {
                 break;
             }
@@ -121,7 +130,7 @@ struct Loaded {
 static TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("template.db");
-    land(&db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES);
+    land(&db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
     Loaded { _dir: dir, db }
 });
 
@@ -142,7 +151,7 @@ fn loaded_copy() -> Loaded {
 fn sqlite_full_load_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        land(&dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES);
+        land(&dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES, None);
         dir
     });
 }
@@ -152,7 +161,7 @@ fn sqlite_full_load_100k(bencher: divan::Bencher) {
 fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::Reload, &scope, RESOURCES);
+        land(&l.db, Method::Reload, &scope, RESOURCES, None);
         l
     });
 }
@@ -162,7 +171,7 @@ fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
 fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::ReloadAndCompare, &scope, RESOURCES);
+        land(&l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
         l
     });
 }
@@ -217,7 +226,7 @@ fn profile() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("land.db");
     // The first page stands for the rest (the generator varies only digits).
-    let page = batches(resources).next().unwrap_or_default();
+    let page = batches(resources, None).next().unwrap_or_default();
     let bytes: usize = page.iter().map(|r| r.json.len()).sum();
     println!(
         "profile: {resources} resources, about {:.0} bytes each; CPU of the landing thread; RSS before \
@@ -226,14 +235,14 @@ fn profile() {
         peak_rss_mib()
     );
     let mut per_method = Vec::new();
-    // The first reload also grows the file (the old table is still there while the new one is
-    // written); later runs reuse the pages the previous swap freed, which is the steady state
-    // the compare/reload ratio is taken in.
-    for (name, method) in [
-        ("full-load", Method::FullLoad),
-        ("reload (first)", Method::Reload),
-        ("reload", Method::Reload),
-        ("reload-and-compare", Method::ReloadAndCompare),
+    // The first reload follows the full load; the compare/reload ratio is taken between the
+    // second reload and the compare after it. The last run edits 1 resource in 20, a busy day.
+    for (name, method, edit_every) in [
+        ("full-load", Method::FullLoad, None),
+        ("reload (first)", Method::Reload, None),
+        ("reload", Method::Reload, None),
+        ("reload-and-compare", Method::ReloadAndCompare, None),
+        ("compare, 5 % edited", Method::ReloadAndCompare, Some(20)),
     ] {
         if !profile_selected(name) {
             continue;
@@ -241,13 +250,13 @@ fn profile() {
         let reset = reset_peak_rss();
         let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
         let split0 = cpu_split();
-        let (staged_at, staged_io) = land(&db, method, &scope, resources);
+        let (staged_at, staged_io) = land(&db, method, &scope, resources, edit_every);
         let cpu = cpu_seconds() - cpu0;
         let split = cpu_split();
         let wall = wall0.elapsed().as_secs_f64();
         let io = io_mib();
         println!(
-            "profile: {name:<19} cpu {cpu:6.2} s (user {:5.2}, system {:5.2}; staging {:5.2} s, commit {:5.2} s; = {:5.1} \
+            "profile: {name:<20} cpu {cpu:6.2} s (user {:5.2}, system {:5.2}; staging {:5.2} s, commit {:5.2} s; = {:5.1} \
              CPU-s per 1M), wall {wall:6.2} s, read {:.0} MiB, written {:.0} MiB (staging {:.0}), peak RSS {:.0} MiB{}",
             split.0 - split0.0,
             split.1 - split0.1,
@@ -260,9 +269,12 @@ fn profile() {
             peak_rss_mib(),
             if reset { "" } else { " (since process start: clear_refs not allowed)" }
         );
-        per_method.push((cpu, wall));
+        per_method.push((name, cpu, wall));
     }
-    if let [_, _, (reload_cpu, reload_wall), (compare_cpu, compare_wall)] = per_method[..] {
+    let measured = |name: &str| per_method.iter().find(|m| m.0 == name).map(|m| (m.1, m.2));
+    if let (Some((reload_cpu, reload_wall)), Some((compare_cpu, compare_wall))) =
+        (measured("reload"), measured("reload-and-compare"))
+    {
         println!(
             "profile: compare / reload: cpu {:.2}x, wall {:.2}x",
             compare_cpu / reload_cpu,
