@@ -61,7 +61,7 @@ fn profile_selected(name: &str) -> bool {
 /// The input, one batch (search page) at a time; with `edit_every = Some(n)` every n-th
 /// resource is edited.
 fn batches(resources: usize, edit_every: Option<usize>) -> impl Iterator<Item = Vec<RawResource>> {
-    let edited = move |i: usize| edit_every.is_some_and(|n| i % n == 0);
+    let edited = move |i: usize| edit_every.is_some_and(|n| i.is_multiple_of(n));
     (0..resources).step_by(BATCH).map(move |start| {
         (start..(start + BATCH).min(resources)).map(|i| observation(i, edited(i))).collect()
     })
@@ -242,7 +242,7 @@ fn profile() {
         ("reload (first)", Method::Reload, None),
         ("reload", Method::Reload, None),
         ("reload-and-compare", Method::ReloadAndCompare, None),
-        ("compare, 5 % edited", Method::ReloadAndCompare, Some(20)),
+        ("compare (5 % edited)", Method::ReloadAndCompare, Some(20)),
     ] {
         if !profile_selected(name) {
             continue;

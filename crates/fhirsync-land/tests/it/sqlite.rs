@@ -421,9 +421,10 @@ fn legacy_stage_is_abandoned_on_open() {
     assert_eq!(h.rows(), sorted(vec![landed(&p1, &r1, &start.run_id), landed(&o1, &r1, &start.run_id)]));
 }
 
-/// Reload with most scopes complete merges the changed rows into each rows table, which keeps
-/// its root page and its one `patient_id` index: exact rows, seen-runs and counts, with the
-/// rows of the one incomplete scope kept as they were.
+/// Reload with most scopes complete: the Observation rows table, where 1 row in 4 changed, is
+/// rewritten ahead of the commit and swapped in with its one `patient_id` index; the Patient one
+/// is left as it was. Exact rows, seen-runs and counts, with the rows of the one incomplete
+/// scope kept as they were.
 #[test]
 fn reload_exact_rows() {
     let h = SqliteHarness::new();
@@ -447,7 +448,9 @@ fn reload_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (6, 1, 0, 1, 0, 1));
-    assert_eq!(rows_roots(&h), roots_before, "rows are merged in place");
+    let roots = rows_roots(&h);
+    assert_eq!(roots[0], roots_before[0], "no patient changed: their rows table is left as it was");
+    assert_ne!(roots[1], roots_before[1], "1 observation in 4 changed: their rows table is rewritten");
     assert_eq!(
         ROWS_TABLES.map(|t| indexes(&h, t).len()),
         [1, 1],
@@ -499,7 +502,9 @@ fn reload_merge_exact_rows() {
     );
     let r2 = m.run_id.clone();
     assert_eq!((m.staged, m.inserted, m.updated, m.deleted, m.unchanged, m.kept), (3, 1, 0, 1, 0, 8));
-    assert_eq!(rows_roots(&h), roots_before, "rows are merged in place");
+    let roots = rows_roots(&h);
+    assert_eq!(roots[0], roots_before[0], "no patient changed: their rows table is left as it was");
+    assert_ne!(roots[1], roots_before[1], "1 observation in 8 changed: their rows table is rewritten");
     let mut expected = vec![
         landed(&p1, &r1, &r2),
         landed(&p2, &r1, &r1),
@@ -1246,4 +1251,45 @@ fn type_view_declares_column_types() {
     .unwrap();
     assert_eq!(types(), expected);
     assert_eq!(unseen(), ["0"]);
+}
+
+/// A reload that changes 1 row in 101 updates it in place (the rows table keeps its root page);
+/// one that changes 5 rewrites the table ahead of the commit (replacing a copy a killed commit
+/// left) and swaps it in. Rows, `_row`s and seen-runs are exact either way.
+#[test]
+fn spread_updates_rewrite_the_rows_table_few_merge_in_place() {
+    let h = SqliteHarness::new();
+    let p1 = patient("p1", "Alpha");
+    let obs_n = |i: usize, v: &str| obs(&format!("o{i:03}"), "p1", v);
+    let mut first = vec![p1.clone()];
+    first.extend((0..100).map(|i| obs_n(i, "1")));
+    let (mut dest, r1) = full_load_p1(&h, &first);
+    let root = || rootpage(&h, "_fhirsync_rows_observation");
+    let row_ids = || column(&h, "SELECT _row || ' ' || id FROM _fhirsync_rows_observation ORDER BY _row");
+    let (root_before, ids_before) = (root(), row_ids());
+    let all = || run_scope(&["p1"], scopes_of(&["p1"]));
+    let edited = |n: usize| -> Vec<RawResource> {
+        let mut v = vec![p1.clone()];
+        v.extend((0..100).map(|i| obs_n(i, if i < n { "2" } else { "1" })));
+        v
+    };
+
+    let m = land(&mut *dest, Method::ReloadAndCompare, &LandOptions::default(), &edited(1), all()).unwrap();
+    assert_eq!((m.updated, m.unchanged), (1, 100));
+    assert_eq!(root(), root_before, "1 change in 101 rows: updated in place");
+    let r2 = m.run_id;
+    let mut expected: Vec<Landed> = edited(1).iter().map(|r| landed(r, &r1, &r2)).collect();
+    assert_eq!(h.rows(), sorted(expected.clone()));
+
+    h.conn().execute_batch("CREATE TABLE _fhirsync_next_observation (x TEXT); INSERT INTO _fhirsync_next_observation VALUES ('left by a killed commit');").unwrap();
+    let m = land(&mut *dest, Method::ReloadAndCompare, &LandOptions::default(), &edited(5), all()).unwrap();
+    assert_eq!((m.updated, m.unchanged), (4, 97));
+    assert_ne!(root(), root_before, "5 changes in 101 rows: rewritten and swapped in");
+    assert_eq!(row_ids(), ids_before, "every row keeps its _row");
+    assert_eq!(indexes(&h, "_fhirsync_rows_observation").len(), 1);
+    let r3 = m.run_id;
+    expected = edited(5).iter().map(|r| landed(r, &r1, &r3)).collect();
+    assert_eq!(h.rows(), sorted(expected));
+    assert_staging_empty(&h);
+    assert!(column(&h, "SELECT name FROM sqlite_master WHERE name LIKE '%next%'").is_empty());
 }

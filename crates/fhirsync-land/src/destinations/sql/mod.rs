@@ -181,6 +181,8 @@ pub(crate) struct SqlDestination<B> {
     /// Per resource type, what this process staged; `None` once it cannot be trusted (a resumed
     /// run staged rows before, or a staging transaction rolled back).
     tallies: Option<std::collections::BTreeMap<String, Tally>>,
+    /// Per resource type, the rows table rewritten ahead of the commit ([`split`]).
+    prebuilt: std::collections::BTreeMap<String, split::Prebuilt>,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -197,6 +199,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             tables: BTreeSet::new(),
             bulk_load: false,
             tallies: None,
+            prebuilt: Default::default(),
         };
         this.in_transaction(Self::drop_legacy_stage)?;
         this.in_transaction(Self::split_legacy_tables)?;
@@ -388,8 +391,10 @@ impl<B: SqlBackend> SqlDestination<B> {
             let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
             sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&shadow)));
             if d.splits_rows() {
-                let reread = reread_table(&schema::type_table(&resource_type)?);
-                sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&reread)));
+                let table = schema::type_table(&resource_type)?;
+                for staging in [reread_table(&table), schema::next_rows_table(&table)] {
+                    sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&staging)));
+                }
             }
         }
         sql.push_str(&format!(
@@ -581,6 +586,9 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
 
     fn commit(&mut self, scope: &RunScope, views: &[View], report: &serde_json::Value) -> Result<RunMetrics> {
         let run = self.active("commit before begin")?.clone();
+        if self.d().splits_rows() && run.method != Method::FullLoad {
+            self.prebuild_rows(&run.id, run.options.checkpoint_rows.max(1))?;
+        }
         let metrics = self.in_transaction(|this| this.apply(&run, scope, views, report))?;
         self.run = None;
         self.end_bulk_load();

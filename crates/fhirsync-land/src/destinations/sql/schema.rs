@@ -46,6 +46,8 @@ const ROWS_PREFIX: &str = "_fhirsync_rows_";
 const SEEN_PREFIX: &str = "_fhirsync_seen_";
 /// Prefix of SQLite's re-read tables: the rows staged unchanged in the current run.
 const REREAD_PREFIX: &str = "_fhirsync_reread_";
+/// Prefix of the table a commit builds to replace a rows table (lives inside the commit).
+const NEXT_PREFIX: &str = "_fhirsync_next_";
 
 /// Conflict clause of an insert into a type table or shadow: a later copy of a key replaces the
 /// content and keeps `first_seen_run` (callers merging into the table add `last_seen_run`).
@@ -279,11 +281,9 @@ impl Dialect {
     pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
         match self {
             Dialect::Sqlite => {
-                let suffix: String =
-                    run_id.chars().filter(char::is_ascii_alphanumeric).rev().take(12).collect();
                 let rows = self.rows_table(table);
-                let mut ddl =
-                    self.rows_ddl(&shadow_table(table), Some(&format!("{rows}_patient_id_{suffix}")));
+                let index = format!("{rows}_patient_id_{}", run_suffix(run_id));
+                let mut ddl = self.rows_ddl(&shadow_table(table), Some(&index));
                 ddl.push_str(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY);\n",
                     self.t(&reread_table(table))
@@ -292,6 +292,13 @@ impl Dialect {
             }
             Dialect::Postgres { .. } => self.rows_ddl(&shadow_table(table), None),
         }
+    }
+
+    /// DDL of the table that replaces type `table`'s rows table when run `run_id` rewrites it
+    /// (SQLite); its `patient_id` index is named per run, like the shadow's.
+    pub(crate) fn next_rows_ddl(&self, table: &str, run_id: &str) -> String {
+        let index = format!("{}_patient_id_{}n", self.rows_table(table), run_suffix(run_id));
+        self.rows_ddl(&next_rows_table(table), Some(&index))
     }
 
     /// The highest `_row` of type `table`'s rows as text, where the backend splits rows: a row
@@ -371,6 +378,17 @@ pub(crate) fn type_table(resource_type: &str) -> Result<String> {
 /// Shadow table of a type table (`observation` → `_fhirsync_new_observation`).
 pub(crate) fn shadow_table(table: &str) -> String {
     format!("{SHADOW_PREFIX}{table}")
+}
+
+/// The last 12 letters and digits of a run id, reversed (UUIDv7 ids differ at the end): names
+/// the indexes of tables a run creates.
+fn run_suffix(run_id: &str) -> String {
+    run_id.chars().filter(char::is_ascii_alphanumeric).rev().take(12).collect()
+}
+
+/// The table a run builds to replace a type's rows table (SQLite).
+pub(crate) fn next_rows_table(table: &str) -> String {
+    format!("{NEXT_PREFIX}{table}")
 }
 
 /// Seen table of a type table (SQLite, see [`Dialect::splits_rows`]).
