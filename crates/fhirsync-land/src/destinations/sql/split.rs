@@ -3,9 +3,11 @@
 //!
 //! Staging left the new and changed rows in the shadow (every row, in a full load) and the
 //! `_row` of every row staged unchanged in the re-read table. The commit:
-//! 1. writes the `I`/`U` change records, and merges the shadow into the rows table, or, when
-//!    that is empty or replaced by a full load, swaps the shadow in as the rows table (every
-//!    row then new: none is left to delete or keep);
+//! 1. writes the `I`/`U` change records, and merges the shadow into the rows table: in place,
+//!    or, when the updates are spread over it, by swapping in the copy
+//!    [`SqlDestination::prebuild_rows`] wrote before the commit. When the rows table is empty
+//!    or replaced by a full load, the shadow itself is swapped in (every row then new: none is
+//!    left to delete or keep);
 //! 2. adds the shadow's rows to the re-read table, which then lists every row re-read;
 //! 3. finds the rows not re-read (skipped when [`SqlDestination::all_reread`] shows there are
 //!    none), writes their `D` records and deletes the deletable ones;
