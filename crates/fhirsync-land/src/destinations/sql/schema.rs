@@ -312,6 +312,19 @@ impl Dialect {
         }
     }
 
+    /// Drops table `table` and renames table `with` (both unquoted) to its name, in the open
+    /// transaction (SQLite). Legacy rename: views that name `table` (the type's view, a user's)
+    /// are not checked while it is briefly missing, and resolve to the renamed table by name.
+    pub(crate) fn replace_table_sql(&self, table: &str, with: &str) -> String {
+        format!(
+            "DROP TABLE {}; PRAGMA legacy_alter_table = ON; ALTER TABLE {} RENAME TO {}; \
+             PRAGMA legacy_alter_table = OFF;",
+            self.t(table),
+            self.t(with),
+            quote_ident(table)
+        )
+    }
+
     /// Counts the tables named `name` (0 or 1) in the destination.
     pub(crate) fn table_count_sql(&self, name: &str) -> String {
         match self {

@@ -22,8 +22,8 @@
 
 use super::commit::{Counts, Ctx};
 use super::schema::{
-    ROW_COLUMNS, STAGE_TYPES, UPSERT, lit, next_rows_table, quote_ident, reread_table, seen_table,
-    shadow_table, type_table,
+    ROW_COLUMNS, STAGE_TYPES, UPSERT, lit, next_rows_table, reread_table, seen_table, shadow_table,
+    type_table,
 };
 use super::{SqlBackend, SqlDestination};
 use crate::Result;
@@ -71,13 +71,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let replaced = full_load || before == 0;
         let swap = replaced && !self.has_user_objects(&rows_name)?;
         if swap {
-            // Legacy rename: the type's view, and user views, are not checked (the table is
-            // briefly missing) and resolve to the new table by name.
-            self.backend.batch(&format!(
-                "DROP TABLE {rows}; PRAGMA legacy_alter_table = ON; ALTER TABLE {shadow} RENAME TO {plain}; \
-                 PRAGMA legacy_alter_table = OFF;",
-                plain = quote_ident(&rows_name),
-            ))?;
+            self.backend.batch(&d.replace_table_sql(&rows_name, &shadow_table(table)))?;
             self.backend.execute(&format!("INSERT INTO {reread} (_row) SELECT _row FROM {rows}"))?;
         } else {
             if full_load {
@@ -155,11 +149,7 @@ impl<B: SqlBackend> SqlDestination<B> {
                  AND NOT EXISTS (SELECT 1 FROM {reread} r WHERE r._row = o._row)"
             ))?;
         }
-        self.backend.batch(&format!(
-            "DROP TABLE {seen}; PRAGMA legacy_alter_table = ON; ALTER TABLE {reread} RENAME TO {plain}; \
-             PRAGMA legacy_alter_table = OFF;",
-            plain = quote_ident(&seen_table(table)),
-        ))?;
+        self.backend.batch(&d.replace_table_sql(&seen_table(table), &reread_table(table)))?;
         counts.add_to(m, staged, ctx.compare);
         Ok(())
     }
@@ -248,9 +238,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         self.backend.batch(&format!(
             "INSERT INTO {next} ({ROW_COLUMNS}) SELECT {ROW_COLUMNS} FROM {shadow} s WHERE NOT EXISTS \
                (SELECT 1 FROM {rows} t WHERE t.fhir_version = s.fhir_version AND t.id = s.id) ORDER BY s._row;\n\
-             DROP TABLE {rows}; PRAGMA legacy_alter_table = ON; ALTER TABLE {next} RENAME TO {plain}; \
-             PRAGMA legacy_alter_table = OFF;",
-            plain = quote_ident(&rows_name),
+             {replace}",
+            replace = d.replace_table_sql(&rows_name, &next_rows_table(table)),
         ))
     }
 }
