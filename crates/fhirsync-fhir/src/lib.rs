@@ -19,7 +19,7 @@ pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
 pub use error::{Error, Result};
-pub use outcome::{EPIC_CODE_SYSTEM, Outcome, codes};
+pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
 pub use retry::{Decision, RetryPolicy, RetryReason};
 
