@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fhirsync_auth::TokenProvider;
-use fhirsync_extract::{ExtractReport, Extraction};
+use fhirsync_extract::{ExclusionBaseline, ExtractReport, Extraction};
 use fhirsync_land::{Landing, Method, RunMetrics};
 use tracing::{info, warn};
 
@@ -95,11 +95,13 @@ pub async fn sync(
         info!(run_id = %run.run_id, method = %method, destination = %destination, "Run started.");
     }
 
+    let baseline = if method == Method::FullLoad { None } else { exclusion_baseline(config).await? };
     let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)
         .map_err(|e| Failure::config(e.to_string()))?;
     let extraction = Extraction::new(client, &config.connection, config.extract.clone())
         .map_err(|e| Failure::config(e.to_string()))?
         .skip(run.completed_scopes.clone())
+        .exclusion_baseline(baseline)
         .state_dir(config.sync.state_dir.join("bulk"));
     let progress_task = crate::progress::spawn(extraction.progress(), show_progress);
 
@@ -142,6 +144,32 @@ pub async fn sync(
     Ok(SyncOutcome { metrics, report, resumed: run.resumed, elapsed: started.elapsed() })
 }
 
+/// What the last committed run saw withheld (59204/59205 sub-types), for the licence-change
+/// rule: `None` when nothing was committed yet (no landed rows to protect); an empty baseline
+/// when the last committed run predates the rule, so every exclusion counts as new once.
+async fn exclusion_baseline(config: &FileConfig) -> anyhow::Result<Option<ExclusionBaseline>> {
+    /// Runs looked at to find the last committed one.
+    const HISTORY: usize = 100;
+    let dest = config.destination.clone();
+    let runs = tokio::task::spawn_blocking(move || fhirsync_land::recent_runs(&dest, HISTORY))
+        .await
+        .context("the run history reader stopped")?
+        .map_err(|e| Failure {
+            code: EXIT_DESTINATION,
+            message: format!("cannot read the run history of {}: {e}", describe_destination(config)),
+        })?;
+    let Some(last) = runs.into_iter().find(|r| fhirsync_land::is_committed(&r.status)) else {
+        return Ok(None);
+    };
+    let baseline = last
+        .report
+        .as_ref()
+        .and_then(|r| r.get("exclusion_baseline"))
+        .and_then(|b| serde_json::from_value::<ExclusionBaseline>(b.clone()).ok())
+        .unwrap_or_default();
+    Ok(Some(baseline))
+}
+
 /// Records the run as failed; its staging stays for the next run to resume. A failure to record
 /// it is logged, not raised: the error that stopped the run is the one to report.
 async fn mark_failed(landing: Landing, message: String) {
@@ -162,20 +190,6 @@ fn extract_exit_code(e: &fhirsync_extract::Error) -> u8 {
     }
 }
 
-fn describe_gap(reason: &fhirsync_extract::GapReason) -> String {
-    use fhirsync_extract::GapReason as G;
-    match reason {
-        G::NotAuthorized { code, detail } => {
-            format!(
-                "not licensed ({code}{})",
-                detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-            )
-        }
-        G::Failed { error } => format!("failed: {error}"),
-        G::SessionExpired { restarts } => format!("search session kept expiring ({restarts} restarts)"),
-    }
-}
-
 /// Human name of the destination (path, folder or database), never with credentials.
 pub fn describe_destination(config: &FileConfig) -> String {
     use fhirsync_land::DestinationConfig as D;
@@ -187,49 +201,80 @@ pub fn describe_destination(config: &FileConfig) -> String {
     }
 }
 
-/// Prints the end-of-run summary to stdout.
+impl SyncOutcome {
+    /// True when the run has gaps: it committed, but "complete" cannot be claimed.
+    pub fn has_gaps(&self) -> bool {
+        !self.report.gaps.is_empty()
+    }
+
+    /// The failure a run with gaps ends with ([`crate::cmd::EXIT_GAPS`]); `None` when complete.
+    pub fn gaps_failure(&self) -> Option<Failure> {
+        self.has_gaps().then(|| Failure {
+            code: crate::cmd::EXIT_GAPS,
+            message: format!(
+                "run {} completed with gaps: {} of {} scopes incomplete, their rows kept (not deleted); \
+                 see `fhirsync status`, fix the cause and rerun",
+                self.metrics.run_id,
+                self.report.gaps.len(),
+                self.report.scopes_planned
+            ),
+        })
+    }
+}
+
+/// Prints the end-of-run summary to stdout: counts, then the gaps, then the exclusions. No
+/// patient ids.
 pub fn print_summary(outcome: &SyncOutcome) {
     let m = &outcome.metrics;
     let r = &outcome.report;
+    let status = if outcome.has_gaps() { "completed with gaps" } else { "succeeded" };
     println!(
-        "run {} ({}{}) finished in {:.1}s",
+        "run {} ({}{}) {status} in {:.1}s",
         m.run_id,
         m.method,
         if outcome.resumed { ", resumed" } else { "" },
         outcome.elapsed.as_secs_f64()
     );
+    let resent = if r.resources_resent > 0 {
+        format!(", {} more re-sent after 4113 restarts", r.resources_resent)
+    } else {
+        String::new()
+    };
     println!(
-        "  extracted: {} patients, {} datasets, {} resources in {} pages ({} requests, {} retries)",
+        "  extracted: {} patients, {} datasets, {} resources ({} distinct){resent} in {} pages ({} requests, {} retries)",
         r.patients,
         r.datasets.len(),
         r.resources,
+        m.staged,
         r.pages,
         r.http.requests,
         r.http.retries
     );
     println!(
-        "  landed:    {} inserted, {} updated, {} deleted, {} unchanged; {} view rows",
-        m.inserted, m.updated, m.deleted, m.unchanged, m.view_rows
+        "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
+        m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
     );
     if m.cohort_exits > 0 {
         println!("  cohort:    {} patients left the cohort (flagged, not deleted)", m.cohort_exits);
     }
-    if r.gaps.is_empty() {
-        println!("  complete:  every scope fetched completely");
+    let lines = r.ledger_lines();
+    let (gaps, exclusions): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.starts_with("gap: "));
+    if gaps.is_empty() {
+        println!(
+            "  complete:  every scope fetched completely ({} of {} with outside records withheld)",
+            r.scopes_excluded, r.scopes_planned
+        );
     } else {
         println!("  GAPS:      {} scopes incomplete (no deletes applied there):", r.gaps.len());
-        for gap in r.gaps.iter().take(10) {
-            println!(
-                "    {} {} patient {}: {}",
-                gap.scope.fhir_version,
-                gap.scope.dataset,
-                gap.scope.patient_id.as_deref().unwrap_or("-"),
-                describe_gap(&gap.reason)
-            );
+        for line in gaps.iter().take(20) {
+            println!("    {}", line.trim_start_matches("gap: "));
         }
-        if r.gaps.len() > 10 {
-            println!("    ... and {} more (see `fhirsync status`)", r.gaps.len() - 10);
+        if gaps.len() > 20 {
+            println!("    ... and {} more (see `fhirsync status`)", gaps.len() - 20);
         }
+    }
+    for line in exclusions {
+        println!("  excluded:  {line}");
     }
     if !r.outcome_codes.is_empty() {
         let codes: Vec<String> = r.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();

@@ -272,8 +272,13 @@ impl fmt::Debug for RawResource {
 pub struct RunScope {
     /// Patient ids of this run's cohort (de-duplicated).
     pub cohort: BTreeSet<String>,
-    /// Scopes fetched completely: every page read, no failed request, no permission gap.
+    /// Scopes fetched completely: every page read, no failed request, nothing withheld that
+    /// the previous complete read did not withhold too. Only rows of these scopes may be
+    /// deleted.
     pub complete: BTreeSet<ScopeKey>,
+    /// Planned scopes that are not complete (gaps). A run with any ends "completed with gaps".
+    #[serde(default)]
+    pub gaps: u64,
 }
 
 #[cfg(test)]

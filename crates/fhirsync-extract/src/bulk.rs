@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
 use fhirsync_fhir::outcome::parse_outcome;
 use fhirsync_fhir::retry::retry_after;
-use fhirsync_fhir::{FhirClient, Outcome, Request, codes, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LOCATION, HeaderName, HeaderValue};
@@ -48,7 +48,7 @@ use crate::config::{BulkConfig, Endpoints};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::report::{ExtractReport, GapReason};
+use crate::report::{ExclusionBaseline, ExtractReport, GapReason};
 
 /// Resources per emitted chunk.
 const CHUNK: usize = 500;
@@ -164,6 +164,7 @@ pub(crate) struct Bulk<'a> {
     pub group: &'a str,
     pub config: &'a BulkConfig,
     pub skip: &'a BTreeSet<ScopeKey>,
+    pub baseline: Option<&'a ExclusionBaseline>,
     pub state_dir: &'a Path,
     pub progress: &'a Progress,
     pub tx: &'a Sender<ExtractEvent>,
@@ -242,6 +243,7 @@ impl Bulk<'_> {
         let mut seen_patients = BTreeSet::new();
         let mut failed_types: BTreeMap<String, GapReason> = BTreeMap::new();
         let mut per_type: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut withheld: BTreeMap<String, BTreeSet<Exclusion>> = BTreeMap::new();
         for r in results {
             let e = per_type.entry(r.ty.clone()).or_default();
             e.0 += r.resources;
@@ -250,14 +252,19 @@ impl Bulk<'_> {
                 if let Some(code) = &o.epic_code {
                     report.count_outcome(&r.ty, code);
                 }
-                // An OperationOutcome line in a data file (e.g. 59204: sub-types the client is not
-                // licensed for were left out) means the type's files are not the whole truth.
-                if matches!(o.severity.as_str(), "fatal" | "error") || o.is(codes::UNAUTHORIZED_SUB_RESOURCE)
-                {
-                    failed_types.entry(r.ty.clone()).or_insert_with(|| GapReason::NotAuthorized {
-                        code: o.epic_code.clone().unwrap_or_else(|| o.issue_code.clone()),
-                        detail: o.diagnostics.clone().or_else(|| o.text.clone()),
-                    });
+                // An OperationOutcome line in a data file follows the search rule: a named
+                // sub-type withheld (59204 "Outside Record ...") is an exclusion of the type, any
+                // other suppression or error means the type's files are not the whole truth.
+                match o.effect() {
+                    Effect::Neutral => {}
+                    Effect::Excluded(e) => {
+                        withheld.entry(r.ty.clone()).or_default().insert(e);
+                    }
+                    Effect::Gap(detail) => {
+                        failed_types
+                            .entry(r.ty.clone())
+                            .or_insert_with(|| GapReason::from_outcome(o, detail));
+                    }
                 }
             }
             if let Some(error) = r.error {
@@ -295,6 +302,9 @@ impl Bulk<'_> {
         self.progress.scopes_total.store((types.len() * cohort.len()) as u64, Ordering::Relaxed);
         for ty in &types {
             let (resources, files) = per_type.get(ty).copied().unwrap_or_default();
+            let key = format!("{ty}@{}", FhirVersion::R4);
+            let none = BTreeSet::new();
+            let type_withheld = withheld.get(ty).unwrap_or(&none);
             let gap = failed_types.get(ty).cloned().or_else(|| unattributed.clone()).or_else(|| {
                 // No file at all: no data, or a type the server dropped silently (not licensed).
                 // Indistinguishable, so no completion: landing must not delete on a guess.
@@ -302,6 +312,8 @@ impl Bulk<'_> {
                     error: format!("the export has no {ty} file (no data, or {ty} not licensed)"),
                 })
             });
+            let gap = gap.or_else(|| GapReason::narrowed(self.baseline, &key, type_withheld));
+            let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
             let mut first = true;
             for patient in &cohort {
                 let scope = ScopeKey {
@@ -325,6 +337,9 @@ impl Bulk<'_> {
                 }
                 let failed = matches!(gap, Some(GapReason::Failed { .. }));
                 self.progress.scope_done(&self.progress.dataset(ty), failed);
+                if read_to_end {
+                    report.record_exclusions(&key, type_withheld, gap.is_none());
+                }
                 report.finish_scope(scope, res, pages, gap.clone());
             }
         }

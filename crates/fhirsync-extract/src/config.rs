@@ -57,6 +57,10 @@ pub const DEFAULT_OBSERVATION_CATEGORIES: &[&str] = &["laboratory", "vital-signs
 /// Default Condition categories (problems, encounter diagnoses, health concerns).
 pub const DEFAULT_CONDITION_CATEGORIES: &[&str] =
     &["problem-list-item", "encounter-diagnosis", "health-concern"];
+/// Default CarePlan categories. Epic's R4 statement makes `category` a required CarePlan search
+/// parameter; these are the SNOMED codes of Epic's CarePlan APIs (longitudinal 38717003,
+/// encounter-level 734163000) and US Core's `assess-plan`.
+pub const DEFAULT_CAREPLAN_CATEGORIES: &[&str] = &["38717003", "734163000", "assess-plan"];
 /// Default maximum length of one NDJSON line in a Bulk file (64 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// Default parallel NDJSON downloads.
@@ -448,7 +452,8 @@ pub struct ExtractConfig {
     /// Which patients.
     pub cohort: CohortConfig,
     /// Categories searched one by one for category-split types (Epic licenses them separately).
-    /// Default: Observation and Condition categories, see the `DEFAULT_*_CATEGORIES` constants.
+    /// Default: Observation, Condition and CarePlan categories, see the `DEFAULT_*_CATEGORIES`
+    /// constants.
     pub categories: BTreeMap<String, Vec<String>>,
     /// `_count` page size; 0 = the server's default.
     pub page_size: u32,
@@ -482,6 +487,7 @@ impl Default for ExtractConfig {
             categories: BTreeMap::from([
                 ("Observation".to_string(), cats(DEFAULT_OBSERVATION_CATEGORIES)),
                 ("Condition".to_string(), cats(DEFAULT_CONDITION_CATEGORIES)),
+                ("CarePlan".to_string(), cats(DEFAULT_CAREPLAN_CATEGORIES)),
             ]),
             page_size: DEFAULT_PAGE_SIZE,
             concurrency: DEFAULT_CONCURRENCY,

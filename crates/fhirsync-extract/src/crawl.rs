@@ -3,12 +3,16 @@
 //! Every (patient, planned dataset) pair is a scope. Scopes run concurrently (the client's
 //! concurrency limit is the real cap); each pages through `next` links and emits one
 //! [`ExtractEvent::Resources`] per page, then [`ExtractEvent::ScopeComplete`] if — and only if —
-//! every page was read, no request failed, and no 59204 (results suppressed for lack of
-//! authorization) was reported. 4101 ("no results") is a complete, empty scope.
+//! every page was read, no request failed, and no outcome entry made it a gap
+//! ([`fhirsync_fhir::Effect`]). 4101 ("no results") is a complete, empty scope. A 59204/59205
+//! that names a withheld sub-type ("Condition - Outside Record Problems") is an exclusion: the
+//! scope stays complete, unless the run has an [`ExclusionBaseline`] (from the last committed
+//! run) for the dataset that lacks that sub-type: then the licence narrowed, and the scope is a
+//! [`GapReason::LicenceNarrowed`] gap.
 //!
 //! Epic's 4113 ("session for cached search results expired") restarts the search from its first
 //! page. Resources of the interrupted pass may then be sent twice; landing stages by
-//! (scope, type, id), so a repeat overwrites itself.
+//! (scope, type, id), so a repeat overwrites itself; the report counts them apart.
 //!
 //! A failed scope is reported as a gap and the run goes on; credential failures (401 after a
 //! refresh, token endpoint errors) abort the run, since every further request would fail too.
@@ -17,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use fhirsync_core::{ExtractEvent, RawResource, ScopeKey};
-use fhirsync_fhir::{FhirClient, codes, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, codes, join, redact_url};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc::Sender;
@@ -26,16 +30,39 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, PlannedDataset};
 use crate::progress::Progress;
-use crate::report::{ExtractReport, GapReason};
+use crate::report::{ExclusionBaseline, ExtractReport, GapReason};
 
 /// The result of one scope.
 struct ScopeResult {
     scope: ScopeKey,
     resources: u64,
+    /// Resources of passes interrupted by a 4113 restart (sent again by the next pass).
+    resent: u64,
     pages: u64,
     codes: Vec<String>,
     restarts: u32,
+    withheld: BTreeSet<Exclusion>,
     gap: Option<GapReason>,
+}
+
+impl ScopeResult {
+    /// Books the outcome issues of one page: codes, exclusions, and the first gap they imply.
+    fn book(&mut self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            if let Some(code) = &o.epic_code {
+                self.codes.push(code.clone());
+            }
+            match o.effect() {
+                Effect::Neutral => {}
+                Effect::Excluded(e) => {
+                    self.withheld.insert(e);
+                }
+                Effect::Gap(detail) => {
+                    self.gap.get_or_insert_with(|| GapReason::from_outcome(o, detail));
+                }
+            }
+        }
+    }
 }
 
 /// Inputs of a crawl.
@@ -45,6 +72,7 @@ pub(crate) struct Crawl<'a> {
     pub patients: &'a [String],
     pub skip: &'a BTreeSet<ScopeKey>,
     pub max_restarts: u32,
+    pub baseline: Option<&'a ExclusionBaseline>,
     pub progress: &'a Progress,
     pub tx: &'a Sender<ExtractEvent>,
 }
@@ -92,9 +120,16 @@ impl Crawl<'_> {
                 report.count_outcome(&dataset, code);
             }
             report.session_restarts += u64::from(r.restarts);
+            report.resources_resent += r.resent;
             if let Some(GapReason::Failed { error }) = &r.gap {
                 failed += 1;
                 first_error.get_or_insert_with(|| error.clone());
+            }
+            let key = format!("{}@{}", r.scope.dataset, r.scope.fhir_version);
+            // A scope read to its end (complete, or only narrowed) tells what is withheld now.
+            let read_to_end = matches!(r.gap, None | Some(GapReason::LicenceNarrowed { .. }));
+            if read_to_end {
+                report.record_exclusions(&key, &r.withheld, r.gap.is_none());
             }
             report.finish_scope(r.scope, r.resources, r.pages, r.gap);
         }
@@ -112,7 +147,16 @@ impl Crawl<'_> {
         let patient = scope.patient_id.clone().unwrap_or_default();
         let mut params = vec![(item.patient_param.to_string(), patient)];
         params.extend(item.params.iter().cloned());
-        let mut r = ScopeResult { scope, resources: 0, pages: 0, codes: Vec::new(), restarts: 0, gap: None };
+        let mut r = ScopeResult {
+            scope,
+            resources: 0,
+            resent: 0,
+            pages: 0,
+            codes: Vec::new(),
+            restarts: 0,
+            withheld: BTreeSet::new(),
+            gap: None,
+        };
         let source = item.base.as_str().trim_end_matches('/').to_string();
         'restart: loop {
             let mut url = join(&item.base, &item.dataset.resource_type)?;
@@ -134,21 +178,14 @@ impl Crawl<'_> {
                         break 'restart;
                     }
                 };
-                r.codes.extend(page.outcomes.iter().filter_map(|o| o.epic_code.clone()));
                 if page.has_outcome(codes::SESSION_EXPIRED) {
+                    r.codes.push(codes::SESSION_EXPIRED.to_string());
                     if self.restart(&mut r) {
                         continue 'restart;
                     }
                     break 'restart;
                 }
-                if r.gap.is_none()
-                    && let Some(o) = page.outcomes.iter().find(|o| o.is(codes::UNAUTHORIZED_SUB_RESOURCE))
-                {
-                    r.gap = Some(GapReason::NotAuthorized {
-                        code: codes::UNAUTHORIZED_SUB_RESOURCE.to_string(),
-                        detail: o.diagnostics.clone().or_else(|| o.text.clone()),
-                    });
-                }
+                r.book(&page.outcomes);
                 let n = page.resources.len();
                 if n > 0 {
                     let mut batch = Vec::with_capacity(n);
@@ -185,6 +222,10 @@ impl Crawl<'_> {
             }
         }
         if r.gap.is_none() {
+            let key = format!("{}@{}", r.scope.dataset, r.scope.fhir_version);
+            r.gap = GapReason::narrowed(self.baseline, &key, &r.withheld);
+        }
+        if r.gap.is_none() {
             self.tx
                 .send(ExtractEvent::ScopeComplete(r.scope.clone()))
                 .await
@@ -195,10 +236,16 @@ impl Crawl<'_> {
         Ok(r)
     }
 
-    /// Counts a 4113 restart; false (and a gap) once the budget is spent.
+    /// Counts a 4113 restart; false (and a gap) once the budget is spent. What the interrupted
+    /// pass sent and booked is counted apart, and its outcomes are read again by the next pass.
     fn restart(&self, r: &mut ScopeResult) -> bool {
         if r.restarts < self.max_restarts {
             r.restarts += 1;
+            r.resent += std::mem::take(&mut r.resources);
+            r.withheld.clear();
+            if !matches!(r.gap, Some(GapReason::Failed { .. })) {
+                r.gap = None;
+            }
             debug!(restarts = r.restarts, "Search session expired; restarting the search.");
             true
         } else {

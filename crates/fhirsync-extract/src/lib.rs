@@ -50,7 +50,7 @@ pub use config::{BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractC
 pub use error::{Error, Result};
 pub use plan::{Plan, PlannedDataset};
 pub use progress::{Progress, ProgressSnapshot};
-pub use report::{DatasetReport, ExtractReport, Gap, GapReason};
+pub use report::{DatasetReport, ExclusionBaseline, ExclusionCount, ExtractReport, Gap, GapReason};
 
 /// Builds the FHIR client the configuration describes (politeness, retries, proxy, CA bundle).
 pub fn build_client(
@@ -69,6 +69,7 @@ pub struct Extraction {
     config: ExtractConfig,
     cohort: CohortConfig,
     skip: BTreeSet<ScopeKey>,
+    baseline: Option<ExclusionBaseline>,
     state_dir: Option<PathBuf>,
     progress: Arc<Progress>,
 }
@@ -84,6 +85,7 @@ impl Extraction {
             cohort: config.effective_cohort(connection),
             config,
             skip: BTreeSet::new(),
+            baseline: None,
             state_dir: None,
             progress: Progress::new(),
         })
@@ -93,6 +95,15 @@ impl Extraction {
     /// reported as complete.
     pub fn skip(mut self, skip: BTreeSet<ScopeKey>) -> Self {
         self.skip = skip;
+        self
+    }
+
+    /// What the last committed run saw withheld (its report's `exclusion_baseline`). With a
+    /// baseline, a sub-type withheld now but not then is a licence change: its scopes become
+    /// [`GapReason::LicenceNarrowed`] gaps, so nothing is deleted there. Without one (a first
+    /// load: nothing landed to protect), every exclusion is accepted.
+    pub fn exclusion_baseline(mut self, baseline: Option<ExclusionBaseline>) -> Self {
+        self.baseline = baseline;
         self
     }
 
@@ -129,6 +140,7 @@ impl Extraction {
                     patients: &patients,
                     skip: &self.skip,
                     max_restarts: self.config.max_session_restarts,
+                    baseline: self.baseline.as_ref(),
                     progress: &self.progress,
                     tx: &tx,
                 }
@@ -148,6 +160,7 @@ impl Extraction {
                     group: &group,
                     config: &self.config.bulk,
                     skip: &self.skip,
+                    baseline: self.baseline.as_ref(),
                     state_dir,
                     progress: &self.progress,
                     tx: &tx,
@@ -168,6 +181,7 @@ impl Extraction {
         info!(
             resources = report.resources,
             complete = report.scopes_complete,
+            excluded = report.scopes_excluded,
             gaps = report.gaps.len(),
             "Extraction finished."
         );

@@ -5,6 +5,10 @@
 //!   (`patient`, else `subject`); `Patient` itself is searched by `_id`;
 //! - each type is taken from the newest endpoint that serves it, so version-only types come from
 //!   their version (MedicationOrder from DSTU2, ProcedureRequest from STU3, ...);
+//! - one copy of each record: a version-only type whose newer equivalent is planned from a newer
+//!   endpoint is left out by default (Epic serves the same orders as DSTU2 MedicationOrder and
+//!   R4 MedicationRequest, and STU3 ProcedureRequest is R4 ServiceRequest); naming it in
+//!   `datasets` brings it back;
 //! - types with a `category` search parameter and a configured category list are fanned out into
 //!   one dataset per category (Epic licenses Observation categories separately; STU3 Observation
 //!   even requires a category or code);
@@ -24,6 +28,21 @@ use crate::error::{Error, Result};
 
 /// Types never planned by default: `List` is the cohort tool (and needs a `code`).
 const NOT_BY_DEFAULT: &[&str] = &["List"];
+
+/// Older types and the newer type that carries the same records.
+const SUPERSEDED_BY: &[(&str, &str)] = &[
+    ("MedicationOrder", "MedicationRequest"),
+    ("ProcedureRequest", "ServiceRequest"),
+    ("DiagnosticOrder", "ServiceRequest"),
+];
+
+/// True when `ty`, served from `version`, has a newer equivalent served from a newer version.
+fn superseded(source: &BTreeMap<&str, FhirVersion>, ty: &str, version: FhirVersion) -> bool {
+    SUPERSEDED_BY
+        .iter()
+        .filter(|(old, _)| *old == ty)
+        .any(|(_, new)| source.get(new).is_some_and(|v| *v > version))
+}
 
 /// What one endpoint can search.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,7 +220,11 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
         }
     }
     let selection: Vec<Dataset> = if config.datasets.is_empty() {
-        source.keys().filter(|t| !NOT_BY_DEFAULT.contains(t)).map(|t| Dataset::new(*t)).collect()
+        source
+            .iter()
+            .filter(|(t, v)| !NOT_BY_DEFAULT.contains(t) && !superseded(&source, t, **v))
+            .map(|(t, _)| Dataset::new(*t))
+            .collect()
     } else {
         config.datasets.iter().map(|d| dataset_of(d.trim())).collect()
     };
@@ -292,7 +315,8 @@ mod tests {
     }
 
     /// Default plan: patient-scoped types from the newest version, Observation fanned out per
-    /// category, DSTU2-only MedicationOrder from DSTU2, id-only types and List left out.
+    /// category, DSTU2-only MedicationOrder from DSTU2 (no R4 MedicationRequest here), id-only
+    /// types and List left out.
     #[test]
     fn default_plan_from_capabilities() {
         let cfg = ExtractConfig::default();
@@ -308,6 +332,34 @@ mod tests {
         assert_eq!(enc.patient_param, "subject");
         let lab = plan.items.iter().find(|i| i.dataset.category.as_deref() == Some("laboratory")).unwrap();
         assert!(lab.params.contains(&("category".into(), "laboratory".into())));
+    }
+
+    /// MedicationOrder (DSTU2) is left out when R4 serves MedicationRequest, the same orders;
+    /// named explicitly it comes back.
+    #[test]
+    fn superseded_version_only_type_is_left_out_unless_named() {
+        let mut caps = all();
+        let (_, r4) = caps.get_mut(&FhirVersion::R4).unwrap();
+        r4.types.insert("MedicationRequest".into(), Some(BTreeSet::from(["patient".to_string()])));
+        let names = build(&caps, &ExtractConfig::default()).unwrap().dataset_names();
+        assert!(names.contains(&"MedicationRequest@R4".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("MedicationOrder")), "{names:?}");
+        let cfg = ExtractConfig { datasets: vec!["MedicationOrder".into()], ..ExtractConfig::default() };
+        assert_eq!(build(&caps, &cfg).unwrap().dataset_names(), vec!["MedicationOrder@DSTU2"]);
+    }
+
+    /// CarePlan, whose category Epic requires, is fanned out over its default categories.
+    #[test]
+    fn careplan_is_searched_per_category() {
+        let mut caps = all();
+        let (_, r4) = caps.get_mut(&FhirVersion::R4).unwrap();
+        r4.types
+            .insert("CarePlan".into(), Some(BTreeSet::from(["patient".to_string(), "category".to_string()])));
+        let names = build(&caps, &ExtractConfig::default()).unwrap().dataset_names();
+        for cat in crate::config::DEFAULT_CAREPLAN_CATEGORIES {
+            assert!(names.contains(&format!("CarePlan:{cat}@R4")), "{names:?}");
+        }
+        assert!(!names.contains(&"CarePlan@R4".to_string()));
     }
 
     /// A selection filters the plan; an unavailable dataset is an error naming it.

@@ -78,6 +78,7 @@ fn run_scope(resources: usize) -> RunScope {
                 dataset: Dataset::with_category("Observation", "laboratory"),
             })
             .collect(),
+        gaps: 0,
     }
 }
 

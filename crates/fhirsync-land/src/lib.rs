@@ -23,7 +23,7 @@
 //!   `id, patient_id, fhir_version, source, dataset, content_hash (SHA-256 hex), resource
 //!   (exact JSON; PostgreSQL `json`), first_seen_run, last_seen_run`, primary key
 //!   `(fhir_version, id)` (Epic ids are version-specific), index on `patient_id`;
-//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|failed|abandoned), started_at,
+//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|completed_with_gaps|failed|abandoned), started_at,
 //!   ended_at, staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows,
 //!   errors, report (JSON)`;
 //! - `_fhirsync_changes`: `seq, run_id, changed_at, operation (I|U|D), resource_type,
@@ -54,7 +54,10 @@ pub use config::{
     DEFAULT_CHECKPOINT_ROWS, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
     ParquetConfig, PostgresConfig, SqliteConfig, UnknownMethod,
 };
-pub use destination::{Destination, RunMetrics, RunStart};
+pub use destination::{
+    Destination, RunMetrics, RunStart, STATUS_COMPLETED_WITH_GAPS, STATUS_SUCCEEDED, committed_status,
+    is_committed,
+};
 pub use destinations::open;
 pub use error::{Error, Result};
 pub use landing::{Landing, StageStats};

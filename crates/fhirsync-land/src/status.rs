@@ -37,7 +37,7 @@ pub struct RunRecord {
     /// Run id, method and counts (zero until the run commits); serialised inline.
     #[serde(flatten)]
     pub metrics: RunMetrics,
-    /// `running`, `succeeded`, `failed` or `abandoned`.
+    /// `running`, `succeeded`, `completed_with_gaps`, `failed` or `abandoned`.
     pub status: String,
     /// When the run started.
     pub started_at: DateTime<Utc>,

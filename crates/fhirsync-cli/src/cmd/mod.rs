@@ -18,6 +18,9 @@ pub const EXIT_AUTH: u8 = 3;
 pub const EXIT_SOURCE: u8 = 4;
 /// Exit code: the destination failed.
 pub const EXIT_DESTINATION: u8 = 5;
+/// Exit code: the sync committed, but with gaps: some scopes could not be proven complete
+/// (failed pages, unnamed suppressions, a narrowed licence); their rows were kept, not deleted.
+pub const EXIT_GAPS: u8 = 6;
 /// Exit code: anything else.
 pub const EXIT_INTERNAL: u8 = 1;
 

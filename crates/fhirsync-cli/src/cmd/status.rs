@@ -80,6 +80,8 @@ struct ReportView {
     outcome_codes: BTreeMap<String, u64>,
     #[serde(default)]
     gaps: Vec<GapView>,
+    #[serde(default)]
+    exclusions: Vec<fhirsync_extract::ExclusionCount>,
 }
 
 /// One incomplete scope of the report.
@@ -98,6 +100,14 @@ enum ReasonView {
         #[serde(default)]
         detail: Option<String>,
     },
+    Incomplete {
+        #[serde(default)]
+        code: Option<String>,
+        detail: String,
+    },
+    LicenceNarrowed {
+        withheld: Vec<fhirsync_fhir::Exclusion>,
+    },
     Failed {
         error: String,
     },
@@ -112,7 +122,11 @@ impl ReasonView {
     /// Group label: gaps with the same label and dataset are shown together.
     fn label(&self) -> String {
         match self {
-            ReasonView::NotAuthorized { code, .. } => format!("not licensed ({code})"),
+            ReasonView::NotAuthorized { code, .. } => format!("suppressed, sub-type not named ({code})"),
+            ReasonView::Incomplete { code, .. } => {
+                format!("may be incomplete ({})", code.as_deref().unwrap_or("outcome"))
+            }
+            ReasonView::LicenceNarrowed { .. } => "licence narrowed".into(),
             ReasonView::Failed { .. } => "failed".into(),
             ReasonView::SessionExpired { .. } => "search session kept expiring".into(),
             ReasonView::Other => "incomplete".into(),
@@ -123,6 +137,11 @@ impl ReasonView {
     fn example(&self) -> Option<String> {
         match self {
             ReasonView::NotAuthorized { detail, .. } => detail.clone(),
+            ReasonView::Incomplete { detail, .. } => Some(detail.clone()),
+            ReasonView::LicenceNarrowed { withheld } => {
+                let names: Vec<String> = withheld.iter().map(ToString::to_string).collect();
+                Some(format!("newly withheld: {}; rows kept, deletes resume next run", names.join(", ")))
+            }
             ReasonView::Failed { error } => Some(error.clone()),
             ReasonView::SessionExpired { restarts } => Some(format!("{restarts} restarts")),
             ReasonView::Other => None,
@@ -190,7 +209,7 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> 
     let _ = writeln!(out, "{destination}: {}, newest first", plural(runs.len(), "run"));
     let _ = writeln!(
         out,
-        "{:<36}  {:<18}  {:<9}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
+        "{:<36}  {:<18}  {:<19}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
         "RUN",
         "METHOD",
         "STATUS",
@@ -207,7 +226,7 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> 
         let report = report_of(run);
         let _ = writeln!(
             out,
-            "{:<36}  {:<18}  {:<9}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
+            "{:<36}  {:<18}  {:<19}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
             run.metrics.run_id,
             run.metrics.method,
             run.status,
@@ -265,6 +284,14 @@ fn render_detail(out: &mut String, run: &RunRecord) {
                     None => out.push('\n'),
                 }
             }
+        }
+        for e in &report.exclusions {
+            let unit = if e.scopes == 1 { "patient" } else { "patients" };
+            let _ = writeln!(
+                out,
+                "  excluded:  outside records withheld: {} ({}), {} {unit}",
+                e.exclusion, e.dataset, e.scopes
+            );
         }
         if !report.outcome_codes.is_empty() {
             let codes: Vec<String> = report.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
@@ -332,6 +359,28 @@ mod tests {
         })
     }
 
+    /// A narrowed licence and exclusions are shown with the sub-types they name.
+    #[test]
+    fn licence_narrowed_and_exclusions_are_named() {
+        let narrowed = serde_json::json!({"kind": "licence_narrowed", "withheld": [
+            {"code": "59204", "resource_type": "Condition", "subtype": "Sensitive Problems"}]});
+        let report = serde_json::json!({
+            "gaps": [gap("p1", "Condition:problem-list-item", narrowed)],
+            "exclusions": [{"dataset": "Condition:problem-list-item@R4", "scopes": 3,
+                "exclusion": {"code": "59204", "resource_type": "Condition", "subtype": "Outside Record Problems"}}],
+        });
+        let mut r = run(Some(report), 10);
+        r.status = "completed_with_gaps".into();
+        let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r));
+        assert!(text.contains("completed_with_gaps"), "{text}");
+        assert!(text.contains("licence narrowed  R4 Condition:problem-list-item: 1 scope"), "{text}");
+        assert!(text.contains("newly withheld: Condition - Sensitive Problems"), "{text}");
+        assert!(
+            text.contains("outside records withheld: Condition - Outside Record Problems (Condition:problem-list-item@R4), 3 patients"),
+            "{text}"
+        );
+    }
+
     /// Gaps are grouped by reason and dataset with a count, at most three patient ids and an example.
     #[test]
     fn gaps_grouped_by_reason_and_dataset() {
@@ -349,7 +398,7 @@ mod tests {
         assert!(text.contains("7 scopes incomplete"), "{text}");
         assert!(
             text.contains(
-                "not licensed (59204)  R4 Observation:social-history: 5 scopes (patients p1, p2, p3, ... 2 more)"
+                "suppressed, sub-type not named (59204)  R4 Observation:social-history: 5 scopes (patients p1, p2, p3, ... 2 more)"
             ),
             "{text}"
         );

@@ -33,7 +33,10 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let show = !args.no_progress;
     let outcome = pipeline::sync(&config, method, tokens, show).await?;
     pipeline::print_summary(&outcome);
-    Ok(())
+    match outcome.gaps_failure() {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
 }
 
 /// `--method` values.

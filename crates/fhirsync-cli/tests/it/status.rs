@@ -2,19 +2,29 @@
 
 use crate::util::{Env, count, fhirsync, output, text, toml_path};
 
-/// After a sync whose client is not licensed for social history (59204), `status` lists the run
-/// with its counts and shows the gap grouped by reason and dataset, in text and JSON.
+/// A sub-type withheld from the first run is an exclusion (the run succeeds, status names it);
+/// when the licence narrows before the next reload-and-compare, the newly withheld scopes are
+/// gaps: nothing of them is deleted, the run exits 6 "completed with gaps" and status says why;
+/// the run after accepts the narrowed licence and deletes what it no longer may see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_shows_run_counts_and_gap() {
+async fn status_shows_exclusions_and_a_narrowed_licence() {
     let env = Env::start_with(3, |client| {
         client.unauthorized_datasets = vec!["Observation:social-history".into()];
     })
     .await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
+    let sync = || {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+        cmd
+    };
+    let out = output(sync()).await;
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("excluded:  outside records withheld: Observation - Social History"),
+        "{}",
+        text(&out)
+    );
     let inserted = count(&env.db(), "SELECT inserted FROM _fhirsync_runs");
     let run_id: String = rusqlite::Connection::open(env.db())
         .unwrap()
@@ -32,26 +42,59 @@ async fn status_shows_run_counts_and_gap() {
     assert_eq!(cells[1..3], ["reload-and-compare", "succeeded"], "{row}");
     assert_eq!(cells[6..10], [inserted.to_string().as_str(), "0", "0", "0"], "{row}");
     assert_eq!(cells[11], "3", "patients from the report: {row}");
-    assert!(shown.contains("3 scopes incomplete"), "{shown}");
+    assert!(shown.contains("complete:  every scope fetched completely"), "{shown}");
     assert!(
-        shown.contains("not licensed (59204)  R4 Observation:social-history: 3 scopes (patients "),
+        shown.contains(
+            "excluded:  outside records withheld: Observation - Social History (Observation:social-history@R4), 3 patients"
+        ),
         "{shown}"
     );
     assert!(shown.contains("outcomes:  ") && shown.contains("59204×"), "{shown}");
     assert!(shown.contains("errors:    none"), "{shown}");
 
+    // The licence narrows: problem-list items are now withheld too.
+    let conditions = "SELECT count(*) FROM condition WHERE dataset = 'Condition:problem-list-item'";
+    let before = count(&env.db(), conditions);
+    assert!(before > 0, "the simulator gives these patients problems");
+    let mut client = env.sim.state().oauth.client(crate::util::CLIENT_ID).expect("registered");
+    client.unauthorized_datasets.push("Condition:problem-list-item".into());
+    env.sim.state().oauth.register_client(client);
+    let out = output(sync()).await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("completed with gaps"), "{}", text(&out));
+    assert!(
+        text(&out).contains("licence narrowed: newly withheld Condition - Problem List Item"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(count(&env.db(), conditions), before, "nothing of a narrowed scope is deleted");
+    assert_eq!(count(&env.db(), "SELECT deleted FROM _fhirsync_runs ORDER BY started_at DESC LIMIT 1"), 0);
+
     let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["status", "--json", "--run", &run_id]);
+    cmd.arg("--config").arg(&config).arg("status");
+    let out = output(cmd).await;
+    let shown = text(&out);
+    assert!(shown.contains("completed_with_gaps"), "{shown}");
+    assert!(shown.contains("3 scopes incomplete"), "{shown}");
+    assert!(shown.contains("licence narrowed  R4 Condition:problem-list-item: 3 scopes"), "{shown}");
+    assert!(shown.contains("newly withheld: Condition - Problem List Item"), "{shown}");
+
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["status", "--json"]);
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
-    assert_eq!(json["runs"][0]["run_id"], run_id.as_str());
-    assert_eq!(json["runs"][0]["inserted"], inserted);
     let gaps = json["detail"]["report"]["gaps"].as_array().expect("gaps");
     assert_eq!(gaps.len(), 3);
-    assert_eq!(gaps[0]["reason"]["code"], "59204");
-    assert_eq!(gaps[0]["scope"]["dataset"]["category"], "social-history");
+    assert_eq!(gaps[0]["reason"]["kind"], "licence_narrowed");
+    assert_eq!(gaps[0]["scope"]["dataset"]["category"], "problem-list-item");
     assert!(json["detail"]["report"].get("scope").is_none(), "scope lists are left out");
+
+    // The next run reads the narrowed licence as the licence: complete, and the rows it may no
+    // longer see are deleted.
+    let out = output(sync()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(count(&env.db(), conditions), 0);
 }
 
 /// With nothing landed yet, `status` says so, exits 0, and does not create the database.

@@ -22,7 +22,8 @@ fn hits(stub: &Stub, ty: &str) -> usize {
 }
 
 /// Full crawl over the STU3 patient list: de-duplicated cohort, paging by next links,
-/// 4101 = complete, 59204 = gap, 4113 = restart, and ScopeComplete after the scope's resources.
+/// 4101 = complete, a named 59204 = exclusion of a complete scope, an unnamed 59204 = gap,
+/// 4113 = restart (its repeats counted apart), and ScopeComplete after the scope's resources.
 #[tokio::test]
 async fn crawl_over_patient_list() {
     let stub = Arc::new(Stub::default());
@@ -57,8 +58,20 @@ async fn crawl_over_patient_list() {
         resources.iter().map(|r| (r.resource_type.clone(), r.id.clone())).collect();
     assert_eq!(unique.len(), 30);
     assert!(resources.iter().all(|r| r.patient_id.is_some() && r.fhir_version == FhirVersion::R4));
-    // Every scope but the 59204 ones is complete.
+    // Every scope but the unnamed 59204 ones is complete; the named Outside-Record 59204 next
+    // to the problems is an exclusion of a complete scope.
     assert_eq!(completed.len(), 21);
+    assert!(completed.contains(&scope("p1", "Condition:problem-list-item")), "exclusion next to data");
+    assert_eq!(report.scopes_excluded, 3);
+    assert_eq!(report.exclusions.len(), 1);
+    assert_eq!(report.exclusions[0].dataset, "Condition:problem-list-item@R4");
+    assert_eq!(report.exclusions[0].exclusion.subtype, "Outside Record Problems");
+    assert_eq!(report.exclusions[0].scopes, 3);
+    assert_eq!(
+        report.exclusion_baseline.get("Condition:problem-list-item@R4").map(|b| b.len()),
+        Some(1),
+        "the next run's baseline"
+    );
     assert!(completed.contains(&scope("p1", "Observation:social-history")), "4101 is complete and empty");
     assert!(completed.contains(&scope("p2", "Encounter")), "complete after a 4113 restart");
     assert!(!completed.contains(&scope("p1", "Condition:encounter-diagnosis")));
@@ -71,8 +84,9 @@ async fn crawl_over_patient_list() {
             .all(|g| matches!(&g.reason, GapReason::NotAuthorized { code, .. } if code == "59204"))
     );
     assert_eq!(report.outcome_codes.get("4101"), Some(&6));
-    assert_eq!(report.outcome_codes.get("59204"), Some(&3));
+    assert_eq!(report.outcome_codes.get("59204"), Some(&6));
     assert_eq!(report.session_restarts, 3);
+    assert_eq!((report.resources, report.resources_resent), (30, 3), "repeats after 4113 apart");
     // Paging: labs and vitals two pages each, social-history one, per patient.
     assert_eq!(hits(&stub, "Observation"), 15);
     let snap = progress.snapshot();
@@ -155,6 +169,43 @@ async fn rejected_credentials_abort_run() {
     let _ = drain(rx, None).await;
     let err = handle.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::Fhir(fhirsync_fhir::Error::Unauthorized { .. })), "{err}");
+}
+
+/// With a baseline from the last committed run, a sub-type withheld now but not then is a
+/// narrowed licence: those scopes are gaps (no ScopeComplete); with it in the baseline they are
+/// complete; the new baseline records it either way.
+#[tokio::test]
+async fn exclusion_missing_from_baseline_is_a_licence_change() {
+    use fhirsync_extract::ExclusionBaseline;
+    let stub = Arc::new(Stub::default());
+    let root = serve(stub.clone()).await;
+    let conn = connection(&root);
+    let problems = |baseline: ExclusionBaseline| {
+        let conn = conn.clone();
+        async move {
+            let cfg = extract_config();
+            let run =
+                Extraction::new(client(&conn, &cfg), &conn, cfg).unwrap().exclusion_baseline(Some(baseline));
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let handle = tokio::spawn(run.run(tx));
+            let (_, done) = drain(rx, None).await;
+            let report = handle.await.unwrap().unwrap();
+            let complete =
+                done.iter().filter(|s| s.dataset.category.as_deref() == Some("problem-list-item")).count();
+            (complete, report)
+        }
+    };
+    let (complete, narrowed) = problems(ExclusionBaseline::new()).await;
+    assert_eq!(complete, 0, "no problem-list scope completes");
+    let gaps: Vec<_> =
+        narrowed.gaps.iter().filter(|g| matches!(g.reason, GapReason::LicenceNarrowed { .. })).collect();
+    assert_eq!(gaps.len(), 3);
+    assert!(gaps[0].reason.to_string().contains("Condition - Outside Record Problems"), "{}", gaps[0].reason);
+    assert_eq!(narrowed.scopes_excluded, 0, "a narrowed scope is a gap, not an exclusion");
+    let (complete, accepted) = problems(narrowed.exclusion_baseline.clone()).await;
+    assert_eq!(complete, 3);
+    assert!(!accepted.gaps.iter().any(|g| matches!(g.reason, GapReason::LicenceNarrowed { .. })));
+    assert_eq!(accepted.exclusion_baseline, narrowed.exclusion_baseline);
 }
 
 /// A slow consumer on a one-slot channel slows extraction down but loses nothing.

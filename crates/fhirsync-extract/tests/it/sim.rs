@@ -65,7 +65,8 @@ fn expected(sim: &Sim, keys: &[&str]) -> u64 {
 }
 
 /// Search mode against the simulator: every generated resource arrives (paged by next links with
-/// tiny pages), MedicationOrder comes from DSTU2, and an unlicensed category is a 59204 gap.
+/// tiny pages), MedicationOrder comes from DSTU2 when named, and an unlicensed category is a
+/// 59204 exclusion naming its sub-type.
 #[tokio::test]
 async fn search_mode_fetches_everything() {
     let sim = start(6, 2, &["Condition:encounter-diagnosis"], BulkConfig::default()).await;
@@ -93,15 +94,16 @@ async fn search_mode_fetches_everything() {
             .iter()
             .any(|r| r.resource_type == "MedicationOrder" && r.fhir_version == FhirVersion::Dstu2)
     );
-    // 9 datasets × 6 patients, minus the unlicensed category.
+    // 9 datasets × 6 patients; the unlicensed category answers a 59204 that names its
+    // sub-type: an exclusion, so its scopes are complete (for what the client may see).
     assert_eq!(report.scopes_planned, 54);
-    assert_eq!(done.len(), 48);
-    assert_eq!(report.gaps.len(), 6);
+    assert_eq!(done.len(), 54);
+    assert!(report.gaps.is_empty(), "{:?}", report.gaps);
+    assert_eq!(report.scopes_excluded, 6);
     assert!(
-        report
-            .gaps
-            .iter()
-            .all(|g| matches!(&g.reason, GapReason::NotAuthorized { code, .. } if code == "59204"))
+        report.exclusions.iter().all(|e| e.exclusion.code == "59204" && e.scopes == 6),
+        "{:?}",
+        report.exclusions
     );
     assert!(report.pages > report.scopes_complete, "tiny pages force paging: {} pages", report.pages);
     // Every resource's patient is in the cohort.
@@ -167,10 +169,12 @@ async fn bulk_export_cycle() {
     assert!(resources.iter().all(|r| r.patient_id.is_some()));
     assert_eq!(report.patients, 4);
     let done_types: BTreeSet<&str> = done.iter().map(|s| s.dataset.resource_type.as_str()).collect();
-    assert_eq!(done_types, BTreeSet::from(["Encounter", "Observation", "Patient"]));
-    assert_eq!(done.len(), 12);
-    assert_eq!(report.gaps.len(), 4);
-    assert!(report.gaps.iter().all(|g| g.scope.dataset == Dataset::new("Condition")));
+    // The Condition file's 59204 line names its sub-type: an exclusion of a complete type.
+    assert_eq!(done_types, BTreeSet::from(["Condition", "Encounter", "Observation", "Patient"]));
+    assert_eq!(done.len(), 16);
+    assert!(report.gaps.is_empty(), "{:?}", report.gaps);
+    assert!(report.exclusions.iter().all(|e| e.dataset == "Condition@R4"), "{:?}", report.exclusions);
+    assert_eq!(report.scopes_excluded, 4);
     assert_eq!(report.outcome_codes.get("59204"), Some(&1));
     let log = sim.state().fhir.faults.request_log();
     assert!(log.iter().any(|r| r.method == "DELETE" && r.uri.contains("BulkRequest")), "status URL deleted");
@@ -260,13 +264,16 @@ async fn plan_from_sim_capability_statements() {
         "Observation:vital-signs@R4",
         "Condition:problem-list-item@R4",
         "MedicationRequest@R4",
-        "MedicationOrder@DSTU2",
-        "ProcedureRequest@STU3",
+        "ServiceRequest@R4",
         "Patient@R4",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
-    for unwanted in ["Medication@", "Practitioner@", "List@", "Observation@"] {
+    // One copy of each record: the DSTU2/STU3 forms of R4's MedicationRequest/ServiceRequest
+    // are left out.
+    for unwanted in
+        ["Medication@", "Practitioner@", "List@", "Observation@", "MedicationOrder@", "ProcedureRequest@"]
+    {
         assert!(!names.iter().any(|n| n.starts_with(unwanted)), "{unwanted} planned: {names:?}");
     }
 }

@@ -173,17 +173,22 @@ async fn handler(
         "Condition" => {
             let patient = q.get("patient").cloned().unwrap_or_default();
             match q.get("category").map(String::as_str) {
+                // As production Epic: a named Outside-Record sub-type withheld next to the data.
                 Some("problem-list-item") => fhir(
                     StatusCode::OK,
-                    bundle(&[resource("Condition", &format!("{patient}-c"), &patient)], &[], None),
-                ),
-                Some("encounter-diagnosis") => fhir(
-                    StatusCode::OK,
                     bundle(
-                        &[],
-                        &[oo("59204", "Client not authorized for Condition - Encounter Diagnosis")],
+                        &[resource("Condition", &format!("{patient}-c"), &patient)],
+                        &[oo(
+                            "59204",
+                            "Client not authorized for Condition - Outside Record Problems. Search results of this type have not been included.",
+                        )],
                         None,
                     ),
+                ),
+                // A suppression that names no sub-type: what is missing is unknown.
+                Some("encounter-diagnosis") => fhir(
+                    StatusCode::OK,
+                    bundle(&[], &[oo("59204", "Client not authorized for a sub-resource.")], None),
                 ),
                 _ => fhir(StatusCode::OK, bundle(&[], &[oo("4101", "none")], None)),
             }

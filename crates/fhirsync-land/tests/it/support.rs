@@ -108,7 +108,7 @@ pub fn scopes_of(patients: &[&str]) -> BTreeSet<ScopeKey> {
 
 /// A run scope with `cohort` and complete scopes.
 pub fn run_scope(cohort: &[&str], complete: BTreeSet<ScopeKey>) -> RunScope {
-    RunScope { cohort: cohort.iter().map(|s| s.to_string()).collect(), complete }
+    RunScope { cohort: cohort.iter().map(|s| s.to_string()).collect(), complete, gaps: 0 }
 }
 
 /// Begins, stages `resources` then marks `complete` done, commits.

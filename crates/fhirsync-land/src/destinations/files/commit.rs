@@ -212,7 +212,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let record = RunRecord {
             run_id: run.id.clone(),
             method: run.method.as_str().into(),
-            status: "succeeded".into(),
+            status: crate::destination::committed_status(scope).into(),
             started_at: String::new(),
             ended_at: Some(now.clone()),
             metrics: Some(m.clone()),

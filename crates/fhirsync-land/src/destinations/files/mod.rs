@@ -145,7 +145,9 @@ impl<F: SnapshotFormat> FileDestination<F> {
 /// Keeps the start time from `runs.json`. Returns the id of the run it fixed. Read-only on disk.
 pub(crate) fn apply_committed(layout: &Layout, runs: &mut [RunRecord]) -> Result<Option<String>> {
     let Some(current) = layout.current_version()? else { return Ok(None) };
-    let Some(run) = runs.iter_mut().find(|r| r.run_id == current && r.status != "succeeded") else {
+    let Some(run) =
+        runs.iter_mut().find(|r| r.run_id == current && !crate::destination::is_committed(&r.status))
+    else {
         return Ok(None);
     };
     let path = layout.version(&current).join("_fhirsync").join("run.json");

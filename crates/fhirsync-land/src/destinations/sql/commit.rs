@@ -105,7 +105,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let report = serde_json::to_string(report)
             .map_err(|source| Error::Json { action: "storing the run report", source })?;
         self.backend.execute(&format!(
-            "UPDATE {runs} SET status = 'succeeded', ended_at = {now}, staged = {}, inserted = {}, updated = {}, \
+            "UPDATE {runs} SET status = '{status}', ended_at = {now}, staged = {}, inserted = {}, updated = {}, \
              deleted = {}, unchanged = {}, kept = {}, cohort_exits = {}, view_rows = {}, errors = NULL, report = {} \
              WHERE run_id = {run}",
             m.staged,
@@ -118,6 +118,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.view_rows,
             lit(&report),
             runs = d.t(RUNS),
+            status = crate::destination::committed_status(scope),
             now = ctx.now,
             run = ctx.run,
         ))?;

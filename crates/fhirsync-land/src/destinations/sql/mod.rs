@@ -354,7 +354,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     fn target_has_data(&mut self) -> Result<bool> {
         let d = self.d().clone();
         let succeeded = self.count(&format!(
-            "SELECT {} FROM {} WHERE status = 'succeeded'",
+            "SELECT {} FROM {} WHERE status IN ('succeeded', 'completed_with_gaps')",
             d.text("count(*)"),
             d.t(RUNS)
         ))?;
