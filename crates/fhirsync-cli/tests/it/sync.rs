@@ -43,6 +43,71 @@ async fn second_sync_applies_only_the_delete() {
     assert_eq!(deleted, 1);
 }
 
+/// The nine clinical types Epic attaches Outside-Record 59204s to (and DocumentReference, which
+/// it does not).
+const CLINICAL_TYPES: [&str; 9] = [
+    "AllergyIntolerance",
+    "Condition",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "Immunization",
+    "MedicationRequest",
+    "Observation",
+    "Procedure",
+];
+
+/// Issue 14's acceptance test: full load, then one resource of each of the nine clinical types
+/// removed on the (production-like) simulator, then reload-and-compare: every removed row is
+/// deleted and recorded as a D change, and the run is complete (the Outside-Record 59204s next
+/// to the data are exclusions, not gaps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_propagate_for_every_clinical_type() {
+    let env = Env::start(6).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut removed = Vec::new();
+    for ty in CLINICAL_TYPES {
+        let table = ty.to_ascii_lowercase();
+        let id: String = conn
+            .query_row(
+                &format!("SELECT id FROM {table} WHERE fhir_version = 'R4' ORDER BY id LIMIT 1"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("no {ty} landed: {e}"));
+        env.sim.state().fhir.delete_resource(ty, &id).unwrap();
+        removed.push((ty, table, id));
+    }
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload-and-compare"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("0 inserted, 0 updated, 9 deleted, 0 kept"), "{}", text(&out));
+    let mut propagated = 0;
+    for (ty, table, id) in &removed {
+        let left: i64 = conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table} WHERE id = ?1"), [id], |r| r.get(0))
+            .unwrap();
+        let changes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM _fhirsync_changes WHERE operation = 'D' AND resource_type = ?1 AND id = ?2",
+                [ty, &id.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if left == 0 && changes == 1 {
+            propagated += 1;
+        }
+    }
+    assert_eq!(propagated, 9, "deletes propagated for {propagated} of 9 clinical types");
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM _fhirsync_runs WHERE status = 'succeeded'"), 2);
+}
+
 /// Full load refuses a destination that already holds data, naming the fix, exit code 5; the
 /// first full load leaves the new SQLite file in WAL mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
