@@ -257,6 +257,12 @@ pub fn print_summary(outcome: &SyncOutcome) {
     if m.cohort_exits > 0 {
         println!("  cohort:    {} patients left the cohort (flagged, not deleted)", m.cohort_exits);
     }
+    if !r.datasets_not_offered.is_empty() {
+        println!(
+            "  not offered by the server's statement (not fetched; name them in [extract] datasets to try): {}",
+            r.datasets_not_offered.join(", ")
+        );
+    }
     let lines = r.ledger_lines();
     let (gaps, exclusions): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.starts_with("gap: "));
     if gaps.is_empty() {

@@ -46,7 +46,9 @@ use fhirsync_fhir::FhirClient;
 use tokio::sync::mpsc::Sender;
 use tracing::info;
 
-pub use config::{BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig};
+pub use config::{
+    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ServerKind,
+};
 pub use error::{Error, Result};
 pub use plan::{Plan, PlannedDataset};
 pub use progress::{Progress, ProgressSnapshot};
@@ -129,6 +131,7 @@ impl Extraction {
         let mut report = ExtractReport::new(self.config.mode);
         let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
         report.datasets = plan.dataset_names();
+        report.datasets_not_offered = plan.not_offered.clone();
         match self.config.mode {
             Mode::Search => {
                 let patients = cohort::resolve(&self.client, &self.endpoints, &self.cohort).await?;

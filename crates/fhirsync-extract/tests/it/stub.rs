@@ -79,7 +79,7 @@ fn capability() -> String {
         r("Medication", &["_id"]),
     ];
     format!(
-        r#"{{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1","rest":[{{"mode":"server","resource":[{}]}}]}}"#,
+        r#"{{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1","software":{{"name":"Epic"}},"rest":[{{"mode":"server","resource":[{}]}}]}}"#,
         types.join(",")
     )
 }
