@@ -378,7 +378,9 @@ async fn probe_patients(
     Ok(ids.into_iter().take(args.patients as usize).collect())
 }
 
-/// Probes `item` for each patient in turn, every page.
+/// Probes `item` for each patient in turn, every page. A refusal before any data ends the probe:
+/// Epic refuses a type for the client, not for a patient, so the other patients would be refused
+/// too.
 async fn probe_dataset(
     client: &FhirClient,
     item: &PlannedDataset,
@@ -388,6 +390,9 @@ async fn probe_dataset(
     let mut total = Probe::default();
     for patient in patients {
         total.merge(probe_patient(client, item, patient, max_restarts).await?);
+        if total.denial.is_some() && total.resources == 0 {
+            break;
+        }
     }
     Ok(total)
 }

@@ -164,6 +164,7 @@ async fn discover_reads_every_page_of_every_probe_patient() {
     assert_eq!(meds["status"], "not_licensed", "{meds}");
     assert_eq!(meds["detail"], "HTTP 403", "{meds}");
     assert_eq!(meds["selected"], false, "{meds}");
+    assert_eq!(meds["patients"], 1, "a refused type is not asked again for the next patient: {meds}");
     let labs = dataset("Observation:laboratory");
     assert_eq!(labs["status"], "licensed", "{labs}");
     assert!(
