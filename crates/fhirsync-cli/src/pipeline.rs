@@ -250,10 +250,17 @@ pub fn print_summary(outcome: &SyncOutcome) {
         r.http.requests,
         r.http.retries
     );
-    println!(
-        "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
-        m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
-    );
+    match m.method.as_str() {
+        // Reload and full load do not compare: re-read rows are replaced, not classified.
+        "reload-and-compare" => println!(
+            "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
+            m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
+        ),
+        _ => println!(
+            "  landed:    {} re-read and replaced ({} new), {} deleted, {} kept because incomplete; {} view rows",
+            m.staged, m.inserted, m.deleted, m.kept, m.view_rows
+        ),
+    }
     if m.cohort_exits > 0 {
         println!("  cohort:    {} patients left the cohort (flagged, not deleted)", m.cohort_exits);
     }

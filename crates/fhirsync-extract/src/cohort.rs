@@ -238,7 +238,12 @@ pub async fn by_identifier(
     let ids: Vec<String> =
         found.iter().filter_map(|r| serde_json::from_str::<IdWire>(r).ok().and_then(|p| p.id)).collect();
     if ids.is_empty() {
-        warn!("No patient matches a configured identifier.");
+        // The value identifies a patient (an MRN): name the system only.
+        let system = identifier.split_once('|').map_or("(no system)", |(s, _)| s);
+        warn!(
+            %system,
+            "No patient matches the configured identifier of this system (its value is not logged: it identifies a patient); check [extract.cohort] identifiers."
+        );
     }
     Ok(ids)
 }

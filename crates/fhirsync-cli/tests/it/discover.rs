@@ -98,7 +98,11 @@ async fn discover_keeps_datasets_with_withheld_subtypes_and_drops_unlicensed() {
     cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("every scope fetched completely"), "withheld sub-types are no gap: {}", text(&out));
+    assert!(
+        text(&out).contains("every scope fetched completely"),
+        "withheld sub-types are no gap: {}",
+        text(&out)
+    );
     let landed = crate::util::count(&env.db(), "SELECT COUNT(*) FROM condition");
     assert!(landed >= condition_data as i64, "{landed} conditions landed: {}", text(&out));
 }

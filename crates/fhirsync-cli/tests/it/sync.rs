@@ -43,6 +43,29 @@ async fn second_sync_applies_only_the_delete() {
     assert_eq!(deleted, 1);
 }
 
+/// A reload reports what it re-read and replaced, not a compare's "0 unchanged"; logs written
+/// to a pipe carry no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_summary_counts_what_it_replaced() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
+    assert!(output(cmd).await.status.success());
+    let landed = count(&env.db(), "SELECT staged FROM _fhirsync_runs");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{landed} re-read and replaced (0 new), 0 deleted")),
+        "{}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("unchanged"), "{}", text(&out));
+    assert!(!out.stderr.is_empty() && !out.stderr.contains(&0x1b), "ANSI escape in piped logs");
+}
+
 /// The nine clinical types Epic attaches Outside-Record 59204s to (and DocumentReference, which
 /// it does not).
 const CLINICAL_TYPES: [&str; 9] = [
