@@ -99,3 +99,16 @@ pub(crate) fn create(call: &Call, ty: &str, body: &[u8]) -> Response {
         Err(e) => invalid(call, &e.to_string()),
     }
 }
+
+impl FhirState {
+    /// Every resource of type `ty` created so far (by `POST` or [`FhirState::add_resource`]),
+    /// oldest first, as first stored (later edits not applied); deleted ones are left out.
+    pub fn created(&self, ty: &str) -> Vec<Value> {
+        self.overlay
+            .added(ty, None)
+            .into_iter()
+            .filter(|a| !matches!(self.overlay.fate(ty, &a.id), super::overlay::Fate::Deleted))
+            .map(|a| (*a.value).clone())
+            .collect()
+    }
+}

@@ -69,6 +69,12 @@ async fn guarded<F: Future<Output = Response>>(
         Decision::Throttle(r) => faults::throttled(r),
         Decision::Fail(status) => faults::failed(status),
         Decision::Drop => faults::truncate(handler.await).await,
+        Decision::Hold(delay) => {
+            let resp = handler.await;
+            tokio::time::sleep(delay).await;
+            resp
+        }
+        Decision::Duplicate => faults::duplicate(),
     }
 }
 
