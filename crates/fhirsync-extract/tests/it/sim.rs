@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fhirsync_core::{Dataset, FhirVersion, ScopeKey};
-use fhirsync_extract::{CohortConfig, ConnectionConfig, Error, ExtractConfig, Extraction, GapReason, Mode};
+use fhirsync_extract::{CohortConfig, ConnectionConfig, Error, ExtractConfig, Extraction, Mode};
 use fhirsync_fhir::FhirClient;
 use fhirsync_sim::fhir::{BulkConfig, DEFAULT_GROUP_ID, FhirConfig, RetryAfter};
 use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};

@@ -192,10 +192,15 @@ fn full_load_seeds_history() {
         "o2's delete closes it: {rows:?}"
     );
     let replace = fhirsync_land::LandOptions { history: true, replace: true, ..Default::default() };
-    let r3 =
-        land(&mut *dest, fhirsync_land::Method::FullLoad, &replace, &[p1.clone()], run_scope(&["p1"], all))
-            .unwrap()
-            .run_id;
+    let r3 = land(
+        &mut *dest,
+        fhirsync_land::Method::FullLoad,
+        &replace,
+        std::slice::from_ref(&p1),
+        run_scope(&["p1"], all),
+    )
+    .unwrap()
+    .run_id;
     let rows = strings(&h.conn(), open);
     assert!(rows.contains(&vec![Some("o1".into()), Some(r1.clone()), Some(r3.clone())]), "{rows:?}");
     assert!(rows.contains(&vec![Some("p1".into()), Some(r3.clone()), None]), "{rows:?}");
