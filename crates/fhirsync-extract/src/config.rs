@@ -491,6 +491,10 @@ pub struct ExtractConfig {
     pub request_timeout_secs: u64,
     /// Restarts of one search after Epic's 4113 "session expired" before the scope is given up.
     pub max_session_restarts: u32,
+    /// After each complete scope, ask the server for `_summary=count` of the same search and
+    /// book a gap when it counts more or fewer resources than were read. Off by default (one
+    /// more request per scope); never on Epic, whose `Bundle.total` counts a page's entries.
+    pub verify_counts: bool,
     /// Retry bounds.
     pub retry: RetryConfig,
     /// Bulk settings.
@@ -518,6 +522,7 @@ impl Default for ExtractConfig {
             rate_burst: DEFAULT_RATE_BURST,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_session_restarts: DEFAULT_MAX_SESSION_RESTARTS,
+            verify_counts: false,
             retry: RetryConfig::default(),
             bulk: BulkConfig::default(),
         }

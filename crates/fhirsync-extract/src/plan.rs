@@ -197,6 +197,9 @@ pub struct PlannedDataset {
     pub patient_param: &'static str,
     /// Other parameters (`category`, `_count`).
     pub params: Vec<(String, String)>,
+    /// Check each complete scope against the server's `_summary=count` (`verify_counts`, not on
+    /// Epic, not for Patient).
+    pub verify_count: bool,
 }
 
 /// The datasets of a run.
@@ -315,11 +318,12 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
             ("Patient", None) => "_id",
             (_, None) => "patient",
         };
-        let by_category = match config.server {
+        let epic = match config.server {
             ServerKind::Epic => true,
             ServerKind::Generic => false,
             ServerKind::Auto => c.epic,
-        } || c.category_required.contains(ty);
+        };
+        let by_category = epic || c.category_required.contains(ty);
         let mut base_params = Vec::new();
         if config.page_size > 0 && ty != "Patient" {
             base_params.push(("_count".to_string(), config.page_size.to_string()));
@@ -329,10 +333,11 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
             (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
             _ => Vec::new(),
         };
+        let verify_count = config.verify_counts && !epic && ty != "Patient";
         let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
             items.insert(
                 dataset.clone(),
-                PlannedDataset { dataset, version, base: base.clone(), patient_param, params },
+                PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
             );
         };
         if categories.is_empty() {

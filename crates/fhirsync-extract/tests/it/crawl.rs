@@ -208,6 +208,38 @@ async fn exclusion_missing_from_baseline_is_a_licence_change() {
     assert_eq!(accepted.exclusion_baseline, narrowed.exclusion_baseline);
 }
 
+/// With `verify_counts` on a generic server, a scope whose `_summary=count` differs from what
+/// was read is a gap; an agreeing count, or a server that gives no total, is not.
+#[tokio::test]
+async fn verify_counts_books_a_count_mismatch() {
+    let stub = Arc::new(Stub {
+        counts: std::collections::HashMap::from([("Condition".into(), 2), ("Encounter".into(), 2)]),
+        ..Stub::default()
+    });
+    let root = serve(stub.clone()).await;
+    let conn = connection(&root);
+    let mut cfg = extract_config();
+    cfg.server = fhirsync_extract::ServerKind::Generic;
+    cfg.verify_counts = true;
+    cfg.datasets = vec!["Patient".into(), "Condition".into(), "Encounter".into(), "Observation".into()];
+    let run = Extraction::new(client(&conn, &cfg), &conn, cfg).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let handle = tokio::spawn(run.run(tx));
+    let (_, done) = drain(rx, None).await;
+    let report = handle.await.unwrap().unwrap();
+    // Condition (no category on a generic server) answers 4101: 0 read, the server counts 2.
+    let condition_gaps: Vec<_> =
+        report.gaps.iter().filter(|g| g.scope.dataset == Dataset::new("Condition")).collect();
+    assert_eq!(condition_gaps.len(), 3, "{:?}", report.gaps);
+    assert!(
+        condition_gaps[0].reason.to_string().contains("the server counts 2 (_summary=count), 0 were read")
+    );
+    // Encounter reads 2 a patient (after its 4113 restart): the count agrees.
+    assert_eq!(done.iter().filter(|s| s.dataset == Dataset::new("Encounter")).count(), 3);
+    // Observation: no total in the answer, so not verifiable, not a gap.
+    assert!(!report.gaps.iter().any(|g| g.scope.dataset.resource_type == "Observation"), "{:?}", report.gaps);
+}
+
 /// A slow consumer on a one-slot channel slows extraction down but loses nothing.
 #[tokio::test]
 async fn back_pressure_loses_nothing() {
