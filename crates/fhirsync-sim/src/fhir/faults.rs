@@ -3,7 +3,9 @@
 //! Every FHIR request (not the OAuth endpoints) passes through [`Faults`] before it is answered:
 //! it is logged, delayed by the fixed latency, and may be turned into a 429 (with `Retry-After` in
 //! seconds or as an HTTP-date), a 5xx, or a response whose body is cut off mid-stream (the
-//! connection is aborted after part of the body). Token expiry lives in `OAuthState`
+//! connection is aborted after part of the body). Creates have their own switches: fail before
+//! storing (`fail_next_creates`), store then cut the answer (`drop_next_creates`), store then
+//! hold the answer back (`delay_next_creates`). Token expiry lives in `OAuthState`
 //! (`expire_all_tokens`), session expiry in `FhirState::expire_sessions`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -51,6 +53,8 @@ pub(crate) enum Decision {
     Fail(u16),
     /// Answer, but abort the connection half-way through the body.
     Drop,
+    /// Apply the request at once, but hold its answer back this long.
+    Delay(Duration),
 }
 
 /// Run-time fault switches and the request log (all methods take `&self`).
@@ -66,6 +70,8 @@ pub struct Faults {
     drop_next: AtomicU64,
     fail_next_creates: AtomicU64,
     drop_next_creates: AtomicU64,
+    delay_next_creates: AtomicU64,
+    create_delay_ms: AtomicU64,
     total: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
     log: Mutex<VecDeque<RequestRecord>>,
@@ -132,6 +138,14 @@ impl Faults {
         self.drop_next_creates.store(k, Ordering::SeqCst);
     }
 
+    /// Applies the next `k` creates server-side at once (stored, visible to reads and searches)
+    /// but holds each answer back for `hold` before sending it; other requests pass. A client
+    /// killed during the wait never sees the 201 of a create that happened.
+    pub fn delay_next_creates(&self, k: u64, hold: Duration) {
+        self.create_delay_ms.store(hold.as_millis() as u64, Ordering::SeqCst);
+        self.delay_next_creates.store(k, Ordering::SeqCst);
+    }
+
     /// Switches every fault off (latency included); keeps the request log.
     pub fn clear(&self) {
         self.latency_ms.store(0, Ordering::SeqCst);
@@ -141,6 +155,7 @@ impl Faults {
         self.drop_next.store(0, Ordering::SeqCst);
         self.fail_next_creates.store(0, Ordering::SeqCst);
         self.drop_next_creates.store(0, Ordering::SeqCst);
+        self.delay_next_creates.store(0, Ordering::SeqCst);
     }
 
     /// Number of FHIR requests received.
@@ -196,6 +211,9 @@ impl Faults {
         }
         if is_create && take(&self.drop_next_creates) {
             return Decision::Drop;
+        }
+        if is_create && take(&self.delay_next_creates) {
+            return Decision::Delay(Duration::from_millis(self.create_delay_ms.load(Ordering::SeqCst)));
         }
         if take(&self.fail_next) {
             return Decision::Fail(self.fail_status.load(Ordering::SeqCst));
