@@ -109,7 +109,7 @@ pub enum ServerProfile {
     /// A generic, non-Epic SMART server: no required category on Observation/Condition/CarePlan,
     /// no Epic outcome entries in searchsets (an empty result is a searchset with `total: 0` and
     /// no entries), creates stored as sent, and CareTeam data served although the statement
-    /// does not list CareTeam.
+    /// does not list CareTeam. Refused requests (403, 400, 404) keep their OperationOutcome bodies.
     GenericSmart,
 }
 

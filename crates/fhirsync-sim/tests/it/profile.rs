@@ -54,3 +54,29 @@ async fn generic_server_hides_careteam_from_its_statement() {
     let (_, body) = epic.json(&format!("{}/CareTeam?patient={CAMILA}", epic.r4())).await;
     assert!(matches(&body).is_empty());
 }
+
+/// A generic server stores a create as sent (no Epic rewrite) and does not refuse duplicates.
+#[tokio::test]
+async fn generic_server_stores_creates_as_sent() {
+    let env = Env::with(generic()).await;
+    let sent = serde_json::json!({
+        "resourceType": "Condition",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "encounter-diagnosis"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "41652007"}], "text": "Eye pain"},
+        "subject": {"reference": format!("Patient/{DERRICK}")},
+    });
+    for _ in 0..2 {
+        let resp = env
+            .http
+            .post(format!("{}/Condition", env.r4()))
+            .bearer_auth(&env.token)
+            .body(sent.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let (_, read) = env.json(resp.headers()["location"].to_str().unwrap()).await;
+        assert_eq!(read["category"], sent["category"]);
+        assert_eq!(read["code"], sent["code"]);
+    }
+}
