@@ -3,7 +3,9 @@
 //! Every FHIR request (not the OAuth endpoints) passes through [`Faults`] before it is answered:
 //! it is logged, delayed by the fixed latency, and may be turned into a 429 (with `Retry-After` in
 //! seconds or as an HTTP-date), a 5xx, or a response whose body is cut off mid-stream (the
-//! connection is aborted after part of the body). Token expiry lives in `OAuthState`
+//! connection is aborted after part of the body). Creates have their own switches: fail before
+//! storing (`fail_next_creates`), store then cut the answer (`drop_next_creates`), store then
+//! hold the answer back (`delay_next_creates`). Token expiry lives in `OAuthState`
 //! (`expire_all_tokens`), session expiry in `FhirState::expire_sessions`.
 
 use std::collections::{BTreeMap, VecDeque};
