@@ -629,6 +629,7 @@ mod tests {
             resources: (0..resources).map(|i| format!("{{\"id\":\"r{i}\"}}").into_boxed_str()).collect(),
             outcomes,
             next: next.then(|| "next".to_string()),
+            total: None,
         }
     }
 

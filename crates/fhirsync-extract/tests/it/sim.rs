@@ -99,12 +99,20 @@ async fn search_mode_fetches_everything() {
     assert_eq!(report.scopes_planned, 54);
     assert_eq!(done.len(), 54);
     assert!(report.gaps.is_empty(), "{:?}", report.gaps);
-    assert_eq!(report.scopes_excluded, 6);
+    // Production Epic: every clinical search but Patient carries an Outside-Record exclusion.
+    assert_eq!(report.scopes_excluded, 48);
     assert!(
         report.exclusions.iter().all(|e| e.exclusion.code == "59204" && e.scopes == 6),
         "{:?}",
         report.exclusions
     );
+    let named = |sub: &str| report.exclusions.iter().any(|e| e.exclusion.subtype == sub);
+    assert!(
+        named("Encounter Diagnosis") || named("Outside Record Encounter Diagnosis"),
+        "{:?}",
+        report.exclusions
+    );
+    assert!(named("Outside Record Results"), "{:?}", report.exclusions);
     assert!(report.pages > report.scopes_complete, "tiny pages force paging: {} pages", report.pages);
     // Every resource's patient is in the cohort.
     assert!(resources.iter().all(|r| r.patient_id.as_ref().is_some_and(|p| report.scope.cohort.contains(p))));
