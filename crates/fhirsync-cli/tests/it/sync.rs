@@ -131,6 +131,44 @@ async fn deletes_propagate_for_every_clinical_type() {
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM _fhirsync_runs WHERE status = 'succeeded'"), 2);
 }
 
+/// Issue 14's licence-change test: after a full load, the simulated client's licence narrows
+/// (half of each patient's problems now withheld, with a new 59204 naming the sub-type next to
+/// the rest); the reload-and-compare deletes nothing of that scope, exits 6 and names the
+/// narrowed sub-type; other datasets still propagate their deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowed_licence_deletes_nothing_in_its_scope() {
+    let env = Env::start(4).await;
+    let config = env.config("");
+    let sync = |method: &str| {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", method]);
+        cmd
+    };
+    assert!(output(sync("full-load")).await.status.success());
+    let problems = "SELECT COUNT(*) FROM condition WHERE dataset = 'Condition:problem-list-item'";
+    let before = count(&env.db(), problems);
+    assert!(before >= 4, "{before} problems");
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let encounter: String =
+        conn.query_row("SELECT id FROM encounter ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+    env.sim.state().fhir.delete_resource("Encounter", &encounter).unwrap();
+    env.sim
+        .state()
+        .narrow_licence(crate::util::CLIENT_ID, "Condition:problem-list-item", "Sensitive Problems")
+        .unwrap();
+    let out = output(sync("reload-and-compare")).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{shown}");
+    assert!(shown.contains("completed with gaps"), "{shown}");
+    assert!(shown.contains("licence narrowed: newly withheld Condition - Sensitive Problems"), "{shown}");
+    assert_eq!(count(&env.db(), problems), before, "nothing of the narrowed scope is deleted");
+    assert!(shown.contains("1 deleted"), "the encounter's delete still propagates: {shown}");
+    let status: String = conn
+        .query_row("SELECT status FROM _fhirsync_runs ORDER BY started_at DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "completed_with_gaps");
+}
+
 /// Full load refuses a destination that already holds data, naming the fix, exit code 5; the
 /// first full load leaves the new SQLite file in WAL mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
