@@ -3,7 +3,8 @@
 //! Faithful to the behaviours in the project's Epic fact sheet: SMART discovery and token
 //! endpoints (module [`oauth`]), Epic's search rules, paging, OperationOutcome entries, patient
 //! lists, Bulk `$export` and fault injection (module [`fhir`]). Used in-process by tests and by
-//! `fhirsync demo`, and standalone by `fhirsync sandbox`.
+//! `fhirsync demo`, and standalone by `fhirsync sandbox`. Module [`replay`] serves a folder of
+//! recorded answers instead (`fhirsync sandbox --replay DIR`).
 //!
 //! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
 //! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
@@ -11,6 +12,7 @@
 
 pub mod fhir;
 pub mod oauth;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
