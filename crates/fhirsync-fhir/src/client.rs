@@ -413,6 +413,14 @@ impl FhirClient {
                     let url = resp.url().clone();
                     match resp.bytes().await {
                         Ok(body) => {
+                            inner
+                                .stats
+                                .busy_micros
+                                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                            // Time to the response headers: body size must not look like congestion.
+                            inner.limiter.on_success(latency);
+                            debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
+                            // After the timings: writing the file is not the server's latency.
                             if let Some(recorder) = inner.recorder.get() {
                                 let exchange = Exchange {
                                     method: &req.method,
@@ -423,13 +431,6 @@ impl FhirClient {
                                 };
                                 recorder.record(exchange, &token).await;
                             }
-                            inner
-                                .stats
-                                .busy_micros
-                                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                            // Time to the response headers: body size must not look like congestion.
-                            inner.limiter.on_success(latency);
-                            debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
                             return Ok(Received::Full(Response { url, status, headers, body }));
                         }
                         Err(e) => {

@@ -33,6 +33,9 @@
 //!   parameters are replaced by `REDACTED`;
 //! - the bearer token of the request: any occurrence in the file is replaced by `REDACTED`.
 //!
+//! SMART discovery and token requests are made by `fhirsync_auth` with its own HTTP client, so
+//! they never pass through the recorder at all; the checks above are a second line of defence.
+//!
 //! Streamed answers (Bulk NDJSON files read with
 //! [`FhirClient::execute_streaming`](crate::FhirClient::execute_streaming)) are not recorded.
 //! The folder (mode 0700) and files (0600) still hold patient data (PHI): they stay on this

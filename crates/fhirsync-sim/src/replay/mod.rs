@@ -102,7 +102,7 @@ pub enum Error {
 
 /// Shared state of a running replay server.
 #[derive(Debug)]
-pub struct ReplayState {
+pub(crate) struct ReplayState {
     base_url: String,
     store: Store,
     rewriter: rewrite::Rewriter,

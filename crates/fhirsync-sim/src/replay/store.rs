@@ -73,9 +73,8 @@ pub(crate) struct FileWire<B> {
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderWire>,
     pub body: B,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub note: Option<String>,
+    #[serde(default, rename = "note")]
+    _note: Option<IgnoredAny>,
 }
 
 /// A recorded answer, ready to serve.
