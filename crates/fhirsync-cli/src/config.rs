@@ -13,10 +13,12 @@
 //! `[connection]` settings (see the README).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use fhirsync_auth::{AuthSettings, load_private_key};
 use fhirsync_extract::{ConnectionConfig, ExtractConfig};
+use fhirsync_fhir::Recorder;
 use fhirsync_land::{DestinationConfig, LandOptions, Method};
 use fhirsync_views::View;
 use serde::Deserialize;
@@ -62,6 +64,9 @@ pub struct SyncConfig {
     /// Folder for resumable state (Bulk status URL) and the lock that keeps two syncs apart.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where `sync --record DIR` writes the run's FHIR answers (a flag, not a file setting).
+    #[serde(skip)]
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 fn default_method() -> Method {
@@ -74,7 +79,7 @@ fn default_state_dir() -> PathBuf {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { method: default_method(), state_dir: default_state_dir() }
+        SyncConfig { method: default_method(), state_dir: default_state_dir(), recorder: None }
     }
 }
 

@@ -46,8 +46,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local simulated Epic on FHIR server.
-    Sandbox(cmd::sandbox::Args),
+    /// Run a local simulated Epic on FHIR server, or replay a recorded one (`--replay DIR`).
+    Sandbox(Box<cmd::sandbox::Args>),
     /// Start the simulator in-process and sync it into ./fhirsync-demo.db (SQLite).
     Demo(cmd::demo::Args),
     /// Sync the configured Epic connection into the configured destination.
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
+            Command::Sandbox(args) => cmd::sandbox::run(*args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
             Command::Sync(args) => cmd::sync::run(args, &globals).await,
             Command::Status(args) => cmd::status::run(args, &globals).await,

@@ -98,6 +98,11 @@ pub async fn sync(
     let baseline = if method == Method::FullLoad { None } else { exclusion_baseline(config).await? };
     let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)
         .map_err(|e| Failure::config(e.to_string()))?;
+    if let Some(recorder) = &config.sync.recorder
+        && client.record_to(recorder.clone()).is_err()
+    {
+        warn!("The FHIR client already records into another folder; --record is ignored for this run.");
+    }
     let extraction = Extraction::new(client, &config.connection, config.extract.clone())
         .map_err(|e| Failure::config(e.to_string()))?
         .skip(run.completed_scopes.clone())

@@ -7,7 +7,8 @@
 //! Bulk `$export`, creates rewritten as Epic rewrites them, licence narrowing and fault
 //! injection (module [`fhir`]). Production Epic is the default
 //! ([`fhir::ServerProfile::Epic`]); a generic SMART server is a configuration away. Used
-//! in-process by tests and by `fhirsync demo`, and standalone by `fhirsync sandbox`.
+//! in-process by tests and by `fhirsync demo`, and standalone by `fhirsync sandbox`. Module
+//! [`replay`] serves a folder of recorded answers instead (`fhirsync sandbox --replay DIR`).
 //!
 //! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
 //! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
@@ -15,6 +16,7 @@
 
 pub mod fhir;
 pub mod oauth;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

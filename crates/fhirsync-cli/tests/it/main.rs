@@ -4,6 +4,7 @@ mod auth;
 mod discover;
 mod errors;
 mod push;
+mod replay;
 mod secrets;
 mod status;
 mod sync;
