@@ -169,6 +169,53 @@ async fn narrowed_licence_deletes_nothing_in_its_scope() {
     assert_eq!(status, "completed_with_gaps");
 }
 
+/// Issue 15: on a generic SMART server the defaults miss nothing: each type is searched once
+/// without Epic's categories, so every generated Observation and Condition lands; CareTeam,
+/// which its statement leaves out, is named in the summary, and when asked for it is tried and
+/// lands instead of failing the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_server_defaults_miss_nothing() {
+    let env = Env::start_generic(3).await;
+    let fhir = &env.sim.state().fhir;
+    let generated = |keys: &[&str]| -> i64 {
+        (0..3).map(|i| keys.iter().map(|k| fhir.generated_count(i, k).unwrap_or(0) as i64).sum::<i64>()).sum()
+    };
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("every scope fetched completely"), "{shown}");
+    let observations =
+        generated(&["Observation:laboratory", "Observation:vital-signs", "Observation:social-history"]);
+    assert_eq!(
+        count(&env.db(), "SELECT COUNT(*) FROM observation WHERE dataset = 'Observation'"),
+        observations
+    );
+    let conditions = generated(&[
+        "Condition:problem-list-item",
+        "Condition:encounter-diagnosis",
+        "Condition:health-concern",
+    ]);
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM condition"), conditions);
+    assert!(shown.contains("not offered by the server's statement") && shown.contains("CareTeam"), "{shown}");
+
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_cfg.replace("[extract]\n", "[extract]\ndatasets = [\"Patient\", \"CareTeam\"]\n"),
+    )
+    .unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let teams = generated(&["CareTeam"]);
+    assert!(teams > 0, "the generic simulator holds care teams");
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM careteam"), teams);
+}
+
 /// Full load refuses a destination that already holds data, naming the fix, exit code 5; the
 /// first full load leaves the new SQLite file in WAL mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
