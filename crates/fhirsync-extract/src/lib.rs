@@ -181,6 +181,14 @@ impl Extraction {
             busy_micros: after.busy_micros - before.busy_micros,
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
+        // Datasets not read to their end in this run keep what the last committed run saw.
+        if let Some(previous) = &self.baseline {
+            for (dataset, withheld) in previous {
+                report.exclusion_baseline.entry(dataset.clone()).or_insert_with(|| withheld.clone());
+            }
+        }
+        // Scopes finish in any order: a stable order for reports and summaries.
+        report.exclusions.sort_by(|a, b| (&a.dataset, &a.exclusion).cmp(&(&b.dataset, &b.exclusion)));
         info!(
             resources = report.resources,
             complete = report.scopes_complete,

@@ -173,7 +173,7 @@ async fn rejected_credentials_abort_run() {
 
 /// With a baseline from the last committed run, a sub-type withheld now but not then is a
 /// narrowed licence: those scopes are gaps (no ScopeComplete); with it in the baseline they are
-/// complete; the new baseline records it either way.
+/// complete; the new baseline records it either way and keeps the entries of datasets not read.
 #[tokio::test]
 async fn exclusion_missing_from_baseline_is_a_licence_change() {
     use fhirsync_extract::ExclusionBaseline;
@@ -202,10 +202,13 @@ async fn exclusion_missing_from_baseline_is_a_licence_change() {
     assert_eq!(gaps.len(), 3);
     assert!(gaps[0].reason.to_string().contains("Condition - Outside Record Problems"), "{}", gaps[0].reason);
     assert_eq!(narrowed.scopes_excluded, 0, "a narrowed scope is a gap, not an exclusion");
-    let (complete, accepted) = problems(narrowed.exclusion_baseline.clone()).await;
+    // A dataset this run does not read keeps its baseline entry.
+    let mut baseline = narrowed.exclusion_baseline.clone();
+    baseline.insert("Slot@STU3".into(), Default::default());
+    let (complete, accepted) = problems(baseline.clone()).await;
     assert_eq!(complete, 3);
     assert!(!accepted.gaps.iter().any(|g| matches!(g.reason, GapReason::LicenceNarrowed { .. })));
-    assert_eq!(accepted.exclusion_baseline, narrowed.exclusion_baseline);
+    assert_eq!(accepted.exclusion_baseline, baseline);
 }
 
 /// With `verify_counts` on a generic server, a scope whose `_summary=count` differs from what
