@@ -421,16 +421,7 @@ impl FhirClient {
                             inner.limiter.on_success(latency);
                             debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
                             // After the timings: writing the file is not the server's latency.
-                            if let Some(recorder) = inner.recorder.get() {
-                                let exchange = Exchange {
-                                    method: &req.method,
-                                    url: &req.url,
-                                    status,
-                                    headers: &headers,
-                                    body: &body,
-                                };
-                                recorder.record(exchange, &token).await;
-                            }
+                            self.record(req, status, &headers, &body, &token).await;
                             return Ok(Received::Full(Response { url, status, headers, body }));
                         }
                         Err(e) => {
@@ -444,16 +435,7 @@ impl FhirClient {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await.unwrap_or_default();
-                    if let Some(recorder) = inner.recorder.get() {
-                        let exchange = Exchange {
-                            method: &req.method,
-                            url: &req.url,
-                            status,
-                            headers: &headers,
-                            body: &body,
-                        };
-                        recorder.record(exchange, &token).await;
-                    }
+                    self.record(req, status, &headers, &body, &token).await;
                     if status == StatusCode::NOT_FOUND && is_html(&headers, &body) {
                         return Err(Error::UnknownResourceType { url: redact_url(&req.url) });
                     }
@@ -514,6 +496,21 @@ impl FhirClient {
                     });
                 }
             }
+        }
+    }
+
+    /// Hands one full answer to the recorder, when recording is on (`--record`).
+    async fn record(
+        &self,
+        req: &Request,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        token: &SecretString,
+    ) {
+        if let Some(recorder) = self.inner.recorder.get() {
+            let exchange = Exchange { method: &req.method, url: &req.url, status, headers, body };
+            recorder.record(exchange, token).await;
         }
     }
 
