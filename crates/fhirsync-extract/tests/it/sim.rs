@@ -279,9 +279,21 @@ async fn plan_from_sim_capability_statements() {
     }
     // One copy of each record: the DSTU2/STU3 forms of R4's MedicationRequest/ServiceRequest
     // are left out.
-    for unwanted in
-        ["Medication@", "Practitioner@", "List@", "Observation@", "MedicationOrder@", "ProcedureRequest@"]
-    {
+    // CarePlan per Epic's category (required by the statement); RelatedPerson is not
+    // patient-searchable at Epic (only `_id`/`_count`), so it is not fanned out at all.
+    for want in ["CarePlan:38717003@R4", "CarePlan:734163000@R4", "CarePlan:assess-plan@R4"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    for unwanted in [
+        "Medication@",
+        "Practitioner@",
+        "List@",
+        "Observation@",
+        "MedicationOrder@",
+        "ProcedureRequest@",
+        "RelatedPerson@",
+        "CarePlan@",
+    ] {
         assert!(!names.iter().any(|n| n.starts_with(unwanted)), "{unwanted} planned: {names:?}");
     }
 }
