@@ -3,7 +3,10 @@
 mod auth;
 mod discover;
 mod errors;
+mod init;
+mod metrics;
 mod push;
+mod report;
 mod secrets;
 mod status;
 mod sync;
