@@ -579,4 +579,20 @@ mod tests {
         let err = FileConfig::from_toml(&text, Path::new("f.toml")).and_then(|c| c.validate()).unwrap_err();
         assert!(format!("{err:#}").contains("patient_list"), "{err:#}");
     }
+
+    /// The example configurations shipped in `deploy/` load with the validation `sync` applies.
+    #[test]
+    fn deploy_configs_load() {
+        for file in ["deploy/kubernetes/fhirsync.toml", "deploy/systemd/fhirsync.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let config = FileConfig::from_toml(&text, &path).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            config.validate().unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert_eq!(
+                config.sync.state_dir,
+                Path::new(".fhirsync"),
+                "{file}: state under the working folder"
+            );
+        }
+    }
 }
