@@ -22,8 +22,8 @@ async fn init_then_auth_test_and_sync() {
     let work = tempfile::tempdir().unwrap();
     let mut cmd = fhirsync();
     cmd.current_dir(work.path()).args(["init", "--target", "epic-production", "--client-id", "init-client"]);
-    cmd.arg("--fhir-base").arg(env.sim.fhir_base(FhirVersion::R4).to_string());
-    cmd.arg("--stu3-base").arg(env.sim.fhir_base(FhirVersion::Stu3).to_string());
+    cmd.arg("--fhir-base").arg(env.sim.fhir_base(FhirVersion::R4));
+    cmd.arg("--stu3-base").arg(env.sim.fhir_base(FhirVersion::Stu3));
     cmd.args(["--patient-list", "systemlist|6442"]);
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", text(&out));
