@@ -435,39 +435,43 @@ fn instructions(plan: &Plan, out: &Path, key_path: &Path, key: &SigningKey) -> a
     let jwks = serde_json::to_string_pretty(&key.jwks())?;
     let (out, key_path) = (out.display(), key_path.display());
     let register = match plan.target {
-        Target::EpicSandbox | Target::EpicProduction => {
+        Target::EpicSandbox => {
             "Epic requires a JWK Set URL (JKU) for backend apps: public HTTPS, no authentication, stable.\n\
-             Enter the URL on your fhir.epic.com app (Non-Production / Production JWK Set URL), and keep\n\
-             separate keys for non-production and production."
+             \x20  Enter it as the Non-Production JWK Set URL of your fhir.epic.com app (use another key for\n\
+             \x20  production)."
+        }
+        Target::EpicProduction => {
+            "Epic requires a JWK Set URL (JKU) for backend apps: public HTTPS, no authentication, stable.\n\
+             \x20  Enter it as the Production JWK Set URL of your app (one key pair per environment)."
         }
         Target::Smart => {
             "Register the JWK Set with the server's client registration: as a JWK Set URL (preferred),\n\
-             or pasted as the client's public keys if the server accepts that."
+             \x20  or pasted as the client's public keys if the server accepts that."
         }
     };
     let wait = match plan.target {
         Target::EpicSandbox => {
-            "Epic syncs a new client to its sandbox within hours; until then the token endpoint \
-                                answers `invalid_client`.\n"
+            "Epic syncs a new or changed client to its sandbox within hours; until then the token\n\
+             \x20  endpoint answers `invalid_client`.\n"
         }
         Target::EpicProduction => {
-            "The health system must activate the client and map it to a background user; \
-                                   until then the token endpoint answers `unauthorized_client`.\n"
+            "The health system must activate the client and map it to a background user; until then\n\
+             \x20  the token endpoint answers `unauthorized_client` (or `invalid_client` before the key syncs).\n"
         }
-        Target::Smart => "",
+        Target::Smart => "Once the server knows the client:\n",
     };
     Ok(format!(
         "Wrote {out} (for {}) and the private key {key_path} (mode 0600, {:?}, kid {}).\n\n\
          1. Register this public JWK Set (it holds no secret; keep {key_path} private):\n\n\
          {jwks}\n\n\
          2. {register}\n\
-         \x20  Host it either way:\n\
+         \x20  To host it at a URL, either:\n\
          \x20  - `fhirsync keys serve --key {key_path}` serves it at http://127.0.0.1:8089/.well-known/jwks.json;\n\
          \x20    put your HTTPS reverse proxy in front and register https://<your host>/.well-known/jwks.json\n\
          \x20  - or save it as a static file on any HTTPS host:\n\
          \x20    `fhirsync keys jwks --key {key_path} > jwks.json`\n\n\
          3. {wait}\
-         \x20  Then check the connection and see what the client may read:\n\
+         \x20  Check the connection, then see what the client may read, then sync:\n\
          \x20    fhirsync --config {out} auth test\n\
          \x20    fhirsync --config {out} discover\n\
          \x20    fhirsync --config {out} sync\n",
