@@ -4,7 +4,7 @@
 #   docker build -t fhirsync .
 #   docker run --rm -v "$PWD/config:/config:ro" -v fhirsync-state:/state fhirsync sync --no-progress
 #
-# deploy/check.sh (run by .ci/run) checks this file offline; see deploy/README.md.
+# deploy/check.sh (run by .ci/run) checks this file offline; see the README, "Running it unattended".
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -15,10 +15,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY crates ./crates
-RUN cargo build --release --locked -p fhirsync-cli \
- && strip target/release/fhirsync
+RUN cargo build --release --locked -p fhirsync-cli
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
