@@ -125,3 +125,32 @@ async fn metrics_file_in_missing_folder_fails_first() {
     assert!(!env.db().exists(), "nothing landed");
     assert_eq!(env.sim.state().oauth.tokens_issued(), 0);
 }
+
+/// A run that commits with gaps (the licence narrowed, exit 6) counts as a success with gaps:
+/// `fhirsync_run_success` 1, `fhirsync_run_completed_with_gaps` 1, exit code 6, and the gaps
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_file_after_a_run_with_gaps() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    let prom = env.dir.path().join("fhirsync.prom");
+    let sync = || {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--metrics-file"]).arg(&prom);
+        cmd
+    };
+    let out = output(sync()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut client = env.sim.state().oauth.client(CLIENT_ID).expect("registered");
+    client.unauthorized_datasets.push("Condition:problem-list-item".into());
+    env.sim.state().oauth.register_client(client);
+    let out = output(sync()).await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let written = std::fs::read_to_string(&prom).unwrap();
+    let samples = parse(&written);
+    assert_eq!(value(&samples, "fhirsync_run_success"), Some(1.0), "{written}");
+    assert_eq!(value(&samples, "fhirsync_run_completed_with_gaps"), Some(1.0), "{written}");
+    assert_eq!(value(&samples, "fhirsync_run_exit_code"), Some(6.0), "{written}");
+    assert_eq!(value(&samples, "fhirsync_gaps"), Some(2.0), "one gap per patient: {written}");
+    assert_eq!(value(&samples, "fhirsync_rows_deleted"), Some(0.0), "{written}");
+}
