@@ -3,8 +3,11 @@
 mod auth;
 mod discover;
 mod errors;
+mod init;
+mod metrics;
 mod push;
 mod replay;
+mod report;
 mod secrets;
 mod status;
 mod sync;
