@@ -2,7 +2,8 @@
 //!
 //! - [`FhirClient`]: bearer auth from a [`fhirsync_auth::TokenProvider`] (401 → invalidate and
 //!   retry once), `Accept: application/fhir+json` on every request, a global rate limit and an
-//!   adaptive concurrency limit ([`politeness`]), explicit retry classification ([`retry`]).
+//!   adaptive concurrency limit ([`politeness`]), explicit retry classification ([`retry`]), a run-level outage breaker above the retries
+//!   ([`outage`]), and Epic's budgets: peak/off-peak rates and a daily request budget ([`schedule`]).
 //! - [`bundle`]: searchset pages with each resource kept as its exact JSON bytes; outcome entries
 //!   returned separately; paging only by `next` links.
 //! - [`outcome`]: OperationOutcome issues with Epic's codes (4101, 59204, 4113, ...).
@@ -11,8 +12,10 @@ pub mod bundle;
 pub mod client;
 pub mod error;
 pub mod outcome;
+pub mod outage;
 pub mod politeness;
 pub mod retry;
+pub mod schedule;
 
 pub use bundle::SearchPage;
 pub use client::{
@@ -20,8 +23,10 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
+pub use outage::OutagePolicy;
 pub use politeness::ConcurrencyConfig;
 pub use retry::{Decision, RetryPolicy, RetryReason};
+pub use schedule::{SchedulePolicy, Window};
 
 use url::Url;
 
