@@ -30,9 +30,11 @@ use std::time::Duration;
 
 use fhirsync_auth::keys::KeySource;
 use fhirsync_core::FhirVersion;
-use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
 use fhirsync_fhir::outage;
-use fhirsync_fhir::{ClientConfig, ConcurrencyConfig, OutagePolicy, RateLimit, RetryPolicy, SchedulePolicy, Window};
+use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
+use fhirsync_fhir::{
+    ClientConfig, ConcurrencyConfig, OutagePolicy, RateLimit, RetryPolicy, SchedulePolicy, Window,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -521,7 +523,9 @@ impl ScheduleConfig {
                 "peak_rate / off_peak_rate need a window: set peak = \"HH:MM-HH:MM\", e.g. \"07:00-19:00\"",
             ));
         }
-        for (key, rate) in [("schedule.peak_rate", self.peak_rate), ("schedule.off_peak_rate", self.off_peak_rate)] {
+        for (key, rate) in
+            [("schedule.peak_rate", self.peak_rate), ("schedule.off_peak_rate", self.off_peak_rate)]
+        {
             if let Some(r) = rate
                 && (!r.is_finite() || r < 0.0)
             {
@@ -529,7 +533,10 @@ impl ScheduleConfig {
             }
         }
         if self.daily_request_budget == Some(0) {
-            return Err(invalid("schedule.daily_request_budget", "must be at least 1 (leave it unset for no budget)"));
+            return Err(invalid(
+                "schedule.daily_request_budget",
+                "must be at least 1 (leave it unset for no budget)",
+            ));
         }
         Ok(())
     }
@@ -688,7 +695,10 @@ impl ExtractConfig {
         }
         let ratio = self.retry.outage_failure_ratio;
         if !ratio.is_finite() || ratio <= 0.0 || ratio > 1.0 {
-            return Err(invalid("retry.outage_failure_ratio", "must be a share above 0 and at most 1, e.g. 0.5"));
+            return Err(invalid(
+                "retry.outage_failure_ratio",
+                "must be a share above 0 and at most 1, e.g. 0.5",
+            ));
         }
         if self.retry.outage_window == 0 {
             return Err(invalid("retry.outage_window", "must be at least 1 request"));
@@ -888,5 +898,65 @@ mod tests {
         assert_eq!(x.retry.max_retries, 2);
         assert!(x.client_config(&conn()).rate_limit.is_none());
         x.validate(&conn()).unwrap();
+    }
+
+    /// [extract.retry] outage keys and [extract.schedule] parse into the client settings.
+    #[test]
+    fn outage_and_schedule_tables_build_the_client_config() {
+        let x = ExtractConfig::from_toml(
+            r#"
+            [retry]
+            max_outage_secs = 120
+            outage_consecutive_failures = 4
+            first_probe_ms = 500
+            max_probe_interval_secs = 10
+            [schedule]
+            peak = "07:00-19:00"
+            peak_rate = 2.0
+            off_peak_rate = 10
+            daily_request_budget = 50000
+            "#,
+        )
+        .unwrap();
+        let mut c = conn();
+        c.patient_list_identifier = Some("systemlist|6442".into());
+        x.validate(&c).unwrap();
+        let cc = x.client_config(&c);
+        let o = cc.outage.unwrap();
+        assert_eq!(o.max_outage, Duration::from_secs(120));
+        assert_eq!(o.consecutive_failures, 4);
+        assert_eq!(o.first_probe, Duration::from_millis(500));
+        assert_eq!(o.max_probe_interval, Duration::from_secs(10));
+        assert_eq!(o.window, outage::DEFAULT_WINDOW);
+        assert_eq!(cc.schedule.peak.unwrap().to_string(), "07:00-19:00");
+        assert_eq!(cc.schedule.peak_rate, Some(2.0));
+        assert_eq!(cc.schedule.off_peak_rate, Some(10.0));
+        assert_eq!(cc.schedule.daily_request_budget, Some(50000));
+        // Defaults: outage policy on (900 s), no schedule; 0 switches the policy off.
+        let d = ExtractConfig::default().client_config(&c);
+        assert_eq!(d.outage.unwrap().max_outage, Duration::from_secs(900));
+        assert_eq!(d.schedule, SchedulePolicy::default());
+        let off = ExtractConfig::from_toml("[retry]\nmax_outage_secs = 0").unwrap();
+        assert!(off.client_config(&c).outage.is_none());
+    }
+
+    /// Bad schedule and outage values are refused with the key and the expected form.
+    #[test]
+    fn bad_schedule_and_outage_values_are_named() {
+        let mut c = conn();
+        c.patient_list_identifier = Some("systemlist|6442".into());
+        let err = |toml: &str| ExtractConfig::from_toml(toml).unwrap().validate(&c).unwrap_err().to_string();
+        let e = err("[schedule]\npeak = \"7h-19h\"");
+        assert!(e.contains("extract.schedule.peak") && e.contains("HH:MM-HH:MM"), "{e}");
+        let e = err("[schedule]\npeak_rate = 2.0");
+        assert!(e.contains("extract.schedule.peak") && e.contains("need a window"), "{e}");
+        let e = err("[schedule]\npeak = \"07:00-19:00\"\noff_peak_rate = -1");
+        assert!(e.contains("off_peak_rate"), "{e}");
+        let e = err("[schedule]\ndaily_request_budget = 0");
+        assert!(e.contains("daily_request_budget"), "{e}");
+        let e = err("[retry]\noutage_failure_ratio = 1.5");
+        assert!(e.contains("outage_failure_ratio"), "{e}");
+        let e = ExtractConfig::from_toml("[schedule]\npeak_hours = \"07:00-19:00\"").unwrap_err().to_string();
+        assert!(e.contains("peak_hours"), "unknown key named: {e}");
     }
 }

@@ -47,7 +47,8 @@ use tokio::sync::mpsc::Sender;
 use tracing::info;
 
 pub use config::{
-    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ScheduleConfig, ServerKind,
+    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ScheduleConfig,
+    ServerKind,
 };
 pub use error::{Error, Result};
 pub use plan::{Plan, PlannedDataset};

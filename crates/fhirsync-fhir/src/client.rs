@@ -16,8 +16,8 @@ use url::Url;
 
 use crate::bundle::{BundleError, SearchPage, parse_search_page};
 use crate::error::{Error, Result};
-use crate::outcome::{Outcome, parse_outcome};
 use crate::outage::{Breaker, OutagePolicy, Signal, Ticket};
+use crate::outcome::{Outcome, parse_outcome};
 use crate::politeness::{AdaptiveLimiter, ConcurrencyConfig, Permit, RateLimiter};
 use crate::redact_url;
 use crate::retry::{Decision, RetryPolicy, RetryReason, retry_after, transport_reason};
@@ -486,7 +486,7 @@ impl FhirClient {
                         if reason.is_congestion() {
                             inner.limiter.on_congestion();
                         }
-                        let held = inner.record(ticket, Signal::Down { retry_after: None });
+                        let held = inner.record(ticket, Signal::Unreachable);
                         (policy.classify_transport(reason, attempt), Vec::new(), held)
                     }
                     None => return Err(Error::Transport { url: redact_url(&req.url), source: e }),
@@ -561,8 +561,20 @@ impl FhirClient {
                         self.note_held(&req.url, last);
                         continue;
                     }
-                    let decision =
-                        if cooldown { Decision::Fail } else { policy.classify_status(status, &headers, attempt, refreshed) };
+                    let decision = if cooldown {
+                        Decision::Fail
+                    } else {
+                        policy.classify_status(status, &headers, attempt, refreshed)
+                    };
+                    if decision == Decision::Fail
+                        && !cooldown
+                        && !is_post
+                        && is_transient_status(status)
+                        && self.hold_on_exhaustion(&req.url, start_mark).await
+                    {
+                        self.note_held(&req.url, last);
+                        continue;
+                    }
                     match decision {
                         Decision::RefreshToken => {
                             inner.tokens.invalidate(&token);
@@ -573,15 +585,6 @@ impl FhirClient {
                         }
                         Decision::Fail if status == StatusCode::UNAUTHORIZED => {
                             return Err(Error::Unauthorized { url: redact_url(&req.url) });
-                        }
-                        Decision::Fail
-                            if !cooldown
-                                && !is_post
-                                && is_transient_status(status)
-                                && self.hold_on_exhaustion(start_mark) =>
-                        {
-                            self.note_held(&req.url, last);
-                            continue;
                         }
                         Decision::Fail if attempt == 0 || !is_transient_status(status) => {
                             return Err(Error::Status {
@@ -609,7 +612,7 @@ impl FhirClient {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Decision::Fail if !is_post && self.hold_on_exhaustion(start_mark) => {
+                _ if !is_post && self.hold_on_exhaustion(&req.url, start_mark).await => {
                     self.note_held(&req.url, last);
                 }
                 _ => {
@@ -624,10 +627,36 @@ impl FhirClient {
         }
     }
 
-    /// A request is about to give up on a transient failure: true when the server is
-    /// considered unavailable (no success since the request began), so it waits instead.
-    fn hold_on_exhaustion(&self, successes_at_start: u64) -> bool {
-        self.inner.breaker.as_ref().is_some_and(|b| b.hold_on_exhaustion(successes_at_start))
+    /// A request is about to give up on a transient failure: true when it should wait for the
+    /// server instead. That is the case while the breaker is open, or when no attempt succeeded
+    /// since the request began and a second opinion agrees: `GET {base}/metadata` (base = the
+    /// request's path without its last segment) fails too. When that answers, the failure is
+    /// this request's own (e.g. one search that always fails) and it gives up as before.
+    async fn hold_on_exhaustion(&self, url: &Url, successes_at_start: u64) -> bool {
+        let Some(b) = &self.inner.breaker else { return false };
+        if b.is_open() {
+            return true;
+        }
+        if !b.suspects(successes_at_start) {
+            return false;
+        }
+        let mut probe = url.clone();
+        probe.set_query(None);
+        probe.set_fragment(None);
+        if let Ok(mut segments) = probe.path_segments_mut() {
+            segments.pop().push("metadata");
+        }
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let answered = match self.inner.http.get(probe.clone()).header(ACCEPT, FHIR_JSON).send().await {
+            Ok(r) => !(r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS),
+            Err(_) => false,
+        };
+        if answered {
+            debug!(url = %redact_url(url), "The server answers metadata; this request's failure is its own.");
+            return false;
+        }
+        b.open_now();
+        true
     }
 
     async fn send(&self, req: &Request, token: &SecretString) -> reqwest::Result<reqwest::Response> {

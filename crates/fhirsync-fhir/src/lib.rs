@@ -11,8 +11,8 @@
 pub mod bundle;
 pub mod client;
 pub mod error;
-pub mod outcome;
 pub mod outage;
+pub mod outcome;
 pub mod politeness;
 pub mod retry;
 pub mod schedule;
@@ -22,8 +22,8 @@ pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
 pub use error::{Error, Result};
-pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use outage::OutagePolicy;
+pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
 pub use retry::{Decision, RetryPolicy, RetryReason};
 pub use schedule::{SchedulePolicy, Window};

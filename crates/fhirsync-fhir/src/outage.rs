@@ -1,9 +1,11 @@
 //! A run-level circuit breaker above the per-request retries.
 //!
 //! Every attempt of every request of one [`crate::FhirClient`] reports to one [`Breaker`]. A
-//! transient failure (429, 5xx, timeout, connection reset, body cut short) counts as a failure,
-//! any other answer (2xx, or a 4xx other than 401/429) as a success: the server is up. The
-//! breaker **opens** (the server is considered unavailable) when
+//! transient failure (429, 5xx, timeout, connection reset) counts as a failure, any other answer
+//! (2xx, or a 4xx other than 401/429) as a success: the server is up. Transport failures
+//! (refused, timeout, reset) count only once the server has answered at least once with any
+//! HTTP status: before that a wrong host, port or proxy is likelier than an outage, and the
+//! request fails after its own retries as it always did. The breaker **opens** (the server is considered unavailable) when
 //! - `consecutive_failures` attempts in a row failed, or
 //! - at least `failure_ratio` of the last `window` attempts failed, or
 //! - a request is about to give up on its own retries and no attempt succeeded since it began
@@ -80,11 +82,15 @@ impl Default for OutagePolicy {
 pub enum Signal {
     /// The server answered (2xx, or a 4xx that is not throttling).
     Up,
-    /// A transient failure; `retry_after` is the server's (clamped) `Retry-After`, if any.
+    /// The server answered with a transient failure (429, 5xx); `retry_after` is its (clamped)
+    /// `Retry-After`, if any.
     Down {
         /// Server-requested wait.
         retry_after: Option<Duration>,
     },
+    /// No HTTP answer (refused, timeout, reset): a failure once the server has answered before,
+    /// ignored until then.
+    Unreachable,
 }
 
 #[derive(Debug)]
@@ -98,6 +104,7 @@ struct Open {
 
 #[derive(Debug, Default)]
 struct State {
+    armed: bool,
     recent: VecDeque<bool>,
     failures_in_window: usize,
     consecutive: usize,
@@ -203,17 +210,30 @@ impl Breaker {
     /// considered unavailable: the request should go back to [`Breaker::enter`] instead of
     /// spending its own retries.
     pub fn record(&self, mut ticket: Ticket<'_>, signal: Signal) -> bool {
-        let probe = std::mem::replace(&mut ticket.probe, false);
         let mut s = self.state.lock().unwrap();
-        let failed = matches!(signal, Signal::Down { .. });
+        // `None` = the server is up; `Some(retry_after)` = a failure.
+        let down: Option<Option<Duration>> = match signal {
+            Signal::Unreachable if !s.armed => return false,
+            Signal::Unreachable => Some(None),
+            Signal::Down { retry_after } => {
+                s.armed = true;
+                Some(retry_after)
+            }
+            Signal::Up => {
+                s.armed = true;
+                None
+            }
+        };
+        let probe = std::mem::replace(&mut ticket.probe, false);
+        let failed = down.is_some();
         s.recent.push_back(failed);
         s.failures_in_window += usize::from(failed);
         if s.recent.len() > self.policy.window && s.recent.pop_front() == Some(true) {
             s.failures_in_window -= 1;
         }
         let now = Instant::now();
-        match signal {
-            Signal::Up => {
+        match down {
+            None => {
                 s.consecutive = 0;
                 s.successes += 1;
                 if let Some(o) = s.open.take() {
@@ -228,7 +248,7 @@ impl Breaker {
                 }
                 false
             }
-            Signal::Down { retry_after } => {
+            Some(retry_after) => {
                 s.consecutive += 1;
                 let ask = retry_after.unwrap_or_default();
                 if let Some(o) = &mut s.open {
@@ -252,19 +272,26 @@ impl Breaker {
         }
     }
 
-    /// A request is about to give up on its own retries after a transient failure. When no
-    /// attempt succeeded since `ticket_successes` (the request's first attempt), the server is
-    /// considered unavailable (the breaker opens) and true is returned: keep waiting.
-    pub fn hold_on_exhaustion(&self, successes_at_start: u64) -> bool {
+    /// True while the server is considered unavailable.
+    pub fn is_open(&self) -> bool {
+        self.state.lock().unwrap().open.is_some()
+    }
+
+    /// A request is about to give up on its own retries after a transient failure: true when
+    /// the server has answered before and no attempt succeeded since `successes_at_start` (the
+    /// request's first ticket), so the failure may be an outage rather than this request's own.
+    /// The caller confirms with a second opinion and then calls [`Breaker::open_now`].
+    pub fn suspects(&self, successes_at_start: u64) -> bool {
+        let s = self.state.lock().unwrap();
+        s.open.is_none() && s.armed && s.successes == successes_at_start
+    }
+
+    /// Opens the breaker (no-op when open).
+    pub fn open_now(&self) {
         let mut s = self.state.lock().unwrap();
-        if s.open.is_some() {
-            return true;
-        }
-        if s.successes == successes_at_start {
+        if s.open.is_none() {
             self.open(&mut s, Instant::now(), Duration::ZERO);
-            return true;
         }
-        false
     }
 
     fn open(&self, s: &mut State, now: Instant, ask: Duration) {
@@ -410,20 +437,36 @@ mod tests {
         assert!(t.probe);
     }
 
-    /// A request giving up with no success since it began opens the breaker; after a success it does not.
+    /// A request giving up with no success since it began is suspect; after a success it is not.
     #[tokio::test]
-    async fn exhaustion_without_any_success_holds() {
+    async fn exhaustion_without_any_success_is_suspect() {
         let b = Breaker::new(OutagePolicy { consecutive_failures: 100, window: 100, ..policy() });
         let t = b.enter().await.unwrap();
         let start = t.successes_before;
         b.record(t, DOWN);
         b.record(b.enter().await.unwrap(), Signal::Up);
-        assert!(!b.hold_on_exhaustion(start), "another request succeeded meanwhile");
+        assert!(!b.suspects(start), "another request succeeded meanwhile");
         let t = b.enter().await.unwrap();
         let start = t.successes_before;
         b.record(t, DOWN);
-        assert!(b.hold_on_exhaustion(start));
-        assert!(b.figures().2.is_some());
+        assert!(b.suspects(start));
+        b.open_now();
+        assert!(b.is_open() && !b.suspects(start));
+    }
+
+    /// Transport failures before the server ever answered neither open the breaker nor hold a
+    /// request (a wrong host or port fails fast); after one answer they count.
+    #[tokio::test]
+    async fn unreachable_counts_only_after_a_first_answer() {
+        let b = Breaker::new(policy());
+        for _ in 0..5 {
+            assert!(!b.record(b.enter().await.unwrap(), Signal::Unreachable));
+        }
+        assert!(!b.suspects(0), "never answered: fail fast");
+        assert!(b.figures().2.is_none());
+        b.record(b.enter().await.unwrap(), DOWN);
+        b.record(b.enter().await.unwrap(), Signal::Unreachable);
+        assert!(b.record(b.enter().await.unwrap(), Signal::Unreachable), "third failure in a row opens");
     }
 
     /// Durations read as operators expect.

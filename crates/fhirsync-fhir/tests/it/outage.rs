@@ -53,7 +53,8 @@ async fn crawl(sim: &Sim, c: &FhirClient) -> Result<usize, Error> {
         let (c, base) = (c.clone(), base.clone());
         let patient = sim.state().fhir.patient_id(i);
         async move {
-            let params = [("patient".to_string(), patient), ("category".to_string(), "laboratory".to_string())];
+            let params =
+                [("patient".to_string(), patient), ("category".to_string(), "laboratory".to_string())];
             let mut page = c.search(&base, "Observation", &params).await?;
             let mut n = page.resources.len();
             let mut url = fhirsync_fhir::join(&base, "Observation").unwrap();
@@ -197,7 +198,10 @@ async fn daily_budget_stops_cleanly() {
     let err = c.metadata(&base).await.unwrap_err();
     assert!(matches!(err, Error::BudgetExhausted { limit: 3, .. }), "{err}");
     assert!(err.is_fatal_for_run() && err.is_resumable_stop());
-    assert!(err.to_string().contains("daily_request_budget") && err.to_string().contains("resumable"), "{err}");
+    assert!(
+        err.to_string().contains("daily_request_budget") && err.to_string().contains("resumable"),
+        "{err}"
+    );
     assert_eq!(sim.state().fhir.faults.requests(), before, "nothing is sent past the budget");
 }
 
@@ -224,4 +228,43 @@ async fn peak_rate_applies_inside_the_window() {
     }
     // First free, five more at 50 ms each (the base rate would take 5 ms).
     assert!(t.elapsed() >= Duration::from_millis(240), "{:?}", t.elapsed());
+}
+
+/// One search that always fails while the server answers (metadata, other searches) is that
+/// search's own failure: it gives up after its retries, even alone in flight, and no outage is
+/// declared.
+#[tokio::test]
+async fn one_failing_search_is_not_an_outage() {
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = Router::new()
+        .route("/api/FHIR/R4/metadata", get(|| async { r#"{"resourceType":"CapabilityStatement"}"# }))
+        .route("/api/FHIR/R4/Good", get(|| async { crate::stub::page(&["a"], None) }))
+        .route("/api/FHIR/R4/Bad", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }));
+    let base = crate::stub::serve(app).await;
+    let c = crate::stub::client(config(1, Duration::from_secs(20)));
+    c.search(&base, "Good", &[]).await.unwrap();
+    let t = Instant::now();
+    let err = c.search(&base, "Bad", &[]).await.unwrap_err();
+    assert!(matches!(err, Error::RetriesExhausted { attempts: 6, .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(c.stats().outages, 0, "{:?}", c.stats());
+    c.search(&base, "Good", &[]).await.unwrap();
+}
+
+/// A port nobody listens on (a configuration error, not an outage) fails after the request's
+/// own retries, without waiting for `max_outage`.
+#[tokio::test]
+async fn wrong_port_fails_fast() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let base = Url::parse(&format!("http://{addr}/api/FHIR/R4")).unwrap();
+    let c = crate::stub::client(config(1, Duration::from_secs(20)));
+    let t = Instant::now();
+    let err = c.metadata(&base).await.unwrap_err();
+    assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(c.stats().outages, 0);
 }
