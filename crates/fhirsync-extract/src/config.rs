@@ -30,8 +30,11 @@ use std::time::Duration;
 
 use fhirsync_auth::keys::KeySource;
 use fhirsync_core::FhirVersion;
+use fhirsync_fhir::outage;
 use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
-use fhirsync_fhir::{ClientConfig, ConcurrencyConfig, RateLimit, RetryPolicy};
+use fhirsync_fhir::{
+    ClientConfig, ConcurrencyConfig, OutagePolicy, RateLimit, RetryPolicy, SchedulePolicy, Window,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -393,7 +396,27 @@ impl CohortConfig {
     }
 }
 
-/// Retry bounds (`[extract.retry]`).
+/// Retry bounds of one request, and the run-level outage policy above them (`[extract.retry]`).
+///
+/// ```toml
+/// [extract.retry]
+/// max_retries = 5               # per request
+/// max_outage_secs = 900         # wait out an unavailable server this long; 0 = off
+/// outage_consecutive_failures = 10
+/// outage_window = 20
+/// outage_failure_ratio = 0.5
+/// first_probe_ms = 2000
+/// max_probe_interval_secs = 15
+/// ```
+///
+/// When `outage_consecutive_failures` attempts in a row fail, or `outage_failure_ratio` of the
+/// last `outage_window` attempts (5xx, 429, timeouts, resets), or a request is about to give up
+/// with no success anywhere since it began, the server counts as unavailable: all requests wait,
+/// one probe is sent after `first_probe_ms`, then at doubling intervals up to
+/// `max_probe_interval_secs` (never earlier than a `Retry-After`), and work resumes when a probe
+/// succeeds. Failures during the outage do not spend a request's `max_retries`. After
+/// `max_outage_secs` the run stops with an error saying how long the server was down; it is
+/// resumable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
@@ -407,6 +430,21 @@ pub struct RetryConfig {
     pub retry_after_floor_secs: u64,
     /// Longest honoured `Retry-After`, seconds (longer asks are clamped).
     pub retry_after_ceiling_secs: u64,
+    /// Longest outage waited out, seconds (default 900); 0 switches the outage policy off
+    /// (each request then gives up after its own retries).
+    pub max_outage_secs: u64,
+    /// Failed attempts in a row that make the server count as unavailable (default 10).
+    pub outage_consecutive_failures: usize,
+    /// Recent attempts the failure ratio is taken over (default 20).
+    pub outage_window: usize,
+    /// Share of failed attempts among the last `outage_window` that makes the server count as
+    /// unavailable, 0 < ratio ≤ 1 (default 0.5).
+    pub outage_failure_ratio: f64,
+    /// Wait before the first probe of an unavailable server, milliseconds (default 2000).
+    pub first_probe_ms: u64,
+    /// Longest wait between two probes, seconds (default 15); the wait doubles after each
+    /// failed probe.
+    pub max_probe_interval_secs: u64,
 }
 
 impl Default for RetryConfig {
@@ -418,6 +456,98 @@ impl Default for RetryConfig {
             max_delay_ms: p.max_delay.as_millis() as u64,
             retry_after_floor_secs: p.retry_after_floor.as_secs(),
             retry_after_ceiling_secs: p.retry_after_ceiling.as_secs(),
+            max_outage_secs: outage::DEFAULT_MAX_OUTAGE.as_secs(),
+            outage_consecutive_failures: outage::DEFAULT_CONSECUTIVE_FAILURES,
+            outage_window: outage::DEFAULT_WINDOW,
+            outage_failure_ratio: outage::DEFAULT_FAILURE_RATIO,
+            first_probe_ms: outage::DEFAULT_FIRST_PROBE.as_millis() as u64,
+            max_probe_interval_secs: outage::DEFAULT_MAX_PROBE_INTERVAL.as_secs(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The outage policy, `None` when `max_outage_secs = 0`.
+    pub fn outage_policy(&self) -> Option<OutagePolicy> {
+        (self.max_outage_secs > 0).then(|| OutagePolicy {
+            window: self.outage_window.max(1),
+            failure_ratio: self.outage_failure_ratio,
+            consecutive_failures: self.outage_consecutive_failures.max(1),
+            first_probe: Duration::from_millis(self.first_probe_ms.max(1)),
+            max_probe_interval: Duration::from_secs(self.max_probe_interval_secs)
+                .max(Duration::from_millis(self.first_probe_ms.max(1))),
+            max_outage: Duration::from_secs(self.max_outage_secs),
+            log_every: outage::DEFAULT_LOG_EVERY,
+        })
+    }
+}
+
+/// Epic's budgets (`[extract.schedule]`), all optional.
+///
+/// ```toml
+/// [extract.schedule]
+/// peak = "07:00-19:00"          # local time of the host (set TZ to choose the zone)
+/// peak_rate = 2.0               # requests per second inside the window
+/// off_peak_rate = 10.0          # requests per second outside it
+/// daily_request_budget = 50000  # HTTP requests per calendar day, counted per run
+/// ```
+///
+/// Epic asks apps to stay under ≤ 1 % of the customer's operational database at peak and ≤ 5 %
+/// off-peak. `peak_rate` and `off_peak_rate` replace `rate_limit` inside and outside the window
+/// (unset = `rate_limit`; 0 = unlimited; `rate_burst` applies to both). The budget counts every
+/// HTTP attempt (retries included) from the start of a run, resetting at local midnight; it is
+/// not carried from one run to the next. A run that reaches it stops with an error saying so and
+/// is resumable: the next run continues where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Peak window `HH:MM-HH:MM` in the host's local time; an end before the start runs over
+    /// midnight (`22:00-06:00`).
+    pub peak: Option<String>,
+    /// Requests per second inside `peak` (replaces `rate_limit` there; 0 = unlimited).
+    pub peak_rate: Option<f64>,
+    /// Requests per second outside `peak` (replaces `rate_limit` there; 0 = unlimited).
+    pub off_peak_rate: Option<f64>,
+    /// HTTP requests allowed per calendar day (local time), counted per run; unset = no budget.
+    pub daily_request_budget: Option<u64>,
+}
+
+impl ScheduleConfig {
+    /// Checks values; errors name the key and the expected form.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(p) = &self.peak {
+            p.parse::<Window>().map_err(|e| invalid("schedule.peak", e.to_string()))?;
+        } else if self.peak_rate.is_some() || self.off_peak_rate.is_some() {
+            return Err(invalid(
+                "schedule.peak",
+                "peak_rate / off_peak_rate need a window: set peak = \"HH:MM-HH:MM\", e.g. \"07:00-19:00\"",
+            ));
+        }
+        for (key, rate) in
+            [("schedule.peak_rate", self.peak_rate), ("schedule.off_peak_rate", self.off_peak_rate)]
+        {
+            if let Some(r) = rate
+                && (!r.is_finite() || r < 0.0)
+            {
+                return Err(invalid(key, "must be ≥ 0 requests per second (0 = unlimited)"));
+            }
+        }
+        if self.daily_request_budget == Some(0) {
+            return Err(invalid(
+                "schedule.daily_request_budget",
+                "must be at least 1 (leave it unset for no budget)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The client's schedule (an unparsable window, refused by [`Self::validate`], is ignored).
+    pub fn policy(&self) -> SchedulePolicy {
+        SchedulePolicy {
+            peak: self.peak.as_deref().and_then(|p| p.parse().ok()),
+            peak_rate: self.peak_rate,
+            off_peak_rate: self.off_peak_rate,
+            daily_request_budget: self.daily_request_budget,
         }
     }
 }
@@ -495,8 +625,10 @@ pub struct ExtractConfig {
     /// book a gap when it counts more or fewer resources than were read. Off by default (one
     /// more request per scope); never on Epic, whose `Bundle.total` counts a page's entries.
     pub verify_counts: bool,
-    /// Retry bounds.
+    /// Retry bounds and outage policy.
     pub retry: RetryConfig,
+    /// Peak window, per-period rates and daily request budget.
+    pub schedule: ScheduleConfig,
     /// Bulk settings.
     pub bulk: BulkConfig,
 }
@@ -524,6 +656,7 @@ impl Default for ExtractConfig {
             max_session_restarts: DEFAULT_MAX_SESSION_RESTARTS,
             verify_counts: false,
             retry: RetryConfig::default(),
+            schedule: ScheduleConfig::default(),
             bulk: BulkConfig::default(),
         }
     }
@@ -560,6 +693,20 @@ impl ExtractConfig {
         if self.retry.retry_after_floor_secs > self.retry.retry_after_ceiling_secs {
             return Err(invalid("retry.retry_after_floor_secs", "must not exceed retry_after_ceiling_secs"));
         }
+        let ratio = self.retry.outage_failure_ratio;
+        if !ratio.is_finite() || ratio <= 0.0 || ratio > 1.0 {
+            return Err(invalid(
+                "retry.outage_failure_ratio",
+                "must be a share above 0 and at most 1, e.g. 0.5",
+            ));
+        }
+        if self.retry.outage_window == 0 {
+            return Err(invalid("retry.outage_window", "must be at least 1 request"));
+        }
+        if self.retry.outage_consecutive_failures == 0 {
+            return Err(invalid("retry.outage_consecutive_failures", "must be at least 1"));
+        }
+        self.schedule.validate()?;
         if self.bulk.download_concurrency == 0 {
             return Err(invalid("bulk.download_concurrency", "must be at least 1"));
         }
@@ -617,6 +764,8 @@ impl ExtractConfig {
                 retry_after_floor: Duration::from_secs(self.retry.retry_after_floor_secs),
                 retry_after_ceiling: Duration::from_secs(self.retry.retry_after_ceiling_secs),
             },
+            outage: self.retry.outage_policy(),
+            schedule: self.schedule.policy(),
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             epic_client_id: connection.client_id.clone(),
             https_proxy: connection.https_proxy.clone(),
@@ -749,5 +898,65 @@ mod tests {
         assert_eq!(x.retry.max_retries, 2);
         assert!(x.client_config(&conn()).rate_limit.is_none());
         x.validate(&conn()).unwrap();
+    }
+
+    /// [extract.retry] outage keys and [extract.schedule] parse into the client settings.
+    #[test]
+    fn outage_and_schedule_tables_build_the_client_config() {
+        let x = ExtractConfig::from_toml(
+            r#"
+            [retry]
+            max_outage_secs = 120
+            outage_consecutive_failures = 4
+            first_probe_ms = 500
+            max_probe_interval_secs = 10
+            [schedule]
+            peak = "07:00-19:00"
+            peak_rate = 2.0
+            off_peak_rate = 10
+            daily_request_budget = 50000
+            "#,
+        )
+        .unwrap();
+        let mut c = conn();
+        c.patient_list_identifier = Some("systemlist|6442".into());
+        x.validate(&c).unwrap();
+        let cc = x.client_config(&c);
+        let o = cc.outage.unwrap();
+        assert_eq!(o.max_outage, Duration::from_secs(120));
+        assert_eq!(o.consecutive_failures, 4);
+        assert_eq!(o.first_probe, Duration::from_millis(500));
+        assert_eq!(o.max_probe_interval, Duration::from_secs(10));
+        assert_eq!(o.window, outage::DEFAULT_WINDOW);
+        assert_eq!(cc.schedule.peak.unwrap().to_string(), "07:00-19:00");
+        assert_eq!(cc.schedule.peak_rate, Some(2.0));
+        assert_eq!(cc.schedule.off_peak_rate, Some(10.0));
+        assert_eq!(cc.schedule.daily_request_budget, Some(50000));
+        // Defaults: outage policy on (900 s), no schedule; 0 switches the policy off.
+        let d = ExtractConfig::default().client_config(&c);
+        assert_eq!(d.outage.unwrap().max_outage, Duration::from_secs(900));
+        assert_eq!(d.schedule, SchedulePolicy::default());
+        let off = ExtractConfig::from_toml("[retry]\nmax_outage_secs = 0").unwrap();
+        assert!(off.client_config(&c).outage.is_none());
+    }
+
+    /// Bad schedule and outage values are refused with the key and the expected form.
+    #[test]
+    fn bad_schedule_and_outage_values_are_named() {
+        let mut c = conn();
+        c.patient_list_identifier = Some("systemlist|6442".into());
+        let err = |toml: &str| ExtractConfig::from_toml(toml).unwrap().validate(&c).unwrap_err().to_string();
+        let e = err("[schedule]\npeak = \"7h-19h\"");
+        assert!(e.contains("extract.schedule.peak") && e.contains("HH:MM-HH:MM"), "{e}");
+        let e = err("[schedule]\npeak_rate = 2.0");
+        assert!(e.contains("extract.schedule.peak") && e.contains("need a window"), "{e}");
+        let e = err("[schedule]\npeak = \"07:00-19:00\"\noff_peak_rate = -1");
+        assert!(e.contains("off_peak_rate"), "{e}");
+        let e = err("[schedule]\ndaily_request_budget = 0");
+        assert!(e.contains("daily_request_budget"), "{e}");
+        let e = err("[retry]\noutage_failure_ratio = 1.5");
+        assert!(e.contains("outage_failure_ratio"), "{e}");
+        let e = ExtractConfig::from_toml("[schedule]\npeak_hours = \"07:00-19:00\"").unwrap_err().to_string();
+        assert!(e.contains("peak_hours"), "unknown key named: {e}");
     }
 }

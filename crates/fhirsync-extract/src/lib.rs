@@ -47,7 +47,8 @@ use tokio::sync::mpsc::Sender;
 use tracing::info;
 
 pub use config::{
-    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ServerKind,
+    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ScheduleConfig,
+    ServerKind,
 };
 pub use error::{Error, Result};
 pub use plan::{Plan, PlannedDataset};
@@ -173,13 +174,7 @@ impl Extraction {
             }
         }
         let after = self.client.stats();
-        report.http = fhirsync_fhir::ClientStats {
-            requests: after.requests - before.requests,
-            retries: after.retries - before.retries,
-            throttled: after.throttled - before.throttled,
-            token_refreshes: after.token_refreshes - before.token_refreshes,
-            busy_micros: after.busy_micros - before.busy_micros,
-        };
+        report.http = after.since(&before);
         report.duration_ms = started.elapsed().as_millis() as u64;
         // Datasets not read to their end in this run keep what the last committed run saw.
         if let Some(previous) = &self.baseline {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fhirsync_auth::TokenProvider;
@@ -16,11 +16,13 @@ use url::Url;
 
 use crate::bundle::{BundleError, SearchPage, parse_search_page};
 use crate::error::{Error, Result};
+use crate::outage::{Breaker, OutagePolicy, Signal, Ticket};
 use crate::outcome::{Outcome, parse_outcome};
 use crate::politeness::{AdaptiveLimiter, ConcurrencyConfig, Permit, RateLimiter};
 use crate::record::{Exchange, Recorder};
 use crate::redact_url;
-use crate::retry::{Decision, RetryPolicy, RetryReason, transport_reason};
+use crate::retry::{Decision, RetryPolicy, RetryReason, retry_after, transport_reason};
+use crate::schedule::{Budget, Period, SchedulePolicy};
 
 /// The media type sent in every `Accept` header (Epic answers XML without it).
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -58,8 +60,13 @@ pub struct ClientConfig {
     pub concurrency: ConcurrencyConfig,
     /// Rate limit; `None` = unlimited (tests, benchmarks).
     pub rate_limit: Option<RateLimit>,
-    /// Retry bounds.
+    /// Retry bounds (per request).
     pub retry: RetryPolicy,
+    /// Run-level outage breaker above the per-request retries; `None` = off (each request
+    /// gives up after its own retries).
+    pub outage: Option<OutagePolicy>,
+    /// Peak window, per-period rates (replacing `rate_limit`) and daily request budget.
+    pub schedule: SchedulePolicy,
     /// Timeout of one request.
     pub request_timeout: Duration,
     /// Connect timeout.
@@ -80,6 +87,8 @@ impl Default for ClientConfig {
             concurrency: ConcurrencyConfig::default(),
             rate_limit: Some(RateLimit::default()),
             retry: RetryPolicy::default(),
+            outage: Some(OutagePolicy::default()),
+            schedule: SchedulePolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             epic_client_id: None,
@@ -114,6 +123,30 @@ pub struct ClientStats {
     /// Sum of the durations of all attempts (send to body read), microseconds. Divided by the
     /// wall time it is the mean number of requests in flight (Little's law).
     pub busy_micros: u64,
+    /// Times the server was considered unavailable (the outage breaker opened).
+    pub outages: u64,
+    /// Seconds the server was unavailable in total (a current outage included).
+    pub outage_secs: u64,
+    /// Seconds the current outage has lasted; 0 while the server is available. Progress shows
+    /// "server unavailable, waiting (3 m 10 s)" while it is non-zero.
+    pub unavailable_secs: u64,
+}
+
+impl ClientStats {
+    /// The counters accumulated since `before` (an earlier snapshot of the same client); the
+    /// current outage figure is kept as is.
+    pub fn since(&self, before: &ClientStats) -> ClientStats {
+        ClientStats {
+            requests: self.requests.saturating_sub(before.requests),
+            retries: self.retries.saturating_sub(before.retries),
+            throttled: self.throttled.saturating_sub(before.throttled),
+            token_refreshes: self.token_refreshes.saturating_sub(before.token_refreshes),
+            busy_micros: self.busy_micros.saturating_sub(before.busy_micros),
+            outages: self.outages.saturating_sub(before.outages),
+            outage_secs: self.outage_secs.saturating_sub(before.outage_secs),
+            unavailable_secs: self.unavailable_secs,
+        }
+    }
 }
 
 /// One HTTP request to send through the client.
@@ -199,10 +232,42 @@ struct Inner {
     tokens: Arc<dyn TokenProvider>,
     config: ClientConfig,
     rate: Option<RateLimiter>,
+    rate_peak: Option<RateLimiter>,
+    rate_off_peak: Option<RateLimiter>,
+    budget: Option<Budget>,
+    breaker: Option<Breaker>,
     limiter: Arc<AdaptiveLimiter>,
     stats: Stats,
     /// Set once by [`FhirClient::record_to`]; unset (one atomic load per answer) otherwise.
     recorder: OnceLock<Arc<Recorder>>,
+}
+
+impl Inner {
+    /// The token bucket of the current period (local time).
+    fn rate_now(&self) -> Option<&RateLimiter> {
+        match self.config.schedule.period(chrono::Local::now().time()) {
+            Period::Always => self.rate.as_ref(),
+            Period::Peak => self.rate_peak.as_ref(),
+            Period::OffPeak => self.rate_off_peak.as_ref(),
+        }
+    }
+
+    /// Waits for the breaker (`None` when it is off).
+    async fn enter(&self) -> Result<Option<Ticket<'_>>> {
+        let Some(b) = &self.breaker else { return Ok(None) };
+        b.enter().await.map(Some).map_err(|down_for| Error::ServerUnavailable {
+            down_for,
+            max_outage_secs: self.config.outage.as_ref().map_or(0, |p| p.max_outage.as_secs()),
+        })
+    }
+
+    /// Reports an attempt; true = the server is unavailable, go back to the gate.
+    fn record(&self, ticket: Option<Ticket<'_>>, signal: Signal) -> bool {
+        match (&self.breaker, ticket) {
+            (Some(b), Some(t)) => b.record(t, signal),
+            _ => false,
+        }
+    }
 }
 
 enum Received {
@@ -240,14 +305,28 @@ impl FhirClient {
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(Error::Build)?;
-        let rate = config.rate_limit.map(|r| RateLimiter::new(r.per_second, r.burst));
+        let base = config.rate_limit.map(|r| RateLimiter::new(r.per_second, r.burst));
+        let burst = config.rate_limit.map_or(crate::client::DEFAULT_RATE_BURST, |r| r.burst);
+        let period_rate = |rate: Option<f64>| match rate {
+            None => config.rate_limit.map(|r| RateLimiter::new(r.per_second, r.burst)),
+            Some(r) if r > 0.0 => Some(RateLimiter::new(r, burst)),
+            Some(_) => None,
+        };
+        let rate_peak = period_rate(config.schedule.peak_rate);
+        let rate_off_peak = period_rate(config.schedule.off_peak_rate);
+        let budget = config.schedule.daily_request_budget.map(Budget::new);
+        let breaker = config.outage.clone().map(Breaker::new);
         let limiter = AdaptiveLimiter::new(config.concurrency.clone());
         Ok(FhirClient {
             inner: Arc::new(Inner {
                 http,
                 tokens,
                 config,
-                rate,
+                rate: base,
+                rate_peak,
+                rate_off_peak,
+                budget,
+                breaker,
                 limiter,
                 stats: Stats::default(),
                 recorder: OnceLock::new(),
@@ -258,12 +337,16 @@ impl FhirClient {
     /// Counters so far.
     pub fn stats(&self) -> ClientStats {
         let s = &self.inner.stats;
+        let figures = self.inner.breaker.as_ref().map_or((0, Duration::ZERO, None), |b| b.figures());
         ClientStats {
             requests: s.requests.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             throttled: s.throttled.load(Ordering::Relaxed),
             token_refreshes: s.token_refreshes.load(Ordering::Relaxed),
             busy_micros: s.busy_micros.load(Ordering::Relaxed),
+            outages: figures.0,
+            outage_secs: figures.1.as_secs(),
+            unavailable_secs: figures.2.map_or(0, |d| d.as_secs().max(1)),
         }
     }
 
@@ -277,6 +360,11 @@ impl FhirClient {
     /// The recorder set by [`FhirClient::record_to`], if any.
     pub fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.inner.recorder.get()
+    }
+
+    /// How long the server has been unavailable, while the outage breaker is open.
+    pub fn unavailable_for(&self) -> Option<Duration> {
+        self.inner.breaker.as_ref().and_then(|b| b.figures().2)
     }
 
     /// The current (adaptive) concurrency limit.
@@ -373,14 +461,32 @@ impl FhirClient {
         warn!(url = %redact_url(url), %reason, delay_ms = delay.as_millis() as u64, "Retrying request.");
     }
 
+    /// A failed attempt during an outage: it will be re-sent after the outage (a retry that
+    /// does not spend the request's own retries).
+    fn note_held(&self, url: &Url, reason: RetryReason) {
+        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        debug!(url = %redact_url(url), %reason, "Server unavailable; request waits for the outage to end.");
+    }
+
     async fn run(&self, req: &Request, stream: bool) -> Result<Received> {
         let inner = &self.inner;
         let policy = &inner.config.retry;
+        let is_post = req.method == Method::POST;
         let mut attempt: u32 = 0;
         let mut refreshed = false;
+        // Successes the breaker had counted at this request's first attempt.
+        let mut successes_at_start: Option<u64> = None;
         loop {
             let last: RetryReason;
-            if let Some(rate) = &inner.rate {
+            let ticket = inner.enter().await?;
+            let successes_before = ticket.as_ref().map(|t| t.successes_before);
+            let start_mark = *successes_at_start.get_or_insert(successes_before.unwrap_or_default());
+            if let Some(budget) = &inner.budget {
+                budget
+                    .take(chrono::Local::now().date_naive())
+                    .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day })?;
+            }
+            if let Some(rate) = inner.rate_now() {
                 rate.acquire().await;
             }
             let permit = inner.limiter.acquire().await;
@@ -389,18 +495,20 @@ impl FhirClient {
             let started = Instant::now();
             let sent = self.send(req, &token).await;
             let latency = started.elapsed();
-            let (decision, outcomes) = match sent {
+            let (decision, outcomes, held) = match sent {
                 Err(e) => match transport_reason(&e) {
                     Some(reason) => {
                         last = reason;
                         if reason.is_congestion() {
                             inner.limiter.on_congestion();
                         }
-                        (policy.classify_transport(reason, attempt), Vec::new())
+                        let held = inner.record(ticket, Signal::Unreachable);
+                        (policy.classify_transport(reason, attempt), Vec::new(), held)
                     }
                     None => return Err(Error::Transport { url: redact_url(&req.url), source: e }),
                 },
                 Ok(resp) if resp.status().is_success() => {
+                    inner.record(ticket, Signal::Up);
                     if stream {
                         inner.limiter.on_success(latency);
                         return Ok(Received::Streaming(StreamingResponse {
@@ -421,13 +529,15 @@ impl FhirClient {
                             inner.limiter.on_success(latency);
                             debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
                             // After the timings: writing the file is not the server's latency.
-                            self.record(req, status, &headers, &body, &token).await;
+                            self.record_answer(req, status, &headers, &body, &token).await;
                             return Ok(Received::Full(Response { url, status, headers, body }));
                         }
                         Err(e) => {
+                            // The headers came, so the server is up: a cut body is the
+                            // request's own retry, not an outage signal.
                             let reason = transport_reason(&e).unwrap_or(RetryReason::TruncatedBody);
                             last = reason;
-                            (policy.classify_transport(reason, attempt), Vec::new())
+                            (policy.classify_transport(reason, attempt), Vec::new(), false)
                         }
                     }
                 }
@@ -435,25 +545,55 @@ impl FhirClient {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await.unwrap_or_default();
-                    self.record(req, status, &headers, &body, &token).await;
+                    self.record_answer(req, status, &headers, &body, &token).await;
                     if status == StatusCode::NOT_FOUND && is_html(&headers, &body) {
+                        inner.record(ticket, Signal::Up);
                         return Err(Error::UnknownResourceType { url: redact_url(&req.url) });
                     }
                     let outcomes = parse_outcome(&String::from_utf8_lossy(&body));
-                    last = if matches!(status.as_u16(), 429 | 503) {
+                    let throttled = matches!(status.as_u16(), 429 | 503);
+                    last = if throttled {
                         RetryReason::Throttled(status.as_u16())
                     } else {
                         RetryReason::ServerError(status.as_u16())
                     };
-                    if matches!(status.as_u16(), 429 | 503) {
+                    if throttled {
                         inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
                         inner.limiter.on_congestion();
                     }
-                    let decision = if is_cooldown(&outcomes) {
+                    let cooldown = is_cooldown(&outcomes);
+                    let held = if cooldown || status == StatusCode::UNAUTHORIZED {
+                        // Neither says anything about the server's health.
+                        false
+                    } else if is_transient_status(status) {
+                        let asked = throttled
+                            .then(|| retry_after(&headers, SystemTime::now()))
+                            .flatten()
+                            .map(|d| policy.clamp_retry_after(d));
+                        inner.record(ticket, Signal::Down { retry_after: asked })
+                    } else {
+                        inner.record(ticket, Signal::Up)
+                    };
+                    if held && !is_post {
+                        // The server is unavailable: wait at the gate with this request's
+                        // retries intact.
+                        self.note_held(&req.url, last);
+                        continue;
+                    }
+                    let decision = if cooldown {
                         Decision::Fail
                     } else {
                         policy.classify_status(status, &headers, attempt, refreshed)
                     };
+                    if decision == Decision::Fail
+                        && !cooldown
+                        && !is_post
+                        && is_transient_status(status)
+                        && self.hold_on_exhaustion(&req.url, start_mark).await
+                    {
+                        self.note_held(&req.url, last);
+                        continue;
+                    }
                     match decision {
                         Decision::RefreshToken => {
                             inner.tokens.invalidate(&token);
@@ -472,13 +612,17 @@ impl FhirClient {
                                 outcomes,
                             });
                         }
-                        d => (d, outcomes),
+                        d => (d, outcomes, false),
                     }
                 }
             };
             drop(permit);
+            if held && !is_post {
+                self.note_held(&req.url, last);
+                continue;
+            }
             let decision = match decision {
-                Decision::Retry { .. } if req.method == Method::POST => Decision::Fail,
+                Decision::Retry { .. } if is_post => Decision::Fail,
                 d => d,
             };
             match decision {
@@ -486,6 +630,9 @@ impl FhirClient {
                     self.note_retry(&req.url, reason, delay);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
+                }
+                _ if !is_post && self.hold_on_exhaustion(&req.url, start_mark).await => {
+                    self.note_held(&req.url, last);
                 }
                 _ => {
                     return Err(Error::RetriesExhausted {
@@ -500,7 +647,7 @@ impl FhirClient {
     }
 
     /// Hands one full answer to the recorder, when recording is on (`--record`).
-    async fn record(
+    async fn record_answer(
         &self,
         req: &Request,
         status: StatusCode,
@@ -512,6 +659,38 @@ impl FhirClient {
             let exchange = Exchange { method: &req.method, url: &req.url, status, headers, body };
             recorder.record(exchange, token).await;
         }
+    }
+
+    /// A request is about to give up on a transient failure: true when it should wait for the
+    /// server instead. That is the case while the breaker is open, or when no attempt succeeded
+    /// since the request began and a second opinion agrees: `GET {base}/metadata` (base = the
+    /// request's path without its last segment) fails too. When that answers, the failure is
+    /// this request's own (e.g. one search that always fails) and it gives up as before.
+    async fn hold_on_exhaustion(&self, url: &Url, successes_at_start: u64) -> bool {
+        let Some(b) = &self.inner.breaker else { return false };
+        if b.is_open() {
+            return true;
+        }
+        if !b.suspects(successes_at_start) {
+            return false;
+        }
+        let mut probe = url.clone();
+        probe.set_query(None);
+        probe.set_fragment(None);
+        if let Ok(mut segments) = probe.path_segments_mut() {
+            segments.pop().push("metadata");
+        }
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let answered = match self.inner.http.get(probe.clone()).header(ACCEPT, FHIR_JSON).send().await {
+            Ok(r) => !(r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS),
+            Err(_) => false,
+        };
+        if answered {
+            debug!(url = %redact_url(url), "The server answers metadata; this request's failure is its own.");
+            return false;
+        }
+        b.open_now();
+        true
     }
 
     async fn send(&self, req: &Request, token: &SecretString) -> reqwest::Result<reqwest::Response> {

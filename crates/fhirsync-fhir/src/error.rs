@@ -81,6 +81,30 @@ pub enum Error {
         /// OperationOutcome issues of the last response, if any.
         outcomes: Vec<Outcome>,
     },
+    /// The server stayed unavailable (the outage breaker stayed open) longer than allowed.
+    #[error(
+        "the FHIR server was unavailable for {} (5xx, 429, timeouts or resets on every probe), longer than \
+         extract.retry.max_outage_secs = {max_outage_secs}; nothing is lost and the run is resumable: rerun \
+         when the server is back to continue where it stopped",
+        crate::outage::human(*.down_for)
+    )]
+    ServerUnavailable {
+        /// How long the server had been unavailable.
+        down_for: std::time::Duration,
+        /// The configured limit, seconds.
+        max_outage_secs: u64,
+    },
+    /// The daily request budget is spent.
+    #[error(
+        "daily request budget of {limit} requests reached for {day} (extract.schedule.daily_request_budget); \
+         the run stops here and is resumable: rerun (e.g. the next day) to continue where it stopped"
+    )]
+    BudgetExhausted {
+        /// The budget.
+        limit: u64,
+        /// The calendar day (local time).
+        day: chrono::NaiveDate,
+    },
     /// A transport failure that is not transient (e.g. invalid TLS certificate).
     #[error("{url}: request failed: {source}")]
     Transport {
@@ -147,7 +171,15 @@ impl Error {
                 | Error::CaBundleRead { .. }
                 | Error::CaBundleParse { .. }
                 | Error::Proxy { .. }
+                | Error::ServerUnavailable { .. }
+                | Error::BudgetExhausted { .. }
         )
+    }
+
+    /// True when the run stopped on a limit (outage, budget) rather than a fault: everything
+    /// fetched is kept and the next run resumes.
+    pub fn is_resumable_stop(&self) -> bool {
+        matches!(self, Error::ServerUnavailable { .. } | Error::BudgetExhausted { .. })
     }
 }
 

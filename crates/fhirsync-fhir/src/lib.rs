@@ -2,7 +2,8 @@
 //!
 //! - [`FhirClient`]: bearer auth from a [`fhirsync_auth::TokenProvider`] (401 → invalidate and
 //!   retry once), `Accept: application/fhir+json` on every request, a global rate limit and an
-//!   adaptive concurrency limit ([`politeness`]), explicit retry classification ([`retry`]).
+//!   adaptive concurrency limit ([`politeness`]), explicit retry classification ([`retry`]), a run-level outage breaker above the retries
+//!   ([`outage`]), and Epic's budgets: peak/off-peak rates and a daily request budget ([`schedule`]).
 //! - [`bundle`]: searchset pages with each resource kept as its exact JSON bytes; outcome entries
 //!   returned separately; paging only by `next` links.
 //! - [`outcome`]: OperationOutcome issues with Epic's codes (4101, 59204, 4113, ...).
@@ -11,20 +12,24 @@
 pub mod bundle;
 pub mod client;
 pub mod error;
+pub mod outage;
 pub mod outcome;
 pub mod politeness;
 pub mod record;
 pub mod retry;
+pub mod schedule;
 
 pub use bundle::SearchPage;
 pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
 pub use error::{Error, Result};
+pub use outage::OutagePolicy;
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
 pub use record::{RecordError, Recorder};
 pub use retry::{Decision, RetryPolicy, RetryReason};
+pub use schedule::{SchedulePolicy, Window};
 
 use url::Url;
 

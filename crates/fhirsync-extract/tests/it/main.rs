@@ -2,5 +2,6 @@
 //! outcomes and faults) and against the in-process simulator.
 
 mod crawl;
+mod outage;
 mod sim;
 mod stub;

@@ -47,7 +47,8 @@ pub async fn raw_server(answers: Vec<&'static str>) -> (Url, Arc<AtomicUsize>) {
     (Url::parse(&format!("http://{addr}/api/FHIR/R4")).unwrap(), count)
 }
 
-/// Fast retry settings for tests.
+/// Fast retry settings for tests; the outage breaker is off, so each request gives up after its
+/// own retries (see `outage.rs` for the breaker's tests).
 pub fn fast_config(max: usize) -> ClientConfig {
     ClientConfig {
         concurrency: ConcurrencyConfig { max, min: 1, adaptive: false, ..ConcurrencyConfig::default() },
@@ -59,6 +60,7 @@ pub fn fast_config(max: usize) -> ClientConfig {
             retry_after_floor: Duration::from_millis(1),
             retry_after_ceiling: Duration::from_secs(5),
         },
+        outage: None,
         ..ClientConfig::default()
     }
 }

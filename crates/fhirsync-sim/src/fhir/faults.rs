@@ -5,13 +5,15 @@
 //! seconds or as an HTTP-date), a 5xx, or a response whose body is cut off mid-stream (the
 //! connection is aborted after part of the body). Creates have their own switches: fail before
 //! storing (`fail_next_creates`), store then cut the answer (`drop_next_creates`), store then
-//! hold the answer back (`delay_next_creates`). Token expiry lives in `OAuthState`
+//! hold the answer back (`delay_next_creates`). Outages last a time rather than a count:
+//! `fail_for` (every request answered with a 5xx, e.g. a maintenance window) and `throttle_for`
+//! (a 429 storm, with or without `Retry-After`). Token expiry lives in `OAuthState`
 //! (`expire_all_tokens`), session expiry in `FhirState::expire_sessions`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -49,8 +51,8 @@ pub struct RequestRecord {
 pub(crate) enum Decision {
     /// Answer normally.
     Pass,
-    /// 429 Too Many Requests.
-    Throttle(RetryAfter),
+    /// 429 Too Many Requests, with `Retry-After` unless `None`.
+    Throttle(Option<RetryAfter>),
     /// A 5xx.
     Fail(u16),
     /// Answer, but abort the connection half-way through the body.
@@ -77,9 +79,17 @@ pub struct Faults {
     delay_next_creates: AtomicU64,
     create_delay_ms: AtomicU64,
     duplicate_next_creates: AtomicU64,
+    storm: Mutex<Option<(Instant, Storm)>>,
     total: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
     log: Mutex<VecDeque<RequestRecord>>,
+}
+
+/// A timed outage (see [`Faults::fail_for`], [`Faults::throttle_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storm {
+    Fail(u16),
+    Throttle(Option<RetryAfter>),
 }
 
 /// Decrements `counter` if positive; true when it was.
@@ -125,6 +135,18 @@ impl Faults {
         self.fail_next.store(k, Ordering::SeqCst);
     }
 
+    /// Answers every FHIR request with `status` (a 5xx, e.g. 503) for `duration` from now, like
+    /// a server in a maintenance window; then requests pass again.
+    pub fn fail_for(&self, duration: Duration, status: u16) {
+        *self.storm.lock().unwrap() = Some((Instant::now() + duration, Storm::Fail(status)));
+    }
+
+    /// Answers every FHIR request with 429 for `duration` from now (a throttling storm), with
+    /// `Retry-After` in the given form, or without the header when `None`.
+    pub fn throttle_for(&self, duration: Duration, retry_after: Option<RetryAfter>) {
+        *self.storm.lock().unwrap() = Some((Instant::now() + duration, Storm::Throttle(retry_after)));
+    }
+
     /// Cuts the body of the next `k` FHIR answers half-way and aborts the connection.
     pub fn drop_next(&self, k: u64) {
         self.drop_next.store(k, Ordering::SeqCst);
@@ -167,6 +189,7 @@ impl Faults {
         self.drop_next_creates.store(0, Ordering::SeqCst);
         self.delay_next_creates.store(0, Ordering::SeqCst);
         self.duplicate_next_creates.store(0, Ordering::SeqCst);
+        *self.storm.lock().unwrap() = None;
     }
 
     /// Number of FHIR requests received.
@@ -207,14 +230,27 @@ impl Faults {
             }
             log.push_back(RequestRecord { method: method.to_string(), uri: uri.to_string() });
         }
+        {
+            let mut storm = self.storm.lock().unwrap();
+            match *storm {
+                Some((until, kind)) if Instant::now() < until => {
+                    return match kind {
+                        Storm::Fail(status) => Decision::Fail(status),
+                        Storm::Throttle(r) => Decision::Throttle(r),
+                    };
+                }
+                Some(_) => *storm = None,
+                None => {}
+            }
+        }
         let every = self.throttle_every.load(Ordering::SeqCst);
         if take(&self.throttle_next) || (every > 0 && n.is_multiple_of(every)) {
             let secs = self.retry_after_secs.load(Ordering::SeqCst);
-            return Decision::Throttle(if self.retry_after_date.load(Ordering::SeqCst) {
+            return Decision::Throttle(Some(if self.retry_after_date.load(Ordering::SeqCst) {
                 RetryAfter::HttpDate(secs)
             } else {
                 RetryAfter::Seconds(secs)
-            });
+            }));
         }
         let is_create = method == "POST" && !path.ends_with("/_search");
         if is_create && take(&self.fail_next_creates) {
@@ -239,13 +275,14 @@ impl Faults {
     }
 }
 
-/// The 429 answer.
-pub(crate) fn throttled(retry_after: RetryAfter) -> Response {
-    let value = match retry_after {
-        RetryAfter::Seconds(s) => s.to_string(),
-        RetryAfter::HttpDate(s) => httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(s)),
-    };
+/// The 429 answer (without `Retry-After` when `retry_after` is `None`).
+pub(crate) fn throttled(retry_after: Option<RetryAfter>) -> Response {
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+    let value = match retry_after {
+        None => return resp,
+        Some(RetryAfter::Seconds(s)) => s.to_string(),
+        Some(RetryAfter::HttpDate(s)) => httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(s)),
+    };
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -312,5 +349,21 @@ mod tests {
         faults.delay_next_creates(3, Duration::from_secs(1));
         faults.clear();
         assert_eq!(faults.admit("POST", base, base), Decision::Pass, "clear switches them off");
+    }
+
+    /// A timed outage answers every request until it ends, then requests pass; clear ends it.
+    #[test]
+    fn timed_outages_end_on_time() {
+        let faults = Faults::default();
+        let base = "/api/FHIR/R4/Patient";
+        faults.fail_for(Duration::from_millis(80), 503);
+        assert_eq!(faults.admit("GET", base, base), Decision::Fail(503));
+        assert_eq!(faults.admit("GET", base, base), Decision::Fail(503));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(faults.admit("GET", base, base), Decision::Pass);
+        faults.throttle_for(Duration::from_secs(60), None);
+        assert_eq!(faults.admit("GET", base, base), Decision::Throttle(None));
+        faults.clear();
+        assert_eq!(faults.admit("GET", base, base), Decision::Pass);
     }
 }
