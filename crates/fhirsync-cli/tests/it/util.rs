@@ -47,12 +47,12 @@ impl Env {
 
     /// [`Env::start`] with the client registration adjusted by `tweak` (e.g. unlicensed datasets).
     pub async fn start_with(patients: usize, tweak: impl FnOnce(&mut ClientRegistration)) -> Env {
-        let sim = Sim::start(SimConfig {
-            fhir: FhirConfig { patients, ..FhirConfig::default() },
-            ..SimConfig::default()
-        })
-        .await
-        .expect("sim starts");
+        Env::start_fhir(FhirConfig { patients, ..FhirConfig::default() }, tweak).await
+    }
+
+    /// [`Env::start_with`] with a whole FHIR-side configuration (e.g. Bulk switches).
+    pub async fn start_fhir(fhir: FhirConfig, tweak: impl FnOnce(&mut ClientRegistration)) -> Env {
+        let sim = Sim::start(SimConfig { fhir, ..SimConfig::default() }).await.expect("sim starts");
         let pem = generate_private_key(KeyType::Rsa(2048)).expect("key");
         let key = SigningKey::from_pem(&pem, "test", None).expect("key loads");
         let mut registration = ClientRegistration {
@@ -71,11 +71,16 @@ impl Env {
 
     /// Writes `fhirsync.toml` for this simulator plus `extra` TOML; returns its path.
     pub fn config(&self, extra: &str) -> PathBuf {
+        self.config_with("", extra)
+    }
+
+    /// [`Env::config`] with `extract` lines added to the `[extract]` table (e.g. `mode = "bulk"`).
+    pub fn config_with(&self, extract: &str, extra: &str) -> PathBuf {
         let path = self.dir.path().join("fhirsync.toml");
         let text = format!(
             "[connection]\nclient_id = \"{CLIENT_ID}\"\nfhir_r4_endpoint = \"{}\"\nfhir_stu3_endpoint = \"{}\"\n\
              private_key = \"{}\"\npatient_list_identifier = \"systemlist|6442\"\n\n\
-             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n\n\
+             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n{extract}\n\
              [sync]\nstate_dir = \"{}\"\n\n\
              [destination]\nkind = \"sqlite\"\npath = \"{}\"\n\n{extra}",
             self.sim.fhir_base(FhirVersion::R4),
