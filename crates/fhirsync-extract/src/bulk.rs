@@ -526,8 +526,9 @@ impl Bulk<'_> {
             error: Vec::new(),
         });
 
-        // Error files: per-type gaps and exclusions.
-        let errors = self.error_outcomes(&manifest).await;
+        // Error files: per-type gaps and exclusions. One that cannot be read hides what it says:
+        // every type is a gap, a retryable one (the next run reads it again).
+        let (errors, unreadable) = self.error_outcomes(&manifest).await;
         if state.expected.is_empty() {
             // The requested types, and any other type the server chose to add (the IG allows
             // referenced resources, e.g. Practitioner): what came is landed, not dropped.
@@ -666,9 +667,9 @@ impl Bulk<'_> {
             code: None,
             detail: match &members {
                 Some(_) => format!(
-                    "the cohort is unknown: {unresolved} of {total} Group members name no Patient id and no Patient file was exported to match them (add Patient to datasets)"
+                    "the cohort is unknown: {unresolved} of {total} Group members name no Patient id and no Patient file landed to match them (add Patient to datasets)"
                 ),
-                None => "the cohort is unknown: the Group is unreadable and no Patient file was exported (add Patient to datasets, or allow Group.Read)".to_string(),
+                None => "the cohort is unknown: the Group is unreadable and no Patient file landed (add Patient to datasets, or allow Group.Read)".to_string(),
             },
         });
         report.patients = cohort.len();
@@ -676,6 +677,11 @@ impl Bulk<'_> {
             true => cohort,
             false => BTreeSet::new(),
         };
+
+        // An unknown cohort holds back deletes. When the Patient file failed and can be retried,
+        // the other types wait for it (they are downloaded again with it); otherwise they are
+        // done with this export.
+        let wait_for_patient = !known && per_type.get("Patient").is_some_and(|t| t.failed.is_some());
 
         // The ledger: one cohort-level scope per type.
         let mut landed_now = BTreeSet::new();
@@ -710,11 +716,11 @@ impl Bulk<'_> {
             let gap = t
                 .failed
                 .clone()
+                .or_else(|| unreadable.clone())
                 .or(server_gap)
                 .or_else(|| GapReason::narrowed(self.baseline, &key, &withheld));
-            // Every file landed, nothing failed on the server: the type is done with this export
-            // (an unknown cohort holds back its deletes, not its data).
-            if gap.is_none() {
+            // Every file landed, nothing failed on the server: the type is done with this export.
+            if gap.is_none() && !wait_for_patient {
                 landed_now.insert(ty.clone());
             }
             let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
@@ -1118,9 +1124,10 @@ impl Bulk<'_> {
         self.tx.send(ExtractEvent::Resources(batch)).await.map_err(|_| Error::ReceiverClosed)
     }
 
-    /// Outcomes of the `error` files (an unreadable file counts as one failure outcome).
-    async fn error_outcomes(&self, manifest: &SavedManifest) -> Vec<Outcome> {
+    /// Outcomes of the `error` files, and the gap an unreadable one makes.
+    async fn error_outcomes(&self, manifest: &SavedManifest) -> (Vec<Outcome>, Option<GapReason>) {
         let mut out = Vec::new();
+        let mut unreadable = None;
         for file in &manifest.error {
             let resp = match Url::parse(&file.url) {
                 Ok(u) => self.client.execute(&Request::get(u)).await.map_err(|e| e.to_string()),
@@ -1128,16 +1135,15 @@ impl Bulk<'_> {
             };
             match resp {
                 Ok(r) => out.extend(String::from_utf8_lossy(&r.body).lines().flat_map(parse_outcome)),
-                Err(e) => out.push(Outcome {
-                    severity: "error".into(),
-                    issue_code: "exception".into(),
-                    epic_code: None,
-                    text: Some(format!("error file {} unreadable: {e}", file.name())),
-                    diagnostics: None,
-                }),
+                Err(e) => {
+                    warn!(file = %file.name(), error = %e, "Bulk error file unreadable; every type is a gap.");
+                    unreadable.get_or_insert_with(|| GapReason::Failed {
+                        error: format!("the export's error file {} is unreadable: {e}", file.name()),
+                    });
+                }
             }
         }
-        out
+        (out, unreadable)
     }
 }
 

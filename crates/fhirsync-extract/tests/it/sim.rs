@@ -515,3 +515,63 @@ async fn bulk_read_only_statement_and_refused_types() {
     let encounters = expected(&sim, &["Encounter"]);
     assert_eq!(report.by_dataset["Encounter"].resources, encounters);
 }
+
+/// With `urn:uuid:` members, a failed Patient file leaves the cohort unknown: every type is a
+/// gap and waits for it (kept pending in the saved export); the next run downloads Patient and
+/// the other types again from the saved manifest and completes them all.
+#[tokio::test]
+async fn bulk_unknown_cohort_waits_for_the_patient_file() {
+    let mut sim_bulk = bulk_sim_config();
+    sim_bulk.urn_uuid_members = true;
+    let sim = start(3, 1000, &[], sim_bulk).await;
+    let fhir = &sim.state().fhir;
+    fhir.bulk_fault(BulkFaultKind::Gone, "Patient-1.ndjson", 1000);
+    let conn = connection(&sim);
+    let mut cfg = bulk_config();
+    cfg.datasets = vec!["Patient".into(), "Encounter".into()];
+    let state = tempfile::tempdir().unwrap();
+    let (_, done, report) = bulk_run(&sim, &conn, &cfg, state.path()).await.unwrap();
+    assert!(done.is_empty(), "{done:?}");
+    assert!(gap_of(&report, "Patient").contains("Patient-1.ndjson"));
+    assert!(gap_of(&report, "Encounter").contains("the cohort is unknown: 3 of 3 Group members"));
+    assert!(report.scope.cohort.is_empty());
+    let saved = fhirsync_extract::bulk::BulkState::load(state.path(), DEFAULT_GROUP_ID).unwrap().unwrap();
+    assert_eq!(saved.pending(), BTreeSet::from(["Encounter".to_string(), "Patient".to_string()]));
+
+    fhir.bulk_fault(BulkFaultKind::Gone, "Patient-1.ndjson", 0);
+    let (_, done, report) = bulk_run(&sim, &conn, &cfg, state.path()).await.unwrap();
+    assert!(report.gaps.is_empty(), "{:?}", report.gaps);
+    assert_eq!(done.len(), 2);
+    assert_eq!(report.patients, 3);
+    assert_eq!(fhir.faults.requests_to("$export"), 1, "no new kick-off");
+}
+
+/// An unreadable error file hides what failed: every type is a gap, but a retryable one; the
+/// next run reads it from the saved manifest, completes the other types, and leaves only the
+/// type the error file names.
+#[tokio::test]
+async fn bulk_unreadable_error_file_is_retried() {
+    let sim = start(3, 1000, &[], bulk_sim_config()).await;
+    let fhir = &sim.state().fhir;
+    fhir.bulk_fault(BulkFaultKind::ExportError, "Condition", 1);
+    fhir.bulk_fault(BulkFaultKind::Gone, "error-1.ndjson", 1000);
+    let conn = connection(&sim);
+    let cfg = bulk_config();
+    let state = tempfile::tempdir().unwrap();
+    let (_, done, report) = bulk_run(&sim, &conn, &cfg, state.path()).await.unwrap();
+    assert!(done.is_empty());
+    assert_eq!(report.gaps.len(), 4);
+    assert!(
+        gap_of(&report, "Patient").contains("error file error-1.ndjson is unreadable"),
+        "{:?}",
+        report.gaps
+    );
+
+    fhir.bulk_fault(BulkFaultKind::Gone, "error-1.ndjson", 0);
+    let (_, done, report) = bulk_run(&sim, &conn, &cfg, state.path()).await.unwrap();
+    assert_eq!(done.len(), 3);
+    assert!(gap_of(&report, "Condition").contains("the server could not export Condition"));
+    assert_eq!(report.gaps.len(), 1);
+    assert_eq!(fhir.faults.requests_to("$export"), 1, "retried from the saved manifest");
+    assert_eq!(bulk_requests(&sim, "DELETE", ""), 0);
+}

@@ -446,6 +446,11 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
     if SystemTime::now() > job.expires {
         return gone("The export's files have expired; start a new export.");
     }
+    let config = &call.st.fhir.config.bulk;
+    let faults = &call.st.fhir.bulk;
+    if faults.take_fault(&config.faults, BulkFaultKind::Gone, name) {
+        return gone("The requested file is no longer available.");
+    }
     if let Some(e) = job.errors.iter().find(|e| e.name == name) {
         let mut body = Vec::new();
         for line in &e.lines {
@@ -457,11 +462,6 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
     let Some(index) = job.files.iter().position(|f| f.name == name) else {
         return wire::not_found(Format::Json);
     };
-    let config = &call.st.fhir.config.bulk;
-    let faults = &call.st.fhir.bulk;
-    if faults.take_fault(&config.faults, BulkFaultKind::Gone, name) {
-        return gone("The requested file is no longer available.");
-    }
     let truncate = faults.take_fault(&config.faults, BulkFaultKind::Truncated, name);
     let accepts_gzip = headers
         .get(header::ACCEPT_ENCODING)

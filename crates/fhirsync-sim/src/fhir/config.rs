@@ -83,8 +83,8 @@ pub enum BulkFaultKind {
     /// manifest's `error[]` carries an OperationOutcome "Failed to export N.Type.ndjson".
     /// `target` is the type; `times` counts kick-offs.
     ExportError,
-    /// Downloads of an output file answer `410 Gone`. `target` is the file name
-    /// (`Condition-1.ndjson`); `times` counts downloads.
+    /// Downloads of an output or error file answer `410 Gone`. `target` is the file name
+    /// (`Condition-1.ndjson`, `error-1.ndjson`); `times` counts downloads.
     Gone,
     /// Downloads of an output file end half-way: plain files stop in the middle of a line, gzip
     /// files stop before the gzip trailer. `target` is the file name; `times` counts downloads.
