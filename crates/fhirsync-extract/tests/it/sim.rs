@@ -575,3 +575,19 @@ async fn bulk_unreadable_error_file_is_retried() {
     assert_eq!(fhir.faults.requests_to("$export"), 1, "retried from the saved manifest");
     assert_eq!(bulk_requests(&sim, "DELETE", ""), 0);
 }
+
+/// Search mode: a Group whose members are `urn:uuid:` references to contained Patients resolves
+/// them by identifier (`Patient?identifier=`), every member found.
+#[tokio::test]
+async fn search_cohort_from_urn_uuid_group() {
+    let sim_bulk = BulkConfig { urn_uuid_members: true, ..BulkConfig::default() };
+    let sim = start(4, 1000, &[], sim_bulk).await;
+    let conn = connection(&sim);
+    let cfg = config(&[]);
+    let cohort = CohortConfig { group: Some(DEFAULT_GROUP_ID.into()), ..CohortConfig::default() };
+    let ids =
+        fhirsync_extract::cohort::resolve(&client(&sim, &conn, &cfg), &conn.endpoints().unwrap(), &cohort)
+            .await
+            .unwrap();
+    assert_eq!(ids, sim.state().fhir.patient_ids());
+}
