@@ -13,10 +13,12 @@
 //! `[connection]` settings (see the README).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use fhirsync_auth::{AuthSettings, load_private_key};
 use fhirsync_extract::{ConnectionConfig, ExtractConfig};
+use fhirsync_fhir::Recorder;
 use fhirsync_land::{DestinationConfig, LandOptions, Method};
 use fhirsync_views::View;
 use serde::Deserialize;
@@ -62,6 +64,9 @@ pub struct SyncConfig {
     /// Folder for resumable state (Bulk status URL) and the lock that keeps two syncs apart.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where `sync --record DIR` writes the run's FHIR answers (a flag, not a file setting).
+    #[serde(skip)]
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 fn default_method() -> Method {
@@ -74,7 +79,7 @@ fn default_state_dir() -> PathBuf {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { method: default_method(), state_dir: default_state_dir() }
+        SyncConfig { method: default_method(), state_dir: default_state_dir(), recorder: None }
     }
 }
 
@@ -88,6 +93,11 @@ pub struct ViewsConfig {
     /// Folder of extra ViewDefinition `*.json` files.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Identifier system of the site's MRN (e.g. `urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14`):
+    /// `view_patient.mrn` takes the identifier of this system first, else the one Epic types
+    /// `EPI`, else one typed `MRN`. Epic's OIDs differ per customer and environment.
+    #[serde(default)]
+    pub mrn_identifier: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -96,14 +106,29 @@ fn default_true() -> bool {
 
 impl Default for ViewsConfig {
     fn default() -> Self {
-        ViewsConfig { defaults: true, dir: None }
+        ViewsConfig { defaults: true, dir: None, mrn_identifier: None }
     }
 }
 
 impl ViewsConfig {
+    /// Settings of the shipped views.
+    fn default_view_settings(&self) -> fhirsync_views::DefaultViewSettings {
+        fhirsync_views::DefaultViewSettings { mrn_identifier: self.mrn_identifier.clone() }
+    }
+
+    /// Checks the settings (a bad `mrn_identifier` is named with the fix).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.default_view_settings().validate().map_err(|e| Failure::config(e.to_string()))
+    }
+
     /// The views to materialise.
     pub fn load(&self) -> anyhow::Result<Vec<View>> {
-        let mut views = if self.defaults { fhirsync_views::default_views() } else { Vec::new() };
+        let mut views = if self.defaults {
+            fhirsync_views::default_views_with(&self.default_view_settings())
+                .map_err(|e| Failure::config(e.to_string()))?
+        } else {
+            Vec::new()
+        };
         if let Some(dir) = &self.dir {
             let extra = fhirsync_views::load_dir(dir)
                 .map_err(|e| Failure::config(format!("views folder {}: {e}", dir.display())))?;
@@ -150,6 +175,7 @@ impl FileConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.connection.validate().map_err(|e| Failure::config(e.to_string()))?;
         self.extract.validate(&self.connection).map_err(|e| Failure::config(e.to_string()))?;
+        self.views.validate()?;
         Ok(())
     }
 
@@ -213,5 +239,34 @@ mod tests {
         assert_eq!(c.destination.kind(), "sqlite");
         assert_eq!(c.sync.method, Method::ReloadAndCompare);
         assert!(c.views.defaults);
+        assert_eq!(c.views.mrn_identifier, None);
+    }
+
+    /// `[views] mrn_identifier` reaches the patient view (configured system first); a value with
+    /// `|value` is refused at validation, naming the setting.
+    #[test]
+    fn views_mrn_identifier() {
+        let c = FileConfig::from_toml(
+            "[views]\nmrn_identifier = \"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        c.views.validate().unwrap();
+        let patient = c.views.load().unwrap().into_iter().find(|v| v.name() == "patient").unwrap();
+        let mrn = patient.columns().iter().position(|col| col.name == "mrn").unwrap();
+        let row = patient
+            .evaluate(&serde_json::json!({"resourceType": "Patient", "id": "p", "identifier": [
+                {"type": {"text": "EPI"}, "system": "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14", "value": "203675"},
+                {"type": {"text": "EPIC"}, "system": "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0", "value": "E1"}]}))
+            .unwrap();
+        assert_eq!(row[0][mrn], "E1");
+        let bad = FileConfig::from_toml(
+            "[views]\nmrn_identifier = \"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14|203675\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        let msg = format!("{:#}", bad.views.validate().unwrap_err());
+        assert!(msg.contains("views.mrn_identifier") && msg.contains("without `|value`"), "{msg}");
+        assert!(FileConfig::from_toml("[views]\nmrn = \"x\"\n", Path::new("f.toml")).is_err());
     }
 }

@@ -46,8 +46,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local simulated Epic on FHIR server.
-    Sandbox(cmd::sandbox::Args),
+    /// Run a local simulated Epic on FHIR server, or replay a recorded one (`--replay DIR`).
+    Sandbox(Box<cmd::sandbox::Args>),
     /// Start the simulator in-process and sync it into ./fhirsync-demo.db (SQLite).
     Demo(cmd::demo::Args),
     /// Sync the configured Epic connection into the configured destination.
@@ -86,7 +86,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FHIRSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Sandbox(args) => cmd::sandbox::run(args, &globals).await,
+            Command::Sandbox(args) => cmd::sandbox::run(*args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
             Command::Sync(args) => cmd::sync::run(args, &globals).await,
             Command::Status(args) => cmd::status::run(args, &globals).await,

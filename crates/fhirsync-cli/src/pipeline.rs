@@ -98,6 +98,11 @@ pub async fn sync(
     let baseline = if method == Method::FullLoad { None } else { exclusion_baseline(config).await? };
     let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)
         .map_err(|e| Failure::config(e.to_string()))?;
+    if let Some(recorder) = &config.sync.recorder
+        && client.record_to(recorder.clone()).is_err()
+    {
+        warn!("The FHIR client already records into another folder; --record is ignored for this run.");
+    }
     let extraction = Extraction::new(client, &config.connection, config.extract.clone())
         .map_err(|e| Failure::config(e.to_string()))?
         .skip(run.completed_scopes.clone())
@@ -250,12 +255,25 @@ pub fn print_summary(outcome: &SyncOutcome) {
         r.http.requests,
         r.http.retries
     );
-    println!(
-        "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
-        m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
-    );
+    match m.method.as_str() {
+        // Reload and full load do not compare: re-read rows are replaced, not classified.
+        "reload-and-compare" => println!(
+            "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
+            m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
+        ),
+        _ => println!(
+            "  landed:    {} re-read and replaced ({} new), {} deleted, {} kept because incomplete; {} view rows",
+            m.staged, m.inserted, m.deleted, m.kept, m.view_rows
+        ),
+    }
     if m.cohort_exits > 0 {
         println!("  cohort:    {} patients left the cohort (flagged, not deleted)", m.cohort_exits);
+    }
+    if !r.datasets_not_offered.is_empty() {
+        println!(
+            "  not offered by the server's statement (not fetched; name them in [extract] datasets to try): {}",
+            r.datasets_not_offered.join(", ")
+        );
     }
     let lines = r.ledger_lines();
     let (gaps, exclusions): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.starts_with("gap: "));

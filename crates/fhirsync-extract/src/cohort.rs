@@ -438,7 +438,12 @@ pub async fn by_identifier(
 ) -> Result<Vec<String>> {
     let ids = by_identifier_quiet(client, endpoints, identifier).await?;
     if ids.is_empty() {
-        warn!("No patient matches a configured identifier.");
+        // The value identifies a patient (an MRN): name the system only.
+        let system = identifier.split_once('|').map_or("(no system)", |(s, _)| s);
+        warn!(
+            %system,
+            "No patient matches the configured identifier of this system (its value is not logged: it identifies a patient); check [extract.cohort] identifiers."
+        );
     }
     Ok(ids)
 }

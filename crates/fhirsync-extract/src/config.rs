@@ -346,6 +346,22 @@ pub enum Mode {
     Bulk,
 }
 
+/// Which search rules the server follows (`[extract] server`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// Epic when the CapabilityStatement's `software.name` or `publisher` says Epic, else
+    /// generic.
+    #[default]
+    Auto,
+    /// Epic's rules: Observation, Condition and CarePlan are searched per category (each is a
+    /// separately licensed API, and Epic requires a category or code).
+    Epic,
+    /// Any other SMART-on-FHIR server: one search per type without category, unless its
+    /// statement documents the category as required.
+    Generic,
+}
+
 /// Which patients to extract (`[extract.cohort]`); sources are combined and de-duplicated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -446,12 +462,16 @@ impl Default for BulkConfig {
 pub struct ExtractConfig {
     /// `search` (per-patient searches) or `bulk` (Group `$export`).
     pub mode: Mode,
+    /// `auto` (default), `epic` or `generic`: whether Epic's per-category search rules apply.
+    pub server: ServerKind,
     /// Datasets to fetch: `Type` or `Type:category` (e.g. `Observation:laboratory`). Empty =
     /// every patient-scoped type the endpoints can search, plus `Patient`.
     pub datasets: Vec<String>,
     /// Which patients.
     pub cohort: CohortConfig,
-    /// Categories searched one by one for category-split types (Epic licenses them separately).
+    /// Categories searched one by one for category-split types on Epic (Epic licenses them
+    /// separately), or on a server whose statement documents `category` as required. Elsewhere a
+    /// type is searched once, without category, so nothing the server holds is left out.
     /// Default: Observation, Condition and CarePlan categories, see the `DEFAULT_*_CATEGORIES`
     /// constants.
     pub categories: BTreeMap<String, Vec<String>>,
@@ -471,6 +491,10 @@ pub struct ExtractConfig {
     pub request_timeout_secs: u64,
     /// Restarts of one search after Epic's 4113 "session expired" before the scope is given up.
     pub max_session_restarts: u32,
+    /// After each complete scope, ask the server for `_summary=count` of the same search and
+    /// book a gap when it counts more or fewer resources than were read. Off by default (one
+    /// more request per scope); never on Epic, whose `Bundle.total` counts a page's entries.
+    pub verify_counts: bool,
     /// Retry bounds.
     pub retry: RetryConfig,
     /// Bulk settings.
@@ -482,6 +506,7 @@ impl Default for ExtractConfig {
         let cats = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         ExtractConfig {
             mode: Mode::Search,
+            server: ServerKind::Auto,
             datasets: Vec::new(),
             cohort: CohortConfig::default(),
             categories: BTreeMap::from([
@@ -497,6 +522,7 @@ impl Default for ExtractConfig {
             rate_burst: DEFAULT_RATE_BURST,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             max_session_restarts: DEFAULT_MAX_SESSION_RESTARTS,
+            verify_counts: false,
             retry: RetryConfig::default(),
             bulk: BulkConfig::default(),
         }

@@ -225,6 +225,9 @@ impl Crawl<'_> {
             let key = format!("{}@{}", r.scope.dataset, r.scope.fhir_version);
             r.gap = GapReason::narrowed(self.baseline, &key, &r.withheld);
         }
+        if r.gap.is_none() && item.verify_count {
+            r.gap = self.verify_count(item, &params, r.resources).await?;
+        }
         if r.gap.is_none() {
             self.tx
                 .send(ExtractEvent::ScopeComplete(r.scope.clone()))
@@ -234,6 +237,39 @@ impl Crawl<'_> {
         debug!(dataset = %dataset_name, resources = r.resources, pages = r.pages, complete = r.gap.is_none(), "Scope finished.");
         self.progress.scope_done(&counters, matches!(r.gap, Some(GapReason::Failed { .. })));
         Ok(r)
+    }
+
+    /// Asks the server how many resources the scope's search has (`_summary=count`); a gap when
+    /// that differs from what was read. A server that cannot count is not a gap (logged).
+    async fn verify_count(
+        &self,
+        item: &PlannedDataset,
+        params: &[(String, String)],
+        read: u64,
+    ) -> Result<Option<GapReason>> {
+        let mut url = join(&item.base, &item.dataset.resource_type)?;
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().filter(|(k, _)| k != "_count"))
+            .append_pair("_summary", "count");
+        let total = match self.client.page(&url).await {
+            Ok(page) => page.total,
+            Err(e) if e.is_fatal_for_run() => return Err(e.into()),
+            Err(e) => {
+                debug!(dataset = %item.dataset, error = %e, "No _summary=count answer; count not verified.");
+                None
+            }
+        };
+        Ok(match total {
+            Some(n) if n != read => Some(GapReason::Incomplete {
+                code: None,
+                detail: format!("the server counts {n} (_summary=count), {read} were read"),
+            }),
+            Some(_) => None,
+            None => {
+                debug!(dataset = %item.dataset, "The server gave no total; count not verified.");
+                None
+            }
+        })
     }
 
     /// Counts a 4113 restart; false (and a gap) once the budget is spent. What the interrupted

@@ -58,7 +58,9 @@ pub enum Error {
     #[error("nothing to extract: {0}")]
     EmptyPlan(String),
     /// A dataset asked for is not available.
-    #[error("dataset `{dataset}` cannot be searched by patient on any configured endpoint ({endpoints})")]
+    #[error(
+        "dataset `{dataset}` cannot be searched by patient on any configured endpoint ({endpoints}): their statements list it without a patient search parameter; remove it from [extract] datasets (its resources are reached by reference)"
+    )]
     UnknownDataset {
         /// The dataset as written.
         dataset: String,

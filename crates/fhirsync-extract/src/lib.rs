@@ -47,7 +47,9 @@ use fhirsync_fhir::FhirClient;
 use tokio::sync::mpsc::Sender;
 use tracing::info;
 
-pub use config::{BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig};
+pub use config::{
+    BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ServerKind,
+};
 pub use error::{Error, Result};
 pub use plan::{Plan, PlannedDataset};
 pub use progress::{Progress, ProgressSnapshot};
@@ -132,6 +134,7 @@ impl Extraction {
             Mode::Search => {
                 let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
                 report.datasets = plan.dataset_names();
+                report.datasets_not_offered = plan.not_offered.clone();
                 let patients = cohort::resolve(&self.client, &self.endpoints, &self.cohort).await?;
                 report.patients = patients.len();
                 report.scope.cohort = patients.iter().cloned().collect();
@@ -181,6 +184,14 @@ impl Extraction {
             busy_micros: after.busy_micros - before.busy_micros,
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
+        // Datasets not read to their end in this run keep what the last committed run saw.
+        if let Some(previous) = &self.baseline {
+            for (dataset, withheld) in previous {
+                report.exclusion_baseline.entry(dataset.clone()).or_insert_with(|| withheld.clone());
+            }
+        }
+        // Scopes finish in any order: a stable order for reports and summaries.
+        report.exclusions.sort_by(|a, b| (&a.dataset, &a.exclusion).cmp(&(&b.dataset, &b.exclusion)));
         info!(
             resources = report.resources,
             complete = report.scopes_complete,

@@ -9,11 +9,17 @@
 //!   endpoint is left out by default (Epic serves the same orders as DSTU2 MedicationOrder and
 //!   R4 MedicationRequest, and STU3 ProcedureRequest is R4 ServiceRequest); naming it in
 //!   `datasets` brings it back;
-//! - types with a `category` search parameter and a configured category list are fanned out into
-//!   one dataset per category (Epic licenses Observation categories separately; STU3 Observation
-//!   even requires a category or code);
+//! - on Epic (the statement's `software.name`/`publisher`, or `[extract] server = "epic"`), types
+//!   with a `category` search parameter and a configured category list are fanned out into one
+//!   dataset per category (Epic licenses Observation categories separately and requires a
+//!   category or code; CarePlan's category is required). On any other server a type is searched
+//!   once without category (so nothing it holds is left out), unless its statement documents the
+//!   category as required;
 //! - the user's `datasets` selection filters the result (`Type` = all its categories,
-//!   `Type:category` = one).
+//!   `Type:category` = one). A named type that no statement lists is still tried (from the newest
+//!   endpoint, by `patient`), and its outcome booked like any other;
+//! - common clinical types that no statement offers are listed in [`Plan::not_offered`], so a
+//!   server that leaves one out is not silent about it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +29,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::config::{Endpoints, ExtractConfig};
+use crate::config::{Endpoints, ExtractConfig, ServerKind};
 use crate::error::{Error, Result};
 
 /// Types never planned by default: `List` is the cohort tool (and needs a `code`).
@@ -44,6 +50,28 @@ fn superseded(source: &BTreeMap<&str, FhirVersion>, ty: &str, version: FhirVersi
         .any(|(_, new)| source.get(new).is_some_and(|v| *v > version))
 }
 
+/// Patient-compartment types a clinical data warehouse expects (US Core's clinical set); a
+/// default plan names those the server's statement does not offer.
+const EXPECTED_CLINICAL: &[&str] = &[
+    "AllergyIntolerance",
+    "CarePlan",
+    "CareTeam",
+    "Condition",
+    "Coverage",
+    "Device",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "Goal",
+    "Immunization",
+    "MedicationDispense",
+    "MedicationRequest",
+    "Observation",
+    "Procedure",
+    "QuestionnaireResponse",
+    "ServiceRequest",
+];
+
 /// What one endpoint can search.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -51,6 +79,10 @@ pub struct Capabilities {
     pub types: BTreeMap<String, Option<BTreeSet<String>>>,
     /// Resource types with the `create` interaction (write-back targets).
     pub create: BTreeSet<String>,
+    /// Types whose statement documents `category` as a required search parameter.
+    pub category_required: BTreeSet<String>,
+    /// The statement says the server is Epic (`software.name` or `publisher`).
+    pub epic: bool,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +91,13 @@ struct StatementWire {
     resource_type: Option<String>,
     #[serde(default)]
     rest: Vec<RestWire>,
+    publisher: Option<String>,
+    software: Option<SoftwareWire>,
+}
+
+#[derive(Deserialize)]
+struct SoftwareWire {
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +124,7 @@ struct InteractionWire {
 #[derive(Deserialize)]
 struct SearchParamWire {
     name: String,
+    documentation: Option<String>,
 }
 
 impl Capabilities {
@@ -100,17 +140,28 @@ impl Capabilities {
                 ));
             }
         }
+        let says_epic =
+            |t: &Option<String>| t.as_deref().is_some_and(|t| t.to_ascii_lowercase().contains("epic"));
+        let epic = says_epic(&wire.publisher) || says_epic(&wire.software.and_then(|s| s.name));
         let mut types = BTreeMap::new();
         let mut create = BTreeSet::new();
+        let mut category_required = BTreeSet::new();
         for r in wire.rest.into_iter().flat_map(|r| r.resource) {
             if r.interaction.iter().any(|i| i.code == "create") {
                 create.insert(r.ty.clone());
+            }
+            let required = r.search_param.iter().any(|p| {
+                p.name == "category"
+                    && p.documentation.as_deref().is_some_and(|d| d.to_ascii_lowercase().contains("required"))
+            });
+            if required {
+                category_required.insert(r.ty.clone());
             }
             let searchable = r.interaction.iter().any(|i| i.code == "search-type");
             let params = searchable.then(|| r.search_param.into_iter().map(|p| p.name).collect());
             types.insert(r.ty, params);
         }
-        Ok(Capabilities { types, create })
+        Ok(Capabilities { types, create, category_required, epic })
     }
 
     /// The parameter that scopes a search of `ty` to one patient, if any.
@@ -146,6 +197,9 @@ pub struct PlannedDataset {
     pub patient_param: &'static str,
     /// Other parameters (`category`, `_count`).
     pub params: Vec<(String, String)>,
+    /// Check each complete scope against the server's `_summary=count` (`verify_counts`, not on
+    /// Epic, not for Patient).
+    pub verify_count: bool,
 }
 
 /// The datasets of a run.
@@ -153,6 +207,9 @@ pub struct PlannedDataset {
 pub struct Plan {
     /// Planned datasets, sorted by dataset.
     pub items: Vec<PlannedDataset>,
+    /// Common clinical types no endpoint's statement offers for patient search (default plans
+    /// only): reported, and tried when named in `datasets`.
+    pub not_offered: Vec<String>,
 }
 
 impl Plan {
@@ -195,6 +252,9 @@ pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractCo
         });
     }
     let plan = build(&caps, config)?;
+    if !plan.not_offered.is_empty() {
+        warn!(types = %plan.not_offered.join(", "), "Not offered for patient search by the server's statement; name them in [extract] datasets to try them.");
+    }
     info!(datasets = plan.items.len(), "Plan built.");
     Ok(plan)
 }
@@ -229,27 +289,55 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
         config.datasets.iter().map(|d| dataset_of(d.trim())).collect()
     };
     let described = caps.keys().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
+    let not_offered: Vec<String> = if config.datasets.is_empty() {
+        EXPECTED_CLINICAL.iter().filter(|t| !source.contains_key(*t)).map(|t| t.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    // A named type no statement lists is tried from the newest endpoint.
+    let Some(&newest) = caps.keys().max() else {
+        return Err(Error::EmptyPlan("no FHIR endpoint configured".into()));
+    };
     let mut items = BTreeMap::new();
     for wanted in selection {
         let ty = wanted.resource_type.as_str();
-        let Some(&version) = source.get(ty) else {
-            return Err(Error::UnknownDataset { dataset: wanted.to_string(), endpoints: described });
+        let version = match source.get(ty) {
+            Some(v) => *v,
+            None if caps.values().any(|(_, c)| c.types.contains_key(ty)) => {
+                // Listed, but not searchable by patient anywhere (e.g. Epic's RelatedPerson).
+                return Err(Error::UnknownDataset { dataset: wanted.to_string(), endpoints: described });
+            }
+            None => {
+                warn!(dataset = %wanted, version = %newest, "Not in any CapabilityStatement; trying it anyway.");
+                newest
+            }
         };
         let (base, c) = &caps[&version];
-        let patient_param = c.patient_param(ty).unwrap_or("patient");
+        let patient_param = match (ty, c.patient_param(ty)) {
+            (_, Some(p)) => p,
+            ("Patient", None) => "_id",
+            (_, None) => "patient",
+        };
+        let epic = match config.server {
+            ServerKind::Epic => true,
+            ServerKind::Generic => false,
+            ServerKind::Auto => c.epic,
+        };
+        let by_category = epic || c.category_required.contains(ty);
         let mut base_params = Vec::new();
         if config.page_size > 0 && ty != "Patient" {
             base_params.push(("_count".to_string(), config.page_size.to_string()));
         }
         let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
             (Some(c), _) => vec![c.clone()],
-            (None, Some(list)) if c.has_param(ty, "category") => list.clone(),
+            (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
             _ => Vec::new(),
         };
+        let verify_count = config.verify_counts && !epic && ty != "Patient";
         let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
             items.insert(
                 dataset.clone(),
-                PlannedDataset { dataset, version, base: base.clone(), patient_param, params },
+                PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
             );
         };
         if categories.is_empty() {
@@ -265,7 +353,7 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
     if items.is_empty() {
         return Err(Error::EmptyPlan(format!("no patient-searchable types on {described}")));
     }
-    Ok(Plan { items: items.into_values().collect() })
+    Ok(Plan { items: items.into_values().collect(), not_offered })
 }
 
 #[cfg(test)]
@@ -314,12 +402,17 @@ mod tests {
         ])
     }
 
+    /// All but `generic_server_searches_without_category` read `all()` as Epic's statements.
+    fn epic() -> ExtractConfig {
+        ExtractConfig { server: ServerKind::Epic, ..ExtractConfig::default() }
+    }
+
     /// Default plan: patient-scoped types from the newest version, Observation fanned out per
     /// category, DSTU2-only MedicationOrder from DSTU2 (no R4 MedicationRequest here), id-only
     /// types and List left out.
     #[test]
     fn default_plan_from_capabilities() {
-        let cfg = ExtractConfig::default();
+        let cfg = epic();
         let plan = build(&all(), &cfg).unwrap();
         let names = plan.dataset_names();
         assert!(names.contains(&"Observation:laboratory@R4".to_string()), "{names:?}");
@@ -355,14 +448,58 @@ mod tests {
         let (_, r4) = caps.get_mut(&FhirVersion::R4).unwrap();
         r4.types
             .insert("CarePlan".into(), Some(BTreeSet::from(["patient".to_string(), "category".to_string()])));
-        let names = build(&caps, &ExtractConfig::default()).unwrap().dataset_names();
+        let names = build(&caps, &epic()).unwrap().dataset_names();
         for cat in crate::config::DEFAULT_CAREPLAN_CATEGORIES {
             assert!(names.contains(&format!("CarePlan:{cat}@R4")), "{names:?}");
         }
         assert!(!names.contains(&"CarePlan@R4".to_string()));
     }
 
-    /// A selection filters the plan; an unavailable dataset is an error naming it.
+    /// On a server that is not Epic, category fan-out is off: Observation and Condition are
+    /// searched once, without category, unless the statement documents the category as required;
+    /// `server = "epic"` forces it back on.
+    #[test]
+    fn generic_server_searches_without_category() {
+        let caps = all();
+        let names = build(&caps, &ExtractConfig::default()).unwrap().dataset_names();
+        assert!(names.contains(&"Observation@R4".to_string()), "{names:?}");
+        assert!(names.contains(&"Condition@R4".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("Observation:")), "{names:?}");
+        let cfg = ExtractConfig { server: ServerKind::Epic, ..ExtractConfig::default() };
+        let names = build(&caps, &cfg).unwrap().dataset_names();
+        assert!(names.contains(&"Observation:laboratory@R4".to_string()), "{names:?}");
+        let json = br#"{"resourceType":"CapabilityStatement","rest":[{"resource":[{"type":"CarePlan",
+            "interaction":[{"code":"search-type"}],"searchParam":[{"name":"patient"},
+            {"name":"category","documentation":"This is a required search parameter."}]}]}]}"#;
+        let caps = BTreeMap::from([(
+            FhirVersion::R4,
+            (Url::parse("http://x/R4").unwrap(), Capabilities::parse(json).unwrap()),
+        )]);
+        let names = build(&caps, &ExtractConfig::default()).unwrap().dataset_names();
+        assert!(
+            names.contains(&"CarePlan:38717003@R4".to_string()),
+            "required category is honoured: {names:?}"
+        );
+    }
+
+    /// A named type that no statement lists is tried (not fatal); common clinical types missing
+    /// from the statements are listed in a default plan; a type listed without a patient search
+    /// is a clear error.
+    #[test]
+    fn absent_types_are_tried_or_named() {
+        let cfg = ExtractConfig { datasets: vec!["CareTeam".into()], ..ExtractConfig::default() };
+        let plan = build(&all(), &cfg).unwrap();
+        assert_eq!(plan.dataset_names(), vec!["CareTeam@R4"]);
+        assert_eq!(plan.items[0].patient_param, "patient");
+        let plan = build(&all(), &ExtractConfig::default()).unwrap();
+        assert!(plan.not_offered.contains(&"CareTeam".to_string()), "{:?}", plan.not_offered);
+        assert!(!plan.not_offered.contains(&"Observation".to_string()));
+        let cfg = ExtractConfig { datasets: vec!["Medication".into()], ..ExtractConfig::default() };
+        let err = build(&all(), &cfg).unwrap_err().to_string();
+        assert!(err.contains("Medication") && err.contains("remove it"), "{err}");
+    }
+
+    /// A selection filters the plan; a listed type without a patient search is an error naming it.
     #[test]
     fn selection_filters_and_unknown_is_named() {
         let cfg = ExtractConfig {
@@ -371,9 +508,10 @@ mod tests {
         };
         let plan = build(&all(), &cfg).unwrap();
         assert_eq!(plan.dataset_names(), vec!["Encounter@R4", "Observation:laboratory@R4"]);
-        let cfg = ExtractConfig { datasets: vec!["Slot".into()], ..ExtractConfig::default() };
+        let cfg =
+            ExtractConfig { datasets: vec!["List".into(), "Medication".into()], ..ExtractConfig::default() };
         let err = build(&all(), &cfg).unwrap_err();
-        assert!(err.to_string().contains("Slot"), "{err}");
+        assert!(err.to_string().contains("Medication"), "{err}");
     }
 
     /// A non-CapabilityStatement body is rejected.

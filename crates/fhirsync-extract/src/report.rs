@@ -112,6 +112,9 @@ pub struct ExtractReport {
     pub patients: usize,
     /// Planned datasets (`Type[:category]@VERSION`).
     pub datasets: Vec<String>,
+    /// Common clinical types that no endpoint's statement offers for patient search (not
+    /// fetched; name them in `[extract] datasets` to try them).
+    pub datasets_not_offered: Vec<String>,
     /// Scopes planned (patients × datasets, or datasets in bulk mode).
     pub scopes_planned: u64,
     /// Scopes skipped because they were already complete (resume).
@@ -153,6 +156,7 @@ impl ExtractReport {
             scope: RunScope::default(),
             patients: 0,
             datasets: Vec::new(),
+            datasets_not_offered: Vec::new(),
             scopes_planned: 0,
             scopes_skipped: 0,
             scopes_complete: 0,

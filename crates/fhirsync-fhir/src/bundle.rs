@@ -4,7 +4,8 @@
 //! the landing layer stores (and hashes) is byte-for-byte what the server sent. Entries whose
 //! `search.mode` is `outcome`, and any OperationOutcome entry, are not data: they are parsed into
 //! [`Outcome`]s and returned separately. Paging uses only `link[relation=next]`; `Bundle.total`
-//! is ignored on purpose (Epic sets it to the entries on the page, not the result count).
+//! is never used for paging or completeness (Epic sets it to the entries on the page, not the
+//! result count); it is kept only for the opt-in `_summary=count` check.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -20,6 +21,9 @@ pub struct SearchPage {
     pub outcomes: Vec<Outcome>,
     /// The `next` link, verbatim, if there is another page.
     pub next: Option<String>,
+    /// `Bundle.total`. Not a result count on Epic (it counts the page's entries): read only for
+    /// `_summary=count` checks against servers that implement it.
+    pub total: Option<u64>,
 }
 
 impl SearchPage {
@@ -48,6 +52,7 @@ struct BundleWire<'a> {
     link: Vec<LinkWire>,
     #[serde(default, borrow)]
     entry: Vec<EntryWire<'a>>,
+    total: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -95,7 +100,7 @@ pub fn parse_search_page(body: &str) -> Result<SearchPage, BundleError> {
         .find(|l| l.relation.as_deref() == Some("next"))
         .and_then(|l| l.url)
         .filter(|u| !u.is_empty());
-    let mut page = SearchPage { next, ..SearchPage::default() };
+    let mut page = SearchPage { next, total: wire.total, ..SearchPage::default() };
     for entry in wire.entry {
         let Some(raw) = entry.resource else { continue };
         let is_outcome_mode = entry.search.and_then(|s| s.mode).as_deref() == Some("outcome");

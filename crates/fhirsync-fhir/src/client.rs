@@ -1,8 +1,8 @@
 //! The HTTP client: bearer auth, politeness, retries, paging.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use crate::bundle::{BundleError, SearchPage, parse_search_page};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, parse_outcome};
 use crate::politeness::{AdaptiveLimiter, ConcurrencyConfig, Permit, RateLimiter};
+use crate::record::{Exchange, Recorder};
 use crate::redact_url;
 use crate::retry::{Decision, RetryPolicy, RetryReason, transport_reason};
 
@@ -200,6 +201,8 @@ struct Inner {
     rate: Option<RateLimiter>,
     limiter: Arc<AdaptiveLimiter>,
     stats: Stats,
+    /// Set once by [`FhirClient::record_to`]; unset (one atomic load per answer) otherwise.
+    recorder: OnceLock<Arc<Recorder>>,
 }
 
 enum Received {
@@ -240,7 +243,15 @@ impl FhirClient {
         let rate = config.rate_limit.map(|r| RateLimiter::new(r.per_second, r.burst));
         let limiter = AdaptiveLimiter::new(config.concurrency.clone());
         Ok(FhirClient {
-            inner: Arc::new(Inner { http, tokens, config, rate, limiter, stats: Stats::default() }),
+            inner: Arc::new(Inner {
+                http,
+                tokens,
+                config,
+                rate,
+                limiter,
+                stats: Stats::default(),
+                recorder: OnceLock::new(),
+            }),
         })
     }
 
@@ -254,6 +265,18 @@ impl FhirClient {
             token_refreshes: s.token_refreshes.load(Ordering::Relaxed),
             busy_micros: s.busy_micros.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records every answer read completely from now on, by this client and its clones, into
+    /// `recorder` (see [`crate::record`]). A client records into one recorder only: when one
+    /// is already set, `recorder` is handed back.
+    pub fn record_to(&self, recorder: Arc<Recorder>) -> std::result::Result<(), Arc<Recorder>> {
+        self.inner.recorder.set(recorder)
+    }
+
+    /// The recorder set by [`FhirClient::record_to`], if any.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.inner.recorder.get()
     }
 
     /// The current (adaptive) concurrency limit.
@@ -397,6 +420,8 @@ impl FhirClient {
                             // Time to the response headers: body size must not look like congestion.
                             inner.limiter.on_success(latency);
                             debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
+                            // After the timings: writing the file is not the server's latency.
+                            self.record(req, status, &headers, &body, &token).await;
                             return Ok(Received::Full(Response { url, status, headers, body }));
                         }
                         Err(e) => {
@@ -410,6 +435,7 @@ impl FhirClient {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await.unwrap_or_default();
+                    self.record(req, status, &headers, &body, &token).await;
                     if status == StatusCode::NOT_FOUND && is_html(&headers, &body) {
                         return Err(Error::UnknownResourceType { url: redact_url(&req.url) });
                     }
@@ -470,6 +496,21 @@ impl FhirClient {
                     });
                 }
             }
+        }
+    }
+
+    /// Hands one full answer to the recorder, when recording is on (`--record`).
+    async fn record(
+        &self,
+        req: &Request,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        token: &SecretString,
+    ) {
+        if let Some(recorder) = self.inner.recorder.get() {
+            let exchange = Exchange { method: &req.method, url: &req.url, status, headers, body };
+            recorder.record(exchange, token).await;
         }
     }
 

@@ -6,12 +6,14 @@
 //! - [`bundle`]: searchset pages with each resource kept as its exact JSON bytes; outcome entries
 //!   returned separately; paging only by `next` links.
 //! - [`outcome`]: OperationOutcome issues with Epic's codes (4101, 59204, 4113, ...).
+//! - [`record`]: `--record DIR`, one JSON file per answer for offline replay, without secrets.
 
 pub mod bundle;
 pub mod client;
 pub mod error;
 pub mod outcome;
 pub mod politeness;
+pub mod record;
 pub mod retry;
 
 pub use bundle::SearchPage;
@@ -21,6 +23,7 @@ pub use client::{
 pub use error::{Error, Result};
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
+pub use record::{RecordError, Recorder};
 pub use retry::{Decision, RetryPolicy, RetryReason};
 
 use url::Url;

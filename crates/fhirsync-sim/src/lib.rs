@@ -1,9 +1,14 @@
 //! A local Epic on FHIR simulator.
 //!
-//! Faithful to the behaviours in the project's Epic fact sheet: SMART discovery and token
-//! endpoints (module [`oauth`]), Epic's search rules, paging, OperationOutcome entries, patient
-//! lists, Bulk `$export` and fault injection (module [`fhir`]). Used in-process by tests and by
-//! `fhirsync demo`, and standalone by `fhirsync sandbox`.
+//! Faithful to the behaviours in the project's Epic fact sheet (`epic-facts.md`): SMART
+//! discovery and token endpoints (module [`oauth`]), Epic's search rules, paging,
+//! OperationOutcome entries as production Epic sends them (Outside-Record exclusions next to
+//! data, outcome entries on the last page), patients with Epic's identifier set, patient lists,
+//! Bulk `$export`, creates rewritten as Epic rewrites them, licence narrowing and fault
+//! injection (module [`fhir`]). Production Epic is the default
+//! ([`fhir::ServerProfile::Epic`]); a generic SMART server is a configuration away. Used
+//! in-process by tests and by `fhirsync demo`, and standalone by `fhirsync sandbox`. Module
+//! [`replay`] serves a folder of recorded answers instead (`fhirsync sandbox --replay DIR`).
 //!
 //! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
 //! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
@@ -11,6 +16,7 @@
 
 pub mod fhir;
 pub mod oauth;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +56,15 @@ pub enum Error {
     MissingPatient {
         /// Resource type of the body.
         resource_type: String,
+    },
+    /// A licence switch named a dataset the simulator does not serve.
+    #[error(
+        "no dataset {dataset:?} in the simulated data: use `Type` or `Type:category` as in \
+         `unauthorized_datasets`, e.g. \"Condition:problem-list-item\" or \"Procedure\""
+    )]
+    UnknownDataset {
+        /// The key asked for.
+        dataset: String,
     },
     /// A resource referencing a patient that does not exist.
     #[error("patient {id} does not exist in the simulated data: use an id from a patient list or search")]
@@ -94,6 +109,24 @@ impl SimState {
     /// Authorize endpoint URL.
     pub fn authorize_url(&self) -> String {
         format!("{}{PREFIX}/oauth2/authorize", self.base_url)
+    }
+
+    /// Narrows `client_id`'s licence for `dataset` (`"Condition:problem-list-item"`,
+    /// `"Procedure"`, …) between syncs: its later searches and exports of that dataset withhold
+    /// about half of the records and carry a 59204 "Client not authorized for `Type -
+    /// subtype`. …" (see [`fhir::FhirState::narrow_licence`]).
+    pub fn narrow_licence(&self, client_id: &str, dataset: &str, subtype: &str) -> Result<()> {
+        self.fhir.narrow_licence(client_id, dataset, subtype)
+    }
+
+    /// Undoes [`SimState::narrow_licence`] for one client and dataset.
+    pub fn widen_licence(&self, client_id: &str, dataset: &str) {
+        self.fhir.widen_licence(client_id, dataset);
+    }
+
+    /// Undoes every licence narrowing.
+    pub fn reset_licences(&self) {
+        self.fhir.reset_licences();
     }
 }
 

@@ -152,6 +152,16 @@ pub enum Error {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// A setting of the shipped views that cannot be used (e.g. `[views] mrn_identifier`).
+    #[error("views.{setting} = `{value}`: {problem}")]
+    InvalidSetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong and how to fix it.
+        problem: &'static str,
+    },
     /// A view file whose ViewDefinition is invalid.
     #[error("view file {path}: {source}")]
     InFile {

@@ -7,7 +7,7 @@
 //!
 //! API contract used by the landing layer (keep these signatures stable):
 //! [`View::from_json`], [`View::name`], [`View::resource`], [`View::columns`], [`View::evaluate`],
-//! [`default_views`], [`load_dir`].
+//! [`default_views`] (and [`default_views_with`] for site settings), [`load_dir`].
 //!
 //! ```
 //! # use serde_json::json;
@@ -31,7 +31,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-pub use defaults::default_views;
+pub use defaults::{DefaultViewSettings, MRN_SYSTEM_CONSTANT, default_views, default_views_with};
 pub use error::{Error, Result};
 
 /// Declared type of a column (from `column.type`, FHIR primitive type names).

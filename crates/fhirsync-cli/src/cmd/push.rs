@@ -1,6 +1,8 @@
 //! `fhirsync push --type T FILE.ndjson`: create resources on the FHIR server (write-back).
-//! The protocol (validation, duplicate key, search before re-sending) is in [`crate::push`].
+//! The protocol (validation, the ledger that keeps a resource from being filed twice) is in
+//! [`crate::push`].
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,11 +13,16 @@ use fhirsync_extract::plan::Capabilities;
 use crate::Globals;
 use crate::cmd::{EXIT_CONFIG, EXIT_DESTINATION, EXIT_SOURCE, Failure};
 use crate::config::FileConfig;
-use crate::push::send::{self, LineResult, Status, Target};
-use crate::push::validate::{Rules, validate_all};
+use crate::push::guard::{GuardError, push_line};
+use crate::push::ledger::{Ledger, LedgerError, State};
+use crate::push::send::Target;
+use crate::push::validate::{Prepared, Rules, validate_all};
+use crate::push::{LineResult, Status};
 
 /// Invalid lines printed on the terminal (all of them are in the result file).
 const MAX_PRINTED_PROBLEMS: usize = 20;
+/// Line numbers listed in the summary per status.
+const MAX_LISTED_LINES: usize = 20;
 
 /// Arguments of `fhirsync push`.
 #[derive(Debug, clap::Args)]
@@ -37,10 +44,11 @@ pub struct Args {
     /// Validate the file against the endpoint's capabilities; send nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not add a `urn:fhirsync:push` identifier to resources without one (the duplicate
-    /// check after an unacknowledged create then compares content only).
+    /// Also send the lines the ledger holds as pending (sent by an interrupted push, answer
+    /// unknown): one with a recorded id is read first and re-sent only if it is gone; one without
+    /// is re-sent. Check the server first: Epic keeps no client key to find them by.
     #[arg(long)]
-    pub no_identifier: bool,
+    pub retry_pending: bool,
 }
 
 fn parse_version(s: &str) -> Result<FhirVersion, String> {
@@ -85,7 +93,6 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let rules = Rules {
         resource_type: ty.clone(),
         needs_patient: ty != "Patient" && caps.patient_param(&ty).is_some(),
-        add_identifier: !args.no_identifier,
     };
     let (valid, invalid) = validate_all(&text, &rules);
     if valid.is_empty() && invalid.is_empty() {
@@ -93,13 +100,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     }
     let mut results: Vec<LineResult> = invalid
         .iter()
-        .map(|b| LineResult {
-            line: b.line,
-            status: Status::Invalid,
-            id: None,
-            error: Some(b.problem.clone()),
-            notes: Vec::new(),
-        })
+        .map(|b| LineResult::new(b.line, Status::Invalid, Vec::new()).with_error(b.problem.clone()))
         .collect();
     for bad in invalid.iter().take(MAX_PRINTED_PROBLEMS) {
         println!("line {}: invalid: {}", bad.line, bad.problem);
@@ -112,16 +113,19 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
         );
     }
     if args.dry_run || (!invalid.is_empty() && !args.skip_invalid) {
-        results.extend(valid.iter().map(|p| LineResult {
-            line: p.line,
-            status: Status::Skipped,
-            id: None,
-            error: None,
-            notes: p.notes.clone(),
-        }));
+        results.extend(valid.iter().map(|p| LineResult::new(p.line, Status::Skipped, p.notes.clone())));
         write_results(&results_path, &mut results)?;
         if invalid.is_empty() {
-            println!("{} lines valid for {ty} create on {version}; nothing sent (--dry-run)", valid.len());
+            let known = Ledger::peek(&config.sync.state_dir, &base, &ty).map_err(ledger_failure)?;
+            let state =
+                |s: State| valid.iter().filter(|p| known.get(&p.hash).is_some_and(|e| e.state == s)).count();
+            println!(
+                "{} lines valid for {ty} create on {version}; per the ledger {} already filed, {} pending; \
+                 nothing sent (--dry-run)",
+                valid.len(),
+                state(State::Done) + state(State::Duplicate),
+                state(State::Pending)
+            );
             return Ok(());
         }
         return Err(Failure {
@@ -138,26 +142,80 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
         .into());
     }
 
-    let target = Target { client: &client, base: &base, resource_type: &ty, caps: &caps };
-    for item in &valid {
-        match send::create(target, item).await {
-            Ok(r) => {
-                print_line(&ty, &r);
-                results.push(r);
+    let mut ledger = Ledger::open(&config.sync.state_dir, &base, &ty).map_err(ledger_failure)?;
+    let target = Target { client: &client, base: &base, resource_type: &ty };
+    let sent = send_all(target, &mut ledger, &valid, args.retry_pending, &mut results).await;
+    write_results(&results_path, &mut results)?;
+    if let Err(e) = sent {
+        let code = match &e.error {
+            GuardError::Ledger(_) => EXIT_DESTINATION,
+            GuardError::Fhir(f) => crate::cmd::fhir_exit_code(f),
+        };
+        return Err(Failure {
+            code,
+            message: format!(
+                "push stopped at line {}: {}; lines before it are in {} and in the ledger {}",
+                e.line,
+                e.error,
+                results_path.display(),
+                ledger.path().display()
+            ),
+        }
+        .into());
+    }
+    summarize(&ty, version, &results, &results_path, ledger.path())
+}
+
+/// Ledger problems are destination failures (exit 5), like a held run lock.
+fn ledger_failure(e: LedgerError) -> anyhow::Error {
+    Failure { code: EXIT_DESTINATION, message: e.to_string() }.into()
+}
+
+/// A failure that stopped the push at `line`.
+struct Stopped {
+    line: usize,
+    error: GuardError,
+}
+
+/// Sends the valid lines in file order; a repeated line is sent once; after a line without a
+/// definitive answer the rest are left unsent.
+async fn send_all(
+    target: Target<'_>,
+    ledger: &mut Ledger,
+    valid: &[Prepared],
+    retry_pending: bool,
+    results: &mut Vec<LineResult>,
+) -> Result<(), Stopped> {
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut stopped_at = None;
+    for item in valid {
+        if let Some(first) = first_of.get(item.hash.as_str()) {
+            let r = LineResult::new(item.line, Status::Repeated, item.notes.clone())
+                .with_note(format!("same text as line {first}: sent once, as that line"));
+            print_line(target.resource_type, &r);
+            results.push(r);
+            continue;
+        }
+        first_of.insert(&item.hash, item.line);
+        if let Some(at) = stopped_at {
+            results.push(
+                LineResult::new(item.line, Status::Skipped, item.notes.clone())
+                    .with_note(format!("not sent: the push stopped at line {at}; rerun to send it")),
+            );
+            continue;
+        }
+        match push_line(target, ledger, item, retry_pending).await {
+            Ok(step) => {
+                print_line(target.resource_type, &step.result);
+                results.push(step.result);
+                if step.stop {
+                    stopped_at = Some(item.line);
+                }
             }
-            Err(e) => {
-                write_results(&results_path, &mut results)?;
-                let failure = Failure::fhir(&e);
-                return Err(failure.context(format!(
-                    "push stopped at line {}; lines before it are in {}",
-                    item.line,
-                    results_path.display()
-                )));
-            }
+            Err(error) => return Err(Stopped { line: item.line, error }),
         }
     }
-    write_results(&results_path, &mut results)?;
-    summarize(&ty, version, &results, &results_path)
+    Ok(())
 }
 
 /// `obs.ndjson` → `obs.results.ndjson` next to it.
@@ -165,33 +223,15 @@ fn default_results_path(file: &Path) -> PathBuf {
     file.with_extension("results.ndjson")
 }
 
+/// `line 3: created Observation/e1`, with the error or the notes after a colon.
 fn print_line(ty: &str, r: &LineResult) {
-    match (r.status, &r.id, &r.error) {
-        (Status::Created, Some(id), _) if is_recovered(r) => println!(
-            "line {}: created {ty}/{id} (create not acknowledged; found on the server by search, not re-sent)",
-            r.line
-        ),
-        (Status::Created, Some(id), _) => println!("line {}: created {ty}/{id}", r.line),
-        (Status::Created, None, _) => println!("line {}: created (the server sent no Location)", r.line),
-        (status, _, error) => {
-            println!("line {}: {}: {}", r.line, status_name(status), error.as_deref().unwrap_or("-"))
-        }
-    }
-}
-
-/// Created after an unacknowledged create, confirmed by the duplicate-check search.
-fn is_recovered(r: &LineResult) -> bool {
-    r.notes.iter().any(|n| n.contains("found on the server"))
-}
-
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Created => "created",
-        Status::Invalid => "invalid",
-        Status::Failed => "failed",
-        Status::Unconfirmed => "UNCONFIRMED",
-        Status::Skipped => "skipped",
-    }
+    let id = r.id.as_deref().map(|id| format!(" {ty}/{id}")).unwrap_or_default();
+    let detail = match &r.error {
+        Some(e) => format!(": {e}"),
+        None if r.notes.is_empty() => String::new(),
+        None => format!(": {}", r.notes.join("; ")),
+    };
+    println!("line {}: {}{id}{detail}", r.line, r.status.name());
 }
 
 fn write_results(path: &Path, results: &mut [LineResult]) -> anyhow::Result<()> {
@@ -206,32 +246,73 @@ fn write_results(path: &Path, results: &mut [LineResult]) -> anyhow::Result<()> 
     file.write_all(out.as_bytes()).with_context(|| format!("cannot write the result file {}", path.display()))
 }
 
-fn summarize(ty: &str, version: FhirVersion, results: &[LineResult], path: &Path) -> anyhow::Result<()> {
-    let count = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let recovered = results.iter().filter(|r| is_recovered(r)).count();
-    let (created, failed, unconfirmed, invalid) =
-        (count(Status::Created), count(Status::Failed), count(Status::Unconfirmed), count(Status::Invalid));
-    println!(
-        "push {ty} to {version}: {created} created ({recovered} confirmed by search after an unacknowledged \
-         create), {failed} failed, {unconfirmed} unconfirmed, {invalid} invalid; results in {}",
-        path.display()
+/// `line 3` / `lines 3, 7, 12` (at most [`MAX_LISTED_LINES`], then `and N more`).
+fn line_list(results: &[LineResult], status: Status) -> String {
+    let lines: Vec<String> =
+        results.iter().filter(|r| r.status == status).map(|r| r.line.to_string()).collect();
+    let mut text = format!(
+        "line{} {}",
+        if lines.len() == 1 { "" } else { "s" },
+        lines.iter().take(MAX_LISTED_LINES).cloned().collect::<Vec<_>>().join(", ")
     );
-    if failed + unconfirmed + invalid == 0 {
+    if lines.len() > MAX_LISTED_LINES {
+        text.push_str(&format!(" and {} more", lines.len() - MAX_LISTED_LINES));
+    }
+    text
+}
+
+fn summarize(
+    ty: &str,
+    version: FhirVersion,
+    results: &[LineResult],
+    path: &Path,
+    ledger: &Path,
+) -> anyhow::Result<()> {
+    let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+    let pending = count(Status::Pending);
+    let failed = count(Status::Failed);
+    let invalid = count(Status::Invalid);
+    let unsent = count(Status::Skipped);
+    let mut line = format!(
+        "push {ty} to {version}: {} filed, {} already filed, {pending} pending (not retried{}), {} duplicate \
+         (59141), {failed} failed",
+        count(Status::Created),
+        count(Status::AlreadyFiled),
+        if pending > 0 { format!(": {}", line_list(results, Status::Pending)) } else { String::new() },
+        count(Status::Duplicate),
+    );
+    for (n, what) in
+        [(invalid, "invalid"), (unsent, "not sent (push stopped)"), (count(Status::Repeated), "repeated")]
+    {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    println!("{line}; results in {}; ledger {}", path.display(), ledger.display());
+    if pending + failed + invalid + unsent == 0 {
         return Ok(());
     }
-    Err(Failure {
-        code: EXIT_DESTINATION,
-        message: format!(
-            "{} of {} lines were not created (see {}){}",
-            failed + unconfirmed + invalid,
-            results.len(),
-            path.display(),
-            if unconfirmed > 0 {
-                "; UNCONFIRMED lines may exist on the server: check before pushing them again"
-            } else {
-                ""
-            }
-        ),
+    let mut problems = Vec::new();
+    if pending > 0 {
+        problems.push(format!(
+            "{pending} pending ({}): sent without a definitive answer, so they may be on the server; \
+             check the server (Epic keeps no client identifier to find them by), then rerun with \
+             --retry-pending (a recorded id is read first and not re-sent if present)",
+            line_list(results, Status::Pending)
+        ));
     }
-    .into())
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} refused by the server ({}; reasons in {}): fix them and push again",
+            line_list(results, Status::Failed),
+            path.display()
+        ));
+    }
+    if invalid > 0 {
+        problems.push(format!("{invalid} invalid (see {})", path.display()));
+    }
+    if unsent > 0 {
+        problems.push(format!("{unsent} not sent because the push stopped: rerun to send them"));
+    }
+    Err(Failure { code: EXIT_DESTINATION, message: problems.join("; ") }.into())
 }

@@ -2,6 +2,9 @@
 //!
 //! The simulator serves R4, STU3 and DSTU2 bases, SMART discovery and the OAuth endpoints, with
 //! deterministic synthetic patients. Fault switches set here stay on for the whole run.
+//!
+//! With `--replay DIR` it serves a folder of recorded answers instead (`fhirsync sync --record
+//! DIR`, or fixtures written by hand): see `fhirsync_sim::replay`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use anyhow::Context;
 use fhirsync_core::FhirVersion;
 use fhirsync_sim::fhir::{FhirConfig, Members, RetryAfter};
 use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
+use fhirsync_sim::replay::{self, ReplayServer};
 use fhirsync_sim::{Sim, SimConfig};
 
 use super::Failure;
@@ -85,6 +89,20 @@ pub struct Args {
     /// Approve authorize requests without the sign-in form.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Serve the recorded answers in DIR (`fhirsync sync --record DIR`) instead of simulated
+    /// data: requests match by method, path and query; unrecorded searches answer Epic's empty
+    /// searchset (4101), unrecorded reads 404 (59008); any well-formed credential gets a token.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = [
+            "sim_config", "patients", "seed", "cohort", "latency_ms", "throttle_every",
+            "retry_after_secs", "retry_after_http_date", "fail_first", "fail_status", "drop_first",
+            "session_ttl_secs", "churn_seed", "churn_patients", "token_lifetime_secs", "client_ids",
+            "jwks", "unlicensed", "auto_approve",
+        ]
+    )]
+    pub replay: Option<PathBuf>,
 }
 
 /// Builds the simulator configuration from the arguments.
@@ -146,6 +164,9 @@ fn config(args: &Args) -> anyhow::Result<SimConfig> {
 
 /// Runs the command.
 pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
+    if let Some(dir) = &args.replay {
+        return run_replay(dir, SocketAddr::new(args.host, args.port)).await;
+    }
     let config = config(&args)?;
     let patients = config.fhir.patients;
     let seed = config.fhir.seed;
@@ -207,6 +228,31 @@ pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--replay DIR`: serves the folder until Ctrl-C.
+async fn run_replay(dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let server = ReplayServer::start_on(addr, dir).await.map_err(|e| match e {
+        replay::Error::Bind { .. } => anyhow::Error::new(e),
+        other => Failure::config(other.to_string()),
+    })?;
+    println!("Replay server listening on {}", server.base_url());
+    println!(
+        "  folder     {} ({} answers to {} distinct requests)",
+        dir.display(),
+        server.answers(),
+        server.requests()
+    );
+    for base in server.fhir_bases() {
+        println!("  FHIR       {base}");
+    }
+    println!("  token      {} (any well-formed client assertion or secret)", server.token_url());
+    println!("Unrecorded searches answer Epic's empty searchset (4101), unrecorded reads 404 (59008).");
+    println!("Press Ctrl-C to stop.");
+    tracing::info!(answers = server.answers(), "Replay server started.");
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tracing::info!(served = server.served(), unmatched = server.unmatched(), "Replay server stopped.");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +304,14 @@ members = { first = 100 }
         assert_eq!(fhir.lists[0].members, Members::Indices(vec![1, 2, 3]));
         assert_eq!(fhir.groups[0].members, Members::First(100));
         assert!(toml::from_str::<FhirConfig>("patient = 5").is_err());
+    }
+
+    /// `--replay` cannot be combined with the simulator's data flags.
+    #[test]
+    fn replay_excludes_simulator_flags() {
+        let cli = Cli::try_parse_from(["x", "--replay", "dir", "--port", "0"]).unwrap();
+        assert_eq!(cli.args.replay.as_deref(), Some(std::path::Path::new("dir")));
+        let err = Cli::try_parse_from(["x", "--replay", "dir", "--patients", "5"]).unwrap_err();
+        assert!(err.to_string().contains("--patients"), "{err}");
     }
 }

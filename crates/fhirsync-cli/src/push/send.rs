@@ -1,62 +1,14 @@
-//! One create, with the search-before-resend rule for unacknowledged creates (module docs of
-//! [`crate::push`]).
+//! The two requests of a push: the create (`POST`) and the read-back of a returned id.
 
-use std::time::Duration;
-
-use fhirsync_extract::plan::Capabilities;
 use fhirsync_fhir::{FhirClient, Request};
-use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::debug;
 use url::Url;
 
-use super::same::{check_params, same_resource};
 use super::validate::Prepared;
 
-/// Most POSTs of one line (the first plus re-sends after a search found nothing).
-pub const MAX_SENDS: u32 = 3;
-/// Wait before the duplicate-check search, times the number of sends so far.
-pub const CHECK_DELAY: Duration = Duration::from_millis(500);
-/// Most search pages read by one duplicate check.
-pub const MAX_CHECK_PAGES: usize = 100;
-
-/// Result of one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The server stored it (`id` set when it sent a `Location`).
-    Created,
-    /// Rejected before sending (validation) — nothing was sent.
-    Invalid,
-    /// The server refused it, or it was not stored after every attempt; safe to push again.
-    Failed,
-    /// Not acknowledged and the duplicate check could not run: check the server before re-pushing.
-    Unconfirmed,
-    /// Valid but not sent because other lines were invalid.
-    Skipped,
-}
-
-/// One line of the result file.
-#[derive(Debug, Clone, Serialize)]
-pub struct LineResult {
-    /// 1-based line number in the input file.
-    pub line: usize,
-    /// What happened.
-    pub status: Status,
-    /// Server id of the created resource.
-    pub id: Option<String>,
-    /// Why it failed (OperationOutcome text for server refusals).
-    pub error: Option<String>,
-    /// Remarks: id dropped, identifier added, found by search after an unacknowledged create.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
-impl LineResult {
-    fn new(item: &Prepared, status: Status) -> Self {
-        LineResult { line: item.line, status, id: None, error: None, notes: item.notes.clone() }
-    }
-}
+/// Epic's "duplicate" refusal (e.g. an allergy already on the chart): nothing new was filed.
+pub const DUPLICATE_CODE: &str = "59141";
 
 /// Where creates go.
 #[derive(Debug, Clone, Copy)]
@@ -67,71 +19,67 @@ pub struct Target<'a> {
     pub base: &'a Url,
     /// Resource type.
     pub resource_type: &'a str,
-    /// The endpoint's capabilities (search parameters of the duplicate check).
-    pub caps: &'a Capabilities,
 }
 
-/// Creates `item`. `Err` only for failures that stop the whole push (credentials, TLS setup).
-pub async fn create(target: Target<'_>, item: &Prepared) -> Result<LineResult, fhirsync_fhir::Error> {
+/// What the server said to one create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 2xx read completely: filed, with the id of its `Location` if it sent one.
+    Created(Option<String>),
+    /// 2xx with a `Location`, but the rest of the answer was cut off.
+    Cut {
+        /// Id from the `Location`.
+        id: String,
+        /// How the answer failed.
+        why: String,
+    },
+    /// Refused as already on the chart (59141).
+    Duplicate(String),
+    /// Refused (4xx other than 408/429): not filed.
+    Refused(String),
+    /// No definitive answer (timeout, dropped connection, 5xx, 429): it may or may not be filed.
+    Unacknowledged(String),
+}
+
+/// Sends one `POST {base}/{Type}`. The FHIR client never re-sends a POST by itself. `Err` only
+/// for failures that stop the whole push before the server processed anything (no token, 401).
+pub async fn post(target: Target<'_>, item: &Prepared) -> Result<Answer, fhirsync_fhir::Error> {
     let url = fhirsync_fhir::join(target.base, target.resource_type)?;
     let body = Value::Object(item.resource.clone()).to_string();
-    let mut sends = 1;
-    loop {
-        let request = Request::post_json(url.clone(), body.clone());
-        let unacknowledged = match target.client.execute(&request).await {
-            Ok(resp) => {
-                let mut r = LineResult::new(item, Status::Created);
-                r.id = resp
-                    .headers
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|l| id_from_location(l, target.resource_type));
-                info!(line = item.line, "Resource created.");
-                return Ok(r);
-            }
-            Err(e) if e.is_fatal_for_run() => return Err(e),
-            Err(e) if is_refusal(&e) => {
-                let mut r = LineResult::new(item, Status::Failed);
-                r.error = Some(e.to_string());
-                info!(line = item.line, status = ?e.status(), "Create refused.");
-                return Ok(r);
-            }
-            Err(e) => e,
-        };
-        warn!(line = item.line, error = %unacknowledged, "Create not acknowledged; searching before any re-send.");
-        tokio::time::sleep(CHECK_DELAY * sends).await;
-        match find_existing(target, item).await {
-            Ok(Some(id)) => {
-                let mut r = LineResult::new(item, Status::Created);
-                r.id = (!id.is_empty()).then_some(id);
-                r.notes.push(format!(
-                    "create not acknowledged ({unacknowledged}); found on the server by search, not re-sent"
-                ));
-                info!(line = item.line, "Unacknowledged create found on the server.");
-                return Ok(r);
-            }
-            Ok(None) if sends < MAX_SENDS => {
-                sends += 1;
-                info!(line = item.line, attempt = sends, "Not on the server; re-sending the create.");
-            }
-            Ok(None) => {
-                let mut r = LineResult::new(item, Status::Failed);
-                r.error = Some(format!(
-                    "create not acknowledged after {sends} attempts (last: {unacknowledged}); a search shows it was \
-                     not stored: safe to push this line again"
-                ));
-                return Ok(r);
-            }
-            Err(why) => {
-                let mut r = LineResult::new(item, Status::Unconfirmed);
-                r.error = Some(format!(
-                    "create not acknowledged ({unacknowledged}) and the duplicate check could not run ({why}): \
-                     look for it on the server before pushing this line again"
-                ));
-                return Ok(r);
-            }
+    let request = Request::post_json(url, body);
+    // Streaming, so the Location is kept even when the body that follows it is cut off.
+    let resp = match target.client.execute_streaming(&request).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_fatal_for_run() => return Err(e),
+        Err(e) if e.has_outcome(DUPLICATE_CODE) => return Ok(Answer::Duplicate(e.to_string())),
+        Err(e) if is_refusal(&e) => return Ok(Answer::Refused(e.to_string())),
+        Err(e) => return Ok(Answer::Unacknowledged(e.to_string())),
+    };
+    let id = resp
+        .response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| id_from_location(l, target.resource_type));
+    let status = resp.response.status().as_u16();
+    match (resp.response.bytes().await, id) {
+        (Ok(_), Some(id)) => Ok(Answer::Created(Some(id))),
+        (Ok(body), None) if is_duplicate_outcome(&body) => {
+            Ok(Answer::Duplicate(format!("HTTP {status} with OperationOutcome {DUPLICATE_CODE}")))
         }
+        (Ok(_), None) => Ok(Answer::Created(None)),
+        (Err(e), Some(id)) => {
+            Ok(Answer::Cut { id, why: format!("HTTP {status}, then the answer broke off: {e}") })
+        }
+        (Err(e), None) => Ok(Answer::Unacknowledged(format!(
+            "HTTP {status} without a Location, then the answer broke off: {e}"
+        ))),
     }
+}
+
+/// A 2xx body that is an OperationOutcome carrying 59141.
+fn is_duplicate_outcome(body: &[u8]) -> bool {
+    fhirsync_fhir::outcome::parse_outcome(&String::from_utf8_lossy(body)).iter().any(|o| o.is(DUPLICATE_CODE))
 }
 
 /// A definitive answer from the server: the create was processed and refused (4xx other than
@@ -153,26 +101,39 @@ pub fn id_from_location(location: &str, ty: &str) -> Option<String> {
     segments.next().filter(|id| !id.is_empty()).map(str::to_string)
 }
 
-/// Searches the server for `item` (see [`super::same`]); `Err` says why the check cannot run.
-async fn find_existing(target: Target<'_>, item: &Prepared) -> Result<Option<String>, String> {
-    let params = check_params(target.caps, target.resource_type, &item.resource, item.patient.as_deref())?;
-    let client = target.client;
-    let mut page =
-        client.search(target.base, target.resource_type, &params).await.map_err(|e| e.to_string())?;
-    let mut current = fhirsync_fhir::join(target.base, target.resource_type).map_err(|e| e.to_string())?;
-    for _ in 0..MAX_CHECK_PAGES {
-        for raw in &page.resources {
-            let Ok(Value::Object(candidate)) = serde_json::from_str::<Value>(raw) else { continue };
-            if same_resource(&item.resource, &candidate) {
-                return Ok(Some(candidate.get("id").and_then(Value::as_str).unwrap_or_default().to_string()));
+/// What a read of a returned id showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The server serves `{Type}/{id}`: the create was filed.
+    Exists,
+    /// 404 or 410: the server does not have it.
+    Gone,
+    /// The read failed otherwise; nothing can be concluded.
+    Unknown(String),
+}
+
+/// `GET {base}/{Type}/{id}`.
+pub async fn read_back(target: Target<'_>, id: &str) -> Result<Found, fhirsync_fhir::Error> {
+    let url = fhirsync_fhir::join(target.base, &format!("{}/{id}", target.resource_type))?;
+    match target.client.execute(&Request::get(url)).await {
+        Ok(resp) => {
+            let value: Option<Value> = serde_json::from_slice(&resp.body).ok();
+            let ty = value.as_ref().and_then(|v| v.get("resourceType")).and_then(Value::as_str);
+            if ty == Some(target.resource_type) {
+                Ok(Found::Exists)
+            } else {
+                debug!(found = ?ty, "Read-back answered another resource type.");
+                Ok(Found::Unknown(format!(
+                    "reading {}/{id} answered {} instead",
+                    target.resource_type,
+                    ty.unwrap_or("no FHIR resource")
+                )))
             }
         }
-        let Some(next) = page.next.take() else { return Ok(None) };
-        let url = current.join(&next).map_err(|e| format!("bad next link: {e}"))?;
-        page = client.page(&url).await.map_err(|e| e.to_string())?;
-        current = url;
+        Err(e) if e.is_fatal_for_run() => Err(e),
+        Err(e) if matches!(e.status(), Some(404 | 410)) => Ok(Found::Gone),
+        Err(e) => Ok(Found::Unknown(e.to_string())),
     }
-    Err(format!("more than {MAX_CHECK_PAGES} pages of candidates"))
 }
 
 #[cfg(test)]
@@ -188,5 +149,14 @@ mod tests {
         );
         assert_eq!(id_from_location("Observation/e2/_history/1", "Observation").as_deref(), Some("e2"));
         assert_eq!(id_from_location("https://x/R4/Condition/e3", "Observation"), None);
+    }
+
+    /// A 2xx OperationOutcome with 59141 is a duplicate; other bodies are not.
+    #[test]
+    fn duplicate_outcome_in_a_success_body() {
+        let dup = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"duplicate","details":{"coding":[{"system":"urn:oid:1.2.840.114350.1.13.0.1.7.2.657369","code":"59141"}]}}]}"#;
+        assert!(is_duplicate_outcome(dup));
+        assert!(!is_duplicate_outcome(b""));
+        assert!(!is_duplicate_outcome(br#"{"resourceType":"Observation"}"#));
     }
 }

@@ -2,12 +2,7 @@
 
 use fhirsync_core::ContentHash;
 use fhirsync_extract::cohort::patient_id_of_reference;
-use serde_json::{Map, Value, json};
-
-use super::PUSH_IDENTIFIER_SYSTEM;
-
-/// Types whose `identifier` is a single Identifier, not a list (R4/STU3).
-const SINGLE_IDENTIFIER_TYPES: &[&str] = &["QuestionnaireResponse", "ConceptMap", "Bundle"];
+use serde_json::{Map, Value};
 
 /// What every line must satisfy.
 #[derive(Debug, Clone)]
@@ -16,8 +11,6 @@ pub struct Rules {
     pub resource_type: String,
     /// The type is searched per patient: a `subject`/`patient` reference to a Patient is required.
     pub needs_patient: bool,
-    /// Add a `urn:fhirsync:push` identifier to resources that have none.
-    pub add_identifier: bool,
 }
 
 /// A valid line, ready to send.
@@ -25,10 +18,10 @@ pub struct Rules {
 pub struct Prepared {
     /// 1-based line number in the input file.
     pub line: usize,
-    /// The resource to POST (client `id` removed, push identifier added if configured).
+    /// SHA-256 (hex) of the line exactly as in the file, without its line ending: the ledger key.
+    pub hash: String,
+    /// The resource to POST (client `id` removed).
     pub resource: Map<String, Value>,
-    /// FHIR id of the patient it belongs to, if any.
-    pub patient: Option<String>,
     /// Remarks for the result file (e.g. "id dropped").
     pub notes: Vec<String>,
 }
@@ -59,14 +52,17 @@ pub fn validate_all(text: &str, rules: &Rules) -> (Vec<Prepared>, Vec<Invalid>) 
             continue;
         }
         match validate_line(raw, rules) {
-            Ok((resource, patient, notes)) => ok.push(Prepared { line, resource, patient, notes }),
+            Ok((resource, notes)) => {
+                let hash = ContentHash::of(raw.as_bytes()).to_hex();
+                ok.push(Prepared { line, hash, resource, notes });
+            }
             Err(problem) => bad.push(Invalid { line, problem }),
         }
     }
     (ok, bad)
 }
 
-type Checked = (Map<String, Value>, Option<String>, Vec<String>);
+type Checked = (Map<String, Value>, Vec<String>);
 
 fn validate_line(raw: &str, rules: &Rules) -> Result<Checked, String> {
     let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
@@ -83,25 +79,12 @@ fn validate_line(raw: &str, rules: &Rules) -> Result<Checked, String> {
     if resource.remove("id").is_some() {
         notes.push("client id dropped: the server assigns ids".to_string());
     }
-    let patient = if rules.needs_patient && ty != "Patient" {
-        Some(patient_reference(&resource).map_err(|p| {
+    if rules.needs_patient && ty != "Patient" {
+        patient_reference(&resource).map_err(|p| {
             format!("{p}: set subject.reference (or patient.reference) to \"Patient/<FHIR id>\"")
-        })?)
-    } else {
-        None
-    };
-    if rules.add_identifier && identifiers(&resource).is_empty() {
-        let key = ContentHash::of(Value::Object(resource.clone()).to_string().as_bytes()).to_hex();
-        let identifier = json!({"system": PUSH_IDENTIFIER_SYSTEM, "value": key});
-        let value = if SINGLE_IDENTIFIER_TYPES.contains(&ty.as_str()) {
-            identifier
-        } else {
-            Value::Array(vec![identifier])
-        };
-        resource.insert("identifier".into(), value);
-        notes.push(format!("identifier {PUSH_IDENTIFIER_SYSTEM}|{key} added"));
+        })?;
     }
-    Ok((resource, patient, notes))
+    Ok((resource, notes))
 }
 
 /// The patient id of `subject.reference` or `patient.reference`.
@@ -120,29 +103,12 @@ pub fn patient_reference(resource: &Map<String, Value>) -> Result<String, String
     Err(seen.unwrap_or_else(|| "no patient reference".to_string()))
 }
 
-/// The resource's identifiers as `(system, value)` (list or single form).
-pub fn identifiers(resource: &Map<String, Value>) -> Vec<(String, String)> {
-    let items: Vec<&Value> = match resource.get("identifier") {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(v @ Value::Object(_)) => vec![v],
-        _ => Vec::new(),
-    };
-    items
-        .into_iter()
-        .filter_map(|i| {
-            let value = i.get("value")?.as_str()?;
-            let system = i.get("system").and_then(Value::as_str).unwrap_or_default();
-            Some((system.to_string(), value.to_string()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        Rules { resource_type: "Observation".into(), needs_patient: true, add_identifier: true }
+        Rules { resource_type: "Observation".into(), needs_patient: true }
     }
 
     /// Each kind of bad line is rejected with its line number and a problem naming the fix.
@@ -161,27 +127,19 @@ mod tests {
         assert!(bad[4].problem.contains("does not point to a Patient"), "{}", bad[4].problem);
     }
 
-    /// A valid line loses its id, keeps its patient, and gets a stable push identifier.
+    /// A valid line loses its id; its key is the SHA-256 of the line as written, so any edit changes it.
     #[test]
-    fn valid_line_is_prepared_with_a_stable_key() {
+    fn valid_line_is_keyed_by_its_exact_text() {
         let line = r#"{"resourceType":"Observation","id":"x","subject":{"reference":"Patient/p1"},"code":{"text":"t"}}"#;
         let (a, _) = validate_all(line, &rules());
-        let (b, _) = validate_all(line, &rules());
         assert_eq!(a.len(), 1);
         assert!(!a[0].resource.contains_key("id"));
-        assert_eq!(a[0].patient.as_deref(), Some("p1"));
-        let key = identifiers(&a[0].resource);
-        assert_eq!(key.len(), 1);
-        assert_eq!(key[0].0, PUSH_IDENTIFIER_SYSTEM);
-        assert_eq!(key, identifiers(&b[0].resource));
         assert!(a[0].notes.iter().any(|n| n.contains("id dropped")));
-    }
-
-    /// A resource's own identifier is kept and no push identifier is added.
-    #[test]
-    fn own_identifier_is_kept() {
-        let line = r#"{"resourceType":"Observation","subject":{"reference":"Patient/p1"},"identifier":[{"system":"urn:lab","value":"42"}]}"#;
-        let (a, _) = validate_all(line, &rules());
-        assert_eq!(identifiers(&a[0].resource), vec![("urn:lab".to_string(), "42".to_string())]);
+        assert_eq!(a[0].hash, ContentHash::of(line.as_bytes()).to_hex());
+        let (crlf, _) = validate_all(&format!("{line}\r\n"), &rules());
+        assert_eq!(crlf[0].hash, a[0].hash, "the line ending is not part of the key");
+        let spaced = line.replace(",\"code\"", ", \"code\"");
+        let (b, _) = validate_all(&spaced, &rules());
+        assert_ne!(b[0].hash, a[0].hash);
     }
 }

@@ -5,6 +5,7 @@ mod bulk;
 mod discover;
 mod errors;
 mod push;
+mod replay;
 mod secrets;
 mod status;
 mod sync;

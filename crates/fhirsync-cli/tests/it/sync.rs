@@ -43,6 +43,29 @@ async fn second_sync_applies_only_the_delete() {
     assert_eq!(deleted, 1);
 }
 
+/// A reload reports what it re-read and replaced, not a compare's "0 unchanged"; logs written
+/// to a pipe carry no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_summary_counts_what_it_replaced() {
+    let env = Env::start(2).await;
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
+    assert!(output(cmd).await.status.success());
+    let landed = count(&env.db(), "SELECT staged FROM _fhirsync_runs");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{landed} re-read and replaced (0 new), 0 deleted")),
+        "{}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("unchanged"), "{}", text(&out));
+    assert!(!out.stderr.is_empty() && !out.stderr.contains(&0x1b), "ANSI escape in piped logs");
+}
+
 /// The nine clinical types Epic attaches Outside-Record 59204s to (and DocumentReference, which
 /// it does not).
 const CLINICAL_TYPES: [&str; 9] = [
@@ -106,6 +129,91 @@ async fn deletes_propagate_for_every_clinical_type() {
     }
     assert_eq!(propagated, 9, "deletes propagated for {propagated} of 9 clinical types");
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM _fhirsync_runs WHERE status = 'succeeded'"), 2);
+}
+
+/// Issue 14's licence-change test: after a full load, the simulated client's licence narrows
+/// (half of each patient's problems now withheld, with a new 59204 naming the sub-type next to
+/// the rest); the reload-and-compare deletes nothing of that scope, exits 6 and names the
+/// narrowed sub-type; other datasets still propagate their deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowed_licence_deletes_nothing_in_its_scope() {
+    let env = Env::start(4).await;
+    let config = env.config("");
+    let sync = |method: &str| {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", method]);
+        cmd
+    };
+    assert!(output(sync("full-load")).await.status.success());
+    let problems = "SELECT COUNT(*) FROM condition WHERE dataset = 'Condition:problem-list-item'";
+    let before = count(&env.db(), problems);
+    assert!(before >= 4, "{before} problems");
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let encounter: String =
+        conn.query_row("SELECT id FROM encounter ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+    env.sim.state().fhir.delete_resource("Encounter", &encounter).unwrap();
+    env.sim
+        .state()
+        .narrow_licence(crate::util::CLIENT_ID, "Condition:problem-list-item", "Sensitive Problems")
+        .unwrap();
+    let out = output(sync("reload-and-compare")).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{shown}");
+    assert!(shown.contains("completed with gaps"), "{shown}");
+    assert!(shown.contains("licence narrowed: newly withheld Condition - Sensitive Problems"), "{shown}");
+    assert_eq!(count(&env.db(), problems), before, "nothing of the narrowed scope is deleted");
+    assert!(shown.contains("1 deleted"), "the encounter's delete still propagates: {shown}");
+    let status: String = conn
+        .query_row("SELECT status FROM _fhirsync_runs ORDER BY started_at DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "completed_with_gaps");
+}
+
+/// Issue 15: on a generic SMART server the defaults miss nothing: each type is searched once
+/// without Epic's categories, so every generated Observation and Condition lands; CareTeam,
+/// which its statement leaves out, is named in the summary, and when asked for it is tried and
+/// lands instead of failing the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_server_defaults_miss_nothing() {
+    let env = Env::start_generic(3).await;
+    let fhir = &env.sim.state().fhir;
+    let generated = |keys: &[&str]| -> i64 {
+        (0..3).map(|i| keys.iter().map(|k| fhir.generated_count(i, k).unwrap_or(0) as i64).sum::<i64>()).sum()
+    };
+    let config = env.config("");
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("every scope fetched completely"), "{shown}");
+    let observations =
+        generated(&["Observation:laboratory", "Observation:vital-signs", "Observation:social-history"]);
+    assert_eq!(
+        count(&env.db(), "SELECT COUNT(*) FROM observation WHERE dataset = 'Observation'"),
+        observations
+    );
+    let conditions = generated(&[
+        "Condition:problem-list-item",
+        "Condition:encounter-diagnosis",
+        "Condition:health-concern",
+    ]);
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM condition"), conditions);
+    assert!(shown.contains("not offered by the server's statement") && shown.contains("CareTeam"), "{shown}");
+
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_cfg.replace("[extract]\n", "[extract]\ndatasets = [\"Patient\", \"CareTeam\"]\n"),
+    )
+    .unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let teams = generated(&["CareTeam"]);
+    assert!(teams > 0, "the generic simulator holds care teams");
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM careteam"), teams);
 }
 
 /// Full load refuses a destination that already holds data, naming the fix, exit code 5; the

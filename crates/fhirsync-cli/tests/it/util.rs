@@ -50,7 +50,17 @@ impl Env {
         Env::start_fhir(FhirConfig { patients, ..FhirConfig::default() }, tweak).await
     }
 
-    /// [`Env::start_with`] with a whole FHIR-side configuration (e.g. Bulk switches).
+    /// [`Env::start`] against a generic (non-Epic) SMART server.
+    pub async fn start_generic(patients: usize) -> Env {
+        let fhir = FhirConfig {
+            patients,
+            profile: fhirsync_sim::fhir::ServerProfile::GenericSmart,
+            ..FhirConfig::default()
+        };
+        Env::start_fhir(fhir, |_| {}).await
+    }
+
+    /// A simulator with `fhir` settings and the client registration adjusted by `tweak`.
     pub async fn start_fhir(fhir: FhirConfig, tweak: impl FnOnce(&mut ClientRegistration)) -> Env {
         let sim = Sim::start(SimConfig { fhir, ..SimConfig::default() }).await.expect("sim starts");
         let pem = generate_private_key(KeyType::Rsa(2048)).expect("key");

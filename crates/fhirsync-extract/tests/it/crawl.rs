@@ -173,7 +173,7 @@ async fn rejected_credentials_abort_run() {
 
 /// With a baseline from the last committed run, a sub-type withheld now but not then is a
 /// narrowed licence: those scopes are gaps (no ScopeComplete); with it in the baseline they are
-/// complete; the new baseline records it either way.
+/// complete; the new baseline records it either way and keeps the entries of datasets not read.
 #[tokio::test]
 async fn exclusion_missing_from_baseline_is_a_licence_change() {
     use fhirsync_extract::ExclusionBaseline;
@@ -202,10 +202,45 @@ async fn exclusion_missing_from_baseline_is_a_licence_change() {
     assert_eq!(gaps.len(), 3);
     assert!(gaps[0].reason.to_string().contains("Condition - Outside Record Problems"), "{}", gaps[0].reason);
     assert_eq!(narrowed.scopes_excluded, 0, "a narrowed scope is a gap, not an exclusion");
-    let (complete, accepted) = problems(narrowed.exclusion_baseline.clone()).await;
+    // A dataset this run does not read keeps its baseline entry.
+    let mut baseline = narrowed.exclusion_baseline.clone();
+    baseline.insert("Slot@STU3".into(), Default::default());
+    let (complete, accepted) = problems(baseline.clone()).await;
     assert_eq!(complete, 3);
     assert!(!accepted.gaps.iter().any(|g| matches!(g.reason, GapReason::LicenceNarrowed { .. })));
-    assert_eq!(accepted.exclusion_baseline, narrowed.exclusion_baseline);
+    assert_eq!(accepted.exclusion_baseline, baseline);
+}
+
+/// With `verify_counts` on a generic server, a scope whose `_summary=count` differs from what
+/// was read is a gap; an agreeing count, or a server that gives no total, is not.
+#[tokio::test]
+async fn verify_counts_books_a_count_mismatch() {
+    let stub = Arc::new(Stub {
+        counts: std::collections::HashMap::from([("Condition".into(), 2), ("Encounter".into(), 2)]),
+        ..Stub::default()
+    });
+    let root = serve(stub.clone()).await;
+    let conn = connection(&root);
+    let mut cfg = extract_config();
+    cfg.server = fhirsync_extract::ServerKind::Generic;
+    cfg.verify_counts = true;
+    cfg.datasets = vec!["Patient".into(), "Condition".into(), "Encounter".into(), "Observation".into()];
+    let run = Extraction::new(client(&conn, &cfg), &conn, cfg).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let handle = tokio::spawn(run.run(tx));
+    let (_, done) = drain(rx, None).await;
+    let report = handle.await.unwrap().unwrap();
+    // Condition (no category on a generic server) answers 4101: 0 read, the server counts 2.
+    let condition_gaps: Vec<_> =
+        report.gaps.iter().filter(|g| g.scope.dataset == Dataset::new("Condition")).collect();
+    assert_eq!(condition_gaps.len(), 3, "{:?}", report.gaps);
+    assert!(
+        condition_gaps[0].reason.to_string().contains("the server counts 2 (_summary=count), 0 were read")
+    );
+    // Encounter reads 2 a patient (after its 4113 restart): the count agrees.
+    assert_eq!(done.iter().filter(|s| s.dataset == Dataset::new("Encounter")).count(), 3);
+    // Observation: no total in the answer, so not verifiable, not a gap.
+    assert!(!report.gaps.iter().any(|g| g.scope.dataset.resource_type == "Observation"), "{:?}", report.gaps);
 }
 
 /// A slow consumer on a one-slot channel slows extraction down but loses nothing.

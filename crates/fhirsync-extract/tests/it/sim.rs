@@ -99,12 +99,20 @@ async fn search_mode_fetches_everything() {
     assert_eq!(report.scopes_planned, 54);
     assert_eq!(done.len(), 54);
     assert!(report.gaps.is_empty(), "{:?}", report.gaps);
-    assert_eq!(report.scopes_excluded, 6);
+    // Production Epic: every clinical search but Patient carries an Outside-Record exclusion.
+    assert_eq!(report.scopes_excluded, 48);
     assert!(
         report.exclusions.iter().all(|e| e.exclusion.code == "59204" && e.scopes == 6),
         "{:?}",
         report.exclusions
     );
+    let named = |sub: &str| report.exclusions.iter().any(|e| e.exclusion.subtype == sub);
+    assert!(
+        named("Encounter Diagnosis") || named("Outside Record Encounter Diagnosis"),
+        "{:?}",
+        report.exclusions
+    );
+    assert!(named("Outside Record Results"), "{:?}", report.exclusions);
     assert!(report.pages > report.scopes_complete, "tiny pages force paging: {} pages", report.pages);
     // Every resource's patient is in the cohort.
     assert!(resources.iter().all(|r| r.patient_id.as_ref().is_some_and(|p| report.scope.cohort.contains(p))));
@@ -302,9 +310,21 @@ async fn plan_from_sim_capability_statements() {
     }
     // One copy of each record: the DSTU2/STU3 forms of R4's MedicationRequest/ServiceRequest
     // are left out.
-    for unwanted in
-        ["Medication@", "Practitioner@", "List@", "Observation@", "MedicationOrder@", "ProcedureRequest@"]
-    {
+    // CarePlan per Epic's category (required by the statement); RelatedPerson is not
+    // patient-searchable at Epic (only `_id`/`_count`), so it is not fanned out at all.
+    for want in ["CarePlan:38717003@R4", "CarePlan:734163000@R4", "CarePlan:assess-plan@R4"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    for unwanted in [
+        "Medication@",
+        "Practitioner@",
+        "List@",
+        "Observation@",
+        "MedicationOrder@",
+        "ProcedureRequest@",
+        "RelatedPerson@",
+        "CarePlan@",
+    ] {
         assert!(!names.iter().any(|n| n.starts_with(unwanted)), "{unwanted} planned: {names:?}");
     }
 }

@@ -28,6 +28,8 @@ pub struct Stub {
     pub reject_all: bool,
     /// Total requests.
     pub requests: AtomicUsize,
+    /// `Bundle.total` answered to `Type?...&_summary=count` (no entry: no total).
+    pub counts: HashMap<String, u64>,
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -79,7 +81,7 @@ fn capability() -> String {
         r("Medication", &["_id"]),
     ];
     format!(
-        r#"{{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1","rest":[{{"mode":"server","resource":[{}]}}]}}"#,
+        r#"{{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1","software":{{"name":"Epic"}},"rest":[{{"mode":"server","resource":[{}]}}]}}"#,
         types.join(",")
     )
 }
@@ -108,6 +110,13 @@ async fn handler(
     }
     *s.hits.lock().unwrap().entry(ty.clone()).or_default() += 1;
     let session = q.get("sessionID").cloned();
+    if q.get("_summary").map(String::as_str) == Some("count") {
+        let body = match s.counts.get(&ty) {
+            Some(n) => format!(r#"{{"resourceType":"Bundle","type":"searchset","total":{n}}}"#),
+            None => r#"{"resourceType":"Bundle","type":"searchset"}"#.to_string(),
+        };
+        return fhir(StatusCode::OK, body);
+    }
     match ty.as_str() {
         "metadata" => fhir(StatusCode::OK, capability()),
         "List" => {

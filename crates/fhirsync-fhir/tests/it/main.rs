@@ -1,5 +1,6 @@
 //! Integration tests of the FHIR client against small in-process HTTP stubs.
 
 mod client;
+mod record;
 mod sim;
 mod stub;

@@ -225,3 +225,26 @@ fn ca_file_without_certificate_is_named() {
     assert!(matches!(err, fhirsync_land::Error::PostgresCa { .. }), "{err:?}");
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
+
+/// On PostgreSQL too, a full load seeds the history and a compare's delete closes a version.
+#[test]
+fn full_load_seeds_history_on_postgres() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let history = fhirsync_land::LandOptions { history: true, ..Default::default() };
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let mut dest = h.open();
+    let all = scopes_of(&["p1"]);
+    let full = fhirsync_land::Method::FullLoad;
+    let r1 = land(&mut *dest, full, &history, &[p1.clone(), o1.clone(), o2], run_scope(&["p1"], all.clone()))
+        .unwrap()
+        .run_id;
+    let versions =
+        "SELECT id, valid_from_run, valid_to_run FROM _fhirsync_history ORDER BY id, valid_from_run";
+    let seeded = h.query(versions);
+    assert_eq!(seeded.len(), 3, "{seeded:?}");
+    assert!(seeded.iter().all(|r| r[1].as_deref() == Some(r1.as_str()) && r[2].is_none()), "{seeded:?}");
+    let compare = fhirsync_land::Method::ReloadAndCompare;
+    let r2 = land(&mut *dest, compare, &history, &[p1, o1], run_scope(&["p1"], all)).unwrap().run_id;
+    let rows = h.query(versions);
+    assert!(rows.contains(&vec![Some("o2".into()), Some(r1), Some(r2)]), "o2's delete closes it: {rows:?}");
+}

@@ -155,6 +155,58 @@ fn views_reflatten_only_changes() {
     assert_eq!(rowid("o1"), o1_before);
 }
 
+/// A full load seeds the history: every row is valid from it, so the first compare's delete and
+/// before-image are in the history; a full load with replace closes the versions it replaces.
+#[test]
+fn full_load_seeds_history() {
+    let h = SqliteHarness::new();
+    let history = fhirsync_land::LandOptions { history: true, ..Default::default() };
+    let (p1, o1, o2) = (patient("p1", "Alpha"), obs("o1", "p1", "1"), obs("o2", "p1", "2"));
+    let mut dest = h.open();
+    let all = scopes_of(&["p1"]);
+    let r1 = land(
+        &mut *dest,
+        fhirsync_land::Method::FullLoad,
+        &history,
+        &[p1.clone(), o1.clone(), o2.clone()],
+        run_scope(&["p1"], all.clone()),
+    )
+    .unwrap()
+    .run_id;
+    let open = "SELECT id, valid_from_run, valid_to_run FROM _fhirsync_history ORDER BY id, valid_from_run";
+    let seeded = strings(&h.conn(), open);
+    assert_eq!(seeded.len(), 3, "{seeded:?}");
+    assert!(seeded.iter().all(|r| r[1].as_deref() == Some(r1.as_str()) && r[2].is_none()), "{seeded:?}");
+    let r2 = land(
+        &mut *dest,
+        fhirsync_land::Method::ReloadAndCompare,
+        &history,
+        &[p1.clone(), o1.clone()],
+        run_scope(&["p1"], all.clone()),
+    )
+    .unwrap()
+    .run_id;
+    let rows = strings(&h.conn(), open);
+    assert!(
+        rows.contains(&vec![Some("o2".into()), Some(r1.clone()), Some(r2.clone())]),
+        "o2's delete closes it: {rows:?}"
+    );
+    let replace = fhirsync_land::LandOptions { history: true, replace: true, ..Default::default() };
+    let r3 = land(
+        &mut *dest,
+        fhirsync_land::Method::FullLoad,
+        &replace,
+        std::slice::from_ref(&p1),
+        run_scope(&["p1"], all),
+    )
+    .unwrap()
+    .run_id;
+    let rows = strings(&h.conn(), open);
+    assert!(rows.contains(&vec![Some("o1".into()), Some(r1.clone()), Some(r3.clone())]), "{rows:?}");
+    assert!(rows.contains(&vec![Some("p1".into()), Some(r3.clone()), None]), "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r[2].is_none()).count(), 1, "only the reloaded row is open: {rows:?}");
+}
+
 /// Type-2 history: each version of a resource gets valid_from/valid_to runs; deletes close it.
 #[test]
 fn history_keeps_every_version() {

@@ -11,7 +11,10 @@
 //!    output: [{type, url, count}], error: []}`.
 //! 3. Files `{R4}/BulkRequest/{job}/{Type}-{n}.ndjson` (at most `max_lines_per_file` lines,
 //!    streamed) need the bearer token of the client that kicked off. Datasets the client is not
-//!    licensed for appear as an OperationOutcome line at the start of the type's first file.
+//!    licensed for, and datasets whose licence was narrowed (`FhirState::narrow_licence`: the
+//!    same records are withheld as in searches), appear as 59204 issues of one OperationOutcome
+//!    line at the start of the type's first file. Outside-Record issues are not written to
+//!    NDJSON (nothing is known about Epic doing so).
 //! 4. `DELETE` the status URL → 202; deleting before completion does not count against the window.
 //!
 //! The manifest carries `Expires` (transaction time + `files_expire_secs`); later downloads answer
@@ -250,12 +253,12 @@ pub(crate) fn kickoff(
         }
     }
 
-    let unlicensed = call.unlicensed();
+    let licence = call.licence();
     let max_lines = fhir.config.bulk.max_lines_per_file.max(1);
     let mut files = Vec::new();
     let mut failed = Vec::new();
     for (n, ty) in types.iter().enumerate() {
-        if unlicensed.iter().any(|u| u == ty) {
+        if licence.excludes(ty) {
             continue;
         }
         if fhir.bulk.take_fault(&fhir.config.bulk.faults, BulkFaultKind::ExportError, ty) {
@@ -268,7 +271,7 @@ pub(crate) fn kickoff(
             continue;
         }
         let mut segs = Vec::new();
-        let mut denied: Vec<String> = Vec::new();
+        let mut denied: Vec<Issue> = Vec::new();
         for &i in &members {
             let pid = fhir.generator.patient_id(i);
             if !fhir.patient_exists(&pid) {
@@ -287,29 +290,40 @@ pub(crate) fn kickoff(
                 let mut p = filter.clone();
                 p.push(("patient".to_string(), pid.clone()));
                 let req = SearchRequest { version: FhirVersion::R4, ty, params: &p };
-                if let Ok(found) = fhir.search(&req, &unlicensed) {
+                if let Ok(found) = fhir.search(&req, &licence) {
                     segs.extend(found.segs);
+                    for issue in found.licence {
+                        if !denied.contains(&issue) {
+                            denied.push(issue);
+                        }
+                    }
                 }
                 continue;
             }
             for d in Dataset::of_type(FhirVersion::R4, ty) {
-                match d.license_key(FhirVersion::R4) {
-                    Some(k) if unlicensed.contains(&k) => {
-                        if !denied.contains(&k) {
-                            denied.push(k);
-                        }
-                    }
-                    _ => fhir.dataset_segments(FhirVersion::R4, i, d, &mut segs),
+                let key = d.license_key(FhirVersion::R4).unwrap_or_else(|| ty.clone());
+                let issue = if licence.excludes(&key) {
+                    Some(Issue::unlicensed(&key))
+                } else if let Some(n) = licence.narrowing(&key) {
+                    let mut own = Vec::new();
+                    fhir.dataset_segments(FhirVersion::R4, i, d, &mut own);
+                    segs.extend(fhir.withhold(own));
+                    Some(n.issue())
+                } else {
+                    fhir.dataset_segments(FhirVersion::R4, i, d, &mut segs);
+                    None
+                };
+                if let Some(issue) = issue
+                    && !denied.contains(&issue)
+                {
+                    denied.push(issue);
                 }
             }
             segs.extend(fhir.overlay.added(ty, Some(&pid)).into_iter().map(|a| Seg::Owned(a.value)));
         }
         let total: usize = segs.iter().map(Seg::len).sum();
         let segs = Arc::new(segs);
-        let outcome = (!denied.is_empty()).then(|| {
-            let issues: Vec<Issue> = denied.iter().map(|k| Issue::unlicensed(k)).collect();
-            wire::outcome(&issues)
-        });
+        let outcome = (!denied.is_empty()).then(|| wire::outcome(&denied));
         let chunks = total.div_ceil(max_lines).max(usize::from(outcome.is_some()));
         for n in 0..chunks {
             let offset = n * max_lines;

@@ -2,7 +2,10 @@
 //!
 //! - entries carry `link[{relation: self}]`, an absolute `fullUrl` and `search.mode = match`;
 //! - warnings/information travel in one OperationOutcome entry (`search.mode = outcome`,
-//!   `fullUrl = urn:uuid:…`) on the first page; an empty result is that entry alone with 4101;
+//!   `fullUrl = urn:uuid:…`) on the **last** page only: the first page of a multi-page result
+//!   (the one with a `next` link) carries none, as at Epic; an empty result is that entry alone,
+//!   with its 59204/59205 issues followed by 4101, and `total: 0`;
+//! - the generic SMART profile sends no outcome entry at all (an empty result has no entries);
 //! - `_count` defaults to, and is capped at, the configured page size (1000);
 //! - `next` is `{base}/{Type}?sessionID=<n>-<hex>` (original parameters dropped);
 //! - `Bundle.total` is the number of `match` entries on the page, not the result count.
@@ -17,6 +20,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use super::FhirState;
+use super::config::ServerProfile;
 use super::rng::hash_str;
 use super::search::{Found, SearchRequest};
 use super::wire::{self, Format, Issue, Ordered};
@@ -98,7 +102,9 @@ impl Serialize for SearchSet {
         if let Some((urn, outcome)) = &self.outcome {
             entries.push(Entry(urn, outcome, "outcome", false));
         }
-        m.serialize_entry("entry", &entries)?;
+        if !entries.is_empty() {
+            m.serialize_entry("entry", &entries)?;
+        }
         m.end()
     }
 }
@@ -147,15 +153,16 @@ impl FhirState {
         found: &Found,
         offset: usize,
         count: usize,
-        first: bool,
     ) -> Response {
         let total = found.len();
         let items = self.materialise(page.version, &found.segs, offset, count);
         let shown = items.len();
         let matches: Vec<(String, Arc<Value>)> =
             items.into_iter().map(|r| (full_url(page.base, &r), r)).collect();
-        let mut issues: Vec<Issue> = if first { found.issues.clone() } else { Vec::new() };
-        if total == 0 {
+        let last = offset + shown >= total;
+        let epic = self.config.profile == ServerProfile::Epic;
+        let mut issues: Vec<Issue> = if last && epic { found.issues.clone() } else { Vec::new() };
+        if total == 0 && epic {
             issues.push(Issue::no_results());
         }
         let outcome = (!issues.is_empty())

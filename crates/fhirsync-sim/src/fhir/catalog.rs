@@ -4,6 +4,13 @@
 //! Type lists follow Epic's sandbox CapabilityStatements (R4 59 types, STU3 35, DSTU2 17). A type
 //! that is in the list but has no synthetic data answers searches with an outcome-only bundle; a
 //! type outside the list gets IIS's HTML 404, as at Epic.
+//!
+//! Datasets: Observation (laboratory, vital-signs, social-history), Condition (problem-list-item,
+//! encounter-diagnosis, health-concern), Encounter, MedicationRequest (the same orders are
+//! DSTU2's MedicationOrder: same ids, same data), AllergyIntolerance, Procedure, Immunization,
+//! DiagnosticReport, DocumentReference, R4 CarePlan (categories 38717003, 734163000,
+//! assess-plan) and R4 CareTeam (data only in the generic SMART profile). RelatedPerson is an
+//! `_id`-only type, as its R4 statement declares.
 
 use fhirsync_core::FhirVersion;
 
@@ -155,6 +162,8 @@ const ID_ONLY_TYPES: &[&str] = &[
     "ResearchStudy",
     "Schedule",
     "Slot",
+    // R4 statement (2026-05-11): only `_id` and `_count`, although older lists said patient.
+    "RelatedPerson",
 ];
 
 /// Types whose `create` Epic advertises, per version.
@@ -238,11 +247,19 @@ pub(crate) enum Dataset {
     Reports,
     /// DocumentReference.
     Documents,
+    /// CarePlan, category 38717003 (longitudinal care plan); R4 only.
+    CarePlansLongitudinal,
+    /// CarePlan, category 734163000 (encounter-level care plan); R4 only.
+    CarePlansEncounter,
+    /// CarePlan, category assess-plan (assessment and plan of treatment); R4 only.
+    CarePlansAssessPlan,
+    /// CareTeam; R4 only, data only in the generic SMART profile.
+    CareTeams,
 }
 
 impl Dataset {
     /// Every dataset, in search order.
-    pub(crate) const ALL: [Dataset; 13] = [
+    pub(crate) const ALL: [Dataset; 17] = [
         Dataset::Labs,
         Dataset::Vitals,
         Dataset::SocialHistory,
@@ -256,6 +273,10 @@ impl Dataset {
         Dataset::Immunizations,
         Dataset::Reports,
         Dataset::Documents,
+        Dataset::CarePlansLongitudinal,
+        Dataset::CarePlansEncounter,
+        Dataset::CarePlansAssessPlan,
+        Dataset::CareTeams,
     ];
 
     /// Id tag of the dataset's records.
@@ -281,6 +302,16 @@ impl Dataset {
             Dataset::Immunizations => "Immunization",
             Dataset::Reports => "DiagnosticReport",
             Dataset::Documents => "DocumentReference",
+            Dataset::CarePlansLongitudinal | Dataset::CarePlansEncounter | Dataset::CarePlansAssessPlan
+                if version == FhirVersion::R4 =>
+            {
+                "CarePlan"
+            }
+            Dataset::CareTeams if version == FhirVersion::R4 => "CareTeam",
+            Dataset::CarePlansLongitudinal
+            | Dataset::CarePlansEncounter
+            | Dataset::CarePlansAssessPlan
+            | Dataset::CareTeams => return None,
         };
         serves(version, ty).then_some(ty)
     }
@@ -294,6 +325,9 @@ impl Dataset {
             Dataset::Problems => Some("problem-list-item"),
             Dataset::EncounterDiagnoses => Some("encounter-diagnosis"),
             Dataset::HealthConcerns => Some("health-concern"),
+            Dataset::CarePlansLongitudinal => Some("38717003"),
+            Dataset::CarePlansEncounter => Some("734163000"),
+            Dataset::CarePlansAssessPlan => Some("assess-plan"),
             _ => None,
         }
     }
@@ -323,6 +357,8 @@ mod tests {
         assert_eq!(Dataset::Medications.resource_type(FhirVersion::Dstu2), Some("MedicationOrder"));
         assert_eq!(Dataset::Medications.resource_type(FhirVersion::R4), Some("MedicationRequest"));
         assert_eq!(Dataset::Encounters.resource_type(FhirVersion::Dstu2), None);
+        assert_eq!(Dataset::CarePlansLongitudinal.resource_type(FhirVersion::R4), Some("CarePlan"));
+        assert_eq!(Dataset::CarePlansLongitudinal.resource_type(FhirVersion::Stu3), None);
         for d in Dataset::ALL {
             assert_eq!(Dataset::from_tag(d.tag()), Some(d));
         }

@@ -147,6 +147,21 @@ impl Default for BulkConfig {
     }
 }
 
+/// Which server the simulator plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerProfile {
+    /// Production Epic, as `epic-facts.md` describes it (the default): Outside-Record 59204 next
+    /// to data, 59205 on Procedure, 4101 on empty results, required categories, altered creates.
+    #[default]
+    Epic,
+    /// A generic, non-Epic SMART server: no required category on Observation/Condition/CarePlan,
+    /// no Epic outcome entries in searchsets (an empty result is a searchset with `total: 0` and
+    /// no entries), creates stored as sent, and CareTeam data served although the statement
+    /// does not list CareTeam. Refused requests (403, 400, 404) keep their OperationOutcome bodies.
+    GenericSmart,
+}
+
 /// Synthetic data, search behaviour and Bulk settings of the FHIR side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -167,6 +182,8 @@ pub struct FhirConfig {
     pub session_ttl_secs: u64,
     /// Bulk `$export` behaviour.
     pub bulk: BulkConfig,
+    /// Which server to play: production Epic (default) or a generic SMART server.
+    pub profile: ServerProfile,
 }
 
 impl Default for FhirConfig {
@@ -188,6 +205,7 @@ impl Default for FhirConfig {
             max_page_size: DEFAULT_PAGE_SIZE,
             session_ttl_secs: DEFAULT_SESSION_TTL_SECS,
             bulk: BulkConfig::default(),
+            profile: ServerProfile::Epic,
         }
     }
 }

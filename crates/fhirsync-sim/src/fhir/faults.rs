@@ -3,7 +3,9 @@
 //! Every FHIR request (not the OAuth endpoints) passes through [`Faults`] before it is answered:
 //! it is logged, delayed by the fixed latency, and may be turned into a 429 (with `Retry-After` in
 //! seconds or as an HTTP-date), a 5xx, or a response whose body is cut off mid-stream (the
-//! connection is aborted after part of the body). Token expiry lives in `OAuthState`
+//! connection is aborted after part of the body). Creates have their own switches: fail before
+//! storing (`fail_next_creates`), store then cut the answer (`drop_next_creates`), store then
+//! hold the answer back (`delay_next_creates`). Token expiry lives in `OAuthState`
 //! (`expire_all_tokens`), session expiry in `FhirState::expire_sessions`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -15,6 +17,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+
+use super::wire::{self, Format, Issue};
 
 /// Pause between the partial body and the abort, so the partial body reaches the client.
 const DROP_FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -51,6 +55,10 @@ pub(crate) enum Decision {
     Fail(u16),
     /// Answer, but abort the connection half-way through the body.
     Drop,
+    /// Run the handler at once (a create is stored), then hold the answer back this long.
+    Hold(Duration),
+    /// Epic's 59141 "duplicate" refusal, without running the handler (nothing is stored).
+    Duplicate,
 }
 
 /// Run-time fault switches and the request log (all methods take `&self`).
@@ -66,6 +74,9 @@ pub struct Faults {
     drop_next: AtomicU64,
     fail_next_creates: AtomicU64,
     drop_next_creates: AtomicU64,
+    delay_next_creates: AtomicU64,
+    create_delay_ms: AtomicU64,
+    duplicate_next_creates: AtomicU64,
     total: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
     log: Mutex<VecDeque<RequestRecord>>,
@@ -132,6 +143,19 @@ impl Faults {
         self.drop_next_creates.store(k, Ordering::SeqCst);
     }
 
+    /// Stores the next `k` creates at once, then holds each answer back for `delay` (a client
+    /// killed during the wait has filed a resource it never heard of); other requests pass.
+    pub fn delay_next_creates(&self, k: u64, delay: Duration) {
+        self.create_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_next_creates.store(k, Ordering::SeqCst);
+    }
+
+    /// Refuses the next `k` creates as Epic refuses a duplicate (HTTP 400, OperationOutcome
+    /// 59141) without storing them; other requests pass.
+    pub fn duplicate_next_creates(&self, k: u64) {
+        self.duplicate_next_creates.store(k, Ordering::SeqCst);
+    }
+
     /// Switches every fault off (latency included); keeps the request log.
     pub fn clear(&self) {
         self.latency_ms.store(0, Ordering::SeqCst);
@@ -141,6 +165,8 @@ impl Faults {
         self.drop_next.store(0, Ordering::SeqCst);
         self.fail_next_creates.store(0, Ordering::SeqCst);
         self.drop_next_creates.store(0, Ordering::SeqCst);
+        self.delay_next_creates.store(0, Ordering::SeqCst);
+        self.duplicate_next_creates.store(0, Ordering::SeqCst);
     }
 
     /// Number of FHIR requests received.
@@ -197,6 +223,12 @@ impl Faults {
         if is_create && take(&self.drop_next_creates) {
             return Decision::Drop;
         }
+        if is_create && take(&self.duplicate_next_creates) {
+            return Decision::Duplicate;
+        }
+        if is_create && take(&self.delay_next_creates) {
+            return Decision::Hold(Duration::from_millis(self.create_delay_ms.load(Ordering::SeqCst)));
+        }
         if take(&self.fail_next) {
             return Decision::Fail(self.fail_status.load(Ordering::SeqCst));
         }
@@ -227,6 +259,17 @@ pub(crate) fn failed(status: u16) -> Response {
         .into_response()
 }
 
+/// Epic's answer to a create of something already on the chart (59141, e.g. an allergy already
+/// recorded). Epic's HTTP status and wording for it are not documented: the status is the 400 of
+/// the simulator's other create refusals, the text is the simulator's own.
+pub(crate) fn duplicate() -> Response {
+    wire::error(
+        StatusCode::BAD_REQUEST,
+        Format::Json,
+        &[Issue::new("error", "duplicate", "59141", "Duplicate data was found; nothing was filed.")],
+    )
+}
+
 /// Rewrites `resp` so that its body stops half-way and the connection is aborted.
 pub(crate) async fn truncate(resp: Response) -> Response {
     let (mut parts, body) = resp.into_parts();
@@ -248,4 +291,26 @@ pub(crate) async fn truncate(resp: Response) -> Response {
         }
     });
     Response::from_parts(parts, Body::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The create switches hit only creates (not searches by POST, not reads), `k` times each.
+    #[test]
+    fn create_switches_count_down_on_creates_only() {
+        let faults = Faults::default();
+        faults.delay_next_creates(1, Duration::from_millis(700));
+        faults.duplicate_next_creates(1);
+        let base = "/api/FHIR/R4/Observation";
+        assert_eq!(faults.admit("GET", base, base), Decision::Pass);
+        assert_eq!(faults.admit("POST", "/api/FHIR/R4/Observation/_search", base), Decision::Pass);
+        assert_eq!(faults.admit("POST", base, base), Decision::Duplicate);
+        assert_eq!(faults.admit("POST", base, base), Decision::Hold(Duration::from_millis(700)));
+        assert_eq!(faults.admit("POST", base, base), Decision::Pass);
+        faults.delay_next_creates(3, Duration::from_secs(1));
+        faults.clear();
+        assert_eq!(faults.admit("POST", base, base), Decision::Pass, "clear switches them off");
+    }
 }

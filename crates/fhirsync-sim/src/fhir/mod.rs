@@ -1,18 +1,29 @@
 //! FHIR side of the simulator: synthetic data, Epic search rules, paging, patient lists, Bulk
 //! `$export`, create, fault injection. Owned by the simulator work (issue #2).
 //!
+//! By default the simulator answers as production Epic does, following `epic-facts.md`
+//! (§3.2, §3.3, §3.5, §6, §8): Outside-Record 59204 exclusions next to the data of the eight
+//! clinical types (59205 + 59204 on Procedure), exclusions and 4101 together on empty results,
+//! outcome entries only on the last page, no 4122, the sandbox patients with Epic's identifier
+//! set (Jason Argonaut: EPI 203675), CarePlan searched by its required category, RelatedPerson
+//! only by `_id`, creates rewritten as Epic rewrites them and duplicates refused with 59141.
+//! [`ServerProfile::GenericSmart`] plays a generic SMART server instead.
+//!
 //! Module map:
-//! - [`config`]: [`FhirConfig`] (population, seed, lists, groups, paging, Bulk);
+//! - [`config`]: [`FhirConfig`] (population, seed, lists, groups, paging, Bulk, profile);
 //! - `data`, `ids`, `rng`, `catalog`: deterministic on-demand generation with Epic-shaped ids;
 //! - `search`, `bundle`, `session`, `records`, `lists`: Epic's search rules, outcome entries and
 //!   `sessionID` paging;
-//! - `bulk`, `create`, `metadata`: `$export`, `POST`, `/metadata`;
+//! - `outside`: the Outside-Record sub-types Epic withholds from every search;
+//! - `licence`: per-client licence (registration, run-time narrowing);
+//! - `bulk`, `create`, `metadata`: `$export`, `POST` (Epic's rewrites, 59141), `/metadata`;
 //! - `wire`, `xml`: content negotiation (XML by default) and FHIR XML;
 //! - [`faults`]: run-time fault switches and the request log;
 //! - `overlay`: data mutation between runs.
 //!
 //! Test hooks live on [`FhirState`] (reach it with `sim.state().fhir`): ids of the synthetic
-//! patients, expected counts, data mutation, session expiry, and [`Faults`]. Tokens come from
+//! patients, expected counts, data mutation, session expiry, licence narrowing
+//! ([`FhirState::narrow_licence`], also on `SimState`), and [`Faults`]. Tokens come from
 //! `sim.state().oauth.issue_token(..)`; token expiry is `sim.state().oauth.expire_all_tokens()`.
 //!
 //! ```
@@ -36,8 +47,14 @@
 //! fhir.delete_resource("Encounter", &id).unwrap();
 //! assert!(fhir.resource(FhirVersion::R4, "Encounter", &id).is_none());
 //!
+//! // The customer narrows a client's licence between two syncs: part of the problem list
+//! // vanishes for that client and a 59204 names the withheld sub-type.
+//! fhir.narrow_licence("my-client", "Condition:problem-list-item", "Historical Problems").unwrap();
+//! fhir.widen_licence("my-client", "Condition:problem-list-item");
+//!
 //! // Faults for the next requests.
 //! fhir.faults.throttle_next(1, RetryAfter::HttpDate(5));
+//! fhir.faults.delay_next_creates(1, std::time::Duration::from_secs(2));
 //! fhir.faults.fail_next(2, 503);
 //! fhir.expire_sessions();
 //! ```
@@ -51,9 +68,11 @@ mod create;
 mod data;
 pub mod faults;
 mod ids;
+mod licence;
 mod lists;
 mod metadata;
 mod order;
+mod outside;
 mod overlay;
 mod records;
 mod rng;
@@ -73,7 +92,7 @@ use serde_json::Value;
 pub use churn::ChurnSummary;
 pub use config::{
     BulkConfig, BulkFault, BulkFaultKind, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_PAGE_SIZE,
-    DEFAULT_PATIENTS, DEFAULT_SEED, FhirConfig, GroupConfig, Members, PatientListConfig,
+    DEFAULT_PATIENTS, DEFAULT_SEED, FhirConfig, GroupConfig, Members, PatientListConfig, ServerProfile,
 };
 pub use faults::{Faults, RequestRecord, RetryAfter};
 pub use lists::{R4_LIST_SYSTEM, STU3_LIST_SYSTEM};
@@ -94,18 +113,21 @@ pub struct FhirState {
     overlay: Overlay,
     sessions: session::Sessions,
     bulk: bulk::BulkJobs,
+    licences: licence::Licences,
 }
 
 impl FhirState {
     /// New state from configuration.
     pub fn new(config: FhirConfig) -> Self {
         FhirState {
-            generator: Generator::new(config.seed, config.patients, config.sandbox_identities),
+            generator: Generator::new(config.seed, config.patients, config.sandbox_identities)
+                .with_care_teams(config.profile == ServerProfile::GenericSmart),
             config,
             faults: Faults::default(),
             overlay: Overlay::default(),
             sessions: session::Sessions::default(),
             bulk: bulk::BulkJobs::default(),
+            licences: licence::Licences::default(),
         }
     }
 

@@ -26,6 +26,7 @@ use fhirsync_core::FhirVersion;
 
 use super::bundle::PageRequest;
 use super::faults::{self, Decision};
+use super::licence::Licence;
 use super::search::{self, SearchRequest};
 use super::wire::{self, Format, Issue};
 use super::{catalog, metadata};
@@ -69,6 +70,12 @@ async fn guarded<F: Future<Output = Response>>(
         Decision::Throttle(r) => faults::throttled(r),
         Decision::Fail(status) => faults::failed(status),
         Decision::Drop => faults::truncate(handler.await).await,
+        Decision::Hold(delay) => {
+            let resp = handler.await;
+            tokio::time::sleep(delay).await;
+            resp
+        }
+        Decision::Duplicate => faults::duplicate(),
     }
 }
 
@@ -99,9 +106,14 @@ fn authenticate(
 }
 
 impl Call {
-    /// Datasets the client is not licensed for.
+    /// Datasets the client's registration leaves out.
     pub(crate) fn unlicensed(&self) -> Vec<String> {
         self.st.oauth.client(&self.grant.client_id).map(|c| c.unauthorized_datasets).unwrap_or_default()
+    }
+
+    /// The client's licence: registration plus run-time narrowings.
+    pub(crate) fn licence(&self) -> Licence {
+        self.st.fhir.licence(&self.grant.client_id, self.unlicensed())
     }
 }
 
@@ -172,8 +184,8 @@ async fn search_handler(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let unlicensed = call.unlicensed();
-    if unlicensed.contains(&ty) {
+    let licence = call.licence();
+    if licence.excludes(&ty) {
         return search::bare_forbidden();
     }
     let fhir = &st.fhir;
@@ -196,7 +208,7 @@ async fn search_handler(
             );
         };
         let req = SearchRequest { version, ty: &ty, params: &session.params };
-        let found = match fhir.search(&req, &unlicensed) {
+        let found = match fhir.search(&req, &licence) {
             Ok(f) => f,
             Err(rejection) => return rejection.respond(format),
         };
@@ -208,7 +220,7 @@ async fn search_handler(
             self_url: format!("{}/{ty}?sessionID={session_id}", call.base),
             client_id: &call.grant.client_id,
         };
-        return fhir.page(&page, &req, &found, session.offset, session.count, false);
+        return fhir.page(&page, &req, &found, session.offset, session.count);
     }
     let count_param = take(&mut params, "_count");
     let count = count_param.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(max).clamp(1, max);
@@ -220,7 +232,7 @@ async fn search_handler(
     echoed.sort_by_key(|(k, _)| (k.starts_with('_'), *k));
     let self_query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(echoed).finish();
     let req = SearchRequest { version, ty: &ty, params: &params };
-    let found = match fhir.search(&req, &unlicensed) {
+    let found = match fhir.search(&req, &licence) {
         Ok(f) => f,
         Err(rejection) => return rejection.respond(format),
     };
@@ -237,7 +249,7 @@ async fn search_handler(
         self_url,
         client_id: &call.grant.client_id,
     };
-    fhir.page(&page, &req, &found, 0, count, true)
+    fhir.page(&page, &req, &found, 0, count)
 }
 
 async fn instance_get(

@@ -1,13 +1,33 @@
-//! Epic's search rules.
+//! Epic's search rules (profile [`ServerProfile::Epic`], the default; see `epic-facts.md` §3.2,
+//! §3.3, §3.5).
 //!
 //! - Patient-scoped types need `patient` or `subject` (403 OperationOutcome otherwise, as the
 //!   sandbox answers); both naming different patients is 400/4112.
+//! - `_id`-only types (Account, Binary, Medication, Organization, …, and RelatedPerson, whose R4
+//!   statement declares only `_id` and `_count`) answer a search without `_id` with 400 and a
+//!   fatal 4110 "No parameters are provided in the search request": parameters they do not know
+//!   (such as `patient`) are ignored, which leaves no usable parameter. Never data, and never a
+//!   silent empty result that a client could take for "this patient has none".
 //! - `Patient` needs `_id`, `identifier` or a name: otherwise 400 with fatal 59159 (and 59100
 //!   information for each ignored parameter); `birthdate`/`gender` alone match nothing.
+//!   `identifier=system|value` matches only an identifier of that system; `identifier=value`
+//!   matches any system. Unknown Patient parameters get a 59100 information issue, as the
+//!   sandbox sends.
 //! - `Observation` needs `category` or `code` (400/59108); unknown categories are 400/59111.
-//! - Unknown parameters are ignored with a 4122 warning entry.
-//! - Datasets the client is not licensed for (`Type:category` in its registration) are dropped
-//!   with a 59204 warning entry; a whole unlicensed type is a bare 403.
+//! - R4 `CarePlan` needs `category` ("This is a required search parameter", R4 statement): 400
+//!   with fatal 4111 without it; accepted are `38717003` (longitudinal), `734163000`
+//!   (encounter-level) and `assess-plan`, anything else is 400/59111.
+//! - Unknown parameters of other types are ignored silently (no 4122: the sandbox never sent
+//!   it; the simulator chose "nothing" over a 59100 information issue there).
+//! - Outside-Record exclusions (module `outside`): 59204 (and 59205 on Procedure) on every
+//!   search of the eight clinical types of §3.5, with or without data.
+//! - Licence (module `licence`): datasets the client's registration leaves out (`Type:category`)
+//!   are dropped with a 59204 naming the category; a whole unlicensed type is a bare 403;
+//!   narrowed datasets lose part of their records and carry an extra 59204.
+//!
+//! The issues travel in one OperationOutcome entry on the last page (module `bundle`). Profile
+//! [`ServerProfile::GenericSmart`] keeps the patient and 4112 rules but drops the Epic-only ones:
+//! no required category, no 4110, no Outside-Record issues, no outcome entries at all.
 
 use std::sync::Arc;
 
@@ -18,6 +38,9 @@ use serde_json::Value;
 
 use super::FhirState;
 use super::catalog::{self, Dataset};
+use super::config::ServerProfile;
+use super::licence::Licence;
+use super::outside;
 use super::records::{Seg, patient_id_of};
 use super::wire::{self, Format, Issue};
 
@@ -67,6 +90,9 @@ const CONDITION_CATEGORIES: &[&str] = &[
     "dental-finding",
 ];
 
+/// Valid CarePlan categories (Epic R4 CarePlan.Search).
+const CAREPLAN_CATEGORIES: &[&str] = &["38717003", "734163000", "assess-plan"];
+
 /// A parsed search.
 #[derive(Debug)]
 pub(crate) struct SearchRequest<'a> {
@@ -78,13 +104,15 @@ pub(crate) struct SearchRequest<'a> {
     pub params: &'a [(String, String)],
 }
 
-/// All results of a search plus the outcome issues of its first page.
+/// All results of a search plus the outcome issues of its last page.
 #[derive(Debug, Default)]
 pub(crate) struct Found {
     /// Result segments.
     pub segs: Vec<Seg>,
     /// Warnings and information to report in an outcome entry.
     pub issues: Vec<Issue>,
+    /// The part of `issues` due to the client's licence (registration and narrowings).
+    pub licence: Vec<Issue>,
 }
 
 impl Found {
@@ -95,12 +123,12 @@ impl Found {
 }
 
 /// A token parameter value: `code` or `system|code`.
-struct Token<'a> {
-    system: Option<&'a str>,
-    code: &'a str,
+pub(crate) struct Token<'a> {
+    pub system: Option<&'a str>,
+    pub code: &'a str,
 }
 
-fn tokens(value: &str) -> Vec<Token<'_>> {
+pub(crate) fn tokens(value: &str) -> Vec<Token<'_>> {
     value
         .split(',')
         .filter(|s| !s.is_empty())
@@ -134,14 +162,16 @@ fn code_field(ty: &str) -> Option<&'static str> {
     }
 }
 
-fn known_params(ty: &str) -> &'static [&'static str] {
+/// Search parameters (besides `_id` and `_count`) the simulator honours on `ty`.
+pub(crate) fn known_params(ty: &str) -> &'static [&'static str] {
     match ty {
         "Observation" | "Condition" | "Procedure" | "DiagnosticReport" => {
             &["patient", "subject", "category", "code"]
         }
-        "MedicationRequest" | "DocumentReference" => &["patient", "subject", "category"],
+        "MedicationRequest" | "DocumentReference" | "CarePlan" => &["patient", "subject", "category"],
         "Patient" => &["_id", "identifier", "family", "given", "name", "birthdate", "gender"],
         "List" => &["patient", "subject", "code", "identifier"],
+        _ if !catalog::patient_scoped(ty) => &[],
         _ => &["patient", "subject"],
     }
 }
@@ -183,23 +213,36 @@ fn bad_request(issue: Issue) -> Rejection {
     Rejection::new(StatusCode::BAD_REQUEST, issue)
 }
 
+/// The licence key of a stored record of type `ty`: `Type:category` for each category code it
+/// carries (categorised types), else `Type`.
+fn record_keys(ty: &str, value: &Value) -> Vec<String> {
+    let codes: Vec<String> = value
+        .get("category")
+        .map(|c| match c {
+            Value::Array(a) => a.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.get("coding").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("code").and_then(Value::as_str).map(|code| format!("{ty}:{code}")))
+        .collect();
+    if codes.is_empty() { vec![ty.to_string()] } else { codes }
+}
+
 impl FhirState {
-    /// Runs a search (without paging).
-    pub(crate) fn search(&self, req: &SearchRequest<'_>, unlicensed: &[String]) -> Result<Found, Rejection> {
-        let known = known_params(req.ty);
-        let unknown: Vec<&str> = req
-            .params
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .filter(|k| *k != "_id" && !known.contains(k))
-            .collect();
+    fn epic(&self) -> bool {
+        self.config.profile == ServerProfile::Epic
+    }
+
+    /// Runs a search (without paging) for a client with `licence`.
+    pub(crate) fn search(&self, req: &SearchRequest<'_>, licence: &Licence) -> Result<Found, Rejection> {
         if req.ty == "Patient" {
-            return self.search_patients(req, &unknown);
+            return self.search_patients(req);
         }
+        let known = known_params(req.ty);
         let mut found = Found::default();
-        for name in &unknown {
-            found.issues.push(Issue::unknown_param(name));
-        }
         if let Some(ids) = param(req.params, "_id") {
             for id in ids.split(',') {
                 if let Some(v) = self.read(req.version, req.ty, id) {
@@ -214,9 +257,9 @@ impl FhirState {
             found.segs.extend(list);
             return Ok(found);
         }
-        if req.ty == "Group" || !catalog::patient_scoped(req.ty) && req.ty != "List" {
-            // `_id`-only types: nothing is searchable without `_id`.
-            return Ok(found);
+        if !catalog::patient_scoped(req.ty) && req.ty != "List" {
+            // `_id`-only types: what remains after ignoring unknown parameters is nothing usable.
+            return if self.epic() { Err(bad_request(Issue::no_params(req.ty))) } else { Ok(found) };
         }
         let patient = param(req.params, "patient").map(patient_id_of);
         let subject = param(req.params, "subject").map(patient_id_of);
@@ -232,11 +275,11 @@ impl FhirState {
             (Some(p), _) | (None, Some(p)) => p,
             (None, None) => return Err(forbidden_without_patient()),
         };
-        // Parameters this type does not know were reported (4122) and are ignored here.
+        // Parameters this type does not know are ignored.
         let supported = |name: &str| if known.contains(&name) { param(req.params, name) } else { None };
         let categories = supported("category").map(tokens).unwrap_or_default();
         let codes = supported("code").map(tokens).unwrap_or_default();
-        if req.ty == "Observation" && categories.is_empty() && codes.is_empty() {
+        if self.epic() && req.ty == "Observation" && categories.is_empty() && codes.is_empty() {
             return Err(bad_request(Issue::new(
                 "fatal",
                 "required",
@@ -244,9 +287,17 @@ impl FhirState {
                 "Either the category or code parameter must be specified.",
             )));
         }
+        let careplan = req.ty == "CarePlan" && req.version == FhirVersion::R4;
+        if self.epic() && careplan && categories.is_empty() {
+            return Err(bad_request(Issue::required_missing(
+                "The category parameter is required for CarePlan searches: 38717003 (longitudinal), \
+                 734163000 (encounter-level) or assess-plan.",
+            )));
+        }
         let valid: &[&str] = match req.ty {
             "Observation" => OBSERVATION_CATEGORIES,
             "Condition" => CONDITION_CATEGORIES,
+            "CarePlan" if careplan => CAREPLAN_CATEGORIES,
             _ => &[],
         };
         if !valid.is_empty()
@@ -257,6 +308,7 @@ impl FhirState {
                     .with_diagnostics(format!("Unsupported category: {}", bad.code)),
             ));
         }
+        let mut licence_issues: Vec<Issue> = Vec::new();
         let index = self.patient_index(patient);
         for dataset in Dataset::of_type(req.version, req.ty) {
             let wanted = match dataset.category() {
@@ -268,21 +320,41 @@ impl FhirState {
             if !wanted {
                 continue;
             }
-            if let Some(key) = dataset.license_key(req.version)
-                && unlicensed.contains(&key)
-            {
-                found.issues.push(Issue::unlicensed(&key));
+            let key = dataset.license_key(req.version).unwrap_or_else(|| req.ty.to_string());
+            if licence.excludes(&key) {
+                licence_issues.push(Issue::unlicensed(&key));
                 continue;
             }
-            if let Some(i) = index {
-                self.dataset_segments(req.version, i, dataset, &mut found.segs);
+            let Some(i) = index else { continue };
+            match licence.narrowing(&key) {
+                Some(n) => {
+                    let mut segs = Vec::new();
+                    self.dataset_segments(req.version, i, dataset, &mut segs);
+                    found.segs.extend(self.withhold(segs));
+                    licence_issues.push(n.issue());
+                }
+                None => self.dataset_segments(req.version, i, dataset, &mut found.segs),
             }
         }
         for added in self.overlay.added(req.ty, Some(patient)) {
-            let cat_ok = categories.is_empty() || has_code(&added.value, "category", &categories);
-            if cat_ok {
-                found.segs.push(Seg::Owned(added.value));
+            if !categories.is_empty() && !has_code(&added.value, "category", &categories) {
+                continue;
             }
+            let keys = record_keys(req.ty, &added.value);
+            if keys.iter().any(|k| licence.excludes(k)) {
+                continue;
+            }
+            let narrowed = keys.iter().filter_map(|k| licence.narrowing(k)).next();
+            if let Some(n) = narrowed {
+                let issue = n.issue();
+                if !licence_issues.contains(&issue) {
+                    licence_issues.push(issue);
+                }
+                if self.withholds(&added.value) {
+                    continue;
+                }
+            }
+            found.segs.push(Seg::Owned(added.value));
         }
         let other_categories = !categories.is_empty() && valid.is_empty();
         if !codes.is_empty() || other_categories {
@@ -295,12 +367,25 @@ impl FhirState {
                 .map(Seg::Owned)
                 .collect();
         }
+        if self.epic() {
+            let searched: Vec<&str> = categories.iter().map(|t| t.code).collect();
+            found.issues = outside::withheld(req.ty, &searched);
+        }
+        found.issues.extend(licence_issues.iter().cloned());
+        found.licence = licence_issues;
         Ok(found)
     }
 
-    fn search_patients(&self, req: &SearchRequest<'_>, unknown: &[&str]) -> Result<Found, Rejection> {
-        let ignored: Vec<Issue> = unknown.iter().map(|name| Issue::ignored_param(name)).collect();
-        let mut found = Found { segs: Vec::new(), issues: ignored.clone() };
+    fn search_patients(&self, req: &SearchRequest<'_>) -> Result<Found, Rejection> {
+        let known = known_params("Patient");
+        let ignored: Vec<Issue> = req
+            .params
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !known.contains(k))
+            .map(Issue::ignored_param)
+            .collect();
+        let mut found = Found { segs: Vec::new(), issues: ignored.clone(), licence: Vec::new() };
         if let Some(ids) = param(req.params, "_id") {
             for id in ids.split(',') {
                 if let Some(v) = self.read(req.version, "Patient", id) {
@@ -311,12 +396,9 @@ impl FhirState {
         }
         let get = |n| param(req.params, n).map(str::to_lowercase);
         let (family, given, name) = (get("family"), get("given"), get("name"));
-        let identifier = param(req.params, "identifier").map(|v| match v.split_once('|') {
-            Some((_, value)) => value.to_string(),
-            None => v.to_string(),
-        });
+        let identifiers = param(req.params, "identifier").map(tokens);
         let (birthdate, gender) = (get("birthdate"), get("gender"));
-        if family.is_none() && given.is_none() && name.is_none() && identifier.is_none() {
+        if family.is_none() && given.is_none() && name.is_none() && identifiers.is_none() {
             if birthdate.is_some() || gender.is_some() {
                 return Ok(found);
             }
@@ -338,9 +420,15 @@ impl FhirState {
         let prefix = |hay: &str, needle: &Option<String>| {
             needle.as_ref().is_none_or(|n| hay.to_lowercase().starts_with(n))
         };
-        // An identifier names at most one patient: resolve it directly instead of scanning.
-        let candidates: Box<dyn Iterator<Item = usize>> = match &identifier {
-            Some(v) => Box::new(self.generator.patient_by_identifier(v).into_iter()),
+        // An identifier names few patients: resolve it directly instead of scanning.
+        let candidates: Box<dyn Iterator<Item = usize>> = match &identifiers {
+            Some(ts) => {
+                let mut v: Vec<usize> =
+                    ts.iter().flat_map(|t| self.generator.patients_by_identifier(t.system, t.code)).collect();
+                v.sort_unstable();
+                v.dedup();
+                Box::new(v.into_iter())
+            }
             None => Box::new(0..self.generator.patients()),
         };
         for i in candidates {
@@ -352,8 +440,7 @@ impl FhirState {
                         || d.given.iter().any(|x| x.to_lowercase().starts_with(n))
                 })
                 && birthdate.as_ref().is_none_or(|b| d.birth_date == *b)
-                && gender.as_ref().is_none_or(|g| d.gender == g)
-                && identifier.as_ref().is_none_or(|v| d.mrn == *v || self.generator.patient_id(i) == *v);
+                && gender.as_ref().is_none_or(|g| d.gender == g);
             if !ok {
                 continue;
             }
@@ -369,7 +456,18 @@ impl FhirState {
         }
         for added in self.overlay.added("Patient", None) {
             let fam = added.value.pointer("/name/0/family").and_then(Value::as_str).unwrap_or("");
-            if family.is_some() && prefix(fam, &family) || name.is_some() && prefix(fam, &name) {
+            let id_ok = identifiers.as_ref().is_none_or(|ts| {
+                added.value.get("identifier").and_then(Value::as_array).is_some_and(|ids| {
+                    ids.iter().any(|i| {
+                        let system = i.get("system").and_then(Value::as_str);
+                        let value = i.get("value").and_then(Value::as_str).unwrap_or("").trim();
+                        ts.iter()
+                            .any(|t| t.system.is_none_or(|s| Some(s) == system) && t.code.trim() == value)
+                    })
+                })
+            });
+            let name_given = family.is_some() || name.is_some();
+            if id_ok && prefix(fam, &family) && prefix(fam, &name) && (name_given || identifiers.is_some()) {
                 found.segs.push(Seg::Owned(Arc::clone(&added.value)));
             }
         }

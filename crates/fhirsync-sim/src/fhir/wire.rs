@@ -98,7 +98,7 @@ pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8
 }
 
 /// One issue of an OperationOutcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issue {
     /// `fatal`, `error`, `warning`, `information`.
     pub severity: &'static str,
@@ -149,31 +149,33 @@ impl Issue {
             .at("/f:id")
     }
 
-    /// 59204: the client is not licensed for a sub-type (`key` = `Type:category` or `Type`).
-    pub(crate) fn unlicensed(key: &str) -> Issue {
-        let label = match key.split_once(':') {
-            Some((ty, category)) => {
-                let words: Vec<String> = category
-                    .split('-')
-                    .map(|w| {
-                        let mut c = w.chars();
-                        c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
-                    })
-                    .collect();
-                format!("{ty} - {}", words.join(" "))
-            }
-            None => key.to_string(),
-        };
-        Issue::new(
-            "warning",
-            "suppressed",
-            "59204",
-            "The authenticated client's search request applies to a sub-resource that the client is not \
-             authorized for. Results of this sub-type will not be returned.",
-        )
-        .with_diagnostics(format!(
-            "Client not authorized for {label}. Search results of this type have not been included."
+    /// 59204: the client's licence does not cover sub-type `subtype` of `ty` ("Client not
+    /// authorized for Condition - Outside Record Problems. …", as the sandbox words it).
+    pub(crate) fn client_suppressed(ty: &str, subtype: &str) -> Issue {
+        Issue::new("warning", "suppressed", "59204", CLIENT_SUPPRESSED_TEXT).with_diagnostics(format!(
+            "Client not authorized for {ty} - {subtype}. Search results of this type have not been included."
         ))
+    }
+
+    /// 59205: the (background) user may not view sub-type `subtype` of `ty` ("User not
+    /// authorized for Procedure - External Radiotherapy Summary. …").
+    pub(crate) fn user_suppressed(ty: &str, subtype: &str) -> Issue {
+        Issue::new("warning", "suppressed", "59205", USER_SUPPRESSED_TEXT).with_diagnostics(format!(
+            "User not authorized for {ty} - {subtype}. Search results of this type have not been included."
+        ))
+    }
+
+    /// 59204 for a dataset the client's registration leaves out (`key` = `Type:category` or
+    /// `Type`): the sub-type is the category's title ("Observation - Social History").
+    pub(crate) fn unlicensed(key: &str) -> Issue {
+        match key.split_once(':') {
+            Some((ty, category)) => Issue::client_suppressed(ty, &title(category)),
+            None => Issue::new("warning", "suppressed", "59204", CLIENT_SUPPRESSED_TEXT).with_diagnostics(
+                format!(
+                    "Client not authorized for {key}. Search results of this type have not been included."
+                ),
+            ),
+        }
     }
 
     /// 59100: a Patient search parameter was ignored.
@@ -187,16 +189,45 @@ impl Issue {
         .with_diagnostics(format!("Unknown parameter: {}. Parameter has been ignored.", name.to_uppercase()))
     }
 
-    /// 4122: an unknown search parameter was ignored.
-    pub(crate) fn unknown_param(name: &str) -> Issue {
-        Issue::new(
-            "warning",
-            "processing",
-            "4122",
-            "Some search parameters were not recognized and have been ignored.",
-        )
-        .with_diagnostics(format!("Unknown parameter: {name}. Parameter has been ignored."))
+    /// 4110: no usable search parameter (the search names none this type supports).
+    pub(crate) fn no_params(ty: &str) -> Issue {
+        Issue::new("fatal", "required", "4110", "No parameters are provided in the search request.")
+            .with_diagnostics(format!("{ty} can only be searched by _id."))
     }
+
+    /// 4111: a required search parameter is missing.
+    pub(crate) fn required_missing(diagnostics: impl Into<String>) -> Issue {
+        Issue::new("fatal", "required", "4111", "A required search parameter is missing.")
+            .with_diagnostics(diagnostics)
+    }
+
+    /// 59141: the create would duplicate a record already on the chart.
+    pub(crate) fn duplicate(diagnostics: impl Into<String>) -> Issue {
+        Issue::new("fatal", "duplicate", "59141", "An attempt was made to create a duplicate record.")
+            .with_diagnostics(diagnostics)
+    }
+}
+
+/// Details text of 59204, verbatim from the sandbox.
+const CLIENT_SUPPRESSED_TEXT: &str = "The authenticated client's search request applies to a sub-resource \
+    that the client is not authorized for. Results of this sub-type will not be returned.";
+/// Details text of 59205, verbatim from the sandbox.
+const USER_SUPPRESSED_TEXT: &str = "The authenticated user's search request applies to a sub-resource \
+    that the user is not authorized to view. Results of this sub-type will not be returned.";
+
+/// Title of a category code, as Epic names sub-types: `social-history` → `Social History`,
+/// `LDA-property` → `LDA Property`, `sdoh` → `SDOH`; numeric (SNOMED) codes stay as they are.
+pub(crate) fn title(code: &str) -> String {
+    if code.eq_ignore_ascii_case("sdoh") {
+        return "SDOH".to_string();
+    }
+    code.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
 }
 
 /// An OperationOutcome with `issues`.

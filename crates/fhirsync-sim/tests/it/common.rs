@@ -1,6 +1,7 @@
 //! Shared test harness: a running simulator, a bearer token and request helpers.
 
 use fhirsync_core::FhirVersion;
+use fhirsync_fhir::outcome::{Effect, Exclusion, parse_outcome};
 use fhirsync_sim::fhir::FhirConfig;
 use fhirsync_sim::{Sim, SimConfig};
 use reqwest::StatusCode;
@@ -99,3 +100,36 @@ pub fn issue_codes(outcome: &Value) -> Vec<String> {
 pub fn next_link(bundle: &Value) -> Option<String> {
     bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?["url"].as_str().map(str::to_string)
 }
+
+/// The outcome entries of a bundle, as OperationOutcome resources.
+pub fn outcome_entries(bundle: &Value) -> Vec<&Value> {
+    entries(bundle, "outcome")
+}
+
+/// What fhirsync's own OperationOutcome parser reads from the outcome entries: the exclusions
+/// as `(code, "Type - Sub-type")`; panics on any issue that is neither an exclusion nor neutral.
+pub fn exclusions(bundle: &Value) -> Vec<(String, String)> {
+    outcome_entries(bundle)
+        .iter()
+        .flat_map(|o| parse_outcome(&o.to_string()))
+        .filter_map(|o| match o.effect() {
+            Effect::Excluded(Exclusion { code, resource_type, subtype }) => {
+                Some((code, format!("{resource_type} - {subtype}")))
+            }
+            Effect::Neutral => None,
+            Effect::Gap(why) => panic!("the client would read a gap: {why} ({o})"),
+        })
+        .collect()
+}
+
+/// Ids of the match entries.
+pub fn ids(bundle: &Value) -> Vec<String> {
+    matches(bundle).iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect()
+}
+
+/// Jason Argonaut.
+pub const JASON: &str = "eD.LxhDyX35TntF77l7etUA3";
+/// Elijah Davis.
+pub const ELIJAH: &str = "egqBHVfQlt4Bw3XGXoxVxHg3";
+/// Linda Ross.
+pub const LINDA: &str = "eIXesllypH3M9tAA5WdJftQ3";

@@ -146,3 +146,33 @@ async fn dropped_create_is_stored() {
     assert!(!completed, "the answer must not complete");
     assert!(stored(&env, "dropped").await);
 }
+
+/// delay_next_creates stores the create at once but holds its 201 back for the duration: the
+/// record is searchable while the client still waits; later creates answer at once.
+#[tokio::test]
+async fn delayed_create_is_stored_before_the_answer() {
+    let env = Env::start().await;
+    env.sim.state().fhir.faults.delay_next_creates(1, Duration::from_millis(1500));
+    let start = Instant::now();
+    let pending = tokio::spawn({
+        let (http, url, token) = (env.http.clone(), format!("{}/Condition", env.r4()), env.token.clone());
+        let body = serde_json::json!({
+            "resourceType": "Condition",
+            "code": {"text": "delayed"},
+            "subject": {"reference": format!("Patient/{CAMILA}")},
+        });
+        async move { http.post(url).bearer_auth(token).body(body.to_string()).send().await.unwrap().status() }
+    });
+    let mut seen = false;
+    while start.elapsed() < Duration::from_millis(1200) && !seen {
+        seen = stored(&env, "delayed").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "stored before the answer");
+    assert!(!pending.is_finished(), "the answer is still held back");
+    assert_eq!(pending.await.unwrap(), StatusCode::CREATED);
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    let quick = Instant::now();
+    assert_eq!(post_condition(&env, "not delayed").await.unwrap().status(), StatusCode::CREATED);
+    assert!(quick.elapsed() < Duration::from_millis(1000));
+}

@@ -3,9 +3,14 @@
 mod bulk;
 mod common;
 mod create;
+mod epic;
 mod faults;
+mod identity;
+mod licence;
 mod lists;
 mod metadata;
 mod mutation;
 mod paging;
+mod profile;
+mod rules;
 mod search;

@@ -109,7 +109,7 @@ async fn patient_search_needs_demographics() {
 #[tokio::test]
 async fn empty_result_is_outcome_only() {
     let env = Env::start().await;
-    let (status, body) = env.json(&format!("{}/CarePlan?patient={CAMILA}", env.r4())).await;
+    let (status, body) = env.json(&format!("{}/Goal?patient={CAMILA}", env.r4())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["type"], "searchset");
     assert_eq!(body["total"], 0);
@@ -133,17 +133,23 @@ async fn empty_category_is_outcome_only() {
     let (_, body) =
         env.json(&format!("{}/Observation?patient={pid}&category=social-history", env.r4())).await;
     assert_eq!(body["total"], 0);
-    assert_eq!(outcome_codes(&body), ["4101"]);
+    assert_eq!(outcome_codes(&body), ["59204", "4101"], "Outside-Record exclusion, then no results");
+    assert_eq!(
+        exclusions(&body),
+        [("59204".to_string(), "Observation - Outside Record Social History".to_string())]
+    );
 }
 
-/// Unknown parameters are ignored with a 4122 warning entry next to the results.
+/// Unknown parameters are ignored without any issue: real Epic never sent 4122 (changed from the
+/// old simulator, which invented one); only the Outside-Record exclusion comes with the data.
 #[tokio::test]
-async fn unknown_parameter_warns() {
+async fn unknown_parameter_is_ignored() {
     let env = Env::start().await;
     let (status, body) = env.json(&format!("{}/Encounter?patient={CAMILA}&bogus=1", env.r4())).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!matches(&body).is_empty());
-    assert_eq!(outcome_codes(&body), ["4122"]);
+    assert_eq!(outcome_codes(&body), ["59204"]);
+    assert!(!outcome_codes(&body).contains(&"4122".to_string()));
 }
 
 /// A dataset the client is not licensed for is suppressed with a 59204 warning entry.
@@ -162,10 +168,17 @@ async fn unlicensed_category_warns() {
         env.json(&format!("{}/Observation?patient={DERRICK}&category=social-history", env.r4())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["total"], 0);
-    assert_eq!(outcome_codes(&body), ["59204", "4101"]);
+    assert_eq!(outcome_codes(&body), ["59204", "59204", "4101"]);
+    assert_eq!(
+        exclusions(&body),
+        [
+            ("59204".to_string(), "Observation - Outside Record Social History".to_string()),
+            ("59204".to_string(), "Observation - Social History".to_string()),
+        ]
+    );
     let (_, body) = env.json(&format!("{}/Condition?patient={DERRICK}", env.r4())).await;
     assert!(matches(&body).iter().all(|c| c["category"][0]["coding"][0]["code"] != "health-concern"));
-    assert!(outcome_codes(&body).contains(&"59204".to_string()));
+    assert!(exclusions(&body).contains(&("59204".to_string(), "Condition - Health Concern".to_string())));
 }
 
 /// Entries carry a self link, an absolute fullUrl and search.mode match.
@@ -402,12 +415,13 @@ async fn patient_search_by_identifier() {
     assert_eq!(outcome_codes(&none), ["4101"]);
 }
 
-/// A parameter the type does not support is reported (4122) and does not filter the results.
+/// A parameter the type does not support does not filter the results and is not reported
+/// (no 4122: changed from the old simulator to what Epic sends).
 #[tokio::test]
 async fn unsupported_filter_is_ignored() {
     let env = Env::start().await;
     let (_, all) = env.json(&format!("{}/Encounter?patient={CAMILA}", env.r4())).await;
     let (_, with_code) = env.json(&format!("{}/Encounter?patient={CAMILA}&code=123", env.r4())).await;
     assert_eq!(matches(&with_code).len(), matches(&all).len());
-    assert_eq!(outcome_codes(&with_code), ["4122"]);
+    assert_eq!(outcome_codes(&with_code), outcome_codes(&all));
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use fhirsync_views::{ColumnType, View, default_views};
+use fhirsync_views::{ColumnType, DefaultViewSettings, View, default_views, default_views_with};
 use serde_json::{Map, Value, json};
 
 const PATIENT_ID: &str = "erXuFYUfucBZaryVksYEcMg3";
@@ -13,16 +13,24 @@ fn view(name: &str) -> View {
     default_views().into_iter().find(|v| v.name() == name).unwrap_or_else(|| panic!("no default view {name}"))
 }
 
+/// The resources of `tests/fixtures/epic/<fixture>.json` (an array).
+fn fixture(name: &str) -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/epic/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
+}
+
 /// Runs the default view `name` over `tests/fixtures/epic/<fixture>.json` (an array of resources).
-fn rows(name: &str, fixture: &str) -> Vec<Map<String, Value>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/epic/{fixture}.json"));
-    let resources: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-    let view = view(name);
+fn rows(name: &str, fixture_name: &str) -> Vec<Map<String, Value>> {
+    rows_of(&view(name), &fixture(fixture_name))
+}
+
+/// Runs `view` over `resources`, one map of column → value per row.
+fn rows_of(view: &View, resources: &[Value]) -> Vec<Map<String, Value>> {
+    let name = view.name();
     let names: Vec<String> = view.columns().iter().map(|c| c.name.clone()).collect();
     let mut out = Vec::new();
-    for r in &resources {
-        for row in view.evaluate(r).unwrap_or_else(|e| panic!("{name} on {fixture}: {e}")) {
+    for r in resources {
+        for row in view.evaluate(r).unwrap_or_else(|e| panic!("{name} on {r}: {e}")) {
             assert_eq!(row.len(), names.len(), "row width");
             out.push(names.iter().cloned().zip(row).collect());
         }
@@ -69,7 +77,7 @@ fn default_view_catalogue() {
 #[test]
 fn patient_view() {
     let rows = rows("patient", "patient");
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
     assert_cells(
         &rows[0],
         json!({"id": PATIENT_ID, "mrn": "203713", "active": true, "family": "Lopez", "given": "Camila Maria",
@@ -80,6 +88,65 @@ fn patient_view() {
             "race_text": "Other", "ethnicity": "2135-2", "general_practitioner_id": PRACTITIONER_ID,
             "managing_organization_id": "enRyWnSP963FYDpoks4NHOA3"}),
     );
+}
+
+/// The MRN is the identifier Epic types "EPI" (there is no "MRN" type text at Epic): Jason
+/// Argonaut's is 203675, among CEID, EPIC, EXTERNAL, FHIR, FHIR STU3, INTERNAL, MYCHARTLOGIN,
+/// WPRINTERNAL and an untyped SSN.
+#[test]
+fn patient_mrn_is_epics_epi_identifier() {
+    let rows = rows("patient", "patient");
+    assert_cells(&rows[1], json!({"id": "eD.LxhDyX35TntF77l7etUA3", "mrn": "203675", "family": "Argonaut"}));
+    let no_epi: Vec<Value> = fixture("patient")
+        .into_iter()
+        .map(|mut p| {
+            let ids = p["identifier"].as_array_mut().unwrap();
+            ids.retain(|i| i["type"]["text"] != "EPI");
+            p
+        })
+        .collect();
+    let rows = rows_of(&view("patient"), &no_epi);
+    assert!(rows.iter().all(|r| r["mrn"] == Value::Null), "no other Epic identifier is taken for the MRN");
+}
+
+/// Other servers: an identifier typed "MRN" by text, or "MR" by HL7 v2-0203 code, is the MRN;
+/// EPI wins over both.
+#[test]
+fn patient_mrn_of_other_servers() {
+    let patient =
+        |identifiers: Value| json!({"resourceType": "Patient", "id": "p", "identifier": identifiers});
+    let resources = [
+        patient(json!([{"system": "urn:oid:2.16.840.1.113883.4.1", "value": "000-00-0000"},
+            {"type": {"text": "MRN"}, "system": "urn:x:mrn", "value": "M1"}])),
+        patient(
+            json!([{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            "system": "urn:x:mrn", "value": "M2"}]),
+        ),
+        patient(json!([{"type": {"text": "MRN"}, "value": "M3"}, {"type": {"text": "EPI"}, "value": "E3"}])),
+        patient(json!([{"type": {"coding": [{"system": "urn:other", "code": "MR"}]}, "value": "M4"}])),
+    ];
+    let mrns: Vec<Value> =
+        rows_of(&view("patient"), &resources).into_iter().map(|r| r["mrn"].clone()).collect();
+    assert_eq!(mrns, vec![json!("M1"), json!("M2"), json!("E3"), Value::Null]);
+}
+
+/// `[views] mrn_identifier`: the identifier of the configured system wins over EPI and MRN.
+#[test]
+fn patient_mrn_configured_system_wins() {
+    let settings =
+        DefaultViewSettings { mrn_identifier: Some("urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0".into()) };
+    let views = default_views_with(&settings).expect("valid setting");
+    let patient = views.into_iter().find(|v| v.name() == "patient").unwrap();
+    let rows = rows_of(&patient, &fixture("patient"));
+    assert_eq!(rows[0]["mrn"], "E4007");
+    assert_eq!(rows[1]["mrn"], "E1000");
+    // A configured system that a patient lacks falls back to EPI.
+    let settings = DefaultViewSettings {
+        mrn_identifier: Some("urn:oid:1.2.840.114350.1.13.999.2.7.5.737384.14".into()),
+    };
+    let patient = default_views_with(&settings).unwrap().into_iter().find(|v| v.name() == "patient").unwrap();
+    let rows = rows_of(&patient, &fixture("patient"));
+    assert_eq!((rows[0]["mrn"].clone(), rows[1]["mrn"].clone()), (json!("203713"), json!("203675")));
 }
 
 /// Observation: HL7 category chosen over Epic's, LOINC picked out, valueQuantity/valueCodeableConcept split.

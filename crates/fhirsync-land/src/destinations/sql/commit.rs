@@ -55,7 +55,9 @@ impl<B: SqlBackend> SqlDestination<B> {
             now: d.ts_lit(&now()),
             delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
             compare: run.method == Method::ReloadAndCompare,
-            history: run.options.history && run.method == Method::ReloadAndCompare,
+            // A full load seeds the history (every row valid from it), so history is complete from
+            // the first run; a plain reload has no change detection to feed it.
+            history: run.options.history && matches!(run.method, Method::ReloadAndCompare | Method::FullLoad),
             cohort_scopes,
         };
 
@@ -88,6 +90,16 @@ impl<B: SqlBackend> SqlDestination<B> {
                         d.t(TYPES),
                         lit(&t)
                     ))?;
+                    if ctx.history {
+                        // The type is gone from the target: its open versions end here.
+                        self.backend.execute(&format!(
+                            "UPDATE {} SET valid_to = {}, valid_to_run = {} WHERE resource_type = {} AND valid_to IS NULL",
+                            d.t(HISTORY),
+                            ctx.now,
+                            ctx.run,
+                            lit(&t)
+                        ))?;
+                    }
                 }
             }
         }
@@ -218,6 +230,9 @@ impl<B: SqlBackend> SqlDestination<B> {
         // Rows not re-read: how many go and how many stay, and the insert/update counts.
         let counts = if full_load {
             // The target becomes exactly the staged data.
+            if ctx.history {
+                self.write_history(ctx, &rt, &format!("{shadow} s"))?;
+            }
             Counts { inserted: staged, ..Counts::default() }
         } else if ctx.compare {
             self.backend.execute(&format!(
@@ -361,18 +376,24 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
     }
 
-    /// Type-2 history: closes the open version of updated/deleted rows and opens a version for
-    /// every staged row `s` of `staged` (a FROM clause) without an open one (new, updated, or
-    /// never historised before).
+    /// Type-2 history: closes the open version of updated/deleted rows (a full load: of every
+    /// row, since the target is replaced) and opens a version for every staged row `s` of
+    /// `staged` (a FROM clause) without an open one (new, updated, or never historised before).
     pub(super) fn write_history(&mut self, ctx: &Ctx, rt: &str, staged: &str) -> Result<()> {
         let d = self.d().clone();
         let (h, changes) = (d.t(HISTORY), d.t(CHANGES));
         let (run, now) = (&ctx.run, &ctx.now);
+        let closed = match ctx.method {
+            Method::FullLoad => String::new(),
+            _ => format!(
+                " AND EXISTS (SELECT 1 FROM {changes} c \
+                 WHERE c.run_id = {run} AND c.resource_type = {rt} AND c.operation IN ('U', 'D') \
+                 AND c.fhir_version = h.fhir_version AND c.id = h.id)"
+            ),
+        };
         self.backend.execute(&format!(
             "UPDATE {h} AS h SET valid_to = {now}, valid_to_run = {run} \
-             WHERE h.resource_type = {rt} AND h.valid_to IS NULL AND EXISTS (SELECT 1 FROM {changes} c \
-             WHERE c.run_id = {run} AND c.resource_type = {rt} AND c.operation IN ('U', 'D') \
-             AND c.fhir_version = h.fhir_version AND c.id = h.id)"
+             WHERE h.resource_type = {rt} AND h.valid_to IS NULL{closed}"
         ))?;
         self.backend.execute(&format!(
             "INSERT INTO {h} (resource_type, fhir_version, id, patient_id, content_hash, resource, valid_from, valid_from_run) \

@@ -84,6 +84,10 @@ pub(super) fn generate(dataset: Dataset, ctx: &Ctx<'_>, r: &mut Rng) -> Value {
         Dataset::Immunizations => immunization(ctx, r),
         Dataset::Reports => report(ctx, r),
         Dataset::Documents => document(ctx, r),
+        Dataset::CarePlansLongitudinal => care_plan(ctx, r, CarePlanKind::Longitudinal),
+        Dataset::CarePlansEncounter => care_plan(ctx, r, CarePlanKind::Encounter),
+        Dataset::CarePlansAssessPlan => care_plan(ctx, r, CarePlanKind::AssessPlan),
+        Dataset::CareTeams => care_team(ctx, r),
     };
     Value::Object(m)
 }
@@ -418,5 +422,70 @@ fn document(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
         json!([{"attachment": {"contentType": "text/html", "url": binary}, "format": {"system": "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode", "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient", "display": "mimeType Sufficient"}}]),
     );
     put(&mut m, "context", json!({"period": {"start": when}}));
+    m
+}
+
+/// The three CarePlan categories Epic's R4 CarePlan.Search accepts.
+#[derive(Debug, Clone, Copy)]
+enum CarePlanKind {
+    /// SNOMED 38717003, longitudinal care plan.
+    Longitudinal,
+    /// SNOMED 734163000, encounter-level care plan.
+    Encounter,
+    /// US Core assess-plan, assessment and plan of treatment.
+    AssessPlan,
+}
+
+fn care_plan(ctx: &Ctx<'_>, r: &mut Rng, kind: CarePlanKind) -> Map<String, Value> {
+    let (system, code, display, text) = match kind {
+        CarePlanKind::Longitudinal => {
+            ("http://snomed.info/sct", "38717003", "Longitudinal care plan", "Longitudinal Care Plan")
+        }
+        CarePlanKind::Encounter => {
+            ("http://snomed.info/sct", "734163000", "Care plan", "Encounter-Level Care Plan")
+        }
+        CarePlanKind::AssessPlan => (
+            "http://hl7.org/fhir/us/core/CodeSystem/careplan-category",
+            "assess-plan",
+            "Assessment and Plan of Treatment",
+            "Assessment and Plan of Treatment",
+        ),
+    };
+    let &(_, _, problem) = r.pick(codes::CONDITIONS);
+    let mut m = base("CarePlan", ctx);
+    put(
+        &mut m,
+        "text",
+        json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{text}: {problem}</div>")}),
+    );
+    put(&mut m, "status", if r.chance(70) { "active" } else { "completed" }.into());
+    put(&mut m, "intent", "plan".into());
+    put(
+        &mut m,
+        "category",
+        json!([{"coding": [{"system": system, "code": code, "display": display}], "text": text}]),
+    );
+    put(&mut m, "title", format!("{text}: {problem}").into());
+    put(&mut m, "subject", ctx.patient_ref());
+    if matches!(kind, CarePlanKind::Encounter) {
+        ctx.put_encounter(&mut m);
+    }
+    put(&mut m, "period", json!({"start": ctx.date()}));
+    m
+}
+
+fn care_team(ctx: &Ctx<'_>, r: &mut Rng) -> Map<String, Value> {
+    let mut m = base("CareTeam", ctx);
+    put(&mut m, "status", "active".into());
+    put(&mut m, "name", format!("Care team {}", r.range(1, 9)).into());
+    put(&mut m, "subject", ctx.patient_ref());
+    put(
+        &mut m,
+        "participant",
+        json!([{
+            "role": [{"coding": [{"system": "http://snomed.info/sct", "code": "446050000", "display": "Primary care physician"}], "text": "PCP - General"}],
+            "member": {"reference": "Practitioner/eM5CWtq15N0WJeuCet5bJlQ3", "display": "Physician Family Medicine, MD"},
+        }]),
+    );
     m
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::catalog::{Dataset, TAG_PATIENT};
 use super::ids::{IdCodec, IdParts};
 use super::rng::Rng;
-pub(crate) use patient::Demographics;
+pub(crate) use patient::{Demographics, created_identifiers};
 
 /// What a generated id points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub(crate) struct Generator {
     seed: u64,
     patients: usize,
     sandbox_identities: bool,
+    care_teams: bool,
     ids: IdCodec,
 }
 
@@ -50,7 +51,13 @@ pub(crate) fn date_before(days: u64) -> String {
 impl Generator {
     /// Generator for `patients` patients.
     pub(crate) fn new(seed: u64, patients: usize, sandbox_identities: bool) -> Generator {
-        Generator { seed, patients, sandbox_identities, ids: IdCodec::new(seed) }
+        Generator { seed, patients, sandbox_identities, care_teams: false, ids: IdCodec::new(seed) }
+    }
+
+    /// The same generator, with CareTeam data (generic SMART profile) or without (Epic).
+    pub(crate) fn with_care_teams(mut self, care_teams: bool) -> Generator {
+        self.care_teams = care_teams;
+        self
     }
 
     /// Number of patients.
@@ -100,18 +107,20 @@ impl Generator {
         (k < self.count(i, dataset)).then_some(Record::Item(i, dataset, k))
     }
 
-    /// The patient whose MRN or FHIR id is `value`.
-    pub(crate) fn patient_by_identifier(&self, value: &str) -> Option<usize> {
-        if let Some(Record::Patient(i)) = self.decode(value) {
-            return Some(i);
-        }
-        if self.sandbox_identities
-            && let Some(pos) = patient::SANDBOX.iter().position(|p| p.mrn == value)
-        {
-            return (pos < self.patients).then_some(pos);
-        }
-        let i = value.parse::<usize>().ok()?.checked_sub(patient::MRN_BASE)?;
-        (i < self.patients && self.sandbox(i).is_none()).then_some(i)
+    /// Patients with an identifier `[system|]value` (any system when `system` is `None`).
+    pub(crate) fn patients_by_identifier(&self, system: Option<&str>, value: &str) -> Vec<usize> {
+        patient::by_identifier(self, system, value)
+    }
+
+    /// The Epic identifiers of patient `i`.
+    #[cfg(test)]
+    pub(crate) fn identifiers(&self, i: usize) -> Vec<patient::Ident> {
+        patient::identifiers(self, i)
+    }
+
+    /// The seed.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
     }
 
     fn sandbox(&self, i: usize) -> Option<&'static patient::SandboxPatient> {
@@ -130,6 +139,9 @@ impl Generator {
 
     /// Number of items of `dataset` patient `i` has.
     pub(crate) fn count(&self, i: usize, dataset: Dataset) -> usize {
+        if dataset == Dataset::CareTeams && !self.care_teams {
+            return 0;
+        }
         if let Some(n) = self.sandbox(i).and_then(|p| p.counts.iter().find(|(d, _)| *d == dataset)) {
             return n.1;
         }
@@ -168,6 +180,10 @@ impl Generator {
             Dataset::Immunizations => r.range(0, 12),
             Dataset::Reports => r.range(0, 20),
             Dataset::Documents => r.range(0, 30),
+            Dataset::CarePlansLongitudinal => u64::from(r.chance(50)),
+            Dataset::CarePlansEncounter => r.range(0, 3),
+            Dataset::CarePlansAssessPlan => r.range(0, 4),
+            Dataset::CareTeams => r.range(1, 2),
         };
         n as usize
     }
@@ -251,6 +267,28 @@ mod tests {
         }
         assert_eq!(g.decode(&g.patient_id(0)), Some(Record::Patient(0)));
         assert_eq!(g.patient_id(0), "erXuFYUfucBZaryVksYEcMg3");
+    }
+
+    /// Every identifier of every patient (sandbox and generated) resolves back to that patient,
+    /// under its own system and without one; under another system it does not.
+    #[test]
+    fn identifiers_resolve() {
+        let g = Generator::new(42, 2000, true);
+        for i in (0..20).chain([999, 1999]) {
+            for id in g.identifiers(i) {
+                assert_eq!(g.patients_by_identifier(Some(id.system), &id.value), [i], "{id:?}");
+                assert!(g.patients_by_identifier(None, &id.value).contains(&i), "{id:?}");
+                assert!(
+                    !g.patients_by_identifier(Some("urn:oid:9.9.9"), &id.value).contains(&i),
+                    "{id:?} under another system"
+                );
+            }
+        }
+        let jason = g.identifiers(7);
+        let epi: Vec<_> = jason.iter().filter(|i| i.type_text == Some("EPI")).collect();
+        assert_eq!(epi.len(), 1);
+        assert_eq!(epi[0].value, "203675");
+        assert!(jason.iter().all(|i| i.type_text != Some("MRN")));
     }
 
     /// Some patients have more than 1000 vital signs (so searches page) and some have none in a
