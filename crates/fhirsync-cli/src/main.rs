@@ -2,6 +2,7 @@
 
 mod cmd;
 mod config;
+mod metrics;
 mod pipeline;
 mod progress;
 mod push;
@@ -50,6 +51,8 @@ enum Command {
     Sandbox(Box<cmd::sandbox::Args>),
     /// Start the simulator in-process and sync it into ./fhirsync-demo.db (SQLite).
     Demo(cmd::demo::Args),
+    /// Write a commented fhirsync.toml and a key pair for your own Epic (or SMART server).
+    Init(cmd::init::Args),
     /// Sync the configured Epic connection into the configured destination.
     Sync(cmd::sync::Args),
     /// Recent runs of the destination with their counts, and the latest run's completeness gaps.
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(args) => cmd::sandbox::run(*args, &globals).await,
             Command::Demo(args) => cmd::demo::run(args, &globals).await,
+            Command::Init(args) => cmd::init::run(args, &globals).await,
             Command::Sync(args) => cmd::sync::run(args, &globals).await,
             Command::Status(args) => cmd::status::run(args, &globals).await,
             Command::Discover(args) => cmd::discover::run(args, &globals).await,

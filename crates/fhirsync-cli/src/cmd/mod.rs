@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod demo;
 pub mod discover;
+pub mod init;
 pub mod keys;
 pub mod push;
 pub mod sandbox;

@@ -2,14 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use fhirsync_fhir::Recorder;
 use fhirsync_land::Method;
+use tracing::{info, warn};
 
-use super::Failure;
 use crate::Globals;
+use crate::cmd::{EXIT_CONFIG, Failure};
 use crate::config::FileConfig;
-use crate::pipeline;
+use crate::metrics::{self, MetricsFile, RunFigures};
+use crate::pipeline::{self, SyncOutcome};
 
 /// Arguments of `fhirsync sync`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// After the run (also a failed one), write its figures to this file in Prometheus text
+    /// format, replaced atomically (for node_exporter's textfile collector: name it `*.prom`).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Also write every FHIR answer of the run into DIR, one JSON file per request, to serve
     /// them again with `fhirsync sandbox --replay DIR`. Tokens and secrets are never written;
     /// patient data is: the folder holds PHI.
@@ -30,8 +37,62 @@ pub struct Args {
     pub record: Option<PathBuf>,
 }
 
+/// The labels of the metrics, filled in as far as the run got.
+#[derive(Debug)]
+struct Labels {
+    destination: &'static str,
+    method: String,
+}
+
 /// Runs the command.
 pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
+    let metrics_file = match &args.metrics_file {
+        Some(path) => Some(MetricsFile::new(path).map_err(|e| Failure::config(e.to_string()))?),
+        None => None,
+    };
+    let clock = Instant::now();
+    let mut labels = Labels { destination: metrics::UNKNOWN, method: metrics::UNKNOWN.into() };
+    let outcome = sync_once(&args, globals, &mut labels).await;
+    let result = match &outcome {
+        Ok(outcome) => {
+            pipeline::print_summary(outcome);
+            outcome.gaps_failure().map_or(Ok(()), |failure| Err(failure.into()))
+        }
+        Err(_) => Ok(()),
+    };
+    let Some(file) = metrics_file else { return outcome.and(result) };
+    let exit_code = match (&outcome, &result) {
+        (Err(e), _) | (Ok(_), Err(e)) => crate::cmd::exit_code(e),
+        (Ok(_), Ok(())) => 0,
+    };
+    let text = metrics::render(&RunFigures {
+        destination: labels.destination,
+        method: &labels.method,
+        outcome: outcome.as_ref().ok(),
+        exit_code,
+        duration: clock.elapsed(),
+        ended: SystemTime::now(),
+        previous_success: file.previous_success(),
+    });
+    match file.write(&text) {
+        Ok(()) => info!(path = %file.path().display(), "Metrics written."),
+        Err(error) => {
+            warn!(%error, "Could not write the metrics file.");
+            // A failed run's own error is the one to report; a committed run fails on this one.
+            if outcome.is_ok() {
+                return Err(Failure {
+                    code: EXIT_CONFIG,
+                    message: format!("the run committed, but {error}"),
+                }
+                .into());
+            }
+        }
+    }
+    outcome.and(result)
+}
+
+/// Loads the configuration, authenticates and runs one sync.
+async fn sync_once(args: &Args, globals: &Globals, labels: &mut Labels) -> anyhow::Result<SyncOutcome> {
     let mut config = FileConfig::load(&globals.config)?;
     if args.replace {
         config.land.replace = true;
@@ -42,6 +103,8 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
         config.sync.recorder = Some(Arc::new(recorder));
     }
     let method = args.method.unwrap_or(config.sync.method);
+    labels.destination = config.destination.kind();
+    labels.method = method.to_string();
     let settings = config.auth_settings()?;
     let http = fhirsync_auth::http_client()?;
     let tokens = settings.provider(&http).await?;
@@ -50,12 +113,7 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     if let Some(recorder) = &config.sync.recorder {
         report_recording(recorder);
     }
-    let outcome = outcome?;
-    pipeline::print_summary(&outcome);
-    match outcome.gaps_failure() {
-        Some(failure) => Err(failure.into()),
-        None => Ok(()),
-    }
+    outcome
 }
 
 /// The warning shown before a recording starts (stderr and the log).
