@@ -4,38 +4,64 @@
 //! 1. Kick-off `GET {R4}/Group/{id}/$export?_type=...[&_typeFilter=...]` with
 //!    `Prefer: respond-async` → 202 and `Content-Location` (the status URL). Epic allows one
 //!    kick-off per Group per client per window (24 h by default); a refusal ("requested this
-//!    Group too recently") is [`Error::BulkCooldown`], never retried.
+//!    Group too recently") is [`Error::BulkCooldown`], never retried. A refusal that names
+//!    requested types (unsupported, e.g. Epic's 59136) drops them, books them as gaps, and kicks
+//!    off again without them.
 //! 2. The status URL is written to `{state_dir}/bulk-{group}.json` **before** polling, so a killed
 //!    run resumes by polling the saved URL instead of burning the next kick-off window.
 //! 3. Poll: 202 (`X-Progress`, `Retry-After`) until 200 with the manifest; waits honour
 //!    `Retry-After`, clamped to `[poll_floor_secs, poll_ceiling_secs]`, else grow exponentially.
+//!    The manifest (and its `Expires`) is saved in the state file.
 //! 4. Download every `output` file in parallel, streamed line by line (bounded line length),
-//!    emitting resources in chunks; `error` files are OperationOutcomes, recorded.
-//! 5. `DELETE` the status URL, then remove the state file.
+//!    emitting resources in chunks. A failed download (410, 5xx, reset, truncated body or gzip,
+//!    fewer lines than the manifest's `count`) is retried with exponential backoff and jitter
+//!    until the files expire (`Expires`, else `transactionTime` + 14 days) or a bounded window
+//!    ends. `error` files hold OperationOutcomes.
+//! 5. When every file landed: `DELETE` the status URL, then remove the state file. Otherwise the
+//!    export is **kept** (no DELETE) and the state file records the manifest and what landed;
+//!    the next run downloads the types that did not land from the saved manifest, without a new
+//!    kick-off. Only when that cannot help (the files expired or are gone, or what is left failed
+//!    on the server: `error[]` entries, OperationOutcome lines) does a run start a new export
+//!    (and then delete the old one).
 //!
-//! Completeness: Bulk files are per type, not per patient. The cohort is the Group's members
-//! (`Group/{id}`, or the exported Patient resources when the Group cannot be read). Once every
-//! file of a type has been downloaded without error, `ScopeComplete(R4, patient, Type)` is sent
-//! for every cohort patient — the same unit as search mode, so landing treats both alike. A type
-//! with a failed file, or named by an `error` file's OperationOutcome, gets no completion at all;
-//! an error file that names no requested type makes every type incomplete (conservative: landing
-//! then deletes nothing). The same holds for a type whose data file starts with an
-//! OperationOutcome line (Epic: 59204, sub-types the client is not licensed for) and for a
-//! requested type without any file (no data and "not licensed, dropped" look alike). Resources carry the patient of their `subject`/`patient` reference
-//! (`Patient.id` for Patient).
+//! Plan: the types are the export's own: `[extract] datasets` as configured (categories collapse
+//! to their type, sent as `_type`), or, with no datasets, whatever the server exports (no
+//! `_type`; the types of the manifest). The CapabilityStatement's search interactions play no
+//! part (a bulk server that declares only `read` works); a type the statement marks with the Bulk
+//! IG's `operation-not-supported` extension is not requested and is booked as a gap.
+//!
+//! Completeness: Bulk files are per type, not per patient, so each export × type is one
+//! cohort-level scope `ScopeKey { R4, patient_id: None, Type }`. Landing reads a complete
+//! patient-less scope as covering every row of the type whose patient is in the run's cohort (or
+//! that has no patient). A type is complete when every one of its files was downloaded, no
+//! `error` file or OperationOutcome line makes it a gap, and the cohort is known; a requested type
+//! without any file is complete and empty. OperationOutcome lines follow the search rule
+//! ([`fhirsync_fhir::Outcome::effect`]): a named withheld sub-type is an exclusion (a gap if the
+//! last committed run did not withhold it too: [`GapReason::LicenceNarrowed`]), anything else
+//! that may hide data is a gap. An `error` outcome names the types it is about (by their names
+//! in its text); one that names none makes every type a gap.
+//!
+//! Cohort: the Group's members whatever the reference form ([`cohort::parse_group`]), plus the
+//! ids of the exported Patient file (members by definition; identifiers in it resolve members
+//! given as `urn:uuid:` or identifiers), plus the patients the exported resources reference. It
+//! is known when the Patient file landed (in this or an earlier run of the export) or every
+//! member resolved; otherwise every type is a gap (deletes need the cohort) and the report's
+//! cohort is left empty (no cohort exits). Resources carry the patient of their
+//! `subject`/`patient` reference (`Patient.id` for Patient).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use chrono::{DateTime, Utc};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
-use fhirsync_fhir::outcome::parse_outcome;
-use fhirsync_fhir::retry::retry_after;
+use fhirsync_fhir::outcome::{parse_outcome, summarize};
+use fhirsync_fhir::retry::{RetryPolicy, retry_after};
 use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use reqwest::header::{CONTENT_LOCATION, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_LOCATION, EXPIRES, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -43,29 +69,114 @@ use tokio_util::io::StreamReader;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::cohort::{group_members, patient_id_of_reference};
-use crate::config::{BulkConfig, Endpoints};
+use crate::cohort::{self, GroupMembers, IdentifierKey, patient_id_of_reference};
+use crate::config::{BulkConfig, Endpoints, RetryConfig};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{ExclusionBaseline, ExtractReport, GapReason};
 
 /// Resources per emitted chunk.
 const CHUNK: usize = 500;
-/// Attempts per NDJSON file when the stream breaks mid-way.
-const FILE_ATTEMPTS: u32 = 3;
+/// Longest time one run keeps retrying a failed file (the next run retries it again).
+const FILE_RETRY_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Attempts per file: this many times the client's `max_retries`, plus one.
+const FILE_ATTEMPTS_PER_RETRY: u32 = 2;
+/// How long files stay available when the manifest has no `Expires` (Epic: 14 days after the
+/// export completes), counted from `transactionTime`.
+const DEFAULT_FILES_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(14);
+/// The Bulk IG extension that marks a type as not exportable.
+const NOT_SUPPORTED_EXTENSION: &str = "operation-not-supported";
 
-/// What is saved between kick-off and the end of the download.
+/// One file of a manifest (`output[]` or `error[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Resource type of the file (`OperationOutcome` for error files).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Absolute URL of the file.
+    pub url: String,
+    /// Resources in the file, when the server says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl ManifestFile {
+    /// The file's name (last path segment), for messages.
+    fn name(&self) -> String {
+        Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_string)))
+            .unwrap_or_else(|| "(unnamed file)".to_string())
+    }
+}
+
+/// The completed export's manifest, as saved between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedManifest {
+    /// `transactionTime` of the export.
+    #[serde(default)]
+    pub transaction_time: Option<String>,
+    /// When the files stop being available (the status answer's `Expires`), RFC 3339.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Data files.
+    #[serde(default)]
+    pub output: Vec<ManifestFile>,
+    /// OperationOutcome files.
+    #[serde(default)]
+    pub error: Vec<ManifestFile>,
+}
+
+impl SavedManifest {
+    /// When the files expire: `Expires`, else `transactionTime` + 14 days, else unknown.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
+        self.expires
+            .as_deref()
+            .and_then(parse)
+            .or_else(|| self.transaction_time.as_deref().and_then(parse).map(|t| t + DEFAULT_FILES_LIFETIME))
+    }
+}
+
+/// What is saved between kick-off and the end of the export (`{state_dir}/bulk-{group}.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkState {
     /// Exported Group.
     pub group: String,
     /// Status URL (`Content-Location` of the kick-off).
     pub status_url: String,
-    /// Requested types.
+    /// Requested types (`_type`); empty when none was sent (the server's choice).
     pub types: Vec<String>,
     /// When the kick-off was accepted (RFC 3339).
     pub requested_at: String,
+    /// Types not requested because the server refused them, with why (booked as gaps).
+    #[serde(default)]
+    pub refused: BTreeMap<String, String>,
+    /// The manifest, once the export completed.
+    #[serde(default)]
+    pub manifest: Option<SavedManifest>,
+    /// The export's types (the requested ones, or those of the manifest), once known.
+    #[serde(default)]
+    pub expected: BTreeSet<String>,
+    /// Types whose every file was downloaded and handed to landing.
+    #[serde(default)]
+    pub landed_types: BTreeSet<String>,
+    /// Output files downloaded in full (URLs).
+    #[serde(default)]
+    pub landed_files: BTreeSet<String>,
+    /// Types that failed on the server (`error[]` entries, OperationOutcome lines): retrying
+    /// this export's files cannot bring them, a new export can.
+    #[serde(default)]
+    pub server_failed: BTreeSet<String>,
+    /// Patient ids of the exported Patient file, once it landed.
+    #[serde(default)]
+    pub patients: Option<BTreeSet<String>>,
+    /// Runs that retried this export's files after the one that received the manifest.
+    #[serde(default)]
+    pub retry_runs: u32,
+    /// A retried file answered 404/410: the files are gone, the next run starts a new export.
+    #[serde(default)]
+    pub files_gone: bool,
 }
 
 impl BulkState {
@@ -91,35 +202,59 @@ impl BulkState {
         }
     }
 
-    /// Writes the state atomically (temp file + rename).
+    /// Writes the state atomically (temp file + rename), readable by the owner only: the
+    /// status and file URLs grant access to the export while the bearer token is valid.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = Self::path(dir, &self.group);
         let io = |source| Error::BulkState { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(io)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&tmp).map_err(io)?, &bytes).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
     fn remove(dir: &Path, group: &str) {
         let _ = std::fs::remove_file(Self::path(dir, group));
     }
+
+    /// Types of the export that did not land yet.
+    pub fn pending(&self) -> BTreeSet<String> {
+        self.expected.difference(&self.landed_types).cloned().collect()
+    }
+
+    /// Why the saved, completed export cannot be finished from its files (`None`: it can).
+    fn unusable(&self, now: DateTime<Utc>) -> Option<String> {
+        let manifest = self.manifest.as_ref()?;
+        if let Some(at) = manifest.expires_at()
+            && now >= at
+        {
+            return Some(format!("its files expired at {}", at.to_rfc3339()));
+        }
+        if self.files_gone {
+            return Some("its files are gone from the server (404/410 on a retry)".into());
+        }
+        let pending = self.pending();
+        if !pending.is_empty() && pending.iter().all(|t| self.server_failed.contains(t)) {
+            let names: Vec<&str> = pending.iter().map(String::as_str).collect();
+            return Some(format!("what is left failed on the server ({})", names.join(", ")));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Deserialize)]
-struct Manifest {
+struct ManifestWire {
+    #[serde(default, rename = "transactionTime")]
+    transaction_time: Option<String>,
     #[serde(default)]
     output: Vec<ManifestFile>,
     #[serde(default)]
     error: Vec<ManifestFile>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct ManifestFile {
-    #[serde(rename = "type")]
-    ty: String,
-    url: String,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +269,18 @@ struct LineHead {
 #[derive(Deserialize)]
 struct RefWire {
     reference: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PatientIdentifiers {
+    #[serde(default)]
+    identifier: Vec<IdentifierWire>,
+}
+
+#[derive(Deserialize)]
+struct IdentifierWire {
+    system: Option<String>,
+    value: Option<String>,
 }
 
 /// The patient a Bulk resource belongs to.
@@ -156,13 +303,101 @@ impl LineHead {
     }
 }
 
+/// What the R4 CapabilityStatement says about Bulk export.
+#[derive(Debug, Default)]
+struct Documented {
+    /// The Group resource declares the `export` operation.
+    group_export: bool,
+    /// Types marked with the Bulk IG's `operation-not-supported` extension for export.
+    not_exportable: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct StatementWire {
+    #[serde(default)]
+    rest: Vec<RestWire>,
+}
+
+#[derive(Deserialize)]
+struct RestWire {
+    #[serde(default)]
+    resource: Vec<StatementResourceWire>,
+}
+
+#[derive(Deserialize)]
+struct StatementResourceWire {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    operation: Vec<OperationWire>,
+    #[serde(default)]
+    extension: Vec<ExtensionWire>,
+}
+
+#[derive(Deserialize)]
+struct OperationWire {
+    name: Option<String>,
+    definition: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ExtensionWire {
+    #[serde(default)]
+    url: String,
+    #[serde(rename = "valueCanonical")]
+    value_canonical: Option<String>,
+}
+
+impl Documented {
+    fn parse(json: &[u8]) -> Option<Documented> {
+        let wire: StatementWire = serde_json::from_slice(json).ok()?;
+        let mut doc = Documented::default();
+        for r in wire.rest.into_iter().flat_map(|r| r.resource) {
+            if r.ty == "Group"
+                && r.operation.iter().any(|o| {
+                    o.name.as_deref().is_some_and(|n| n.ends_with("export"))
+                        || o.definition.as_deref().is_some_and(|d| d.ends_with("group-export"))
+                })
+            {
+                doc.group_export = true;
+            }
+            let refused = r.extension.iter().any(|e| {
+                e.url.ends_with(NOT_SUPPORTED_EXTENSION)
+                    && e.value_canonical.as_deref().is_some_and(|c| c.contains("export"))
+            });
+            if refused {
+                doc.not_exportable.insert(r.ty);
+            }
+        }
+        Some(doc)
+    }
+}
+
+/// The resource types of `types` that `outcomes` name (as whole words in their text).
+fn types_named<'a>(outcomes: &[Outcome], types: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    let mut words = BTreeSet::new();
+    for o in outcomes {
+        for text in [&o.text, &o.diagnostics].into_iter().flatten() {
+            words.extend(text.split(|c: char| !c.is_ascii_alphanumeric()).map(str::to_string));
+        }
+    }
+    types.into_iter().filter(|t| words.contains(*t)).cloned().collect()
+}
+
+/// The cohort-level scope of one exported type.
+fn cohort_scope(ty: &str) -> ScopeKey {
+    ScopeKey { fhir_version: FhirVersion::R4, patient_id: None, dataset: Dataset::new(ty) }
+}
+
 /// Inputs of a Bulk run.
 pub(crate) struct Bulk<'a> {
     pub client: &'a FhirClient,
     pub endpoints: &'a Endpoints,
-    pub plan: &'a Plan,
+    /// `[extract] datasets`, as configured.
+    pub datasets: &'a [String],
     pub group: &'a str,
     pub config: &'a BulkConfig,
+    pub retry: &'a RetryConfig,
     pub skip: &'a BTreeSet<ScopeKey>,
     pub baseline: Option<&'a ExclusionBaseline>,
     pub state_dir: &'a Path,
@@ -171,12 +406,69 @@ pub(crate) struct Bulk<'a> {
 }
 
 /// Result of downloading one file.
+#[derive(Default)]
 struct FileResult {
-    ty: String,
     resources: u64,
+    /// Patients the file's resources belong to (the ids, for the Patient file).
     patients: BTreeSet<String>,
+    /// Group members matched by an identifier of an exported Patient: (member, patient id).
+    matched: Vec<(usize, String)>,
     outcomes: Vec<Outcome>,
-    error: Option<String>,
+    /// Why the file could not be downloaded, and whether it was gone (404/410).
+    failed: Option<(String, bool)>,
+}
+
+/// What one type's files gave.
+#[derive(Default)]
+struct TypeResult {
+    resources: u64,
+    files: u64,
+    withheld: BTreeSet<Exclusion>,
+    /// A gap from the files' content (OperationOutcome lines).
+    content_gap: Option<GapReason>,
+    /// A file that could not be downloaded.
+    failed: Option<GapReason>,
+    gone: bool,
+    landed_files: Vec<String>,
+}
+
+/// How long, and how often, a failed file is retried within a run.
+struct Window {
+    policy: RetryPolicy,
+    attempts: u32,
+    deadline: Instant,
+}
+
+impl Window {
+    fn new(retry: &RetryConfig, expires: Option<DateTime<Utc>>) -> Window {
+        let mut deadline = Instant::now() + FILE_RETRY_WINDOW;
+        if let Some(at) = expires {
+            let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            deadline = deadline.min(Instant::now() + left);
+        }
+        Window {
+            policy: RetryPolicy {
+                max_retries: retry.max_retries,
+                base_delay: Duration::from_millis(retry.base_delay_ms),
+                max_delay: Duration::from_millis(retry.max_delay_ms),
+                retry_after_floor: Duration::from_secs(retry.retry_after_floor_secs),
+                retry_after_ceiling: Duration::from_secs(retry.retry_after_ceiling_secs),
+            },
+            attempts: retry.max_retries.saturating_mul(FILE_ATTEMPTS_PER_RETRY).saturating_add(1),
+            deadline,
+        }
+    }
+
+    /// Wait before retry number `retry` (0-based): exponential, with "equal" jitter (half fixed,
+    /// half random), so retries never bunch up within milliseconds.
+    fn delay(&self, retry: u32) -> Duration {
+        let cap = self
+            .policy
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(20)))
+            .min(self.policy.max_delay);
+        cap / 2 + self.policy.backoff(retry) / 2
+    }
 }
 
 impl Bulk<'_> {
@@ -185,200 +477,414 @@ impl Bulk<'_> {
             .endpoints
             .get(FhirVersion::R4)
             .ok_or_else(|| Error::Bulk("Group $export needs the R4 endpoint (fhir_r4_endpoint)".into()))?;
-        let types = self.types();
-        if types.is_empty() {
-            return Err(Error::EmptyPlan("no R4 type to export".into()));
+        let documented = self.statement(base).await?;
+        let (requested, refused) = self.requested(&documented)?;
+
+        let saved = BulkState::load(self.state_dir, self.group)?;
+        if saved.is_none()
+            && !requested.is_empty()
+            && requested.iter().all(|t| self.skip.contains(&cohort_scope(t)))
+        {
+            // A resumed landing run already staged every type: nothing to export again.
+            return self.all_skipped(&requested, report).await;
         }
-        let state = match BulkState::load(self.state_dir, self.group)? {
+        let mut retrying = false;
+        let mut state = match saved {
+            Some(s) if s.manifest.is_some() => match s.unusable(Utc::now()) {
+                None => {
+                    retrying = true;
+                    let pending: Vec<String> = s.pending().into_iter().collect();
+                    info!(group = %self.group, pending = ?pending, "Retrying what the last run could not land, from the saved manifest (no new kick-off).");
+                    s
+                }
+                Some(why) => {
+                    info!(group = %self.group, reason = %why, "The saved export cannot be finished from its files; starting a new export.");
+                    let new = self.kick_off(base, &requested, refused).await?;
+                    self.delete_export(&s.status_url).await;
+                    new
+                }
+            },
             Some(s) => {
                 info!(group = %self.group, "Resuming the saved Bulk export.");
                 s
             }
-            None => self.kick_off(base, &types).await?,
+            None => self.kick_off(base, &requested, refused).await?,
         };
+        if !requested.is_empty() && state.types.iter().any(|t| !requested.contains(t)) {
+            warn!(group = %self.group, "The saved export's types differ from [extract] datasets; it is finished first, the next export uses the new datasets.");
+        }
         let status_url =
             Url::parse(&state.status_url).map_err(|e| Error::Bulk(format!("saved status URL: {e}")))?;
-        let manifest = self.poll(&status_url).await?;
+        if state.manifest.is_none() {
+            state.manifest = Some(self.poll(&status_url).await?);
+            state.save(self.state_dir)?;
+        }
+        let manifest = state.manifest.clone().unwrap_or_else(|| SavedManifest {
+            transaction_time: None,
+            expires: None,
+            output: Vec::new(),
+            error: Vec::new(),
+        });
 
-        // Cohort: Group members; falls back to the exported Patient resources.
-        let members = match group_members(self.client, self.endpoints, self.group).await {
+        // Error files: per-type gaps and exclusions. One that cannot be read hides what it says:
+        // every type is a gap, a retryable one (the next run reads it again).
+        let (errors, unreadable) = self.error_outcomes(&manifest).await;
+        if state.expected.is_empty() {
+            // The requested types, and any other type the server chose to add (the IG allows
+            // referenced resources, e.g. Practitioner): what came is landed, not dropped.
+            state.expected =
+                state.types.iter().chain(manifest.output.iter().map(|f| &f.ty)).cloned().collect();
+        }
+        let expected = state.expected.clone();
+        let mut error_gaps: BTreeMap<String, GapReason> = BTreeMap::new();
+        let mut error_withheld: BTreeMap<String, BTreeSet<Exclusion>> = BTreeMap::new();
+        let mut unattributed = None;
+        for o in &errors {
+            if let Some(code) = &o.epic_code {
+                report.count_outcome("bulk-error", code);
+            }
+            match o.effect() {
+                Effect::Neutral => {}
+                Effect::Excluded(e) => {
+                    error_withheld.entry(e.resource_type.clone()).or_default().insert(e);
+                }
+                Effect::Gap(_) => {
+                    let said =
+                        o.diagnostics.clone().or_else(|| o.text.clone()).unwrap_or_else(|| o.to_string());
+                    let named = types_named(std::slice::from_ref(o), &expected);
+                    if named.is_empty() {
+                        unattributed.get_or_insert_with(|| GapReason::Failed {
+                            error: format!(
+                                "the export's error file reports a failure naming no requested type: {said}"
+                            ),
+                        });
+                    }
+                    for ty in named {
+                        error_gaps.entry(ty.clone()).or_insert_with(|| GapReason::Failed {
+                            error: format!("the server could not export {ty} (error file: {said})"),
+                        });
+                    }
+                }
+            }
+        }
+
+        let planned: Vec<String> =
+            expected.iter().filter(|t| !state.landed_types.contains(*t)).cloned().collect();
+        let skipped: BTreeSet<String> =
+            planned.iter().filter(|t| self.skip.contains(&cohort_scope(t))).cloned().collect();
+        report.datasets = planned.iter().chain(state.refused.keys()).map(|t| format!("{t}@R4")).collect();
+        self.progress.scopes_total.store((planned.len() + state.refused.len()) as u64, Ordering::Relaxed);
+
+        // The Group, for the cohort (best effort: the exported Patient file is the fallback).
+        let members = match cohort::read_group(self.client, self.endpoints, self.group).await {
             Ok(m) => Some(m),
+            Err(Error::Fhir(e)) if e.is_fatal_for_run() => return Err(e.into()),
             Err(e) => {
-                warn!(error = %e, "Group members unreadable; cohort taken from exported Patient resources.");
+                warn!(error = %e, "Group unreadable; the cohort is taken from the exported Patient file.");
                 None
             }
         };
+        let wanted: Vec<Vec<IdentifierKey>> =
+            members.as_ref().map(|m| m.unresolved.clone()).unwrap_or_default();
 
-        // Types whose every cohort scope an earlier attempt completed are not downloaded again.
-        let done_types: BTreeSet<String> = match &members {
-            Some(m) if !m.is_empty() => types
-                .iter()
-                .filter(|t| {
-                    m.iter().all(|p| {
-                        self.skip.contains(&ScopeKey {
-                            fhir_version: FhirVersion::R4,
-                            patient_id: Some(p.clone()),
-                            dataset: Dataset::new(t.as_str()),
-                        })
-                    })
-                })
-                .cloned()
-                .collect(),
-            _ => BTreeSet::new(),
-        };
-        let wanted: Vec<ManifestFile> =
-            manifest.output.iter().filter(|f| !done_types.contains(&f.ty)).cloned().collect();
-        let mut pending = wanted.into_iter();
+        // Downloads.
+        let window = Window::new(self.retry, manifest.expires_at());
+        let files: Vec<ManifestFile> = manifest
+            .output
+            .iter()
+            .filter(|f| planned.contains(&f.ty) && !skipped.contains(&f.ty))
+            .cloned()
+            .collect();
+        let mut pending = files.into_iter();
         let mut running = FuturesUnordered::new();
-        let mut results = Vec::new();
+        let mut per_type: BTreeMap<String, TypeResult> = BTreeMap::new();
+        let mut referenced = BTreeSet::new();
+        let mut exported: Option<BTreeSet<String>> = None;
+        let mut matched: BTreeMap<usize, String> = BTreeMap::new();
         loop {
             while running.len() < self.config.download_concurrency.max(1) {
                 let Some(f) = pending.next() else { break };
-                running.push(self.download(base, f));
+                running.push(self.download(base, f, &window, &wanted));
             }
             let Some(r) = running.next().await else { break };
-            results.push(r?);
-        }
-
-        let mut seen_patients = BTreeSet::new();
-        let mut failed_types: BTreeMap<String, GapReason> = BTreeMap::new();
-        let mut per_type: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let mut withheld: BTreeMap<String, BTreeSet<Exclusion>> = BTreeMap::new();
-        for r in results {
-            let e = per_type.entry(r.ty.clone()).or_default();
-            e.0 += r.resources;
-            e.1 += 1;
+            let (file, r) = r?;
+            let t = per_type.entry(file.ty.clone()).or_default();
+            t.resources += r.resources;
+            t.files += 1;
             for o in &r.outcomes {
                 if let Some(code) = &o.epic_code {
-                    report.count_outcome(&r.ty, code);
+                    report.count_outcome(&file.ty, code);
                 }
-                // An OperationOutcome line in a data file follows the search rule: a named
-                // sub-type withheld (59204 "Outside Record ...") is an exclusion of the type, any
-                // other suppression or error means the type's files are not the whole truth.
                 match o.effect() {
                     Effect::Neutral => {}
                     Effect::Excluded(e) => {
-                        withheld.entry(r.ty.clone()).or_default().insert(e);
+                        t.withheld.insert(e);
                     }
                     Effect::Gap(detail) => {
-                        failed_types
-                            .entry(r.ty.clone())
-                            .or_insert_with(|| GapReason::from_outcome(o, detail));
+                        t.content_gap.get_or_insert_with(|| GapReason::from_outcome(o, detail));
                     }
                 }
             }
-            if let Some(error) = r.error {
-                failed_types.insert(r.ty.clone(), GapReason::Failed { error });
-            }
-            seen_patients.extend(r.patients);
-        }
-        // Error files: OperationOutcomes.
-        let mut unattributed = None;
-        for f in &manifest.error {
-            for o in self.error_file(base, f).await {
-                if let Some(code) = &o.epic_code {
-                    report.count_outcome("bulk-error", code);
+            match r.failed {
+                Some((error, gone)) => {
+                    t.gone |= gone;
+                    t.failed.get_or_insert(GapReason::Failed { error });
                 }
-                let text = format!(
-                    "{} {}",
-                    o.text.clone().unwrap_or_default(),
-                    o.diagnostics.clone().unwrap_or_default()
-                );
-                let reason = GapReason::NotAuthorized {
-                    code: o.epic_code.clone().unwrap_or_else(|| o.issue_code.clone()),
-                    detail: Some(text.trim().to_string()),
-                };
-                match types.iter().find(|t| text.contains(t.as_str())) {
-                    Some(t) => {
-                        failed_types.entry(t.clone()).or_insert(reason);
-                    }
-                    None => unattributed = Some(reason),
-                }
+                None => t.landed_files.push(file.url.clone()),
             }
+            if file.ty == "Patient" {
+                exported.get_or_insert_with(BTreeSet::new).extend(r.patients.iter().cloned());
+            }
+            referenced.extend(r.patients);
+            matched.extend(r.matched);
         }
-        let cohort: Vec<String> = members.unwrap_or_else(|| seen_patients.into_iter().collect());
+
+        // The cohort.
+        let patient_landed = planned.iter().any(|t| t == "Patient")
+            && !skipped.contains("Patient")
+            && per_type.get("Patient").is_none_or(|t| t.failed.is_none());
+        let exported = match patient_landed {
+            true => exported.or_else(|| Some(BTreeSet::new())),
+            false => state.patients.clone(),
+        };
+        let mut cohort: BTreeSet<String> = referenced;
+        let mut unresolved = 0;
+        let mut total = 0;
+        if let Some(m) = &members {
+            cohort.extend(m.ids.iter().cloned());
+            cohort.extend(matched.values().cloned());
+            unresolved = unresolved_count(m, &matched);
+            total = m.total();
+        }
+        if let Some(ids) = &exported {
+            cohort.extend(ids.iter().cloned());
+        }
+        let known = exported.is_some() || (members.is_some() && unresolved == 0);
+        if unresolved > 0 {
+            warn!(group = %self.group, unresolved, members = total, "Group members that match no exported Patient.");
+        }
+        let cohort_gap = (!known).then(|| GapReason::Incomplete {
+            code: None,
+            detail: match &members {
+                Some(_) => format!(
+                    "the cohort is unknown: {unresolved} of {total} Group members name no Patient id and no Patient file landed to match them (add Patient to datasets)"
+                ),
+                None => "the cohort is unknown: the Group is unreadable and no Patient file landed (add Patient to datasets, or allow Group.Read)".to_string(),
+            },
+        });
         report.patients = cohort.len();
-        report.scope.cohort = cohort.iter().cloned().collect();
-        self.progress.scopes_total.store((types.len() * cohort.len()) as u64, Ordering::Relaxed);
-        for ty in &types {
-            let (resources, files) = per_type.get(ty).copied().unwrap_or_default();
-            let key = format!("{ty}@{}", FhirVersion::R4);
-            let none = BTreeSet::new();
-            let type_withheld = withheld.get(ty).unwrap_or(&none);
-            let gap = failed_types.get(ty).cloned().or_else(|| unattributed.clone()).or_else(|| {
-                // No file at all: no data, or a type the server dropped silently (not licensed).
-                // Indistinguishable, so no completion: landing must not delete on a guess.
-                (files == 0).then(|| GapReason::Failed {
-                    error: format!("the export has no {ty} file (no data, or {ty} not licensed)"),
-                })
-            });
-            let gap = gap.or_else(|| GapReason::narrowed(self.baseline, &key, type_withheld));
-            let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
-            let mut first = true;
-            for patient in &cohort {
-                let scope = ScopeKey {
-                    fhir_version: FhirVersion::R4,
-                    patient_id: Some(patient.clone()),
-                    dataset: Dataset::new(ty.clone()),
-                };
-                report.scopes_planned += 1;
-                if done_types.contains(ty) {
-                    report.scopes_skipped += 1;
-                    report.scope.complete.insert(scope);
-                    continue;
-                }
-                // Resource and file totals are booked once per type, on its first scope.
-                let (res, pages) = if std::mem::take(&mut first) { (resources, files) } else { (0, 0) };
-                if gap.is_none() {
-                    self.tx
-                        .send(ExtractEvent::ScopeComplete(scope.clone()))
-                        .await
-                        .map_err(|_| Error::ReceiverClosed)?;
-                }
-                let failed = matches!(gap, Some(GapReason::Failed { .. }));
-                self.progress.scope_done(&self.progress.dataset(ty), failed);
-                if read_to_end {
-                    report.record_exclusions(&key, type_withheld, gap.is_none());
-                }
-                report.finish_scope(scope, res, pages, gap.clone());
+        report.scope.cohort = match known {
+            true => cohort,
+            false => BTreeSet::new(),
+        };
+
+        // An unknown cohort holds back deletes. When the Patient file failed and can be retried,
+        // the other types wait for it (they are downloaded again with it); otherwise they are
+        // done with this export.
+        let wait_for_patient = !known && per_type.get("Patient").is_some_and(|t| t.failed.is_some());
+
+        // The ledger: one cohort-level scope per type.
+        let mut landed_now = BTreeSet::new();
+        for ty in &planned {
+            let scope = cohort_scope(ty);
+            report.scopes_planned += 1;
+            let counters = self.progress.dataset(ty);
+            if skipped.contains(ty) {
+                report.scopes_skipped += 1;
+                report.scope.complete.insert(scope);
+                landed_now.insert(ty.clone());
+                self.progress.scope_done(&counters, false);
+                continue;
             }
+            let t = per_type.remove(ty).unwrap_or_default();
+            let key = format!("{ty}@{}", FhirVersion::R4);
+            let mut withheld = t.withheld.clone();
+            withheld.extend(error_withheld.get(ty).cloned().unwrap_or_default());
+            let server_gap = t
+                .content_gap
+                .clone()
+                .or_else(|| error_gaps.get(ty).cloned())
+                .or_else(|| unattributed.clone());
+            if server_gap.is_some() {
+                state.server_failed.insert(ty.clone());
+            } else {
+                state.server_failed.remove(ty);
+            }
+            if t.gone && retrying {
+                state.files_gone = true;
+            }
+            let gap = t
+                .failed
+                .clone()
+                .or_else(|| unreadable.clone())
+                .or(server_gap)
+                .or_else(|| GapReason::narrowed(self.baseline, &key, &withheld));
+            // Every file landed, nothing failed on the server: the type is done with this export.
+            if gap.is_none() && !wait_for_patient {
+                landed_now.insert(ty.clone());
+            }
+            let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
+            let gap = gap.or_else(|| cohort_gap.clone());
+            if read_to_end {
+                report.record_exclusions(&key, &withheld, gap.is_none());
+            }
+            if gap.is_none() {
+                self.tx
+                    .send(ExtractEvent::ScopeComplete(scope.clone()))
+                    .await
+                    .map_err(|_| Error::ReceiverClosed)?;
+            }
+            self.progress.scope_done(&counters, matches!(gap, Some(GapReason::Failed { .. })));
+            state.landed_files.extend(t.landed_files);
+            report.finish_scope(scope, t.resources, t.files, gap);
         }
-        if self.config.delete_when_done
-            && let Err(e) = self.client.execute(&Request::delete(status_url.clone())).await
-        {
-            warn!(error = %e, "DELETE of the Bulk status URL failed; Epic deletes the files after 14 days.");
+        for (ty, why) in &state.refused {
+            report.scopes_planned += 1;
+            self.progress.scope_done(&self.progress.dataset(ty), true);
+            report.finish_scope(cohort_scope(ty), 0, 0, Some(GapReason::Failed { error: why.clone() }));
         }
-        BulkState::remove(self.state_dir, self.group);
+
+        if landed_now.contains("Patient") {
+            state.patients = exported;
+        }
+        state.landed_types.extend(landed_now);
+        if retrying {
+            state.retry_runs += 1;
+        }
+        let left = state.pending();
+        if left.is_empty() {
+            if self.config.delete_when_done {
+                self.delete_export(&state.status_url).await;
+            }
+            BulkState::remove(self.state_dir, self.group);
+        } else {
+            state.save(self.state_dir)?;
+            let left: Vec<&str> = left.iter().map(String::as_str).collect();
+            warn!(group = %self.group, types = ?left, "Export kept (no DELETE): the next run retries these types from the saved manifest, or starts a new export if its files cannot help.");
+        }
         Ok(())
     }
 
-    /// Resource types to export: the R4 types of the plan (categories collapse to their type).
-    fn types(&self) -> Vec<String> {
-        let mut types = BTreeSet::new();
-        for item in &self.plan.items {
-            if item.version == FhirVersion::R4 {
-                types.insert(item.dataset.resource_type.clone());
-            } else {
-                warn!(dataset = %item.dataset, version = %item.version, "Not exportable by R4 Bulk; skipped.");
-            }
+    /// Every requested type was staged by an earlier attempt of this landing run: books them
+    /// complete without exporting (no kick-off).
+    async fn all_skipped(&self, types: &[String], report: &mut ExtractReport) -> Result<()> {
+        info!(group = %self.group, "Every type was staged by the interrupted attempt; nothing to export.");
+        let members = cohort::group_members(self.client, self.endpoints, self.group).await?;
+        report.patients = members.len();
+        report.scope.cohort = members.into_iter().collect();
+        report.datasets = types.iter().map(|t| format!("{t}@R4")).collect();
+        for ty in types {
+            report.scopes_planned += 1;
+            report.scopes_skipped += 1;
+            report.scope.complete.insert(cohort_scope(ty));
         }
-        types.into_iter().collect()
+        Ok(())
     }
 
-    async fn kick_off(&self, base: &Url, types: &[String]) -> Result<BulkState> {
-        let mut url = join(base, &format!("Group/{}/$export", self.group))?;
-        url.query_pairs_mut().append_pair("_type", &types.join(","));
-        if !self.config.type_filters.is_empty() {
-            url.query_pairs_mut().append_pair("_typeFilter", &self.config.type_filters.join(","));
-        }
-        let req = Request::get(url)
-            .header(HeaderName::from_static("prefer"), HeaderValue::from_static("respond-async"));
-        let resp = match self.client.execute(&req).await {
-            Ok(r) => r,
-            Err(e) if e.outcomes().iter().any(|o| format!("{o}").contains("too recently")) => {
-                return Err(Error::BulkCooldown { group: self.group.to_string() });
+    /// What the R4 statement documents (best effort: a missing statement is not fatal).
+    async fn statement(&self, base: &Url) -> Result<Documented> {
+        match self.client.metadata(base).await {
+            Ok(body) => match Documented::parse(&body) {
+                Some(doc) => {
+                    if !doc.group_export {
+                        warn!("The R4 CapabilityStatement declares no Group $export; trying it anyway.");
+                    }
+                    Ok(doc)
+                }
+                None => {
+                    warn!("The R4 CapabilityStatement is unreadable; exporting without it.");
+                    Ok(Documented::default())
+                }
+            },
+            Err(e) if e.is_fatal_for_run() => Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "The R4 CapabilityStatement is unavailable; exporting without it.");
+                Ok(Documented::default())
             }
-            Err(e) => return Err(e.into()),
+        }
+    }
+
+    /// The types to request (`_type`; empty = the server's choice) and those not requested
+    /// because the statement says they cannot be exported.
+    fn requested(&self, documented: &Documented) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+        let mut types = BTreeSet::new();
+        let mut refused = BTreeMap::new();
+        for d in self.datasets.iter().map(|d| d.trim()).filter(|d| !d.is_empty()) {
+            let ty = match d.split_once(':') {
+                Some((ty, _)) => {
+                    warn!(
+                        dataset = d,
+                        "Bulk exports whole types: every {} resource is exported (narrow it with [extract.bulk] type_filters).",
+                        ty.trim()
+                    );
+                    ty.trim()
+                }
+                None => d,
+            };
+            if documented.not_exportable.contains(ty) {
+                warn!(
+                    resource_type = ty,
+                    "The CapabilityStatement marks this type as not exportable; not requested."
+                );
+                refused.insert(
+                    ty.to_string(),
+                    format!("the server's CapabilityStatement marks {ty} as not supported for Bulk export"),
+                );
+            } else {
+                types.insert(ty.to_string());
+            }
+        }
+        if types.is_empty() && !refused.is_empty() {
+            return Err(Error::EmptyPlan(format!(
+                "the server exports none of the configured datasets ({})",
+                refused.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if self.datasets.is_empty() {
+            info!(
+                "No [extract] datasets: exporting every type the server offers (no _type); a type the server stops exporting keeps its rows, name datasets to have an empty type emptied."
+            );
+        }
+        Ok((types.into_iter().collect(), refused))
+    }
+
+    async fn kick_off(
+        &self,
+        base: &Url,
+        types: &[String],
+        mut refused: BTreeMap<String, String>,
+    ) -> Result<BulkState> {
+        let mut types: Vec<String> = types.to_vec();
+        let resp = loop {
+            let mut url = join(base, &format!("Group/{}/$export", self.group))?;
+            if !types.is_empty() {
+                url.query_pairs_mut().append_pair("_type", &types.join(","));
+            }
+            if !self.config.type_filters.is_empty() {
+                url.query_pairs_mut().append_pair("_typeFilter", &self.config.type_filters.join(","));
+            }
+            let req = Request::get(url)
+                .header(HeaderName::from_static("prefer"), HeaderValue::from_static("respond-async"));
+            match self.client.execute(&req).await {
+                Ok(r) => break r,
+                Err(e) if e.outcomes().iter().any(|o| format!("{o}").contains("too recently")) => {
+                    return Err(Error::BulkCooldown { group: self.group.to_string() });
+                }
+                Err(e) if matches!(e.status(), Some(400 | 422)) => {
+                    // Types the refusal names are not exportable here: drop them, try again.
+                    let named = types_named(e.outcomes(), &types);
+                    if named.is_empty() || named.len() == types.len() {
+                        return Err(Error::Bulk(format!("kick-off refused: {e}")));
+                    }
+                    let said = summarize(e.outcomes());
+                    warn!(types = ?named, "The server refuses to export these types; kicking off without them.");
+                    for ty in named {
+                        types.retain(|t| *t != ty);
+                        refused.insert(ty.clone(), format!("the server refused to export {ty}: {said}"));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         if resp.status.as_u16() != 202 {
             return Err(Error::Bulk(format!(
@@ -396,15 +902,32 @@ impl Bulk<'_> {
         let state = BulkState {
             group: self.group.to_string(),
             status_url: status_url.to_string(),
-            types: types.to_vec(),
-            requested_at: chrono::Utc::now().to_rfc3339(),
+            types,
+            requested_at: Utc::now().to_rfc3339(),
+            refused,
+            manifest: None,
+            expected: BTreeSet::new(),
+            landed_types: BTreeSet::new(),
+            landed_files: BTreeSet::new(),
+            server_failed: BTreeSet::new(),
+            patients: None,
+            retry_runs: 0,
+            files_gone: false,
         };
         state.save(self.state_dir)?;
-        info!(group = %self.group, types = types.len(), "Bulk export started; status URL saved.");
+        info!(group = %self.group, types = state.types.len(), "Bulk export started; status URL saved.");
         Ok(state)
     }
 
-    async fn poll(&self, status_url: &Url) -> Result<Manifest> {
+    /// `DELETE` of a status URL (best effort: Epic deletes the files after 14 days anyway).
+    async fn delete_export(&self, status_url: &str) {
+        let Ok(url) = Url::parse(status_url) else { return };
+        if let Err(e) = self.client.execute(&Request::delete(url)).await {
+            warn!(error = %e, "DELETE of the Bulk status URL failed; Epic deletes the files after 14 days.");
+        }
+    }
+
+    async fn poll(&self, status_url: &Url) -> Result<SavedManifest> {
         let floor = Duration::from_secs(self.config.poll_floor_secs);
         let ceiling = Duration::from_secs(self.config.poll_ceiling_secs).max(floor);
         let deadline = Instant::now() + Duration::from_secs(self.config.timeout_secs);
@@ -421,12 +944,25 @@ impl Bulk<'_> {
                 Err(e) => return Err(e.into()),
             };
             if resp.status.as_u16() == 200 {
-                return serde_json::from_slice(&resp.body)
-                    .map_err(|e| Error::Bulk(format!("invalid manifest: {e}")));
+                let wire: ManifestWire = serde_json::from_slice(&resp.body)
+                    .map_err(|e| Error::Bulk(format!("invalid manifest: {e}")))?;
+                // An HTTP-date is an RFC 2822 date in GMT.
+                let expires = resp
+                    .headers
+                    .get(EXPIRES)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| DateTime::parse_from_rfc2822(v.trim()).ok())
+                    .map(|t| t.with_timezone(&Utc).to_rfc3339());
+                return Ok(SavedManifest {
+                    transaction_time: wire.transaction_time,
+                    expires,
+                    output: wire.output,
+                    error: wire.error,
+                });
             }
             let progress = resp.headers.get("x-progress").and_then(|v| v.to_str().ok()).unwrap_or("");
             info!(progress, "Bulk export in progress.");
-            let delay = match retry_after(&resp.headers, std::time::SystemTime::now()) {
+            let delay = match retry_after(&resp.headers, SystemTime::now()) {
                 Some(d) => d.clamp(floor, ceiling),
                 None => {
                     let d = wait;
@@ -444,42 +980,55 @@ impl Bulk<'_> {
         }
     }
 
-    async fn download(&self, base: &Url, file: ManifestFile) -> Result<FileResult> {
-        let mut last_error = String::new();
-        for attempt in 0..FILE_ATTEMPTS {
-            match self.download_once(base, &file).await {
-                Ok(r) => return Ok(r),
+    /// Downloads one file, retrying within `window`; `Err` only for run-fatal failures.
+    async fn download(
+        &self,
+        base: &Url,
+        file: ManifestFile,
+        window: &Window,
+        wanted: &[Vec<IdentifierKey>],
+    ) -> Result<(ManifestFile, FileResult)> {
+        let mut retry = 0;
+        loop {
+            let error = match self.download_once(base, &file, wanted).await {
+                Ok(r) => return Ok((file, r)),
                 Err(e @ (Error::ReceiverClosed | Error::LineTooLong { .. })) => return Err(e),
                 Err(Error::Fhir(e)) if e.is_fatal_for_run() => return Err(e.into()),
-                Err(e) => {
-                    warn!(attempt, error = %e, "NDJSON download failed.");
-                    last_error = e.to_string();
-                }
+                Err(e) => e,
+            };
+            let gone = matches!(&error, Error::Fhir(f) if matches!(f.status(), Some(404 | 410)));
+            let delay = window.delay(retry);
+            retry += 1;
+            if retry >= window.attempts || Instant::now() + delay > window.deadline {
+                warn!(resource_type = %file.ty, file = %file.name(), attempts = retry, error = %error, "NDJSON file not downloaded; its type is a gap.");
+                let message = format!(
+                    "{} file {} not downloaded after {retry} attempts: {error}",
+                    file.ty,
+                    file.name()
+                );
+                let failed = FileResult { failed: Some((message, gone)), ..FileResult::default() };
+                return Ok((file, failed));
             }
+            warn!(resource_type = %file.ty, file = %file.name(), attempt = retry, delay_ms = delay.as_millis() as u64, error = %error, "NDJSON download failed; retrying.");
+            tokio::time::sleep(delay).await;
         }
-        Ok(FileResult {
-            ty: file.ty,
-            resources: 0,
-            patients: BTreeSet::new(),
-            outcomes: Vec::new(),
-            error: Some(last_error),
-        })
     }
 
-    async fn download_once(&self, base: &Url, file: &ManifestFile) -> Result<FileResult> {
+    async fn download_once(
+        &self,
+        base: &Url,
+        file: &ManifestFile,
+        wanted: &[Vec<IdentifierKey>],
+    ) -> Result<FileResult> {
         let url = Url::parse(&file.url).map_err(|e| Error::Bulk(format!("bad output URL: {e}")))?;
         let resp = self.client.execute_streaming(&Request::get(url.clone())).await?;
         let reader = StreamReader::new(resp.response.bytes_stream().map_err(std::io::Error::other));
         let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(self.config.max_line_bytes));
         let counters = self.progress.dataset(&file.ty);
         let source = base.as_str().trim_end_matches('/').to_string();
-        let mut out = FileResult {
-            ty: file.ty.clone(),
-            resources: 0,
-            patients: BTreeSet::new(),
-            outcomes: Vec::new(),
-            error: None,
-        };
+        let is_patient = file.ty == "Patient";
+        let mut out = FileResult::default();
+        let mut outcome_lines = 0u64;
         let mut chunk = Vec::with_capacity(CHUNK);
         while let Some(line) = lines.next().await {
             let line = match line {
@@ -490,7 +1039,9 @@ impl Bulk<'_> {
                         url: redact_url(&url),
                     });
                 }
-                Err(LinesCodecError::Io(e)) => return Err(Error::Bulk(format!("{}: {e}", redact_url(&url)))),
+                Err(LinesCodecError::Io(e)) => {
+                    return Err(Error::Bulk(format!("{} (body cut off): {e}", redact_url(&url))));
+                }
             };
             let line = line.trim();
             if line.is_empty() {
@@ -499,12 +1050,14 @@ impl Bulk<'_> {
             let head: Option<LineHead> = serde_json::from_str(line).ok();
             if head.as_ref().and_then(|h| h.resource_type.as_deref()) == Some("OperationOutcome") {
                 out.outcomes.extend(parse_outcome(line));
+                outcome_lines += 1;
                 continue;
             }
             let patient = head.and_then(LineHead::patient);
-            if let Some(p) = &patient
-                && file.ty == "Patient"
-            {
+            if let Some(p) = &patient {
+                if is_patient && !wanted.is_empty() {
+                    self.match_members(line, p, wanted, &mut out.matched);
+                }
                 out.patients.insert(p.clone());
             }
             let res = RawResource::from_json(
@@ -521,9 +1074,37 @@ impl Bulk<'_> {
             }
         }
         self.emit(&mut chunk, &mut out, &counters).await?;
+        if let Some(count) = file.count
+            && out.resources + outcome_lines < count
+        {
+            return Err(Error::Bulk(format!(
+                "{}: {} of the manifest's {count} resources before the body ended (truncated)",
+                redact_url(&url),
+                out.resources + outcome_lines
+            )));
+        }
         self.progress.pages.fetch_add(1, Ordering::Relaxed);
         counters.pages.fetch_add(1, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Notes which unresolved Group members the exported Patient `id` (JSON `line`) matches.
+    fn match_members(
+        &self,
+        line: &str,
+        id: &str,
+        wanted: &[Vec<IdentifierKey>],
+        matched: &mut Vec<(usize, String)>,
+    ) {
+        let Ok(p) = serde_json::from_str::<PatientIdentifiers>(line) else { return };
+        for (member, keys) in wanted.iter().enumerate() {
+            let hit = p.identifier.iter().any(|i| {
+                i.value.as_deref().is_some_and(|v| keys.iter().any(|k| k.matches(i.system.as_deref(), v)))
+            });
+            if hit {
+                matched.push((member, id.to_string()));
+            }
+        }
     }
 
     async fn emit(
@@ -543,24 +1124,33 @@ impl Bulk<'_> {
         self.tx.send(ExtractEvent::Resources(batch)).await.map_err(|_| Error::ReceiverClosed)
     }
 
-    /// Outcomes of an `error` file (unreadable files count as one failure outcome).
-    async fn error_file(&self, _base: &Url, file: &ManifestFile) -> Vec<Outcome> {
-        let parsed = Url::parse(&file.url);
-        let resp = match parsed {
-            Ok(u) => self.client.execute(&Request::get(u)).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match resp {
-            Ok(r) => String::from_utf8_lossy(&r.body).lines().flat_map(parse_outcome).collect(),
-            Err(e) => vec![Outcome {
-                severity: "error".into(),
-                issue_code: "exception".into(),
-                epic_code: None,
-                text: Some(format!("error file unreadable: {e}")),
-                diagnostics: None,
-            }],
+    /// Outcomes of the `error` files, and the gap an unreadable one makes.
+    async fn error_outcomes(&self, manifest: &SavedManifest) -> (Vec<Outcome>, Option<GapReason>) {
+        let mut out = Vec::new();
+        let mut unreadable = None;
+        for file in &manifest.error {
+            let resp = match Url::parse(&file.url) {
+                Ok(u) => self.client.execute(&Request::get(u)).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("bad error file URL: {e}")),
+            };
+            match resp {
+                Ok(r) => out.extend(String::from_utf8_lossy(&r.body).lines().flat_map(parse_outcome)),
+                Err(e) => {
+                    warn!(file = %file.name(), error = %e, "Bulk error file unreadable; every type is a gap.");
+                    unreadable.get_or_insert_with(|| GapReason::Failed {
+                        error: format!("the export's error file {} is unreadable: {e}", file.name()),
+                    });
+                }
+            }
         }
+        (out, unreadable)
     }
+}
+
+/// Members of a Group that neither name a Patient id nor were matched (`matched`, by index
+/// into `unresolved`) by an exported Patient's identifier.
+fn unresolved_count(members: &GroupMembers, matched: &BTreeMap<usize, String>) -> usize {
+    members.unmatchable + (0..members.unresolved.len()).filter(|i| !matched.contains_key(i)).count()
 }
 
 #[cfg(test)]
@@ -586,20 +1176,147 @@ mod tests {
         assert_eq!(patient_of(r#"{"resourceType":"Medication","id":"m"}"#), None);
     }
 
-    /// State files round-trip and group ids are made file-name safe.
+    fn state() -> BulkState {
+        BulkState {
+            group: "a/b c".into(),
+            status_url: "http://x/BulkRequest/1".into(),
+            types: vec!["Patient".into(), "Condition".into()],
+            requested_at: "now".into(),
+            refused: BTreeMap::new(),
+            manifest: None,
+            expected: BTreeSet::from(["Patient".to_string(), "Condition".to_string()]),
+            landed_types: BTreeSet::new(),
+            landed_files: BTreeSet::new(),
+            server_failed: BTreeSet::new(),
+            patients: None,
+            retry_runs: 0,
+            files_gone: false,
+        }
+    }
+
+    /// State files round-trip (manifest and landed files included), group ids are made
+    /// file-name safe, and a state written before manifests were saved still reads.
     #[test]
     fn state_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let s = BulkState {
-            group: "a/b c".into(),
-            status_url: "http://x/BulkRequest/1".into(),
-            types: vec!["Patient".into()],
-            requested_at: "now".into(),
-        };
+        let mut s = state();
+        s.manifest = Some(SavedManifest {
+            transaction_time: Some("2026-05-01T00:00:00Z".into()),
+            expires: None,
+            output: vec![ManifestFile {
+                ty: "Patient".into(),
+                url: "http://x/f/Patient-1.ndjson".into(),
+                count: Some(3),
+            }],
+            error: Vec::new(),
+        });
+        s.landed_files.insert("http://x/f/Patient-1.ndjson".into());
         s.save(dir.path()).unwrap();
         assert!(BulkState::path(dir.path(), "a/b c").ends_with("bulk-a_b_c.json"));
         assert_eq!(BulkState::load(dir.path(), "a/b c").unwrap(), Some(s));
         BulkState::remove(dir.path(), "a/b c");
         assert_eq!(BulkState::load(dir.path(), "a/b c").unwrap(), None);
+        let old = r#"{"group":"g","status_url":"http://x/1","types":["Patient"],"requested_at":"t"}"#;
+        std::fs::write(BulkState::path(dir.path(), "g"), old).unwrap();
+        let s = BulkState::load(dir.path(), "g").unwrap().unwrap();
+        assert!(s.manifest.is_none() && s.landed_types.is_empty());
+    }
+
+    /// A saved export is finished from its files unless they expired (`Expires`, else
+    /// transactionTime + 14 days), are gone, or only server-side failures are left.
+    #[test]
+    fn saved_export_usability() {
+        let now: DateTime<Utc> = "2026-05-10T00:00:00Z".parse().unwrap();
+        let mut s = state();
+        assert_eq!(s.unusable(now), None, "no manifest: nothing to judge");
+        s.manifest = Some(SavedManifest {
+            transaction_time: Some("2026-05-01T00:00:00Z".into()),
+            expires: None,
+            output: Vec::new(),
+            error: Vec::new(),
+        });
+        s.landed_types.insert("Patient".into());
+        assert_eq!(s.unusable(now), None);
+        assert!(s.unusable("2026-05-16T00:00:00Z".parse().unwrap()).unwrap().contains("expired"));
+        if let Some(m) = s.manifest.as_mut() {
+            m.expires = Some("2026-05-09T00:00:00Z".into());
+        }
+        assert!(s.unusable(now).unwrap().contains("expired"));
+        if let Some(m) = s.manifest.as_mut() {
+            m.expires = None;
+        }
+        s.server_failed.insert("Condition".into());
+        assert!(s.unusable(now).unwrap().contains("failed on the server (Condition)"));
+        s.server_failed.clear();
+        s.files_gone = true;
+        assert!(s.unusable(now).unwrap().contains("gone"));
+    }
+
+    /// Retry waits grow exponentially with jitter of at most half, never below half the
+    /// exponential step, and stop at the cap.
+    #[test]
+    fn retry_window_backs_off() {
+        let retry =
+            RetryConfig { base_delay_ms: 100, max_delay_ms: 1000, max_retries: 5, ..RetryConfig::default() };
+        let w = Window::new(&retry, None);
+        assert_eq!(w.attempts, 11);
+        for _ in 0..50 {
+            let d0 = w.delay(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100), "{d0:?}");
+            let d3 = w.delay(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800), "{d3:?}");
+            let d9 = w.delay(9);
+            assert!(d9 >= Duration::from_millis(500) && d9 <= Duration::from_millis(1000), "{d9:?}");
+        }
+        let soon = Utc::now() + chrono::TimeDelta::seconds(5);
+        assert!(Window::new(&retry, Some(soon)).deadline <= Instant::now() + Duration::from_secs(5));
+    }
+
+    /// Error outcomes name types as whole words ("2.Condition.ndjson" names Condition, not
+    /// Medication inside MedicationRequest).
+    #[test]
+    fn outcome_names_types_as_words() {
+        let o = |text: &str| Outcome {
+            severity: "error".into(),
+            issue_code: "exception".into(),
+            epic_code: None,
+            text: None,
+            diagnostics: Some(text.into()),
+        };
+        let types: Vec<String> = ["Condition", "Medication", "MedicationRequest"].map(String::from).to_vec();
+        assert_eq!(
+            types_named(&[o("Failed to export 2.Condition.ndjson")], &types),
+            BTreeSet::from(["Condition".to_string()])
+        );
+        assert_eq!(
+            types_named(&[o("Unsupported _type: MedicationRequest")], &types),
+            BTreeSet::from(["MedicationRequest".to_string()])
+        );
+        assert!(types_named(&[o("internal timeout")], &types).is_empty());
+    }
+
+    /// The statement's Group export and the Bulk IG's operation-not-supported marks are read.
+    #[test]
+    fn statement_documents_bulk() {
+        let json = br#"{"resourceType":"CapabilityStatement","rest":[{"resource":[
+            {"type":"Group","interaction":[{"code":"read"}],"operation":[{"name":"export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]},
+            {"type":"Binary","extension":[{"url":"http://hl7.org/fhir/uv/bulkdata/StructureDefinition/operation-not-supported","valueCanonical":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]},
+            {"type":"Patient","interaction":[{"code":"read"}]}]}]}"#;
+        let doc = Documented::parse(json).unwrap();
+        assert!(doc.group_export);
+        assert_eq!(doc.not_exportable, BTreeSet::from(["Binary".to_string()]));
+    }
+
+    /// Members unmatched by the Patient file are counted (unmatchable ones included).
+    #[test]
+    fn unresolved_members_are_counted() {
+        let key = IdentifierKey { system: None, value: "M".into() };
+        let m = GroupMembers {
+            ids: vec!["p".into()],
+            unresolved: vec![vec![key.clone()], vec![key]],
+            unmatchable: 1,
+            inactive: 0,
+        };
+        assert_eq!(unresolved_count(&m, &BTreeMap::from([(1, "p2".to_string())])), 2);
     }
 }

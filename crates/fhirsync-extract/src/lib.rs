@@ -1,11 +1,12 @@
 //! Epic-aware extraction for fhirsync.
 //!
 //! Data flow of one run ([`Extraction::run`]):
-//! 1. [`plan`]: read each endpoint's CapabilityStatement, decide which datasets to fetch where;
-//! 2. [`cohort`]: resolve the patients (patient list, Group, ids, identifiers);
-//! 3. [`crawl`] (search mode): one scope per (patient, dataset), paged by `next` links, or
-//!    [`bulk`] (bulk mode): Group `$export`;
-//! 4. emit [`ExtractEvent`]s into a bounded channel (back-pressure keeps memory bounded) and
+//! 1. search mode: [`plan`] reads each endpoint's CapabilityStatement and decides which datasets
+//!    to fetch where; [`cohort`] resolves the patients (patient list, Group, ids, identifiers);
+//! 2. [`crawl`] (search mode): one scope per (patient, dataset), paged by `next` links, or
+//!    [`bulk`] (bulk mode): Group `$export` of the configured types (or the server's), one
+//!    cohort-level scope per export × type;
+//! 3. emit [`ExtractEvent`]s into a bounded channel (back-pressure keeps memory bounded) and
 //!    return an [`ExtractReport`].
 //!
 //! ```no_run
@@ -130,11 +131,11 @@ impl Extraction {
         let started = Instant::now();
         let before = self.client.stats();
         let mut report = ExtractReport::new(self.config.mode);
-        let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
-        report.datasets = plan.dataset_names();
-        report.datasets_not_offered = plan.not_offered.clone();
         match self.config.mode {
             Mode::Search => {
+                let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
+                report.datasets = plan.dataset_names();
+                report.datasets_not_offered = plan.not_offered.clone();
                 let patients = cohort::resolve(&self.client, &self.endpoints, &self.cohort).await?;
                 report.patients = patients.len();
                 report.scope.cohort = patients.iter().cloned().collect();
@@ -157,12 +158,14 @@ impl Extraction {
                     problem: "bulk mode needs a state directory to save the export's status URL".into(),
                 })?;
                 let group = self.cohort.group.clone().unwrap_or_default();
+                // The types come from the export itself, not from the search plan.
                 bulk::Bulk {
                     client: &self.client,
                     endpoints: &self.endpoints,
-                    plan: &plan,
+                    datasets: &self.config.datasets,
                     group: &group,
                     config: &self.config.bulk,
+                    retry: &self.config.retry,
                     skip: &self.skip,
                     baseline: self.baseline.as_ref(),
                     state_dir,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `fhirsync` binary: one test binary, one module per area.
 
 mod auth;
+mod bulk;
 mod discover;
 mod errors;
 mod init;

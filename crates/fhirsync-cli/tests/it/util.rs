@@ -81,11 +81,16 @@ impl Env {
 
     /// Writes `fhirsync.toml` for this simulator plus `extra` TOML; returns its path.
     pub fn config(&self, extra: &str) -> PathBuf {
+        self.config_with("", extra)
+    }
+
+    /// [`Env::config`] with `extract` lines added to the `[extract]` table (e.g. `mode = "bulk"`).
+    pub fn config_with(&self, extract: &str, extra: &str) -> PathBuf {
         let path = self.dir.path().join("fhirsync.toml");
         let text = format!(
             "[connection]\nclient_id = \"{CLIENT_ID}\"\nfhir_r4_endpoint = \"{}\"\nfhir_stu3_endpoint = \"{}\"\n\
              private_key = \"{}\"\npatient_list_identifier = \"systemlist|6442\"\n\n\
-             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n\n\
+             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n{extract}\n\
              [sync]\nstate_dir = \"{}\"\n\n\
              [destination]\nkind = \"sqlite\"\npath = \"{}\"\n\n{extra}",
             self.sim.fhir_base(FhirVersion::R4),

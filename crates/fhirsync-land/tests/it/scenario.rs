@@ -73,6 +73,15 @@ macro_rules! scenario_tests {
                 crate::scenario::unscoped_dataset_deletes_when_complete(&h);
             }
         }
+        /// A complete patient-less (cohort-level, bulk) scope deletes vanished rows of cohort
+        /// patients and patient-less rows, keeps a cohort exit's rows unless `delete`, and an
+        /// incomplete one deletes nothing.
+        #[test]
+        fn cohort_scope_deletes_within_cohort_only() {
+            if let Some(h) = $make {
+                crate::scenario::cohort_scope_deletes_within_cohort_only(&h);
+            }
+        }
     };
 }
 pub(crate) use scenario_tests;
@@ -512,4 +521,104 @@ pub fn unscoped_dataset_deletes_when_complete(h: &dyn Harness) {
     assert_eq!(h.changes(&m.run_id), vec![change("D", "Practitioner", "pr2", Some(&pr2), None)]);
     assert_eq!(h.rows(), vec![landed(&pr1, &r1, &m.run_id)]);
     assert!(h.exits().is_empty());
+}
+
+/// An Observation as a Bulk export lands it: dataset `Observation` (no category), patient from
+/// its subject, or none.
+fn bulk_obs(id: &str, patient: Option<&str>) -> fhirsync_core::RawResource {
+    let subject = patient.map(|p| format!(r#","subject":{{"reference":"Patient/{p}"}}"#)).unwrap_or_default();
+    let json = format!(r#"{{"resourceType":"Observation","id":"{id}","status":"final"{subject}}}"#);
+    fhirsync_core::RawResource::from_json(
+        json,
+        patient.map(str::to_string),
+        Dataset::new("Observation"),
+        fhirsync_core::FhirVersion::R4,
+        SOURCE,
+    )
+    .unwrap()
+}
+
+/// Cohort-level (patient-less) R4 scopes of `types`, as a Bulk export books them.
+fn bulk_scopes(types: &[&str]) -> std::collections::BTreeSet<fhirsync_core::ScopeKey> {
+    types
+        .iter()
+        .map(|t| fhirsync_core::ScopeKey {
+            fhir_version: fhirsync_core::FhirVersion::R4,
+            patient_id: None,
+            dataset: Dataset::new(*t),
+        })
+        .collect()
+}
+
+pub fn cohort_scope_deletes_within_cohort_only(h: &dyn Harness) {
+    let (p1, p2, p3) = (patient("p1", "Alpha"), patient("p2", "Beta"), patient("p3", "Gamma"));
+    let (o1, o2, o3) = (bulk_obs("o1", Some("p1")), bulk_obs("o2", Some("p1")), bulk_obs("o3", Some("p2")));
+    let (o4, o5) = (bulk_obs("o4", Some("p3")), bulk_obs("o5", None));
+    let both = bulk_scopes(&["Patient", "Observation"]);
+    let mut dest = h.open();
+    let all =
+        [p1.clone(), p2.clone(), p3.clone(), o1.clone(), o2.clone(), o3.clone(), o4.clone(), o5.clone()];
+    let r1 =
+        land(&mut *dest, Method::FullLoad, &compare(), &all, run_scope(&["p1", "p2", "p3"], both.clone()))
+            .unwrap()
+            .run_id;
+    // The Observation file failed: its cohort scope is a gap, nothing of it is deleted.
+    let m = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &compare(),
+        &[p1.clone(), p2.clone(), p3.clone(), o1.clone()],
+        run_scope(&["p1", "p2", "p3"], bulk_scopes(&["Patient"])),
+    )
+    .unwrap();
+    assert_eq!((m.deleted, m.kept, m.cohort_exits), (0, 4, 0));
+    // p3 left the Group; o2, o3 and the patient-less o5 vanished at the source.
+    let m = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &compare(),
+        &[p1.clone(), p2.clone(), o1.clone()],
+        run_scope(&["p1", "p2"], both.clone()),
+    )
+    .unwrap();
+    let r3 = m.run_id.clone();
+    assert_eq!((m.deleted, m.kept, m.cohort_exits), (3, 2, 1));
+    assert_eq!(
+        h.changes(&r3),
+        sorted(vec![
+            change("D", "Observation", "o2", Some(&o2), None),
+            change("D", "Observation", "o3", Some(&o3), None),
+            change("D", "Observation", "o5", Some(&o5), None),
+        ])
+    );
+    assert_eq!(h.exits(), vec!["p3".to_string()]);
+    let r2 = h.runs()[1].run_id.clone();
+    assert_eq!(
+        h.rows(),
+        sorted(vec![
+            landed(&p1, &r1, &r3),
+            landed(&p2, &r1, &r3),
+            landed(&p3, &r1, &r2),
+            landed(&o1, &r1, &r3),
+            landed(&o4, &r1, &r1),
+        ])
+    );
+    // With `on_cohort_exit = delete` the exit's rows go too.
+    let delete = LandOptions { on_cohort_exit: OnCohortExit::Delete, ..compare() };
+    let m = land(
+        &mut *dest,
+        Method::ReloadAndCompare,
+        &delete,
+        &[p1.clone(), p2.clone(), o1.clone()],
+        run_scope(&["p1", "p2"], both),
+    )
+    .unwrap();
+    assert_eq!((m.deleted, m.kept, m.cohort_exits), (2, 0, 1));
+    assert_eq!(
+        h.changes(&m.run_id),
+        sorted(vec![
+            change("D", "Observation", "o4", Some(&o4), None),
+            change("D", "Patient", "p3", Some(&p3), None)
+        ])
+    );
 }

@@ -16,20 +16,29 @@
 //!    line at the start of the type's first file. Outside-Record issues are not written to
 //!    NDJSON (nothing is known about Epic doing so).
 //! 4. `DELETE` the status URL → 202; deleting before completion does not count against the window.
+//!
+//! The manifest carries `Expires` (transaction time + `files_expire_secs`); later downloads answer
+//! 410. Switches ([`BulkConfig`](super::BulkConfig)): gzip-encoded files, Group members as
+//! `urn:uuid:` references to contained Patients, a read-only CapabilityStatement, and
+//! [`BulkFault`]s: a type whose export fails (no file, an `error[]` OperationOutcome "Failed to
+//! export N.Type.ndjson"), files answering 410, files cut off half-way, each for the next N times.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fhirsync_core::FhirVersion;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::FhirState;
 use super::catalog::{self, Dataset};
+use super::config::{BulkFault, BulkFaultKind};
 use super::overlay::Fate;
 use super::records::Seg;
 use super::routes::Call;
@@ -50,6 +59,13 @@ struct FileSpec {
     outcome: Option<Value>,
 }
 
+/// One `error[]` file of a job: OperationOutcome lines.
+#[derive(Debug)]
+struct ErrorFile {
+    name: String,
+    lines: Vec<Value>,
+}
+
 /// One export job.
 #[derive(Debug)]
 struct Job {
@@ -57,16 +73,105 @@ struct Job {
     group_id: String,
     request: String,
     transaction_time: String,
+    /// When the files stop being available (the manifest's `Expires`).
+    expires: SystemTime,
     polls_left: AtomicU32,
     files: Vec<FileSpec>,
+    errors: Vec<ErrorFile>,
 }
 
-/// Jobs and the kick-off window.
+/// Jobs, the kick-off window and the remaining fault counts.
 #[derive(Debug, Default)]
 pub(crate) struct BulkJobs {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     /// `(client, group)` → (time of kick-off, job id).
     kickoffs: Mutex<HashMap<(String, String), (Instant, String)>>,
+    /// `(kind, target)` → times left; seeded from the configuration on first use.
+    faults: Mutex<Option<HashMap<(BulkFaultKind, String), u32>>>,
+}
+
+impl BulkJobs {
+    /// True (and one use fewer) when a fault of `kind` is armed for `target`.
+    fn take_fault(&self, configured: &[BulkFault], kind: BulkFaultKind, target: &str) -> bool {
+        let mut faults = self.faults.lock().unwrap();
+        let faults = faults.get_or_insert_with(|| seed(configured));
+        match faults.get_mut(&(kind, target.to_string())) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn seed(configured: &[BulkFault]) -> HashMap<(BulkFaultKind, String), u32> {
+    configured.iter().map(|f| ((f.kind, f.target.clone()), f.times)).collect()
+}
+
+impl FhirState {
+    /// Fault injection: arms a Bulk fault for the next `times` times (0 disarms it); replaces the
+    /// remaining count of the same `(kind, target)`.
+    pub fn bulk_fault(&self, kind: BulkFaultKind, target: &str, times: u32) {
+        let mut faults = self.bulk.faults.lock().unwrap();
+        faults
+            .get_or_insert_with(|| seed(&self.config.bulk.faults))
+            .insert((kind, target.to_string()), times);
+    }
+
+    /// The Group `id` with `urn:uuid:` member references to contained Patients carrying only
+    /// the MRN identifier (config switch `urn_uuid_members`).
+    pub(crate) fn urn_uuid_group(&self, mut group: Value) -> Value {
+        let mut members = Vec::new();
+        let mut contained = Vec::new();
+        let refs: Vec<String> = group["member"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["entity"]["reference"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        for r in refs {
+            let Some(pid) = r.strip_prefix("Patient/") else { continue };
+            let uuid = urn_uuid_of(pid);
+            let mrn: Vec<Value> = self
+                .read(FhirVersion::R4, "Patient", pid)
+                .and_then(|p| p["identifier"].as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| i["type"]["text"] == "EPI")
+                .collect();
+            contained.push(json!({"resourceType": "Patient", "id": uuid, "identifier": mrn}));
+            members.push(json!({"entity": {"reference": format!("urn:uuid:{uuid}")}, "inactive": false}));
+        }
+        if let Some(obj) = group.as_object_mut() {
+            obj.insert("contained".into(), Value::Array(contained));
+            obj.insert("member".into(), Value::Array(members));
+        }
+        group
+    }
+}
+
+/// A stable UUID for a patient id (the first 16 bytes of its SHA-256, as a version 4 UUID).
+fn urn_uuid_of(pid: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(pid.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().to_string()
+}
+
+/// A statement that declares only `read` for every type (config switch `read_only_statement`),
+/// keeping declared operations (Group `$export`).
+pub(crate) fn read_only(statement: &mut Value) {
+    let Some(rest) = statement["rest"].as_array_mut() else { return };
+    for r in rest {
+        let Some(resources) = r["resource"].as_array_mut() else { continue };
+        for res in resources {
+            if let Some(obj) = res.as_object_mut() {
+                obj.insert("interaction".into(), json!([{"code": "read"}]));
+                obj.remove("searchParam");
+                obj.remove("searchInclude");
+            }
+        }
+    }
 }
 
 fn outcome_response(status: StatusCode, issue: Issue) -> Response {
@@ -151,8 +256,18 @@ pub(crate) fn kickoff(
     let licence = call.licence();
     let max_lines = fhir.config.bulk.max_lines_per_file.max(1);
     let mut files = Vec::new();
-    for ty in &types {
+    let mut failed = Vec::new();
+    for (n, ty) in types.iter().enumerate() {
         if licence.excludes(ty) {
+            continue;
+        }
+        if fhir.bulk.take_fault(&fhir.config.bulk.faults, BulkFaultKind::ExportError, ty) {
+            // As the SMART reference server words it: the type's file failed to be written.
+            let text = format!("Failed to export {}.{ty}.ndjson", n + 1);
+            failed.push(json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "exception", "details": {"text": text}, "diagnostics": text}],
+            }));
             continue;
         }
         let mut segs = Vec::new();
@@ -230,13 +345,19 @@ pub(crate) fn kickoff(
     } else {
         format!("{}/Group/{group_id}/$export?{query}", call.base)
     };
+    let errors = match failed.is_empty() {
+        true => Vec::new(),
+        false => vec![ErrorFile { name: "error-1.ndjson".to_string(), lines: failed }],
+    };
     let job = Job {
         client_id: call.grant.client_id.clone(),
         group_id: group_id.to_string(),
         request,
         transaction_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires: SystemTime::now() + Duration::from_secs(fhir.config.bulk.files_expire_secs),
         polls_left: AtomicU32::new(fhir.config.bulk.polls_before_ready),
         files,
+        errors,
     };
     fhir.bulk.jobs.lock().unwrap().insert(job_id.clone(), Arc::new(job));
     fhir.bulk.kickoffs.lock().unwrap().insert(key, (Instant::now(), job_id.clone()));
@@ -293,19 +414,42 @@ pub(crate) fn status(call: &Call, job_id: &str) -> Response {
             })
         })
         .collect();
+    let errors: Vec<Value> = job
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "type": "OperationOutcome",
+                "url": format!("{}/BulkRequest/{job_id}/{}", call.base, e.name),
+            })
+        })
+        .collect();
     let manifest = json!({
         "transactionTime": job.transaction_time,
         "request": job.request,
         "requiresAccessToken": true,
         "output": output,
-        "error": [],
+        "error": errors,
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], wire::json_bytes(&manifest))
-        .into_response()
+    let mut resp =
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], wire::json_bytes(&manifest))
+            .into_response();
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(job.expires)) {
+        resp.headers_mut().insert(header::EXPIRES, v);
+    }
+    resp
 }
 
-/// Handles a file download (streamed).
-pub(crate) fn file(call: &Call, job_id: &str, name: &str) -> Response {
+fn gone(text: &str) -> Response {
+    outcome_response(
+        StatusCode::GONE,
+        Issue::new("fatal", "not-found", "59008", "The requested file is no longer available.")
+            .with_diagnostics(text.to_string()),
+    )
+}
+
+/// Handles a file download (streamed; gzip-encoded when switched on and accepted).
+pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -> Response {
     let job = match job(call, job_id) {
         Ok(j) => j,
         Err(rejection) => return rejection.respond(Format::Json),
@@ -313,39 +457,128 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str) -> Response {
     if job.polls_left.load(Ordering::SeqCst) > 0 {
         return wire::not_found(Format::Json);
     }
+    if SystemTime::now() > job.expires {
+        return gone("The export's files have expired; start a new export.");
+    }
+    let config = &call.st.fhir.config.bulk;
+    let faults = &call.st.fhir.bulk;
+    if faults.take_fault(&config.faults, BulkFaultKind::Gone, name) {
+        return gone("The requested file is no longer available.");
+    }
+    if let Some(e) = job.errors.iter().find(|e| e.name == name) {
+        let mut body = Vec::new();
+        for line in &e.lines {
+            body.extend_from_slice(&wire::json_bytes(line));
+            body.push(b'\n');
+        }
+        return wire::bytes(StatusCode::OK, "application/fhir+ndjson", body);
+    }
     let Some(index) = job.files.iter().position(|f| f.name == name) else {
         return wire::not_found(Format::Json);
     };
+    let truncate = faults.take_fault(&config.faults, BulkFaultKind::Truncated, name);
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+    let gzip = config.gzip && accepts_gzip;
+
     let st = call.st.clone();
     let head: Option<Bytes> = job.files[index].outcome.as_ref().map(|o| {
         let mut line = wire::json_bytes(o);
         line.push(b'\n');
         Bytes::from(line)
     });
-    let stream = futures::stream::unfold((0usize, head), move |(done, head)| {
+    let len = job.files[index].len;
+    // Truncated: half the lines, then (plain) half of the next line; gzip stops before its trailer.
+    let limit = if truncate { len / 2 } else { len };
+    let cut_line = truncate && !gzip;
+    let lines = futures::stream::unfold((0usize, head, false), move |(done, head, finished)| {
         let st = st.clone();
         let job = job.clone();
         async move {
-            if let Some(h) = head {
-                return Some((Ok::<Bytes, std::io::Error>(h), (done, None)));
-            }
-            let f = &job.files[index];
-            if done >= f.len {
+            if finished {
                 return None;
             }
-            let n = LINES_PER_CHUNK.min(f.len - done);
+            if let Some(h) = head {
+                return Some((h, (done, None, false)));
+            }
+            let f = &job.files[index];
+            if done >= limit {
+                if cut_line && done < f.len {
+                    let item = st.fhir.materialise(FhirVersion::R4, &f.segs, f.offset + done, 1);
+                    let bytes = item.first().map(|v| wire::json_bytes(v)).unwrap_or_default();
+                    return Some((Bytes::from(bytes[..bytes.len() / 2].to_vec()), (done, None, true)));
+                }
+                return None;
+            }
+            let n = LINES_PER_CHUNK.min(limit - done);
             let items = st.fhir.materialise(FhirVersion::R4, &f.segs, f.offset + done, n);
             let mut buf = Vec::with_capacity(n * 1024);
             for item in &items {
                 buf.extend_from_slice(&wire::json_bytes(item));
                 buf.push(b'\n');
             }
-            Some((Ok(Bytes::from(buf)), (done + n, None)))
+            Some((Bytes::from(buf), (done + n, None, false)))
         }
     });
-    let mut resp = Response::new(Body::from_stream(stream));
+    let body = match gzip {
+        false => Body::from_stream(lines.map(Ok::<Bytes, std::io::Error>)),
+        true => Body::from_stream(gzip_stream(lines, !truncate).map(Ok::<Bytes, std::io::Error>)),
+    };
+    let mut resp = Response::new(body);
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    if gzip {
+        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp
+}
+
+/// gzip (RFC 1952) of a byte stream, as stored (uncompressed) deflate blocks: a gzip header,
+/// one block per chunk, then the final block and the CRC-32/size trailer unless `finish` is false
+/// (a truncated gzip body, which decoders reject).
+fn gzip_stream(
+    chunks: impl futures::Stream<Item = Bytes> + Send + 'static,
+    finish: bool,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let sums = Arc::new(Mutex::new((0u32, 0u64)));
+    let tally = sums.clone();
+    let blocks = chunks.map(move |chunk| {
+        let mut out = Vec::with_capacity(chunk.len() + 5 * (chunk.len() / 65_535 + 1));
+        for block in chunk.chunks(65_535) {
+            let n = block.len() as u16;
+            out.push(0);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&(!n).to_le_bytes());
+            out.extend_from_slice(block);
+        }
+        let mut t = tally.lock().unwrap();
+        t.0 = crc32(t.0, &chunk);
+        t.1 += chunk.len() as u64;
+        Bytes::from(out)
+    });
+    let trailer = futures::stream::once(async move {
+        let (crc, size) = *sums.lock().unwrap();
+        let mut out = vec![1, 0, 0, 0xff, 0xff];
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(size as u32).to_le_bytes());
+        Bytes::from(out)
+    })
+    .filter(move |_| futures::future::ready(finish));
+    futures::stream::once(futures::future::ready(Bytes::from_static(&HEADER))).chain(blocks).chain(trailer)
+}
+
+/// CRC-32 (IEEE 802.3, as gzip uses) of `bytes`, continuing from `crc`.
+fn crc32(crc: u32, bytes: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg());
+        }
+    }
+    !c
 }
 
 /// Handles `DELETE` of a status URL.
@@ -370,5 +603,17 @@ impl BulkJobs {
     /// Forgets every kick-off (fault/test hook: reopens the window).
     pub(crate) fn reset_window(&self) {
         self.kickoffs.lock().unwrap().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CRC-32 matches the standard check value ("123456789" → CBF43926), also when fed in parts.
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(0, b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0xCBF4_3926);
     }
 }

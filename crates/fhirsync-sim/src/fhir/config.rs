@@ -24,6 +24,8 @@ pub const DEFAULT_BULK_RETRY_AFTER_SECS: u64 = 1;
 pub const DEFAULT_BULK_WINDOW_SECS: u64 = 24 * 3600;
 /// Default maximum lines per Bulk NDJSON file.
 pub const DEFAULT_BULK_FILE_LINES: usize = 3000;
+/// Default lifetime of a finished Bulk export's files (Epic deletes them after 14 days).
+pub const DEFAULT_BULK_FILES_EXPIRE_SECS: u64 = 14 * 24 * 3600;
 
 /// Which patients belong to a list or group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,36 @@ pub struct GroupConfig {
     pub members: Members,
 }
 
+/// What a [`BulkFault`] breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkFaultKind {
+    /// The export of a resource type fails on the server: the type gets no output file, and the
+    /// manifest's `error[]` carries an OperationOutcome "Failed to export N.Type.ndjson".
+    /// `target` is the type; `times` counts kick-offs.
+    ExportError,
+    /// Downloads of an output or error file answer `410 Gone`. `target` is the file name
+    /// (`Condition-1.ndjson`, `error-1.ndjson`); `times` counts downloads.
+    Gone,
+    /// Downloads of an output file end half-way: plain files stop in the middle of a line, gzip
+    /// files stop before the gzip trailer. `target` is the file name; `times` counts downloads.
+    Truncated,
+}
+
+/// A Bulk fault that hits its target the next `times` times (so a retry, or the next run,
+/// succeeds). Set at start-up in [`BulkConfig::faults`] or at run time with
+/// `FhirState::bulk_fault`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFault {
+    /// What breaks.
+    pub kind: BulkFaultKind,
+    /// The resource type ([`BulkFaultKind::ExportError`]) or output file name.
+    pub target: String,
+    /// How many times.
+    pub times: u32,
+}
+
 /// Bulk `$export` behaviour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -85,6 +117,18 @@ pub struct BulkConfig {
     pub kickoff_window_secs: u64,
     /// Maximum resources per NDJSON file.
     pub max_lines_per_file: usize,
+    /// Lifetime of a finished export's files: the manifest's `Expires`; later downloads answer 410.
+    pub files_expire_secs: u64,
+    /// Serve NDJSON files gzip-encoded to clients that accept it (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Group members as `urn:uuid:` references to contained Patients that carry only the MRN
+    /// identifier (resolvable through the exported Patient file), not `Patient/<id>`.
+    pub urn_uuid_members: bool,
+    /// A CapabilityStatement that declares only `read` (no `search-type`, no search parameters),
+    /// like a bulk-only server: Group export must still work.
+    pub read_only_statement: bool,
+    /// Injected failures: `error[]` entries, 410s, truncated downloads.
+    pub faults: Vec<BulkFault>,
 }
 
 impl Default for BulkConfig {
@@ -94,6 +138,11 @@ impl Default for BulkConfig {
             retry_after_secs: DEFAULT_BULK_RETRY_AFTER_SECS,
             kickoff_window_secs: DEFAULT_BULK_WINDOW_SECS,
             max_lines_per_file: DEFAULT_BULK_FILE_LINES,
+            files_expire_secs: DEFAULT_BULK_FILES_EXPIRE_SECS,
+            gzip: false,
+            urn_uuid_members: false,
+            read_only_statement: false,
+            faults: Vec::new(),
         }
     }
 }

@@ -100,7 +100,7 @@ impl FhirState {
             .filter(|pid| self.patient_exists(pid))
             .map(|pid| json!({"entity": {"reference": format!("Patient/{pid}")}, "inactive": false}))
             .collect();
-        Some(json!({
+        let group = json!({
             "resourceType": "Group",
             "id": g.id,
             "type": "person",
@@ -108,6 +108,10 @@ impl FhirState {
             "name": g.name,
             "quantity": members.len(),
             "member": members,
-        }))
+        });
+        match self.config.bulk.urn_uuid_members {
+            true => Some(self.urn_uuid_group(group)),
+            false => Some(group),
+        }
     }
 }

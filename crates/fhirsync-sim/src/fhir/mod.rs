@@ -91,8 +91,8 @@ use serde_json::Value;
 
 pub use churn::ChurnSummary;
 pub use config::{
-    BulkConfig, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_PAGE_SIZE, DEFAULT_PATIENTS, DEFAULT_SEED,
-    FhirConfig, GroupConfig, Members, PatientListConfig, ServerProfile,
+    BulkConfig, BulkFault, BulkFaultKind, DEFAULT_GROUP_ID, DEFAULT_LIST_ID, DEFAULT_PAGE_SIZE,
+    DEFAULT_PATIENTS, DEFAULT_SEED, FhirConfig, GroupConfig, Members, PatientListConfig, ServerProfile,
 };
 pub use faults::{Faults, RequestRecord, RetryAfter};
 pub use lists::{R4_LIST_SYSTEM, STU3_LIST_SYSTEM};

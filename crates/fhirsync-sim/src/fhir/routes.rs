@@ -129,7 +129,11 @@ async fn metadata_handler(
         let Some(version) = version_of(&version) else { return wire::html_404() };
         let mut params = parse_params(query.as_deref().unwrap_or("").as_bytes());
         let format = Format::negotiate(&headers, take(&mut params, "_format").as_deref());
-        wire::fhir(StatusCode::OK, format, &metadata::statement(&st, version))
+        let mut statement = metadata::statement(&st, version);
+        if st.fhir.config.bulk.read_only_statement {
+            super::bulk::read_only(&mut statement);
+        }
+        wire::fhir(StatusCode::OK, format, &statement)
     })
     .await
 }
@@ -339,7 +343,7 @@ async fn operation_get(
                 let params = parse_params(query.as_deref().unwrap_or("").as_bytes());
                 super::bulk::kickoff(&call, &id, &params, &headers)
             }
-            ("BulkRequest", file) => super::bulk::file(&call, &id, file),
+            ("BulkRequest", file) => super::bulk::file(&call, &id, file, &headers),
             _ => wire::html_404(),
         }
     })

@@ -115,11 +115,16 @@ impl<F: SnapshotFormat> FileDestination<F> {
                         if exited && let Some(p) = &row.patient_id {
                             flagged.insert(p.clone());
                         }
+                        // Its own scope completed, or a cohort-level (patient-less) scope of
+                        // its dataset did and the row has no patient or one in the cohort.
+                        let in_cohort = row.patient_id.as_ref().is_none_or(|p| scope.cohort.contains(p));
                         let deletable = complete.contains(&scope_key(
                             &row.fhir_version,
                             row.patient_id.as_deref(),
                             &row.dataset,
-                        )) || (exited && delete_exits);
+                        )) || (in_cohort
+                            && complete.contains(&scope_key(&row.fhir_version, None, &row.dataset)))
+                            || (exited && delete_exits);
                         if deletable {
                             m.deleted += 1;
                             if compare {

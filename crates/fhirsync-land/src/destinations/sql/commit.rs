@@ -26,6 +26,8 @@ pub(super) struct Ctx {
     pub(super) delete_exits: bool,
     pub(super) compare: bool,
     pub(super) history: bool,
+    /// Whether a patient-less scope completed (a cohort-level scope: bulk export × type).
+    pub(super) cohort_scopes: bool,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -38,6 +40,14 @@ impl<B: SqlBackend> SqlDestination<B> {
         report: &serde_json::Value,
     ) -> Result<RunMetrics> {
         let d = self.d().clone();
+        let complete: Vec<_> = scope.complete.iter().cloned().collect();
+        let sql = insert_scopes_sql(&d, &run.id, &complete);
+        if !sql.is_empty() {
+            self.backend.batch(&sql)?;
+        }
+        let text = d.text("count(*)");
+        let cohort_scopes =
+            self.count(&format!("SELECT {text} FROM {} WHERE patient_id = ''", d.t(STAGE_SCOPES)))? > 0;
         let ctx = Ctx {
             run: lit(&run.id),
             run_id: run.id.clone(),
@@ -48,12 +58,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             // A full load seeds the history (every row valid from it), so history is complete from
             // the first run; a plain reload has no change detection to feed it.
             history: run.options.history && matches!(run.method, Method::ReloadAndCompare | Method::FullLoad),
+            cohort_scopes,
         };
-        let complete: Vec<_> = scope.complete.iter().cloned().collect();
-        let sql = insert_scopes_sql(&d, &run.id, &complete);
-        if !sql.is_empty() {
-            self.backend.batch(&sql)?;
-        }
 
         // Resource-type tables: registered ones plus every staged type.
         let mut types: BTreeSet<(String, String)> = self.registered_types()?.into_iter().collect();
@@ -267,24 +273,42 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// Whether a row `t` not re-read may be deleted: its scope completed in this run, or (with
-    /// `on_cohort_exit = delete`) its patient left the cohort.
+    /// Whether a row `t` not re-read may be deleted: its scope completed in this run, or a
+    /// patient-less scope of its (version, dataset) completed and the row has no patient or its
+    /// patient is in this run's cohort, or (with `on_cohort_exit = delete`) its patient left the
+    /// cohort.
+    ///
+    /// A patient-less complete scope is a cohort-level read (a bulk export × type): it covers
+    /// every row of the cohort, never rows of patients who left it (those are flagged exits,
+    /// kept unless `on_cohort_exit = delete`). The cohort table is filled by
+    /// `flag_cohort_exits`; an empty cohort covers patient-less rows only.
     pub(super) fn deletable_sql(&self, ctx: &Ctx) -> String {
         let d = self.d();
-        let deletable = format!(
+        let scopes = d.t(STAGE_SCOPES);
+        let own = format!(
             "EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
-             AND c.patient_id = COALESCE(t.patient_id, '') AND c.dataset = t.dataset)",
-            scopes = d.t(STAGE_SCOPES)
+             AND c.patient_id = COALESCE(t.patient_id, '') AND c.dataset = t.dataset)"
         );
-        match ctx.delete_exits {
-            // EXISTS, not `IN`: never NULL (a patient-less row), so `NOT deletable` keeps it.
-            true => format!(
-                "({deletable} OR EXISTS (SELECT 1 FROM {} e WHERE e.patient_id = t.patient_id \
-                 AND e.last_flagged_run = {}))",
+        // EXISTS, not `IN`: never NULL (a patient-less row), so `NOT deletable` keeps it.
+        let mut any = vec![own];
+        if ctx.cohort_scopes {
+            any.push(format!(
+                "(EXISTS (SELECT 1 FROM {scopes} c WHERE c.fhir_version = t.fhir_version \
+                 AND c.patient_id = '' AND c.dataset = t.dataset) \
+                 AND EXISTS (SELECT 1 FROM {} k WHERE k.patient_id = t.patient_id))",
+                d.t(COHORT)
+            ));
+        }
+        if ctx.delete_exits {
+            any.push(format!(
+                "EXISTS (SELECT 1 FROM {} e WHERE e.patient_id = t.patient_id AND e.last_flagged_run = {})",
                 d.t(EXITS),
                 ctx.run
-            ),
-            false => deletable,
+            ));
+        }
+        match any.len() {
+            1 => any.remove(0),
+            _ => format!("({})", any.join(" OR ")),
         }
     }
 
