@@ -60,6 +60,8 @@ pub(crate) trait SqlBackend: Send {
     fn dialect(&self) -> &Dialect;
     /// Kind and location for messages, without credentials.
     fn describe(&self) -> String;
+    /// Called once the run id is known, to name it in the writer lock.
+    fn run_started(&mut self, _run_id: &str) {}
     /// Runs statements that return nothing (may be several, `;`-separated).
     fn batch(&mut self, sql: &str) -> Result<()>;
     /// Runs one statement and returns the number of rows it changed.
@@ -225,7 +227,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
             if !std::mem::replace(&mut abandoned, true) {
                 self.backend.execute(&format!(
-                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
                     d.t(RUNS),
                     d.ts_lit(&now())
                 ))?;
@@ -264,7 +266,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             "Abandoning an unfinished run staged by an earlier fhirsync version; the next run starts afresh."
         );
         self.backend.batch(&format!(
-            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed'); \
+            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed', 'interrupted'); \
              DELETE FROM {scopes}; DROP TABLE {legacy};",
             runs = d.t(RUNS),
             now = d.ts_lit(&now()),
@@ -485,8 +487,20 @@ impl<B: SqlBackend> SqlDestination<B> {
 
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         let d = self.d().clone();
+        // This process holds the writer lock: a run still `running` died with its process.
+        let dead =
+            self.backend.query(&format!("SELECT run_id FROM {} WHERE status = 'running'", d.t(RUNS)))?;
+        for run_id in dead.into_iter().filter_map(|r| r.into_iter().next()?) {
+            tracing::warn!(run_id = %run_id, "The run before this one died mid-way; it is marked interrupted.");
+            self.backend.execute(&format!(
+                "UPDATE {} SET status = 'interrupted', ended_at = {} WHERE run_id = {}",
+                d.t(RUNS),
+                d.ts_lit(&now()),
+                lit(&run_id)
+            ))?;
+        }
         let unfinished = self.backend.query(&format!(
-            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed') ORDER BY started_at DESC, run_id DESC",
+            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed', 'interrupted') ORDER BY started_at DESC, run_id DESC",
             d.t(RUNS)
         ))?;
         if let Some([Some(run_id), Some(m)]) = unfinished.first().map(|r| [r[0].clone(), r[1].clone()])
@@ -494,7 +508,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             && m == method.as_str()
         {
             self.backend.execute(&format!(
-                "UPDATE {} SET status = 'running', errors = NULL WHERE run_id = {}",
+                "UPDATE {} SET status = 'running', errors = NULL, ended_at = NULL WHERE run_id = {}",
                 d.t(RUNS),
                 lit(&run_id)
             ))?;
@@ -511,7 +525,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let now = now();
         self.backend.execute(&format!(
-            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
             d.t(RUNS),
             d.ts_lit(&now)
         ))?;
@@ -542,6 +556,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         self.run = None;
         self.end_bulk_load();
         let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
+        self.backend.run_started(&start.run_id);
         self.tables = self.registered_types()?.into_iter().map(|(t, _)| t).collect();
         self.tallies = (!start.resumed).then(Default::default);
         if method == Method::FullLoad && !self.target_has_data()? {
