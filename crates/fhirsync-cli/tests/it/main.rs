@@ -3,6 +3,7 @@
 mod auth;
 mod discover;
 mod errors;
+mod locks;
 mod push;
 mod replay;
 mod secrets;
