@@ -46,7 +46,7 @@ use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::{Error, Result};
 use schema::{
     Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit,
-    reread_table, shadow_table,
+    reread_table,
 };
 
 /// One text cell of a query result.
@@ -416,7 +416,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             return Ok(());
         }
         let d = self.d().clone();
-        let shadow = shadow_table(table);
+        let shadow = d.shadow_name(table, run_id);
         self.backend.batch(&format!(
             "{}INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
             d.shadow_table_ddl(table, run_id),
@@ -447,7 +447,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
             let tally = self.tallies.as_ref().and_then(|t| t.get(resource_type));
             let target = StageTarget {
-                shadow: d.t(&shadow_table(&table)),
+                shadow: d.t(&d.shadow_name(&table, &run.id)),
                 lookup,
                 shadow_empty: tally.is_some_and(|t| t.shadowed == 0),
                 changes: run.method == Method::ReloadAndCompare,
@@ -485,6 +485,24 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?))
     }
 
+    /// Whether every registered shadow has the name run `run_id` stages into (an earlier
+    /// version named PostgreSQL's shadows without the run; such a run cannot be resumed, its
+    /// staged rows would be missed, so it is abandoned and started afresh).
+    fn shadows_named_for(&mut self, run_id: &str) -> Result<bool> {
+        let d = self.d().clone();
+        let staged =
+            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        for row in staged {
+            let mut cells = row.into_iter().flatten();
+            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
+            if d.shadow_name(&schema::type_table(&resource_type)?, run_id) != shadow {
+                tracing::warn!(run_id = %run_id, "The unfinished run was staged by an earlier fhirsync version; starting afresh.");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         let d = self.d().clone();
         // This process holds the writer lock: a run still `running` died with its process.
@@ -506,6 +524,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         if let Some([Some(run_id), Some(m)]) = unfinished.first().map(|r| [r[0].clone(), r[1].clone()])
             && options.resume
             && m == method.as_str()
+            && self.shadows_named_for(&run_id)?
         {
             self.backend.execute(&format!(
                 "UPDATE {} SET status = 'running', errors = NULL, ended_at = NULL WHERE run_id = {}",
