@@ -116,6 +116,11 @@ impl WriterLock {
     /// Takes the lock at `path` for `destination` (used in messages), or fails with
     /// [`Error::Locked`] naming the holder. A dead holder's lock is taken over with a warning.
     pub(crate) fn acquire(path: &Path, destination: &str) -> Result<WriterLock> {
+        WriterLock::acquire_with(path, destination, HEARTBEAT)
+    }
+
+    /// [`WriterLock::acquire`] with the heartbeat refreshed every `every`.
+    fn acquire_with(path: &Path, destination: &str, every: Duration) -> Result<WriterLock> {
         let mut file = File::options()
             .read(true)
             .write(true)
@@ -166,7 +171,7 @@ impl WriterLock {
         let beat_path = path.to_path_buf();
         let heartbeat = std::thread::Builder::new()
             .name("fhirsync-lock".into())
-            .spawn(move || heartbeat_loop(&beat, &beat_path))
+            .spawn(move || heartbeat_loop(&beat, &beat_path, every))
             .map_err(Error::io("starting the lock heartbeat", path))?;
         Ok(WriterLock { shared, path: path.to_path_buf(), heartbeat: Some(heartbeat) })
     }
@@ -182,13 +187,13 @@ impl WriterLock {
     }
 }
 
-fn heartbeat_loop(shared: &Shared, path: &Path) {
-    const TICK: Duration = Duration::from_millis(200);
+fn heartbeat_loop(shared: &Shared, path: &Path, every: Duration) {
+    const TICK: Duration = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
     while !shared.stop.load(Ordering::Acquire) {
         std::thread::sleep(TICK);
         waited += TICK;
-        if waited < HEARTBEAT {
+        if waited < every {
             continue;
         }
         waited = Duration::ZERO;
@@ -251,6 +256,24 @@ mod tests {
         drop(first);
         assert!(!is_held(&path));
         WriterLock::acquire(&path, "test").unwrap();
+    }
+
+    /// The heartbeat in the lock file advances while the lock is held, and stops on release.
+    #[test]
+    fn heartbeat_is_refreshed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let lock = WriterLock::acquire_with(&path, "test", Duration::from_millis(100)).unwrap();
+        let read = || -> Holder { serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap() };
+        let first = read().heartbeat;
+        let started = std::time::Instant::now();
+        while read().heartbeat == first {
+            assert!(started.elapsed() < Duration::from_secs(5), "the heartbeat never moved");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(lock);
+        let last = read();
+        assert!(last.released, "{last:?}");
     }
 
     /// A lock left by another host with a fresh heartbeat is refused; a stale one is taken over.
