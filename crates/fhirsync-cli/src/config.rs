@@ -176,6 +176,9 @@ impl FileConfig {
         self.connection.validate().map_err(|e| Failure::config(e.to_string()))?;
         self.extract.validate(&self.connection).map_err(|e| Failure::config(e.to_string()))?;
         self.views.validate()?;
+        if let fhirsync_land::DestinationConfig::Postgres(pg) = &self.destination {
+            pg.validate().map_err(|e| Failure::config(e.to_string()))?;
+        }
         Ok(())
     }
 

@@ -5,8 +5,6 @@
 //! If extraction fails, the run is marked failed and its durable staging is kept: the next run
 //! of the same method resumes it and skips the scopes already completed.
 
-use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,43 +33,6 @@ pub struct SyncOutcome {
     pub elapsed: Duration,
 }
 
-/// An exclusive lock on the destination, held for the whole run (released on drop).
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-impl RunLock {
-    /// Takes the lock in `state_dir`, or fails naming the other run.
-    pub fn acquire(state_dir: &Path, destination: &str) -> anyhow::Result<RunLock> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
-        let name: String =
-            destination.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        let path = state_dir.join(format!("{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Failure {
-                code: EXIT_DESTINATION,
-                message: format!(
-                    "another fhirsync run is writing to {destination} (lock {} is held): wait for it to finish",
-                    path.display()
-                ),
-            }
-            .into()),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-    }
-}
-
 /// Runs one sync with `method`: a progress bar when `show_progress` and stderr is a terminal,
 /// plain progress log lines otherwise.
 pub async fn sync(
@@ -82,8 +43,10 @@ pub async fn sync(
 ) -> anyhow::Result<SyncOutcome> {
     let started = Instant::now();
     let destination = describe_destination(config);
-    let _lock = RunLock::acquire(&config.sync.state_dir, &destination)?;
 
+    // The destination takes its writer lock where the data lives (a PostgreSQL advisory lock,
+    // a lock file next to the SQLite database or inside the folder); a second writer fails
+    // here, naming the holder.
     let mut landing =
         Landing::begin(config.destination.clone(), method, config.land.clone()).await.map_err(|e| {
             Failure { code: EXIT_DESTINATION, message: format!("destination {destination}: {e}") }

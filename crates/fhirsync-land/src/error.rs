@@ -63,8 +63,8 @@ pub enum Error {
         /// The driver error.
         source: rusqlite::Error,
     },
-    /// PostgreSQL failed.
-    #[error("PostgreSQL error while {action}: {source}")]
+    /// PostgreSQL failed; the message carries the server's own words (or the OS/TLS cause).
+    #[error("PostgreSQL error while {action}: {}", pg_cause(.source))]
     Postgres {
         /// What was being done.
         action: &'static str,
@@ -74,15 +74,48 @@ pub enum Error {
     /// The TLS handshake with PostgreSQL failed (most often: a certificate from a CA that is
     /// not trusted, or a host name it does not cover).
     #[error(
-        "PostgreSQL TLS handshake with `{host}` failed: {source}. Set `ca_file` in [destination] to the PEM of the \
+        "PostgreSQL TLS handshake with `{host}` failed: {}. Set `ca_file` in [destination] to the PEM of the \
          CA that signed the server certificate, connect with the host name the certificate names, or add \
-         `sslmode=disable` to the url for a server without TLS"
+         `sslmode=disable` to the url for a server without TLS", pg_cause(.source)
     )]
     PostgresTls {
         /// Host connected to.
         host: String,
         /// The driver error.
         source: tokio_postgres::Error,
+    },
+    /// The server asked for a password and the configured variable is not set.
+    #[error(
+        "PostgreSQL at `{host}` asks for the password of user `{user}`, but the environment variable {variable} \
+         (`password_env` in [destination]) is not set: export it, or set `password_env` to the variable that holds it"
+    )]
+    PostgresPasswordMissing {
+        /// Host connected to.
+        host: String,
+        /// User name.
+        user: String,
+        /// The environment variable read for the password.
+        variable: String,
+    },
+    /// The PostgreSQL url holds a password.
+    #[error(
+        "the PostgreSQL `url` in [destination] must not hold the password: remove it from the url and put it in an \
+         environment variable named by `password_env = \"{variable}\"` (the default)"
+    )]
+    InlinePassword {
+        /// The variable that should hold it.
+        variable: String,
+    },
+    /// Another process writes to the destination.
+    #[error(
+        "another fhirsync run is writing to {destination} ({holder}): wait for it to finish; a run that died \
+         releases the lock by itself"
+    )]
+    Locked {
+        /// Destination kind and location, without credentials.
+        destination: String,
+        /// Who holds the lock (host, pid, run id where known).
+        holder: String,
     },
     /// The PostgreSQL CA file holds no usable certificate.
     #[error("`{path}` (PostgreSQL `ca_file`) holds no usable PEM certificate: {reason}")]
@@ -99,7 +132,7 @@ pub enum Error {
         reason: String,
     },
     /// The PostgreSQL URL could not be parsed.
-    #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {source}")]
+    #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {}", pg_cause(.source))]
     PostgresUrl {
         /// The parse error (never contains the password).
         source: tokio_postgres::Error,
@@ -189,6 +222,38 @@ pub enum Error {
 
 /// `Result` with the landing [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause of a PostgreSQL error in the server's or the system's words, once: the server's
+/// message (with its detail and hint) for a database error, else the error followed by each
+/// source in its chain whose text is not already shown.
+pub(crate) fn pg_cause(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    chain(error)
+}
+
+/// `error: source: source ...`, skipping a source whose text the line already contains.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
 
 impl Error {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

@@ -23,7 +23,8 @@
 //!   `id, patient_id, fhir_version, source, dataset, content_hash (SHA-256 hex), resource
 //!   (exact JSON; PostgreSQL `json`), first_seen_run, last_seen_run`, primary key
 //!   `(fhir_version, id)` (Epic ids are version-specific), index on `patient_id`;
-//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|completed_with_gaps|failed|abandoned), started_at,
+//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|completed_with_gaps|failed|abandoned|interrupted;
+//!   `interrupted`: the process died mid-run, seen by the next run or `status` once its writer lock was gone), started_at,
 //!   ended_at, staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows,
 //!   errors, report (JSON)`;
 //! - `_fhirsync_changes`: `seq, run_id, changed_at, operation (I|U|D), resource_type,
@@ -47,6 +48,7 @@ mod destination;
 pub mod destinations;
 mod error;
 mod landing;
+mod lock;
 mod status;
 mod views;
 

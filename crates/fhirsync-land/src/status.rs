@@ -10,6 +10,8 @@
 //!   caller can say "nothing landed yet" in its own words;
 //! - a file destination's run that was committed (snapshot switched) but killed before
 //!   `runs.json` was updated is shown as committed, from the record in its snapshot folder;
+//! - a run recorded as `running` whose writer lock is free (its process died) is shown as
+//!   `interrupted`, as the next run will record it;
 //! - a destination that exists but cannot be read (unreachable server, a folder where the
 //!   database file should be, a damaged `runs.json`) is an error.
 //!
@@ -37,7 +39,8 @@ pub struct RunRecord {
     /// Run id, method and counts (zero until the run commits); serialised inline.
     #[serde(flatten)]
     pub metrics: RunMetrics,
-    /// `running`, `succeeded`, `completed_with_gaps`, `failed` or `abandoned`.
+    /// `running`, `succeeded`, `completed_with_gaps`, `failed`, `abandoned` or `interrupted`
+    /// (its process died mid-run).
     pub status: String,
     /// When the run started.
     pub started_at: DateTime<Utc>,
@@ -64,17 +67,34 @@ impl RunRecord {
 /// ([`Error::Sqlite`], [`Error::Postgres`], [`Error::Io`], [`Error::CorruptState`]) or holds a
 /// value that is not a run record ([`Error::RunHistory`]).
 pub fn recent_runs(config: &DestinationConfig, limit: usize) -> Result<Vec<RunRecord>> {
-    match config {
+    let (mut runs, locked) = match config {
         DestinationConfig::Sqlite(c) => {
             if !c.path.try_exists().map_err(Error::io("looking for the database", &c.path))? {
                 return Ok(Vec::new());
             }
-            sql_runs(SqliteBackend::open_read_only(c)?, limit)
+            let runs = sql_runs(SqliteBackend::open_read_only(c)?, limit)?;
+            (runs, crate::lock::is_held(&crate::destinations::sqlite::lock_path(&c.path)))
         }
-        DestinationConfig::Postgres(c) => sql_runs(PostgresBackend::connect_existing(c)?, limit),
-        DestinationConfig::Parquet(c) => file_runs(&Layout::new(&c.dir), config.kind(), limit),
-        DestinationConfig::Ndjson(c) => file_runs(&Layout::new(&c.dir), config.kind(), limit),
+        DestinationConfig::Postgres(c) => {
+            let mut backend = PostgresBackend::connect_existing(c)?;
+            let locked = backend.schema_locked(&c.schema)?;
+            (sql_runs(backend, limit)?, locked)
+        }
+        DestinationConfig::Parquet(c) => {
+            let layout = Layout::new(&c.dir);
+            (file_runs(&layout, config.kind(), limit)?, crate::lock::is_held(&layout.lock_file()))
+        }
+        DestinationConfig::Ndjson(c) => {
+            let layout = Layout::new(&c.dir);
+            (file_runs(&layout, config.kind(), limit)?, crate::lock::is_held(&layout.lock_file()))
+        }
+    };
+    if !locked {
+        for run in runs.iter_mut().filter(|r| r.status == "running") {
+            run.status = "interrupted".to_string();
+        }
     }
+    Ok(runs)
 }
 
 /// Columns read from `_fhirsync_runs`, in order.

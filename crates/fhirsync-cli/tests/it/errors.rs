@@ -144,3 +144,27 @@ async fn oversized_ndjson_line() {
     assert!(text(&out).contains("max_line_bytes"), "{}", text(&out));
     assert_eq!(crate::util::count(&env.db(), "SELECT COUNT(*) FROM observation"), landed);
 }
+
+/// A password written inline in the PostgreSQL url is refused before anything runs: exit 2,
+/// the fix (`password_env`), and the password is not echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_postgres_password_is_refused() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    let head = text_before.split("[destination]").next().unwrap();
+    std::fs::write(
+        &config,
+        format!("{head}[destination]\nkind = \"postgres\"\nurl = \"postgresql://fhirsync:hunter2@127.0.0.1:1/db\"\n"),
+    )
+    .unwrap();
+    for (args, code) in [(&["sync", "--no-progress"][..], 2), (&["status"][..], 5)] {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(args);
+        let out = output(cmd).await;
+        let all = text(&out);
+        assert!(all.contains("password_env = \"FHIRSYNC_POSTGRES_PASSWORD\""), "{args:?}: {all}");
+        assert!(!all.contains("hunter2"), "{args:?}: {all}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {all}");
+    }
+}

@@ -5,6 +5,7 @@ mod bulk;
 mod discover;
 mod errors;
 mod init;
+mod locks;
 mod metrics;
 mod push;
 mod replay;

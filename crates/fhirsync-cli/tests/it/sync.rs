@@ -237,25 +237,6 @@ async fn full_load_refuses_non_empty_target() {
     assert!(text(&out).contains("replace"), "{}", text(&out));
 }
 
-/// A sync while another holds the destination's lock fails at once with exit code 5.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sync_is_refused_by_the_lock() {
-    let env = Env::start(2).await;
-    let config = env.config("");
-    std::fs::create_dir_all(env.dir.path().join("state")).unwrap();
-    let name: String = format!("sqlite:{}", env.db().display())
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let lock = std::fs::File::create(env.dir.path().join("state").join(format!("{name}.lock"))).unwrap();
-    lock.lock().unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(text(&out).contains("another fhirsync run"), "{}", text(&out));
-}
-
 /// `fhirsync demo` runs the whole job, lists the type tables, and shows one insert, update and
 /// delete in its second sync.
 #[test]

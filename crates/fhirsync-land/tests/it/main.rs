@@ -3,6 +3,7 @@
 //! that reads the landed data back with the destination's own tools.
 
 mod files;
+mod pg_errors;
 mod postgres;
 mod scenario;
 mod sqlite;

@@ -248,3 +248,51 @@ fn full_load_seeds_history_on_postgres() {
     let rows = h.query(versions);
     assert!(rows.contains(&vec![Some("o2".into()), Some(r1), Some(r2)]), "o2's delete closes it: {rows:?}");
 }
+
+/// Shadow tables are named per run, so two runs never share `_fhirsync_new_<type>`; a second
+/// writer on the schema is refused while the first holds its advisory lock, and admitted once
+/// the first closes.
+#[test]
+fn staging_names_are_per_run_and_one_writer_at_a_time() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let shadows = "SELECT table_name FROM _fhirsync_stage_types ORDER BY table_name";
+    let mut dest = h.open();
+    let run = dest.begin(fhirsync_land::Method::Reload, &Default::default()).unwrap().run_id;
+    dest.stage(&[patient("p1", "Alpha")]).unwrap();
+    dest.checkpoint().unwrap();
+    let names = h.query(shadows);
+    let suffix: String = run.chars().filter(char::is_ascii_alphanumeric).rev().take(8).collect();
+    assert_eq!(names, vec![vec![Some(format!("_fhirsync_new_patient_{suffix}"))]], "run {run}");
+
+    let second = fhirsync_land::open(&DestinationConfig::Postgres(h.config.clone()));
+    let err = second.err().expect("a second writer is refused").to_string();
+    assert!(
+        err.contains("another fhirsync run is writing")
+            && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains(&run), "the holder's run is named: {err}");
+
+    drop(dest);
+    let mut dest = h.open();
+    let other = dest.begin(
+        fhirsync_land::Method::FullLoad,
+        &fhirsync_land::LandOptions { replace: true, ..Default::default() },
+    );
+    let other = other.unwrap().run_id;
+    let runs = h.runs();
+    assert_eq!(
+        runs.iter().find(|r| r.run_id == run).map(|r| r.status.as_str()),
+        Some("abandoned"),
+        "{runs:?}"
+    );
+    dest.stage(&[patient("p1", "Alpha")]).unwrap();
+    dest.checkpoint().unwrap();
+    let names = h.query(shadows);
+    assert_eq!(names.len(), 1);
+    assert_ne!(
+        names[0][0].as_deref(),
+        Some(format!("_fhirsync_new_patient_{suffix}").as_str()),
+        "run {other}"
+    );
+}

@@ -709,7 +709,8 @@ fn staging_is_cleaned_up() {
             "_fhirsync_reread_patient"
         ]
     );
-    // ... until a reload abandons it.
+    // ... until a reload abandons it (after the first writer let go of its lock).
+    drop(dest);
     let mut dest = h.open();
     let start = dest.begin(Method::Reload, &LandOptions::default()).unwrap();
     assert!(!start.resumed);

@@ -218,3 +218,50 @@ fn postgres_history() {
     let Some(h) = crate::postgres::PostgresHarness::from_env() else { return };
     history_scenario(&DestinationConfig::Postgres(h.config.clone()));
 }
+
+/// A run whose writer is alive reads `running`; once the writer is gone (its lock with it) the
+/// same record reads `interrupted`, and the next writer resumes that run.
+fn interrupted_scenario(config: &DestinationConfig) {
+    let mut dest = fhirsync_land::open(config).unwrap();
+    let run = dest.begin(Method::Reload, &LandOptions::default()).unwrap().run_id;
+    dest.stage(&[patient("p1", "Ng")]).unwrap();
+    dest.checkpoint().unwrap();
+    assert_eq!(recent_runs(config, 1).unwrap()[0].status, "running", "its writer holds the lock");
+    drop(dest);
+    // PostgreSQL's server lets the session's lock go a moment after the client closes.
+    let started = std::time::Instant::now();
+    loop {
+        let status = recent_runs(config, 1).unwrap()[0].status.clone();
+        if status == "interrupted" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "still {status}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut dest = fhirsync_land::open(config).unwrap();
+    let start = dest.begin(Method::Reload, &LandOptions::default()).unwrap();
+    assert!(start.resumed, "the interrupted run is resumed");
+    assert_eq!(start.run_id, run);
+}
+
+/// SQLite: a dead writer's run reads `interrupted` and is resumed.
+#[test]
+fn sqlite_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("land.db");
+    interrupted_scenario(&DestinationConfig::Sqlite(SqliteConfig { path, ..SqliteConfig::default() }));
+}
+
+/// NDJSON: a dead writer's run reads `interrupted` and is resumed.
+#[test]
+fn ndjson_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    interrupted_scenario(&DestinationConfig::Ndjson(NdjsonConfig::new(dir.path())));
+}
+
+/// PostgreSQL: a closed session's run reads `interrupted` and is resumed.
+#[test]
+fn postgres_interrupted() {
+    let Some(h) = crate::postgres::PostgresHarness::from_env() else { return };
+    interrupted_scenario(&DestinationConfig::Postgres(h.config.clone()));
+}

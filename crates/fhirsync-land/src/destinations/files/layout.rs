@@ -33,6 +33,10 @@ impl Layout {
     pub(crate) fn meta(&self) -> PathBuf {
         self.root.join("_fhirsync")
     }
+    /// The writer lock (see [`crate::lock`]).
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.meta().join("lock")
+    }
     pub(crate) fn runs_file(&self) -> PathBuf {
         self.meta().join("runs.json")
     }

@@ -103,6 +103,13 @@ pub(crate) struct FileDestination<F> {
     run: Option<ActiveRun>,
     staging: Option<Staging>,
     pending: usize,
+    /// The writer lock `_fhirsync/lock`, held while the destination is open.
+    lock: crate::lock::WriterLock,
+}
+
+/// Whether a run record is unfinished (resumable, or abandoned by a fresh start).
+fn is_unfinished(status: &str) -> bool {
+    matches!(status, "running" | "failed" | "interrupted")
 }
 
 impl<F: SnapshotFormat> FileDestination<F> {
@@ -110,7 +117,11 @@ impl<F: SnapshotFormat> FileDestination<F> {
     pub(crate) fn new(format: F, dir: &Path) -> Result<Self> {
         let layout = Layout::new(dir);
         mkdirs(&layout.meta())?;
-        Ok(FileDestination { format, layout, run: None, staging: None, pending: 0 })
+        let lock = crate::lock::WriterLock::acquire(
+            &layout.lock_file(),
+            &format!("{} `{}`", format.kind(), layout.root().display()),
+        )?;
+        Ok(FileDestination { format, layout, run: None, staging: None, pending: 0, lock })
     }
 
     fn load_runs(&self) -> Result<Vec<RunRecord>> {
@@ -178,7 +189,18 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let mut runs = self.load_runs()?;
         self.recover_committed(&mut runs)?;
         let now = crate::destinations::sql::now();
-        let unfinished = runs.iter().rposition(|r| r.status == "running" || r.status == "failed");
+        // This process holds the writer lock: a run still `running` died with its process.
+        let mut interrupted = false;
+        for r in runs.iter_mut().filter(|r| r.status == "running") {
+            tracing::warn!(run_id = %r.run_id, "The run before this one died mid-way; it is marked interrupted.");
+            r.status = "interrupted".into();
+            r.ended_at = Some(now.clone());
+            interrupted = true;
+        }
+        if interrupted {
+            self.save_runs(&runs)?;
+        }
+        let unfinished = runs.iter().rposition(|r| is_unfinished(&r.status));
         if let Some(i) = unfinished
             && options.resume
             && runs[i].method == method.as_str()
@@ -187,13 +209,15 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
             let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
             runs[i].status = "running".into();
             runs[i].errors = None;
+            runs[i].ended_at = None;
             self.save_runs(&runs)?;
+            self.lock.set_run(&run_id);
             self.staging = Some(staging);
             self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
             tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
             return Ok(RunStart { run_id, resumed: true, completed_scopes });
         }
-        for r in runs.iter_mut().filter(|r| r.status == "running" || r.status == "failed") {
+        for r in runs.iter_mut().filter(|r| is_unfinished(&r.status)) {
             r.status = "abandoned".into();
             r.ended_at = Some(now.clone());
             remove_dir(&self.layout.staging(&r.run_id))?;
@@ -215,6 +239,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
             report: None,
         });
         self.save_runs(&runs)?;
+        self.lock.set_run(&run_id);
         self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
         tracing::info!(run_id = %run_id, method = %method, "Run started.");
         Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })

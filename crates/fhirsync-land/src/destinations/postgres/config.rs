@@ -18,7 +18,8 @@ pub struct PostgresConfig {
     /// Connection URL without the password, e.g. `postgresql://fhirsync@localhost:5432/fhirsync`.
     pub url: String,
     /// Environment variable read for the password (default `FHIRSYNC_POSTGRES_PASSWORD`); unset
-    /// means no password (trust/peer auth, or a password inside `url`).
+    /// means no password (trust/peer auth). A password inside `url` is refused
+    /// ([`crate::Error::InlinePassword`]).
     #[serde(default = "default_password_env")]
     pub password_env: String,
     /// Schema that receives all tables; created if missing (default `fhirsync`).
@@ -49,6 +50,19 @@ impl PostgresConfig {
             schema: default_schema(),
             ca_file: None,
         }
+    }
+}
+
+impl PostgresConfig {
+    /// Refuses a password written into `url` (either form, `user:password@` or `password=`),
+    /// without echoing it: the password goes in the variable named by `password_env`.
+    pub fn validate(&self) -> crate::Result<()> {
+        let parsed: tokio_postgres::Config =
+            self.url.parse().map_err(|source| crate::Error::PostgresUrl { source })?;
+        if parsed.get_password().is_some() {
+            return Err(crate::Error::InlinePassword { variable: self.password_env.clone() });
+        }
+        Ok(())
     }
 }
 
@@ -92,5 +106,16 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("u:***@db:5432/x"), "{shown}");
         assert_eq!(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
+    }
+
+    /// A password inside the url, in either url form, is refused with the fix and not echoed.
+    #[test]
+    fn inline_password_refused_without_echo() {
+        for url in ["postgresql://u:s3cret@db:5432/x", "host=db user=u password=s3cret dbname=x"] {
+            let e = PostgresConfig::new(url).validate().expect_err(url).to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("password_env = \"FHIRSYNC_POSTGRES_PASSWORD\""), "{e}");
+        }
+        PostgresConfig::new("postgresql://u@db:5432/x").validate().expect("no password");
     }
 }

@@ -46,9 +46,10 @@ pub(crate) struct PostgresBackend {
 }
 
 impl PostgresBackend {
-    /// Connects and creates the target schema if missing.
+    /// Connects, takes the writer lock of the schema and creates the schema if missing.
     pub(crate) fn connect(config: &PostgresConfig) -> Result<Self> {
         let mut backend = PostgresBackend::connect_existing(config)?;
+        backend.lock_schema(&config.schema)?;
         backend.batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}, public;",
             schema = crate::destinations::sql::schema::quote_ident(&config.schema)
@@ -56,12 +57,68 @@ impl PostgresBackend {
         Ok(backend)
     }
 
+    /// Takes the session-level advisory lock of `schema`, held by this connection until it
+    /// closes (with the process, however it ends), or fails naming the session that holds it.
+    fn lock_schema(&mut self, schema: &str) -> Result<()> {
+        let key = lock_key_sql(schema);
+        let got = self.query(&format!("SELECT pg_try_advisory_lock({key})::text"))?;
+        if got.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("true") {
+            return Ok(());
+        }
+        // Who: the application name carries the holder's host and pid (see `connect_existing`).
+        let rows = self.query(&format!(
+            "SELECT a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local socket'), \
+             a.pid::text, a.backend_start::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = ({key})::bigint"
+        ))?;
+        let holder = match rows.first() {
+            Some(r) => {
+                let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                format!(
+                    "held by session `{}` from {}, server pid {}, connected since {}",
+                    cell(0),
+                    cell(1),
+                    cell(2),
+                    cell(3)
+                )
+            }
+            None => "its advisory lock is held by another session".to_string(),
+        };
+        let running = self
+            .query(&format!(
+                "SELECT run_id FROM {}._fhirsync_runs WHERE status = 'running' ORDER BY started_at DESC LIMIT 1",
+                crate::destinations::sql::schema::quote_ident(schema)
+            ))
+            .ok()
+            .and_then(|rows| rows.into_iter().next()?.into_iter().next()?);
+        let holder = match running {
+            Some(run) => format!("{holder}; its run {run}"),
+            None => holder,
+        };
+        Err(Error::Locked { destination: self.describe.clone(), holder })
+    }
+
+    /// Whether a live session holds the writer lock of `schema` (for `status`): tries it and
+    /// lets it go at once.
+    pub(crate) fn schema_locked(&mut self, schema: &str) -> Result<bool> {
+        let key = lock_key_sql(schema);
+        let got = self.query(&format!("SELECT pg_try_advisory_lock({key})::text"))?;
+        if got.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("true") {
+            self.query(&format!("SELECT pg_advisory_unlock({key})::text"))?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Connects without creating or changing anything (read-only callers such as
     /// [`crate::recent_runs`]); tables must be schema-qualified.
     pub(crate) fn connect_existing(config: &PostgresConfig) -> Result<Self> {
+        config.validate()?;
         let mut pg: tokio_postgres::Config =
             config.url.parse().map_err(|source| Error::PostgresUrl { source })?;
-        if let Ok(password) = std::env::var(&config.password_env) {
+        let password = std::env::var(&config.password_env).ok();
+        if let Some(password) = &password {
             pg.password(password);
         }
         let host = pg
@@ -76,23 +133,46 @@ impl PostgresBackend {
         let describe =
             format!("postgres `{host}/{}` schema `{}`", pg.get_dbname().unwrap_or_default(), config.schema);
         if pg.get_application_name().is_none() {
-            pg.application_name("fhirsync");
+            // Names this process to whoever finds the schema locked (63 bytes at most).
+            let mut name = format!("fhirsync {} pid {}", crate::lock::host_name(), std::process::id());
+            while name.len() > 63 {
+                name.remove(9);
+            }
+            pg.application_name(&name);
         }
+        let user = pg.get_user().unwrap_or_default().to_string();
         let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(Error::io("starting the PostgreSQL runtime", "."))?;
-        let (client, connection) = rt.block_on(pg.connect(tls)).map_err(|source| {
+        let (client, mut connection) = rt.block_on(pg.connect(tls)).map_err(|source| {
             if is_tls_failure(&source) {
                 Error::PostgresTls { host: host.clone(), source }
+            } else if password.is_none() && is_password_missing(&source) {
+                Error::PostgresPasswordMissing {
+                    host: host.clone(),
+                    user: user.clone(),
+                    variable: config.password_env.clone(),
+                }
             } else {
                 Error::Postgres { action: "connecting", source }
             }
         })?;
+        // Drives the connection; the server's NOTICEs (e.g. "schema already exists") are debug.
         rt.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "PostgreSQL connection closed.");
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                        tracing::debug!(severity = notice.severity(), message = notice.message(), "PostgreSQL notice.");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        tracing::warn!(error = %crate::error::pg_cause(&error), "PostgreSQL connection closed.");
+                        break;
+                    }
+                    None => break,
+                }
             }
         });
         Ok(PostgresBackend {
@@ -130,6 +210,17 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The advisory lock key of `schema`, as SQL.
+fn lock_key_sql(schema: &str) -> String {
+    format!("hashtext({})", lit(&format!("fhirsync:{schema}")))
+}
+
+/// Whether the server asked for a password and none was given.
+fn is_password_missing(error: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    error.source().is_some_and(|s| s.to_string() == "password missing")
 }
 
 /// Whether a connection error came from the TLS handshake (rustls, e.g. an unknown issuer).

@@ -7,7 +7,7 @@ use fhirsync_views::View;
 
 use super::schema::{
     CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, UPSERT,
-    lit, shadow_table, type_table,
+    lit, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
@@ -209,7 +209,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         m: &mut RunMetrics,
     ) -> Result<()> {
         let d = self.d().clone();
-        let shadow_name = shadow_table(table);
+        let shadow_name = d.shadow_name(table, &ctx.run_id);
         if !has_shadow {
             // Nothing staged: an empty shadow lets the same statements find the deletes.
             self.backend.batch(&d.rows_ddl(&shadow_name, None))?;

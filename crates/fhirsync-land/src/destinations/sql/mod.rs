@@ -46,7 +46,7 @@ use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::{Error, Result};
 use schema::{
     Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit,
-    reread_table, shadow_table,
+    reread_table,
 };
 
 /// One text cell of a query result.
@@ -60,6 +60,8 @@ pub(crate) trait SqlBackend: Send {
     fn dialect(&self) -> &Dialect;
     /// Kind and location for messages, without credentials.
     fn describe(&self) -> String;
+    /// Called once the run id is known, to name it in the writer lock.
+    fn run_started(&mut self, _run_id: &str) {}
     /// Runs statements that return nothing (may be several, `;`-separated).
     fn batch(&mut self, sql: &str) -> Result<()>;
     /// Runs one statement and returns the number of rows it changed.
@@ -225,7 +227,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
             if !std::mem::replace(&mut abandoned, true) {
                 self.backend.execute(&format!(
-                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
                     d.t(RUNS),
                     d.ts_lit(&now())
                 ))?;
@@ -264,7 +266,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             "Abandoning an unfinished run staged by an earlier fhirsync version; the next run starts afresh."
         );
         self.backend.batch(&format!(
-            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed'); \
+            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed', 'interrupted'); \
              DELETE FROM {scopes}; DROP TABLE {legacy};",
             runs = d.t(RUNS),
             now = d.ts_lit(&now()),
@@ -414,7 +416,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             return Ok(());
         }
         let d = self.d().clone();
-        let shadow = shadow_table(table);
+        let shadow = d.shadow_name(table, run_id);
         self.backend.batch(&format!(
             "{}INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
             d.shadow_table_ddl(table, run_id),
@@ -445,7 +447,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
             let tally = self.tallies.as_ref().and_then(|t| t.get(resource_type));
             let target = StageTarget {
-                shadow: d.t(&shadow_table(&table)),
+                shadow: d.t(&d.shadow_name(&table, &run.id)),
                 lookup,
                 shadow_empty: tally.is_some_and(|t| t.shadowed == 0),
                 changes: run.method == Method::ReloadAndCompare,
@@ -483,18 +485,49 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?))
     }
 
+    /// Whether every registered shadow has the name run `run_id` stages into (an earlier
+    /// version named PostgreSQL's shadows without the run; such a run cannot be resumed, its
+    /// staged rows would be missed, so it is abandoned and started afresh).
+    fn shadows_named_for(&mut self, run_id: &str) -> Result<bool> {
+        let d = self.d().clone();
+        let staged =
+            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        for row in staged {
+            let mut cells = row.into_iter().flatten();
+            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
+            if d.shadow_name(&schema::type_table(&resource_type)?, run_id) != shadow {
+                tracing::warn!(run_id = %run_id, "The unfinished run was staged by an earlier fhirsync version; starting afresh.");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         let d = self.d().clone();
+        // This process holds the writer lock: a run still `running` died with its process.
+        let dead =
+            self.backend.query(&format!("SELECT run_id FROM {} WHERE status = 'running'", d.t(RUNS)))?;
+        for run_id in dead.into_iter().filter_map(|r| r.into_iter().next()?) {
+            tracing::warn!(run_id = %run_id, "The run before this one died mid-way; it is marked interrupted.");
+            self.backend.execute(&format!(
+                "UPDATE {} SET status = 'interrupted', ended_at = {} WHERE run_id = {}",
+                d.t(RUNS),
+                d.ts_lit(&now()),
+                lit(&run_id)
+            ))?;
+        }
         let unfinished = self.backend.query(&format!(
-            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed') ORDER BY started_at DESC, run_id DESC",
+            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed', 'interrupted') ORDER BY started_at DESC, run_id DESC",
             d.t(RUNS)
         ))?;
         if let Some([Some(run_id), Some(m)]) = unfinished.first().map(|r| [r[0].clone(), r[1].clone()])
             && options.resume
             && m == method.as_str()
+            && self.shadows_named_for(&run_id)?
         {
             self.backend.execute(&format!(
-                "UPDATE {} SET status = 'running', errors = NULL WHERE run_id = {}",
+                "UPDATE {} SET status = 'running', errors = NULL, ended_at = NULL WHERE run_id = {}",
                 d.t(RUNS),
                 lit(&run_id)
             ))?;
@@ -511,7 +544,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let now = now();
         self.backend.execute(&format!(
-            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed')",
+            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
             d.t(RUNS),
             d.ts_lit(&now)
         ))?;
@@ -542,6 +575,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
         self.run = None;
         self.end_bulk_load();
         let start = self.in_transaction(|this| this.start_or_resume(method, options))?;
+        self.backend.run_started(&start.run_id);
         self.tables = self.registered_types()?.into_iter().map(|(t, _)| t).collect();
         self.tallies = (!start.resumed).then(Default::default);
         if method == Method::FullLoad && !self.target_has_data()? {

@@ -290,7 +290,21 @@ impl Dialect {
                 ));
                 ddl
             }
-            Dialect::Postgres { .. } => self.rows_ddl(&shadow_table(table), None),
+            Dialect::Postgres { .. } => self.rows_ddl(&self.shadow_name(table, run_id), None),
+        }
+    }
+
+    /// The shadow of type table `table` in run `run_id`. PostgreSQL names it per run
+    /// (`_fhirsync_new_observation_<8 characters of the run id>`, at most 63 bytes), so two
+    /// processes can never meet in one shadow; SQLite keeps `_fhirsync_new_<table>`, which its
+    /// split layout swaps in by name (its file has one writer at a time).
+    pub(crate) fn shadow_name(&self, table: &str, run_id: &str) -> String {
+        match self {
+            Dialect::Sqlite => shadow_table(table),
+            Dialect::Postgres { .. } => {
+                let suffix: String = run_suffix(run_id).chars().take(8).collect();
+                format!("{}_{suffix}", shadow_table(table))
+            }
         }
     }
 

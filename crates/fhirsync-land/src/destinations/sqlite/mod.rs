@@ -7,4 +7,4 @@ mod config;
 mod writer;
 
 pub use config::{DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_SQLITE_PATH, SqliteConfig};
-pub(crate) use writer::{SqliteBackend, open};
+pub(crate) use writer::{SqliteBackend, lock_path, open};

@@ -27,6 +27,15 @@ pub(crate) struct SqliteBackend {
     path: PathBuf,
     dialect: Dialect,
     busy_timeout: Duration,
+    /// The writer lock next to the database (writers only; `None` for read-only opens).
+    lock: Option<crate::lock::WriterLock>,
+}
+
+/// The writer lock file of a database: `<database>-fhirsync-lock`, next to it.
+pub(crate) fn lock_path(db: &std::path::Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-fhirsync-lock");
+    PathBuf::from(name)
 }
 
 fn err(action: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -35,6 +44,10 @@ fn err(action: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 
 impl SqliteBackend {
     pub(crate) fn open(config: &SqliteConfig) -> Result<Self> {
+        let lock = crate::lock::WriterLock::acquire(
+            &lock_path(&config.path),
+            &format!("sqlite `{}`", config.path.display()),
+        )?;
         let conn = Connection::open(&config.path).map_err(err("opening the database"))?;
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         conn.busy_timeout(busy_timeout).map_err(err("setting the busy timeout"))?;
@@ -48,7 +61,13 @@ impl SqliteBackend {
         )
         .map_err(err("setting pragmas"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SqliteBackend { conn, path: config.path.clone(), dialect: Dialect::Sqlite, busy_timeout })
+        Ok(SqliteBackend {
+            conn,
+            path: config.path.clone(),
+            dialect: Dialect::Sqlite,
+            busy_timeout,
+            lock: Some(lock),
+        })
     }
 
     /// The database's journal mode after `PRAGMA journal_mode = {mode}`.
@@ -89,6 +108,7 @@ impl SqliteBackend {
             path: config.path.clone(),
             dialect: Dialect::Sqlite,
             busy_timeout: Duration::from_millis(config.busy_timeout_ms),
+            lock: None,
         })
     }
 }
@@ -100,6 +120,12 @@ impl SqlBackend for SqliteBackend {
 
     fn describe(&self) -> String {
         format!("sqlite `{}`", self.path.display())
+    }
+
+    fn run_started(&mut self, run_id: &str) {
+        if let Some(lock) = &self.lock {
+            lock.set_run(run_id);
+        }
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
