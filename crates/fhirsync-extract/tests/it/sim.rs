@@ -187,6 +187,26 @@ fn gap_of(report: &fhirsync_extract::ExtractReport, ty: &str) -> String {
     gap.unwrap_or_else(|| panic!("no gap for {ty}: {:?}", report.gaps)).reason.to_string()
 }
 
+/// A whole type the client may not export is answered in `error[]` (59130), not dropped
+/// silently: it is a gap, so its landed rows are never read as "now empty" and deleted.
+#[tokio::test]
+async fn bulk_unlicensed_type_is_a_gap_not_empty() {
+    let sim = start(3, 1000, &["Encounter"], bulk_sim_config()).await;
+    let conn = connection(&sim);
+    let cfg = bulk_config();
+    let state = tempfile::tempdir().unwrap();
+    let (_, done, report) = bulk_run(&sim, &conn, &cfg, state.path()).await.unwrap();
+    assert!(!done.iter().any(|s| s.dataset.resource_type == "Encounter"), "{done:?}");
+    let gap =
+        report.gaps.iter().find(|g| g.scope.dataset.resource_type == "Encounter").expect("Encounter gap");
+    assert!(
+        gap.reason.to_string().contains("59130") || gap.reason.to_string().contains("not authorized"),
+        "{}",
+        gap.reason
+    );
+    assert!(done.iter().any(|s| s.dataset.resource_type == "Observation"), "other types complete: {done:?}");
+}
+
 /// Bulk cycle: kick-off, polling, parallel NDJSON download, one cohort-level completion per type
 /// (the unlicensed Condition sub-type is a named exclusion, not a gap), real patient and
 /// resource counts, DELETE at the end.

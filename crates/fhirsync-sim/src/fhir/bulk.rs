@@ -10,8 +10,9 @@
 //!    then 200 with the manifest `{transactionTime, request, requiresAccessToken: true,
 //!    output: [{type, url, count}], error: []}`.
 //! 3. Files `{R4}/BulkRequest/{job}/{Type}-{n}.ndjson` (at most `max_lines_per_file` lines,
-//!    streamed) need the bearer token of the client that kicked off. Datasets the client is not
-//!    licensed for, and datasets whose licence was narrowed (`FhirState::narrow_licence`: the
+//!    streamed) need the bearer token of the client that kicked off. A whole type the client is
+//!    not licensed for is an `error[]` OperationOutcome (59130), never a silently missing file.
+//!    Sub-type datasets the client is not licensed for, and datasets whose licence was narrowed (`FhirState::narrow_licence`: the
 //!    same records are withheld as in searches), appear as 59204 issues of one OperationOutcome
 //!    line at the start of the type's first file. Outside-Record issues are not written to
 //!    NDJSON (nothing is known about Epic doing so).
@@ -259,6 +260,15 @@ pub(crate) fn kickoff(
     let mut failed = Vec::new();
     for (n, ty) in types.iter().enumerate() {
         if licence.excludes(ty) {
+            // Not silently dropped: a type missing from the output would read as "now empty".
+            // Epic's bulk code for an unauthorized client is 59130.
+            let text = format!("Client not authorized for {ty}. This type was not exported.");
+            failed.push(json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "forbidden",
+                    "details": {"coding": [{"system": wire::EPIC_OUTCOME_SYSTEM, "code": "59130", "display": "Client not authorized"}], "text": "Client not authorized"},
+                    "diagnostics": text}],
+            }));
             continue;
         }
         if fhir.bulk.take_fault(&fhir.config.bulk.faults, BulkFaultKind::ExportError, ty) {
