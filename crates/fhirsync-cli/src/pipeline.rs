@@ -221,11 +221,11 @@ pub fn print_summary(outcome: &SyncOutcome) {
     match m.method.as_str() {
         // Reload and full load do not compare: re-read rows are replaced, not classified.
         "reload-and-compare" => println!(
-            "  landed:    {} inserted, {} updated, {} deleted, {} kept because incomplete, {} unchanged; {} view rows",
+            "  landed:    {} inserted, {} updated, {} deleted, {} kept (scope not complete this run), {} unchanged; {} view rows",
             m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
         ),
         _ => println!(
-            "  landed:    {} re-read and replaced ({} new), {} deleted, {} kept because incomplete; {} view rows",
+            "  landed:    {} re-read and replaced ({} new), {} deleted, {} kept (scope not complete this run); {} view rows",
             m.staged, m.inserted, m.deleted, m.kept, m.view_rows
         ),
     }

@@ -187,7 +187,13 @@ impl ExtractReport {
             .map(|(line, n)| format!("gap: {line} ({n} {})", if n == 1 { "scope" } else { "scopes" }))
             .collect();
         for e in &self.exclusions {
-            let unit = if e.scopes == 1 { "patient" } else { "patients" };
+            // Bulk books one scope per export and type, search one per patient and dataset.
+            let unit = match (self.mode, e.scopes) {
+                (Mode::Bulk, 1) => "export",
+                (Mode::Bulk, _) => "exports",
+                (Mode::Search, 1) => "patient",
+                (Mode::Search, _) => "patients",
+            };
             lines.push(format!(
                 "outside records withheld: {} ({}), {} {unit}",
                 e.exclusion, e.dataset, e.scopes
