@@ -43,6 +43,28 @@ async fn second_sync_applies_only_the_delete() {
     assert_eq!(deleted, 1);
 }
 
+/// Issue 14: the default patient view carries Epic's MRN (identifier type EPI) for the sandbox
+/// patients: Jason Argonaut is 203675, Camila Lopez 203713.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_view_has_the_epi_mrn() {
+    let env = Env::start(10).await;
+    let config = env.config("");
+    let text_cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text_cfg.replacen("[extract]\n", "[extract]\ndatasets = [\"Patient\"]\n", 1))
+        .unwrap();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mrn = |id: &str| -> Option<String> {
+        conn.query_row("SELECT mrn FROM view_patient WHERE _id = ?1", [id], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(mrn("eD.LxhDyX35TntF77l7etUA3").as_deref(), Some("203675"));
+    assert_eq!(mrn("erXuFYUfucBZaryVksYEcMg3").as_deref(), Some("203713"));
+    assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM view_patient WHERE mrn IS NULL"), 0);
+}
+
 /// A reload reports what it re-read and replaced, not a compare's "0 unchanged"; logs written
 /// to a pipe carry no colour codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
