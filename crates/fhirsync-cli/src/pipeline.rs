@@ -44,6 +44,10 @@ pub async fn sync(
     let started = Instant::now();
     let destination = describe_destination(config);
 
+    // Authenticate before the destination is opened: refused credentials create nothing there
+    // (no database, no failed run to "resume").
+    tokens.access_token().await.context("cannot authenticate; nothing was changed at the destination")?;
+
     // The destination takes its writer lock where the data lives (a PostgreSQL advisory lock,
     // a lock file next to the SQLite database or inside the folder); a second writer fails
     // here, naming the holder.
