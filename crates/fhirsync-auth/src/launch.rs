@@ -11,7 +11,9 @@
 //! 3. [`PendingLogin::finish`] checks `state`, exchanges the code (`grant_type=authorization_code`,
 //!    `code`, `redirect_uri`, `code_verifier`; client secret in HTTP Basic with URL-encoded id and
 //!    secret and no `client_id` in the body; public clients send `client_id` instead) and saves
-//!    the tokens in the token store.
+//!    the tokens in the token store. With the loopback listener the browser's connection is held
+//!    open until the exchange is done ([`PendingLogin::finish_redirect`]): the page it shows is the
+//!    result of the exchange (success, or the token endpoint's error), not just receipt of the code.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,6 +124,19 @@ impl PendingLogin {
     /// The `state` sent (tests).
     pub fn state(&self) -> &str {
         &self.state
+    }
+
+    /// [`PendingLogin::finish`] for a redirect captured on the loopback listener, then answers
+    /// the browser with the result of the exchange (success, or the token endpoint's error).
+    pub async fn finish_redirect(
+        &self,
+        http: &reqwest::Client,
+        redirect: Redirect,
+        store: &TokenStore,
+    ) -> Result<StoredTokens> {
+        let result = self.finish(http, redirect.callback.clone(), store).await;
+        redirect.respond(&result).await;
+        result
     }
 
     /// Checks `state`, exchanges the code and saves the tokens in `store`.
@@ -255,15 +270,18 @@ impl LoopbackListener {
         self.addr
     }
 
-    /// Waits for the redirect (other requests, e.g. `/favicon.ico`, get 404).
-    pub async fn wait(self, timeout: Duration) -> Result<Callback> {
+    /// Waits for the redirect (other requests, e.g. `/favicon.ico`, get 404). The browser's
+    /// connection is kept open: answer it with [`Redirect::respond`] once the code exchange is
+    /// done (or use [`PendingLogin::finish_redirect`]). An error redirect from the authorization
+    /// server is answered at once with a failure page and returned as the error.
+    pub async fn wait(self, timeout: Duration) -> Result<Redirect> {
         let addr = self.addr.to_string();
         tokio::time::timeout(timeout, self.accept_loop())
             .await
             .map_err(|_| Error::LoginTimeout { addr, seconds: timeout.as_secs() })?
     }
 
-    async fn accept_loop(&self) -> Result<Callback> {
+    async fn accept_loop(&self) -> Result<Redirect> {
         loop {
             let (mut stream, _) = self
                 .listener
@@ -278,24 +296,71 @@ impl LoopbackListener {
                     .await;
                 continue;
             }
-            let result = callback_from_pairs(url::form_urlencoded::parse(query.as_bytes()));
-            let body = match &result {
-                Ok(_) => {
-                    "<html><body><h1>Login complete</h1><p>You can close this window and return to fhirsync.</p></body></html>"
-                }
-                Err(_) => {
-                    "<html><body><h1>Login failed</h1><p>See the fhirsync terminal for details.</p></body></html>"
+            return match callback_from_pairs(url::form_urlencoded::parse(query.as_bytes())) {
+                Ok(callback) => Ok(Redirect { callback, stream }),
+                Err(e) => {
+                    answer_browser(stream, Err(&e)).await;
+                    Err(e)
                 }
             };
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-            return result;
         }
     }
+}
+
+/// A redirect captured by the [`LoopbackListener`], with the browser still waiting for its page.
+/// Debug never shows the code.
+#[derive(Debug)]
+pub struct Redirect {
+    callback: Callback,
+    stream: tokio::net::TcpStream,
+}
+
+impl Redirect {
+    /// The code and state of the redirect.
+    pub fn callback(&self) -> &Callback {
+        &self.callback
+    }
+
+    /// Answers the browser with the outcome of the login: success, or the error (its message
+    /// names the problem and never holds a secret), then closes the connection.
+    pub async fn respond<T>(self, outcome: &Result<T>) {
+        answer_browser(self.stream, outcome.as_ref().map(|_| ())).await;
+    }
+}
+
+/// Writes the result page to the browser and closes the connection (a browser that went away
+/// is not an error: the terminal reports the outcome as well).
+async fn answer_browser(mut stream: tokio::net::TcpStream, outcome: std::result::Result<(), &Error>) {
+    let body = match outcome {
+        Ok(()) => "<html><body><h1>Login complete</h1><p>The tokens were obtained and saved. You can \
+                   close this window and return to fhirsync.</p></body></html>"
+            .to_string(),
+        Err(e) => format!(
+            "<html><body><h1>Login failed</h1><p>{}</p><p>See the fhirsync terminal for details.</p></body></html>",
+            html_escape(&e.to_string())
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Reads an HTTP request head and returns its request target (`/path?query`).

@@ -57,9 +57,11 @@ pub use backend::{BackendServicesAuth, TokenInfo};
 pub use discovery::Endpoints;
 pub use error::{Error, Result};
 pub use keys::{KeySource, KeyType, SigningKey, generate_private_key, load_private_key, write_private_key};
-pub use launch::{Callback, LaunchSettings, LoopbackListener, PendingLogin, is_loopback, parse_pasted};
+pub use launch::{
+    Callback, LaunchSettings, LoopbackListener, PendingLogin, Redirect, is_loopback, parse_pasted,
+};
 pub use settings::{AuthSettings, DEFAULT_TOKEN_STORE, http_client};
-pub use store::{AuthStatus, StoredTokenAuth, StoredTokens, TokenStore};
+pub use store::{AuthStatus, RefreshRefusal, StoredTokenAuth, StoredTokens, TokenState, TokenStore};
 
 /// A boxed, sendable future (keeps [`TokenProvider`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -20,8 +20,21 @@ use crate::{BoxFuture, Error, Result, TokenProvider, fsutil};
 
 /// Current token store file format.
 pub const STORE_VERSION: u32 = 1;
-/// An access token is used only while it has at least this much life left.
+/// Renewal margin: an access token with less life left than this is renewed before use (and
+/// `auth status` says "renewing soon"). If renewal is refused, the token is still used until it
+/// really expires.
 pub const EXPIRY_MARGIN: ChronoDuration = ChronoDuration::seconds(30);
+
+/// The token endpoint refused a refresh (`invalid_grant`, a refused client, ...): when and why.
+/// Holds no secret: only the endpoint's error code and description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRefusal {
+    /// When the refresh was refused.
+    pub at: DateTime<Utc>,
+    /// The token endpoint's answer (error code and description, never a token).
+    pub reason: String,
+}
 
 /// Tokens of a completed login. Debug never shows the tokens.
 #[derive(Debug, Clone)]
@@ -42,6 +55,8 @@ pub struct StoredTokens {
     pub scopes: Vec<String>,
     /// When the tokens were last obtained or refreshed.
     pub updated_at: DateTime<Utc>,
+    /// The last refresh was refused: the refresh token is dead and a new login is needed.
+    pub refresh_refused: Option<RefreshRefusal>,
 }
 
 impl StoredTokens {
@@ -63,12 +78,18 @@ impl StoredTokens {
             refresh_token: response.refresh_token,
             scopes: response.scopes,
             updated_at: now,
+            refresh_refused: None,
         }
     }
 
-    /// Whether the access token is still usable.
+    /// Whether the access token has more than the renewal margin left (used without renewing).
     pub fn access_valid(&self) -> bool {
         Utc::now() + EXPIRY_MARGIN < self.access_expires_at
+    }
+
+    /// Whether the access token has not expired yet (it may be within the renewal margin).
+    pub fn access_unexpired(&self) -> bool {
+        Utc::now() < self.access_expires_at
     }
 }
 
@@ -94,6 +115,9 @@ struct StoreFile {
     scopes: Vec<String>,
     /// Last update.
     updated_at: DateTime<Utc>,
+    /// Last refresh refused (absent in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_refused: Option<RefreshRefusal>,
 }
 
 /// The token store file.
@@ -138,6 +162,7 @@ impl TokenStore {
             refresh_token: file.refresh_token.map(SecretString::from),
             scopes: file.scopes,
             updated_at: file.updated_at,
+            refresh_refused: file.refresh_refused,
         }))
     }
 
@@ -153,6 +178,7 @@ impl TokenStore {
             refresh_token: tokens.refresh_token.as_ref().map(|t| t.expose_secret().to_string()),
             scopes: tokens.scopes.clone(),
             updated_at: tokens.updated_at,
+            refresh_refused: tokens.refresh_refused.clone(),
         };
         let json = Zeroizing::new(serde_json::to_vec_pretty(&file).unwrap_or_default());
         drop(Zeroizing::new(file.access_token));
@@ -162,47 +188,64 @@ impl TokenStore {
 
     /// What the store holds, without contacting the server and without showing any token.
     pub fn status(&self) -> Result<AuthStatus> {
-        Ok(match self.load()? {
-            None => AuthStatus::NotAuthenticated,
-            Some(t) if t.access_valid() || t.refresh_token.is_some() => AuthStatus::Verified {
-                access_expires_at: t.access_expires_at,
-                access_valid: t.access_valid(),
-                refreshable: t.refresh_token.is_some(),
-                scopes: t.scopes,
-                client_id: t.client_id,
-            },
-            Some(t) => AuthStatus::Expired {
-                expired_at: t.access_expires_at,
-                scopes: t.scopes,
-                client_id: t.client_id,
-            },
+        let Some(t) = self.load()? else { return Ok(AuthStatus::NotAuthenticated) };
+        let state = if let Some(refusal) = t.refresh_refused.clone() {
+            TokenState::RefreshRefused(refusal)
+        } else if t.access_valid() {
+            TokenState::Verified
+        } else if t.access_unexpired() {
+            TokenState::RenewingSoon
+        } else {
+            TokenState::Expired
+        };
+        Ok(AuthStatus::Stored {
+            state,
+            client_id: t.client_id,
+            access_expires_at: t.access_expires_at,
+            refreshable: t.refresh_token.is_some(),
+            scopes: t.scopes,
         })
+    }
+}
+
+/// State of the stored tokens, as `auth status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenState {
+    /// The access token has more than the renewal margin left.
+    Verified,
+    /// The access token expires within the renewal margin: the next use renews it.
+    RenewingSoon,
+    /// The access token has expired (the next use refreshes it if a refresh token is stored).
+    Expired,
+    /// The last refresh was refused: `fhirsync auth login` is needed.
+    RefreshRefused(RefreshRefusal),
+}
+
+impl TokenState {
+    /// Whether a new login is needed (refresh refused, or expired without a refresh token).
+    pub fn login_needed(&self, refreshable: bool) -> bool {
+        match self {
+            TokenState::RefreshRefused(_) => true,
+            TokenState::Expired => !refreshable,
+            TokenState::Verified | TokenState::RenewingSoon => false,
+        }
     }
 }
 
 /// Authentication state of a token store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthStatus {
-    /// A valid access token, or an expired one with a refresh token.
-    Verified {
+    /// Tokens of a login are stored.
+    Stored {
+        /// Verified / renewing soon / expired / refresh refused.
+        state: TokenState,
         /// Client id.
         client_id: String,
         /// Access token expiry.
         access_expires_at: DateTime<Utc>,
-        /// The access token itself is still valid.
-        access_valid: bool,
         /// A refresh token is stored.
         refreshable: bool,
         /// Granted scopes.
-        scopes: Vec<String>,
-    },
-    /// Access expired and no refresh token: log in again.
-    Expired {
-        /// Client id.
-        client_id: String,
-        /// When access expired.
-        expired_at: DateTime<Utc>,
-        /// Scopes that were granted.
         scopes: Vec<String>,
     },
     /// No token store file.
@@ -266,19 +309,22 @@ impl StoredTokenAuth {
             form.push(("client_id", tokens.client_id.as_str()));
         }
         debug!(token_url = %tokens.token_url, "Refreshing the access token.");
-        let response =
-            token::request(&self.http, &tokens.token_url, &tokens.client_id, kind, basic.as_ref(), &form)
-                .await
-                .map_err(|e| match e {
-                    Error::TokenEndpoint { ref error, .. } if error == "invalid_grant" => {
-                        Error::NotAuthenticated {
-                            reason:
-                                "the refresh token was refused (`invalid_grant`): it expired or was revoked"
-                                    .into(),
-                        }
-                    }
-                    other => other,
-                })?;
+        let response = match token::request(
+            &self.http,
+            &tokens.token_url,
+            &tokens.client_id,
+            kind,
+            basic.as_ref(),
+            &form,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => match refusal_reason(&e) {
+                Some(reason) => return Err(self.record_refusal(reason)),
+                None => return Err(e),
+            },
+        };
         let mut updated = StoredTokens::from_response(
             &tokens.client_id,
             &tokens.token_url,
@@ -297,9 +343,58 @@ impl StoredTokenAuth {
         Ok(updated)
     }
 
+    /// Records a refused refresh in memory and in the store (time and reason, no secret) and
+    /// returns the error to give once the access token has really expired.
+    fn record_refusal(&self, reason: String) -> Error {
+        let refusal = RefreshRefusal { at: Utc::now(), reason };
+        let tokens = {
+            let mut current = self.current.lock().unwrap();
+            current.refresh_refused = Some(refusal.clone());
+            current.clone()
+        };
+        warn!(
+            reason = %refusal.reason,
+            access_expires_at = %tokens.access_expires_at,
+            "The token endpoint refused the refresh; the current access token is used until it \
+             expires, then `fhirsync auth login` is needed."
+        );
+        if let Err(e) = self.store.save(&tokens) {
+            warn!(error = %e, "Cannot record the refused refresh in the token store.");
+        }
+        refused_error(&refusal, &tokens)
+    }
+
     fn valid_token(&self) -> Option<SecretString> {
         let current = self.current.lock().unwrap();
         current.access_valid().then(|| current.access_token.clone())
+    }
+}
+
+/// The reason to record when `e` is the token endpoint refusing the refresh (not a network
+/// failure or a 5xx/429, which may succeed later).
+fn refusal_reason(e: &Error) -> Option<String> {
+    match e {
+        Error::TokenEndpoint { status, error, description, .. } if !e.is_transient() => {
+            Some(match description {
+                Some(d) => format!("HTTP {status} `{error}`: {d}"),
+                None => format!("HTTP {status} `{error}`"),
+            })
+        }
+        Error::ClientRejected { error, hint, .. } => Some(format!("`{error}`: {hint}")),
+        _ => None,
+    }
+}
+
+/// The error once a refused refresh leaves no usable access token.
+fn refused_error(refusal: &RefreshRefusal, tokens: &StoredTokens) -> Error {
+    Error::NotAuthenticated {
+        reason: format!(
+            "the token endpoint refused the refresh at {} ({}); the access token expire{} at {}",
+            refusal.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            refusal.reason,
+            if tokens.access_unexpired() { "s" } else { "d" },
+            tokens.access_expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        ),
     }
 }
 
@@ -314,7 +409,25 @@ impl TokenProvider for StoredTokenAuth {
                 return Ok(t);
             }
             let tokens = self.current.lock().unwrap().clone();
-            self.refresh_locked(tokens).await.map(|t| t.access_token)
+            // A refresh already refused (this run, or recorded in the store): the refresh token is
+            // dead, so do not ask again; ride on the access token until it really expires.
+            let refused = match &tokens.refresh_refused {
+                Some(refusal) => Err(refused_error(refusal, &tokens)),
+                None => match self.refresh_locked(tokens.clone()).await {
+                    Ok(updated) => return Ok(updated.access_token),
+                    Err(e @ Error::NotAuthenticated { .. }) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            };
+            let current = self.current.lock().unwrap().clone();
+            if current.refresh_refused.is_some() && current.access_unexpired() {
+                debug!(
+                    access_expires_at = %current.access_expires_at,
+                    "Refresh refused; using the current access token until it expires."
+                );
+                return Ok(current.access_token);
+            }
+            refused
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fhirsync_auth::launch::DEFAULT_SCOPE;
 use fhirsync_auth::{
     AuthSettings, AuthStatus, Callback, Error, LoopbackListener, PendingLogin, StoredTokenAuth,
-    TokenProvider, TokenStore, parse_pasted,
+    TokenProvider, TokenState, TokenStore, parse_pasted,
 };
 use fhirsync_sim::Sim;
 use fhirsync_sim::oauth::ClientRegistration;
@@ -97,7 +97,8 @@ async fn authorize_url_parameters() {
     assert!(!url.as_str().contains(SECRET) && !url.as_str().contains("s3%2Fcr"));
 }
 
-/// Loopback redirect: the listener captures the code, the exchange succeeds, tokens are stored 0600.
+/// Loopback redirect: the listener captures the code, the exchange succeeds, tokens are stored
+/// 0600, and the browser gets "Login complete" only after the exchange.
 #[tokio::test]
 async fn loopback_login_end_to_end() {
     let sim = auto_sim().await;
@@ -112,11 +113,19 @@ async fn loopback_login_end_to_end() {
     let wait = tokio::spawn(listener.wait(Duration::from_secs(10)));
     let location = browse(pending.authorize_url()).await;
     assert!(location.starts_with(&redirect));
-    let page = reqwest::get(&location).await.unwrap();
-    assert_eq!(page.status(), 200);
-    let callback = wait.await.unwrap().unwrap();
+    let browser = tokio::spawn(async move {
+        let page = reqwest::get(&location).await.unwrap();
+        (page.status(), page.text().await.unwrap())
+    });
+    let redirect = tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap().unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!browser.is_finished(), "the browser must wait for the code exchange");
+    assert_eq!(sim.state().oauth.tokens_issued(), 0);
     let store = TokenStore::new(&store_path);
-    let tokens = pending.finish(&http, callback, &store).await.unwrap();
+    let tokens = pending.finish_redirect(&http, redirect, &store).await.unwrap();
+    let (status, page) = tokio::time::timeout(Duration::from_secs(10), browser).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("Login complete"), "{page}");
     assert!(common::sim_accepts(&sim, &tokens.access_token));
     assert!(tokens.refresh_token.is_some());
     #[cfg(unix)]
@@ -127,6 +136,47 @@ async fn loopback_login_end_to_end() {
     let loaded = store.load().unwrap().unwrap();
     assert_eq!(loaded.access_token.expose_secret(), tokens.access_token.expose_secret());
     assert_eq!(loaded.scopes, vec!["openid", "fhirUser", "offline_access"]);
+}
+
+/// A code exchange the token endpoint refuses is reported on the browser page ("Login failed"
+/// with the endpoint's error), never as "Login complete"; nothing is stored.
+#[tokio::test]
+async fn loopback_page_reports_failed_exchange() {
+    let sim = auto_sim().await;
+    let redirect = format!("http://127.0.0.1:{}/callback", free_port());
+    register(&sim, &redirect, true);
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("tokens.json");
+    let mut settings = settings(&sim, &redirect, &store_path).await;
+    settings.client_secret = Some(SecretString::from("not-the-secret"));
+    let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
+    let listener = LoopbackListener::bind(pending.redirect_uri()).await.unwrap();
+    let wait = tokio::spawn(listener.wait(Duration::from_secs(10)));
+    let location = browse(pending.authorize_url()).await;
+    let browser = tokio::spawn(async move { reqwest::get(&location).await.unwrap().text().await.unwrap() });
+    let redirect = tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap().unwrap().unwrap();
+    let store = TokenStore::new(&store_path);
+    let err = pending.finish_redirect(&http, redirect, &store).await.unwrap_err();
+    assert!(matches!(err, Error::ClientRejected { ref error, .. } if error == "invalid_client"), "{err}");
+    let page = tokio::time::timeout(Duration::from_secs(10), browser).await.unwrap().unwrap();
+    assert!(page.contains("Login failed") && page.contains("invalid_client"), "{page}");
+    assert!(!page.contains("Login complete"), "{page}");
+    assert!(!page.contains("not-the-secret"), "{page}");
+    assert!(!store_path.exists());
+}
+
+/// An error redirect from the authorization server is answered with a failure page at once.
+#[tokio::test]
+async fn loopback_page_reports_denied_login() {
+    let addr = format!("http://127.0.0.1:{}/callback", free_port());
+    let listener = LoopbackListener::bind(&Url::parse(&addr).unwrap()).await.unwrap();
+    let wait = tokio::spawn(listener.wait(Duration::from_secs(10)));
+    let page =
+        reqwest::get(format!("{addr}?error=access_denied&state=s")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Login failed") && page.contains("access_denied"), "{page}");
+    let err = wait.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::AuthorizationDenied { .. }), "{err}");
 }
 
 /// Pasted redirect URL of a non-loopback redirect URI completes the login.
@@ -289,7 +339,8 @@ async fn expiry_mid_run_refreshes() {
     assert_eq!(sim.state().oauth.tokens_issued(), 2);
 }
 
-/// Status reads Not authenticated / Verified / Expired from the store without showing tokens.
+/// Status reads Not authenticated / Verified / renewing soon / expired from the store without
+/// showing tokens; "renewing soon" covers the renewal margin before the real expiry.
 #[tokio::test]
 async fn status_states() {
     let sim = auto_sim().await;
@@ -297,18 +348,89 @@ async fn status_states() {
     let missing = TokenStore::new(dir.path().join("nope.json"));
     assert_eq!(missing.status().unwrap(), AuthStatus::NotAuthenticated);
     let (store, mut tokens) = login_pasted(&sim, &dir, false).await;
-    assert!(matches!(
-        store.status().unwrap(),
-        AuthStatus::Verified { access_valid: true, refreshable: false, .. }
-    ));
+    let state = |store: &TokenStore| match store.status().unwrap() {
+        AuthStatus::Stored { state, refreshable, .. } => (state, refreshable),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(state(&store), (TokenState::Verified, false));
+    tokens.access_expires_at = chrono::Utc::now() + chrono::Duration::seconds(10);
+    store.save(&tokens).unwrap();
+    assert_eq!(state(&store), (TokenState::RenewingSoon, false));
     tokens.access_expires_at = chrono::Utc::now() - chrono::Duration::seconds(5);
     store.save(&tokens).unwrap();
-    assert!(matches!(store.status().unwrap(), AuthStatus::Expired { .. }));
+    assert_eq!(state(&store), (TokenState::Expired, false));
+    assert!(TokenState::Expired.login_needed(false) && !TokenState::Expired.login_needed(true));
     let debug = format!("{:?}", store.status().unwrap());
     assert!(!debug.contains(tokens.access_token.expose_secret()));
     let err =
         StoredTokenAuth::open(reqwest::Client::new(), store, None).unwrap().access_token().await.unwrap_err();
     assert!(matches!(err, Error::NotAuthenticated { .. }));
+}
+
+/// A refused refresh (`invalid_grant`) while the access token still has life left keeps using
+/// that token, records the refusal (time + reason, no token) in the store, does not ask again,
+/// and fails with the re-login hint only once the token has really expired.
+#[tokio::test]
+async fn refused_refresh_rides_out_the_access_token() {
+    let sim = auto_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut tokens) = login_pasted(&sim, &dir, true).await;
+    tokens.refresh_token = Some(SecretString::from("simrt-revoked"));
+    // Within the renewal margin (a refresh is due) but 2 s from the real expiry.
+    tokens.access_expires_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    store.save(&tokens).unwrap();
+    let before = chrono::Utc::now();
+    let auth = StoredTokenAuth::open(reqwest::Client::new(), store.clone(), Some(SecretString::from(SECRET)))
+        .unwrap();
+    let token = auth.access_token().await.unwrap();
+    assert_eq!(token.expose_secret(), tokens.access_token.expose_secret(), "the current token is kept");
+    assert!(common::sim_accepts(&sim, &token));
+    let refusal = store.load().unwrap().unwrap().refresh_refused.expect("refusal recorded");
+    assert!(refusal.at >= before && refusal.at <= chrono::Utc::now());
+    assert!(refusal.reason.contains("invalid_grant"), "{}", refusal.reason);
+    let file = std::fs::read_to_string(store.path()).unwrap();
+    let recorded = file.split("\"refresh_refused\"").nth(1).unwrap();
+    assert!(!recorded.contains("simrt-revoked") && !recorded.contains(tokens.access_token.expose_secret()));
+    match store.status().unwrap() {
+        AuthStatus::Stored { state: TokenState::RefreshRefused(r), refreshable, .. } => {
+            assert_eq!(r, refusal);
+            assert!(TokenState::RefreshRefused(r).login_needed(refreshable));
+        }
+        other => panic!("after a refused refresh the status must not be Verified: {other:?}"),
+    }
+    // Still usable: the same token again, without another refresh request.
+    assert_eq!(auth.access_token().await.unwrap().expose_secret(), token.expose_secret());
+    // A new run on the same store rides on it too.
+    let again =
+        StoredTokenAuth::open(reqwest::Client::new(), store.clone(), Some(SecretString::from(SECRET)))
+            .unwrap();
+    assert_eq!(again.access_token().await.unwrap().expose_secret(), token.expose_secret());
+    assert_eq!(sim.state().oauth.tokens_issued(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = auth.access_token().await.unwrap_err();
+    assert!(matches!(err, Error::NotAuthenticated { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("refused the refresh") && message.contains("fhirsync auth login"), "{message}");
+    assert!(!message.contains("simrt-revoked"));
+}
+
+/// A new login clears a recorded refusal: the status is Verified again.
+#[tokio::test]
+async fn login_clears_refusal() {
+    let sim = auto_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut tokens) = login_pasted(&sim, &dir, true).await;
+    tokens.refresh_refused = Some(fhirsync_auth::RefreshRefusal {
+        at: chrono::Utc::now(),
+        reason: "HTTP 400 `invalid_grant`".into(),
+    });
+    store.save(&tokens).unwrap();
+    assert!(matches!(
+        store.status().unwrap(),
+        AuthStatus::Stored { state: TokenState::RefreshRefused(_), .. }
+    ));
+    let (store, _) = login_pasted(&sim, &dir, true).await;
+    assert!(matches!(store.status().unwrap(), AuthStatus::Stored { state: TokenState::Verified, .. }));
 }
 
 /// Debug of every secret-holding type shows no secret, code, verifier or token.
@@ -369,4 +491,9 @@ async fn refused_refresh_token_asks_for_login() {
     let err = auth.access_token().await.unwrap_err();
     assert!(matches!(err, Error::NotAuthenticated { .. }), "{err}");
     assert!(err.to_string().contains("fhirsync auth login"));
+    assert!(store_path_refused(&dir), "the refusal is recorded");
+}
+
+fn store_path_refused(dir: &tempfile::TempDir) -> bool {
+    TokenStore::new(dir.path().join("tokens.json")).load().unwrap().unwrap().refresh_refused.is_some()
 }

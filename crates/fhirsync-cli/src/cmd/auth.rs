@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use fhirsync_auth::launch::DEFAULT_LOGIN_TIMEOUT;
 use fhirsync_auth::{
-    AuthSettings, AuthStatus, DEFAULT_TOKEN_STORE, KeySource, LoopbackListener, PendingLogin, TokenStore,
-    http_client, is_loopback, load_private_key, parse_pasted,
+    AuthSettings, AuthStatus, DEFAULT_TOKEN_STORE, KeySource, LoopbackListener, PendingLogin, TokenState,
+    TokenStore, http_client, is_loopback, load_private_key, parse_pasted,
 };
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -45,7 +45,8 @@ pub struct Connection {
 pub enum Command {
     /// Standalone launch: open the authorize URL, capture or paste the code, store the tokens.
     Login(Box<LoginArgs>),
-    /// Show Verified / Expired / Not authenticated for a token store (never the tokens).
+    /// Show Verified / renewing soon / expired / refresh refused / Not authenticated for a token
+    /// store (never the tokens).
     Status {
         /// Token store file (default: `[connection] token_store`, else .fhirsync-tokens.json).
         #[arg(long)]
@@ -197,14 +198,16 @@ async fn login(s: &AuthSettings, timeout: Duration) -> anyhow::Result<()> {
     let pending =
         PendingLogin::new(s.launch_settings(&http).await.map_err(local_error)?).map_err(local_error)?;
     let store = TokenStore::new(&s.token_store);
-    let callback = if is_loopback(pending.redirect_uri()) {
+    let tokens = if is_loopback(pending.redirect_uri()) {
         let listener = LoopbackListener::bind(pending.redirect_uri()).await.map_err(local_error)?;
         eprintln!(
             "Open this URL in a browser and sign in (waiting {} s for the redirect):",
             timeout.as_secs()
         );
         println!("{}", pending.authorize_url());
-        listener.wait(timeout).await?
+        let redirect = listener.wait(timeout).await?;
+        // Exchange first, then tell the browser how it went.
+        pending.finish_redirect(&http, redirect, &store).await.map_err(local_error)?
     } else {
         eprintln!("Open this URL in a browser and sign in:");
         println!("{}", pending.authorize_url());
@@ -217,9 +220,9 @@ async fn login(s: &AuthSettings, timeout: Duration) -> anyhow::Result<()> {
         })
         .await??;
         let line = SecretString::from(line);
-        parse_pasted(line.expose_secret())?
+        let callback = parse_pasted(line.expose_secret())?;
+        pending.finish(&http, callback, &store).await.map_err(local_error)?
     };
-    let tokens = pending.finish(&http, callback, &store).await.map_err(local_error)?;
     println!(
         "Verified: access token valid until {}; refresh token {}; scopes: {}.",
         local_time(tokens.access_expires_at),
@@ -236,26 +239,45 @@ fn auth_failure(message: &str) -> anyhow::Error {
 }
 
 fn status(store: &TokenStore) -> anyhow::Result<()> {
-    match store.status().map_err(local_error)? {
-        AuthStatus::Verified { client_id, access_expires_at, access_valid, refreshable, scopes } => {
-            println!("Verified (client {client_id}).");
-            let state = if access_valid { "valid until" } else { "expired at" };
-            println!("Access token {state} {}.", local_time(access_expires_at));
-            println!("Refresh token: {}.", if refreshable { "stored" } else { "none" });
-            println!("Scopes: {}", scopes.join(" "));
+    let AuthStatus::Stored { state, client_id, access_expires_at, refreshable, scopes } =
+        store.status().map_err(local_error)?
+    else {
+        println!("Not authenticated: no token store at {}.", store.path().display());
+        return Err(auth_failure("run `fhirsync auth login` first"));
+    };
+    let expires = local_time(access_expires_at);
+    let refresh = if refreshable { "stored" } else { "none" };
+    match &state {
+        TokenState::Verified => {
+            println!("Verified (client {client_id}): access token valid until {expires}.");
         }
-        AuthStatus::Expired { client_id, expired_at, scopes } => {
-            println!(
-                "Expired (client {client_id}): access ended {} and no refresh token is stored.",
-                local_time(expired_at)
-            );
-            println!("Scopes: {}", scopes.join(" "));
-            return Err(auth_failure("run `fhirsync auth login` again"));
-        }
-        AuthStatus::NotAuthenticated => {
-            println!("Not authenticated: no token store at {}.", store.path().display());
-            return Err(auth_failure("run `fhirsync auth login` first"));
-        }
+        TokenState::RenewingSoon if refreshable => println!(
+            "Renewing soon (client {client_id}): the access token expires at {expires} and is refreshed on \
+             next use."
+        ),
+        TokenState::RenewingSoon => println!(
+            "Renewing soon (client {client_id}): the access token expires at {expires} and no refresh \
+             token is stored; log in again before then."
+        ),
+        TokenState::Expired if refreshable => println!(
+            "Expired (client {client_id}): the access token expired at {expires}; the stored refresh \
+             token renews it on next use."
+        ),
+        TokenState::Expired => println!(
+            "Expired (client {client_id}): the access token expired at {expires} and no refresh token is \
+             stored."
+        ),
+        TokenState::RefreshRefused(refusal) => println!(
+            "Refresh refused at {} (login needed) (client {client_id}): {}; the access token {} {expires}.",
+            local_time(refusal.at),
+            refusal.reason,
+            if access_expires_at > Utc::now() { "is usable until" } else { "expired at" },
+        ),
+    }
+    println!("Refresh token: {refresh}.");
+    println!("Scopes: {}", scopes.join(" "));
+    if state.login_needed(refreshable) {
+        return Err(auth_failure("run `fhirsync auth login` again"));
     }
     Ok(())
 }
