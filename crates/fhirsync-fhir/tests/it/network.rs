@@ -19,6 +19,11 @@ fn closed_port() -> u16 {
 
 /// A server that accepts connections, reads the request and never answers; counts connections.
 async fn silent_server() -> (Url, Arc<AtomicUsize>) {
+    silent_after(None).await
+}
+
+/// [`silent_server`] that answers the first connection with `first` (when given).
+async fn silent_after(first: Option<&'static str>) -> (Url, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -26,12 +31,16 @@ async fn silent_server() -> (Url, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else { return };
-            c.fetch_add(1, Ordering::SeqCst);
+            let n = c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
+                if let (0, Some(answer)) = (n, first) {
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                    return;
+                }
                 tokio::time::sleep(Duration::from_secs(600)).await;
-                let _ = sock.write_all(b"").await;
             });
         }
     });
@@ -134,4 +143,54 @@ async fn tls_failure_says_tls_and_ca_bundle() {
     assert!(msg.contains("TLS failure") && msg.contains("ca_bundle"), "{msg}");
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert_eq!(c.stats().retries, 0);
+}
+
+/// Breaker settings for the tests below: quick probes, a 2 s outage limit.
+fn breaker_config() -> fhirsync_fhir::ClientConfig {
+    let mut config = fast_config(1);
+    config.request_timeout = Duration::from_secs(1);
+    config.retry = RetryPolicy { max_retries: 1, ..config.retry };
+    config.outage = Some(fhirsync_fhir::OutagePolicy {
+        first_probe: Duration::from_millis(50),
+        max_probe_interval: Duration::from_millis(400),
+        max_outage: Duration::from_secs(2),
+        ..fhirsync_fhir::OutagePolicy::default()
+    });
+    config
+}
+
+/// With the outage breaker on, a server that never answered (e.g. a wrong URL) is not waited
+/// for: the request ends after its own attempts (2 × the 1 s timeout).
+#[tokio::test]
+async fn silent_server_never_answered_is_not_waited_for() {
+    let (base, count) = silent_server().await;
+    let c = client(breaker_config());
+    let started = Instant::now();
+    let err = c.search(&base, "Patient", &[]).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::RetriesExhausted { attempts: 2, reason: RetryReason::Timeout, .. }),
+        "{err}"
+    );
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+/// With the outage breaker on, a server that answered once and then goes silent is an outage:
+/// the request's attempts (1 s each), one metadata probe (1 s), then the breaker waits up to
+/// `max_outage` (2 s) and the run stops resumable; each attempt still ends at the timeout.
+#[tokio::test]
+async fn silent_after_answering_waits_for_the_breaker_then_stops() {
+    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: 57\r\nconnection: close\r\n\r\n{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"entry\":[]}  ";
+    let (base, _count) = silent_after(Some(ok)).await;
+    let c = client(breaker_config());
+    c.search(&base, "Patient", &[]).await.unwrap();
+    let started = Instant::now();
+    let err = c.search(&base, "Patient", &[]).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::ServerUnavailable { .. }), "{err}");
+    // 2 attempts + 1 probe at 1 s each, then the 2 s outage limit (measured: 5.2 s).
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert!(took < Duration::from_millis(7500), "{took:?}");
+    assert!(c.stats().retries >= 1, "{:?}", c.stats());
 }
