@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::bundle::{BundleError, SearchPage, parse_search_page};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetworkFailure, Result};
 use crate::outage::{Breaker, OutagePolicy, Signal, Ticket};
 use crate::outcome::{Outcome, parse_outcome};
 use crate::politeness::{AdaptiveLimiter, ConcurrencyConfig, Permit, RateLimiter};
@@ -437,7 +437,7 @@ impl FhirClient {
                 Err(BundleError::Json(e)) if e.is_eof() => {
                     match self.inner.config.retry.classify_transport(RetryReason::TruncatedBody, attempt) {
                         Decision::Retry { delay, reason } => {
-                            self.note_retry(url, reason, delay);
+                            self.note_retry(url, reason, delay, None);
                             tokio::time::sleep(delay).await;
                             attempt += 1;
                         }
@@ -456,9 +456,29 @@ impl FhirClient {
         }
     }
 
-    fn note_retry(&self, url: &Url, reason: RetryReason, delay: Duration) {
+    /// Which network failure `e` is, with the fix to try, for this client's timeouts.
+    fn describe(&self, e: &reqwest::Error) -> String {
+        let c = &self.inner.config;
+        NetworkFailure::of(e).describe(c.request_timeout, c.connect_timeout)
+    }
+
+    /// Counts a retry made by a caller outside the client (e.g. a streamed NDJSON download cut
+    /// off mid-body and fetched again), so `ClientStats.retries` shows every retry, and logs it.
+    pub fn count_retry(&self, url: &Url, reason: RetryReason, delay: Duration) {
+        self.note_retry(url, reason, delay, None);
+    }
+
+    fn note_retry(&self, url: &Url, reason: RetryReason, delay: Duration, failure: Option<&str>) {
         self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-        warn!(url = %redact_url(url), %reason, delay_ms = delay.as_millis() as u64, "Retrying request.");
+        let retries = self.inner.stats.retries.load(Ordering::Relaxed);
+        match failure {
+            Some(failure) => {
+                warn!(url = %redact_url(url), %reason, failure, delay_ms = delay.as_millis() as u64, retries, "Retrying request.")
+            }
+            None => {
+                warn!(url = %redact_url(url), %reason, delay_ms = delay.as_millis() as u64, retries, "Retrying request.")
+            }
+        }
     }
 
     /// A failed attempt during an outage: it will be re-sent after the outage (a retry that
@@ -478,6 +498,8 @@ impl FhirClient {
         let mut successes_at_start: Option<u64> = None;
         loop {
             let last: RetryReason;
+            // Which network failure the last attempt met, with its fix (None for HTTP answers).
+            let mut network: Option<String> = None;
             let ticket = inner.enter().await?;
             let successes_before = ticket.as_ref().map(|t| t.successes_before);
             let start_mark = *successes_at_start.get_or_insert(successes_before.unwrap_or_default());
@@ -499,13 +521,18 @@ impl FhirClient {
                 Err(e) => match transport_reason(&e) {
                     Some(reason) => {
                         last = reason;
+                        network = Some(self.describe(&e));
+                        debug!(url = %redact_url(&req.url), failure = network.as_deref().unwrap_or_default(), "Attempt failed.");
                         if reason.is_congestion() {
                             inner.limiter.on_congestion();
                         }
                         let held = inner.record(ticket, Signal::Unreachable);
                         (policy.classify_transport(reason, attempt), Vec::new(), held)
                     }
-                    None => return Err(Error::Transport { url: redact_url(&req.url), source: e }),
+                    None => {
+                        let detail = self.describe(&e);
+                        return Err(Error::Transport { url: redact_url(&req.url), detail, source: e });
+                    }
                 },
                 Ok(resp) if resp.status().is_success() => {
                     inner.record(ticket, Signal::Up);
@@ -537,6 +564,8 @@ impl FhirClient {
                             // request's own retry, not an outage signal.
                             let reason = transport_reason(&e).unwrap_or(RetryReason::TruncatedBody);
                             last = reason;
+                            network = Some(self.describe(&e));
+                            debug!(url = %redact_url(&req.url), failure = network.as_deref().unwrap_or_default(), "Body read failed.");
                             (policy.classify_transport(reason, attempt), Vec::new(), false)
                         }
                     }
@@ -627,7 +656,7 @@ impl FhirClient {
             };
             match decision {
                 Decision::Retry { reason, delay } => {
-                    self.note_retry(&req.url, reason, delay);
+                    self.note_retry(&req.url, reason, delay, network.as_deref());
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -639,6 +668,7 @@ impl FhirClient {
                         url: redact_url(&req.url),
                         attempts: attempt + 1,
                         reason: last,
+                        network,
                         outcomes,
                     });
                 }

@@ -162,8 +162,11 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// Maps a reqwest transport error to a retry reason, or `None` when it is not transient.
+/// A TLS failure (e.g. an untrusted certificate) is not transient: it fails at once.
 pub fn transport_reason(e: &reqwest::Error) -> Option<RetryReason> {
-    if e.is_timeout() {
+    if matches!(crate::error::NetworkFailure::of(e), crate::error::NetworkFailure::Tls(_)) {
+        None
+    } else if e.is_timeout() {
         Some(RetryReason::Timeout)
     } else if e.is_connect() || e.is_request() {
         Some(RetryReason::Connection)

@@ -168,3 +168,32 @@ async fn inline_postgres_password_is_refused() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {all}");
     }
 }
+
+/// FHIR endpoints on a closed port (token endpoint fine): the run fails saying "connection
+/// refused" with the port fix and the URL, not a generic send error or the Auth Base URI hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_fhir_port_says_connection_refused() {
+    let env = Env::start(1).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}/api/FHIR/R4");
+    let config = env.config(
+        "[extract.retry]\nmax_retries = 1\nbase_delay_ms = 10\nmax_delay_ms = 20\nmax_outage_secs = 0\n",
+    );
+    let auth_base = env.sim.token_url().trim_end_matches("/token").to_string();
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    let rewritten = text_before
+        .replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), &dead)
+        .replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::Stu3), &dead.replace("R4", "STU3"))
+        .replace("[connection]\n", &format!("[connection]\nauth_base_uri = \"{auth_base}\"\n"));
+    std::fs::write(&config, rewritten).unwrap();
+    let started = std::time::Instant::now();
+    let mut cmd = fhirsync();
+    cmd.arg("--config").arg(&config).arg("sync");
+    let out = output(cmd).await;
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("connection refused") && all.contains("check the port"), "{all}");
+    assert!(all.contains(&format!("127.0.0.1:{port}")), "{all}");
+    assert!(!all.contains("error sending request") && !all.contains("Auth Base URI"), "{all}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+}
