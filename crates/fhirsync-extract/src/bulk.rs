@@ -57,7 +57,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
 use fhirsync_fhir::outcome::{parse_outcome, summarize};
-use fhirsync_fhir::retry::{RetryPolicy, retry_after};
+use fhirsync_fhir::retry::{RetryPolicy, RetryReason, retry_after};
 use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
@@ -1010,6 +1010,14 @@ impl Bulk<'_> {
                 return Ok((file, failed));
             }
             warn!(resource_type = %file.ty, file = %file.name(), attempt = retry, delay_ms = delay.as_millis() as u64, error = %error, "NDJSON download failed; retrying.");
+            // Counted with the client's own retries, so a cut stream is never "0 retries".
+            if let Ok(url) = Url::parse(&file.url) {
+                let reason = match &error {
+                    Error::Fhir(f) => f.status().map_or(RetryReason::Connection, RetryReason::ServerError),
+                    _ => RetryReason::TruncatedBody,
+                };
+                self.client.count_retry(&url, reason, delay);
+            }
             tokio::time::sleep(delay).await;
         }
     }

@@ -456,6 +456,7 @@ async fn bulk_transient_file_failures_are_retried() {
     assert_eq!(bulk_requests(&sim, "GET", "Patient-1.ndjson"), 3);
     assert_eq!(bulk_requests(&sim, "GET", "Encounter-1.ndjson"), 3);
     assert_eq!(bulk_requests(&sim, "GET", "Observation-2.ndjson"), 2);
+    assert!(report.http.retries >= 5, "every file retry is counted: {:?}", report.http);
     assert_eq!(bulk_requests(&sim, "DELETE", ""), 1);
 }
 
