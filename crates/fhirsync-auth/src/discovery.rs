@@ -59,13 +59,17 @@ pub(crate) fn under_base(fhir_base: &Url, path: &str) -> Result<Url> {
 
 /// Discovers the endpoints: smart-configuration first, `/metadata` second.
 pub async fn discover(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
-    let smart_problem = match from_smart_configuration(http, fhir_base, client_id).await {
+    let (smart_problem, smart_unreachable) = match from_smart_configuration(http, fhir_base, client_id).await
+    {
         Ok(endpoints) => return Ok(endpoints),
-        Err(e) => e.to_string(),
+        Err(e) => (e.to_string(), matches!(e, Error::Unreachable { .. })),
     };
     debug!(problem = %smart_problem, "SMART configuration unusable; trying /metadata.");
     match from_metadata(http, fhir_base, client_id).await {
         Ok(endpoints) => Ok(endpoints),
+        // The server could not be reached at all: a network problem (with its own fix), not a
+        // server without discovery documents that needs the Auth Base URI.
+        Err(e @ Error::Unreachable { .. }) if smart_unreachable => Err(e),
         Err(e) => Err(Error::Discovery {
             fhir_base: fhir_base.to_string(),
             problem: format!("smart-configuration: {smart_problem}; metadata: {e}"),

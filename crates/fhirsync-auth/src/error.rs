@@ -3,11 +3,25 @@
 
 use std::path::PathBuf;
 
+/// The network failure of `e` with the fix to try.
+fn network_failure(e: &reqwest::Error) -> String {
+    use crate::net::NetworkFailure;
+    let timeout = crate::settings::HTTP_TIMEOUT;
+    match NetworkFailure::of(e) {
+        NetworkFailure::Timeout => format!(
+            "timeout after {} s without a complete answer: check the network path to the server and its proxy",
+            timeout.as_secs()
+        ),
+        failure => failure.describe(timeout, timeout),
+    }
+}
+
 /// Errors of the auth crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The token endpoint (or a discovery URL) could not be reached.
-    #[error("cannot reach {url}: {source}")]
+    /// The token endpoint (or a discovery URL) could not be reached; the message says which
+    /// network failure it was (DNS, refused, timeout, TLS, reset) and the fix.
+    #[error("cannot reach {url}: {}", network_failure(.source))]
     Unreachable {
         /// URL asked (never carries a secret: codes and tokens travel in bodies).
         url: String,

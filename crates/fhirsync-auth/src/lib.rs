@@ -49,6 +49,7 @@ mod error;
 mod fsutil;
 pub mod keys;
 pub mod launch;
+mod net;
 mod settings;
 pub mod store;
 pub mod token;
@@ -60,6 +61,7 @@ pub use keys::{KeySource, KeyType, SigningKey, generate_private_key, load_privat
 pub use launch::{
     Callback, LaunchSettings, LoopbackListener, PendingLogin, Redirect, is_loopback, parse_pasted,
 };
+pub use net::NetworkFailure;
 pub use settings::{AuthSettings, DEFAULT_TOKEN_STORE, http_client};
 pub use store::{AuthStatus, RefreshRefusal, StoredTokenAuth, StoredTokens, TokenState, TokenStore};
 

@@ -112,3 +112,29 @@ async fn sim_smart_configuration_content() {
     );
     assert!(doc.get("token_endpoint_auth_signing_alg_values_supported").is_none(), "absent at Epic");
 }
+
+/// A FHIR base nobody listens on is a network failure named as such (connection refused, check
+/// the port), not a discovery failure asking for the Auth Base URI.
+#[tokio::test]
+async fn unreachable_server_says_refused_not_auth_base_uri() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let base = url::Url::parse(&format!("http://127.0.0.1:{port}/api/FHIR/R4")).unwrap();
+    let http = fhirsync_auth::http_client().unwrap();
+    let err = fhirsync_auth::discovery::discover(&http, &base, "client").await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, fhirsync_auth::Error::Unreachable { .. }), "{text}");
+    assert!(text.contains("connection refused: check the port"), "{text}");
+    assert!(!text.contains("Auth Base URI") && !text.contains("error sending request"), "{text}");
+}
+
+/// An unknown host says the DNS lookup failed and points at the host name and proxy.
+#[tokio::test]
+async fn unknown_host_says_dns() {
+    let base = url::Url::parse("http://fhirsync-test.invalid/api/FHIR/R4").unwrap();
+    let http = fhirsync_auth::http_client().unwrap();
+    let text = fhirsync_auth::discovery::discover(&http, &base, "client").await.unwrap_err().to_string();
+    assert!(text.contains("host not found (DNS lookup failed)"), "{text}");
+}
