@@ -63,7 +63,8 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     if args.json {
         print_json(&destination, &runs, detail.as_ref())
     } else {
-        print!("{}", render(&destination, &runs, detail.as_ref()));
+        // Patient ids only when asked for (`-v`): the default output goes to logs and tickets.
+        print!("{}", render(&destination, &runs, detail.as_ref(), globals.verbose > 0));
         Ok(())
     }
 }
@@ -200,7 +201,7 @@ fn opt(n: Option<u64>) -> String {
 }
 
 /// The text output.
-fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> String {
+fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>, show_ids: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let Some(detail) = detail else {
@@ -240,12 +241,12 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>) -> 
             opt(report.patients),
         );
     }
-    render_detail(&mut out, detail);
+    render_detail(&mut out, detail, show_ids);
     out
 }
 
 /// Gaps, outcome codes and errors of one run.
-fn render_detail(out: &mut String, run: &RunRecord) {
+fn render_detail(out: &mut String, run: &RunRecord, show_ids: bool) {
     use std::fmt::Write;
     let _ = writeln!(out, "\nrun {} ({}, {}):", run.metrics.run_id, run.metrics.method, run.status);
     if run.metrics.kept > 0 || run.metrics.cohort_exits > 0 {
@@ -267,7 +268,10 @@ fn render_detail(out: &mut String, run: &RunRecord) {
                 "  GAPS:      {} scopes incomplete (no deletes applied there):",
                 report.gaps.len()
             );
-            for ((label, dataset), g) in group_gaps(&report.gaps) {
+            for ((label, dataset), mut g) in group_gaps(&report.gaps) {
+                if !show_ids {
+                    g.patients.clear();
+                }
                 let more = g.scopes.saturating_sub(g.patients.len());
                 let mut patients = g.patients.join(", ");
                 if more > 0 && !patients.is_empty() {
@@ -371,7 +375,7 @@ mod tests {
         });
         let mut r = run(Some(report), 10);
         r.status = "completed_with_gaps".into();
-        let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r));
+        let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r), true);
         assert!(text.contains("completed_with_gaps"), "{text}");
         assert!(text.contains("licence narrowed  R4 Condition:problem-list-item: 1 scope"), "{text}");
         assert!(text.contains("newly withheld: Condition - Sensitive Problems"), "{text}");
@@ -381,7 +385,8 @@ mod tests {
         );
     }
 
-    /// Gaps are grouped by reason and dataset with a count, at most three patient ids and an example.
+    /// Gaps are grouped by reason and dataset with a count, an example and, with `-v` only, at
+    /// most three patient ids.
     #[test]
     fn gaps_grouped_by_reason_and_dataset() {
         let unlicensed =
@@ -394,7 +399,12 @@ mod tests {
         gaps.push(gap("p8", "Condition", serde_json::json!({"kind": "brand_new"})));
         let report =
             serde_json::json!({"patients": 9, "resources": 40, "outcome_codes": {"59204": 5}, "gaps": gaps});
-        let text = render("sqlite:x.db", &[run(Some(report.clone()), 1500)], Some(&run(Some(report), 1500)));
+        let text = render(
+            "sqlite:x.db",
+            &[run(Some(report.clone()), 1500)],
+            Some(&run(Some(report.clone()), 1500)),
+            true,
+        );
         assert!(text.contains("7 scopes incomplete"), "{text}");
         assert!(
             text.contains(
@@ -407,6 +417,11 @@ mod tests {
         assert!(text.contains("incomplete  R4 Condition: 1 scope (patients p8)"), "{text}");
         assert!(text.contains("outcomes:  59204×5"), "{text}");
         assert!(text.contains("1.5s") && text.contains("2026-01-02 03:04:05"), "{text}");
+        // Without -v, the counts stay and the patient ids go.
+        let quiet =
+            render("sqlite:x.db", &[run(Some(report.clone()), 1500)], Some(&run(Some(report), 1500)), false);
+        assert!(quiet.contains("R4 Observation:social-history: 5 scopes\n"), "{quiet}");
+        assert!(!quiet.contains("p1") && !quiet.contains("patients p"), "{quiet}");
     }
 
     /// Durations are shown in the largest sensible unit; a run that has not ended shows `-`.
@@ -426,7 +441,7 @@ mod tests {
         let mut failed = run(None, 10);
         failed.status = "failed".into();
         failed.errors = Some("extraction failed: connection reset".into());
-        let text = render("sqlite:x.db", std::slice::from_ref(&failed), Some(&failed));
+        let text = render("sqlite:x.db", std::slice::from_ref(&failed), Some(&failed), true);
         assert!(text.contains("report:    none"), "{text}");
         assert!(text.contains("errors:    extraction failed: connection reset"), "{text}");
     }
