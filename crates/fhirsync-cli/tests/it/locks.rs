@@ -93,6 +93,16 @@ async fn second_writer_on_parquet_exits_5() {
     second_writer_refused(&env, &toml, DestinationConfig::Parquet(config)).await;
 }
 
+/// The `[destination]` TOML of the test server: its url, `schema`, and the CA of a TLS server
+/// (`FHIRSYNC_TEST_POSTGRES_CA`, as `.ci/run` sets it up).
+fn postgres_toml(url: &str, schema: &str) -> String {
+    let mut toml = format!("kind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"");
+    if let Some(ca) = std::env::var_os("FHIRSYNC_TEST_POSTGRES_CA") {
+        toml.push_str(&format!("\nca_file = \"{}\"", crate::util::toml_path(std::path::Path::new(&ca))));
+    }
+    toml
+}
+
 /// PostgreSQL (with `FHIRSYNC_TEST_POSTGRES_URL`): the schema's advisory lock refuses a second
 /// writer from another state folder, naming the first one's host and pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +110,10 @@ async fn second_writer_on_postgres_exits_5() {
     let Ok(url) = std::env::var("FHIRSYNC_TEST_POSTGRES_URL") else { return };
     let env = Env::start(2).await;
     let schema = format!("fhirsync_lock_{}", std::process::id());
-    let toml = format!("kind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"");
+    let toml = postgres_toml(&url, &schema);
     let mut config = fhirsync_land::PostgresConfig::new(url);
     config.schema = schema;
+    config.ca_file = std::env::var_os("FHIRSYNC_TEST_POSTGRES_CA").map(std::path::PathBuf::from);
     second_writer_refused(&env, &toml, DestinationConfig::Postgres(config)).await;
 }
 
@@ -181,12 +192,7 @@ async fn killed_run_on_postgres_is_interrupted_and_taken_over() {
     let Ok(url) = std::env::var("FHIRSYNC_TEST_POSTGRES_URL") else { return };
     let env = Env::start(PATIENTS).await;
     let schema = format!("fhirsync_kill_{}", std::process::id());
-    let config = config_with(
-        &env,
-        "pg.toml",
-        "state",
-        &format!("kind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\""),
-    );
+    let config = config_with(&env, "pg.toml", "state", &postgres_toml(&url, &schema));
     let all = kill_and_rerun(&env, &config).await;
     assert!(all.contains(&format!("extracted: {PATIENTS} patients")), "{all}");
 }
