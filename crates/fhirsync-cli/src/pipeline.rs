@@ -242,8 +242,7 @@ pub fn print_summary(outcome: &SyncOutcome) {
             r.datasets_not_offered.join(", ")
         );
     }
-    let lines = r.ledger_lines();
-    let (gaps, exclusions): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.starts_with("gap: "));
+    let gaps = r.gap_lines();
     if gaps.is_empty() {
         println!(
             "  complete:  every scope fetched completely ({} of {} with outside records withheld)",
@@ -252,13 +251,13 @@ pub fn print_summary(outcome: &SyncOutcome) {
     } else {
         println!("  GAPS:      {} scopes incomplete (no deletes applied there):", r.gaps.len());
         for line in gaps.iter().take(20) {
-            println!("    {}", line.trim_start_matches("gap: "));
+            println!("    {line}");
         }
         if gaps.len() > 20 {
             println!("    ... and {} more (see `fhirsync status`)", gaps.len() - 20);
         }
     }
-    for line in exclusions {
+    for line in r.exclusion_lines() {
         println!("  excluded:  {line}");
     }
     if !r.outcome_codes.is_empty() {

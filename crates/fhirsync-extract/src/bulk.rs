@@ -73,7 +73,7 @@ use crate::cohort::{self, GroupMembers, IdentifierKey, patient_id_of_reference};
 use crate::config::{BulkConfig, Endpoints, RetryConfig};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::report::{ExclusionBaseline, ExtractReport, GapReason};
+use crate::report::{ExclusionBaseline, ExtractReport, GapReason, dataset_key};
 
 /// Resources per emitted chunk.
 const CHUNK: usize = 500;
@@ -697,7 +697,7 @@ impl Bulk<'_> {
                 continue;
             }
             let t = per_type.remove(ty).unwrap_or_default();
-            let key = format!("{ty}@{}", FhirVersion::R4);
+            let key = dataset_key(&cohort_scope(ty));
             let mut withheld = t.withheld.clone();
             withheld.extend(error_withheld.get(ty).cloned().unwrap_or_default());
             let server_gap = t

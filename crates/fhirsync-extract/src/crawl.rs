@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, PlannedDataset};
 use crate::progress::Progress;
-use crate::report::{ExclusionBaseline, ExtractReport, GapReason};
+use crate::report::{ExclusionBaseline, ExtractReport, GapReason, dataset_key};
 
 /// The result of one scope.
 struct ScopeResult {
@@ -125,7 +125,7 @@ impl Crawl<'_> {
                 failed += 1;
                 first_error.get_or_insert_with(|| error.clone());
             }
-            let key = format!("{}@{}", r.scope.dataset, r.scope.fhir_version);
+            let key = dataset_key(&r.scope);
             // A scope read to its end (complete, or only narrowed) tells what is withheld now.
             let read_to_end = matches!(r.gap, None | Some(GapReason::LicenceNarrowed { .. }));
             if read_to_end {
@@ -222,7 +222,7 @@ impl Crawl<'_> {
             }
         }
         if r.gap.is_none() {
-            let key = format!("{}@{}", r.scope.dataset, r.scope.fhir_version);
+            let key = dataset_key(&r.scope);
             r.gap = GapReason::narrowed(self.baseline, &key, &r.withheld);
         }
         if r.gap.is_none() && item.verify_count {

@@ -74,6 +74,26 @@ pub struct ExclusionCount {
     pub scopes: u64,
 }
 
+impl ExclusionCount {
+    /// "outside records withheld: Condition - Outside Record Problems (Condition:problem-list-item@R4),
+    /// 3 patients". Bulk books one scope per export and type, search one per patient and dataset.
+    pub fn describe(&self, mode: Mode) -> String {
+        let unit = match (mode, self.scopes) {
+            (Mode::Bulk, 1) => "export",
+            (Mode::Bulk, _) => "exports",
+            (Mode::Search, 1) => "patient",
+            (Mode::Search, _) => "patients",
+        };
+        format!("outside records withheld: {} ({}), {} {unit}", self.exclusion, self.dataset, self.scopes)
+    }
+}
+
+/// The key of a scope's dataset in exclusion counts and the [`ExclusionBaseline`]:
+/// `Type[:category]@VERSION`.
+pub(crate) fn dataset_key(scope: &ScopeKey) -> String {
+    format!("{}@{}", scope.dataset, scope.fhir_version)
+}
+
 /// Sub-types withheld on complete reads, by `Type[:category]@VERSION`: what the last committed
 /// run saw, stored in its report so the next run can tell a stable exclusion from a narrowed
 /// licence.
@@ -174,32 +194,22 @@ impl ExtractReport {
         }
     }
 
-    /// The gaps first, then the exclusions, in one line each (for summaries and logs; no
-    /// patient ids).
-    pub fn ledger_lines(&self) -> Vec<String> {
+    /// The gaps, one line per (dataset, reason) with its scope count (no patient ids).
+    pub fn gap_lines(&self) -> Vec<String> {
         let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
         for gap in &self.gaps {
             let line = format!("{} {}: {}", gap.scope.fhir_version, gap.scope.dataset, gap.reason);
             *by_reason.entry(line).or_default() += 1;
         }
-        let mut lines: Vec<String> = by_reason
+        by_reason
             .into_iter()
-            .map(|(line, n)| format!("gap: {line} ({n} {})", if n == 1 { "scope" } else { "scopes" }))
-            .collect();
-        for e in &self.exclusions {
-            // Bulk books one scope per export and type, search one per patient and dataset.
-            let unit = match (self.mode, e.scopes) {
-                (Mode::Bulk, 1) => "export",
-                (Mode::Bulk, _) => "exports",
-                (Mode::Search, 1) => "patient",
-                (Mode::Search, _) => "patients",
-            };
-            lines.push(format!(
-                "outside records withheld: {} ({}), {} {unit}",
-                e.exclusion, e.dataset, e.scopes
-            ));
-        }
-        lines
+            .map(|(line, n)| format!("{line} ({n} {})", if n == 1 { "scope" } else { "scopes" }))
+            .collect()
+    }
+
+    /// The exclusions, one line each (no patient ids).
+    pub fn exclusion_lines(&self) -> Vec<String> {
+        self.exclusions.iter().map(|e| e.describe(self.mode)).collect()
     }
 
     /// Books what one finished scope withheld, and feeds the next baseline.

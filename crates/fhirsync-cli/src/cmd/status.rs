@@ -83,6 +83,8 @@ struct ReportView {
     gaps: Vec<GapView>,
     #[serde(default)]
     exclusions: Vec<fhirsync_extract::ExclusionCount>,
+    #[serde(default)]
+    mode: fhirsync_extract::Mode,
 }
 
 /// One incomplete scope of the report.
@@ -290,12 +292,7 @@ fn render_detail(out: &mut String, run: &RunRecord, show_ids: bool) {
             }
         }
         for e in &report.exclusions {
-            let unit = if e.scopes == 1 { "patient" } else { "patients" };
-            let _ = writeln!(
-                out,
-                "  excluded:  outside records withheld: {} ({}), {} {unit}",
-                e.exclusion, e.dataset, e.scopes
-            );
+            let _ = writeln!(out, "  excluded:  {}", e.describe(report.mode));
         }
         if !report.outcome_codes.is_empty() {
             let codes: Vec<String> = report.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
