@@ -15,7 +15,7 @@ use url::Url;
 use super::Failure;
 use super::keys::local_error;
 use crate::Globals;
-use crate::config::FileConfig;
+use fhirsync::Config as FileConfig;
 
 /// Epic's public sandbox, R4.
 pub const SANDBOX_R4: &str = "https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/R4";
