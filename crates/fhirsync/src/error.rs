@@ -96,6 +96,13 @@ pub enum Error {
         #[source]
         source: Box<fhirsync_land::Error>,
     },
+    /// A question could not be asked or answered on the terminal.
+    #[error("cannot ask on the terminal")]
+    Terminal {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server's CapabilityStatement cannot be used.
     #[error("the {version} CapabilityStatement cannot be read: {problem}")]
     Capabilities {
@@ -215,7 +222,7 @@ impl Error {
                 crate::push::guard::GuardError::Ledger(_) => ErrorKind::Destination,
                 crate::push::guard::GuardError::Fhir(f) => fhir_kind(f),
             },
-            Error::Task { .. } => ErrorKind::Internal,
+            Error::Task { .. } | Error::Terminal { .. } => ErrorKind::Internal,
             #[cfg(feature = "sim")]
             Error::Sim { .. } => ErrorKind::Internal,
         }
