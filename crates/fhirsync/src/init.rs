@@ -27,7 +27,7 @@ const SANDBOX_PATIENTS: [(&str, &str); 5] = [
     ("e0w0LEDCYtfckT6N.CkJKCw3", "Warren McGinnis"),
 ];
 /// Default path of the private key.
-const DEFAULT_KEY_OUT: &str = "keys/fhirsync.pem";
+pub const DEFAULT_KEY_OUT: &str = "keys/fhirsync.pem";
 
 /// Which server the configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,26 @@ pub struct Args {
     /// Never ask, even on a terminal: a missing value is an error.
     #[cfg_attr(feature = "clap", arg(long))]
     pub no_input: bool,
+}
+
+impl Default for Args {
+    /// No values given: the key at [`DEFAULT_KEY_OUT`], RSA, no overwriting, asking allowed.
+    fn default() -> Args {
+        Args {
+            target: None,
+            client_id: None,
+            fhir_base: None,
+            stu3_base: None,
+            patient_list: None,
+            patient_ids: Vec::new(),
+            group: None,
+            key_out: PathBuf::from(DEFAULT_KEY_OUT),
+            ec: false,
+            out: None,
+            force: false,
+            no_input: false,
+        }
+    }
 }
 
 /// The cohort the configuration reads.
@@ -482,20 +502,7 @@ mod tests {
     use super::*;
 
     fn args(target: Option<Target>) -> Args {
-        Args {
-            target,
-            client_id: Some("abc-123".into()),
-            fhir_base: None,
-            stu3_base: None,
-            patient_list: None,
-            patient_ids: Vec::new(),
-            group: None,
-            key_out: PathBuf::from(DEFAULT_KEY_OUT),
-            ec: false,
-            out: None,
-            force: false,
-            no_input: true,
-        }
+        Args { target, client_id: Some("abc-123".into()), no_input: true, ..Args::default() }
     }
 
     fn loads(plan: &Plan) -> FileConfig {
