@@ -177,6 +177,14 @@ impl Config {
         Ok(())
     }
 
+    /// A token provider authenticating as `[connection]` says (backend services or the stored
+    /// standalone login; discovery of the token endpoint happens here).
+    pub async fn token_provider(&self) -> Result<std::sync::Arc<dyn fhirsync_auth::TokenProvider>> {
+        let settings = self.auth_settings()?;
+        let http = fhirsync_auth::http_client()?;
+        Ok(settings.provider(&http).await?)
+    }
+
     /// Authentication settings derived from `[connection]`.
     pub fn auth_settings(&self) -> Result<AuthSettings> {
         let c = &self.connection;

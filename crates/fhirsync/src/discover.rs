@@ -120,11 +120,7 @@ impl Discover {
         let endpoints = config.connection.endpoints().map_err(Error::extract_settings)?;
         let tokens = match self.tokens.clone() {
             Some(tokens) => tokens,
-            None => {
-                let settings = config.auth_settings()?;
-                let http = fhirsync_auth::http_client()?;
-                settings.provider(&http).await?
-            }
+            None => config.token_provider().await?,
         };
         let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)?;
         // Every dataset the endpoints offer, not the configured selection.

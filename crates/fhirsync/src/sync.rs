@@ -102,11 +102,7 @@ impl Sync {
     pub async fn run(self) -> Result<SyncReport> {
         let tokens = match self.tokens.clone() {
             Some(tokens) => tokens,
-            None => {
-                let settings = self.config.auth_settings()?;
-                let http = fhirsync_auth::http_client()?;
-                settings.provider(&http).await?
-            }
+            None => self.config.token_provider().await?,
         };
         sync(&self.config, self.chosen_method(), tokens, self.progress.clone(), self.recorder.clone()).await
     }

@@ -153,11 +153,7 @@ impl Push {
 
         let tokens = match self.tokens.clone() {
             Some(tokens) => tokens,
-            None => {
-                let settings = config.auth_settings()?;
-                let http = fhirsync_auth::http_client()?;
-                settings.provider(&http).await?
-            }
+            None => config.token_provider().await?,
         };
         let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)?;
         let metadata = client.metadata(&base).await?;
