@@ -332,6 +332,16 @@ mod tests {
         assert_eq!(row("x", "2019-02-30")[4], CellValue::Null, "no such day");
     }
 
+    /// Every default view has a table layout (no companion name is taken by another column).
+    #[test]
+    fn default_views_have_layouts() {
+        for v in fhirsync_views::default_views() {
+            let cols = table_columns(&v).unwrap_or_else(|e| panic!("{}: {e}", v.name()));
+            let companions = v.columns().iter().filter(|c| has_companion(c)).count();
+            assert_eq!(cols.len(), 2 + v.columns().len() + companions, "{}", v.name());
+        }
+    }
+
     /// A decimal column refuses text that is not a number; a date column refuses a number.
     #[test]
     fn mismatches_are_errors() {
