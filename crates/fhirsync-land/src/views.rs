@@ -124,7 +124,11 @@ pub(crate) fn table_columns(view: &View) -> Result<Vec<TableColumn>> {
         if has_companion(c) {
             let name = format!("{}{TEXT_SUFFIX}", c.name);
             if view.columns().iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
-                return Err(Error::ViewColumnClash { view: view.name().to_string(), column: c.name.clone(), companion: name });
+                return Err(Error::ViewColumnClash {
+                    view: view.name().to_string(),
+                    column: c.name.clone(),
+                    companion: name,
+                });
             }
             out.push(TableColumn { name, kind: ColumnKind::Text });
         }
@@ -308,9 +312,7 @@ mod tests {
     fn typed_cells() {
         let v = view();
         let row = |issued: &str, day: &str| {
-            let json = format!(
-                r#"[{issued:?}, {day:?}, 1.50, 7, true, ["a"]]"#
-            );
+            let json = format!(r#"[{issued:?}, {day:?}, 1.50, 7, true, ["a"]]"#);
             let cells: Vec<Value> = serde_json::from_str(&json).unwrap();
             table_row(&v, "R4", "o1", cells).unwrap()
         };
@@ -346,7 +348,8 @@ mod tests {
     #[test]
     fn mismatches_are_errors() {
         let v = view();
-        let cells = |value: Value, day: Value| vec![Value::Null, day, value, Value::Null, Value::Null, Value::Null];
+        let cells =
+            |value: Value, day: Value| vec![Value::Null, day, value, Value::Null, Value::Null, Value::Null];
         assert!(table_row(&v, "R4", "o1", cells(json!("abc"), Value::Null)).is_err());
         assert!(table_row(&v, "R4", "o1", cells(json!("2.5"), Value::Null)).is_ok());
         assert!(table_row(&v, "R4", "o1", cells(Value::Null, json!(2019))).is_err());

@@ -269,8 +269,7 @@ impl Ord for Decimal {
         };
         let ((ia, fa), (ib, fb)) = (split(self), split(other));
         let s = self.scale.max(other.scale);
-        ia.cmp(&ib)
-            .then_with(|| (fa * 10i128.pow(s - self.scale)).cmp(&(fb * 10i128.pow(s - other.scale))))
+        ia.cmp(&ib).then_with(|| (fa * 10i128.pow(s - self.scale)).cmp(&(fb * 10i128.pow(s - other.scale))))
     }
 }
 

@@ -357,8 +357,15 @@ mod parquet_dest {
         let mut dest = h.open();
         let all = run_scope(&["p1"], scopes_of(&["p1"]));
         let resources = [patient("p1", "Alpha"), obs("o1", "p1", "1.5")];
-        land_with_views(&mut *dest, fhirsync_land::Method::FullLoad, &Default::default(), &resources, all, &views)
-            .unwrap();
+        land_with_views(
+            &mut *dest,
+            fhirsync_land::Method::FullLoad,
+            &Default::default(),
+            &resources,
+            all,
+            &views,
+        )
+        .unwrap();
         let current = h.current().unwrap();
         let mut depth_two: Vec<String> = Vec::new();
         for dir in std::fs::read_dir(&current).unwrap() {

@@ -138,7 +138,8 @@ fn typed_view_columns() {
     };
     crate::typed::typed_columns(&h, &forms);
     let conn = h.conn();
-    let declared = |table: &str| strings(&conn, &format!("SELECT name, type FROM pragma_table_info('{table}')"));
+    let declared =
+        |table: &str| strings(&conn, &format!("SELECT name, type FROM pragma_table_info('{table}')"));
     let want = |pairs: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
         pairs.iter().map(|(n, t)| vec![Some(n.to_string()), Some(t.to_string())]).collect()
     };
@@ -171,10 +172,14 @@ fn typed_view_columns() {
         "SELECT DISTINCT typeof(value), typeof(effective) FROM view_obs_typed WHERE effective IS NOT NULL",
     );
     assert_eq!(kinds, vec![vec![Some("text".to_string()), Some("text".to_string())]]);
-    let epoch = strings(&conn, "SELECT CAST(strftime('%s', effective) AS TEXT) FROM view_obs_typed WHERE _id = 't1'");
+    let epoch =
+        strings(&conn, "SELECT CAST(strftime('%s', effective) AS TEXT) FROM view_obs_typed WHERE _id = 't1'");
     assert_eq!(epoch, vec![vec![Some("1554107400".to_string())]]);
     // The README's recipe: CAST to REAL to compute (floating point), the text stays exact.
-    let sum = strings(&conn, "SELECT CAST(SUM(CAST(value AS REAL)) AS TEXT) FROM view_obs_typed WHERE _id IN ('t1', 't2')");
+    let sum = strings(
+        &conn,
+        "SELECT CAST(SUM(CAST(value AS REAL)) AS TEXT) FROM view_obs_typed WHERE _id IN ('t1', 't2')",
+    );
     assert_eq!(sum, vec![vec![Some("1.6".to_string())]]);
 }
 

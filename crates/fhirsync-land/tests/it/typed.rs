@@ -90,7 +90,8 @@ pub fn typed_columns(h: &dyn Harness, forms: &Forms) {
     let views = [obs_typed_view(), patient_typed_view()];
     let mut dest = h.open();
     let scope = run_scope(&["p1", "p2"], scopes_of(&["p1", "p2"]));
-    let m = land_with_views(&mut *dest, Method::FullLoad, &Default::default(), &resources, scope, &views).unwrap();
+    let m = land_with_views(&mut *dest, Method::FullLoad, &Default::default(), &resources, scope, &views)
+        .unwrap();
     assert_eq!(m.view_rows, 6);
 
     let s = |v: &str| Some(v.to_string());

@@ -720,7 +720,9 @@ fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) 
             Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
                 (Some(n), _, _) => vec![Item::Dec(n.as_decimal())],
                 (_, Some(s), _) => s.trim().parse::<Decimal>().ok().map(Item::Dec).into_iter().collect(),
-                (_, _, Some(b)) => Decimal::new(if b { 10 } else { 0 }, 1).map(Item::Dec).into_iter().collect(),
+                (_, _, Some(b)) => {
+                    Decimal::new(if b { 10 } else { 0 }, 1).map(Item::Dec).into_iter().collect()
+                }
                 _ => Vec::new(),
             },
         },

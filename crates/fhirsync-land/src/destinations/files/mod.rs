@@ -73,8 +73,13 @@ pub(crate) trait SnapshotFormat: Send {
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
     /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
     /// into `dir`, the version's view root.
-    fn write_view(&self, dir: &Path, name: &str, columns: &[TableColumn], rows: &[Vec<CellValue>])
-    -> Result<()>;
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()>;
 }
 
 /// One run in `_fhirsync/runs.json`.

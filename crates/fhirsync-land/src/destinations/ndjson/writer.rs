@@ -104,7 +104,13 @@ impl SnapshotFormat for NdjsonFormat {
         write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
     }
 
-    fn write_view(&self, dir: &Path, name: &str, columns: &[TableColumn], rows: &[Vec<CellValue>]) -> Result<()> {
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
         let objects = rows.iter().map(|row| {
             let mut obj = Map::new();
             for (column, cell) in columns.iter().zip(row) {
@@ -126,7 +132,9 @@ fn cell_json(cell: &CellValue) -> Value {
         CellValue::Int(i) => Value::from(*i),
         CellValue::Bool(b) => Value::Bool(*b),
         // Validated as a number when the cell was made; a string if serde_json disagrees.
-        CellValue::Decimal(s) => s.parse::<serde_json::Number>().map_or_else(|_| Value::String(s.clone()), Value::Number),
+        CellValue::Decimal(s) => {
+            s.parse::<serde_json::Number>().map_or_else(|_| Value::String(s.clone()), Value::Number)
+        }
         CellValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
         CellValue::Timestamp(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
     }

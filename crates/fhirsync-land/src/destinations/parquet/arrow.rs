@@ -47,7 +47,10 @@ pub(crate) fn view_schema(columns: &[TableColumn], rows: &[Vec<CellValue>]) -> S
 }
 
 /// The Arrow type of a column of `kind` holding `cells`.
-pub(crate) fn arrow_type<'a>(kind: ColumnKind, cells: impl Iterator<Item = Option<&'a CellValue>>) -> DataType {
+pub(crate) fn arrow_type<'a>(
+    kind: ColumnKind,
+    cells: impl Iterator<Item = Option<&'a CellValue>>,
+) -> DataType {
     match kind {
         ColumnKind::Text | ColumnKind::Json => DataType::Utf8,
         ColumnKind::Integer => DataType::Int64,
@@ -111,7 +114,9 @@ pub(crate) fn cells_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result
                 let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
                 let values = cells.map(|c| match c {
                     CellValue::Null => Ok(None),
-                    CellValue::Date(d) => i32::try_from((*d - epoch).num_days()).map(Some).map_err(|_| misfit(c)),
+                    CellValue::Date(d) => {
+                        i32::try_from((*d - epoch).num_days()).map(Some).map_err(|_| misfit(c))
+                    }
                     other => Err(misfit(other)),
                 });
                 Arc::new(values.collect::<Result<PrimitiveArray<Date32Type>>>()?)
@@ -160,12 +165,12 @@ pub(crate) fn cells_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result
         };
         columns.push(array);
     }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|source| Error::Arrow { action: "building a batch", source })
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|source| Error::Arrow { action: "building a batch", source })
 }
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::Array;
     use arrow_array::cast::AsArray;
 
     use super::*;

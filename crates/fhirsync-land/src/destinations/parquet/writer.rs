@@ -255,7 +255,13 @@ impl SnapshotFormat for ParquetFormat {
         write_table(&dir.join(PART), Arc::new(Schema::new(fields)), &rows, self.row_group_rows)
     }
 
-    fn write_view(&self, dir: &Path, name: &str, columns: &[TableColumn], rows: &[Vec<CellValue>]) -> Result<()> {
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
         let schema = view_schema(columns, rows);
         write_table(&dir.join(name).join(PART), schema, rows, self.row_group_rows)
     }

@@ -71,7 +71,7 @@ fn sql_value(d: &Dialect, cell: CellValue) -> SqlValue {
 /// RFC 3339 in UTC for PostgreSQL's `timestamptz`.
 pub(crate) fn timestamp_text(d: &Dialect, t: DateTime<Utc>) -> String {
     match d {
-        Dialect::Sqlite if t.timestamp_subsec_nanos() % 1_000_000 == 0 => {
+        Dialect::Sqlite if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) => {
             t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
         }
         Dialect::Sqlite => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
