@@ -77,6 +77,7 @@ impl SnapshotFormat for NdjsonFormat {
             let path = entry.map_err(Error::io("listing a snapshot", version))?.path();
             if path.extension().is_some_and(|e| e == EXT)
                 && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                // Snapshots of earlier versions kept their views beside the types.
                 && !stem.starts_with("view_")
             {
                 types.push(stem.to_string());
