@@ -271,6 +271,26 @@ mod tests {
         assert_eq!(first, r#"{"id":"p1","family":"O'Neil, Jr","given":["A","B"]}"#);
     }
 
+    /// Decimals print as written in the resource (`1.50`, not `1.5`), in CSV and NDJSON.
+    #[test]
+    fn decimals_print_as_written() {
+        let view = View::from_json(&json!({"resource": "Observation", "select": [{"column": [
+            {"name": "v", "path": "valueQuantity.value", "type": "decimal"}]}]}))
+        .expect("valid view");
+        let input = concat!(
+            r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#,
+            "\n",
+            r#"{"resourceType":"Observation","valueQuantity":{"value":123456789012345678.9}}"#,
+            "\n"
+        );
+        let mut csv = Vec::new();
+        write_rows(&view, input.as_bytes(), &mut csv, Format::Csv).expect("runs");
+        assert_eq!(String::from_utf8(csv).expect("utf8"), "v\n1.50\n123456789012345678.9\n");
+        let mut ndjson = Vec::new();
+        write_rows(&view, input.as_bytes(), &mut ndjson, Format::Ndjson).expect("runs");
+        assert_eq!(String::from_utf8(ndjson).expect("utf8"), "{\"v\":1.50}\n{\"v\":123456789012345678.9}\n");
+    }
+
     /// A malformed line fails with its line number.
     #[test]
     fn bad_line_is_named() {

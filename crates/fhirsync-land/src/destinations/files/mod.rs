@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 pub(crate) use layout::Layout;
 use layout::{mkdirs, remove_dir, write_atomic};
@@ -71,8 +71,15 @@ pub(crate) trait SnapshotFormat: Send {
     fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
     /// Writes a run's change records into `dir`.
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
-    /// Writes a materialised view table into a version folder.
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
+    /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
+    /// into `dir`, the version's view root.
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()>;
 }
 
 /// One run in `_fhirsync/runs.json`.

@@ -4,14 +4,13 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use fhirsync_views::View;
 use serde_json::{Map, Value};
 
 use super::config::NdjsonConfig;
 use crate::destination::Destination;
 use crate::destinations::files::row::{read_line, write_line};
 use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 const EXT: &str = "ndjson";
@@ -78,6 +77,7 @@ impl SnapshotFormat for NdjsonFormat {
             let path = entry.map_err(Error::io("listing a snapshot", version))?.path();
             if path.extension().is_some_and(|e| e == EXT)
                 && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                // Snapshots of earlier versions kept their views beside the types.
                 && !stem.starts_with("view_")
             {
                 types.push(stem.to_string());
@@ -105,22 +105,38 @@ impl SnapshotFormat for NdjsonFormat {
         write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let mut names = vec!["_fhir_version".to_string(), "_id".to_string()];
-        names.extend(view.columns().iter().map(|c| c.name.clone()));
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
         let objects = rows.iter().map(|row| {
             let mut obj = Map::new();
-            for (name, cell) in names.iter().zip(row) {
-                let v = match cell {
-                    CellValue::Null => Value::Null,
-                    CellValue::Text(s) => Value::String(s.clone()),
-                    CellValue::Int(i) => Value::from(*i),
-                    CellValue::Bool(b) => Value::Bool(*b),
-                };
-                obj.insert(name.clone(), v);
+            for (column, cell) in columns.iter().zip(row) {
+                obj.insert(column.name.clone(), cell_json(cell));
             }
             Value::Object(obj)
         });
-        write_json_lines(&version.join(format!("{table}.{EXT}")), objects)
+        write_json_lines(&dir.join(format!("{name}.{EXT}")), objects)
+    }
+}
+
+/// A view cell as JSON: decimals as the number literal (`1.50`), collections as arrays, dates
+/// as `YYYY-MM-DD`, instants as RFC 3339 in UTC.
+fn cell_json(cell: &CellValue) -> Value {
+    match cell {
+        CellValue::Null => Value::Null,
+        CellValue::Text(s) => Value::String(s.clone()),
+        CellValue::Json(v) => v.clone(),
+        CellValue::Int(i) => Value::from(*i),
+        CellValue::Bool(b) => Value::Bool(*b),
+        // Validated as a number when the cell was made; a string if serde_json disagrees.
+        CellValue::Decimal(s) => {
+            s.parse::<serde_json::Number>().map_or_else(|_| Value::String(s.clone()), Value::Number)
+        }
+        CellValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+        CellValue::Timestamp(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
     }
 }

@@ -4,20 +4,20 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use fhirsync_views::{ColumnType, View};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::arrow::{cells_batch, view_schema};
 use super::config::ParquetConfig;
 use crate::destination::Destination;
 use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 /// Rows per Arrow batch handed to the writer.
@@ -140,57 +140,11 @@ impl RowSink for ParquetSink {
     }
 }
 
-/// Writes string/int/bool columns built from `cells` (one Vec per row).
-fn write_table(
-    path: &Path,
-    fields: Vec<Field>,
-    rows: &[Vec<CellValue>],
-    row_group_rows: usize,
-) -> Result<()> {
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
+/// Writes a table of `rows` (cells in `schema` order) into a new Parquet file.
+fn write_table(path: &Path, schema: SchemaRef, rows: &[Vec<CellValue>], row_group_rows: usize) -> Result<()> {
     let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
     for chunk in rows.chunks(BATCH_ROWS) {
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, field) in schema.fields().iter().enumerate() {
-            let cells = chunk.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-            let array: ArrayRef = match field.data_type() {
-                DataType::Int64 => {
-                    let mut b = Int64Builder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Int(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                DataType::Boolean => {
-                    let mut b = BooleanBuilder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Bool(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                _ => {
-                    let mut b = StringBuilder::new();
-                    for c in cells {
-                        match c {
-                            CellValue::Null => b.append_null(),
-                            CellValue::Text(s) => b.append_value(s),
-                            CellValue::Int(v) => b.append_value(v.to_string()),
-                            CellValue::Bool(v) => b.append_value(v.to_string()),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            columns.push(array);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
-        file.write(&batch)?;
+        file.write(&cells_batch(&schema, chunk)?)?;
     }
     file.finish()
 }
@@ -281,7 +235,7 @@ impl SnapshotFormat for ParquetFormat {
             "before_hash",
             "after_hash",
         ];
-        let fields = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+        let fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
         let rows: Vec<Vec<CellValue>> = changes
             .iter()
             .map(|c| {
@@ -298,23 +252,17 @@ impl SnapshotFormat for ParquetFormat {
                 ]
             })
             .collect();
-        write_table(&dir.join(PART), fields, &rows, self.row_group_rows)
+        write_table(&dir.join(PART), Arc::new(Schema::new(fields)), &rows, self.row_group_rows)
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let mut fields = vec![
-            Field::new("_fhir_version", DataType::Utf8, false),
-            Field::new("_id", DataType::Utf8, false),
-        ];
-        for c in view.columns() {
-            let ty = match (c.ty, c.collection) {
-                (_, true) => DataType::Utf8,
-                (ColumnType::Integer, _) => DataType::Int64,
-                (ColumnType::Boolean, _) => DataType::Boolean,
-                _ => DataType::Utf8,
-            };
-            fields.push(Field::new(&c.name, ty, true));
-        }
-        write_table(&version.join(table).join(PART), fields, rows, self.row_group_rows)
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        let schema = view_schema(columns, rows);
+        write_table(&dir.join(name).join(PART), schema, rows, self.row_group_rows)
     }
 }
