@@ -96,6 +96,44 @@ pub enum Error {
         #[source]
         source: Box<fhirsync_land::Error>,
     },
+    /// An input line of a file to flatten cannot be read.
+    #[error("cannot read input line {line}")]
+    Input {
+        /// 1-based line.
+        line: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input line of a file to flatten is not JSON.
+    #[error("input line {line} is not valid JSON")]
+    InputJson {
+        /// 1-based line.
+        line: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A view failed on a resource of the input.
+    #[error("view `{view}` failed on input line {line} (resource id {id})")]
+    ViewFailed {
+        /// View name.
+        view: String,
+        /// 1-based line.
+        line: usize,
+        /// Resource id, `?` when it has none.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<fhirsync_views::Error>,
+    },
+    /// Rows cannot be written to the output.
+    #[error("cannot write the rows")]
+    Output {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A question could not be asked or answered on the terminal.
     #[error("cannot ask on the terminal")]
     Terminal {
@@ -222,7 +260,8 @@ impl Error {
                 crate::push::guard::GuardError::Ledger(_) => ErrorKind::Destination,
                 crate::push::guard::GuardError::Fhir(f) => fhir_kind(f),
             },
-            Error::Task { .. } | Error::Terminal { .. } => ErrorKind::Internal,
+            Error::Task { .. } | Error::Terminal { .. } | Error::Output { .. } => ErrorKind::Internal,
+            Error::Input { .. } | Error::InputJson { .. } | Error::ViewFailed { .. } => ErrorKind::Config,
             #[cfg(feature = "sim")]
             Error::Sim { .. } => ErrorKind::Internal,
         }

@@ -27,6 +27,7 @@
 pub mod config;
 pub mod discover;
 mod error;
+pub mod flatten;
 pub mod init;
 pub mod metrics;
 pub mod progress;
