@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The network failure of `e` with the fix to try.
 fn network_failure(e: &reqwest::Error) -> String {
-    use crate::net::NetworkFailure;
+    use fhirsync_core::NetworkFailure;
     let timeout = crate::settings::HTTP_TIMEOUT;
     match NetworkFailure::of(e) {
         NetworkFailure::Timeout => format!(

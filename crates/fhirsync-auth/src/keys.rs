@@ -301,11 +301,12 @@ fn pem_decode(text: &str) -> Option<(String, Zeroizing<Vec<u8>>)> {
     Some((label, Zeroizing::new(der)))
 }
 
-/// Path the JWK Set is served at by [`serve_jwks`].
+/// Path the JWK Set is served at by `serve_jwks` (feature `serve-jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Serves `jwks` at [`JWKS_PATH`] on `listener` until `shutdown` resolves. Responses carry
 /// `Cache-Control: no-store` so Epic refetches after a key rotation during testing.
+#[cfg(feature = "serve-jwks")]
 pub async fn serve_jwks(
     listener: tokio::net::TcpListener,
     jwks: serde_json::Value,

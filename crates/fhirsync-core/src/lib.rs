@@ -15,6 +15,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "http")]
+pub mod net;
+pub mod token;
+
+#[cfg(feature = "http")]
+pub use net::NetworkFailure;
+pub use token::{BoxFuture, StaticToken, TokenError, TokenProvider};
+
 /// Errors of the core model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -115,6 +123,12 @@ impl Hex {
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are ever written, so this never falls back.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hex({})", self.as_str())
     }
 }
 

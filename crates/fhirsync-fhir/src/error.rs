@@ -46,7 +46,7 @@ pub enum Error {
     Build(#[source] reqwest::Error),
     /// No access token could be obtained.
     #[error("cannot obtain an access token: {0}")]
-    Token(#[from] fhirsync_auth::Error),
+    Token(#[from] fhirsync_core::TokenError),
     /// The server rejected the token even after a fresh one was obtained.
     #[error("{url}: HTTP 401 even with a fresh access token; check the client's registration and scopes")]
     Unauthorized {
@@ -197,4 +197,4 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of network failure a transport error was (shared with the auth crate, whose
 /// token and discovery requests fail the same ways).
-pub use fhirsync_auth::NetworkFailure;
+pub use fhirsync_core::NetworkFailure;

@@ -53,7 +53,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
-        if let Some(e) = cause.downcast_ref::<fhirsync_auth::Error>() {
+        // A token provider's failure arrives wrapped in a `TokenError` (the trait lives in core).
+        let token = cause.downcast_ref::<fhirsync_auth::TokenError>().and_then(|t| t.downcast_ref());
+        if let Some(e) = cause.downcast_ref::<fhirsync_auth::Error>().or(token) {
             return auth_exit_code(e);
         }
     }

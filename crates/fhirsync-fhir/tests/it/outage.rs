@@ -42,7 +42,7 @@ fn config(concurrency: usize, max_outage: Duration) -> ClientConfig {
 
 fn client(sim: &Sim, config: ClientConfig) -> FhirClient {
     let token = sim.state().oauth.issue_token(CLIENT, &["system/*.read"]);
-    FhirClient::new(config, Arc::new(fhirsync_auth::StaticToken(token.into()))).unwrap()
+    FhirClient::new(config, Arc::new(fhirsync_fhir::StaticToken(token.into()))).unwrap()
 }
 
 /// Reads every page of every patient's laboratory Observations, `concurrency` patients at a

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fhirsync_auth::{BoxFuture, TokenProvider};
 use fhirsync_core::FhirVersion;
+use fhirsync_fhir::{BoxFuture, TokenError, TokenProvider};
 use fhirsync_fhir::{Error, FhirClient};
 use fhirsync_sim::fhir::FhirConfig;
 use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
@@ -43,7 +43,7 @@ impl SimTokens {
 }
 
 impl TokenProvider for SimTokens {
-    fn access_token(&self) -> BoxFuture<'_, fhirsync_auth::Result<SecretString>> {
+    fn access_token(&self) -> BoxFuture<'_, Result<SecretString, TokenError>> {
         let t = self.current.lock().unwrap().clone();
         Box::pin(async move { Ok(SecretString::from(t)) })
     }
