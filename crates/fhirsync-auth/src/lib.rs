@@ -20,17 +20,12 @@
 //! ```
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fhirsync_auth::{AuthSettings, KeyType, SigningKey, TokenProvider, generate_private_key, http_client};
-//! use fhirsync_sim::{Sim, SimConfig, oauth::ClientRegistration};
+//! use fhirsync_sim::testing::{SimBuilder, backend_client};
 //!
-//! let sim = Sim::start(SimConfig::default()).await?;
 //! let pem = generate_private_key(KeyType::Rsa(2048))?; // `fhirsync keys generate`
 //! let key = SigningKey::from_pem(&pem, "demo key", None)?;
-//! sim.state().oauth.register_client(ClientRegistration {
-//!     client_id: "demo-backend".into(),
-//!     jwks: Some(key.jwks()), // what `fhirsync keys jwks` prints
-//!     jwks_from_url: true,
-//!     ..Default::default()
-//! });
+//! // The JWK Set is what `fhirsync keys jwks` prints, registered as a JWK Set URL.
+//! let sim = SimBuilder::new().register(backend_client("demo-backend", key.jwks(), true)).try_start().await?;
 //! let mut settings = AuthSettings::new("demo-backend", sim.fhir_base(fhirsync_core::FhirVersion::R4).parse()?);
 //! settings.private_key_pem = Some(pem);
 //! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client()?).await?;

@@ -9,6 +9,7 @@
 //! ([`fhir::ServerProfile::Epic`]); a generic SMART server is a configuration away. Used
 //! in-process by tests and by `fhirsync demo`, and standalone by `fhirsync sandbox`. Module
 //! [`replay`] serves a folder of recorded answers instead (`fhirsync sandbox --replay DIR`).
+//! Module `testing` (feature `testing`) is the test suites' way to start one.
 //!
 //! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
 //! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
@@ -17,6 +18,8 @@
 pub mod fhir;
 pub mod oauth;
 pub mod replay;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
