@@ -46,14 +46,16 @@ pub enum Error {
     },
     /// Neither `.well-known/smart-configuration` nor `/metadata` gave OAuth endpoints.
     #[error(
-        "cannot discover the OAuth endpoints of {fhir_base}: {problem}; set the Auth Base URI \
-         (the authorize URL without `/authorize`) explicitly"
+        "cannot discover the OAuth endpoints of {fhir_base}: smart-configuration: {smart_configuration}; \
+         metadata: {source}; set the Auth Base URI (the authorize URL without `/authorize`) explicitly"
     )]
     Discovery {
         /// FHIR base URL.
         fhir_base: String,
-        /// What failed.
-        problem: String,
+        /// Why `.well-known/smart-configuration` gave no endpoints.
+        smart_configuration: Box<Error>,
+        /// Why `/metadata` gave no endpoints.
+        source: Box<Error>,
     },
     /// The token endpoint refused the client itself (`invalid_client` / `unauthorized_client`):
     /// a configuration problem, not retried.
@@ -80,6 +82,14 @@ pub enum Error {
         /// `error_description`, if any.
         description: Option<String>,
     },
+    /// Signing a client assertion failed.
+    #[error("private key kid {kid}: signing failed: {source}")]
+    Sign {
+        /// The key's `kid`.
+        kid: String,
+        /// The JWT library's error.
+        source: jsonwebtoken::errors::Error,
+    },
     /// A private key could not be read or used.
     #[error("private key {origin}: {problem}")]
     Key {
@@ -104,6 +114,16 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A URL built from a setting does not parse.
+    #[error("setting `{setting}`: cannot append `/{suffix}`: {source}")]
+    InvalidUrl {
+        /// Name of the setting the URL is built from.
+        setting: &'static str,
+        /// The path appended to it.
+        suffix: String,
+        /// The URL error.
+        source: url::ParseError,
+    },
     /// A required setting is missing or invalid.
     #[error("setting `{setting}`: {problem}")]
     Config {
@@ -112,7 +132,23 @@ pub enum Error {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// The token store file exists but cannot be parsed.
+    /// The token store file is not the JSON of a token store.
+    #[error("token store {path} is not valid: {source}; run `fhirsync auth login` again")]
+    StoreJson {
+        /// The file.
+        path: PathBuf,
+        /// The parse error (line and column, never the value).
+        source: serde_json::Error,
+    },
+    /// The token store's `token_url` does not parse.
+    #[error("token store {path} is not valid: token_url: {source}; run `fhirsync auth login` again")]
+    StoreUrl {
+        /// The file.
+        path: PathBuf,
+        /// The URL error.
+        source: url::ParseError,
+    },
+    /// The token store file exists but cannot be used.
     #[error("token store {path} is not valid: {problem}; run `fhirsync auth login` again")]
     StoreFormat {
         /// The file.

@@ -237,10 +237,8 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".to_string());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| Error::Key {
-            origin: format!("kid {}", self.kid),
-            problem: format!("signing failed: {e}"),
-        })
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|source| Error::Sign { kid: self.kid.clone(), source })
     }
 }
 

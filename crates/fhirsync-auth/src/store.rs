@@ -146,13 +146,15 @@ impl TokenStore {
                 return Err(Error::File { action: "read token store", path: self.path.clone(), source });
             }
         };
-        let bad = |problem: String| Error::StoreFormat { path: self.path.clone(), problem };
         // serde_json errors carry line/column only, never the value.
-        let file: StoreFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let file: StoreFile = serde_json::from_str(&text)
+            .map_err(|source| Error::StoreJson { path: self.path.clone(), source })?;
         if file.version != STORE_VERSION {
-            return Err(bad(format!("unknown version {}", file.version)));
+            let problem = format!("unknown version {}", file.version);
+            return Err(Error::StoreFormat { path: self.path.clone(), problem });
         }
-        let token_url = Url::parse(&file.token_url).map_err(|e| bad(format!("token_url: {e}")))?;
+        let token_url = Url::parse(&file.token_url)
+            .map_err(|source| Error::StoreUrl { path: self.path.clone(), source })?;
         Ok(Some(StoredTokens {
             client_id: file.client_id,
             token_url,

@@ -473,10 +473,7 @@ impl Window {
 
 impl Bulk<'_> {
     pub(crate) async fn run(&self, report: &mut ExtractReport) -> Result<()> {
-        let base = self
-            .endpoints
-            .get(FhirVersion::R4)
-            .ok_or_else(|| Error::Bulk("Group $export needs the R4 endpoint (fhir_r4_endpoint)".into()))?;
+        let base = self.endpoints.get(FhirVersion::R4).ok_or(Error::BulkNeedsR4)?;
         let documented = self.statement(base).await?;
         let (requested, refused) = self.requested(&documented)?;
 
@@ -513,8 +510,8 @@ impl Bulk<'_> {
         if !requested.is_empty() && state.types.iter().any(|t| !requested.contains(t)) {
             warn!(group = %self.group, "The saved export's types differ from [extract] datasets; it is finished first, the next export uses the new datasets.");
         }
-        let status_url =
-            Url::parse(&state.status_url).map_err(|e| Error::Bulk(format!("saved status URL: {e}")))?;
+        let status_url = Url::parse(&state.status_url)
+            .map_err(|source| Error::BulkUrl { what: "saved status URL", source })?;
         if state.manifest.is_none() {
             state.manifest = Some(self.poll(&status_url).await?);
             state.save(self.state_dir)?;
@@ -835,10 +832,8 @@ impl Bulk<'_> {
             }
         }
         if types.is_empty() && !refused.is_empty() {
-            return Err(Error::EmptyPlan(format!(
-                "the server exports none of the configured datasets ({})",
-                refused.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
+            let refused = refused.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(Error::NothingExportable { refused });
         }
         if self.datasets.is_empty() {
             info!(
@@ -874,7 +869,7 @@ impl Bulk<'_> {
                     // Types the refusal names are not exportable here: drop them, try again.
                     let named = types_named(e.outcomes(), &types);
                     if named.is_empty() || named.len() == types.len() {
-                        return Err(Error::Bulk(format!("kick-off refused: {e}")));
+                        return Err(Error::BulkKickOffRefused { source: e });
                     }
                     let said = summarize(e.outcomes());
                     warn!(types = ?named, "The server refuses to export these types; kicking off without them.");
@@ -887,18 +882,12 @@ impl Bulk<'_> {
             }
         };
         if resp.status.as_u16() != 202 {
-            return Err(Error::Bulk(format!(
-                "kick-off answered HTTP {} instead of 202",
-                resp.status.as_u16()
-            )));
+            return Err(Error::BulkKickOffStatus { status: resp.status.as_u16() });
         }
-        let location = resp
-            .headers
-            .get(CONTENT_LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Bulk("kick-off answer has no Content-Location".into()))?;
+        let location =
+            resp.headers.get(CONTENT_LOCATION).and_then(|v| v.to_str().ok()).ok_or(Error::BulkNoStatusUrl)?;
         let status_url =
-            resp.url.join(location).map_err(|e| Error::Bulk(format!("bad Content-Location: {e}")))?;
+            resp.url.join(location).map_err(|source| Error::BulkUrl { what: "Content-Location", source })?;
         let state = BulkState {
             group: self.group.to_string(),
             status_url: status_url.to_string(),
@@ -937,15 +926,13 @@ impl Bulk<'_> {
                 Ok(r) => r,
                 Err(e) if e.status() == Some(404) => {
                     BulkState::remove(self.state_dir, self.group);
-                    return Err(Error::Bulk(format!(
-                        "the export's status URL is gone ({e}); the saved state was removed, start a new export"
-                    )));
+                    return Err(Error::BulkStatusGone { source: e });
                 }
                 Err(e) => return Err(e.into()),
             };
             if resp.status.as_u16() == 200 {
-                let wire: ManifestWire = serde_json::from_slice(&resp.body)
-                    .map_err(|e| Error::Bulk(format!("invalid manifest: {e}")))?;
+                let wire: ManifestWire =
+                    serde_json::from_slice(&resp.body).map_err(|source| Error::BulkManifest { source })?;
                 // An HTTP-date is an RFC 2822 date in GMT.
                 let expires = resp
                     .headers
@@ -971,10 +958,7 @@ impl Bulk<'_> {
                 }
             };
             if Instant::now() + delay > deadline {
-                return Err(Error::Bulk(format!(
-                    "not ready after {} s; the status URL is saved, run again to resume",
-                    self.config.timeout_secs
-                )));
+                return Err(Error::BulkNotReady { timeout_secs: self.config.timeout_secs });
             }
             tokio::time::sleep(delay).await;
         }
@@ -1028,7 +1012,7 @@ impl Bulk<'_> {
         file: &ManifestFile,
         wanted: &[Vec<IdentifierKey>],
     ) -> Result<FileResult> {
-        let url = Url::parse(&file.url).map_err(|e| Error::Bulk(format!("bad output URL: {e}")))?;
+        let url = Url::parse(&file.url).map_err(|source| Error::BulkUrl { what: "output URL", source })?;
         let resp = self.client.execute_streaming(&Request::get(url.clone())).await?;
         let reader = StreamReader::new(resp.response.bytes_stream().map_err(std::io::Error::other));
         let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(self.config.max_line_bytes));
@@ -1048,7 +1032,7 @@ impl Bulk<'_> {
                     });
                 }
                 Err(LinesCodecError::Io(e)) => {
-                    return Err(Error::Bulk(format!("{} (body cut off): {e}", redact_url(&url))));
+                    return Err(Error::BulkBodyCut { url: redact_url(&url), source: e });
                 }
             };
             let line = line.trim();
@@ -1085,11 +1069,8 @@ impl Bulk<'_> {
         if let Some(count) = file.count
             && out.resources + outcome_lines < count
         {
-            return Err(Error::Bulk(format!(
-                "{}: {} of the manifest's {count} resources before the body ended (truncated)",
-                redact_url(&url),
-                out.resources + outcome_lines
-            )));
+            let received = out.resources + outcome_lines;
+            return Err(Error::BulkTruncated { url: redact_url(&url), received, expected: count });
         }
         self.progress.pages.fetch_add(1, Ordering::Relaxed);
         counters.pages.fetch_add(1, Ordering::Relaxed);
@@ -1138,8 +1119,8 @@ impl Bulk<'_> {
         let mut unreadable = None;
         for file in &manifest.error {
             let resp = match Url::parse(&file.url) {
-                Ok(u) => self.client.execute(&Request::get(u)).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("bad error file URL: {e}")),
+                Ok(u) => self.client.execute(&Request::get(u)).await.map_err(Error::from),
+                Err(source) => Err(Error::BulkUrl { what: "error file URL", source }),
             };
             match resp {
                 Ok(r) => out.extend(String::from_utf8_lossy(&r.body).lines().flat_map(parse_outcome)),

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::config::{Endpoints, ExtractConfig, ServerKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StatementError};
 
 /// Types never planned by default: `List` is the cohort tool (and needs a `code`).
 const NOT_BY_DEFAULT: &[&str] = &["List"];
@@ -129,15 +129,13 @@ struct SearchParamWire {
 
 impl Capabilities {
     /// Parses a CapabilityStatement (R4/STU3) or Conformance (DSTU2).
-    pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
-        let wire: StatementWire = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    pub fn parse(json: &[u8]) -> std::result::Result<Self, StatementError> {
+        let wire: StatementWire = serde_json::from_slice(json)?;
         match wire.resource_type.as_deref() {
             Some("CapabilityStatement" | "Conformance") => {}
             other => {
-                return Err(format!(
-                    "expected a CapabilityStatement, got {}",
-                    other.unwrap_or("no resourceType")
-                ));
+                let found = other.unwrap_or("no resourceType").to_string();
+                return Err(StatementError::NotAStatement { found });
             }
         }
         let says_epic =
@@ -231,10 +229,10 @@ pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractCo
     for ((version, base), body) in versions.into_iter().zip(bodies) {
         match body {
             Ok(body) => {
-                let c = Capabilities::parse(&body).map_err(|problem| Error::Capabilities {
+                let c = Capabilities::parse(&body).map_err(|source| Error::Capabilities {
                     version,
                     url: fhirsync_fhir::redact_url(base),
-                    problem,
+                    source,
                 })?;
                 caps.insert(version, (base.clone(), c));
             }
@@ -248,7 +246,7 @@ pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractCo
     if caps.is_empty() {
         return Err(match last_err {
             Some(e) => e.into(),
-            None => Error::EmptyPlan("no FHIR endpoint configured".into()),
+            None => Error::NoEndpoint,
         });
     }
     let plan = build(&caps, config)?;
@@ -296,7 +294,7 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
     };
     // A named type no statement lists is tried from the newest endpoint.
     let Some(&newest) = caps.keys().max() else {
-        return Err(Error::EmptyPlan("no FHIR endpoint configured".into()));
+        return Err(Error::NoEndpoint);
     };
     let mut items = BTreeMap::new();
     for wanted in selection {
@@ -351,7 +349,7 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
         }
     }
     if items.is_empty() {
-        return Err(Error::EmptyPlan(format!("no patient-searchable types on {described}")));
+        return Err(Error::NothingSearchable { endpoints: described });
     }
     Ok(Plan { items: items.into_values().collect(), not_offered })
 }
@@ -514,9 +512,14 @@ mod tests {
         assert!(err.to_string().contains("Medication"), "{err}");
     }
 
-    /// A non-CapabilityStatement body is rejected.
+    /// A non-CapabilityStatement body is rejected naming what came; a non-JSON body keeps the
+    /// parse error.
     #[test]
     fn rejects_non_capability_statement() {
-        assert!(Capabilities::parse(br#"{"resourceType":"Bundle"}"#).is_err());
+        let err = Capabilities::parse(br#"{"resourceType":"Bundle"}"#).unwrap_err();
+        assert!(matches!(&err, StatementError::NotAStatement { found } if found == "Bundle"), "{err}");
+        assert_eq!(err.to_string(), "expected a CapabilityStatement, got Bundle");
+        let err = Capabilities::parse(b"<CapabilityStatement/>").unwrap_err();
+        assert!(matches!(err, StatementError::Json(_)), "{err}");
     }
 }

@@ -122,6 +122,30 @@ pub enum Error {
         /// Cause.
         source: reqwest::Error,
     },
+    /// A time window (`extract.schedule.peak`) that does not parse.
+    #[error("`{text}` is not a time window: {problem}; expected `HH:MM-HH:MM`, e.g. `07:00-19:00`")]
+    InvalidWindow {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The `--record` path exists and is not a folder.
+    #[error("{path} exists and is not a folder: pass a folder (new or existing) to --record")]
+    RecordingNotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The recording folder could not be created or listed.
+    #[error("cannot {action} the recording folder {path}: {source}")]
+    RecordingFolder {
+        /// `create` or `list`.
+        action: &'static str,
+        /// The folder.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The body is not valid JSON.
     #[error("{url}: response is not valid JSON: {source}")]
     Json {

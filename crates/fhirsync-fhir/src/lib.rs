@@ -29,7 +29,7 @@ pub use fhirsync_core::{BoxFuture, StaticToken, TokenError, TokenProvider};
 pub use outage::OutagePolicy;
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
-pub use record::{RecordError, Recorder};
+pub use record::Recorder;
 pub use retry::{Decision, RetryPolicy, RetryReason};
 pub use schedule::{SchedulePolicy, Window};
 

@@ -71,7 +71,8 @@ async fn metadata_fallback() {
     );
 }
 
-/// When neither document is available the error says to set the Auth Base URI.
+/// When neither document is available the error says to set the Auth Base URI, and keeps both
+/// failures typed: the metadata one as its source.
 #[tokio::test]
 async fn discovery_failure_names_fix() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,6 +81,16 @@ async fn discovery_failure_names_fix() {
     let base = Url::parse(&format!("http://{addr}/fhir")).unwrap();
     let err = discover(&reqwest::Client::new(), &base, "c").await.unwrap_err();
     assert!(err.to_string().contains("Auth Base URI"), "{err}");
+    let fhirsync_auth::Error::Discovery { smart_configuration, source, .. } = &err else {
+        panic!("not a discovery error: {err}");
+    };
+    let status = |e: &fhirsync_auth::Error| match e {
+        fhirsync_auth::Error::UnexpectedResponse { status, .. } => Some(*status),
+        _ => None,
+    };
+    assert_eq!((status(smart_configuration), status(source)), (Some(404), Some(404)), "{err}");
+    let chained = std::error::Error::source(&err).map(|s| s.to_string());
+    assert_eq!(chained, Some(source.to_string()));
 }
 
 /// The simulator's `/metadata` oauth-uris agree with its smart-configuration.

@@ -66,9 +66,15 @@ pub enum Command {
 pub(crate) fn local_error(err: fhirsync_auth::Error) -> anyhow::Error {
     use fhirsync_auth::Error as E;
     match err {
-        E::Key { .. } | E::Config { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
-            Failure::config(err.to_string())
-        }
+        E::Key { .. }
+        | E::Config { .. }
+        | E::File { .. }
+        | E::Exists { .. }
+        | E::StoreFormat { .. }
+        | E::StoreJson { .. }
+        | E::StoreUrl { .. }
+        | E::InvalidUrl { .. }
+        | E::Sign { .. } => Failure::config(err.to_string()),
         other => other.into(),
     }
 }

@@ -66,9 +66,15 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 fn auth_exit_code(e: &fhirsync_auth::Error) -> u8 {
     use fhirsync_auth::Error as E;
     match e {
-        E::Config { .. } | E::Key { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
-            EXIT_CONFIG
-        }
+        E::Config { .. }
+        | E::Key { .. }
+        | E::File { .. }
+        | E::Exists { .. }
+        | E::StoreFormat { .. }
+        | E::StoreJson { .. }
+        | E::StoreUrl { .. }
+        | E::InvalidUrl { .. }
+        | E::Sign { .. } => EXIT_CONFIG,
         E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => EXIT_SOURCE,
         _ => EXIT_AUTH,
     }
