@@ -149,42 +149,7 @@ fn identifier_key(i: &IdentifierWire) -> Option<IdentifierKey> {
 /// Reads the members of a Group resource (or of the Group inside a Bundle answer) whatever the
 /// reference form (module docs). Pure: the caller fetched `body`.
 pub fn parse_group(body: &[u8], group: &str) -> Result<GroupMembers> {
-    let wire: GroupWire = serde_json::from_slice(body).map_err(|source| Error::CohortJson {
-        resource: format!("Group/{group}"),
-        expected: "Group",
-        source,
-    })?;
-    let (g, bundle) = match wire.resource_type.as_deref() {
-        Some("Group") => (wire, Vec::new()),
-        Some("Bundle") => {
-            let mut group_wire = None;
-            let mut others = Vec::new();
-            for e in wire.entry {
-                let Some(resource) = e.resource else { continue };
-                let is_group = resource.get("resourceType").and_then(|t| t.as_str()) == Some("Group");
-                let id_matches = resource.get("id").and_then(|t| t.as_str()) == Some(group);
-                if is_group && (id_matches || group_wire.is_none()) {
-                    group_wire = Some(resource);
-                } else if let Some(url) = e.full_url {
-                    others.push((url, resource));
-                }
-            }
-            let g = group_wire.ok_or_else(|| Error::NotAGroup {
-                group: group.to_string(),
-                found: "a Bundle without a Group".into(),
-            })?;
-            let g: GroupWire = serde_json::from_value(g).map_err(|source| Error::CohortJson {
-                resource: format!("Group/{group} in the Bundle"),
-                expected: "Group",
-                source,
-            })?;
-            (g, others)
-        }
-        other => {
-            let found = other.unwrap_or("no resourceType").to_string();
-            return Err(Error::NotAGroup { group: group.to_string(), found });
-        }
-    };
+    let (g, bundle) = group_of_answer(body, group)?;
     let mut out = GroupMembers::default();
     let mut ids = Ids::default();
     for m in g.member {
@@ -236,6 +201,47 @@ pub fn parse_group(body: &[u8], group: &str) -> Result<GroupMembers> {
     }
     out.ids = ids.order;
     Ok(out)
+}
+
+/// The Group of an answer: the Group itself, or the one inside a Bundle (the one with id
+/// `group`, else the first), with the Bundle's other entries by `fullUrl`.
+fn group_of_answer(body: &[u8], group: &str) -> Result<(GroupWire, Vec<(String, serde_json::Value)>)> {
+    let wire: GroupWire = serde_json::from_slice(body).map_err(|source| Error::CohortJson {
+        resource: format!("Group/{group}"),
+        expected: "Group",
+        source,
+    })?;
+    match wire.resource_type.as_deref() {
+        Some("Group") => Ok((wire, Vec::new())),
+        Some("Bundle") => {
+            let mut group_wire = None;
+            let mut others = Vec::new();
+            for e in wire.entry {
+                let Some(resource) = e.resource else { continue };
+                let is_group = resource.get("resourceType").and_then(|t| t.as_str()) == Some("Group");
+                let id_matches = resource.get("id").and_then(|t| t.as_str()) == Some(group);
+                if is_group && (id_matches || group_wire.is_none()) {
+                    group_wire = Some(resource);
+                } else if let Some(url) = e.full_url {
+                    others.push((url, resource));
+                }
+            }
+            let g = group_wire.ok_or_else(|| Error::NotAGroup {
+                group: group.to_string(),
+                found: "a Bundle without a Group".into(),
+            })?;
+            let g: GroupWire = serde_json::from_value(g).map_err(|source| Error::CohortJson {
+                resource: format!("Group/{group} in the Bundle"),
+                expected: "Group",
+                source,
+            })?;
+            Ok((g, others))
+        }
+        other => {
+            let found = other.unwrap_or("no resourceType").to_string();
+            Err(Error::NotAGroup { group: group.to_string(), found })
+        }
+    }
 }
 
 #[derive(Deserialize)]

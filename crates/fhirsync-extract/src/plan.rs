@@ -311,47 +311,61 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
             }
         };
         let (base, c) = &caps[&version];
-        let patient_param = match (ty, c.patient_param(ty)) {
-            (_, Some(p)) => p,
-            ("Patient", None) => "_id",
-            (_, None) => "patient",
-        };
-        let epic = match config.server {
-            ServerKind::Epic => true,
-            ServerKind::Generic => false,
-            ServerKind::Auto => c.epic,
-        };
-        let by_category = epic || c.category_required.contains(ty);
-        let mut base_params = Vec::new();
-        if config.page_size > 0 && ty != "Patient" {
-            base_params.push(("_count".to_string(), config.page_size.to_string()));
-        }
-        let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
-            (Some(c), _) => vec![c.clone()],
-            (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
-            _ => Vec::new(),
-        };
-        let verify_count = config.verify_counts && !epic && ty != "Patient";
-        let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
-            items.insert(
-                dataset.clone(),
-                PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
-            );
-        };
-        if categories.is_empty() {
-            push(Dataset::new(ty), base_params.clone());
-        } else {
-            for cat in categories {
-                let mut params = vec![("category".to_string(), cat.clone())];
-                params.extend(base_params.iter().cloned());
-                push(Dataset::with_category(ty, cat), params);
-            }
-        }
+        plan_dataset(&wanted, version, base, c, config, &mut items);
     }
     if items.is_empty() {
         return Err(Error::NothingSearchable { endpoints: described });
     }
     Ok(Plan { items: items.into_values().collect(), not_offered })
+}
+
+/// The planned datasets of one wanted dataset, searched on `version` (`base`, statement `c`):
+/// one per category when the server wants categories, else one.
+fn plan_dataset(
+    wanted: &Dataset,
+    version: FhirVersion,
+    base: &Url,
+    c: &Capabilities,
+    config: &ExtractConfig,
+    items: &mut BTreeMap<Dataset, PlannedDataset>,
+) {
+    let ty = wanted.resource_type.as_str();
+    let patient_param = match (ty, c.patient_param(ty)) {
+        (_, Some(p)) => p,
+        ("Patient", None) => "_id",
+        (_, None) => "patient",
+    };
+    let epic = match config.server {
+        ServerKind::Epic => true,
+        ServerKind::Generic => false,
+        ServerKind::Auto => c.epic,
+    };
+    let by_category = epic || c.category_required.contains(ty);
+    let mut base_params = Vec::new();
+    if config.page_size > 0 && ty != "Patient" {
+        base_params.push(("_count".to_string(), config.page_size.to_string()));
+    }
+    let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
+        _ => Vec::new(),
+    };
+    let verify_count = config.verify_counts && !epic && ty != "Patient";
+    let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
+        items.insert(
+            dataset.clone(),
+            PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
+        );
+    };
+    if categories.is_empty() {
+        push(Dataset::new(ty), base_params.clone());
+    } else {
+        for cat in categories {
+            let mut params = vec![("category".to_string(), cat.clone())];
+            params.extend(base_params.iter().cloned());
+            push(Dataset::with_category(ty, cat), params);
+        }
+    }
 }
 
 #[cfg(test)]
