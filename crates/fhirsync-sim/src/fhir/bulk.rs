@@ -46,6 +46,7 @@ use super::records::Seg;
 use super::routes::Call;
 use super::search::{Rejection, SearchRequest};
 use super::wire::{self, Format, Issue};
+use crate::SimState;
 
 /// Lines generated per streamed chunk of an NDJSON file.
 const LINES_PER_CHUNK: usize = 200;
@@ -567,7 +568,29 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
         .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
     let gzip = config.gzip && accepts_gzip;
 
-    let st = call.st.clone();
+    let lines = file_lines(call.st.clone(), job, index, truncate, gzip);
+    let body = match gzip {
+        false => Body::from_stream(lines.map(Ok::<Bytes, std::io::Error>)),
+        true => Body::from_stream(gzip_stream(lines, !truncate).map(Ok::<Bytes, std::io::Error>)),
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    if gzip {
+        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    resp
+}
+
+/// The lines of file `index` of `job` as a stream of chunks: its outcome line first, then
+/// [`LINES_PER_CHUNK`] lines at a time, generated as they are read. Truncated: half the lines,
+/// then (plain, not `gzip`) half of the next line.
+fn file_lines(
+    st: Arc<SimState>,
+    job: Arc<Job>,
+    index: usize,
+    truncate: bool,
+    gzip: bool,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
     let head: Option<Bytes> = job.files[index].outcome.as_ref().map(|o| {
         let mut line = wire::json_bytes(o);
         line.push(b'\n');
@@ -577,7 +600,7 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
     // Truncated: half the lines, then (plain) half of the next line; gzip stops before its trailer.
     let limit = if truncate { len / 2 } else { len };
     let cut_line = truncate && !gzip;
-    let lines = futures::stream::unfold((0usize, head, false), move |(done, head, finished)| {
+    futures::stream::unfold((0usize, head, false), move |(done, head, finished)| {
         let st = st.clone();
         let job = job.clone();
         async move {
@@ -605,17 +628,7 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
             }
             Some((Bytes::from(buf), (done + n, None, false)))
         }
-    });
-    let body = match gzip {
-        false => Body::from_stream(lines.map(Ok::<Bytes, std::io::Error>)),
-        true => Body::from_stream(gzip_stream(lines, !truncate).map(Ok::<Bytes, std::io::Error>)),
-    };
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
-    if gzip {
-        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    resp
+    })
 }
 
 /// gzip (RFC 1952) of a byte stream, as stored (uncompressed) deflate blocks: a gzip header,
