@@ -211,6 +211,23 @@ impl Error {
         Error::Unreachable { url: url.to_string(), source: source.without_url() }
     }
 
+    /// Whether the fix is in the configuration (a setting, a key, a file, the token store)
+    /// rather than on the server or in the network.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. }
+                | Error::InvalidUrl { .. }
+                | Error::Key { .. }
+                | Error::Sign { .. }
+                | Error::File { .. }
+                | Error::Exists { .. }
+                | Error::StoreFormat { .. }
+                | Error::StoreJson { .. }
+                | Error::StoreUrl { .. }
+        )
+    }
+
     /// Whether retrying the same request may succeed (network failure, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -220,5 +237,34 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Local problems (settings, keys, the token store) are configuration; refusals are not.
+    #[test]
+    fn config_problems_are_told_apart() {
+        let url = url::Url::parse("http://x/").and_then(|u| u.join("http://[::1")).unwrap_err();
+        let local = [
+            Error::Config { setting: "client_id", problem: "missing".into() },
+            Error::InvalidUrl { setting: "fhir_base", suffix: "metadata".into(), source: url },
+            Error::Exists { path: PathBuf::from("k.pem") },
+            Error::StoreFormat { path: PathBuf::from("t.json"), problem: "unknown version 9".into() },
+        ];
+        assert!(local.iter().all(Error::is_config));
+        let remote = [
+            Error::NotAuthenticated { reason: "expired".into() },
+            Error::StateMismatch,
+            Error::TokenEndpoint {
+                token_url: "u".into(),
+                status: 400,
+                error: "invalid_grant".into(),
+                description: None,
+            },
+        ];
+        assert!(!remote.iter().any(Error::is_config));
     }
 }

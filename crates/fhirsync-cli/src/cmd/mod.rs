@@ -66,15 +66,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 fn auth_exit_code(e: &fhirsync_auth::Error) -> u8 {
     use fhirsync_auth::Error as E;
     match e {
-        E::Config { .. }
-        | E::Key { .. }
-        | E::File { .. }
-        | E::Exists { .. }
-        | E::StoreFormat { .. }
-        | E::StoreJson { .. }
-        | E::StoreUrl { .. }
-        | E::InvalidUrl { .. }
-        | E::Sign { .. } => EXIT_CONFIG,
+        e if e.is_config() => EXIT_CONFIG,
         E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => EXIT_SOURCE,
         _ => EXIT_AUTH,
     }
