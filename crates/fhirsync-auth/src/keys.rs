@@ -237,10 +237,8 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".to_string());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| Error::Key {
-            origin: format!("kid {}", self.kid),
-            problem: format!("signing failed: {e}"),
-        })
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|source| Error::Sign { kid: self.kid.clone(), source })
     }
 }
 
@@ -301,11 +299,12 @@ fn pem_decode(text: &str) -> Option<(String, Zeroizing<Vec<u8>>)> {
     Some((label, Zeroizing::new(der)))
 }
 
-/// Path the JWK Set is served at by [`serve_jwks`].
+/// Path the JWK Set is served at by `serve_jwks` (feature `serve-jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Serves `jwks` at [`JWKS_PATH`] on `listener` until `shutdown` resolves. Responses carry
 /// `Cache-Control: no-store` so Epic refetches after a key rotation during testing.
+#[cfg(feature = "serve-jwks")]
 pub async fn serve_jwks(
     listener: tokio::net::TcpListener,
     jwks: serde_json::Value,

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::destinations::ndjson::NdjsonConfig;
+#[cfg(feature = "parquet")]
 pub use crate::destinations::parquet::ParquetConfig;
+#[cfg(feature = "postgres")]
 pub use crate::destinations::postgres::PostgresConfig;
 pub use crate::destinations::sqlite::SqliteConfig;
 
@@ -19,8 +21,10 @@ pub enum DestinationConfig {
     /// One SQLite file (the default destination).
     Sqlite(SqliteConfig),
     /// A PostgreSQL schema.
+    #[cfg(feature = "postgres")]
     Postgres(PostgresConfig),
     /// Hive-style Parquet folders (`resource_type=Observation/`), readable by DuckDB, Spark, Trino.
+    #[cfg(feature = "parquet")]
     Parquet(ParquetConfig),
     /// One NDJSON file per resource type.
     Ndjson(NdjsonConfig),
@@ -37,7 +41,9 @@ impl DestinationConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             DestinationConfig::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             DestinationConfig::Postgres(_) => "postgres",
+            #[cfg(feature = "parquet")]
             DestinationConfig::Parquet(_) => "parquet",
             DestinationConfig::Ndjson(_) => "ndjson",
         }

@@ -55,9 +55,13 @@ mod lock;
 mod status;
 mod views;
 
+#[cfg(feature = "parquet")]
+pub use config::ParquetConfig;
+#[cfg(feature = "postgres")]
+pub use config::PostgresConfig;
 pub use config::{
     DEFAULT_CHECKPOINT_ROWS, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
-    ParquetConfig, PostgresConfig, SqliteConfig, UnknownMethod,
+    SqliteConfig, UnknownMethod,
 };
 pub use destination::{
     Destination, RunMetrics, RunStart, STATUS_COMPLETED_WITH_GAPS, STATUS_SUCCEEDED, committed_status,

@@ -52,9 +52,9 @@ pub enum Error {
     /// Authentication failed before anything was read or written.
     #[error("cannot authenticate; nothing was changed at the destination")]
     Authenticate {
-        /// Why.
+        /// Why (an [`fhirsync_auth::Error`] inside, for the providers of this workspace).
         #[source]
-        source: Box<fhirsync_auth::Error>,
+        source: fhirsync_core::TokenError,
     },
     /// An auth operation (key, token store, login) failed.
     #[error(transparent)]
@@ -142,12 +142,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The server's CapabilityStatement cannot be used.
-    #[error("the {version} CapabilityStatement cannot be read: {problem}")]
+    #[error("the {version} CapabilityStatement cannot be read")]
     Capabilities {
         /// Endpoint version.
         version: fhirsync_core::FhirVersion,
         /// What is wrong with it.
-        problem: String,
+        #[source]
+        source: fhirsync_extract::StatementError,
     },
     /// No configured endpoint answered its CapabilityStatement.
     #[error("no endpoint answered its CapabilityStatement: {problems}")]
@@ -248,7 +249,8 @@ impl Error {
             | Error::Views(_)
             | Error::DestinationSettings(_) => ErrorKind::Config,
             Error::File { .. } => ErrorKind::Config,
-            Error::Authenticate { source } | Error::Auth(source) => auth_kind(source),
+            Error::Authenticate { source } => source.downcast_ref().map_or(ErrorKind::Auth, auth_kind),
+            Error::Auth(source) => auth_kind(source),
             Error::Fhir(e) => fhir_kind(e),
             Error::Extract { source } | Error::ExtractSettings(source) => extract_kind(source),
             Error::Destination { .. } | Error::History { .. } | Error::Ledger(_) => ErrorKind::Destination,
@@ -294,9 +296,7 @@ impl ErrorKind {
 fn auth_kind(e: &fhirsync_auth::Error) -> ErrorKind {
     use fhirsync_auth::Error as E;
     match e {
-        E::Config { .. } | E::Key { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
-            ErrorKind::Config
-        }
+        e if e.is_config() => ErrorKind::Config,
         E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => ErrorKind::Source,
         _ => ErrorKind::Auth,
     }

@@ -144,6 +144,12 @@ pub struct Prompter<'a> {
     pub output: &'a mut dyn Write,
 }
 
+impl std::fmt::Debug for Prompter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prompter").finish_non_exhaustive()
+    }
+}
+
 impl Prompter<'_> {
     /// Asks until the answer is non-empty (Enter takes `default` when there is one).
     fn ask(&mut self, question: &str, default: Option<&str>) -> Result<String> {

@@ -120,7 +120,7 @@ async fn sync(
 
     // Authenticate before the destination is opened: refused credentials create nothing there
     // (no database, no failed run to "resume").
-    tokens.access_token().await.map_err(|source| Error::Authenticate { source: Box::new(source) })?;
+    tokens.access_token().await.map_err(|source| Error::Authenticate { source })?;
 
     // The destination takes its writer lock where the data lives (a PostgreSQL advisory lock,
     // a lock file next to the SQLite database or inside the folder); a second writer fails

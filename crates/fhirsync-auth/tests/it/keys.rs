@@ -55,6 +55,7 @@ fn garbage_refused_without_echo() {
 
 /// Keys load from a file or from an environment variable.
 #[test]
+#[allow(unsafe_code)] // `set_var` is unsafe in edition 2024; the only way to test `env:` keys.
 fn load_from_file_and_env() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
@@ -85,6 +86,7 @@ fn private_key_file_mode_and_no_overwrite() {
 }
 
 /// `serve_jwks` publishes the public set at /.well-known/jwks.json with no-store caching.
+#[cfg(feature = "serve-jwks")]
 #[tokio::test]
 async fn jwks_served() {
     let key = common::key(RSA_PKCS8);

@@ -65,7 +65,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<fhirsync::Error>() {
             return kind_code(e.kind());
         }
-        if let Some(e) = cause.downcast_ref::<fhirsync::auth::Error>() {
+        // A token provider's failure arrives wrapped in a `TokenError` (the trait lives in core).
+        let token = cause.downcast_ref::<fhirsync::core::TokenError>().and_then(|t| t.downcast_ref());
+        if let Some(e) = cause.downcast_ref::<fhirsync::auth::Error>().or(token) {
             return kind_code(ErrorKind::of_auth(e));
         }
         if let Some(e) = cause.downcast_ref::<fhirsync::fhir::Error>() {

@@ -158,7 +158,7 @@ impl Push {
         let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)?;
         let metadata = client.metadata(&base).await?;
         let caps =
-            Capabilities::parse(&metadata).map_err(|problem| Error::Capabilities { version, problem })?;
+            Capabilities::parse(&metadata).map_err(|source| Error::Capabilities { version, source })?;
         if !caps.create.contains(&ty) {
             let allowed: Vec<&str> = caps.create.iter().map(String::as_str).collect();
             return Err(Error::config(format!(
