@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let key_path = args.next().ok_or("usage: auth_sim KEY.pem REDIRECT_URI")?;
     let redirect = args.next().ok_or("usage: auth_sim KEY.pem REDIRECT_URI")?;
-    let key = SigningKey::load(&KeySource::parse(&key_path), None)?;
+    let key = SigningKey::load(&KeySource::parse_path(&key_path), None)?;
     let secret = std::env::var("FHIRSYNC_CLIENT_SECRET").map_err(|_| "set FHIRSYNC_CLIENT_SECRET")?;
     let backend = ClientRegistration {
         scopes: vec!["system/Patient.read".into(), "system/Observation.read".into()],

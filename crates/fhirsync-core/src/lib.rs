@@ -17,10 +17,12 @@ use sha2::{Digest, Sha256};
 
 #[cfg(feature = "http")]
 pub mod net;
+pub mod secret;
 pub mod token;
 
 #[cfg(feature = "http")]
 pub use net::NetworkFailure;
+pub use secret::{SecretError, SecretRef};
 pub use token::{BoxFuture, StaticToken, TokenError, TokenProvider};
 
 /// Errors of the core model.

@@ -60,10 +60,10 @@ fn load_from_file_and_env() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
     std::fs::write(&path, RSA_PKCS8).unwrap();
-    let from_file = SigningKey::load(&KeySource::parse(path.to_str().unwrap()), None).unwrap();
+    let from_file = SigningKey::load(&KeySource::parse_path(path.to_str().unwrap()), None).unwrap();
     // SAFETY: the variable name is unique to this test.
     unsafe { std::env::set_var("FHIRSYNC_TEST_KEY_PEM", RSA_PKCS8) };
-    let from_env = SigningKey::load(&KeySource::parse("env:FHIRSYNC_TEST_KEY_PEM"), None).unwrap();
+    let from_env = SigningKey::load(&KeySource::parse_path("env:FHIRSYNC_TEST_KEY_PEM"), None).unwrap();
     assert_eq!(from_file.kid(), from_env.kid());
     assert_eq!(from_file.kid(), common::key(RSA_PKCS8).kid());
 }

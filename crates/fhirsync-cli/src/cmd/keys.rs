@@ -87,11 +87,11 @@ pub async fn run(command: Command, _globals: &Globals) -> anyhow::Result<()> {
             print_jwks(&key)
         }
         Command::Jwks { key, kid } => {
-            let key = SigningKey::load(&KeySource::parse(&key), kid).map_err(local_error)?;
+            let key = SigningKey::load(&KeySource::parse_path(&key), kid).map_err(local_error)?;
             print_jwks(&key)
         }
         Command::Serve { key, kid, addr } => {
-            let key = SigningKey::load(&KeySource::parse(&key), kid).map_err(local_error)?;
+            let key = SigningKey::load(&KeySource::parse_path(&key), kid).map_err(local_error)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| Failure::config(format!("cannot listen on {addr}: {e}")))?;
