@@ -346,7 +346,7 @@ fn profile() {
         ("reload (first)", Method::Reload, None),
         ("reload", Method::Reload, None),
         ("reload-and-compare", Method::ReloadAndCompare, None),
-        ("compare (1 in 10,000 edited)", Method::ReloadAndCompare, Some(10_000)),
+        ("compare (0.01 % edited)", Method::ReloadAndCompare, Some(10_000)),
         ("compare (5 % edited)", Method::ReloadAndCompare, Some(20)),
     ] {
         if !profile_selected(name) {
