@@ -71,12 +71,20 @@ fn text(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
-impl Harness for FileHarness {
-    fn open(&self) -> Box<dyn Destination> {
-        fhirsync_land::open(&self.config()).unwrap()
+impl FileHarness {
+    /// The run of the current snapshot.
+    pub fn current_run(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("_fhirsync/CURRENT")).unwrap().trim().to_string()
     }
 
-    fn rows(&self) -> Vec<Landed> {
+    /// `current/_fhirsync/files.json`.
+    pub fn manifest(&self) -> Value {
+        let path = self.dir.path().join("current/_fhirsync/files.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The rows of the current snapshot exactly as stored.
+    pub fn raw_rows(&self) -> Vec<Landed> {
         let Some(current) = self.current() else { return Vec::new() };
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&current).unwrap() {
@@ -144,6 +152,30 @@ impl Harness for FileHarness {
             }
         }
         sorted(out)
+    }
+}
+
+impl Harness for FileHarness {
+    fn open(&self) -> Box<dyn Destination> {
+        fhirsync_land::open(&self.config()).unwrap()
+    }
+
+    /// The rows as readers see them: a row whose `last_seen_run` is its type's `seen_as` in
+    /// the snapshot's `_fhirsync/files.json` was seen by the snapshot's run (a kept file keeps
+    /// the run that wrote it), as the destination documents.
+    fn rows(&self) -> Vec<Landed> {
+        if self.current().is_none() {
+            return Vec::new();
+        }
+        let run = self.current_run();
+        let manifest = self.manifest();
+        let mut rows = self.raw_rows();
+        for r in &mut rows {
+            if manifest["types"][&r.resource_type]["seen_as"].as_str() == Some(r.last_seen_run.as_str()) {
+                r.last_seen_run = run.clone();
+            }
+        }
+        sorted(rows)
     }
 
     fn changes(&self, run_id: &str) -> Vec<Change> {

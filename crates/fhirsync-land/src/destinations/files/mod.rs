@@ -11,6 +11,15 @@
 //! deleted (their scope did not complete, or their patient left the cohort in flag mode).
 //! Reload-and-compare compares content hashes while doing so and writes the change records to
 //! `changes/run_id=<run>/`.
+//!
+//! Reload and reload-and-compare are incremental: staging compares each resource with the
+//! current snapshot and stages an unchanged one as its key only (`staging.rs`). A resource type
+//! with no insert, update or delete, whose rows are re-read as they were in the run that wrote
+//! its file, keeps that file: the new snapshot hard-links it (a copy where the file system has
+//! no hard links), and so it does the files of the views over it, unless a view was redefined.
+//! Rows of a kept file keep their `last_seen_run`; the snapshot's `_fhirsync/files.json` says per
+//! type which `last_seen_run` means "seen by this snapshot's run" (see `commit.rs`). A changed
+//! type is rewritten whole, and its views are re-flattened from the rows as they are written.
 
 mod commit;
 mod layout;
@@ -32,8 +41,8 @@ use crate::views::CellValue;
 use crate::{Error, Result};
 pub(crate) use layout::Layout;
 use layout::{mkdirs, remove_dir, write_atomic};
-pub(crate) use row::Row;
-use staging::Staging;
+pub(crate) use row::{Head, Row};
+use staging::{Known, Staging};
 
 /// One change record of reload-and-compare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,10 +78,29 @@ pub(crate) trait SnapshotFormat: Send {
     fn writer(&self, path: &Path) -> Result<Box<dyn RowSink>>;
     /// Streams the rows of a type file.
     fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
+    /// Streams the rows of a type file without their resources (formats that can skip reading
+    /// the resource column override this).
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
+        self.read(path, &mut |row| f(Head::from(row)))
+    }
     /// Writes a run's change records into `dir`.
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
+    /// The file or folder that [`SnapshotFormat::write_view`] writes for view table `table`.
+    fn view_path(&self, version: &Path, table: &str) -> PathBuf;
     /// Writes a materialised view table into a version folder.
     fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
+    /// Writes view table `table` into `version` as the rows of `old` (a file this format wrote
+    /// for the same view definition) whose `(_fhir_version, _id)` `keep` accepts, as they are,
+    /// followed by `rows`.
+    fn carry_view(
+        &self,
+        old: &Path,
+        version: &Path,
+        table: &str,
+        view: &View,
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<()>;
 }
 
 /// One run in `_fhirsync/runs.json`.
@@ -102,6 +130,8 @@ pub(crate) struct FileDestination<F> {
     layout: Layout,
     run: Option<ActiveRun>,
     staging: Option<Staging>,
+    /// The staging base's rows of the types staged so far (reload and reload-and-compare).
+    known: Option<Known>,
     pending: usize,
     /// The writer lock `_fhirsync/lock`, held while the destination is open.
     lock: crate::lock::WriterLock,
@@ -121,7 +151,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             &layout.lock_file(),
             &format!("{} `{}`", format.kind(), layout.root().display()),
         )?;
-        Ok(FileDestination { format, layout, run: None, staging: None, pending: 0, lock })
+        Ok(FileDestination { format, layout, run: None, staging: None, known: None, pending: 0, lock })
     }
 
     fn load_runs(&self) -> Result<Vec<RunRecord>> {
@@ -186,6 +216,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         }
         self.run = None;
         self.staging = None;
+        self.known = None;
         let mut runs = self.load_runs()?;
         self.recover_committed(&mut runs)?;
         let now = crate::destinations::sql::now();
@@ -207,6 +238,21 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         {
             let run_id = runs[i].run_id.clone();
             let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
+            let current = self.layout.current_version()?;
+            if let Some(base) = staging.base()
+                && Some(base) != current.as_deref()
+            {
+                // Only a committed run switches the snapshot, and one that commits abandons
+                // any unfinished run first: a mismatch is damage, never a normal sequence.
+                return Err(Error::CorruptState {
+                    path: self.layout.staging(&run_id),
+                    detail: format!(
+                        "staged against snapshot {base}, but the current one is {}; run with resume = false",
+                        current.as_deref().unwrap_or("none")
+                    ),
+                });
+            }
+            self.known = staging.base().map(|_| Known::default());
             runs[i].status = "running".into();
             runs[i].errors = None;
             runs[i].ended_at = None;
@@ -227,7 +273,10 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
             return Err(Error::TargetNotEmpty { destination: self.describe() });
         }
         let run_id = uuid::Uuid::now_v7().to_string();
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id)?);
+        // Reload and reload-and-compare stage against the current snapshot.
+        let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
+        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, base.as_deref())?);
+        self.known = base.as_ref().map(|_| Known::default());
         runs.push(RunRecord {
             run_id: run_id.clone(),
             method: method.as_str().into(),
@@ -249,7 +298,20 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let checkpoint_rows =
             self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
         let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
-        staging.stage(resources)?;
+        if let (Some(known), Some(base)) = (self.known.as_mut(), staging.base()) {
+            let version = self.layout.version(base);
+            for r in resources {
+                if !known.has(&r.resource_type) {
+                    let path = self.format.type_path(&version, &r.resource_type);
+                    let format = &self.format;
+                    let read = path
+                        .exists()
+                        .then_some(|f: &mut dyn FnMut(Head) -> Result<()>| format.read_heads(&path, f));
+                    known.load(&r.resource_type, read)?;
+                }
+            }
+        }
+        staging.stage(resources, self.known.as_ref())?;
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {
             staging.checkpoint()?;
@@ -275,6 +337,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let run = self.run.clone().ok_or(Error::NoActiveRun("commit before begin"))?;
         let mut staging = self.staging.take().ok_or(Error::NoActiveRun("commit before begin"))?;
         staging.checkpoint()?;
+        self.known = None;
         let metrics = self.apply(&run, &staging, scope, views, report)?;
         self.run = None;
         metrics.log_committed();
@@ -283,6 +346,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
 
     fn fail(&mut self, error: &str) -> Result<()> {
         let run = self.run.take().ok_or(Error::NoActiveRun("fail before begin"))?;
+        self.known = None;
         if let Some(mut s) = self.staging.take() {
             s.checkpoint()?;
         }

@@ -38,6 +38,34 @@ impl Row {
     }
 }
 
+/// A row without its resource: the columns a compare reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub fhir_version: String,
+    pub source: String,
+    pub dataset: String,
+    pub content_hash: String,
+    pub first_seen_run: String,
+    pub last_seen_run: String,
+}
+
+impl From<Row> for Head {
+    fn from(r: Row) -> Head {
+        Head {
+            id: r.id,
+            patient_id: r.patient_id,
+            fhir_version: r.fhir_version,
+            source: r.source,
+            dataset: r.dataset,
+            content_hash: r.content_hash,
+            first_seen_run: r.first_seen_run,
+            last_seen_run: r.last_seen_run,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct HeadOut<'a> {
     id: &'a str,
@@ -85,6 +113,21 @@ pub(crate) fn write_line(out: &mut Vec<u8>, row: &Row) -> Result<()> {
     Ok(())
 }
 
+/// Parses the head of one line written by [`write_line`]; the resource is skipped, not copied.
+pub(crate) fn read_head(line: &str) -> std::result::Result<Head, serde_json::Error> {
+    let l: LineIn<'_> = serde_json::from_str(line)?;
+    Ok(Head {
+        id: l.id,
+        patient_id: l.patient_id,
+        fhir_version: l.fhir_version,
+        source: l.source,
+        dataset: l.dataset,
+        content_hash: l.content_hash,
+        first_seen_run: l.first_seen_run,
+        last_seen_run: l.last_seen_run,
+    })
+}
+
 /// Parses one line written by [`write_line`].
 pub(crate) fn read_line(line: &str) -> std::result::Result<Row, serde_json::Error> {
     let l: LineIn<'_> = serde_json::from_str(line)?;
@@ -124,5 +167,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("}\n"));
         assert_eq!(read_line(text.trim_end()).unwrap(), row);
+        assert_eq!(read_head(text.trim_end()).unwrap(), Head::from(row));
     }
 }

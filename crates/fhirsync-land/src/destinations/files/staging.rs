@@ -5,26 +5,149 @@
 //! flushed and fsynced, so a recorded scope always has its rows on disk. On resume, a torn last
 //! line (process killed mid-write) is cut off; rows re-sent by the resumed extraction simply
 //! appear twice and the later copy wins.
+//!
+//! Reload and reload-and-compare stage against the current snapshot (the run's base, named in
+//! `base`): a resource whose landed row has the same content hash, source, dataset and patient
+//! is staged as a key-only "seen" line (`{"seen":true,"fhir_version":..,"id":..}`); the commit
+//! takes its row from the base snapshot. An unchanged run so stages a few dozen bytes per
+//! resource, not the resource.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fhirsync_core::{RawResource, ScopeKey};
+use serde::{Deserialize, Serialize};
 
-use super::layout::{mkdirs, sync_dir};
-use super::row::{Row, read_line, write_line};
+use super::layout::{mkdirs, sync_dir, write_atomic};
+use super::row::{Head, Row, read_head, read_line, write_line};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
 const DATA_EXT: &str = "ndjson";
+/// The snapshot the seen lines refer to (its run id, or empty), one line.
+const BASE: &str = "base";
+/// How a seen line starts (a row line starts with `{"id":`).
+const SEEN_PREFIX: &str = "{\"seen\":";
+
+/// A 128-bit key of `(fhir_version, id)` (two independent SipHash keys of this process; a
+/// collision among a million keys has a chance near 10^-27).
+#[derive(Clone, Default)]
+pub(crate) struct KeyHasher(RandomState, RandomState);
+
+impl KeyHasher {
+    pub(crate) fn key(&self, fhir_version: &str, id: &str) -> u128 {
+        let k = (fhir_version, id);
+        (u128::from(self.0.hash_one(k)) << 64) | u128::from(self.1.hash_one(k))
+    }
+
+    /// Fingerprint of the columns besides the content that a rewrite would take from staging.
+    fn meta(&self, source: &str, dataset: &str, patient_id: Option<&str>) -> u64 {
+        self.0.hash_one((source, dataset, patient_id))
+    }
+}
+
+/// What staging knows of a landed row of the base snapshot.
+struct KnownRow {
+    /// First 16 bytes of the content hash.
+    hash: [u8; 16],
+    meta: u64,
+}
+
+/// The rows of the base snapshot, per resource type, loaded when the type is first staged.
+#[derive(Default)]
+pub(crate) struct Known {
+    hasher: KeyHasher,
+    types: HashMap<String, HashMap<u128, KnownRow>>,
+}
+
+impl Known {
+    /// Whether `resource_type` is loaded.
+    pub(crate) fn has(&self, resource_type: &str) -> bool {
+        self.types.contains_key(resource_type)
+    }
+
+    /// Loads a type from `read`, which streams the heads of its rows (`None`: the base has no
+    /// rows of the type).
+    pub(crate) fn load<R>(&mut self, resource_type: &str, read: Option<R>) -> Result<()>
+    where
+        R: FnOnce(&mut dyn FnMut(Head) -> Result<()>) -> Result<()>,
+    {
+        let mut rows = HashMap::new();
+        if let Some(read) = read {
+            let hasher = &self.hasher;
+            read(&mut |h: Head| {
+                if let Some(hash) = hash_prefix(&h.content_hash) {
+                    let meta = hasher.meta(&h.source, &h.dataset, h.patient_id.as_deref());
+                    rows.insert(hasher.key(&h.fhir_version, &h.id), KnownRow { hash, meta });
+                }
+                Ok(())
+            })?;
+        }
+        self.types.insert(resource_type.to_string(), rows);
+        Ok(())
+    }
+
+    /// Whether the base holds `r` exactly (content, source, dataset, patient).
+    fn unchanged(&self, r: &RawResource) -> bool {
+        let Some(rows) = self.types.get(&r.resource_type) else { return false };
+        let Some(known) = rows.get(&self.hasher.key(r.fhir_version.as_str(), &r.id)) else { return false };
+        known.hash[..] == r.hash.0[..16]
+            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref())
+    }
+}
+
+/// The first 16 bytes of a hex content hash.
+fn hash_prefix(hex: &str) -> Option<[u8; 16]> {
+    let digits = hex.as_bytes().get(..32)?;
+    let mut out = [0u8; 16];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let nibble = |c: u8| (c as char).to_digit(16);
+        out[i] = u8::try_from(nibble(pair[0])? * 16 + nibble(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// A seen line: a resource re-read unchanged from the base snapshot.
+#[derive(Serialize)]
+struct Seen<'a> {
+    seen: bool,
+    fhir_version: &'a str,
+    id: &'a str,
+}
+
+#[derive(Deserialize)]
+struct SeenIn {
+    fhir_version: String,
+    id: String,
+}
+
+/// One staged line (built and consumed one at a time, so the size gap between variants costs
+/// nothing).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Line {
+    /// A new or changed resource.
+    Row(Row),
+    /// A resource the base snapshot holds unchanged (its row comes from there).
+    Seen,
+}
+
+/// One staged line without the resource.
+pub(crate) enum LineHead {
+    Row(Head),
+    Seen { fhir_version: String, id: String },
+}
 
 /// The staging folder of one run.
 pub(crate) struct Staging {
     dir: PathBuf,
     run_id: String,
+    /// The snapshot seen lines refer to.
+    base: Option<String>,
     writers: BTreeMap<String, BufWriter<File>>,
     pending_scopes: Vec<ScopeKey>,
     completed: BTreeSet<ScopeKey>,
@@ -32,13 +155,15 @@ pub(crate) struct Staging {
 }
 
 impl Staging {
-    /// Starts an empty staging folder.
-    pub(crate) fn create(dir: PathBuf, run_id: &str) -> Result<Self> {
+    /// Starts an empty staging folder that stages against snapshot `base`.
+    pub(crate) fn create(dir: PathBuf, run_id: &str, base: Option<&str>) -> Result<Self> {
         super::layout::remove_dir(&dir)?;
         mkdirs(&dir)?;
+        write_atomic(&dir.join(BASE), format!("{}\n", base.unwrap_or("")).as_bytes())?;
         Ok(Staging {
             dir,
             run_id: run_id.to_string(),
+            base: base.map(str::to_string),
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
             completed: BTreeSet::new(),
@@ -64,9 +189,17 @@ impl Staging {
                 scopes.insert(scope);
             }
         }
+        let base_path = dir.join(BASE);
+        let base = match fs::read_to_string(&base_path) {
+            Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            // Staged by an earlier version: no seen lines.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("reading the staging base", base_path)(e)),
+        };
         let staging = Staging {
             dir,
             run_id: run_id.to_string(),
+            base,
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
             completed: scopes.clone(),
@@ -75,12 +208,25 @@ impl Staging {
         Ok((staging, scopes))
     }
 
-    /// Appends resources (buffered until [`Staging::checkpoint`]).
-    pub(crate) fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
+    /// The snapshot the seen lines refer to.
+    pub(crate) fn base(&self) -> Option<&str> {
+        self.base.as_deref()
+    }
+
+    /// Appends resources (buffered until [`Staging::checkpoint`]); those `known` holds
+    /// unchanged as seen lines.
+    pub(crate) fn stage(&mut self, resources: &[RawResource], known: Option<&Known>) -> Result<()> {
         for r in resources {
             type_table(&r.resource_type)?;
             self.buf.clear();
-            write_line(&mut self.buf, &Row::staged(r, &self.run_id))?;
+            if known.is_some_and(|k| k.unchanged(r)) {
+                let seen = Seen { seen: true, fhir_version: r.fhir_version.as_str(), id: &r.id };
+                serde_json::to_writer(&mut self.buf, &seen)
+                    .map_err(|source| Error::Json { action: "encoding a seen line", source })?;
+                self.buf.push(b'\n');
+            } else {
+                write_line(&mut self.buf, &Row::staged(r, &self.run_id))?;
+            }
             let w = match self.writers.get_mut(&r.resource_type) {
                 Some(w) => w,
                 None => {
@@ -158,25 +304,67 @@ impl Staging {
         Ok(types)
     }
 
-    /// Calls `f(line_number, row)` for every staged row of `resource_type`, in staging order.
-    pub(crate) fn scan(&self, resource_type: &str, f: &mut dyn FnMut(u64, Row) -> Result<()>) -> Result<()> {
+    /// Calls `f(line_number, line)` for every staged line of `resource_type`, in staging order.
+    pub(crate) fn scan(&self, resource_type: &str, f: &mut dyn FnMut(u64, Line) -> Result<()>) -> Result<()> {
+        self.lines(resource_type, &mut |n, line, path| {
+            let parsed =
+                if line.starts_with(SEEN_PREFIX) { Ok(Line::Seen) } else { read_line(line).map(Line::Row) };
+            f(
+                n,
+                parsed
+                    .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })?,
+            )
+        })
+    }
+
+    /// As [`Staging::scan`], without reading the resources.
+    pub(crate) fn scan_heads(
+        &self,
+        resource_type: &str,
+        f: &mut dyn FnMut(u64, LineHead) -> Result<()>,
+    ) -> Result<()> {
+        self.lines(resource_type, &mut |n, line, path| {
+            let parsed = match parse_seen(line) {
+                Some(seen) => seen.map(|(fhir_version, id)| LineHead::Seen { fhir_version, id }),
+                None => read_head(line).map(LineHead::Row),
+            };
+            f(
+                n,
+                parsed
+                    .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })?,
+            )
+        })
+    }
+
+    fn lines(&self, resource_type: &str, f: &mut dyn FnMut(u64, &str, &Path) -> Result<()>) -> Result<()> {
         let path = self.data_path(resource_type);
         if !path.exists() {
             return Ok(());
         }
         let file = File::open(&path).map_err(Error::io("reading a staging file", &path))?;
-        for (n, line) in BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-            let line = line.map_err(Error::io("reading a staging file", &path))?;
-            let row = read_line(&line)
-                .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
-            f(n as u64, row)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = String::new();
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(Error::io("reading a staging file", &path))?;
+            if read == 0 {
+                return Ok(());
+            }
+            f(n, line.trim_end_matches('\n'), &path)?;
+            n += 1;
         }
-        Ok(())
     }
 
     fn data_path(&self, resource_type: &str) -> PathBuf {
         self.dir.join(format!("{resource_type}.{DATA_EXT}"))
     }
+}
+
+/// Parses a seen line; `None` if `line` is a row line.
+fn parse_seen(line: &str) -> Option<std::result::Result<(String, String), serde_json::Error>> {
+    line.starts_with(SEEN_PREFIX)
+        .then(|| serde_json::from_str::<SeenIn>(line).map(|s| (s.fhir_version, s.id)))
 }
 
 /// Cuts a file after its last newline (drops a line torn by a kill).

@@ -9,14 +9,14 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use fhirsync_views::{ColumnType, View};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetConfig;
 use crate::destination::Destination;
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
 use crate::views::CellValue;
 use crate::{Error, Result};
 
@@ -149,6 +149,12 @@ fn write_table(
 ) -> Result<()> {
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
+    append_rows(&mut file, &schema, rows)?;
+    file.finish()
+}
+
+/// Appends string/int/bool columns of `schema` built from `cells` (one Vec per row).
+fn append_rows(file: &mut FileWriter, schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<()> {
     for chunk in rows.chunks(BATCH_ROWS) {
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
@@ -192,7 +198,28 @@ fn write_table(
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
         file.write(&batch)?;
     }
-    file.finish()
+    Ok(())
+}
+
+/// The string columns `names` of a batch, or why the file is not one this format wrote.
+fn string_columns<'b>(
+    batch: &'b RecordBatch,
+    names: &[&str],
+    path: &Path,
+) -> Result<Vec<&'b arrow_array::StringArray>> {
+    names
+        .iter()
+        .map(|name| {
+            let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is missing"),
+            })?;
+            col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is not a string column"),
+            })
+        })
+        .collect()
 }
 
 fn text(s: &str) -> CellValue {
@@ -239,18 +266,7 @@ impl SnapshotFormat for ParquetFormat {
             .map_err(perr)?;
         for batch in reader {
             let batch = batch.map_err(arrow_err("reading a batch"))?;
-            let mut cols = Vec::with_capacity(COLUMNS.len());
-            for name in COLUMNS {
-                let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is missing"),
-                })?;
-                let strings = col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is not a string column"),
-                })?;
-                cols.push(strings);
-            }
+            let cols = string_columns(&batch, &COLUMNS, path)?;
             for i in 0..batch.num_rows() {
                 let s = |c: usize| cols[c].value(i).to_string();
                 f(Row {
@@ -263,6 +279,34 @@ impl SnapshotFormat for ParquetFormat {
                     resource: s(6),
                     first_seen_run: s(7),
                     last_seen_run: s(8),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
+        let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(Error::io("reading Parquet", path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // Every landing column but `resource`, the bulk of the file.
+        let heads = [0, 1, 2, 3, 4, 5, 7, 8].map(|i| COLUMNS[i]);
+        let mask = ProjectionMask::columns(builder.parquet_schema(), heads);
+        let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &heads, path)?;
+            for i in 0..batch.num_rows() {
+                let s = |c: usize| cols[c].value(i).to_string();
+                f(Head {
+                    id: s(0),
+                    patient_id: (!cols[1].is_null(i)).then(|| s(1)),
+                    fhir_version: s(2),
+                    source: s(3),
+                    dataset: s(4),
+                    content_hash: s(5),
+                    first_seen_run: s(6),
+                    last_seen_run: s(7),
                 })?;
             }
         }
@@ -315,6 +359,46 @@ impl SnapshotFormat for ParquetFormat {
             };
             fields.push(Field::new(&c.name, ty, true));
         }
-        write_table(&version.join(table).join(PART), fields, rows, self.row_group_rows)
+        write_table(&self.view_path(version, table), fields, rows, self.row_group_rows)
+    }
+
+    fn view_path(&self, version: &Path, table: &str) -> PathBuf {
+        version.join(table).join(PART)
+    }
+
+    fn carry_view(
+        &self,
+        old: &Path,
+        version: &Path,
+        table: &str,
+        _view: &View,
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // The old file's own schema: its rows are copied as they are, the new ones built to it.
+        let schema = builder.schema().clone();
+        let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        let mut out =
+            FileWriter::create(&self.view_path(version, table), schema.clone(), self.row_group_rows)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let keys = string_columns(&batch, &["_fhir_version", "_id"], old)?;
+            // Copy the runs of kept rows as slices of the batch.
+            let mut start = 0;
+            for i in 0..=batch.num_rows() {
+                let kept = i < batch.num_rows() && keep(keys[0].value(i), keys[1].value(i));
+                if !kept {
+                    if i > start {
+                        out.write(&batch.slice(start, i - start))?;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        append_rows(&mut out, &schema, rows)?;
+        out.finish()
     }
 }
