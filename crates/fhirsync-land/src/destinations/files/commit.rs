@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{mkdirs, remove_dir, sync_dir, write_atomic};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
-use super::views::{ViewBuild, ViewMode, drop_resource, flatten_row};
-use super::{ActiveRun, ChangeRow, FileDestination, Row, RowSink, RunRecord, SnapshotFormat};
+use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row};
+use super::{ActiveRun, Carry, ChangeRow, FileDestination, RowRef, RowSink, RunRecord, SnapshotFormat};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
@@ -184,7 +184,7 @@ impl Build<'_> {
         &self,
         op: &str,
         resource_type: &str,
-        row: &Row,
+        row: &RowRef<'_>,
         before: Option<String>,
         after: Option<String>,
     ) -> ChangeRow {
@@ -193,9 +193,9 @@ impl Build<'_> {
             changed_at: self.now.to_string(),
             operation: op.into(),
             resource_type: resource_type.to_string(),
-            fhir_version: row.fhir_version.clone(),
-            id: row.id.clone(),
-            patient_id: row.patient_id.clone(),
+            fhir_version: row.fhir_version.to_string(),
+            id: row.id.to_string(),
+            patient_id: row.patient_id.map(str::to_string),
             before_hash: before,
             after_hash: after,
         }
@@ -457,20 +457,15 @@ impl<F: SnapshotFormat> FileDestination<F> {
             builds.push(ViewBuild { view, table, mode, rows: Vec::new() });
         }
         remove_path(&path)?;
-        let mut sink: Option<Box<dyn RowSink>> = None;
-        let write = |sink: &mut Option<Box<dyn RowSink>>, row: &Row| -> Result<()> {
-            if sink.is_none() {
-                *sink = Some(self.format.writer(&path)?);
-            }
-            sink.as_mut().map_or(Ok(()), |s| s.write(row))
-        };
         let m = &mut out.m;
         // Hash and first-seen run of the previous rows that a staged row replaces.
         let mut replaced: HashMap<u128, (String, String)> = HashMap::new();
         let mut seen_matched = 0u64;
+        let mut sink: Option<Box<dyn RowSink>> = None;
+        let mut rows = 0u64;
         if let Some(old) = &old_path {
-            self.format.read(old, &mut |mut row| {
-                let key = b.hasher.key(&row.fhir_version, &row.id);
+            let (carried, n) = self.format.carry_rows(old, &path, &mut |r| {
+                let key = b.hasher.key(r.fhir_version, r.id);
                 match idx.get(&key) {
                     Some(s) if !s.full => {
                         seen_matched += 1;
@@ -478,43 +473,42 @@ impl<F: SnapshotFormat> FileDestination<F> {
                         if b.compare {
                             m.unchanged += 1;
                         }
-                        row.last_seen_run = b.run_id.to_string();
-                        flatten_row(&mut builds, &row, false)?;
-                        write(&mut sink, &row)
+                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
+                        Ok(Carry::LastSeen(b.run_id.to_string()))
                     }
                     Some(_) => {
-                        replaced.insert(key, (row.content_hash, row.first_seen_run));
-                        Ok(())
+                        replaced.insert(key, (r.content_hash.to_string(), r.first_seen_run.to_string()));
+                        Ok(Carry::Drop)
                     }
                     None => {
-                        let fate = b.fate(&row.fhir_version, row.patient_id.as_deref(), &row.dataset);
+                        let fate = b.fate(r.fhir_version, r.patient_id, r.dataset);
                         if fate.exited
-                            && let Some(p) = &row.patient_id
+                            && let Some(p) = r.patient_id
                         {
-                            out.flagged.insert(p.clone());
+                            out.flagged.insert(p.to_string());
                         }
                         if fate.deletable {
                             m.deleted += 1;
                             drop_resource(&mut builds, key);
                             if b.compare {
-                                let before = Some(row.content_hash.clone());
-                                out.changes.push(b.change("D", t, &row, before, None));
+                                out.changes.push(b.change("D", t, &r, Some(r.content_hash.to_string()), None));
                             }
-                            Ok(())
-                        } else {
-                            m.kept += 1;
-                            // Marked as seen by the previous snapshot's run: name that run.
-                            if let (Some(entry), Some(prev)) = (prev_entry, &b.prev_run)
-                                && row.last_seen_run == entry.seen_as
-                            {
-                                row.last_seen_run = prev.clone();
-                            }
-                            flatten_row(&mut builds, &row, false)?;
-                            write(&mut sink, &row)
+                            return Ok(Carry::Drop);
                         }
+                        m.kept += 1;
+                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
+                        // Marked as seen by the previous snapshot's run: name that run.
+                        Ok(match (prev_entry, &b.prev_run) {
+                            (Some(entry), Some(prev)) if r.last_seen_run == entry.seen_as => {
+                                Carry::LastSeen(prev.clone())
+                            }
+                            _ => Carry::Keep,
+                        })
                     }
                 }
             })?;
+            sink = Some(carried);
+            rows = n;
         }
         check_seen(staging, t, seen_matched, seen_lines)?;
         // The new and changed rows, in staging order, skipping superseded copies.
@@ -548,13 +542,22 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 && let Some((op, before)) = op
             {
                 let after = Some(row.content_hash.clone());
-                out.changes.push(b.change(op, t, &row, before, after));
+                out.changes.push(b.change(op, t, &RowRef::of(&row), before, after));
             }
             flatten_row(&mut builds, &row, true)?;
-            write(&mut sink, &row)
+            if sink.is_none() {
+                sink = Some(self.format.writer(&path)?);
+            }
+            rows += 1;
+            sink.as_mut().map_or(Ok(()), |s| s.write(row))
         })?;
         if let Some(sink) = sink {
             sink.finish()?;
+        }
+        if rows == 0 {
+            // Every row went: the type has no file, as if it never had rows.
+            remove_path(&path)?;
+        } else {
             sync_parent(&path);
             out.written_files += 1;
             out.manifest.types.insert(

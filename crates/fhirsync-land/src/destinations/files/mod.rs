@@ -61,9 +61,47 @@ pub(crate) struct ChangeRow {
 /// Receives the rows of one snapshot file.
 pub(crate) trait RowSink {
     /// Writes one row.
-    fn write(&mut self, row: &Row) -> Result<()>;
+    fn write(&mut self, row: Row) -> Result<()>;
     /// Completes and fsyncs the file.
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A row of a type file being carried into a new one, borrowed from the reader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowRef<'a> {
+    pub id: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub fhir_version: &'a str,
+    pub dataset: &'a str,
+    pub content_hash: &'a str,
+    pub resource: &'a str,
+    pub first_seen_run: &'a str,
+    pub last_seen_run: &'a str,
+}
+
+impl<'a> RowRef<'a> {
+    fn of(row: &'a Row) -> Self {
+        RowRef {
+            id: &row.id,
+            patient_id: row.patient_id.as_deref(),
+            fhir_version: &row.fhir_version,
+            dataset: &row.dataset,
+            content_hash: &row.content_hash,
+            resource: &row.resource,
+            first_seen_run: &row.first_seen_run,
+            last_seen_run: &row.last_seen_run,
+        }
+    }
+}
+
+/// What becomes of a carried row.
+pub(crate) enum Carry {
+    /// Written as it is.
+    Keep,
+    /// Written with this `last_seen_run`.
+    LastSeen(String),
+    /// Left out.
+    Drop,
 }
 
 /// How one file format stores snapshots.
@@ -85,6 +123,28 @@ pub(crate) trait SnapshotFormat: Send {
     }
     /// Writes a run's change records into `dir`.
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
+    /// Starts a new type file at `path` with the rows of the type file `old`, each as `decide`
+    /// says; returns its writer (for more rows) and the number of rows written so far. Formats
+    /// that can copy unchanged columns without decoding rows override this.
+    fn carry_rows(
+        &self,
+        old: &Path,
+        path: &Path,
+        decide: &mut dyn FnMut(RowRef<'_>) -> Result<Carry>,
+    ) -> Result<(Box<dyn RowSink>, u64)> {
+        let mut sink = self.writer(path)?;
+        let mut written = 0;
+        self.read(old, &mut |mut row| {
+            match decide(RowRef::of(&row))? {
+                Carry::Keep => {}
+                Carry::LastSeen(run) => row.last_seen_run = run,
+                Carry::Drop => return Ok(()),
+            }
+            written += 1;
+            sink.write(row)
+        })?;
+        Ok((sink, written))
+    }
     /// The file or folder that [`SnapshotFormat::write_view`] writes for view table `table`.
     fn view_path(&self, version: &Path, table: &str) -> PathBuf;
     /// Writes a materialised view table into a version folder.

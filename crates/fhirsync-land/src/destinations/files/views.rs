@@ -43,24 +43,30 @@ impl ViewBuild<'_> {
     }
 }
 
-/// Flattens `row` into every build that wants it (`changed`: the row is new or changed in this
-/// run). The resource is parsed once for all of them.
-pub(super) fn flatten_row(builds: &mut [ViewBuild<'_>], row: &Row, changed: bool) -> Result<()> {
+/// Flattens the resource `resource` (`fhir_version`, `id`) into every build that wants it
+/// (`changed`: the resource is new or changed in this run). It is parsed once for all of them.
+pub(super) fn flatten(
+    builds: &mut [ViewBuild<'_>],
+    fhir_version: &str,
+    id: &str,
+    resource: &str,
+    changed: bool,
+) -> Result<()> {
     if !builds.iter().any(|b| b.wants(changed)) {
         return Ok(());
     }
-    let value: Value = serde_json::from_str(&row.resource)
+    let value: Value = serde_json::from_str(resource)
         .map_err(|source| Error::Json { action: "parsing a landed resource for a view", source })?;
     for b in builds.iter_mut().filter(|b| b.wants(changed)) {
         let view = b.view;
         let rows = view.evaluate(&value).map_err(|source| Error::View {
             view: view.name().to_string(),
             resource_type: view.resource().to_string(),
-            id: row.id.clone(),
+            id: id.to_string(),
             source: Box::new(source),
         })?;
         for values in rows {
-            let mut out = vec![CellValue::Text(row.fhir_version.clone()), CellValue::Text(row.id.clone())];
+            let mut out = vec![CellValue::Text(fhir_version.to_string()), CellValue::Text(id.to_string())];
             for (c, v) in view.columns().iter().zip(values) {
                 out.push(cell_value(view, c, v)?);
             }
@@ -109,4 +115,9 @@ impl<F: SnapshotFormat> FileDestination<F> {
         }
         Ok(())
     }
+}
+
+/// [`flatten`] of a row.
+pub(super) fn flatten_row(builds: &mut [ViewBuild<'_>], row: &Row, changed: bool) -> Result<()> {
+    flatten(builds, &row.fhir_version, &row.id, &row.resource, changed)
 }

@@ -31,9 +31,9 @@ struct NdjsonSink {
 }
 
 impl RowSink for NdjsonSink {
-    fn write(&mut self, row: &Row) -> Result<()> {
+    fn write(&mut self, row: Row) -> Result<()> {
         self.buf.clear();
-        write_line(&mut self.buf, row)?;
+        write_line(&mut self.buf, &row)?;
         self.out.write_all(&self.buf).map_err(Error::io("writing NDJSON", &self.path))
     }
 

@@ -126,8 +126,8 @@ impl ParquetSink {
 }
 
 impl RowSink for ParquetSink {
-    fn write(&mut self, row: &Row) -> Result<()> {
-        self.rows.push(row.clone());
+    fn write(&mut self, row: Row) -> Result<()> {
+        self.rows.push(row);
         if self.rows.len() >= BATCH_ROWS {
             self.flush()?;
         }
