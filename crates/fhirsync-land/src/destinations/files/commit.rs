@@ -491,7 +491,13 @@ impl<F: SnapshotFormat> FileDestination<F> {
                             m.deleted += 1;
                             drop_resource(&mut builds, key);
                             if b.compare {
-                                out.changes.push(b.change("D", t, &r, Some(r.content_hash.to_string()), None));
+                                out.changes.push(b.change(
+                                    "D",
+                                    t,
+                                    &r,
+                                    Some(r.content_hash.to_string()),
+                                    None,
+                                ));
                             }
                             return Ok(Carry::Drop);
                         }

@@ -16,7 +16,9 @@ use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetConfig;
 use crate::destination::Destination;
-use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{
+    Carry, ChangeRow, FileDestination, Head, Row, RowRef, RowSink, SnapshotFormat,
+};
 use crate::views::CellValue;
 use crate::{Error, Result};
 
@@ -283,6 +285,78 @@ impl SnapshotFormat for ParquetFormat {
             }
         }
         Ok(())
+    }
+
+    /// Copies the kept rows as Arrow slices of the old file's batches: only `last_seen_run` is
+    /// built anew, no row is decoded into strings.
+    fn carry_rows(
+        &self,
+        old: &Path,
+        path: &Path,
+        decide: &mut dyn FnMut(RowRef<'_>) -> Result<Carry>,
+    ) -> Result<(Box<dyn RowSink>, u64)> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(perr)?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(perr)?;
+        let schema = row_schema();
+        let mut out = FileWriter::create(path, schema.clone(), self.row_group_rows)?;
+        let mut written = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &COLUMNS, old)?;
+            let n = batch.num_rows();
+            let mut last_seen = StringBuilder::with_capacity(n, n * 36);
+            let mut kept = Vec::with_capacity(n);
+            for i in 0..n {
+                let row = RowRef {
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    resource: cols[6].value(i),
+                    first_seen_run: cols[7].value(i),
+                    last_seen_run: cols[8].value(i),
+                };
+                let keep = match decide(row)? {
+                    Carry::Keep => {
+                        last_seen.append_value(cols[8].value(i));
+                        true
+                    }
+                    Carry::LastSeen(run) => {
+                        last_seen.append_value(run);
+                        true
+                    }
+                    // A placeholder: the row is sliced out below.
+                    Carry::Drop => {
+                        last_seen.append_value("");
+                        false
+                    }
+                };
+                kept.push(keep);
+            }
+            let mut columns: Vec<ArrayRef> =
+                cols[..8].iter().map(|c| Arc::new((*c).clone()) as ArrayRef).collect();
+            columns.push(Arc::new(last_seen.finish()));
+            let carried =
+                RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
+            // Write the runs of kept rows as slices.
+            let mut start = 0;
+            for i in 0..=n {
+                if i == n || !kept[i] {
+                    if i > start {
+                        out.write(&carried.slice(start, i - start))?;
+                        written += (i - start) as u64;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        Ok((Box::new(ParquetSink { file: out, schema, rows: Vec::with_capacity(BATCH_ROWS) }), written))
     }
 
     fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
