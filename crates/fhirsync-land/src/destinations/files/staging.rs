@@ -8,7 +8,7 @@
 //!
 //! Reload and reload-and-compare stage against the current snapshot (the run's base, named in
 //! `base`): a resource whose landed row has the same content hash, source, dataset and patient
-//! is staged as a key-only "seen" line (`{"seen":true,"fhir_version":..,"id":..}`); the commit
+//! is staged as a key-only "seen" line, `["<fhir_version>","<id>"]` (row lines are objects); the commit
 //! takes its row from the base snapshot. An unchanged run so stages a few dozen bytes per
 //! resource, not the resource.
 
@@ -20,7 +20,6 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fhirsync_core::{RawResource, ScopeKey};
-use serde::{Deserialize, Serialize};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
 use super::row::{Head, Row, read_head, read_line, write_line};
@@ -31,8 +30,8 @@ const SCOPES: &str = "scopes.ndjson";
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
 const BASE: &str = "base";
-/// How a seen line starts (a row line starts with `{"id":`).
-const SEEN_PREFIX: &str = "{\"seen\":";
+/// How a seen line starts (a row line is an object).
+const SEEN_PREFIX: &str = "[";
 
 /// A 128-bit key of `(fhir_version, id)` (two independent SipHash keys of this process; a
 /// collision among a million keys has a chance near 10^-27).
@@ -110,20 +109,6 @@ fn hash_prefix(hex: &str) -> Option<[u8; 16]> {
         out[i] = u8::try_from(nibble(pair[0])? * 16 + nibble(pair[1])?).ok()?;
     }
     Some(out)
-}
-
-/// A seen line: a resource re-read unchanged from the base snapshot.
-#[derive(Serialize)]
-struct Seen<'a> {
-    seen: bool,
-    fhir_version: &'a str,
-    id: &'a str,
-}
-
-#[derive(Deserialize)]
-struct SeenIn {
-    fhir_version: String,
-    id: String,
 }
 
 /// One staged line (built and consumed one at a time, so the size gap between variants costs
@@ -220,8 +205,7 @@ impl Staging {
             type_table(&r.resource_type)?;
             self.buf.clear();
             if known.is_some_and(|k| k.unchanged(r)) {
-                let seen = Seen { seen: true, fhir_version: r.fhir_version.as_str(), id: &r.id };
-                serde_json::to_writer(&mut self.buf, &seen)
+                serde_json::to_writer(&mut self.buf, &(r.fhir_version.as_str(), &r.id))
                     .map_err(|source| Error::Json { action: "encoding a seen line", source })?;
                 self.buf.push(b'\n');
             } else {
@@ -363,8 +347,7 @@ impl Staging {
 
 /// Parses a seen line; `None` if `line` is a row line.
 fn parse_seen(line: &str) -> Option<std::result::Result<(String, String), serde_json::Error>> {
-    line.starts_with(SEEN_PREFIX)
-        .then(|| serde_json::from_str::<SeenIn>(line).map(|s| (s.fhir_version, s.id)))
+    line.starts_with(SEEN_PREFIX).then(|| serde_json::from_str::<(String, String)>(line))
 }
 
 /// Cuts a file after its last newline (drops a line torn by a kill).
@@ -391,4 +374,42 @@ fn truncate_torn_line(path: &Path) -> Result<()> {
         tracing::warn!(path = %path.display(), dropped_bytes = pos - keep, "Dropped a torn staging line.");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seen line parses back to its key and is never taken for a row line (and the reverse).
+    #[test]
+    fn seen_lines_and_row_lines_are_told_apart() {
+        let mut out = Vec::new();
+        serde_json::to_writer(&mut out, &("R4", "a\"b")).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(parse_seen(&line).unwrap().unwrap(), ("R4".to_string(), "a\"b".to_string()));
+        let mut row = Vec::new();
+        let r = Row {
+            id: "x".into(),
+            patient_id: None,
+            fhir_version: "R4".into(),
+            source: "s".into(),
+            dataset: "Patient".into(),
+            content_hash: "00".into(),
+            resource: "[1]".into(),
+            first_seen_run: "r".into(),
+            last_seen_run: "r".into(),
+        };
+        write_line(&mut row, &r).unwrap();
+        assert!(parse_seen(std::str::from_utf8(&row).unwrap().trim_end()).is_none());
+    }
+
+    /// The hash prefix reads the first 16 bytes of a hex digest and refuses non-hex or short text.
+    #[test]
+    fn hash_prefix_reads_hex() {
+        let hex = "00ff10a0".repeat(8);
+        let p = hash_prefix(&hex).unwrap();
+        assert_eq!(&p[..4], &[0x00, 0xff, 0x10, 0xa0]);
+        assert!(hash_prefix("zz").is_none());
+        assert!(hash_prefix(&"g".repeat(64)).is_none());
+    }
 }
