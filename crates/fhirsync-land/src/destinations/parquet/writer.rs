@@ -344,10 +344,10 @@ impl SnapshotFormat for ParquetFormat {
             columns.push(Arc::new(last_seen.finish()));
             let carried =
                 RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
-            // Write the runs of kept rows as slices.
+            // Write the runs of kept rows as slices (a dropped row, or the end, closes a run).
             let mut start = 0;
-            for i in 0..=n {
-                if i == n || !kept[i] {
+            for (i, keep) in kept.iter().chain([&false]).enumerate() {
+                if !keep {
                     if i > start {
                         out.write(&carried.slice(start, i - start))?;
                         written += (i - start) as u64;
