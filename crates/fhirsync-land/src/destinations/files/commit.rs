@@ -394,7 +394,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let mut idx: HashMap<u128, Staged> = HashMap::new();
         staging.scan_heads(t, &mut |line, head| {
             let (key, full) = match &head {
-                LineHead::Row(h) => (b.hasher.key(&h.fhir_version, &h.id), true),
+                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), true),
                 LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), false),
             };
             idx.insert(key, Staged { line, full });
@@ -585,17 +585,17 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let mut plan = Plan { marks_match: true, ..Plan::default() };
         self.format.read_heads(old, &mut |h| {
             let marked = h.last_seen_run == entry.seen_as;
-            if idx.contains_key(&b.hasher.key(&h.fhir_version, &h.id)) {
+            if idx.contains_key(&b.hasher.key(h.fhir_version, h.id)) {
                 plan.seen_matched += 1;
                 plan.marks_match &= marked;
                 return Ok(());
             }
             plan.marks_match &= !marked;
-            let fate = b.fate(&h.fhir_version, h.patient_id.as_deref(), &h.dataset);
+            let fate = b.fate(h.fhir_version, h.patient_id, h.dataset);
             if fate.exited
                 && let Some(p) = h.patient_id
             {
-                plan.flagged.push(p);
+                plan.flagged.push(p.to_string());
             }
             if fate.deletable {
                 plan.deletes = true;

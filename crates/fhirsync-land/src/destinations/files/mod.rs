@@ -118,8 +118,8 @@ pub(crate) trait SnapshotFormat: Send {
     fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
     /// Streams the rows of a type file without their resources (formats that can skip reading
     /// the resource column override this).
-    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
-        self.read(path, &mut |row| f(Head::from(row)))
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
+        self.read(path, &mut |row| f(row.head()))
     }
     /// Writes a run's change records into `dir`.
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
@@ -366,7 +366,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
                     let format = &self.format;
                     let read = path
                         .exists()
-                        .then_some(|f: &mut dyn FnMut(Head) -> Result<()>| format.read_heads(&path, f));
+                        .then_some(|f: &mut dyn FnMut(Head<'_>) -> Result<()>| format.read_heads(&path, f));
                     known.load(&r.resource_type, read)?;
                 }
             }

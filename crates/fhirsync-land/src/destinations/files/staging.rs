@@ -12,6 +12,7 @@
 //! takes its row from the base snapshot. An unchanged run so stages a few dozen bytes per
 //! resource, not the resource.
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
-use super::row::{Head, Row, read_head, read_line, write_line};
+use super::row::{Head, Row, read_line, with_head, write_line};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
@@ -74,15 +75,15 @@ impl Known {
     /// rows of the type).
     pub(crate) fn load<R>(&mut self, resource_type: &str, read: Option<R>) -> Result<()>
     where
-        R: FnOnce(&mut dyn FnMut(Head) -> Result<()>) -> Result<()>,
+        R: FnOnce(&mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()>,
     {
         let mut rows = HashMap::new();
         if let Some(read) = read {
             let hasher = &self.hasher;
-            read(&mut |h: Head| {
-                if let Some(hash) = hash_prefix(&h.content_hash) {
-                    let meta = hasher.meta(&h.source, &h.dataset, h.patient_id.as_deref());
-                    rows.insert(hasher.key(&h.fhir_version, &h.id), KnownRow { hash, meta });
+            read(&mut |h: Head<'_>| {
+                if let Some(hash) = hash_prefix(h.content_hash) {
+                    let meta = hasher.meta(h.source, h.dataset, h.patient_id);
+                    rows.insert(hasher.key(h.fhir_version, h.id), KnownRow { hash, meta });
                 }
                 Ok(())
             })?;
@@ -122,9 +123,9 @@ pub(crate) enum Line {
 }
 
 /// One staged line without the resource.
-pub(crate) enum LineHead {
-    Row(Head),
-    Seen { fhir_version: String, id: String },
+pub(crate) enum LineHead<'a> {
+    Row(Head<'a>),
+    Seen { fhir_version: &'a str, id: &'a str },
 }
 
 /// The staging folder of one run.
@@ -305,18 +306,20 @@ impl Staging {
     pub(crate) fn scan_heads(
         &self,
         resource_type: &str,
-        f: &mut dyn FnMut(u64, LineHead) -> Result<()>,
+        f: &mut dyn FnMut(u64, LineHead<'_>) -> Result<()>,
     ) -> Result<()> {
         self.lines(resource_type, &mut |n, line, path| {
-            let parsed = match parse_seen(line) {
-                Some(seen) => seen.map(|(fhir_version, id)| LineHead::Seen { fhir_version, id }),
-                None => read_head(line).map(LineHead::Row),
+            let corrupt = |e: serde_json::Error| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
             };
-            f(
-                n,
-                parsed
-                    .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })?,
-            )
+            match parse_seen(line) {
+                Some(seen) => {
+                    let SeenKey(fhir_version, id) = seen.map_err(corrupt)?;
+                    f(n, LineHead::Seen { fhir_version: &fhir_version, id: &id })
+                }
+                None => with_head(line, |h| f(n, LineHead::Row(h))).map_err(corrupt)?,
+            }
         })
     }
 
@@ -346,9 +349,13 @@ impl Staging {
 }
 
 /// Parses a seen line; `None` if `line` is a row line.
-fn parse_seen(line: &str) -> Option<std::result::Result<(String, String), serde_json::Error>> {
-    line.starts_with(SEEN_PREFIX).then(|| serde_json::from_str::<(String, String)>(line))
+fn parse_seen(line: &str) -> Option<std::result::Result<SeenKey<'_>, serde_json::Error>> {
+    line.starts_with(SEEN_PREFIX).then(|| serde_json::from_str::<SeenKey<'_>>(line))
 }
+
+/// The key of a seen line, `[fhir_version, id]` (borrowed unless escaped).
+#[derive(serde::Deserialize)]
+struct SeenKey<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] Cow<'a, str>);
 
 /// Cuts a file after its last newline (drops a line torn by a kill).
 fn truncate_torn_line(path: &Path) -> Result<()> {
@@ -386,7 +393,8 @@ mod tests {
         let mut out = Vec::new();
         serde_json::to_writer(&mut out, &("R4", "a\"b")).unwrap();
         let line = String::from_utf8(out).unwrap();
-        assert_eq!(parse_seen(&line).unwrap().unwrap(), ("R4".to_string(), "a\"b".to_string()));
+        let SeenKey(version, id) = parse_seen(&line).unwrap().unwrap();
+        assert_eq!((&*version, &*id), ("R4", "a\"b"));
         let mut row = Vec::new();
         let r = Row {
             id: "x".into(),

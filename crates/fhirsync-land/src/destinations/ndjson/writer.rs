@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::config::NdjsonConfig;
 use crate::destination::Destination;
-use crate::destinations::files::row::{read_head, read_line, write_line};
+use crate::destinations::files::row::{read_line, with_head, write_line};
 use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
 use crate::views::CellValue;
 use crate::{Error, Result};
@@ -144,15 +144,18 @@ impl SnapshotFormat for NdjsonFormat {
         Ok(())
     }
 
-    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
         let file = File::open(path).map_err(Error::io("reading NDJSON", path))?;
-        for line in BufReader::with_capacity(1 << 20, file).lines() {
-            let line = line.map_err(Error::io("reading NDJSON", path))?;
-            let head = read_head(&line)
-                .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })?;
-            f(head)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(Error::io("reading NDJSON", path))? == 0 {
+                return Ok(());
+            }
+            with_head(&line, &mut *f)
+                .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })??;
         }
-        Ok(())
     }
 
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {

@@ -359,7 +359,7 @@ impl SnapshotFormat for ParquetFormat {
         Ok((Box::new(ParquetSink { file: out, schema, rows: Vec::with_capacity(BATCH_ROWS) }), written))
     }
 
-    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head) -> Result<()>) -> Result<()> {
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
         let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(Error::io("reading Parquet", path))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
@@ -371,16 +371,15 @@ impl SnapshotFormat for ParquetFormat {
             let batch = batch.map_err(arrow_err("reading a batch"))?;
             let cols = string_columns(&batch, &heads, path)?;
             for i in 0..batch.num_rows() {
-                let s = |c: usize| cols[c].value(i).to_string();
                 f(Head {
-                    id: s(0),
-                    patient_id: (!cols[1].is_null(i)).then(|| s(1)),
-                    fhir_version: s(2),
-                    source: s(3),
-                    dataset: s(4),
-                    content_hash: s(5),
-                    first_seen_run: s(6),
-                    last_seen_run: s(7),
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    source: cols[3].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    first_seen_run: cols[6].value(i),
+                    last_seen_run: cols[7].value(i),
                 })?;
             }
         }
