@@ -83,7 +83,7 @@ pub(crate) struct TypeFile {
 pub(crate) struct ViewFile {
     /// The view's resource type.
     pub resource_type: String,
-    /// SHA-256 of the compiled view definition the file was built with.
+    /// SHA-256 of the compiled view definition and column mapping the file was built with.
     pub definition: String,
     /// The run that wrote the file.
     pub written_by: String,
@@ -125,10 +125,10 @@ pub(crate) fn read_manifest(version: &Path) -> Result<Option<Manifest>> {
     }
 }
 
-/// SHA-256 of a compiled view (its expressions, columns, constants): a changed definition
-/// rebuilds the view's file.
-fn definition(view: &View) -> String {
-    ContentHash::of(format!("{view:?}").as_bytes()).to_hex()
+/// SHA-256 of a compiled view (its expressions, columns, constants) and of how `format` writes
+/// its columns: a changed definition or mapping rebuilds the view's file.
+fn definition(format: &impl SnapshotFormat, view: &View) -> String {
+    ContentHash::of(format!("{view:?}\u{1}{}", format.view_format(view)).as_bytes()).to_hex()
 }
 
 /// What the commit remembers about a staged line (the last one of its key wins).
@@ -304,7 +304,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         // Views over types without rows, here or before.
         for view in views.iter().filter(|v| !types.contains(v.resource())) {
             let table = view_table(view.name())?;
-            let def = definition(view);
+            let def = definition(&self.format, view);
             match self.kept_view(&b, &table, view, &def)? {
                 Some(entry) => {
                     out.manifest.views.insert(table, entry);
@@ -425,7 +425,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 let mut fresh = Vec::new();
                 for view in type_views {
                     let table = view_table(view.name())?;
-                    match self.kept_view(b, &table, view, &definition(view))? {
+                    match self.kept_view(b, &table, view, &definition(&self.format, view))? {
                         Some(entry) => {
                             out.manifest.views.insert(table, entry);
                             out.kept_files += 1;
@@ -446,7 +446,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         for view in type_views {
             let table = view_table(view.name())?;
             let old_view = b.prev_manifest.as_ref().zip(b.prev_dir.as_ref()).and_then(|(m, dir)| {
-                m.view(&table, t, &definition(view))
+                m.view(&table, t, &definition(&self.format, view))
                     .map(|_| self.format.view_path(dir, &table))
                     .filter(|p| p.exists())
             });
@@ -629,7 +629,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 build.table.clone(),
                 ViewFile {
                     resource_type: build.view.resource().to_string(),
-                    definition: definition(build.view),
+                    definition: definition(&self.format, build.view),
                     written_by: b.run_id.to_string(),
                 },
             );

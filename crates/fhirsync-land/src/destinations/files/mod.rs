@@ -145,6 +145,9 @@ pub(crate) trait SnapshotFormat: Send {
         })?;
         Ok((sink, written))
     }
+    /// How this format writes `view`'s columns (for Parquet, the Arrow fields): part of the
+    /// definition a view file is kept or carried by, so that a changed mapping rebuilds it.
+    fn view_format(&self, view: &View) -> String;
     /// The file or folder that [`SnapshotFormat::write_view`] writes for view table `table`.
     fn view_path(&self, version: &Path, table: &str) -> PathBuf;
     /// Writes a materialised view table into a version folder.

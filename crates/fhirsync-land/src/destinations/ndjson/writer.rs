@@ -168,6 +168,11 @@ impl SnapshotFormat for NdjsonFormat {
         write_json_lines(&self.view_path(version, table), objects)
     }
 
+    fn view_format(&self, _view: &View) -> String {
+        // Cells map to JSON as in `view_object`; change this when that mapping changes.
+        "ndjson-1".to_string()
+    }
+
     fn view_path(&self, version: &Path, table: &str) -> PathBuf {
         version.join(format!("{table}.{EXT}"))
     }

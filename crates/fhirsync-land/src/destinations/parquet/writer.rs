@@ -224,6 +224,22 @@ fn string_columns<'b>(
         .collect()
 }
 
+/// The Arrow fields of a view table.
+fn view_fields(view: &View) -> Vec<Field> {
+    let mut fields =
+        vec![Field::new("_fhir_version", DataType::Utf8, false), Field::new("_id", DataType::Utf8, false)];
+    for c in view.columns() {
+        let ty = match (c.ty, c.collection) {
+            (_, true) => DataType::Utf8,
+            (ColumnType::Integer, _) => DataType::Int64,
+            (ColumnType::Boolean, _) => DataType::Boolean,
+            _ => DataType::Utf8,
+        };
+        fields.push(Field::new(&c.name, ty, true));
+    }
+    fields
+}
+
 fn text(s: &str) -> CellValue {
     CellValue::Text(s.to_string())
 }
@@ -419,20 +435,11 @@ impl SnapshotFormat for ParquetFormat {
     }
 
     fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let mut fields = vec![
-            Field::new("_fhir_version", DataType::Utf8, false),
-            Field::new("_id", DataType::Utf8, false),
-        ];
-        for c in view.columns() {
-            let ty = match (c.ty, c.collection) {
-                (_, true) => DataType::Utf8,
-                (ColumnType::Integer, _) => DataType::Int64,
-                (ColumnType::Boolean, _) => DataType::Boolean,
-                _ => DataType::Utf8,
-            };
-            fields.push(Field::new(&c.name, ty, true));
-        }
-        write_table(&self.view_path(version, table), fields, rows, self.row_group_rows)
+        write_table(&self.view_path(version, table), view_fields(view), rows, self.row_group_rows)
+    }
+
+    fn view_format(&self, view: &View) -> String {
+        format!("{:?}", view_fields(view))
     }
 
     fn view_path(&self, version: &Path, table: &str) -> PathBuf {
