@@ -313,7 +313,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 None => {
                     let build =
                         ViewBuild { view, table: table.clone(), mode: ViewMode::Full, rows: Vec::new() };
-                    self.write_views_fresh(&b, vec![build], &mut out)?;
+                    self.write_built_views(&b, vec![build], &mut out)?;
                 }
             }
         }
@@ -435,7 +435,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 }
                 if !fresh.is_empty() {
                     self.flatten_file(Some(&path), &mut fresh)?;
-                    self.write_views_fresh(b, fresh, out)?;
+                    self.write_built_views(b, fresh, out)?;
                 }
                 return Ok(());
             }
@@ -571,7 +571,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 TypeFile { written_by: b.run_id.to_string(), seen_as: b.run_id.to_string() },
             );
         }
-        self.write_views_fresh(b, builds, out)
+        self.write_built_views(b, builds, out)
     }
 
     /// Reads the heads of the previous file of `t` to decide whether it can be kept.
@@ -621,7 +621,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
     }
 
     /// Writes the built views into the new snapshot and registers them.
-    fn write_views_fresh(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
+    fn write_built_views(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
         for build in &builds {
             remove_path(&self.format.view_path(&b.tmp, &build.table))?;
             out.written_files += 1;

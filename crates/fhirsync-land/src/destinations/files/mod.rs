@@ -14,12 +14,14 @@
 //!
 //! Reload and reload-and-compare are incremental: staging compares each resource with the
 //! current snapshot and stages an unchanged one as its key only (`staging.rs`). A resource type
-//! with no insert, update or delete, whose rows are re-read as they were in the run that wrote
-//! its file, keeps that file: the new snapshot hard-links it (a copy where the file system has
-//! no hard links), and so it does the files of the views over it, unless a view was redefined.
-//! Rows of a kept file keep their `last_seen_run`; the snapshot's `_fhirsync/files.json` says per
-//! type which `last_seen_run` means "seen by this snapshot's run" (see `commit.rs`). A changed
-//! type is rewritten whole, and its views are re-flattened from the rows as they are written.
+//! with no insert, update or delete, whose rows are re-read as the current snapshot marks them,
+//! keeps its file: the new snapshot hard-links it (a copy where the file system has no hard
+//! links), and so are the files of the views over it, unless a view was redefined. Rows of a
+//! kept file keep their `last_seen_run`; the snapshot's `_fhirsync/files.json` says per type
+//! which `last_seen_run` means "seen by this snapshot's run" (see `commit.rs`). A changed type
+//! is rewritten whole (Parquet copies its unchanged rows as Arrow slices); the views over it are
+//! carried: their previous rows of unchanged resources are copied, only the changed resources
+//! are flattened (`views.rs`).
 
 mod commit;
 mod layout;
