@@ -663,6 +663,46 @@ mod incremental {
         assert_eq!(h.rows(), sorted(second.iter().map(|r| landed(r, &r1, &start.run_id)).collect()));
     }
 
+    fn killed_commit_is_rebuilt(kind: Kind) {
+        let h = FileHarness::new(kind);
+        let data = data();
+        let r1 = run(&h, Method::FullLoad, &data, full_scope(&["p1", "p2", "p3"]), &[]).run_id;
+        let obs_file = h.dir.path().join("versions").join(&r1).join(type_file(kind, "Observation"));
+        let obs_bytes = std::fs::read(&obs_file).unwrap();
+        let mut second = data.clone();
+        second[5] = obs("o3", "p2", "3.5");
+        let start = kill_after_checkpoint(
+            &h,
+            Method::ReloadAndCompare,
+            &LandOptions::default(),
+            &second,
+            &scopes_of(&["p1", "p2", "p3"]),
+            &[],
+        );
+        // The kill hit the commit: a half-built snapshot holds links to the current files, and
+        // one of an earlier killed run lies beside it.
+        let versions = h.dir.path().join("versions");
+        for tmp in [format!(".{}.tmp", start.run_id), ".0000-earlier.tmp".to_string()] {
+            for t in ["Observation", "Patient"] {
+                let to = versions.join(&tmp).join(type_file(kind, t));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::hard_link(versions.join(&r1).join(type_file(kind, t)), &to).unwrap();
+            }
+        }
+        let mut dest = h.open();
+        assert!(dest.begin(Method::ReloadAndCompare, &LandOptions::default()).unwrap().resumed);
+        let m = complete_and_commit(&mut *dest, &["p1", "p2", "p3"], &["p1", "p2", "p3"]);
+        assert_eq!((m.staged, m.unchanged, m.updated), (8, 7, 1));
+        assert_eq!(h.rows(), sorted(second.iter().map(|r| landed(r, &r1, &start.run_id)).collect()));
+        // The previous snapshot's files were never written through a link.
+        assert_eq!(std::fs::read(&obs_file).unwrap(), obs_bytes);
+        let left: Vec<String> = std::fs::read_dir(&versions)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(sorted(left), sorted(vec![r1, start.run_id]));
+    }
+
     macro_rules! incremental_tests {
         ($module:ident, $kind:expr) => {
             mod $module {
@@ -702,6 +742,13 @@ mod incremental {
                 #[test]
                 fn unchanged_resources_stage_as_keys() {
                     super::unchanged_resources_stage_as_keys($kind);
+                }
+
+                /// A commit killed while its snapshot held links to the current files is rebuilt
+                /// on rerun without writing through them; half-built folders are removed.
+                #[test]
+                fn killed_commit_is_rebuilt() {
+                    super::killed_commit_is_rebuilt($kind);
                 }
             }
         };
