@@ -42,6 +42,17 @@ impl DestinationConfig {
             DestinationConfig::Ndjson(_) => "ndjson",
         }
     }
+
+    /// Human name of the destination (`sqlite:path`, `postgres:schema`, `parquet:dir`), never
+    /// with credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            DestinationConfig::Sqlite(c) => format!("sqlite:{}", c.path.display()),
+            DestinationConfig::Postgres(c) => format!("postgres:{}", c.schema),
+            DestinationConfig::Parquet(c) => format!("parquet:{}", c.dir.display()),
+            DestinationConfig::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
+        }
+    }
 }
 
 /// The update method of a run (Qlik's names).

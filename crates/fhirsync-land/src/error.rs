@@ -215,6 +215,28 @@ pub enum Error {
         /// JSON kind received.
         found: String,
     },
+    /// A cell that does not fit the Arrow type of its column.
+    #[error("column `{column}` is {arrow_type} but got a {cell} value that does not fit it")]
+    CellType {
+        /// Column name.
+        column: String,
+        /// The column's Arrow type.
+        arrow_type: String,
+        /// Kind of the cell (never its value).
+        cell: &'static str,
+    },
+    /// A date/dateTime column's companion `<column>_text` is also a column of the view.
+    #[error(
+        "view `{view}` has a column `{companion}`, the name fhirsync gives the text of date/dateTime column `{column}`; rename one of them"
+    )]
+    ViewColumnClash {
+        /// View name.
+        view: String,
+        /// The date/dateTime column.
+        column: String,
+        /// The companion name already taken.
+        companion: String,
+    },
     /// The blocking landing task panicked or was cancelled.
     #[error("the landing worker stopped unexpectedly: {0}")]
     Worker(#[from] tokio::task::JoinError),

@@ -17,7 +17,7 @@ use url::Url;
 use super::Failure;
 use super::keys::local_error;
 use crate::Globals;
-use crate::config::FileConfig;
+use fhirsync::Config as FileConfig;
 
 /// Default environment variable holding the client secret.
 const DEFAULT_SECRET_ENV: &str = "FHIRSYNC_CLIENT_SECRET";

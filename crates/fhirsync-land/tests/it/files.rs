@@ -124,9 +124,6 @@ impl FileHarness {
                 }
                 Kind::Ndjson => {
                     let Some(rt) = name.strip_suffix(".ndjson") else { continue };
-                    if rt.starts_with("view_") {
-                        continue;
-                    }
                     for line in json_lines(&path) {
                         #[derive(serde::Deserialize)]
                         struct L<'a> {
@@ -152,6 +149,49 @@ impl FileHarness {
             }
         }
         sorted(out)
+    }
+
+    /// The file of view table `table` (`view_<name>`) in the current snapshot: under `views/`,
+    /// named without the `view_` prefix.
+    pub fn view_path(&self, table: &str) -> PathBuf {
+        let name = table.strip_prefix("view_").unwrap();
+        let views = self.current().unwrap().join("views");
+        match self.kind {
+            Kind::Parquet => views.join(name).join("part-0.parquet"),
+            Kind::Ndjson => views.join(format!("{name}.ndjson")),
+        }
+    }
+}
+
+/// A cell of a typed Parquet column as text: decimals at the column's scale, dates
+/// `YYYY-MM-DD`, timestamps RFC 3339 in UTC.
+fn cell_text(batch: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    use arrow_array::types::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+    use arrow_schema::{DataType, TimeUnit};
+    let col = batch.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));
+    if col.is_null(i) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().value(i).to_string(),
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(i).to_string(),
+        DataType::Boolean => col.as_boolean().value(i).to_string(),
+        DataType::Decimal128(..) => col.as_primitive::<Decimal128Type>().value_as_string(i),
+        DataType::Date32 => col.as_primitive::<Date32Type>().value_as_date(i).unwrap().to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
+            let t = col.as_primitive::<TimestampMicrosecondType>().value_as_datetime(i).unwrap();
+            t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        }
+        other => panic!("column {name} has unexpected type {other}"),
+    })
+}
+
+/// A JSON value as text: strings as they are, numbers as written, `null` as `None`.
+fn json_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -247,21 +287,19 @@ impl Harness for FileHarness {
     }
 
     fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
-        let current = self.current().unwrap();
         let mut out = Vec::new();
         match self.kind {
             Kind::Parquet => {
-                for b in parquet_batches(&current.join(table).join("part-0.parquet")) {
-                    let cols: Vec<Vec<Option<String>>> = columns.iter().map(|c| strings(&b, c)).collect();
+                for b in parquet_batches(&self.view_path(table)) {
                     for i in 0..b.num_rows() {
-                        out.push(cols.iter().map(|c| c[i].clone()).collect());
+                        out.push(columns.iter().map(|c| cell_text(&b, c, i)).collect());
                     }
                 }
             }
             Kind::Ndjson => {
-                for line in json_lines(&current.join(format!("{table}.ndjson"))) {
+                for line in json_lines(&self.view_path(table)) {
                     let v: Value = serde_json::from_str(&line).unwrap();
-                    out.push(columns.iter().map(|c| text(&v, c)).collect());
+                    out.push(columns.iter().map(|c| json_text(&v[*c])).collect());
                 }
             }
         }
@@ -287,6 +325,94 @@ mod parquet_dest {
         let opts = fhirsync_land::LandOptions { history: true, ..Default::default() };
         let err = h.open().begin(fhirsync_land::Method::ReloadAndCompare, &opts).unwrap_err();
         assert!(err.to_string().contains("history"), "{err}");
+    }
+
+    /// Views are typed in Parquet: Decimal128(38, s) holding the exact values, Date32, UTC
+    /// microsecond timestamps, Boolean, Int64; companions and text stay Utf8.
+    #[test]
+    fn typed_view_columns() {
+        let h = FileHarness::new(Kind::Parquet);
+        let forms = crate::typed::Forms {
+            decimals: ["1.50", "0.10", "100.00", "123456789012345678.90"],
+            instants: [
+                "2019-04-01T08:30:00Z",
+                "2020-03-01T04:59:59.500Z",
+                "2019-04-01T08:30:00.123Z",
+                "2019-04-01T12:00:00.123456Z",
+            ],
+            date: "1970-06-15",
+            booleans: ["false", "true"],
+        };
+        crate::typed::typed_columns(&h, &forms);
+        let types = |table: &str| -> Vec<(String, String)> {
+            let b = &parquet_batches(&h.view_path(table))[0];
+            b.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect()
+        };
+        let ts = arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()));
+        let want = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
+        };
+        let utf8 = "Utf8".to_string();
+        assert_eq!(
+            types("view_obs_typed"),
+            want(&[
+                ("_fhir_version", utf8.clone()),
+                ("_id", utf8.clone()),
+                ("value", "Decimal128(38, 2)".into()),
+                ("effective", ts.to_string()),
+                ("effective_text", utf8.clone()),
+                ("issued", ts.to_string()),
+                ("issued_text", utf8.clone()),
+            ])
+        );
+        assert_eq!(
+            types("view_patient_typed"),
+            want(&[
+                ("_fhir_version", utf8.clone()),
+                ("_id", utf8.clone()),
+                ("birth_date", "Date32".into()),
+                ("birth_date_text", utf8.clone()),
+                ("deceased", "Boolean".into()),
+                ("births", "Int64".into()),
+            ])
+        );
+    }
+
+    /// Views have their own root: `current/*/*.parquet` (the README's DuckDB glob) matches
+    /// exactly the resource-type files.
+    #[test]
+    fn views_are_not_beside_the_types() {
+        let h = FileHarness::new(Kind::Parquet);
+        let views = [crate::scenario::obs_view()];
+        let mut dest = h.open();
+        let all = run_scope(&["p1"], scopes_of(&["p1"]));
+        let resources = [patient("p1", "Alpha"), obs("o1", "p1", "1.5")];
+        land_with_views(
+            &mut *dest,
+            fhirsync_land::Method::FullLoad,
+            &Default::default(),
+            &resources,
+            all,
+            &views,
+        )
+        .unwrap();
+        let current = h.current().unwrap();
+        let mut depth_two: Vec<String> = Vec::new();
+        for dir in std::fs::read_dir(&current).unwrap() {
+            let dir = dir.unwrap().path();
+            for f in std::fs::read_dir(&dir).into_iter().flatten() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "parquet") {
+                    depth_two.push(f.strip_prefix(&current).unwrap().display().to_string());
+                }
+            }
+        }
+        depth_two.sort();
+        assert_eq!(
+            depth_two,
+            ["resource_type=Observation/part-0.parquet", "resource_type=Patient/part-0.parquet"]
+        );
+        assert!(current.join("views/obs_values/part-0.parquet").is_file());
     }
 
     /// Old snapshots are pruned: only the current one and the one before it remain.
@@ -321,6 +447,30 @@ mod ndjson_dest {
     use crate::scenario::scenario_tests;
 
     scenario_tests!(Some(FileHarness::new(Kind::Ndjson)));
+
+    /// NDJSON views write decimals as the number literal, collections as arrays, dates and UTC
+    /// instants as strings, booleans and integers as JSON values.
+    #[test]
+    fn typed_view_columns() {
+        let h = FileHarness::new(Kind::Ndjson);
+        let forms = crate::typed::Forms {
+            decimals: ["1.50", "0.10", "1e+2", "123456789012345678.9"],
+            instants: [
+                "2019-04-01T08:30:00Z",
+                "2020-03-01T04:59:59.500Z",
+                "2019-04-01T08:30:00.123Z",
+                "2019-04-01T12:00:00.123456Z",
+            ],
+            date: "1970-06-15",
+            booleans: ["false", "true"],
+        };
+        crate::typed::typed_columns(&h, &forms);
+        let lines = json_lines(&h.view_path("view_obs_typed"));
+        assert!(lines.iter().any(|l| l.contains(r#""value":1.50"#)), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(r#""value":123456789012345678.9"#)), "{lines:?}");
+        let patients = json_lines(&h.view_path("view_patient_typed"));
+        assert!(patients.iter().any(|l| l.contains(r#""births":2"#) && l.contains(r#""deceased":false"#)));
+    }
 
     /// A staging line torn by a kill is cut off on resume and the run still commits.
     #[test]
@@ -442,27 +592,31 @@ mod incremental {
         }
     }
 
+    /// The file of view table `table` (`view_<name>`): in the view root, without the prefix.
     fn view_file(kind: Kind, table: &str) -> String {
+        let name = table.strip_prefix("view_").unwrap().to_ascii_lowercase();
         match kind {
-            Kind::Parquet => format!("{table}/part-0.parquet"),
-            Kind::Ndjson => format!("{table}.ndjson"),
+            Kind::Parquet => format!("views/{name}/part-0.parquet"),
+            Kind::Ndjson => format!("views/{name}.ndjson"),
         }
     }
 
-    /// Every row of every view file of the current snapshot, each cell in a type-independent
-    /// text form, sorted; plus each Parquet view's schema.
+    /// Every row of every view file of the current snapshot (by its file inside the snapshot,
+    /// as [`view_file`] names it), each cell in a type-independent text form, sorted; plus each
+    /// Parquet view's schema.
     fn all_view_rows(h: &FileHarness) -> BTreeMap<String, (String, Vec<Vec<String>>)> {
         let current = h.current().unwrap();
         let mut out = BTreeMap::new();
-        for entry in std::fs::read_dir(&current).unwrap() {
+        for entry in std::fs::read_dir(current.join("views")).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            let Some(table) = name.strip_suffix(".ndjson").or(Some(name.as_str())) else { continue };
-            if !table.starts_with("view_") {
-                continue;
-            }
+            let file = match h.kind {
+                Kind::Parquet => format!("views/{name}/part-0.parquet"),
+                Kind::Ndjson if name.ends_with(".ndjson") => format!("views/{name}"),
+                Kind::Ndjson => continue,
+            };
             let (schema, mut rows) = match h.kind {
                 Kind::Parquet => {
-                    let path = current.join(table).join("part-0.parquet");
+                    let path = current.join(&file);
                     let builder =
                         ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
                     let schema = format!("{:?}", builder.schema().fields());
@@ -475,7 +629,7 @@ mod incremental {
                     (schema, rows)
                 }
                 Kind::Ndjson => {
-                    let rows = json_lines(&current.join(&name))
+                    let rows = json_lines(&current.join(&file))
                         .iter()
                         .map(|l| vec![serde_json::from_str::<Value>(l).unwrap().to_string()])
                         .collect();
@@ -483,7 +637,7 @@ mod incremental {
                 }
             };
             rows.sort();
-            out.insert(table.to_string(), (schema, rows));
+            out.insert(file, (schema, rows));
         }
         out
     }
@@ -545,7 +699,7 @@ mod incremental {
         // Only o1 was flattened again: the rows of the rewritten views with `_id` o1.
         let o1_rows: usize = all_view_rows(&h)
             .iter()
-            .filter(|(t, _)| expected.iter().any(|f| f.starts_with(t.as_str())))
+            .filter(|(f, _)| expected.contains(f))
             .map(|(_, (_, rows))| rows.iter().filter(|r| r.iter().any(|c| c.contains("\"o1\""))).count())
             .sum();
         assert!(o1_rows > 0);
@@ -625,6 +779,39 @@ mod incremental {
             h.view_rows("view_obs_values", &["status"]).into_iter().map(|mut r| r.remove(0)).collect();
         let patients = ["Patient/p1", "Patient/p1", "Patient/p2", "Patient/p3"];
         assert_eq!(values, patients.map(|p| Some(p.to_string())).to_vec());
+    }
+
+    fn outgrown_decimal_rebuilds_the_view(kind: Kind) {
+        let (h, views) = (FileHarness::new(kind), [obs_view()]);
+        let mut data = data();
+        run(&h, Method::FullLoad, &data, full_scope(&["p1", "p2", "p3"]), &views);
+        let before = data_files(&h);
+        // Three fraction digits: more than the Parquet view's Decimal128(38, 2) holds.
+        data[3] = obs("o1", "p1", "1.555");
+        let m = run(&h, Method::ReloadAndCompare, &data, full_scope(&["p1", "p2", "p3"]), &views);
+        assert_eq!((m.unchanged, m.updated), (7, 1));
+        let file = view_file(kind, "view_obs_values");
+        assert!(rewritten(&before, &data_files(&h)).contains(&file));
+        // NDJSON carries the view (o1 flattened); Parquet flattens o1, then all four in full.
+        let flattened = match kind {
+            Kind::Parquet => 1 + 4,
+            Kind::Ndjson => 1,
+        };
+        assert_eq!(m.view_rows, flattened);
+        let values: Vec<Option<String>> =
+            h.view_rows("view_obs_values", &["value"]).into_iter().map(|mut r| r.remove(0)).collect();
+        let want = match kind {
+            Kind::Parquet => ["1.555", "2.000", "3.000", "4.000"],
+            Kind::Ndjson => ["1.555", "2.0", "3", "4"],
+        };
+        assert_eq!(values, want.map(|v| Some(v.to_string())).to_vec());
+
+        let full = FileHarness::new(kind);
+        run(&full, Method::FullLoad, &data, full_scope(&["p1", "p2", "p3"]), &views);
+        assert_eq!(all_view_rows(&h), all_view_rows(&full));
+        if kind == Kind::Parquet {
+            assert!(all_view_rows(&h)[&file].0.contains("Decimal128(38, 3)"));
+        }
     }
 
     fn unchanged_resources_stage_as_keys(kind: Kind) {
@@ -735,6 +922,14 @@ mod incremental {
                 #[test]
                 fn redefined_view_is_rebuilt() {
                     super::redefined_view_is_rebuilt($kind);
+                }
+
+                /// A changed decimal with more fraction digits than a carried Parquet view's
+                /// column holds rebuilds that view in full; either way the view reads as a full
+                /// load of the same data.
+                #[test]
+                fn outgrown_decimal_rebuilds_the_view() {
+                    super::outgrown_decimal_rebuilds_the_view($kind);
                 }
 
                 /// Staging writes an unchanged resource as its key only, and a resumed run

@@ -9,3 +9,4 @@ mod scenario;
 mod sqlite;
 mod status;
 mod support;
+mod typed;

@@ -16,7 +16,8 @@
 //!   changed rows from staging.
 //!
 //! `_fhirsync/files.json` also records the layout revision and fhirsync version (files written
-//! under another one are never kept), and per view the definition its file was built with.
+//! under another one are never kept), and per view the definition and column mapping its file
+//! was built with.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -26,14 +27,14 @@ use fhirsync_core::{ContentHash, RunScope};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
-use super::layout::{mkdirs, remove_dir, sync_dir, write_atomic};
+use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
-use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row};
+use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row, view_name};
 use super::{ActiveRun, Carry, ChangeRow, FileDestination, RowRef, RowSink, RunRecord, SnapshotFormat};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
-use crate::destinations::sql::schema::view_table;
+use crate::views::{table_columns, view_signature};
 use crate::{Error, Result};
 
 /// File (inside a version's `_fhirsync/`) with the patients flagged as having left the cohort.
@@ -64,7 +65,7 @@ pub(crate) struct Manifest {
     pub format: String,
     /// Per resource type with rows.
     pub types: BTreeMap<String, TypeFile>,
-    /// Per view table.
+    /// Per view, by its file name in the view root.
     pub views: BTreeMap<String, ViewFile>,
 }
 
@@ -107,9 +108,9 @@ impl Manifest {
             && self.format == format
     }
 
-    /// The previous file of `table` if it was built with `definition` over `resource_type`.
-    fn view(&self, table: &str, resource_type: &str, definition: &str) -> Option<&ViewFile> {
-        self.views.get(table).filter(|v| v.resource_type == resource_type && v.definition == definition)
+    /// The previous file of view `name` if it was built with `definition` over `resource_type`.
+    fn view(&self, name: &str, resource_type: &str, definition: &str) -> Option<&ViewFile> {
+        self.views.get(name).filter(|v| v.resource_type == resource_type && v.definition == definition)
     }
 }
 
@@ -125,10 +126,14 @@ pub(crate) fn read_manifest(version: &Path) -> Result<Option<Manifest>> {
     }
 }
 
-/// SHA-256 of a compiled view (its expressions, columns, constants) and of how `format` writes
-/// its columns: a changed definition or mapping rebuilds the view's file.
-fn definition(format: &impl SnapshotFormat, view: &View) -> String {
-    ContentHash::of(format!("{view:?}\u{1}{}", format.view_format(view)).as_bytes()).to_hex()
+/// SHA-256 of a compiled view (its expressions, columns, constants), of its typed table layout
+/// ([`view_signature`], whose revision tag the SQL destinations rebuild by too) and of how
+/// `format` writes its columns ([`SnapshotFormat::view_format`] of [`table_columns`]): a changed
+/// definition or mapping rebuilds the view's file.
+fn definition(format: &impl SnapshotFormat, view: &View) -> Result<String> {
+    let mapping = format.view_format(&table_columns(view)?);
+    let text = format!("{view:?}\u{1}{}\u{1}{mapping}", view_signature(view));
+    Ok(ContentHash::of(text.as_bytes()).to_hex())
 }
 
 /// What the commit remembers about a staged line (the last one of its key wins).
@@ -303,16 +308,15 @@ impl<F: SnapshotFormat> FileDestination<F> {
         }
         // Views over types without rows, here or before.
         for view in views.iter().filter(|v| !types.contains(v.resource())) {
-            let table = view_table(view.name())?;
-            let def = definition(&self.format, view);
-            match self.kept_view(&b, &table, view, &def)? {
+            let name = view_name(view)?;
+            let def = definition(&self.format, view)?;
+            match self.kept_view(&b, &name, view, &def)? {
                 Some(entry) => {
-                    out.manifest.views.insert(table, entry);
+                    out.manifest.views.insert(name, entry);
                     out.kept_files += 1;
                 }
                 None => {
-                    let build =
-                        ViewBuild { view, table: table.clone(), mode: ViewMode::Full, rows: Vec::new() };
+                    let build = ViewBuild::new(view, ViewMode::Full)?;
                     self.write_built_views(&b, vec![build], &mut out)?;
                 }
             }
@@ -424,13 +428,13 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 out.manifest.types.insert(t.to_string(), entry.clone());
                 let mut fresh = Vec::new();
                 for view in type_views {
-                    let table = view_table(view.name())?;
-                    match self.kept_view(b, &table, view, &definition(&self.format, view))? {
+                    let name = view_name(view)?;
+                    match self.kept_view(b, &name, view, &definition(&self.format, view)?)? {
                         Some(entry) => {
-                            out.manifest.views.insert(table, entry);
+                            out.manifest.views.insert(name, entry);
                             out.kept_files += 1;
                         }
-                        None => fresh.push(ViewBuild { view, table, mode: ViewMode::Full, rows: Vec::new() }),
+                        None => fresh.push(ViewBuild::new(view, ViewMode::Full)?),
                     }
                 }
                 if !fresh.is_empty() {
@@ -444,17 +448,16 @@ impl<F: SnapshotFormat> FileDestination<F> {
         // Rewrite. Views whose previous file matches their definition are carried.
         let mut builds = Vec::new();
         for view in type_views {
-            let table = view_table(view.name())?;
+            let name = view_name(view)?;
+            let def = definition(&self.format, view)?;
             let old_view = b.prev_manifest.as_ref().zip(b.prev_dir.as_ref()).and_then(|(m, dir)| {
-                m.view(&table, t, &definition(&self.format, view))
-                    .map(|_| self.format.view_path(dir, &table))
-                    .filter(|p| p.exists())
+                m.view(&name, t, &def).map(|_| self.format.view_path(dir, &name)).filter(|p| p.exists())
             });
             let mode = match old_view {
                 Some(old) if old_path.is_some() => ViewMode::Carry { old, drop: HashSet::new() },
                 _ => ViewMode::Full,
             };
-            builds.push(ViewBuild { view, table, mode, rows: Vec::new() });
+            builds.push(ViewBuild::new(view, mode)?);
         }
         remove_path(&path)?;
         let m = &mut out.m;
@@ -607,38 +610,39 @@ impl<F: SnapshotFormat> FileDestination<F> {
         Ok(plan)
     }
 
-    /// Keeps the previous file of view `table` if it was built with `def` over a type whose
+    /// Keeps the previous file of view `name` if it was built with `def` over a type whose
     /// file is kept (or that has no rows, then and now); returns its manifest entry.
-    fn kept_view(&self, b: &Build<'_>, table: &str, view: &View, def: &str) -> Result<Option<ViewFile>> {
+    fn kept_view(&self, b: &Build<'_>, name: &str, view: &View, def: &str) -> Result<Option<ViewFile>> {
         let (Some(manifest), Some(dir)) = (&b.prev_manifest, &b.prev_dir) else { return Ok(None) };
-        let Some(entry) = manifest.view(table, view.resource(), def) else { return Ok(None) };
-        let old = self.format.view_path(dir, table);
+        let Some(entry) = manifest.view(name, view.resource(), def) else { return Ok(None) };
+        let old = self.format.view_path(dir, name);
         if !old.exists() {
             return Ok(None);
         }
-        link_tree(&old, &self.format.view_path(&b.tmp, table))?;
+        link_tree(&old, &self.format.view_path(&b.tmp, name))?;
         Ok(Some(entry.clone()))
     }
 
     /// Writes the built views into the new snapshot and registers them.
     fn write_built_views(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
         for build in &builds {
-            remove_path(&self.format.view_path(&b.tmp, &build.table))?;
+            remove_path(&self.format.view_path(&b.tmp, &build.name))?;
             out.written_files += 1;
             out.manifest.views.insert(
-                build.table.clone(),
+                build.name.clone(),
                 ViewFile {
                     resource_type: build.view.resource().to_string(),
-                    definition: definition(&self.format, build.view),
+                    definition: definition(&self.format, build.view)?,
                     written_by: b.run_id.to_string(),
                 },
             );
         }
-        let paths: Vec<PathBuf> = builds.iter().map(|v| self.format.view_path(&b.tmp, &v.table)).collect();
+        let paths: Vec<PathBuf> = builds.iter().map(|v| self.format.view_path(&b.tmp, &v.name)).collect();
         out.m.view_rows += self.write_views(&b.tmp, builds, &b.hasher)?;
         for p in &paths {
             sync_parent(p);
         }
+        sync_dir(&views_dir(&b.tmp));
         Ok(())
     }
 

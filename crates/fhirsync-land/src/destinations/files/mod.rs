@@ -16,7 +16,8 @@
 //! current snapshot and stages an unchanged one as its key only (`staging.rs`). A resource type
 //! with no insert, update or delete, whose rows are re-read as the current snapshot marks them,
 //! keeps its file: the new snapshot hard-links it (a copy where the file system has no hard
-//! links), and so are the files of the views over it, unless a view was redefined. Rows of a
+//! links), and so are the files of the views over it (in the snapshot's view root `views/`),
+//! unless a view was redefined or its column mapping changed. Rows of a
 //! kept file keep their `last_seen_run`; the snapshot's `_fhirsync/files.json` says per type
 //! which `last_seen_run` means "seen by this snapshot's run" (see `commit.rs`). A changed type
 //! is rewritten whole (Parquet copies its unchanged rows as Arrow slices); the views over it are
@@ -39,9 +40,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
-pub(crate) use layout::Layout;
+pub(crate) use layout::{Layout, views_dir};
 use layout::{mkdirs, remove_dir, write_atomic};
 pub(crate) use row::{Head, Row};
 use staging::{Known, Staging};
@@ -147,25 +148,35 @@ pub(crate) trait SnapshotFormat: Send {
         })?;
         Ok((sink, written))
     }
-    /// How this format writes `view`'s columns (for Parquet, the Arrow fields): part of the
-    /// definition a view file is kept or carried by, so that a changed mapping rebuilds it.
-    fn view_format(&self, view: &View) -> String;
-    /// The file or folder that [`SnapshotFormat::write_view`] writes for view table `table`.
-    fn view_path(&self, version: &Path, table: &str) -> PathBuf;
-    /// Writes a materialised view table into a version folder.
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
-    /// Writes view table `table` into `version` as the rows of `old` (a file this format wrote
-    /// for the same view definition) whose `(_fhir_version, _id)` `keep` accepts, as they are,
-    /// followed by `rows`.
+    /// How this format writes view columns `columns` (of [`crate::views::table_columns`]; for
+    /// Parquet, the Arrow fields): part of the definition a view file is kept or carried by, so
+    /// that a changed mapping rebuilds it.
+    fn view_format(&self, columns: &[TableColumn]) -> String;
+    /// The file or folder that [`SnapshotFormat::write_view`] writes for view `name` in the
+    /// version folder `version` (under its view root, [`views_dir`]).
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf;
+    /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
+    /// into `dir`, the version's view root.
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()>;
+    /// Writes view table `name` into the view root `dir` as the rows of `old` (a file this
+    /// format wrote for the same view definition) whose `(_fhir_version, _id)` `keep` accepts,
+    /// as they are, followed by `rows`. Returns `false`, having written nothing, if `rows` do not
+    /// fit the old file's column types (then the caller builds the view in full).
     fn carry_view(
         &self,
         old: &Path,
-        version: &Path,
-        table: &str,
-        view: &View,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
         keep: &mut dyn FnMut(&str, &str) -> bool,
         rows: &[Vec<CellValue>],
-    ) -> Result<()>;
+    ) -> Result<bool>;
 }
 
 /// One run in `_fhirsync/runs.json`.

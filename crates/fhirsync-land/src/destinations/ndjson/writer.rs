@@ -4,14 +4,14 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use fhirsync_views::View;
 use serde_json::{Map, Value};
 
 use super::config::NdjsonConfig;
 use crate::destination::Destination;
 use crate::destinations::files::row::{read_line, with_head, write_line};
+use crate::destinations::files::views_dir;
 use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 const EXT: &str = "ndjson";
@@ -86,24 +86,35 @@ struct ViewKey {
 }
 
 /// A view row as a JSON object of its columns.
-fn view_object(names: &[String], row: &[CellValue]) -> Value {
+fn view_object(columns: &[TableColumn], row: &[CellValue]) -> Value {
     let mut obj = Map::new();
-    for (name, cell) in names.iter().zip(row) {
-        let v = match cell {
-            CellValue::Null => Value::Null,
-            CellValue::Text(s) => Value::String(s.clone()),
-            CellValue::Int(i) => Value::from(*i),
-            CellValue::Bool(b) => Value::Bool(*b),
-        };
-        obj.insert(name.clone(), v);
+    for (column, cell) in columns.iter().zip(row) {
+        obj.insert(column.name.clone(), cell_json(cell));
     }
     Value::Object(obj)
 }
 
-fn view_names(view: &View) -> Vec<String> {
-    let mut names = vec!["_fhir_version".to_string(), "_id".to_string()];
-    names.extend(view.columns().iter().map(|c| c.name.clone()));
-    names
+/// A view cell as JSON: decimals as the number literal (`1.50`), collections as arrays, dates
+/// as `YYYY-MM-DD`, instants as RFC 3339 in UTC.
+fn cell_json(cell: &CellValue) -> Value {
+    match cell {
+        CellValue::Null => Value::Null,
+        CellValue::Text(s) => Value::String(s.clone()),
+        CellValue::Json(v) => v.clone(),
+        CellValue::Int(i) => Value::from(*i),
+        CellValue::Bool(b) => Value::Bool(*b),
+        // Validated as a number when the cell was made; a string if serde_json disagrees.
+        CellValue::Decimal(s) => {
+            s.parse::<serde_json::Number>().map_or_else(|_| Value::String(s.clone()), Value::Number)
+        }
+        CellValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+        CellValue::Timestamp(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+    }
+}
+
+/// The file of view `name` in the view root `dir`.
+fn view_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.{EXT}"))
 }
 
 impl SnapshotFormat for NdjsonFormat {
@@ -121,6 +132,7 @@ impl SnapshotFormat for NdjsonFormat {
             let path = entry.map_err(Error::io("listing a snapshot", version))?.path();
             if path.extension().is_some_and(|e| e == EXT)
                 && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                // Snapshots of earlier versions kept their views beside the types.
                 && !stem.starts_with("view_")
             {
                 types.push(stem.to_string());
@@ -162,31 +174,36 @@ impl SnapshotFormat for NdjsonFormat {
         write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let names = view_names(view);
-        let objects = rows.iter().map(|row| view_object(&names, row));
-        write_json_lines(&self.view_path(version, table), objects)
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        write_json_lines(&view_file(dir, name), rows.iter().map(|row| view_object(columns, row)))
     }
 
-    fn view_format(&self, _view: &View) -> String {
-        // Cells map to JSON as in `view_object`; change this when that mapping changes.
-        "ndjson-1".to_string()
+    fn view_format(&self, columns: &[TableColumn]) -> String {
+        // Cells map to JSON by their column's kind as in `cell_json`; bump the revision when
+        // that mapping changes.
+        format!("ndjson-2|{columns:?}")
     }
 
-    fn view_path(&self, version: &Path, table: &str) -> PathBuf {
-        version.join(format!("{table}.{EXT}"))
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf {
+        view_file(&views_dir(version), name)
     }
 
     fn carry_view(
         &self,
         old: &Path,
-        version: &Path,
-        table: &str,
-        view: &View,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
         keep: &mut dyn FnMut(&str, &str) -> bool,
         rows: &[Vec<CellValue>],
-    ) -> Result<()> {
-        let path = self.view_path(version, table);
+    ) -> Result<bool> {
+        let path = view_file(dir, name);
         let mut out = create(&path)?;
         let file = File::open(old).map_err(Error::io("reading NDJSON", old))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -203,8 +220,9 @@ impl SnapshotFormat for NdjsonFormat {
                 out.write_all(line.as_bytes()).map_err(Error::io("writing NDJSON", &path))?;
             }
         }
-        let names = view_names(view);
-        append_json_lines(&mut out, &path, rows.iter().map(|row| view_object(&names, row)))?;
-        finish(out, &path)
+        append_json_lines(&mut out, &path, rows.iter().map(|row| view_object(columns, row)))?;
+        finish(out, &path)?;
+        // JSON has no column types to outgrow: every carry succeeds.
+        Ok(true)
     }
 }

@@ -4,22 +4,22 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use fhirsync_views::{ColumnType, View};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::arrow::{arrow_type, cells_batch, view_schema};
 use super::config::ParquetConfig;
 use crate::destination::Destination;
 use crate::destinations::files::{
-    Carry, ChangeRow, FileDestination, Head, Row, RowRef, RowSink, SnapshotFormat,
+    Carry, ChangeRow, FileDestination, Head, Row, RowRef, RowSink, SnapshotFormat, views_dir,
 };
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 /// Rows per Arrow batch handed to the writer.
@@ -142,65 +142,13 @@ impl RowSink for ParquetSink {
     }
 }
 
-/// Writes string/int/bool columns built from `cells` (one Vec per row).
-fn write_table(
-    path: &Path,
-    fields: Vec<Field>,
-    rows: &[Vec<CellValue>],
-    row_group_rows: usize,
-) -> Result<()> {
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
+/// Writes a table of `rows` (cells in `schema` order) into a new Parquet file.
+fn write_table(path: &Path, schema: SchemaRef, rows: &[Vec<CellValue>], row_group_rows: usize) -> Result<()> {
     let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
-    append_rows(&mut file, &schema, rows)?;
-    file.finish()
-}
-
-/// Appends string/int/bool columns of `schema` built from `cells` (one Vec per row).
-fn append_rows(file: &mut FileWriter, schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<()> {
     for chunk in rows.chunks(BATCH_ROWS) {
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, field) in schema.fields().iter().enumerate() {
-            let cells = chunk.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-            let array: ArrayRef = match field.data_type() {
-                DataType::Int64 => {
-                    let mut b = Int64Builder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Int(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                DataType::Boolean => {
-                    let mut b = BooleanBuilder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Bool(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                _ => {
-                    let mut b = StringBuilder::new();
-                    for c in cells {
-                        match c {
-                            CellValue::Null => b.append_null(),
-                            CellValue::Text(s) => b.append_value(s),
-                            CellValue::Int(v) => b.append_value(v.to_string()),
-                            CellValue::Bool(v) => b.append_value(v.to_string()),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            columns.push(array);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
-        file.write(&batch)?;
+        file.write(&cells_batch(&schema, chunk)?)?;
     }
-    Ok(())
+    file.finish()
 }
 
 /// The string columns `names` of a batch, or why the file is not one this format wrote.
@@ -224,20 +172,21 @@ fn string_columns<'b>(
         .collect()
 }
 
-/// The Arrow fields of a view table.
-fn view_fields(view: &View) -> Vec<Field> {
-    let mut fields =
-        vec![Field::new("_fhir_version", DataType::Utf8, false), Field::new("_id", DataType::Utf8, false)];
-    for c in view.columns() {
-        let ty = match (c.ty, c.collection) {
-            (_, true) => DataType::Utf8,
-            (ColumnType::Integer, _) => DataType::Int64,
-            (ColumnType::Boolean, _) => DataType::Boolean,
-            _ => DataType::Utf8,
-        };
-        fields.push(Field::new(&c.name, ty, true));
-    }
-    fields
+/// The Arrow fields of a view table with `columns`, as `arrow.rs` maps their kinds (a decimal
+/// column shown at scale 0: its scale follows the values of each file).
+fn view_fields(columns: &[TableColumn]) -> Vec<Field> {
+    columns
+        .iter()
+        .map(|c| {
+            let nullable = !matches!(c.name.as_str(), "_fhir_version" | "_id");
+            Field::new(&c.name, arrow_type(c.kind, std::iter::empty()), nullable)
+        })
+        .collect()
+}
+
+/// The file of view `name` in the view root `dir`.
+fn view_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name).join(PART)
 }
 
 fn text(s: &str) -> CellValue {
@@ -414,7 +363,7 @@ impl SnapshotFormat for ParquetFormat {
             "before_hash",
             "after_hash",
         ];
-        let fields = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+        let fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
         let rows: Vec<Vec<CellValue>> = changes
             .iter()
             .map(|c| {
@@ -431,38 +380,61 @@ impl SnapshotFormat for ParquetFormat {
                 ]
             })
             .collect();
-        write_table(&dir.join(PART), fields, &rows, self.row_group_rows)
+        write_table(&dir.join(PART), Arc::new(Schema::new(fields)), &rows, self.row_group_rows)
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        write_table(&self.view_path(version, table), view_fields(view), rows, self.row_group_rows)
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        let schema = view_schema(columns, rows);
+        write_table(&view_file(dir, name), schema, rows, self.row_group_rows)
     }
 
-    fn view_format(&self, view: &View) -> String {
-        format!("{:?}", view_fields(view))
+    fn view_format(&self, columns: &[TableColumn]) -> String {
+        // The kinds too: text and JSON columns are both Utf8 but their cells are written apart.
+        format!("{columns:?}|{:?}", view_fields(columns))
     }
 
-    fn view_path(&self, version: &Path, table: &str) -> PathBuf {
-        version.join(table).join(PART)
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf {
+        view_file(&views_dir(version), name)
     }
 
+    /// Copies the kept rows as slices of the old file's batches, in the old file's schema, and
+    /// builds the new rows to it. A decimal column's scale is that of the old file: if a new
+    /// value needs more fraction (or integer) digits than it holds, nothing is written and the
+    /// caller rebuilds the view.
     fn carry_view(
         &self,
         old: &Path,
-        version: &Path,
-        table: &str,
-        _view: &View,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
         keep: &mut dyn FnMut(&str, &str) -> bool,
         rows: &[Vec<CellValue>],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
         let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
         // The old file's own schema: its rows are copied as they are, the new ones built to it.
         let schema = builder.schema().clone();
+        let names = schema.fields().iter().map(|f| f.name());
+        if !names.eq(columns.iter().map(|c| &c.name)) {
+            return Ok(false);
+        }
+        let mut fresh = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
+        for chunk in rows.chunks(BATCH_ROWS) {
+            match cells_batch(&schema, chunk) {
+                Ok(batch) => fresh.push(batch),
+                Err(Error::CellType { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
         let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(perr)?;
-        let mut out =
-            FileWriter::create(&self.view_path(version, table), schema.clone(), self.row_group_rows)?;
+        let mut out = FileWriter::create(&view_file(dir, name), schema.clone(), self.row_group_rows)?;
         for batch in reader {
             let batch = batch.map_err(arrow_err("reading a batch"))?;
             let keys = string_columns(&batch, &["_fhir_version", "_id"], old)?;
@@ -478,7 +450,34 @@ impl SnapshotFormat for ParquetFormat {
                 }
             }
         }
-        append_rows(&mut out, &schema, rows)?;
-        out.finish()
+        for batch in &fresh {
+            out.write(batch)?;
+        }
+        out.finish()?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::ColumnKind;
+
+    fn columns(kinds: &[ColumnKind]) -> Vec<TableColumn> {
+        kinds.iter().map(|&kind| TableColumn { name: "c".into(), kind }).collect()
+    }
+
+    /// The key a view file is kept by names each column's Arrow type, and tells apart kinds
+    /// that share one (text and JSON are both Utf8), so a changed typed mapping rebuilds.
+    #[test]
+    fn view_format_follows_the_typed_mapping() {
+        let f = ParquetFormat { row_group_rows: 1 };
+        let date = f.view_format(&columns(&[ColumnKind::Date]));
+        assert!(date.contains("Date32"), "{date}");
+        assert!(f.view_format(&columns(&[ColumnKind::Timestamp])).contains("Timestamp(Microsecond"));
+        let text = f.view_format(&columns(&[ColumnKind::Text]));
+        assert_ne!(text, f.view_format(&columns(&[ColumnKind::Json])));
+        assert_ne!(text, date);
+        assert_eq!(text, f.view_format(&columns(&[ColumnKind::Text])));
     }
 }
