@@ -44,7 +44,10 @@
 //! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,
 //! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json`, cohort exits in
 //! `<dir>/current/_fhirsync/cohort_exits.json`, views in their own root
-//! `<dir>/current/views/<name>/part-0.parquet` or `<dir>/current/views/<name>.ndjson`.
+//! `<dir>/current/views/<name>/part-0.parquet` or `<dir>/current/views/<name>.ndjson`. Reload
+//! and reload-and-compare keep the files of unchanged types and views (hard links);
+//! `<dir>/current/_fhirsync/files.json` says which run wrote each file and, per type, which
+//! `last_seen_run` stands for the snapshot's own run.
 
 mod config;
 mod destination;

@@ -2,6 +2,8 @@
 //! by the staging files of both file destinations).
 
 use fhirsync_core::RawResource;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -36,6 +38,56 @@ impl Row {
             last_seen_run: run_id.to_string(),
         }
     }
+}
+
+/// A row without its resource, borrowed: the columns a compare reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head<'a> {
+    pub id: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub fhir_version: &'a str,
+    pub source: &'a str,
+    pub dataset: &'a str,
+    pub content_hash: &'a str,
+    pub first_seen_run: &'a str,
+    pub last_seen_run: &'a str,
+}
+
+impl Row {
+    /// The row's head.
+    pub(crate) fn head(&self) -> Head<'_> {
+        Head {
+            id: &self.id,
+            patient_id: self.patient_id.as_deref(),
+            fhir_version: &self.fhir_version,
+            source: &self.source,
+            dataset: &self.dataset,
+            content_hash: &self.content_hash,
+            first_seen_run: &self.first_seen_run,
+            last_seen_run: &self.last_seen_run,
+        }
+    }
+}
+
+/// The head fields of a line (borrowed unless escaped; the resource is skipped).
+#[derive(Deserialize)]
+struct HeadIn<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    patient_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    fhir_version: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    dataset: Cow<'a, str>,
+    #[serde(borrow)]
+    content_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    first_seen_run: Cow<'a, str>,
+    #[serde(borrow)]
+    last_seen_run: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +137,25 @@ pub(crate) fn write_line(out: &mut Vec<u8>, row: &Row) -> Result<()> {
     Ok(())
 }
 
+/// Parses the head of one line written by [`write_line`] and lends it to `f`; the resource is
+/// skipped, not copied.
+pub(crate) fn with_head<T>(
+    line: &str,
+    f: impl FnOnce(Head<'_>) -> T,
+) -> std::result::Result<T, serde_json::Error> {
+    let l: HeadIn<'_> = serde_json::from_str(line)?;
+    Ok(f(Head {
+        id: &l.id,
+        patient_id: l.patient_id.as_deref(),
+        fhir_version: &l.fhir_version,
+        source: &l.source,
+        dataset: &l.dataset,
+        content_hash: &l.content_hash,
+        first_seen_run: &l.first_seen_run,
+        last_seen_run: &l.last_seen_run,
+    }))
+}
+
 /// Parses one line written by [`write_line`].
 pub(crate) fn read_line(line: &str) -> std::result::Result<Row, serde_json::Error> {
     let l: LineIn<'_> = serde_json::from_str(line)?;
@@ -124,5 +195,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("}\n"));
         assert_eq!(read_line(text.trim_end()).unwrap(), row);
+        with_head(text.trim_end(), |h| assert_eq!(h, row.head())).unwrap();
     }
 }

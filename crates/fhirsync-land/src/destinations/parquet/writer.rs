@@ -8,15 +8,17 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::arrow::{cells_batch, view_schema};
+use super::arrow::{arrow_type, cells_batch, view_schema};
 use super::config::ParquetConfig;
 use crate::destination::Destination;
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{
+    Carry, ChangeRow, FileDestination, Head, Row, RowRef, RowSink, SnapshotFormat, views_dir,
+};
 use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
@@ -126,8 +128,8 @@ impl ParquetSink {
 }
 
 impl RowSink for ParquetSink {
-    fn write(&mut self, row: &Row) -> Result<()> {
-        self.rows.push(row.clone());
+    fn write(&mut self, row: Row) -> Result<()> {
+        self.rows.push(row);
         if self.rows.len() >= BATCH_ROWS {
             self.flush()?;
         }
@@ -147,6 +149,44 @@ fn write_table(path: &Path, schema: SchemaRef, rows: &[Vec<CellValue>], row_grou
         file.write(&cells_batch(&schema, chunk)?)?;
     }
     file.finish()
+}
+
+/// The string columns `names` of a batch, or why the file is not one this format wrote.
+fn string_columns<'b>(
+    batch: &'b RecordBatch,
+    names: &[&str],
+    path: &Path,
+) -> Result<Vec<&'b arrow_array::StringArray>> {
+    names
+        .iter()
+        .map(|name| {
+            let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is missing"),
+            })?;
+            col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is not a string column"),
+            })
+        })
+        .collect()
+}
+
+/// The Arrow fields of a view table with `columns`, as `arrow.rs` maps their kinds (a decimal
+/// column shown at scale 0: its scale follows the values of each file).
+fn view_fields(columns: &[TableColumn]) -> Vec<Field> {
+    columns
+        .iter()
+        .map(|c| {
+            let nullable = !matches!(c.name.as_str(), "_fhir_version" | "_id");
+            Field::new(&c.name, arrow_type(c.kind, std::iter::empty()), nullable)
+        })
+        .collect()
+}
+
+/// The file of view `name` in the view root `dir`.
+fn view_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name).join(PART)
 }
 
 fn text(s: &str) -> CellValue {
@@ -193,18 +233,7 @@ impl SnapshotFormat for ParquetFormat {
             .map_err(perr)?;
         for batch in reader {
             let batch = batch.map_err(arrow_err("reading a batch"))?;
-            let mut cols = Vec::with_capacity(COLUMNS.len());
-            for name in COLUMNS {
-                let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is missing"),
-                })?;
-                let strings = col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is not a string column"),
-                })?;
-                cols.push(strings);
-            }
+            let cols = string_columns(&batch, &COLUMNS, path)?;
             for i in 0..batch.num_rows() {
                 let s = |c: usize| cols[c].value(i).to_string();
                 f(Row {
@@ -217,6 +246,105 @@ impl SnapshotFormat for ParquetFormat {
                     resource: s(6),
                     first_seen_run: s(7),
                     last_seen_run: s(8),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the kept rows as Arrow slices of the old file's batches: only `last_seen_run` is
+    /// built anew, no row is decoded into strings.
+    fn carry_rows(
+        &self,
+        old: &Path,
+        path: &Path,
+        decide: &mut dyn FnMut(RowRef<'_>) -> Result<Carry>,
+    ) -> Result<(Box<dyn RowSink>, u64)> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(perr)?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(perr)?;
+        let schema = row_schema();
+        let mut out = FileWriter::create(path, schema.clone(), self.row_group_rows)?;
+        let mut written = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &COLUMNS, old)?;
+            let n = batch.num_rows();
+            let mut last_seen = StringBuilder::with_capacity(n, n * 36);
+            let mut kept = Vec::with_capacity(n);
+            for i in 0..n {
+                let row = RowRef {
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    resource: cols[6].value(i),
+                    first_seen_run: cols[7].value(i),
+                    last_seen_run: cols[8].value(i),
+                };
+                let keep = match decide(row)? {
+                    Carry::Keep => {
+                        last_seen.append_value(cols[8].value(i));
+                        true
+                    }
+                    Carry::LastSeen(run) => {
+                        last_seen.append_value(run);
+                        true
+                    }
+                    // A placeholder: the row is sliced out below.
+                    Carry::Drop => {
+                        last_seen.append_value("");
+                        false
+                    }
+                };
+                kept.push(keep);
+            }
+            let mut columns: Vec<ArrayRef> =
+                cols[..8].iter().map(|c| Arc::new((*c).clone()) as ArrayRef).collect();
+            columns.push(Arc::new(last_seen.finish()));
+            let carried =
+                RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
+            // Write the runs of kept rows as slices (a dropped row, or the end, closes a run).
+            let mut start = 0;
+            for (i, keep) in kept.iter().chain([&false]).enumerate() {
+                if !keep {
+                    if i > start {
+                        out.write(&carried.slice(start, i - start))?;
+                        written += (i - start) as u64;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        Ok((Box::new(ParquetSink { file: out, schema, rows: Vec::with_capacity(BATCH_ROWS) }), written))
+    }
+
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
+        let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(Error::io("reading Parquet", path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // Every landing column but `resource`, the bulk of the file.
+        let heads = [0, 1, 2, 3, 4, 5, 7, 8].map(|i| COLUMNS[i]);
+        let mask = ProjectionMask::columns(builder.parquet_schema(), heads);
+        let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &heads, path)?;
+            for i in 0..batch.num_rows() {
+                f(Head {
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    source: cols[3].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    first_seen_run: cols[6].value(i),
+                    last_seen_run: cols[7].value(i),
                 })?;
             }
         }
@@ -263,6 +391,93 @@ impl SnapshotFormat for ParquetFormat {
         rows: &[Vec<CellValue>],
     ) -> Result<()> {
         let schema = view_schema(columns, rows);
-        write_table(&dir.join(name).join(PART), schema, rows, self.row_group_rows)
+        write_table(&view_file(dir, name), schema, rows, self.row_group_rows)
+    }
+
+    fn view_format(&self, columns: &[TableColumn]) -> String {
+        // The kinds too: text and JSON columns are both Utf8 but their cells are written apart.
+        format!("{columns:?}|{:?}", view_fields(columns))
+    }
+
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf {
+        view_file(&views_dir(version), name)
+    }
+
+    /// Copies the kept rows as slices of the old file's batches, in the old file's schema, and
+    /// builds the new rows to it. A decimal column's scale is that of the old file: if a new
+    /// value needs more fraction (or integer) digits than it holds, nothing is written and the
+    /// caller rebuilds the view.
+    fn carry_view(
+        &self,
+        old: &Path,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<bool> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // The old file's own schema: its rows are copied as they are, the new ones built to it.
+        let schema = builder.schema().clone();
+        let names = schema.fields().iter().map(|f| f.name());
+        if !names.eq(columns.iter().map(|c| &c.name)) {
+            return Ok(false);
+        }
+        let mut fresh = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
+        for chunk in rows.chunks(BATCH_ROWS) {
+            match cells_batch(&schema, chunk) {
+                Ok(batch) => fresh.push(batch),
+                Err(Error::CellType { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        let mut out = FileWriter::create(&view_file(dir, name), schema.clone(), self.row_group_rows)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let keys = string_columns(&batch, &["_fhir_version", "_id"], old)?;
+            // Copy the runs of kept rows as slices of the batch.
+            let mut start = 0;
+            for i in 0..=batch.num_rows() {
+                let kept = i < batch.num_rows() && keep(keys[0].value(i), keys[1].value(i));
+                if !kept {
+                    if i > start {
+                        out.write(&batch.slice(start, i - start))?;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        for batch in &fresh {
+            out.write(batch)?;
+        }
+        out.finish()?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::ColumnKind;
+
+    fn columns(kinds: &[ColumnKind]) -> Vec<TableColumn> {
+        kinds.iter().map(|&kind| TableColumn { name: "c".into(), kind }).collect()
+    }
+
+    /// The key a view file is kept by names each column's Arrow type, and tells apart kinds
+    /// that share one (text and JSON are both Utf8), so a changed typed mapping rebuilds.
+    #[test]
+    fn view_format_follows_the_typed_mapping() {
+        let f = ParquetFormat { row_group_rows: 1 };
+        let date = f.view_format(&columns(&[ColumnKind::Date]));
+        assert!(date.contains("Date32"), "{date}");
+        assert!(f.view_format(&columns(&[ColumnKind::Timestamp])).contains("Timestamp(Microsecond"));
+        let text = f.view_format(&columns(&[ColumnKind::Text]));
+        assert_ne!(text, f.view_format(&columns(&[ColumnKind::Json])));
+        assert_ne!(text, date);
+        assert_eq!(text, f.view_format(&columns(&[ColumnKind::Text])));
     }
 }
