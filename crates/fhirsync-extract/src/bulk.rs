@@ -58,7 +58,7 @@ use chrono::{DateTime, Utc};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
 use fhirsync_fhir::outcome::{parse_outcome, summarize};
 use fhirsync_fhir::retry::{RetryPolicy, RetryReason, retry_after};
-use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, WorkLeft, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LOCATION, EXPIRES, HeaderName, HeaderValue};
@@ -607,7 +607,15 @@ impl Bulk<'_> {
                 running.push(self.download(base, f, &window, &wanted));
             }
             let Some(r) = running.next().await else { break };
-            let (file, r) = r?;
+            // No type is complete before every file is in: a stop on a limit (outage, budget)
+            // leaves every type of the export to read again (skipped ones aside).
+            let (file, r) = r.map_err(|e| {
+                let planned_n = planned.len() as u64;
+                e.with_work_left(WorkLeft {
+                    not_read: planned_n.saturating_sub(skipped.len() as u64),
+                    planned: planned_n,
+                })
+            })?;
             let t = per_type.entry(file.ty.clone()).or_default();
             t.resources += r.resources;
             t.files += 1;

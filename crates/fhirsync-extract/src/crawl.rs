@@ -18,10 +18,10 @@
 //! refresh, token endpoint errors) abort the run, since every further request would fail too.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fhirsync_core::{ExtractEvent, RawResource, ScopeKey};
-use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, codes, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, WorkLeft, codes, join, redact_url};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc::Sender;
@@ -75,6 +75,8 @@ pub(crate) struct Crawl<'a> {
     pub baseline: Option<&'a ExclusionBaseline>,
     pub progress: &'a Progress,
     pub tx: &'a Sender<ExtractEvent>,
+    /// Scopes whose completion was sent (landing records them; a resumed run skips them).
+    pub completed: AtomicU64,
 }
 
 impl Crawl<'_> {
@@ -114,7 +116,12 @@ impl Crawl<'_> {
                 }
             }
             let Some(r) = running.next().await else { break };
-            let r = r?;
+            // A stop on a limit (outage, budget) says what is left: every scope not complete,
+            // the ones in flight included (their pages staged so far are read again).
+            let r = r.map_err(|e| {
+                let done = skipped as u64 + self.completed.load(Ordering::Relaxed);
+                e.with_work_left(WorkLeft { not_read: (total as u64).saturating_sub(done), planned: total as u64 })
+            })?;
             let dataset = r.scope.dataset.to_string();
             for code in &r.codes {
                 report.count_outcome(&dataset, code);
@@ -233,6 +240,7 @@ impl Crawl<'_> {
                 .send(ExtractEvent::ScopeComplete(r.scope.clone()))
                 .await
                 .map_err(|_| Error::ReceiverClosed)?;
+            self.completed.fetch_add(1, Ordering::Relaxed);
         }
         debug!(dataset = %dataset_name, resources = r.resources, pages = r.pages, complete = r.gap.is_none(), "Scope finished.");
         self.progress.scope_done(&counters, matches!(r.gap, Some(GapReason::Failed { .. })));

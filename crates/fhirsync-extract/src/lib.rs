@@ -148,6 +148,7 @@ impl Extraction {
                     baseline: self.baseline.as_ref(),
                     progress: &self.progress,
                     tx: &tx,
+                    completed: Default::default(),
                 }
                 .run(&mut report)
                 .await?;

@@ -258,6 +258,7 @@ impl Inner {
         b.enter().await.map(Some).map_err(|down_for| Error::ServerUnavailable {
             down_for,
             max_outage_secs: self.config.outage.as_ref().map_or(0, |p| p.max_outage.as_secs()),
+            left: None,
         })
     }
 
@@ -506,7 +507,7 @@ impl FhirClient {
             if let Some(budget) = &inner.budget {
                 budget
                     .take(chrono::Local::now().date_naive())
-                    .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day })?;
+                    .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day, left: None })?;
             }
             if let Some(rate) = inner.rate_now() {
                 rate.acquire().await;

@@ -23,7 +23,7 @@ pub use bundle::SearchPage;
 pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
-pub use error::{Error, NetworkFailure, Result};
+pub use error::{Error, NetworkFailure, Result, WorkLeft};
 pub use outage::OutagePolicy;
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
