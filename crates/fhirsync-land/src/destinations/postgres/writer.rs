@@ -442,7 +442,7 @@ impl SqlBackend for PostgresBackend {
             return Ok(Staged::default());
         }
         let buf = self.buffers.entry(target.shadow.clone()).or_insert_with(|| {
-            let mut buf = BytesMut::with_capacity(FLUSH_BYTES + (FLUSH_BYTES >> 3));
+            let mut buf = BytesMut::with_capacity(64 << 10);
             buf.put_slice(COPY_HEADER);
             buf
         });
