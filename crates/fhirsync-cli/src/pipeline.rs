@@ -73,6 +73,8 @@ pub async fn sync(
     let extraction = Extraction::new(client, &config.connection, config.extract.clone())
         .map_err(|e| Failure::config(e.to_string()))?
         .skip(run.completed_scopes.clone())
+        // Landing records every completed scope from its event: no second list in memory.
+        .list_complete_scopes(false)
         .exclusion_baseline(baseline)
         .state_dir(config.sync.state_dir.join("bulk"));
     let progress_task = crate::progress::spawn(extraction.progress(), show_progress);

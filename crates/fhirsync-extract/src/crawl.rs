@@ -110,7 +110,7 @@ impl Crawl<'_> {
                 report.scopes_planned += 1;
                 if self.skip.contains(&scope) {
                     report.scopes_skipped += 1;
-                    report.scope.complete.insert(scope);
+                    report.note_complete(scope);
                 } else {
                     running.push(self.scope(scope, item));
                 }
@@ -120,7 +120,10 @@ impl Crawl<'_> {
             // the ones in flight included (their pages staged so far are read again).
             let r = r.map_err(|e| {
                 let done = skipped as u64 + self.completed.load(Ordering::Relaxed);
-                e.with_work_left(WorkLeft { not_read: (total as u64).saturating_sub(done), planned: total as u64 })
+                e.with_work_left(WorkLeft {
+                    not_read: (total as u64).saturating_sub(done),
+                    planned: total as u64,
+                })
             })?;
             let dataset = r.scope.dataset.to_string();
             for code in &r.codes {

@@ -505,9 +505,11 @@ impl FhirClient {
             let successes_before = ticket.as_ref().map(|t| t.successes_before);
             let start_mark = *successes_at_start.get_or_insert(successes_before.unwrap_or_default());
             if let Some(budget) = &inner.budget {
-                budget
-                    .take(chrono::Local::now().date_naive())
-                    .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day, left: None })?;
+                budget.take(chrono::Local::now().date_naive()).map_err(|s| Error::BudgetExhausted {
+                    limit: s.limit,
+                    day: s.day,
+                    left: None,
+                })?;
             }
             if let Some(rate) = inner.rate_now() {
                 rate.acquire().await;

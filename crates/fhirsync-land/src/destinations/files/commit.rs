@@ -1,15 +1,16 @@
 //! The commit of a file destination: build the new snapshot, then switch to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use fhirsync_core::RunScope;
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
+use super::index::Index;
 use super::layout::{mkdirs, remove_dir, sync_dir, write_atomic};
 use super::staging::Staging;
-use super::{ActiveRun, ChangeRow, FileDestination, RowSink, RunRecord, SnapshotFormat};
+use super::{ActiveRun, ChangeRow, Chunked, FileDestination, RowSink, RunRecord, SnapshotFormat};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
@@ -27,24 +28,15 @@ pub(crate) struct ExitRecord {
     pub rows_deleted: bool,
 }
 
-/// What pass 1 remembers about a staged row.
-struct Staged {
-    line: u64,
-    hash: String,
-    /// Hash and first-seen run of the previous snapshot's row, if there was one.
-    old: Option<(String, String)>,
-}
-
-fn key(version: &str, id: &str) -> String {
-    format!("{version}\u{1}{id}")
-}
-
-fn scope_key(version: &str, patient: Option<&str>, dataset: &str) -> String {
-    format!("{version}\u{1}{}\u{1}{dataset}", patient.unwrap_or(""))
-}
+/// The scratch index's file inside the staging folder.
+const INDEX_FILE: &str = "commit-index.sqlite";
 
 impl<F: SnapshotFormat> FileDestination<F> {
     /// Writes the new snapshot and switches readers to it.
+    ///
+    /// Memory stays flat whatever the volume: rows stream from the staging files and the
+    /// previous snapshot into the new one, the keys and completed scopes looked up per row are
+    /// in an on-disk [`Index`], and change records and view rows are written in chunks.
     pub(super) fn apply(
         &mut self,
         run: &ActiveRun,
@@ -59,12 +51,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let old_current = self.layout.current_version()?;
         let prev = if carry { old_current.clone() } else { None };
         let prev_dir = prev.as_ref().map(|v| self.layout.version(v));
-        let complete: HashSet<String> = staging
-            .completed()
-            .iter()
-            .chain(&scope.complete)
-            .map(|s| scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string()))
-            .collect();
+        let index = Index::create(&staging.dir().join(INDEX_FILE))?;
+        let add = |s: &fhirsync_core::ScopeKey| {
+            index.add_complete(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string())
+        };
+        staging.for_each_completed(&mut |s| add(&s))?;
+        for s in &scope.complete {
+            add(s)?;
+        }
         let evaluate_exits = carry && !scope.cohort.is_empty();
         if carry && scope.cohort.is_empty() {
             tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
@@ -81,18 +75,21 @@ impl<F: SnapshotFormat> FileDestination<F> {
 
         let mut m =
             RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
-        let mut changes = Vec::new();
+        let mut changes = match compare {
+            true => {
+                let dir = self.layout.changes(&run.id);
+                remove_dir(&dir)?;
+                mkdirs(&dir)?;
+                Some(Chunked::new(self.format.changes_sink(&dir)?))
+            }
+            false => None,
+        };
         let mut flagged: BTreeSet<String> = BTreeSet::new();
         for t in &types {
             // Pass 1: index the staged rows (later copies win).
-            let mut idx: HashMap<String, Staged> = HashMap::new();
-            staging.scan(t, &mut |line, row| {
-                idx.insert(
-                    key(&row.fhir_version, &row.id),
-                    Staged { line, hash: row.content_hash, old: None },
-                );
-                Ok(())
-            })?;
+            index.next_type()?;
+            staging
+                .scan(t, &mut |line, row| index.stage(&row.fhir_version, &row.id, line, &row.content_hash))?;
             let path = self.format.type_path(&tmp, t);
             let mut sink: Option<Box<dyn RowSink>> = None;
             let write = |sink: &mut Option<Box<dyn RowSink>>, row: &super::Row| -> Result<()> {
@@ -101,13 +98,29 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 }
                 sink.as_mut().map_or(Ok(()), |s| s.write(row))
             };
+            let change =
+                |op: &str, row: &super::Row, before: Option<String>, after: Option<String>| ChangeRow {
+                    run_id: run.id.clone(),
+                    changed_at: now.clone(),
+                    operation: op.into(),
+                    resource_type: t.clone(),
+                    fhir_version: row.fhir_version.clone(),
+                    id: row.id.clone(),
+                    patient_id: row.patient_id.clone(),
+                    before_hash: before,
+                    after_hash: after,
+                };
             // The previous snapshot: remember old hashes, carry over or delete the rest.
             if let Some(dir) = &prev_dir {
                 let old_path = self.format.type_path(dir, t);
                 if old_path.exists() {
                     self.format.read(&old_path, &mut |row| {
-                        if let Some(s) = idx.get_mut(&key(&row.fhir_version, &row.id)) {
-                            s.old = Some((row.content_hash, row.first_seen_run));
+                        if index.mark_old(
+                            &row.fhir_version,
+                            &row.id,
+                            &row.content_hash,
+                            &row.first_seen_run,
+                        )? {
                             return Ok(());
                         }
                         let exited = evaluate_exits
@@ -118,27 +131,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
                         // Its own scope completed, or a cohort-level (patient-less) scope of
                         // its dataset did and the row has no patient or one in the cohort.
                         let in_cohort = row.patient_id.as_ref().is_none_or(|p| scope.cohort.contains(p));
-                        let deletable = complete.contains(&scope_key(
-                            &row.fhir_version,
-                            row.patient_id.as_deref(),
-                            &row.dataset,
-                        )) || (in_cohort
-                            && complete.contains(&scope_key(&row.fhir_version, None, &row.dataset)))
-                            || (exited && delete_exits);
+                        let deletable =
+                            index.is_complete(&row.fhir_version, row.patient_id.as_deref(), &row.dataset)?
+                                || (in_cohort && index.is_complete(&row.fhir_version, None, &row.dataset)?)
+                                || (exited && delete_exits);
                         if deletable {
                             m.deleted += 1;
-                            if compare {
-                                changes.push(ChangeRow {
-                                    run_id: run.id.clone(),
-                                    changed_at: now.clone(),
-                                    operation: "D".into(),
-                                    resource_type: t.clone(),
-                                    fhir_version: row.fhir_version.clone(),
-                                    id: row.id.clone(),
-                                    patient_id: row.patient_id.clone(),
-                                    before_hash: Some(row.content_hash.clone()),
-                                    after_hash: None,
-                                });
+                            if let Some(c) = changes.as_mut() {
+                                c.push(change("D", &row, Some(row.content_hash.clone()), None).cells())?;
                             }
                             Ok(())
                         } else {
@@ -150,41 +150,31 @@ impl<F: SnapshotFormat> FileDestination<F> {
             }
             // Pass 2: the staged rows, in staging order, skipping superseded copies.
             staging.scan(t, &mut |line, mut row| {
-                let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
+                let Some(s) = index.get(&row.fhir_version, &row.id)? else { return Ok(()) };
                 if s.line != line {
                     return Ok(());
                 }
                 m.staged += 1;
-                let op = match &s.old {
+                let op = match s.old {
                     None => {
                         m.inserted += 1;
                         Some(("I", None))
                     }
                     Some((old_hash, first_seen)) => {
-                        row.first_seen_run = first_seen.clone();
+                        row.first_seen_run = first_seen;
                         if !compare {
                             None
-                        } else if *old_hash != s.hash {
+                        } else if old_hash != s.hash {
                             m.updated += 1;
-                            Some(("U", Some(old_hash.clone())))
+                            Some(("U", Some(old_hash)))
                         } else {
                             m.unchanged += 1;
                             None
                         }
                     }
                 };
-                if compare && let Some((op, before)) = op {
-                    changes.push(ChangeRow {
-                        run_id: run.id.clone(),
-                        changed_at: now.clone(),
-                        operation: op.into(),
-                        resource_type: t.clone(),
-                        fhir_version: row.fhir_version.clone(),
-                        id: row.id.clone(),
-                        patient_id: row.patient_id.clone(),
-                        before_hash: before,
-                        after_hash: Some(s.hash.clone()),
-                    });
+                if let (Some(c), Some((op, before))) = (changes.as_mut(), op) {
+                    c.push(change(op, &row, before, Some(s.hash)).cells())?;
                 }
                 write(&mut sink, &row)
             })?;
@@ -192,6 +182,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 sink.finish()?;
             }
         }
+        drop(index);
 
         m.cohort_exits = flagged.len() as u64;
         let exits = self.next_exits(
@@ -206,11 +197,8 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let exits_json = serde_json::to_vec_pretty(&exits)
             .map_err(|source| Error::Json { action: "encoding cohort exits", source })?;
         write_atomic(&tmp.join("_fhirsync").join(EXITS_FILE), &exits_json)?;
-        if compare {
-            let dir = self.layout.changes(&run.id);
-            remove_dir(&dir)?;
-            mkdirs(&dir)?;
-            self.format.write_changes(&dir, &changes)?;
+        if let Some(c) = changes {
+            c.finish()?;
         }
         m.view_rows = self.materialise_views(&tmp, views)?;
 

@@ -13,6 +13,7 @@
 //! `changes/run_id=<run>/`.
 
 mod commit;
+mod index;
 mod layout;
 pub(crate) mod row;
 mod staging;
@@ -49,12 +50,88 @@ pub(crate) struct ChangeRow {
     pub after_hash: Option<String>,
 }
 
+/// Columns of the change records, in order (the fields of [`ChangeRow`]).
+pub(crate) const CHANGE_COLUMNS: [&str; 9] = [
+    "run_id",
+    "changed_at",
+    "operation",
+    "resource_type",
+    "fhir_version",
+    "id",
+    "patient_id",
+    "before_hash",
+    "after_hash",
+];
+
+impl ChangeRow {
+    /// The record as cells of [`CHANGE_COLUMNS`] (all text, nullable).
+    pub(crate) fn cells(&self) -> Vec<CellValue> {
+        let text = |s: &str| CellValue::Text(s.to_string());
+        let opt = |s: &Option<String>| s.as_deref().map_or(CellValue::Null, text);
+        vec![
+            text(&self.run_id),
+            text(&self.changed_at),
+            text(&self.operation),
+            text(&self.resource_type),
+            text(&self.fhir_version),
+            text(&self.id),
+            opt(&self.patient_id),
+            opt(&self.before_hash),
+            opt(&self.after_hash),
+        ]
+    }
+}
+
 /// Receives the rows of one snapshot file.
 pub(crate) trait RowSink {
     /// Writes one row.
     fn write(&mut self, row: &Row) -> Result<()>;
     /// Completes and fsyncs the file.
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Receives a table (change records, a view) chunk by chunk, so no table is held whole.
+pub(crate) trait TableSink {
+    /// Writes rows (cells in the table's column order).
+    fn write(&mut self, rows: &[Vec<CellValue>]) -> Result<()>;
+    /// Completes and fsyncs the file.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Rows buffered for a [`TableSink`] per write.
+const TABLE_CHUNK: usize = 4096;
+
+/// A [`TableSink`] fed one row at a time, in chunks of [`TABLE_CHUNK`].
+pub(crate) struct Chunked {
+    sink: Box<dyn TableSink>,
+    rows: Vec<Vec<CellValue>>,
+    written: u64,
+}
+
+impl Chunked {
+    pub(crate) fn new(sink: Box<dyn TableSink>) -> Self {
+        Chunked { sink, rows: Vec::with_capacity(TABLE_CHUNK), written: 0 }
+    }
+
+    /// Adds one row.
+    pub(crate) fn push(&mut self, row: Vec<CellValue>) -> Result<()> {
+        self.rows.push(row);
+        self.written += 1;
+        if self.rows.len() >= TABLE_CHUNK {
+            self.sink.write(&self.rows)?;
+            self.rows.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and completes the file; returns the rows written.
+    pub(crate) fn finish(mut self) -> Result<u64> {
+        if !self.rows.is_empty() {
+            self.sink.write(&self.rows)?;
+        }
+        self.sink.finish()?;
+        Ok(self.written)
+    }
 }
 
 /// How one file format stores snapshots.
@@ -69,10 +146,10 @@ pub(crate) trait SnapshotFormat: Send {
     fn writer(&self, path: &Path) -> Result<Box<dyn RowSink>>;
     /// Streams the rows of a type file.
     fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
-    /// Writes a run's change records into `dir`.
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
-    /// Writes a materialised view table into a version folder.
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
+    /// Starts writing a run's change records ([`CHANGE_COLUMNS`]) into `dir`.
+    fn changes_sink(&self, dir: &Path) -> Result<Box<dyn TableSink>>;
+    /// Starts writing a materialised view table into a version folder.
+    fn view_sink(&self, version: &Path, table: &str, view: &View) -> Result<Box<dyn TableSink>>;
 }
 
 /// One run in `_fhirsync/runs.json`.
@@ -134,8 +211,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
         }
     }
 
+    /// Writes `runs.json`. Reports are kept there without their `scope` (whose cohort list
+    /// grows with the cohort, once per run); the version folder's `run.json` has it whole.
     fn save_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(runs)
+        let runs: Vec<RunRecord> = runs
+            .iter()
+            .map(|r| RunRecord { report: r.report.as_ref().map(without_scope), ..r.clone() })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&runs)
             .map_err(|source| Error::Json { action: "encoding runs.json", source })?;
         write_atomic(&self.layout.runs_file(), &bytes)
     }
@@ -148,6 +231,16 @@ impl<F: SnapshotFormat> FileDestination<F> {
             tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
         }
         Ok(())
+    }
+}
+
+/// A stored report without its `scope` (the cohort and the completed scopes).
+pub(crate) fn without_scope(report: &serde_json::Value) -> serde_json::Value {
+    match report {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter().filter(|(k, _)| *k != "scope").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -259,7 +352,21 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
     }
 
     fn scope_complete(&mut self, scope: &ScopeKey) -> Result<()> {
-        self.staging.as_mut().ok_or(Error::NoActiveRun("scope_complete before begin"))?.scope_complete(scope);
+        let checkpoint_rows = self
+            .run
+            .as_ref()
+            .ok_or(Error::NoActiveRun("scope_complete before begin"))?
+            .options
+            .checkpoint_rows;
+        let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("scope_complete before begin"))?;
+        staging.scope_complete(scope);
+        // A scope counts as a row towards the checkpoint, so a run of empty scopes is not held
+        // in memory either.
+        self.pending += 1;
+        if self.pending >= checkpoint_rows.max(1) {
+            staging.checkpoint()?;
+            self.pending = 0;
+        }
         Ok(())
     }
 

@@ -5,12 +5,11 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use fhirsync_views::View;
-use serde_json::{Map, Value};
 
 use super::config::NdjsonConfig;
 use crate::destination::Destination;
 use crate::destinations::files::row::{read_line, write_line};
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{CHANGE_COLUMNS, FileDestination, Row, RowSink, SnapshotFormat, TableSink};
 use crate::views::CellValue;
 use crate::{Error, Result};
 
@@ -52,17 +51,6 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 20, f))
 }
 
-fn write_json_lines<T: serde::Serialize>(path: &Path, items: impl Iterator<Item = T>) -> Result<()> {
-    let mut out = create(path)?;
-    for item in items {
-        serde_json::to_writer(&mut out, &item)
-            .map_err(|source| Error::Json { action: "encoding NDJSON", source })?;
-        out.write_all(b"\n").map_err(Error::io("writing NDJSON", path))?;
-    }
-    let file = out.into_inner().map_err(|e| Error::io("flushing NDJSON", path)(e.into_error()))?;
-    file.sync_all().map_err(Error::io("syncing NDJSON", path))
-}
-
 impl SnapshotFormat for NdjsonFormat {
     fn kind(&self) -> &'static str {
         "ndjson"
@@ -101,26 +89,80 @@ impl SnapshotFormat for NdjsonFormat {
         Ok(())
     }
 
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {
-        write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
+    fn changes_sink(&self, dir: &Path) -> Result<Box<dyn TableSink>> {
+        // Keys in the record's field order.
+        let names = CHANGE_COLUMNS.iter().map(|c| c.to_string()).collect();
+        ObjectLines::create(&dir.join(format!("changes.{EXT}")), names, false)
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
+    fn view_sink(&self, version: &Path, table: &str, view: &View) -> Result<Box<dyn TableSink>> {
         let mut names = vec!["_fhir_version".to_string(), "_id".to_string()];
         names.extend(view.columns().iter().map(|c| c.name.clone()));
-        let objects = rows.iter().map(|row| {
-            let mut obj = Map::new();
-            for (name, cell) in names.iter().zip(row) {
-                let v = match cell {
-                    CellValue::Null => Value::Null,
-                    CellValue::Text(s) => Value::String(s.clone()),
-                    CellValue::Int(i) => Value::from(*i),
-                    CellValue::Bool(b) => Value::Bool(*b),
-                };
-                obj.insert(name.clone(), v);
-            }
-            Value::Object(obj)
-        });
-        write_json_lines(&version.join(format!("{table}.{EXT}")), objects)
+        // Keys sorted, as a JSON object map writes them.
+        ObjectLines::create(&version.join(format!("{table}.{EXT}")), names, true)
     }
+}
+
+/// A table as NDJSON: one object per row.
+struct ObjectLines {
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// Each key as a JSON string, with the index of its cell, in output order.
+    keys: Vec<(String, usize)>,
+    buf: Vec<u8>,
+}
+
+impl ObjectLines {
+    /// Keys in column order, or sorted with `sorted`.
+    fn create(path: &Path, names: Vec<String>, sorted: bool) -> Result<Box<dyn TableSink>> {
+        let mut keys: Vec<(String, usize)> = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+        if sorted {
+            keys.sort();
+        }
+        let keys = keys
+            .into_iter()
+            .map(|(n, i)| {
+                let mut key = Vec::new();
+                put_json(&mut key, &n)?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), i))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(ObjectLines { path: path.to_path_buf(), out: create(path)?, keys, buf: Vec::new() }))
+    }
+}
+
+impl TableSink for ObjectLines {
+    fn write(&mut self, rows: &[Vec<CellValue>]) -> Result<()> {
+        for row in rows {
+            self.buf.clear();
+            self.buf.push(b'{');
+            for (n, (key, i)) in self.keys.iter().enumerate() {
+                if n > 0 {
+                    self.buf.push(b',');
+                }
+                self.buf.extend_from_slice(key.as_bytes());
+                self.buf.push(b':');
+                match row.get(*i).unwrap_or(&CellValue::Null) {
+                    CellValue::Null => self.buf.extend_from_slice(b"null"),
+                    CellValue::Text(s) => put_json(&mut self.buf, s)?,
+                    CellValue::Int(v) => put_json(&mut self.buf, v)?,
+                    CellValue::Bool(v) => put_json(&mut self.buf, v)?,
+                }
+            }
+            self.buf.extend_from_slice(b"}\n");
+            self.out.write_all(&self.buf).map_err(Error::io("writing NDJSON", &self.path))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let ObjectLines { path, out, .. } = *self;
+        let file = out.into_inner().map_err(|e| Error::io("flushing NDJSON", &path)(e.into_error()))?;
+        file.sync_all().map_err(Error::io("syncing NDJSON", &path))
+    }
+}
+
+/// Appends `value` as JSON.
+fn put_json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    serde_json::to_writer(buf, value).map_err(|source| Error::Json { action: "encoding NDJSON", source })
 }

@@ -16,7 +16,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetConfig;
 use crate::destination::Destination;
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{CHANGE_COLUMNS, FileDestination, Row, RowSink, SnapshotFormat, TableSink};
 use crate::views::CellValue;
 use crate::{Error, Result};
 
@@ -140,67 +140,73 @@ impl RowSink for ParquetSink {
     }
 }
 
-/// Writes string/int/bool columns built from `cells` (one Vec per row).
-fn write_table(
-    path: &Path,
-    fields: Vec<Field>,
-    rows: &[Vec<CellValue>],
-    row_group_rows: usize,
-) -> Result<()> {
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, field) in schema.fields().iter().enumerate() {
-            let cells = chunk.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-            let array: ArrayRef = match field.data_type() {
-                DataType::Int64 => {
-                    let mut b = Int64Builder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Int(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                DataType::Boolean => {
-                    let mut b = BooleanBuilder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Bool(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                _ => {
-                    let mut b = StringBuilder::new();
-                    for c in cells {
-                        match c {
-                            CellValue::Null => b.append_null(),
-                            CellValue::Text(s) => b.append_value(s),
-                            CellValue::Int(v) => b.append_value(v.to_string()),
-                            CellValue::Bool(v) => b.append_value(v.to_string()),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            columns.push(array);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
-        file.write(&batch)?;
+/// A table of string/int/bool columns built from cells (one Vec per row), chunk by chunk.
+struct TableFile {
+    file: FileWriter,
+    schema: SchemaRef,
+}
+
+impl TableFile {
+    fn create(path: &Path, fields: Vec<Field>, row_group_rows: usize) -> Result<Box<dyn TableSink>> {
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let file = FileWriter::create(path, schema.clone(), row_group_rows)?;
+        Ok(Box::new(TableFile { file, schema }))
     }
-    file.finish()
 }
 
-fn text(s: &str) -> CellValue {
-    CellValue::Text(s.to_string())
-}
+impl TableSink for TableFile {
+    fn write(&mut self, rows: &[Vec<CellValue>]) -> Result<()> {
+        let schema = self.schema.clone();
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let mut columns: Vec<ArrayRef> = Vec::new();
+            for (i, field) in schema.fields().iter().enumerate() {
+                let cells = chunk.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
+                let array: ArrayRef = match field.data_type() {
+                    DataType::Int64 => {
+                        let mut b = Int64Builder::new();
+                        for c in cells {
+                            b.append_option(match c {
+                                CellValue::Int(v) => Some(*v),
+                                _ => None,
+                            });
+                        }
+                        Arc::new(b.finish())
+                    }
+                    DataType::Boolean => {
+                        let mut b = BooleanBuilder::new();
+                        for c in cells {
+                            b.append_option(match c {
+                                CellValue::Bool(v) => Some(*v),
+                                _ => None,
+                            });
+                        }
+                        Arc::new(b.finish())
+                    }
+                    _ => {
+                        let mut b = StringBuilder::new();
+                        for c in cells {
+                            match c {
+                                CellValue::Null => b.append_null(),
+                                CellValue::Text(s) => b.append_value(s),
+                                CellValue::Int(v) => b.append_value(v.to_string()),
+                                CellValue::Bool(v) => b.append_value(v.to_string()),
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                };
+                columns.push(array);
+            }
+            let batch =
+                RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
+            self.file.write(&batch)?;
+        }
+        Ok(())
+    }
 
-fn opt_text(s: &Option<String>) -> CellValue {
-    s.as_deref().map_or(CellValue::Null, text)
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.file.finish()
+    }
 }
 
 impl SnapshotFormat for ParquetFormat {
@@ -269,39 +275,12 @@ impl SnapshotFormat for ParquetFormat {
         Ok(())
     }
 
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {
-        let names = [
-            "run_id",
-            "changed_at",
-            "operation",
-            "resource_type",
-            "fhir_version",
-            "id",
-            "patient_id",
-            "before_hash",
-            "after_hash",
-        ];
-        let fields = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
-        let rows: Vec<Vec<CellValue>> = changes
-            .iter()
-            .map(|c| {
-                vec![
-                    text(&c.run_id),
-                    text(&c.changed_at),
-                    text(&c.operation),
-                    text(&c.resource_type),
-                    text(&c.fhir_version),
-                    text(&c.id),
-                    opt_text(&c.patient_id),
-                    opt_text(&c.before_hash),
-                    opt_text(&c.after_hash),
-                ]
-            })
-            .collect();
-        write_table(&dir.join(PART), fields, &rows, self.row_group_rows)
+    fn changes_sink(&self, dir: &Path) -> Result<Box<dyn TableSink>> {
+        let fields = CHANGE_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+        TableFile::create(&dir.join(PART), fields, self.row_group_rows)
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
+    fn view_sink(&self, version: &Path, table: &str, view: &View) -> Result<Box<dyn TableSink>> {
         let mut fields = vec![
             Field::new("_fhir_version", DataType::Utf8, false),
             Field::new("_id", DataType::Utf8, false),
@@ -315,6 +294,6 @@ impl SnapshotFormat for ParquetFormat {
             };
             fields.push(Field::new(&c.name, ty, true));
         }
-        write_table(&version.join(table).join(PART), fields, rows, self.row_group_rows)
+        TableFile::create(&version.join(table).join(PART), fields, self.row_group_rows)
     }
 }

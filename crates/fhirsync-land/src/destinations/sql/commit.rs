@@ -6,8 +6,8 @@ use fhirsync_core::RunScope;
 use fhirsync_views::View;
 
 use super::schema::{
-    self, CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, UPSERT,
-    lit, type_table,
+    self, CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES,
+    UPSERT, lit, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};

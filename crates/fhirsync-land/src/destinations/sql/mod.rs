@@ -522,15 +522,13 @@ impl<B: SqlBackend> SqlDestination<B> {
             let named = d.shadow_name(&schema::type_table(&resource_type)?, run_id) == shadow;
             // PostgreSQL shadows of earlier versions were keyed, not append-only.
             let append_only = match &d {
-                Dialect::Postgres { schema } => {
-                    self.count(&format!(
-                        "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
+                Dialect::Postgres { schema } => self.count(&format!(
+                    "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
                          AND table_name = {} AND column_name = {}",
-                        lit(schema),
-                        lit(&shadow),
-                        lit(schema::SHADOW_SEQ)
-                    ))? == 1
-                }
+                    lit(schema),
+                    lit(&shadow),
+                    lit(schema::SHADOW_SEQ)
+                ))? == 1,
                 Dialect::Sqlite => true,
             };
             if !named || !append_only {
