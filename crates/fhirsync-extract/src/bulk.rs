@@ -611,7 +611,7 @@ impl Bulk<'_> {
             // leaves every type of the export to read again (skipped ones aside).
             let (file, r) = r.map_err(|e| {
                 let planned_n = planned.len() as u64;
-                e.with_work_left(WorkLeft {
+                e.with_work_left(WorkLeft::Scopes {
                     not_read: planned_n.saturating_sub(skipped.len() as u64),
                     planned: planned_n,
                 })
@@ -699,7 +699,7 @@ impl Bulk<'_> {
             let counters = self.progress.dataset(ty);
             if skipped.contains(ty) {
                 report.scopes_skipped += 1;
-                report.scope.complete.insert(scope);
+                report.note_complete(scope);
                 landed_now.insert(ty.clone());
                 self.progress.scope_done(&counters, false);
                 continue;
@@ -784,7 +784,7 @@ impl Bulk<'_> {
         for ty in types {
             report.scopes_planned += 1;
             report.scopes_skipped += 1;
-            report.scope.complete.insert(cohort_scope(ty));
+            report.note_complete(cohort_scope(ty));
         }
         Ok(())
     }

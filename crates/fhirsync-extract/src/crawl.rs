@@ -120,7 +120,7 @@ impl Crawl<'_> {
             // the ones in flight included (their pages staged so far are read again).
             let r = r.map_err(|e| {
                 let done = skipped as u64 + self.completed.load(Ordering::Relaxed);
-                e.with_work_left(WorkLeft {
+                e.with_work_left(WorkLeft::Scopes {
                     not_read: (total as u64).saturating_sub(done),
                     planned: total as u64,
                 })

@@ -140,6 +140,12 @@ impl Extraction {
     /// fails, the receiver is dropped, or (bulk) the export is refused or fails. Individual
     /// failed scopes are not errors: they are [`Gap`]s in the report.
     pub async fn run(self, tx: Sender<ExtractEvent>) -> Result<ExtractReport> {
+        // A stop on a limit (outage, budget) before any scope was read says so; the crawl and
+        // the Bulk downloads name the scopes left themselves.
+        self.run_inner(tx).await.map_err(|e| e.with_work_left(fhirsync_fhir::WorkLeft::Everything))
+    }
+
+    async fn run_inner(self, tx: Sender<ExtractEvent>) -> Result<ExtractReport> {
         let started = Instant::now();
         let before = self.client.stats();
         let mut report = ExtractReport::new(self.config.mode);

@@ -150,24 +150,35 @@ pub enum Error {
 }
 
 /// What a run stopped by [`Error::ServerUnavailable`] or [`Error::BudgetExhausted`] had left
-/// to read: scopes (patient × dataset in search mode, export × type in bulk mode) not read
-/// completely, of those planned.
+/// to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkLeft {
-    /// Scopes not read completely yet (read again when the run resumes).
-    pub not_read: u64,
-    /// Scopes planned for the run.
-    pub planned: u64,
+pub enum WorkLeft {
+    /// Everything: the run stopped before it read any scope (while planning, resolving the
+    /// cohort or waiting for a Bulk export).
+    Everything,
+    /// Scopes (patient × dataset in search mode, export × type in bulk mode) not read
+    /// completely, of those planned.
+    Scopes {
+        /// Scopes not read completely yet (read again when the run resumes).
+        not_read: u64,
+        /// Scopes planned for the run.
+        planned: u64,
+    },
 }
 
 impl std::fmt::Display for WorkLeft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let done = self.planned.saturating_sub(self.not_read);
-        write!(
-            f,
-            "{} of {} scopes not read yet (the {done} read completely are kept and skipped when the run resumes)",
-            self.not_read, self.planned
-        )
+        match *self {
+            WorkLeft::Everything => f.write_str("no scope was read yet"),
+            WorkLeft::Scopes { not_read, planned } => {
+                let done = planned.saturating_sub(not_read);
+                write!(
+                    f,
+                    "{not_read} of {planned} scopes not read yet (the {done} read completely are kept and skipped \
+                     when the run resumes)"
+                )
+            }
+        }
     }
 }
 
@@ -226,10 +237,11 @@ impl Error {
     }
 
     /// A resumable stop ([`Error::is_resumable_stop`]) with what the run had left to read, for
-    /// its message; any other error unchanged.
+    /// its message, unless that is known already (the innermost caller knows best); any other
+    /// error unchanged.
     pub fn with_work_left(mut self, work: WorkLeft) -> Self {
         if let Error::ServerUnavailable { left, .. } | Error::BudgetExhausted { left, .. } = &mut self {
-            *left = Some(work);
+            left.get_or_insert(work);
         }
         self
     }
