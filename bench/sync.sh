@@ -12,7 +12,8 @@
 #   DESTS      sqlite postgres parquet ndjson (default all; postgres needs FHIRSYNC_BENCH_POSTGRES_URL)
 #   MODES      search bulk (default both)
 #   METHOD     sync method (default full-load)
-#   FHIRSYNC_BENCH_POSTGRES_URL  libpq-style url of a scratch database (schema `fhirsync_bench` is dropped first)
+#   FHIRSYNC_BENCH_POSTGRES_URL  libpq-style url of a scratch database (schema PG_SCHEMA, default
+#              `fhirsync_bench`, is dropped before and after each run)
 #   FHIRSYNC_BIN  a prebuilt binary (default: `cargo build --release -p fhirsync-cli`, then target/release/fhirsync)
 #   KEEP       set to keep the work folder
 set -euo pipefail
@@ -22,7 +23,7 @@ PATIENTS=${PATIENTS:-"1000 3000"}
 DESTS=${DESTS:-"sqlite postgres parquet ndjson"}
 MODES=${MODES:-"search bulk"}
 METHOD=${METHOD:-full-load}
-PG_SCHEMA=fhirsync_bench
+PG_SCHEMA=${PG_SCHEMA:-fhirsync_bench}
 
 if [[ -z "${FHIRSYNC_BIN:-}" ]]; then
   cargo build --release --locked -p fhirsync-cli >&2
@@ -120,7 +121,7 @@ for n in $PATIENTS; do
       resources=$(sed -n 's/.* resources (\([0-9]*\) distinct).*/\1/p' "$dir/out")
       echo "| $n | $mode | $dest | $resources | $wall | $cpu | $rss |"
       [[ $dest == postgres ]] && reset_postgres
-      rm -rf "$dir/landed.db"* "$dir/parquet" "$dir/ndjson"
+      [[ -n "${KEEP:-}" ]] || rm -rf "$dir/landed.db"* "$dir/parquet" "$dir/ndjson"
     done
   done
   stop_sim

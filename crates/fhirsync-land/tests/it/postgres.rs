@@ -413,3 +413,44 @@ fn failed_copy_fails_its_checkpoint_only() {
     assert_eq!(m.staged, 2, "{m:?}");
     assert_eq!(h.rows().len(), 2);
 }
+
+/// View rows reach PostgreSQL through `COPY` text format: a value with a tab, a newline, a
+/// carriage return, a backslash and a `\N` lands exactly, and a missing value is NULL.
+#[test]
+fn view_values_with_copy_control_characters_land_exactly() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let view = fhirsync_views::View::from_json(&serde_json::json!({
+        "resourceType": "ViewDefinition",
+        "name": "patient_names",
+        "resource": "Patient",
+        "select": [{"column": [
+            {"name": "pid", "path": "id"},
+            {"name": "family", "path": "name.family.first()"},
+            {"name": "given", "path": "name.given.first()"}
+        ]}]
+    }))
+    .unwrap();
+    let family = "a\tb\nc\rd\\e \\N f";
+    let json =
+        serde_json::json!({"resourceType": "Patient", "id": "p1", "name": [{"family": family}]}).to_string();
+    let p1 = fhirsync_core::RawResource::from_json(
+        json,
+        Some("p1".into()),
+        fhirsync_core::Dataset::new("Patient"),
+        fhirsync_core::FhirVersion::R4,
+        "https://fhir.example/R4",
+    )
+    .unwrap();
+    let m = land_with_views(
+        &mut *h.open(),
+        fhirsync_land::Method::FullLoad,
+        &Default::default(),
+        &[p1],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+        &[view],
+    )
+    .unwrap();
+    assert_eq!(m.view_rows, 1);
+    let rows = h.query("SELECT pid, family, given FROM view_patient_names");
+    assert_eq!(rows, vec![vec![Some("p1".to_string()), Some(family.to_string()), None]]);
+}

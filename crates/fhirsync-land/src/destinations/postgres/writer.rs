@@ -37,9 +37,6 @@ use crate::destinations::sql::schema::{Dialect, lit};
 use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget, Staged};
 use crate::{Error, Result};
 
-/// View rows per multi-row `INSERT`.
-const INSERT_CHUNK: usize = 500;
-
 /// Bytes of encoded rows per `COPY` handed to the copy task.
 const FLUSH_BYTES: usize = 1 << 20;
 
@@ -67,12 +64,21 @@ pub(crate) struct PostgresBackend {
     client: Arc<Client>,
     dialect: Dialect,
     describe: String,
-    /// Rows encoded for each shadow (quoted, qualified name), not yet handed to the copy task.
-    buffers: BTreeMap<String, BytesMut>,
+    /// Rows encoded for each table (quoted, qualified name), not yet handed to the copy task.
+    buffers: BTreeMap<String, Pending>,
     /// Jobs for the copy task.
     copies: mpsc::Sender<CopyJob>,
     /// Whether a buffer was handed over since the copy task last reported.
     copying: bool,
+}
+
+/// Rows encoded for one table's next `COPY`.
+struct Pending {
+    /// The `COPY ... FROM STDIN` statement.
+    sql: String,
+    /// Binary format (needs a trailer), else text.
+    binary: bool,
+    data: BytesMut,
 }
 
 /// Work for the copy task, done in order.
@@ -123,6 +129,26 @@ fn put_field(buf: &mut BytesMut, value: Option<&[u8]>) {
         }
         None => buf.put_i32(-1),
     }
+}
+
+/// Appends `text` as one field of `COPY` text format (backslash, tab, newline and carriage
+/// return escaped).
+fn put_copy_text(buf: &mut BytesMut, text: &str) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        buf.put_slice(&bytes[from..i]);
+        buf.put_slice(escaped);
+        from = i + 1;
+    }
+    buf.put_slice(&bytes[from..]);
 }
 
 /// Appends `r` as one binary `COPY` tuple of [`COPY_COLUMNS`].
@@ -290,15 +316,14 @@ impl PostgresBackend {
         self.rt.as_ref().expect("the runtime lives as long as the backend")
     }
 
-    /// Hands the rows buffered for `shadow` to the copy task (waits only while its queue is
+    /// Hands the rows buffered for `table` to the copy task (waits only while its queue is
     /// full).
-    fn hand_over(&mut self, shadow: &str) -> Result<()> {
-        let Some(mut data) = self.buffers.remove(shadow) else { return Ok(()) };
-        data.put_i16(-1);
-        let job = CopyJob::Copy {
-            sql: format!("COPY {shadow} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)"),
-            data: data.freeze(),
-        };
+    fn hand_over(&mut self, table: &str) -> Result<()> {
+        let Some(Pending { sql, binary, mut data }) = self.buffers.remove(table) else { return Ok(()) };
+        if binary {
+            data.put_i16(-1);
+        }
+        let job = CopyJob::Copy { sql, data: data.freeze() };
         self.rt().block_on(self.copies.send(job)).map_err(|_| Error::PostgresCopyTask)?;
         self.copying = true;
         Ok(())
@@ -441,15 +466,17 @@ impl SqlBackend for PostgresBackend {
         if rows.is_empty() {
             return Ok(Staged::default());
         }
-        let buf = self.buffers.entry(target.shadow.clone()).or_insert_with(|| {
-            let mut buf = BytesMut::with_capacity(64 << 10);
-            buf.put_slice(COPY_HEADER);
-            buf
+        let shadow = &target.shadow;
+        let pending = self.buffers.entry(shadow.clone()).or_insert_with(|| {
+            let mut data = BytesMut::with_capacity(64 << 10);
+            data.put_slice(COPY_HEADER);
+            let sql = format!("COPY {shadow} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
+            Pending { sql, binary: true, data }
         });
         for r in rows {
-            put_row(buf, r);
+            put_row(&mut pending.data, r);
         }
-        if buf.len() >= FLUSH_BYTES {
+        if pending.data.len() >= FLUSH_BYTES {
             self.hand_over(&target.shadow)?;
         }
         Ok(Staged { found: 0, shadowed: rows.len() as u64 })
@@ -462,28 +489,33 @@ impl SqlBackend for PostgresBackend {
         let _ = self.sync();
     }
 
+    /// Encodes the rows in `COPY` text format into the table's buffer, handed to the copy task
+    /// once full (each value in its text form, which the column's type parses).
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|row| {
-                    let cells: Vec<String> = row
-                        .iter()
-                        .map(|v| match v {
-                            SqlValue::Null => "NULL".to_string(),
-                            SqlValue::Text(s) => lit(s),
-                            SqlValue::Int(i) => i.to_string(),
-                            SqlValue::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-                        })
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
-            self.batch(&format!(
-                "INSERT INTO {table} ({}) VALUES {}",
-                columns.join(", "),
-                values.join(", ")
-            ))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let pending = self.buffers.entry(table.to_string()).or_insert_with(|| Pending {
+            sql: format!("COPY {table} ({}) FROM STDIN", columns.join(", ")),
+            binary: false,
+            data: BytesMut::with_capacity(64 << 10),
+        });
+        for row in rows {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    pending.data.put_u8(b'\t');
+                }
+                match v {
+                    SqlValue::Null => pending.data.put_slice(b"\\N"),
+                    SqlValue::Text(s) => put_copy_text(&mut pending.data, s),
+                    SqlValue::Int(i) => pending.data.put_slice(i.to_string().as_bytes()),
+                    SqlValue::Bool(b) => pending.data.put_slice(if *b { b"t" } else { b"f" }),
+                }
+            }
+            pending.data.put_u8(b'\n');
+        }
+        if pending.data.len() >= FLUSH_BYTES {
+            self.hand_over(table)?;
         }
         Ok(())
     }
