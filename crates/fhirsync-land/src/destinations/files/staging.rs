@@ -19,6 +19,8 @@ use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
+/// Write buffer of each type's staging file (one is open per staged type for the whole run).
+const STAGING_BUFFER: usize = 64 << 10;
 const DATA_EXT: &str = "ndjson";
 
 /// The staging folder of one run.
@@ -84,7 +86,7 @@ impl Staging {
                         .map_err(Error::io("opening a staging file", &path))?;
                     self.writers
                         .entry(r.resource_type.clone())
-                        .or_insert(BufWriter::with_capacity(1 << 20, f))
+                        .or_insert(BufWriter::with_capacity(STAGING_BUFFER, f))
                 }
             };
             w.write_all(&self.buf).map_err(Error::io("writing a staging file", &self.dir))?;

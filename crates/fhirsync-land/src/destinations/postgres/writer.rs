@@ -38,7 +38,7 @@ use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, Stage
 use crate::{Error, Result};
 
 /// Bytes of encoded rows per `COPY` handed to the copy task.
-const FLUSH_BYTES: usize = 1 << 20;
+const FLUSH_BYTES: usize = 512 << 10;
 
 /// `COPY` buffers queued for the copy task beyond the one it is writing: bounds the memory of
 /// staging to a few [`FLUSH_BYTES`] per open shadow plus this many.
