@@ -289,7 +289,8 @@ impl fmt::Debug for RawResource {
 
 /// What a finished extraction tells the landing layer about completeness.
 ///
-/// Landing may delete a previously landed row only if its scope is in `complete`; patients in
+/// Landing may delete a previously landed row only if its scope completed (is in `complete`,
+/// or was recorded with the landing's `scope_complete` from an extraction event); patients in
 /// the target but not in `cohort` have left the cohort (flagged, deleted only on opt-in).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunScope {
@@ -297,7 +298,9 @@ pub struct RunScope {
     pub cohort: BTreeSet<String>,
     /// Scopes fetched completely: every page read, no failed request, nothing withheld that
     /// the previous complete read did not withhold too. Only rows of these scopes may be
-    /// deleted.
+    /// deleted. Empty (and left out of the JSON) when the extraction sent them to landing as
+    /// events instead of listing them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub complete: BTreeSet<ScopeKey>,
     /// Planned scopes that are not complete (gaps). A run with any ends "completed with gaps".
     #[serde(default)]

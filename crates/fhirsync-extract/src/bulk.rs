@@ -58,7 +58,7 @@ use chrono::{DateTime, Utc};
 use fhirsync_core::{Dataset, ExtractEvent, FhirVersion, RawResource, ScopeKey};
 use fhirsync_fhir::outcome::{parse_outcome, summarize};
 use fhirsync_fhir::retry::{RetryPolicy, RetryReason, retry_after};
-use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, Request, WorkLeft, join, redact_url};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LOCATION, EXPIRES, HeaderName, HeaderValue};
@@ -596,7 +596,15 @@ impl Bulk<'_> {
             .cloned()
             .collect();
         let window = Window::new(self.retry, manifest.expires_at());
-        let mut downloads = self.download_all(base, files, &window, &wanted, report).await?;
+        // No type is complete before every file is in: a stop on a limit (outage, budget)
+        // leaves every type of the export to read again (skipped ones aside).
+        let mut downloads = self.download_all(base, files, &window, &wanted, report).await.map_err(|e| {
+            let planned_n = planned.len() as u64;
+            e.with_work_left(WorkLeft::Scopes {
+                not_read: planned_n.saturating_sub(skipped.len() as u64),
+                planned: planned_n,
+            })
+        })?;
         let patient_landed = planned.iter().any(|t| t == "Patient")
             && !skipped.contains("Patient")
             && downloads.per_type.get("Patient").is_none_or(|t| t.failed.is_none());
@@ -813,7 +821,7 @@ impl Bulk<'_> {
             report.scopes_planned += 1;
             if skipped.contains(ty) {
                 report.scopes_skipped += 1;
-                report.scope.complete.insert(cohort_scope(ty));
+                report.note_complete(cohort_scope(ty));
                 landed_now.insert(ty.clone());
                 self.progress.scope_done(&self.progress.dataset(ty), false);
                 continue;
@@ -909,7 +917,7 @@ impl Bulk<'_> {
         for ty in types {
             report.scopes_planned += 1;
             report.scopes_skipped += 1;
-            report.scope.complete.insert(cohort_scope(ty));
+            report.note_complete(cohort_scope(ty));
         }
         Ok(())
     }

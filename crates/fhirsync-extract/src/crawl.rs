@@ -18,10 +18,10 @@
 //! refresh, token endpoint errors) abort the run, since every further request would fail too.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fhirsync_core::{ExtractEvent, RawResource, ScopeKey};
-use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, codes, join, redact_url};
+use fhirsync_fhir::{Effect, Exclusion, FhirClient, Outcome, WorkLeft, codes, join, redact_url};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc::Sender;
@@ -85,6 +85,8 @@ pub(crate) struct Crawl<'a> {
     pub baseline: Option<&'a ExclusionBaseline>,
     pub progress: &'a Progress,
     pub tx: &'a Sender<ExtractEvent>,
+    /// Scopes whose completion was sent (landing records them; a resumed run skips them).
+    pub completed: AtomicU64,
 }
 
 impl Crawl<'_> {
@@ -118,13 +120,21 @@ impl Crawl<'_> {
                 report.scopes_planned += 1;
                 if self.skip.contains(&scope) {
                     report.scopes_skipped += 1;
-                    report.scope.complete.insert(scope);
+                    report.note_complete(scope);
                 } else {
                     running.push(self.scope(scope, item));
                 }
             }
             let Some(r) = running.next().await else { break };
-            let r = r?;
+            // A stop on a limit (outage, budget) says what is left: every scope not complete,
+            // the ones in flight included (their pages staged so far are read again).
+            let r = r.map_err(|e| {
+                let done = skipped as u64 + self.completed.load(Ordering::Relaxed);
+                e.with_work_left(WorkLeft::Scopes {
+                    not_read: (total as u64).saturating_sub(done),
+                    planned: total as u64,
+                })
+            })?;
             let dataset = r.scope.dataset.to_string();
             for code in &r.codes {
                 report.count_outcome(&dataset, code);
@@ -270,6 +280,7 @@ impl Crawl<'_> {
                 .send(ExtractEvent::ScopeComplete(r.scope.clone()))
                 .await
                 .map_err(|_| Error::ReceiverClosed)?;
+            self.completed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -250,6 +250,17 @@ pub enum StatementError {
     },
 }
 
+impl Error {
+    /// A FHIR stop on a limit (outage, budget) with what the run had left to read
+    /// ([`fhirsync_fhir::Error::with_work_left`]); any other error unchanged.
+    pub(crate) fn with_work_left(self, left: fhirsync_fhir::WorkLeft) -> Self {
+        match self {
+            Error::Fhir(e) => Error::Fhir(e.with_work_left(left)),
+            other => other,
+        }
+    }
+}
+
 /// `Result` with the extraction [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

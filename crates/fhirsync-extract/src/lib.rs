@@ -75,6 +75,7 @@ pub struct Extraction {
     skip: BTreeSet<ScopeKey>,
     baseline: Option<ExclusionBaseline>,
     state_dir: Option<PathBuf>,
+    list_complete: bool,
     progress: Arc<Progress>,
 }
 
@@ -91,6 +92,7 @@ impl Extraction {
             skip: BTreeSet::new(),
             baseline: None,
             state_dir: None,
+            list_complete: true,
             progress: Progress::new(),
         })
     }
@@ -117,6 +119,16 @@ impl Extraction {
         self
     }
 
+    /// Whether the report lists every completed scope in `scope.complete` (default: yes). A
+    /// consumer that records the [`ExtractEvent::ScopeComplete`] events, as landing does, can
+    /// turn the list off: it holds one key per patient and dataset, which is most of an
+    /// extraction's memory on a large cohort. Scopes skipped on resume are then not listed
+    /// either (landing has them already). The counts are kept.
+    pub fn list_complete_scopes(mut self, list: bool) -> Self {
+        self.list_complete = list;
+        self
+    }
+
     /// Live counters for a progress bar.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
@@ -128,9 +140,16 @@ impl Extraction {
     /// fails, the receiver is dropped, or (bulk) the export is refused or fails. Individual
     /// failed scopes are not errors: they are [`Gap`]s in the report.
     pub async fn run(self, tx: Sender<ExtractEvent>) -> Result<ExtractReport> {
+        // A stop on a limit (outage, budget) before any scope was read says so; the crawl and
+        // the Bulk downloads name the scopes left themselves.
+        self.run_inner(tx).await.map_err(|e| e.with_work_left(fhirsync_fhir::WorkLeft::Everything))
+    }
+
+    async fn run_inner(self, tx: Sender<ExtractEvent>) -> Result<ExtractReport> {
         let started = Instant::now();
         let before = self.client.stats();
         let mut report = ExtractReport::new(self.config.mode);
+        report.list_complete = self.list_complete;
         match self.config.mode {
             Mode::Search => {
                 let plan = plan::plan(&self.client, &self.endpoints, &self.config).await?;
@@ -148,6 +167,7 @@ impl Extraction {
                     baseline: self.baseline.as_ref(),
                     progress: &self.progress,
                     tx: &tx,
+                    completed: Default::default(),
                 }
                 .run(&mut report)
                 .await?;

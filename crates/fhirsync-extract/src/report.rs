@@ -165,6 +165,10 @@ pub struct ExtractReport {
     /// The baseline the next run compares its exclusions with: the previous one, with every
     /// dataset read to the end in this run replaced by what this run saw withheld.
     pub exclusion_baseline: ExclusionBaseline,
+    /// Whether completed scopes are listed in `scope.complete` (see
+    /// [`crate::Extraction::list_complete_scopes`]).
+    #[serde(skip)]
+    pub(crate) list_complete: bool,
 }
 
 impl ExtractReport {
@@ -191,6 +195,14 @@ impl ExtractReport {
             exclusions: Vec::new(),
             scopes_excluded: 0,
             exclusion_baseline: ExclusionBaseline::new(),
+            list_complete: true,
+        }
+    }
+
+    /// Books a completed scope in `scope.complete`, unless the list is turned off.
+    pub(crate) fn note_complete(&mut self, scope: ScopeKey) {
+        if self.list_complete {
+            self.scope.complete.insert(scope);
         }
     }
 
@@ -266,7 +278,7 @@ impl ExtractReport {
             None => {
                 ds.scopes_complete += 1;
                 self.scopes_complete += 1;
-                self.scope.complete.insert(scope);
+                self.note_complete(scope);
             }
             Some(reason) => {
                 ds.scopes_incomplete += 1;

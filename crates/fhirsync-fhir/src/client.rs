@@ -258,6 +258,7 @@ impl Inner {
         b.enter().await.map(Some).map_err(|down_for| Error::ServerUnavailable {
             down_for,
             max_outage_secs: self.config.outage.as_ref().map_or(0, |p| p.max_outage.as_secs()),
+            left: None,
         })
     }
 
@@ -574,9 +575,11 @@ impl FhirClient {
         let successes_before = ticket.as_ref().map(|t| t.successes_before);
         tries.successes_at_start.get_or_insert(successes_before.unwrap_or_default());
         if let Some(budget) = &inner.budget {
-            budget
-                .take(chrono::Local::now().date_naive())
-                .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day })?;
+            budget.take(chrono::Local::now().date_naive()).map_err(|s| Error::BudgetExhausted {
+                limit: s.limit,
+                day: s.day,
+                left: None,
+            })?;
         }
         if let Some(rate) = inner.rate_now() {
             rate.acquire().await;

@@ -91,26 +91,33 @@ pub enum Error {
     /// The server stayed unavailable (the outage breaker stayed open) longer than allowed.
     #[error(
         "the FHIR server was unavailable for {} (5xx, 429, timeouts or resets on every probe), longer than \
-         extract.retry.max_outage_secs = {max_outage_secs}; nothing is lost and the run is resumable: rerun \
+         extract.retry.max_outage_secs = {max_outage_secs}; {}nothing is lost and the run is resumable: rerun \
          when the server is back to continue where it stopped",
-        crate::outage::human(*.down_for)
+        crate::outage::human(*.down_for),
+        left_clause(.left)
     )]
     ServerUnavailable {
         /// How long the server had been unavailable.
         down_for: std::time::Duration,
         /// The configured limit, seconds.
         max_outage_secs: u64,
+        /// What the run had left to read when it stopped (set by the extractor, see
+        /// [`Error::with_work_left`]).
+        left: Option<WorkLeft>,
     },
     /// The daily request budget is spent.
     #[error(
         "daily request budget of {limit} requests reached for {day} (extract.schedule.daily_request_budget); \
-         the run stops here and is resumable: rerun (e.g. the next day) to continue where it stopped"
+         {}the run stops here and is resumable: rerun (e.g. the next day) to continue where it stopped",
+        left_clause(.left)
     )]
     BudgetExhausted {
         /// The budget.
         limit: u64,
         /// The calendar day (local time).
         day: chrono::NaiveDate,
+        /// What the run had left to read when it stopped (set by the extractor).
+        left: Option<WorkLeft>,
     },
     /// A transport failure that is not transient (e.g. invalid TLS certificate).
     #[error("{url}: request failed: {detail}")]
@@ -166,6 +173,44 @@ pub enum Error {
     },
 }
 
+/// What a run stopped by [`Error::ServerUnavailable`] or [`Error::BudgetExhausted`] had left
+/// to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkLeft {
+    /// Everything: the run stopped before it read any scope (while planning, resolving the
+    /// cohort or waiting for a Bulk export).
+    Everything,
+    /// Scopes (patient × dataset in search mode, export × type in bulk mode) not read
+    /// completely, of those planned.
+    Scopes {
+        /// Scopes not read completely yet (read again when the run resumes).
+        not_read: u64,
+        /// Scopes planned for the run.
+        planned: u64,
+    },
+}
+
+impl std::fmt::Display for WorkLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            WorkLeft::Everything => f.write_str("no scope was read yet"),
+            WorkLeft::Scopes { not_read, planned } => {
+                let done = planned.saturating_sub(not_read);
+                write!(
+                    f,
+                    "{not_read} of {planned} scopes not read yet (the {done} read completely are kept and skipped \
+                     when the run resumes)"
+                )
+            }
+        }
+    }
+}
+
+/// `"<left>; "` when known, else nothing.
+fn left_clause(left: &Option<WorkLeft>) -> String {
+    left.map_or(String::new(), |l| format!("{l}; "))
+}
+
 fn outcome_suffix(outcomes: &[Outcome]) -> String {
     if outcomes.is_empty() { String::new() } else { format!(": {}", summarize(outcomes)) }
 }
@@ -213,6 +258,16 @@ impl Error {
     /// fetched is kept and the next run resumes.
     pub fn is_resumable_stop(&self) -> bool {
         matches!(self, Error::ServerUnavailable { .. } | Error::BudgetExhausted { .. })
+    }
+
+    /// A resumable stop ([`Error::is_resumable_stop`]) with what the run had left to read, for
+    /// its message, unless that is known already (the innermost caller knows best); any other
+    /// error unchanged.
+    pub fn with_work_left(mut self, work: WorkLeft) -> Self {
+        if let Error::ServerUnavailable { left, .. } | Error::BudgetExhausted { left, .. } = &mut self {
+            left.get_or_insert(work);
+        }
+        self
     }
 }
 

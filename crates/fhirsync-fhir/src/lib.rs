@@ -23,7 +23,7 @@ pub use bundle::SearchPage;
 pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
-pub use error::{Error, NetworkFailure, Result};
+pub use error::{Error, NetworkFailure, Result, WorkLeft};
 /// The token seam (defined in `fhirsync-core`, implemented by `fhirsync-auth`).
 pub use fhirsync_core::{BoxFuture, StaticToken, TokenError, TokenProvider};
 pub use outage::OutagePolicy;

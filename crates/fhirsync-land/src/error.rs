@@ -72,6 +72,10 @@ pub enum Error {
         /// The driver error.
         source: tokio_postgres::Error,
     },
+    /// The background task that streams staged rows to PostgreSQL stopped (its connection's
+    /// runtime is gone); the run's staging so far is kept for a resume.
+    #[error("the PostgreSQL copy task stopped; rerun to resume")]
+    PostgresCopyTask,
     /// The TLS handshake with PostgreSQL failed (most often: a certificate from a CA that is
     /// not trusted, or a host name it does not cover).
     #[error(

@@ -50,7 +50,8 @@ pub struct RunRecord {
     /// Error of a failed run.
     pub errors: Option<String>,
     /// The extraction report stored at commit (a serialised `fhirsync_extract::ExtractReport`:
-    /// `patients`, `resources`, `outcome_codes`, `gaps`, ...); `None` until the run commits.
+    /// `patients`, `resources`, `outcome_codes`, `gaps`, ...) without its `scope`; `None` until
+    /// the run commits.
     pub report: Option<serde_json::Value>,
 }
 
@@ -146,11 +147,18 @@ fn sql_runs<B: SqlBackend>(mut backend: B, limit: usize) -> Result<Vec<RunRecord
     rows.into_iter().map(|row| parse_row(row, &destination)).collect()
 }
 
-/// `column` as text; PostgreSQL timestamps as RFC 3339 UTC, like SQLite stores them.
+/// `column` as text; PostgreSQL timestamps as RFC 3339 UTC, like SQLite stores them. The
+/// report comes without its `scope` (landing input whose lists grow with the cohort), so
+/// reading many runs holds no list in memory.
 fn text_column(d: &Dialect, column: &str) -> String {
     match (d, column) {
         (Dialect::Postgres { .. }, "started_at" | "ended_at") => {
             format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+        }
+        (Dialect::Postgres { .. }, "report") => "CAST(report::jsonb - 'scope' AS TEXT)".to_string(),
+        // Text that is not JSON is left as it is, for the parser to name.
+        (Dialect::Sqlite, "report") => {
+            "CASE WHEN json_valid(report) THEN json_remove(report, '$.scope') ELSE report END".to_string()
         }
         _ => d.text(column),
     }
@@ -240,7 +248,7 @@ fn file_record(run: FileRun, destination: &str) -> Result<RunRecord> {
         started_at,
         ended_at,
         errors: run.errors,
-        report: run.report,
+        report: run.report.as_ref().map(crate::destinations::files::without_scope),
     })
 }
 

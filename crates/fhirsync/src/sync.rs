@@ -145,6 +145,8 @@ async fn sync(
     }
     let extraction = Extraction::new(client, &config.connection, config.extract.clone())?
         .skip(run.completed_scopes.clone())
+        // Landing records every completed scope from its event: no second list in memory.
+        .list_complete_scopes(false)
         .exclusion_baseline(baseline)
         .state_dir(config.sync.state_dir.join("bulk"));
     let progress_task = sink.map(|sink| progress::spawn(extraction.progress(), sink));

@@ -135,6 +135,31 @@ async fn skip_set_is_honoured() {
     assert_eq!(resources.len(), 33 - 6);
 }
 
+/// Without the completed-scope list (landing records the events), the report keeps its counts
+/// and gaps and the same scopes complete as events, skipped ones included, but lists none: and
+/// its JSON has no `scope.complete`.
+#[tokio::test]
+async fn completed_scopes_can_be_left_to_the_events() {
+    let stub = Arc::new(Stub::default());
+    let root = serve(stub.clone()).await;
+    let conn = connection(&root);
+    let cfg = extract_config();
+    let skip = BTreeSet::from([scope("p1", "Observation:laboratory")]);
+    let run =
+        Extraction::new(client(&conn, &cfg), &conn, cfg).unwrap().skip(skip).list_complete_scopes(false);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let handle = tokio::spawn(run.run(tx));
+    let (_, done) = drain(rx, None).await;
+    let report = handle.await.unwrap().unwrap();
+    assert!(report.scope.complete.is_empty());
+    assert_eq!(report.scope.cohort.len(), 3);
+    assert_eq!(done.len(), 20, "21 complete, one of them skipped");
+    assert_eq!((report.scopes_complete, report.scopes_skipped, report.gaps.len()), (20, 1, 3));
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["scope"].get("complete").is_none(), "{}", json["scope"]);
+    assert_eq!(json["scope"]["gaps"], 3);
+}
+
 /// A scope that keeps failing (HTTP 500) is a reported gap; the rest of the run completes.
 #[tokio::test]
 async fn failed_scope_is_reported_not_fatal() {

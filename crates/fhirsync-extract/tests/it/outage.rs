@@ -61,7 +61,37 @@ async fn extraction_stops_resumably_after_max_outage() {
     );
     let msg = err.to_string();
     assert!(msg.contains("unavailable for 1 s") && msg.contains("resumable"), "{msg}");
+    assert!(msg.contains("no scope was read yet"), "what is left: {msg}");
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    sim.state().fhir.faults.clear();
+}
+
+/// An outage that starts mid-run stops it with a message naming what is left: the scopes
+/// whose completion was not sent to landing, of those planned.
+#[tokio::test]
+async fn outage_stop_says_what_is_left() {
+    let sim = start(3, 1000, &[], BulkConfig::default()).await;
+    let conn = connection(&sim);
+    let mut cfg = outage_config(&["Patient", "Encounter"], 1);
+    cfg.concurrency = 1;
+    let run = Extraction::new(client(&sim, &conn, &cfg), &conn, cfg).unwrap();
+    // Capacity 1: the crawl cannot run far ahead of what this test has received.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let handle = tokio::spawn(run.run(tx));
+    let mut complete = 0u64;
+    while let Some(event) = rx.recv().await {
+        if let fhirsync_core::ExtractEvent::ScopeComplete(_) = event {
+            complete += 1;
+            if complete == 2 {
+                sim.state().fhir.faults.fail_for(Duration::from_secs(60), 503);
+            }
+        }
+    }
+    let msg = handle.await.unwrap().unwrap_err().to_string();
+    assert!((2..6).contains(&complete), "{complete} scopes completed: {msg}");
+    let left = 6 - complete;
+    assert!(msg.contains(&format!("{left} of 6 scopes not read yet")), "{complete} complete: {msg}");
+    assert!(msg.contains(&format!("the {complete} read completely are kept")), "{msg}");
     sim.state().fhir.faults.clear();
 }
 

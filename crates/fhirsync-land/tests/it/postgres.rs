@@ -353,3 +353,161 @@ fn staging_names_are_per_run_and_one_writer_at_a_time() {
         "run {other}"
     );
 }
+
+/// Observations `o0..o{n}` of patient p1 with value `value`, padded so `n` of them fill more
+/// than one `COPY` buffer.
+fn padded_obs(n: usize, value: &str) -> Vec<fhirsync_core::RawResource> {
+    (0..n).map(|i| obs(&format!("o{i}"), "p1", &format!("{value}.{}", "0".repeat(600)))).collect()
+}
+
+/// Staged copies of a key spread over several `COPY` buffers and checkpoints: the last one
+/// wins, in a full load (the shadow becomes the table) and in a reload (merged into it).
+#[test]
+fn later_copies_win_across_copies_and_checkpoints() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let options = fhirsync_land::LandOptions { checkpoint_rows: 1500, ..Default::default() };
+    let mut dest = h.open();
+    for (method, last) in [(fhirsync_land::Method::FullLoad, "3"), (fhirsync_land::Method::Reload, "5")] {
+        dest.begin(method, &options).unwrap();
+        let first: u8 = last.parse::<u8>().unwrap() - 2;
+        for value in first..=last.parse().unwrap() {
+            // 2,000 rows of ~700 bytes: more than one buffer per call, and a checkpoint inside.
+            dest.stage(&padded_obs(2000, &value.to_string())).unwrap();
+        }
+        let m = complete_and_commit(&mut *dest, &["p1"], &["p1"]);
+        assert_eq!(m.staged, 2000, "{method}: {m:?}");
+        let values = h.query(
+            "SELECT resource->'valueQuantity'->>'value', CAST(count(*) AS TEXT) FROM observation GROUP BY 1",
+        );
+        let want = format!("{last}.{}", "0".repeat(600));
+        assert_eq!(values, vec![vec![Some(want), Some("2000".into())]], "{method}");
+    }
+}
+
+/// The table a full load makes from its shadow has exactly a type table's definition: the
+/// columns in order, no defaults, the primary key and the `patient_id` index; no staging is
+/// left behind.
+#[test]
+fn full_load_shadow_becomes_a_plain_type_table() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let mut dest = h.open();
+    land(
+        &mut *dest,
+        fhirsync_land::Method::FullLoad,
+        &Default::default(),
+        &[patient("p1", "Alpha"), obs("o1", "p1", "1")],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+    )
+    .unwrap();
+    let columns = h.query(&format!(
+        "SELECT column_name, coalesce(column_default, 'none'), is_nullable FROM information_schema.columns \
+         WHERE table_schema = '{}' AND table_name = 'observation' ORDER BY ordinal_position",
+        h.config.schema
+    ));
+    let names: Vec<&str> = columns.iter().map(|c| c[0].as_deref().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "patient_id",
+            "fhir_version",
+            "source",
+            "dataset",
+            "content_hash",
+            "resource",
+            "first_seen_run",
+            "last_seen_run"
+        ]
+    );
+    assert!(columns.iter().all(|c| c[1].as_deref() == Some("none")), "{columns:?}");
+    let indexes = h.query(&format!(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'observation' \
+         ORDER BY indexname",
+        h.config.schema
+    ));
+    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert_eq!(indexes[0][0].as_deref(), Some("observation_patient_id"));
+    assert!(indexes[0][1].as_deref().unwrap().ends_with("(patient_id)"), "{indexes:?}");
+    assert_eq!(indexes[1][0].as_deref(), Some("observation_pkey"));
+    assert!(indexes[1][1].as_deref().unwrap().contains("UNIQUE INDEX"), "{indexes:?}");
+    assert!(indexes[1][1].as_deref().unwrap().ends_with("(fhir_version, id)"), "{indexes:?}");
+    let staging = h.query(&format!(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = '{}' AND table_name LIKE '\\_fhirsync\\_new\\_%'",
+        h.config.schema
+    ));
+    assert!(staging.is_empty(), "{staging:?}");
+}
+
+/// A row PostgreSQL refuses fails the checkpoint that copies it, naming the copy, and rolls
+/// that checkpoint back; the checkpoints before stay staged and the next run resumes them.
+#[test]
+fn failed_copy_fails_its_checkpoint_only() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let mut dest = h.open();
+    let method = fhirsync_land::Method::Reload;
+    let run = dest.begin(method, &Default::default()).unwrap().run_id;
+    dest.stage(&[patient("p1", "Alpha")]).unwrap();
+    dest.scope_complete(&scope("p1", fhirsync_core::Dataset::new("Patient"))).unwrap();
+    dest.checkpoint().unwrap();
+    // A NUL byte: valid in the JSON bytes fhirsync keeps, refused by PostgreSQL's text.
+    let mut bad = obs("o1", "p1", "1");
+    bad.json = bad.json.replace("final", "fi\0nal").into();
+    dest.stage(&[bad]).unwrap();
+    dest.scope_complete(&scope("p1", lab())).unwrap();
+    let err = dest.checkpoint().expect_err("the copy fails").to_string();
+    assert!(err.contains("copying resources into staging"), "{err}");
+    dest.fail(&err).unwrap();
+    drop(dest);
+
+    let mut dest = h.open();
+    let start = dest.begin(method, &Default::default()).unwrap();
+    assert_eq!(start.run_id, run);
+    let patient_scope = scope("p1", fhirsync_core::Dataset::new("Patient"));
+    assert_eq!(start.completed_scopes, [patient_scope].into_iter().collect());
+    let o1 = obs("o1", "p1", "1");
+    dest.stage(std::slice::from_ref(&o1)).unwrap();
+    let m = complete_and_commit(&mut *dest, &["p1"], &["p1"]);
+    assert_eq!(m.staged, 2, "{m:?}");
+    assert_eq!(h.rows().len(), 2);
+}
+
+/// View rows reach PostgreSQL through `COPY` text format: a value with a tab, a newline, a
+/// carriage return, a backslash and a `\N` lands exactly, and a missing value is NULL.
+#[test]
+fn view_values_with_copy_control_characters_land_exactly() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let view = fhirsync_views::View::from_json(&serde_json::json!({
+        "resourceType": "ViewDefinition",
+        "name": "patient_names",
+        "resource": "Patient",
+        "select": [{"column": [
+            {"name": "pid", "path": "id"},
+            {"name": "family", "path": "name.family.first()"},
+            {"name": "given", "path": "name.given.first()"}
+        ]}]
+    }))
+    .unwrap();
+    let family = "a\tb\nc\rd\\e \\N f";
+    let json =
+        serde_json::json!({"resourceType": "Patient", "id": "p1", "name": [{"family": family}]}).to_string();
+    let p1 = fhirsync_core::RawResource::from_json(
+        json,
+        Some("p1".into()),
+        fhirsync_core::Dataset::new("Patient"),
+        fhirsync_core::FhirVersion::R4,
+        "https://fhir.example/R4",
+    )
+    .unwrap();
+    let m = land_with_views(
+        &mut *h.open(),
+        fhirsync_land::Method::FullLoad,
+        &Default::default(),
+        &[p1],
+        run_scope(&["p1"], scopes_of(&["p1"])),
+        &[view],
+    )
+    .unwrap();
+    assert_eq!(m.view_rows, 1);
+    let rows = h.query("SELECT pid, family, given FROM view_patient_names");
+    assert_eq!(rows, vec![vec![Some("p1".to_string()), Some(family.to_string()), None]]);
+}

@@ -27,6 +27,7 @@ use fhirsync_core::{ContentHash, RunScope};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
+use super::index::Index;
 use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
 use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row, view_name};
@@ -143,9 +144,8 @@ struct Staged {
     full: bool,
 }
 
-fn scope_key(version: &str, patient: Option<&str>, dataset: &str) -> String {
-    format!("{version}\u{1}{}\u{1}{dataset}", patient.unwrap_or(""))
-}
+/// The scratch index's file (the completed scopes) inside the staging folder.
+const INDEX_FILE: &str = "commit-index.sqlite";
 
 /// What becomes of a previous row that was not re-read.
 struct Fate {
@@ -161,7 +161,8 @@ struct Build<'a> {
     now: &'a str,
     compare: bool,
     scope: &'a RunScope,
-    complete: HashSet<String>,
+    /// The completed scopes, on disk (one per patient and dataset: the memory stays flat).
+    complete: Index,
     evaluate_exits: bool,
     delete_exits: bool,
     /// The previous snapshot's run and folder.
@@ -174,15 +175,15 @@ struct Build<'a> {
 }
 
 impl Build<'_> {
-    fn fate(&self, fhir_version: &str, patient_id: Option<&str>, dataset: &str) -> Fate {
+    fn fate(&self, fhir_version: &str, patient_id: Option<&str>, dataset: &str) -> Result<Fate> {
         let exited = self.evaluate_exits && patient_id.is_some_and(|p| !self.scope.cohort.contains(p));
         // Its own scope completed, or a cohort-level (patient-less) scope of its dataset did
         // and the row has no patient or one in the cohort.
         let in_cohort = patient_id.is_none_or(|p| self.scope.cohort.contains(p));
-        let deletable = self.complete.contains(&scope_key(fhir_version, patient_id, dataset))
-            || (in_cohort && self.complete.contains(&scope_key(fhir_version, None, dataset)))
+        let deletable = self.complete.is_complete(fhir_version, patient_id, dataset)?
+            || (in_cohort && self.complete.is_complete(fhir_version, None, dataset)?)
             || (exited && self.delete_exits);
-        Fate { exited, deletable }
+        Ok(Fate { exited, deletable })
     }
 
     fn change(
@@ -230,6 +231,10 @@ struct Plan {
 
 impl<F: SnapshotFormat> FileDestination<F> {
     /// Writes the new snapshot and switches readers to it.
+    ///
+    /// Memory stays flat whatever the volume: rows stream from the staging files and the
+    /// previous snapshot into the new one, the keys and completed scopes looked up per row are
+    /// in an on-disk [`Index`], and change records and view rows are written in chunks.
     pub(super) fn apply(
         &mut self,
         run: &ActiveRun,
@@ -259,12 +264,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
             Some(dir) => read_manifest(dir)?.filter(|m| m.reusable(self.format.kind())),
             None => None,
         };
-        let complete: HashSet<String> = staging
-            .completed()
-            .iter()
-            .chain(&scope.complete)
-            .map(|s| scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string()))
-            .collect();
+        let complete = Index::create(&staging.dir().join(INDEX_FILE))?;
+        let add = |s: &fhirsync_core::ScopeKey| {
+            complete.add_complete(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string())
+        };
+        staging.for_each_completed(&mut |s| add(&s))?;
+        for s in &scope.complete {
+            add(s)?;
+        }
         let evaluate_exits = carry && !scope.cohort.is_empty();
         if carry && scope.cohort.is_empty() {
             tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
@@ -484,7 +491,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                         Ok(Carry::Drop)
                     }
                     None => {
-                        let fate = b.fate(r.fhir_version, r.patient_id, r.dataset);
+                        let fate = b.fate(r.fhir_version, r.patient_id, r.dataset)?;
                         if fate.exited
                             && let Some(p) = r.patient_id
                         {
@@ -594,7 +601,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 return Ok(());
             }
             plan.marks_match &= !marked;
-            let fate = b.fate(h.fhir_version, h.patient_id, h.dataset);
+            let fate = b.fate(h.fhir_version, h.patient_id, h.dataset)?;
             if fate.exited
                 && let Some(p) = h.patient_id
             {

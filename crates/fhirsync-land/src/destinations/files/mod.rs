@@ -25,6 +25,7 @@
 //! are flattened (`views.rs`).
 
 mod commit;
+mod index;
 mod layout;
 pub(crate) mod row;
 mod staging;
@@ -240,8 +241,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
         }
     }
 
+    /// Writes `runs.json`. Reports are kept there without their `scope` (whose cohort list
+    /// grows with the cohort, once per run); the version folder's `run.json` has it whole.
     fn save_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(runs)
+        let runs: Vec<RunRecord> = runs
+            .iter()
+            .map(|r| RunRecord { report: r.report.as_ref().map(without_scope), ..r.clone() })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&runs)
             .map_err(|source| Error::Json { action: "encoding runs.json", source })?;
         write_atomic(&self.layout.runs_file(), &bytes)
     }
@@ -254,6 +261,16 @@ impl<F: SnapshotFormat> FileDestination<F> {
             tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
         }
         Ok(())
+    }
+}
+
+/// A stored report without its `scope` (the cohort and the completed scopes).
+pub(crate) fn without_scope(report: &serde_json::Value) -> serde_json::Value {
+    match report {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter().filter(|(k, _)| *k != "scope").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -397,7 +414,21 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
     }
 
     fn scope_complete(&mut self, scope: &ScopeKey) -> Result<()> {
-        self.staging.as_mut().ok_or(Error::NoActiveRun("scope_complete before begin"))?.scope_complete(scope);
+        let checkpoint_rows = self
+            .run
+            .as_ref()
+            .ok_or(Error::NoActiveRun("scope_complete before begin"))?
+            .options
+            .checkpoint_rows;
+        let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("scope_complete before begin"))?;
+        staging.scope_complete(scope);
+        // A scope counts as a row towards the checkpoint, so a run of empty scopes is not held
+        // in memory either.
+        self.pending += 1;
+        if self.pending >= checkpoint_rows.max(1) {
+            staging.checkpoint()?;
+            self.pending = 0;
+        }
         Ok(())
     }
 

@@ -29,6 +29,8 @@ use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
+/// Write buffer of each type's staging file (one is open per staged type for the whole run).
+const STAGING_BUFFER: usize = 64 << 10;
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
 const BASE: &str = "base";
@@ -136,8 +138,8 @@ pub(crate) struct Staging {
     /// The snapshot seen lines refer to.
     base: Option<String>,
     writers: BTreeMap<String, BufWriter<File>>,
+    /// Completed scopes not yet in `scopes.ndjson` (held until the next checkpoint only).
     pending_scopes: Vec<ScopeKey>,
-    completed: BTreeSet<ScopeKey>,
     buf: Vec<u8>,
 }
 
@@ -153,7 +155,6 @@ impl Staging {
             base: base.map(str::to_string),
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
-            completed: BTreeSet::new(),
             buf: Vec::new(),
         })
     }
@@ -161,20 +162,9 @@ impl Staging {
     /// Reopens a killed run's folder; returns it and the scopes it completed.
     pub(crate) fn resume(dir: PathBuf, run_id: &str) -> Result<(Self, BTreeSet<ScopeKey>)> {
         mkdirs(&dir)?;
-        let mut scopes = BTreeSet::new();
         for entry in fs::read_dir(&dir).map_err(Error::io("listing staging", &dir))? {
             let path = entry.map_err(Error::io("listing staging", &dir))?.path();
             truncate_torn_line(&path)?;
-        }
-        let scopes_path = dir.join(SCOPES);
-        if scopes_path.exists() {
-            let f = File::open(&scopes_path).map_err(Error::io("reading staged scopes", &scopes_path))?;
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(Error::io("reading staged scopes", &scopes_path))?;
-                let scope: ScopeKey = serde_json::from_str(&line)
-                    .map_err(|e| Error::CorruptState { path: scopes_path.clone(), detail: e.to_string() })?;
-                scopes.insert(scope);
-            }
         }
         let base_path = dir.join(BASE);
         let base = match fs::read_to_string(&base_path) {
@@ -189,9 +179,13 @@ impl Staging {
             base,
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
-            completed: scopes.clone(),
             buf: Vec::new(),
         };
+        let mut scopes = BTreeSet::new();
+        staging.for_each_completed(&mut |scope| {
+            scopes.insert(scope);
+            Ok(())
+        })?;
         Ok((staging, scopes))
     }
 
@@ -224,7 +218,7 @@ impl Staging {
                         .map_err(Error::io("opening a staging file", &path))?;
                     self.writers
                         .entry(r.resource_type.clone())
-                        .or_insert(BufWriter::with_capacity(1 << 20, f))
+                        .or_insert(BufWriter::with_capacity(STAGING_BUFFER, f))
                 }
             };
             w.write_all(&self.buf).map_err(Error::io("writing a staging file", &self.dir))?;
@@ -235,12 +229,24 @@ impl Staging {
     /// Records a completed scope (persisted at the next checkpoint).
     pub(crate) fn scope_complete(&mut self, scope: &ScopeKey) {
         self.pending_scopes.push(scope.clone());
-        self.completed.insert(scope.clone());
     }
 
-    /// Every scope completed so far (resumed and new).
-    pub(crate) fn completed(&self) -> &BTreeSet<ScopeKey> {
-        &self.completed
+    /// Calls `f` for every scope completed as of the last checkpoint (resumed and new), read
+    /// from `scopes.ndjson`.
+    pub(crate) fn for_each_completed(&self, f: &mut dyn FnMut(ScopeKey) -> Result<()>) -> Result<()> {
+        let path = self.dir.join(SCOPES);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("reading staged scopes", &path)(e)),
+        };
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(Error::io("reading staged scopes", &path))?;
+            let scope: ScopeKey = serde_json::from_str(&line)
+                .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
+            f(scope)?;
+        }
+        Ok(())
     }
 
     /// The staging folder.

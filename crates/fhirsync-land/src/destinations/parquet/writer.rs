@@ -22,8 +22,12 @@ use crate::destinations::files::{
 use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
-/// Rows per Arrow batch handed to the writer.
-const BATCH_ROWS: usize = 4096;
+/// Rows per Arrow batch handed to the writer (a batch of ~1.3 KB resources is ~1.3 MB; the
+/// rows are held twice while it is built).
+const BATCH_ROWS: usize = 1024;
+/// A row group also closes once its encoded size reaches this: the writer holds the open row
+/// group in memory, so this bounds a snapshot writer's memory whatever the row size.
+const MAX_ROW_GROUP_BYTES: usize = 16 << 20;
 /// zstd level (3 = zstd's default speed/ratio balance).
 const ZSTD_LEVEL: i32 = 3;
 /// File name inside each partition folder.
@@ -79,6 +83,7 @@ impl FileWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(row_group_rows))
+            .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
             .build();
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|source| Error::Parquet { path: path.into(), source })?;

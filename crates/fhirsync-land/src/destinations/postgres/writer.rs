@@ -1,31 +1,52 @@
 //! The PostgreSQL backend of the SQL engine.
 //!
 //! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread),
-//! so the backend owns a single-threaded runtime and drives every call with `block_on`. That
-//! runtime also runs the connection task, which only makes progress during those calls, and
-//! that is all it needs.
+//! so the backend owns a small runtime (one worker thread) and drives every call with
+//! `block_on`. The worker runs the connection task and a copy task in the background.
+//!
+//! # Staging: binary COPY, pipelined
+//!
+//! Staged rows are encoded in `COPY ... (FORMAT binary)` format (the format tokio-postgres'
+//! `BinaryCopyInWriter` writes, encoded straight from the borrowed rows so none is cloned) into
+//! one buffer per shadow table. A full buffer ([`FLUSH_BYTES`]) is handed to the copy task,
+//! which streams it into the shadow while staging goes on: the landing thread never waits for
+//! the server per batch. The shadows are append-only (`_seq` numbers the copies in order; the
+//! commit keeps the last copy of each key). Every other statement first hands over the
+//! remaining buffers and waits until the copy task has written them, so statements and copies
+//! reach the server in the order they were made: a `COMMIT` (one per checkpoint of
+//! `checkpoint_rows`) commits exactly the rows and scopes staged before it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use fhirsync_core::RawResource;
+use futures::SinkExt;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio::runtime::Runtime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{COLUMNS, Dialect, UPSERT, lit};
+use crate::destinations::sql::schema::{Dialect, lit};
 use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget, Staged};
 use crate::{Error, Result};
 
-/// View rows per multi-row `INSERT`.
-const INSERT_CHUNK: usize = 500;
+/// Bytes of encoded rows per `COPY` handed to the copy task.
+const FLUSH_BYTES: usize = 512 << 10;
+
+/// `COPY` buffers queued for the copy task beyond the one it is writing: bounds the memory of
+/// staging to a few [`FLUSH_BYTES`] per open shadow plus this many.
+const COPY_QUEUE: usize = 2;
+
+/// Columns a shadow is copied into (its run columns come from defaults, `_seq` from its
+/// identity).
+const COPY_COLUMNS: &str = "id, patient_id, fhir_version, source, dataset, content_hash, resource";
 
 /// Connects and returns the destination.
 pub(crate) fn open(config: &PostgresConfig) -> Result<Box<dyn Destination>> {
@@ -38,11 +59,111 @@ fn err(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
 
 /// A connection plus the runtime that drives it.
 pub(crate) struct PostgresBackend {
-    rt: Runtime,
-    client: Client,
+    /// Always `Some` until dropped (taken to shut down without blocking).
+    rt: Option<Runtime>,
+    client: Arc<Client>,
     dialect: Dialect,
     describe: String,
-    seq: i64,
+    /// Rows encoded for each table (quoted, qualified name), not yet handed to the copy task.
+    buffers: BTreeMap<String, Pending>,
+    /// Jobs for the copy task.
+    copies: mpsc::Sender<CopyJob>,
+    /// Whether a buffer was handed over since the copy task last reported.
+    copying: bool,
+}
+
+/// Rows encoded for one table's next `COPY`.
+struct Pending {
+    /// The `COPY ... FROM STDIN` statement.
+    sql: String,
+    /// Binary format (needs a trailer), else text.
+    binary: bool,
+    data: BytesMut,
+}
+
+/// Work for the copy task, done in order.
+enum CopyJob {
+    /// One `COPY ... FROM STDIN (FORMAT binary)` with its whole data.
+    Copy { sql: String, data: Bytes },
+    /// Reports (and clears) the first failure since the last report, once every job before it
+    /// is done.
+    Report(oneshot::Sender<Option<tokio_postgres::Error>>),
+}
+
+/// The copy task: runs the `COPY` jobs one after another on the connection. After a failure it
+/// skips copies until the failure is reported (the transaction is aborted anyway).
+async fn copy_task(client: Arc<Client>, mut jobs: mpsc::Receiver<CopyJob>) {
+    let mut failed = None;
+    while let Some(job) = jobs.recv().await {
+        match job {
+            CopyJob::Copy { sql, data } => {
+                if failed.is_none()
+                    && let Err(e) = copy(&client, &sql, data).await
+                {
+                    failed = Some(e);
+                }
+            }
+            CopyJob::Report(to) => {
+                let _ = to.send(failed.take());
+            }
+        }
+    }
+}
+
+async fn copy(client: &Client, sql: &str, data: Bytes) -> std::result::Result<u64, tokio_postgres::Error> {
+    let mut sink = pin!(client.copy_in::<_, Bytes>(sql).await?);
+    sink.send(data).await?;
+    sink.as_mut().finish().await
+}
+
+/// Signature and flags of a binary `COPY` stream.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Appends one field (`None`: NULL) to a binary `COPY` tuple.
+fn put_field(buf: &mut BytesMut, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            // A field is at most 1 GB in PostgreSQL; a longer one fails there, not here.
+            buf.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+            buf.put_slice(v);
+        }
+        None => buf.put_i32(-1),
+    }
+}
+
+/// Appends `text` as one field of `COPY` text format (backslash, tab, newline and carriage
+/// return escaped).
+fn put_copy_text(buf: &mut BytesMut, text: &str) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        buf.put_slice(&bytes[from..i]);
+        buf.put_slice(escaped);
+        from = i + 1;
+    }
+    buf.put_slice(&bytes[from..]);
+}
+
+/// Appends `r` as one binary `COPY` tuple of [`COPY_COLUMNS`].
+fn put_row(buf: &mut BytesMut, r: &RawResource) {
+    let dataset = r.dataset.to_string();
+    let hash = r.hash.to_hex();
+    buf.put_i16(7);
+    put_field(buf, Some(r.id.as_bytes()));
+    put_field(buf, r.patient_id.as_deref().map(str::as_bytes));
+    put_field(buf, Some(r.fhir_version.as_str().as_bytes()));
+    put_field(buf, Some(r.source.as_bytes()));
+    put_field(buf, Some(dataset.as_bytes()));
+    put_field(buf, Some(hash.as_bytes()));
+    // The binary form of `json` is its text.
+    put_field(buf, Some(r.json.as_bytes()));
 }
 
 impl PostgresBackend {
@@ -142,7 +263,9 @@ impl PostgresBackend {
         }
         let user = pg.get_user().unwrap_or_default().to_string();
         let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fhirsync-postgres")
             .enable_all()
             .build()
             .map_err(Error::io("starting the PostgreSQL runtime", "."))?;
@@ -175,13 +298,70 @@ impl PostgresBackend {
                 }
             }
         });
+        let client = Arc::new(client);
+        let (copies, jobs) = mpsc::channel(COPY_QUEUE);
+        rt.spawn(copy_task(client.clone(), jobs));
         Ok(PostgresBackend {
-            rt,
+            rt: Some(rt),
             client,
             dialect: Dialect::Postgres { schema: config.schema.clone() },
             describe,
-            seq: 0,
+            buffers: BTreeMap::new(),
+            copies,
+            copying: false,
         })
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("the runtime lives as long as the backend")
+    }
+
+    /// Hands the rows buffered for `table` to the copy task (waits only while its queue is
+    /// full).
+    fn hand_over(&mut self, table: &str) -> Result<()> {
+        let Some(Pending { sql, binary, mut data }) = self.buffers.remove(table) else { return Ok(()) };
+        if binary {
+            data.put_i16(-1);
+        }
+        let job = CopyJob::Copy { sql, data: data.freeze() };
+        self.rt().block_on(self.copies.send(job)).map_err(|_| Error::PostgresCopyTask)?;
+        self.copying = true;
+        Ok(())
+    }
+
+    /// Hands every buffer over and waits until the copy task has written them; fails with the
+    /// first copy that failed. Called before every other statement, so the server sees
+    /// statements and copies in the order they were made.
+    fn sync(&mut self) -> Result<()> {
+        let shadows: Vec<String> = self.buffers.keys().cloned().collect();
+        for shadow in shadows {
+            self.hand_over(&shadow)?;
+        }
+        if !std::mem::take(&mut self.copying) {
+            return Ok(());
+        }
+        let (to, report) = oneshot::channel();
+        let failed = self
+            .rt()
+            .block_on(async {
+                self.copies.send(CopyJob::Report(to)).await.ok()?;
+                report.await.ok()
+            })
+            .ok_or(Error::PostgresCopyTask)?;
+        match failed {
+            Some(source) => Err(Error::Postgres { action: "copying resources into staging", source }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        // Without waiting: the backend may be dropped on an async thread (the connection, and
+        // with it the schema's advisory lock, closes when its task ends).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -249,11 +429,14 @@ impl SqlBackend for PostgresBackend {
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.rt.block_on(self.client.batch_execute(sql)).map_err(err("running a statement"))
+        self.sync()?;
+        self.rt().block_on(self.client.batch_execute(sql)).map_err(err("running a statement"))
     }
 
     fn execute(&mut self, sql: &str) -> Result<u64> {
-        let messages = self.rt.block_on(self.client.simple_query(sql)).map_err(err("running a statement"))?;
+        self.sync()?;
+        let messages =
+            self.rt().block_on(self.client.simple_query(sql)).map_err(err("running a statement"))?;
         Ok(messages
             .iter()
             .filter_map(|m| match m {
@@ -264,7 +447,8 @@ impl SqlBackend for PostgresBackend {
     }
 
     fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>> {
-        let messages = self.rt.block_on(self.client.simple_query(sql)).map_err(err("running a query"))?;
+        self.sync()?;
+        let messages = self.rt().block_on(self.client.simple_query(sql)).map_err(err("running a query"))?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
@@ -276,92 +460,62 @@ impl SqlBackend for PostgresBackend {
             .collect())
     }
 
-    fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
+    /// Encodes the rows into the shadow's `COPY` buffer, handed to the copy task once full.
+    /// Keys are not looked up: the shadow is append-only and the commit compares set-based.
+    fn stage_rows(&mut self, _run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
         if rows.is_empty() {
             return Ok(Staged::default());
         }
-        self.batch(
-            "CREATE TEMP TABLE IF NOT EXISTS _fhirsync_stage_in (seq bigint, fhir_version text, id text, patient_id text, \
-             dataset text, source text, content_hash text, resource text) ON COMMIT DELETE ROWS",
-        )?;
-        let first_seq = self.seq;
-        self.seq += rows.len() as i64;
-        let client = &self.client;
-        self.rt
-            .block_on(async {
-                let sink = client
-                    .copy_in(
-                        "COPY pg_temp._fhirsync_stage_in (seq, fhir_version, id, patient_id, dataset, source, \
-                         content_hash, resource) FROM STDIN (FORMAT binary)",
-                    )
-                    .await?;
-                let types = [
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                ];
-                let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-                for (i, r) in rows.iter().enumerate() {
-                    let seq = first_seq + i as i64;
-                    let dataset = r.dataset.to_string();
-                    let hash = r.hash.to_hex();
-                    let values: [&(dyn ToSql + Sync); 8] = [
-                        &seq,
-                        &r.fhir_version.as_str(),
-                        &r.id,
-                        &r.patient_id,
-                        &dataset,
-                        &r.source,
-                        &hash,
-                        &&*r.json,
-                    ];
-                    writer.as_mut().write(&values).await?;
-                }
-                writer.finish().await.map(|_| ())
-            })
-            .map_err(err("copying resources into staging"))?;
-        // Later copies win; `first_seen_run` is the run's own: the merge at commit keeps the
-        // table's value for rows it already holds.
-        let sql = format!(
-            "INSERT INTO {shadow} ({COLUMNS}) SELECT DISTINCT ON (fhir_version, id) id, patient_id, fhir_version, \
-             source, dataset, content_hash, CAST(resource AS json), {run}, {run} FROM pg_temp._fhirsync_stage_in \
-             ORDER BY fhir_version, id, seq DESC {UPSERT}; \
-             DELETE FROM pg_temp._fhirsync_stage_in;",
-            shadow = target.shadow,
-            run = lit(run_id),
-        );
-        // Keys are compared at commit, never looked up here.
-        self.batch(&sql)?;
+        let shadow = &target.shadow;
+        let pending = self.buffers.entry(shadow.clone()).or_insert_with(|| {
+            let mut data = BytesMut::with_capacity(64 << 10);
+            data.put_slice(COPY_HEADER);
+            let sql = format!("COPY {shadow} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
+            Pending { sql, binary: true, data }
+        });
+        for r in rows {
+            put_row(&mut pending.data, r);
+        }
+        if pending.data.len() >= FLUSH_BYTES {
+            self.hand_over(&target.shadow)?;
+        }
         Ok(Staged { found: 0, shadowed: rows.len() as u64 })
     }
 
+    fn discard_pending(&mut self) {
+        self.buffers.clear();
+        // What was handed over is written into the transaction being rolled back; its failure,
+        // if any, is the rollback's reason, already reported.
+        let _ = self.sync();
+    }
+
+    /// Encodes the rows in `COPY` text format into the table's buffer, handed to the copy task
+    /// once full (each value in its text form, which the column's type parses).
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|row| {
-                    let cells: Vec<String> = row
-                        .iter()
-                        .map(|v| match v {
-                            SqlValue::Null => "NULL".to_string(),
-                            SqlValue::Text(s) => lit(s),
-                            SqlValue::Int(i) => i.to_string(),
-                            SqlValue::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-                        })
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
-            self.batch(&format!(
-                "INSERT INTO {table} ({}) VALUES {}",
-                columns.join(", "),
-                values.join(", ")
-            ))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let pending = self.buffers.entry(table.to_string()).or_insert_with(|| Pending {
+            sql: format!("COPY {table} ({}) FROM STDIN", columns.join(", ")),
+            binary: false,
+            data: BytesMut::with_capacity(64 << 10),
+        });
+        for row in rows {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    pending.data.put_u8(b'\t');
+                }
+                match v {
+                    SqlValue::Null => pending.data.put_slice(b"\\N"),
+                    SqlValue::Text(s) => put_copy_text(&mut pending.data, s),
+                    SqlValue::Int(i) => pending.data.put_slice(i.to_string().as_bytes()),
+                    SqlValue::Bool(b) => pending.data.put_slice(if *b { b"t" } else { b"f" }),
+                }
+            }
+            pending.data.put_u8(b'\n');
+        }
+        if pending.data.len() >= FLUSH_BYTES {
+            self.hand_over(table)?;
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use fhirsync_core::RunScope;
 use fhirsync_views::View;
 
 use super::schema::{
-    CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, UPSERT,
-    lit, type_table,
+    self, CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES,
+    UPSERT, lit, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
@@ -28,6 +28,8 @@ pub(super) struct Ctx {
     pub(super) history: bool,
     /// Whether a patient-less scope completed (a cohort-level scope: bulk export × type).
     pub(super) cohort_scopes: bool,
+    /// Resource types whose table this commit created (empty, with no user objects on it).
+    pub(super) created: BTreeSet<String>,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -48,7 +50,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let text = d.text("count(*)");
         let cohort_scopes =
             self.count(&format!("SELECT {text} FROM {} WHERE patient_id = ''", d.t(STAGE_SCOPES)))? > 0;
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             run: lit(&run.id),
             run_id: run.id.clone(),
             method: run.method,
@@ -59,6 +61,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             // the first run; a plain reload has no change detection to feed it.
             history: run.options.history && matches!(run.method, Method::ReloadAndCompare | Method::FullLoad),
             cohort_scopes,
+            created: BTreeSet::new(),
         };
 
         // Resource-type tables: registered ones plus every staged type.
@@ -69,6 +72,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         for t in &staged_types {
             let table = type_table(t)?;
             if types.insert((t.clone(), table.clone())) {
+                ctx.created.insert(t.clone());
                 self.backend.batch(&d.type_ddl(&table))?;
                 self.backend.execute(&format!(
                     "INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING",
@@ -210,15 +214,33 @@ impl<B: SqlBackend> SqlDestination<B> {
     ) -> Result<()> {
         let d = self.d().clone();
         let shadow_name = d.shadow_name(table, &ctx.run_id);
+        let full_load = ctx.method == Method::FullLoad;
+        // A full load into a table this commit created: the shadow itself becomes the table
+        // (nothing can depend on the new, empty one), so every row is written once.
+        let swap = full_load && has_shadow && ctx.created.contains(resource_type);
         if !has_shadow {
             // Nothing staged: an empty shadow lets the same statements find the deletes.
             self.backend.batch(&d.rows_ddl(&shadow_name, None))?;
+        } else {
+            self.backend.batch(&d.shadow_finish_sql(&shadow_name, !swap))?;
         }
         let (t, shadow) = (d.t(table), d.t(&shadow_name));
         let rt = lit(resource_type);
         let text = d.text("count(*)");
         let staged = self.count(&format!("SELECT {text} FROM {shadow}"))?;
-        let full_load = ctx.method == Method::FullLoad;
+        if swap {
+            if ctx.history {
+                self.write_history(ctx, &rt, &format!("{shadow} s"))?;
+            }
+            self.backend.batch(&format!(
+                "DROP TABLE {t}; ALTER TABLE {shadow} RENAME TO {name}; \
+                 ALTER TABLE {t} ADD PRIMARY KEY (fhir_version, id);\n{ddl}",
+                name = schema::quote_ident(table),
+                ddl = d.type_ddl(table),
+            ))?;
+            Counts { inserted: staged, ..Counts::default() }.add_to(m, staged, ctx.compare);
+            return Ok(());
+        }
         // Keys of rows that were not re-read. Only key columns are read, so the database can
         // answer from the primary-key index instead of scanning the (wide) table rows.
         let not_staged = format!(

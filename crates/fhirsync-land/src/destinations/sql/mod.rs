@@ -85,6 +85,8 @@ pub(crate) trait SqlBackend: Send {
     /// shadow table, with `first_seen_run` (and `last_seen_run`) set to `run_id`, except that a
     /// row found unchanged in [`StageTarget::lookup`] is only noted as re-read.
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged>;
+    /// Drops rows staged but not yet sent (the transaction is being rolled back).
+    fn discard_pending(&mut self) {}
     /// Inserts rows into `table` (quoted, qualified) inside the open transaction.
     fn insert_rows(&mut self, table: &str, columns: &[String], rows: &[Vec<SqlValue>]) -> Result<()>;
     /// Called outside a transaction when a full load starts (or resumes) into an empty target:
@@ -186,7 +188,11 @@ pub(crate) struct SqlDestination<B> {
     backend: B,
     run: Option<ActiveRun>,
     in_txn: bool,
+    /// Resources and scopes recorded since the last durable checkpoint.
     pending: usize,
+    /// Scopes completed since the last checkpoint: written with it, in the transaction that
+    /// makes their rows durable (one multi-row insert instead of a statement per scope).
+    pending_scopes: Vec<ScopeKey>,
     /// Resource types with a shadow table in the current run.
     shadows: BTreeSet<String>,
     /// Resource types with a type table (registered in `_fhirsync_types`) when the run began.
@@ -210,6 +216,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             run: None,
             in_txn: false,
             pending: 0,
+            pending_scopes: Vec::new(),
             shadows: BTreeSet::new(),
             tables: BTreeSet::new(),
             bulk_load: false,
@@ -302,8 +309,22 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     fn commit_txn(&mut self) -> Result<()> {
+        if !self.pending_scopes.is_empty() {
+            let run_id = self.active("scope_complete before begin")?.id.clone();
+            self.open_txn()?;
+            let sql = insert_scopes_sql(self.d(), &run_id, &self.pending_scopes);
+            if let Err(e) = self.backend.batch(&sql) {
+                self.rollback_txn();
+                return Err(e);
+            }
+            self.pending_scopes.clear();
+        }
         if self.in_txn {
-            self.backend.batch("COMMIT")?;
+            // A failed COMMIT (PostgreSQL: a staged copy failed) leaves nothing open.
+            if let Err(e) = self.backend.batch("COMMIT") {
+                self.rollback_txn();
+                return Err(e);
+            }
             self.in_txn = false;
             self.pending = 0;
         }
@@ -311,10 +332,13 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     fn rollback_txn(&mut self) {
+        // Scopes noted since the last checkpoint go with the rows staged since then.
+        self.pending_scopes.clear();
         if self.in_txn {
             // Shadow tables created in this transaction are gone; re-check on next use.
             self.shadows.clear();
             self.tallies = None;
+            self.backend.discard_pending();
             // Best effort: the connection is reset by the driver if this fails.
             let _ = self.backend.batch("ROLLBACK");
             self.in_txn = false;
@@ -508,7 +532,19 @@ impl<B: SqlBackend> SqlDestination<B> {
         for row in staged {
             let mut cells = row.into_iter().flatten();
             let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
-            if d.shadow_name(&schema::type_table(&resource_type)?, run_id) != shadow {
+            let named = d.shadow_name(&schema::type_table(&resource_type)?, run_id) == shadow;
+            // PostgreSQL shadows of earlier versions were keyed, not append-only.
+            let append_only = match &d {
+                Dialect::Postgres { schema } => self.count(&format!(
+                    "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
+                         AND table_name = {} AND column_name = {}",
+                    lit(schema),
+                    lit(&shadow),
+                    lit(schema::SHADOW_SEQ)
+                ))? == 1,
+                Dialect::Sqlite => true,
+            };
+            if !named || !append_only {
                 tracing::warn!(run_id = %run_id, "The unfinished run was staged by an earlier fhirsync version; starting afresh.");
                 return Ok(false);
             }
@@ -617,12 +653,14 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     }
 
     fn scope_complete(&mut self, scope: &ScopeKey) -> Result<()> {
-        let run_id = self.active("scope_complete before begin")?.id.clone();
-        self.open_txn()?;
-        let sql = insert_scopes_sql(self.d(), &run_id, std::slice::from_ref(scope));
-        if let Err(e) = self.backend.batch(&sql) {
-            self.rollback_txn();
-            return Err(e);
+        let checkpoint_rows = self.active("scope_complete before begin")?.options.checkpoint_rows.max(1);
+        // Noted now, written at the next checkpoint with the rows staged before it (so a scope is
+        // never durable without its rows). A scope counts as a row towards the checkpoint, so
+        // a run of empty scopes is made durable too.
+        self.pending_scopes.push(scope.clone());
+        self.pending += 1;
+        if self.pending >= checkpoint_rows {
+            self.commit_txn()?;
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ const SEEN_PREFIX: &str = "_fhirsync_seen_";
 const REREAD_PREFIX: &str = "_fhirsync_reread_";
 /// Prefix of the table a commit builds to replace a rows table (lives inside the commit).
 const NEXT_PREFIX: &str = "_fhirsync_next_";
+/// Copy number of a row in a PostgreSQL shadow (later copies of a key win).
+pub(crate) const SHADOW_SEQ: &str = "_seq";
 
 /// Conflict clause of an insert into a type table or shadow: a later copy of a key replaces the
 /// content and keeps `first_seen_run` (callers merging into the table add `last_seen_run`).
@@ -277,8 +279,10 @@ impl Dialect {
     /// SQLite swaps the shadow in as the rows table when that is empty or replaced (a full
     /// load), so it carries the `patient_id` index, named per run because SQLite cannot rename
     /// an index and the table's current index keeps its name. SQLite also records the rows it
-    /// staged unchanged in a re-read table. PostgreSQL merges the shadow into the table and
-    /// needs no index on it.
+    /// staged unchanged in a re-read table. PostgreSQL copies every staged row into an
+    /// append-only shadow (no index, so `COPY` only appends; `_seq` numbers the copies, the run
+    /// columns default to the run), which the commit reduces to the last copy of each key and
+    /// keys (see [`Dialect::shadow_finish_sql`]).
     pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
         match self {
             Dialect::Sqlite => {
@@ -291,8 +295,34 @@ impl Dialect {
                 ));
                 ddl
             }
-            Dialect::Postgres { .. } => self.rows_ddl(&self.shadow_name(table, run_id), None),
+            Dialect::Postgres { .. } => format!(
+                "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
+                   source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
+                   first_seen_run TEXT NOT NULL DEFAULT {run}, last_seen_run TEXT NOT NULL DEFAULT {run}, \
+                   {SHADOW_SEQ} bigint GENERATED ALWAYS AS IDENTITY);\n",
+                t = self.t(&self.shadow_name(table, run_id)),
+                json = self.json(),
+                run = lit(run_id),
+            ),
         }
+    }
+
+    /// PostgreSQL: reduces an append-only shadow (`name` unquoted) to the last copy of each
+    /// key, then drops its copy numbers and run defaults, which leaves exactly a type table's
+    /// columns; with `keyed`, adds the primary key the commit's joins use.
+    pub(crate) fn shadow_finish_sql(&self, name: &str, keyed: bool) -> String {
+        let t = self.t(name);
+        let key = match keyed {
+            true => ", ADD PRIMARY KEY (fhir_version, id)",
+            false => "",
+        };
+        format!(
+            "DELETE FROM {t} s USING (SELECT fhir_version, id, max({SHADOW_SEQ}) AS last FROM {t} \
+               GROUP BY fhir_version, id HAVING count(*) > 1) d \
+               WHERE s.fhir_version = d.fhir_version AND s.id = d.id AND s.{SHADOW_SEQ} < d.last;\n\
+             ALTER TABLE {t} DROP COLUMN {SHADOW_SEQ}, ALTER COLUMN first_seen_run DROP DEFAULT, \
+               ALTER COLUMN last_seen_run DROP DEFAULT{key};\n"
+        )
     }
 
     /// The shadow of type table `table` in run `run_id`. PostgreSQL names it per run

@@ -151,12 +151,10 @@ impl<B: SqlBackend> SqlDestination<B> {
         let mut written = 0u64;
         let mut after: Option<(String, String)> = None;
         loop {
+            // A row-value comparison: both databases seek the primary key to it (PostgreSQL
+            // scans the key from its start for the equivalent `OR`, every page).
             let key = match &after {
-                Some((v, i)) => format!(
-                    "AND (t.fhir_version > {v} OR (t.fhir_version = {v} AND t.id > {i}))",
-                    v = lit(v),
-                    i = lit(i)
-                ),
+                Some((v, i)) => format!("AND (t.fhir_version, t.id) > ({}, {})", lit(v), lit(i)),
                 None => String::new(),
             };
             let page = self.backend.query(&format!(
