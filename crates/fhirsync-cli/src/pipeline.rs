@@ -170,6 +170,7 @@ pub fn describe_destination(config: &FileConfig) -> String {
         D::Postgres(c) => format!("postgres:{}", c.schema),
         D::Parquet(c) => format!("parquet:{}", c.dir.display()),
         D::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
+        D::Delta(c) => format!("delta:{}", c.uri),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Landing for fhirsync: writes extracted FHIR resources into SQLite (default), PostgreSQL,
-//! Parquet or NDJSON with one of three update methods (Qlik's names):
+//! Parquet, NDJSON or Delta Lake (cargo feature `delta`, see `destinations::delta`) with one of three update methods (Qlik's names):
 //!
 //! - **full-load**: initial copy into an empty target (refuses a non-empty one unless
 //!   `replace` is set);
@@ -53,7 +53,7 @@ mod status;
 mod views;
 
 pub use config::{
-    DEFAULT_CHECKPOINT_ROWS, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
+    DEFAULT_CHECKPOINT_ROWS, DeltaConfig, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
     ParquetConfig, PostgresConfig, SqliteConfig, UnknownMethod,
 };
 pub use destination::{

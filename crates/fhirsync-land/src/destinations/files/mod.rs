@@ -12,10 +12,10 @@
 //! Reload-and-compare compares content hashes while doing so and writes the change records to
 //! `changes/run_id=<run>/`.
 
-mod commit;
-mod layout;
+pub(crate) mod commit;
+pub(crate) mod layout;
 pub(crate) mod row;
-mod staging;
+pub(crate) mod staging;
 mod views;
 
 use std::collections::BTreeSet;

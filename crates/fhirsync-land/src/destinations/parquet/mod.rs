@@ -6,7 +6,7 @@
 //! Files: `config.rs` (user config), `writer.rs` (the [`crate::destinations::files`] format).
 
 mod config;
-mod writer;
+pub(crate) mod writer;
 
 pub use config::{DEFAULT_ROW_GROUP_ROWS, ParquetConfig};
 pub(crate) use writer::open;

@@ -150,49 +150,71 @@ fn write_table(
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
     for chunk in rows.chunks(BATCH_ROWS) {
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (i, field) in schema.fields().iter().enumerate() {
-            let cells = chunk.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-            let array: ArrayRef = match field.data_type() {
-                DataType::Int64 => {
-                    let mut b = Int64Builder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Int(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                DataType::Boolean => {
-                    let mut b = BooleanBuilder::new();
-                    for c in cells {
-                        b.append_option(match c {
-                            CellValue::Bool(v) => Some(*v),
-                            _ => None,
-                        });
-                    }
-                    Arc::new(b.finish())
-                }
-                _ => {
-                    let mut b = StringBuilder::new();
-                    for c in cells {
-                        match c {
-                            CellValue::Null => b.append_null(),
-                            CellValue::Text(s) => b.append_value(s),
-                            CellValue::Int(v) => b.append_value(v.to_string()),
-                            CellValue::Bool(v) => b.append_value(v.to_string()),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            columns.push(array);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
-        file.write(&batch)?;
+        file.write(&cell_batch(&schema, chunk)?)?;
     }
     file.finish()
+}
+
+/// One Arrow batch of `schema` from `rows` of cells (the view tables of the Parquet and Delta
+/// destinations).
+pub(crate) fn cell_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        let cells = rows.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
+        let array: ArrayRef = match field.data_type() {
+            DataType::Int64 => {
+                let mut b = Int64Builder::new();
+                for c in cells {
+                    b.append_option(match c {
+                        CellValue::Int(v) => Some(*v),
+                        _ => None,
+                    });
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::new();
+                for c in cells {
+                    b.append_option(match c {
+                        CellValue::Bool(v) => Some(*v),
+                        _ => None,
+                    });
+                }
+                Arc::new(b.finish())
+            }
+            _ => {
+                let mut b = StringBuilder::new();
+                for c in cells {
+                    match c {
+                        CellValue::Null => b.append_null(),
+                        CellValue::Text(s) => b.append_value(s),
+                        CellValue::Int(v) => b.append_value(v.to_string()),
+                        CellValue::Bool(v) => b.append_value(v.to_string()),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))
+}
+
+/// The Arrow fields of a view table: `_fhir_version`, `_id`, then the view's columns typed
+/// (the view tables of the Parquet and Delta destinations).
+pub(crate) fn view_fields(view: &View) -> Vec<Field> {
+    let mut fields =
+        vec![Field::new("_fhir_version", DataType::Utf8, false), Field::new("_id", DataType::Utf8, false)];
+    for c in view.columns() {
+        let ty = match (c.ty, c.collection) {
+            (_, true) => DataType::Utf8,
+            (ColumnType::Integer, _) => DataType::Int64,
+            (ColumnType::Boolean, _) => DataType::Boolean,
+            _ => DataType::Utf8,
+        };
+        fields.push(Field::new(&c.name, ty, true));
+    }
+    fields
 }
 
 fn text(s: &str) -> CellValue {
@@ -302,19 +324,6 @@ impl SnapshotFormat for ParquetFormat {
     }
 
     fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let mut fields = vec![
-            Field::new("_fhir_version", DataType::Utf8, false),
-            Field::new("_id", DataType::Utf8, false),
-        ];
-        for c in view.columns() {
-            let ty = match (c.ty, c.collection) {
-                (_, true) => DataType::Utf8,
-                (ColumnType::Integer, _) => DataType::Int64,
-                (ColumnType::Boolean, _) => DataType::Boolean,
-                _ => DataType::Utf8,
-            };
-            fields.push(Field::new(&c.name, ty, true));
-        }
-        write_table(&version.join(table).join(PART), fields, rows, self.row_group_rows)
+        write_table(&version.join(table).join(PART), view_fields(view), rows, self.row_group_rows)
     }
 }
