@@ -161,7 +161,8 @@ mod tests {
         assert_eq!(c, DestinationConfig::Sqlite(SqliteConfig::default()));
         let c: DestinationConfig = toml::from_str("kind = \"parquet\"\ndir = \"lake\"").unwrap();
         assert_eq!(c.kind(), "parquet");
-        let c: DestinationConfig = toml::from_str("kind = \"delta\"\nuri = \"s3://b/p\"\nstate_dir = \"st\"").unwrap();
+        let c: DestinationConfig =
+            toml::from_str("kind = \"delta\"\nuri = \"s3://b/p\"\nstate_dir = \"st\"").unwrap();
         assert_eq!(c.kind(), "delta");
         let err = toml::from_str::<DestinationConfig>("kind = \"sqlite\"\npaht = \"x.db\"").unwrap_err();
         assert!(err.to_string().contains("paht"), "{err}");

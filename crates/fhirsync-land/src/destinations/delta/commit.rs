@@ -26,9 +26,9 @@ use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
 use super::store::{
-    BATCH_ROWS, BUCKET, NewTable, PartWriter, SIGNATURE_PROPERTY, SOURCE_PROPERTY, Table, Tables, bucket_of, run_version,
+    BATCH_ROWS, BUCKET, NewTable, PartWriter, SIGNATURE_PROPERTY, SOURCE_PROPERTY, Table, Tables, bucket_of,
+    run_version,
 };
-use deltalake::kernel::Action;
 use super::writer::{ActiveRun, DeltaDestination};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
@@ -40,6 +40,7 @@ use crate::destinations::parquet::writer::{cell_batch, view_fields};
 use crate::destinations::sql::schema::{type_table, view_table};
 use crate::views::{CellValue, cell_value, flatten, view_signature};
 use crate::{Error, Result};
+use deltalake::kernel::Action;
 
 /// Landing columns of a type table's files, in order; only `patient_id` and `last_seen_run`
 /// may be null. The table adds the partition column `bucket`.
@@ -152,7 +153,15 @@ impl Ctx<'_> {
         (if deletable { Fate::Deleted } else { Fate::Kept }, exited)
     }
 
-    fn fate(&self, idx: &HashMap<String, Staged>, version: &str, id: &str, hash: &str, patient: Option<&str>, dataset: &str) -> (Fate, bool) {
+    fn fate(
+        &self,
+        idx: &HashMap<String, Staged>,
+        version: &str,
+        id: &str,
+        hash: &str,
+        patient: Option<&str>,
+        dataset: &str,
+    ) -> (Fate, bool) {
         match idx.get(&key(version, id)) {
             Some(s) if s.hash == hash => (Fate::Unchanged, false),
             Some(_) => (Fate::Updated, false),
@@ -216,7 +225,11 @@ struct RowWriter<'a> {
 impl<'a> RowWriter<'a> {
     fn new(tables: &'a Tables, table: &Table, cdc: bool) -> Result<Self> {
         let schema = if cdc { with_change_type(&file_schema()) } else { file_schema() };
-        Ok(RowWriter { tables, writer: PartWriter::new(table.store(), schema, cdc)?, buffers: HashMap::new() })
+        Ok(RowWriter {
+            tables,
+            writer: PartWriter::new(table.store(), schema, cdc)?,
+            buffers: HashMap::new(),
+        })
     }
 
     fn push(&mut self, bucket: i32, row: Row, change: Option<&'static str>) -> Result<()> {
@@ -245,8 +258,8 @@ impl<'a> RowWriter<'a> {
         }
         let n = self.writer.schema().fields().len();
         let columns: Vec<ArrayRef> = b.iter_mut().take(n).map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let batch =
-            RecordBatch::try_new(self.writer.schema().clone(), columns).map_err(arrow_err("building a batch"))?;
+        let batch = RecordBatch::try_new(self.writer.schema().clone(), columns)
+            .map_err(arrow_err("building a batch"))?;
         let (tables, writer) = (self.tables, &mut self.writer);
         tables.block_on(writer.write(bucket, &batch))
     }
@@ -264,7 +277,11 @@ impl<'a> RowWriter<'a> {
 }
 
 fn overwrite_op() -> DeltaOperation {
-    DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: Some(vec![BUCKET.to_string()]), predicate: None }
+    DeltaOperation::Write {
+        mode: SaveMode::Overwrite,
+        partition_by: Some(vec![BUCKET.to_string()]),
+        predicate: None,
+    }
 }
 
 fn merge_op() -> DeltaOperation {
@@ -306,7 +323,7 @@ impl DeltaDestination {
         };
         let tables = &self.store;
         let buckets = self.buckets;
-        let results_dir = staging.dir().join("tables");
+        let results_dir = self.layout.meta().join("commits").join(&run.id);
         // Every type staged or already landed.
         let mut types: BTreeSet<String> = staging.types()?.into_iter().collect();
         for name in tables.block_on(tables.table_names())? {
@@ -318,7 +335,8 @@ impl DeltaDestination {
                 types.insert(source);
             }
         }
-        let mut m = RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
+        let mut m =
+            RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
         let mut flagged = BTreeSet::new();
         let mut changed = HashSet::new();
         for t in &types {
@@ -402,7 +420,9 @@ impl DeltaDestination {
             let mut writer = PartWriter::new(table.store(), schema.clone(), false)?;
             let mut pending: HashMap<i32, Vec<Vec<CellValue>>> = HashMap::new();
             for file in source.files()? {
-                for batch in tables.block_on(source.read(&file.path, Some(&["id", "fhir_version", "resource"])))? {
+                for batch in
+                    tables.block_on(source.read(&file.path, Some(&["id", "fhir_version", "resource"])))?
+                {
                     let (ids, versions, resources) = (
                         strings(&batch, "id", &type_name)?,
                         strings(&batch, "fhir_version", &type_name)?,
@@ -411,8 +431,10 @@ impl DeltaDestination {
                     for i in 0..batch.num_rows() {
                         let id = ids.value(i);
                         for values in flatten(view, id, resources.value(i))? {
-                            let mut out =
-                                vec![CellValue::Text(versions.value(i).to_string()), CellValue::Text(id.to_string())];
+                            let mut out = vec![
+                                CellValue::Text(versions.value(i).to_string()),
+                                CellValue::Text(id.to_string()),
+                            ];
                             for (c, v) in view.columns().iter().zip(values) {
                                 out.push(cell_value(view, c, v)?);
                             }
@@ -436,12 +458,15 @@ impl DeltaDestination {
             actions = table.files()?.into_iter().map(|f| Action::Remove(f.remove)).collect();
             actions.extend(tables.block_on(writer.finish())?);
         }
-        let result =
-            TableResult { metrics: RunMetrics { view_rows: rows_written, ..Default::default() }, ..Default::default() };
+        let result = TableResult {
+            metrics: RunMetrics { view_rows: rows_written, ..Default::default() },
+            ..Default::default()
+        };
         save_result(&path, &result)?;
         let op = if rebuild { overwrite_op() } else { merge_op() };
         let table_schema = with_bucket(&schema);
-        let new = NewTable { source: view.name(), schema: &table_schema, buckets, signature: Some(&signature) };
+        let new =
+            NewTable { source: view.name(), schema: &table_schema, buckets, signature: Some(&signature) };
         tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
         Ok(rows_written)
     }

@@ -11,6 +11,7 @@
 //! <state>/_fhirsync/runs.json        every run (as the file destinations), read by `status`
 //! <state>/_fhirsync/lock             the writer lock
 //! <state>/_fhirsync/staging/<run>/   durable staging of the unfinished run
+//! <state>/_fhirsync/commits/<run>/   counts of each table committed by the unfinished run
 //! <state>/_fhirsync/cohort_exits.json patients flagged as having left the cohort
 //! ```
 //!

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::transaction::{CommitData, CommitProperties};
 use deltalake::kernel::{Action, AddCDCFile, Remove, StructType, Transaction};
-use deltalake::logstore::LogStoreRef;
+use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path as StorePath;
 use object_store::buffered::BufWriter;
+use object_store::path::Path as StorePath;
 use object_store::{DynObjectStore, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 #[allow(deprecated)]
@@ -43,6 +43,8 @@ const RUN_KEY: &str = "fhirsync.runId";
 pub(crate) const BATCH_ROWS: usize = 4096;
 /// zstd level (3 = zstd's default speed/ratio balance).
 const ZSTD_LEVEL: i32 = 3;
+/// A checkpoint every this many commits (as delta-rs's own writers do).
+const CHECKPOINT_EVERY: u64 = 100;
 /// Bytes after which a row group is flushed: bounds memory with one open file per bucket.
 const ROW_GROUP_BYTES: usize = 8 << 20;
 
@@ -164,6 +166,10 @@ impl Tables {
     /// Opens table `name` (loaded, or not yet created).
     pub(crate) async fn open(&self, name: &str) -> Result<Table> {
         let url = self.table_url(name)?;
+        if let Ok(dir) = url.to_file_path() {
+            // A local table's folder must exist to be loaded (or created).
+            std::fs::create_dir_all(&dir).map_err(Error::io("creating a table folder", &dir))?;
+        }
         let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(delta_err("opening", name))?;
         if let Some(store) = &self.remote {
             builder = builder.with_storage_backend(store.clone(), url);
@@ -206,7 +212,13 @@ impl Tables {
                     if let Some(name) = p.filename() {
                         let log = p.clone().join("_delta_log");
                         let mut inside = store.list(Some(&log));
-                        if inside.next().await.transpose().map_err(store_err("listing a table", &log))?.is_some() {
+                        if inside
+                            .next()
+                            .await
+                            .transpose()
+                            .map_err(store_err("listing a table", &log))?
+                            .is_some()
+                        {
                             names.push(name.to_string());
                         }
                     }
@@ -334,8 +346,12 @@ impl Table {
         if !self.exists {
             return Ok(None);
         }
-        let infos: Vec<_> =
-            self.delta.history(Some(1)).try_collect().await.map_err(delta_err("reading history", &self.name))?;
+        let infos: Vec<_> = self
+            .delta
+            .history(Some(1))
+            .try_collect()
+            .await
+            .map_err(delta_err("reading history", &self.name))?;
         Ok(infos.first().and_then(|i| i.info.get(RUN_KEY)).and_then(|v| v.as_str()).map(str::to_string))
     }
 
@@ -370,13 +386,18 @@ impl Table {
         let metadata: HashMap<String, serde_json::Value> = [
             (RUN_KEY.to_string(), serde_json::Value::from(run_id)),
             ("fhirsync.method".to_string(), serde_json::Value::from(method)),
-            ("userMetadata".to_string(), serde_json::Value::from(format!("fhirsync run {run_id} ({method})"))),
+            (
+                "userMetadata".to_string(),
+                serde_json::Value::from(format!("fhirsync run {run_id} ({method})")),
+            ),
         ]
         .into_iter()
         .collect();
+        let txn = Transaction::new(APP_ID, run_version(run_id));
         let properties = CommitProperties::default()
-            .with_metadata(metadata)
-            .with_application_transaction(Transaction::new(APP_ID, run_version(run_id)));
+            .with_metadata(metadata.clone())
+            .with_application_transaction(txn.clone());
+        let properties_metadata = metadata;
         if !self.exists {
             let schema: StructType =
                 new.schema.as_ref().try_into_kernel().map_err(|e: deltalake::arrow::error::ArrowError| {
@@ -403,15 +424,25 @@ impl Table {
             self.exists = true;
             return Ok(());
         }
+        // delta-rs without DataFusion refuses to commit to a table with the change data feed
+        // on (its own writers could not write `_change_data`); this one writes the feed itself,
+        // so it writes the commit entry directly: the same JSON actions, put-if-absent.
         let log_store: LogStoreRef = self.delta.log_store();
         let snapshot = self.delta.snapshot().map_err(delta_err("committing", &self.name))?;
-        let finalized = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(snapshot as &dyn TableReference), log_store, operation)
+        let version = snapshot.version() + 1;
+        let data = CommitData::new(actions, operation, properties_metadata, vec![txn]);
+        let bytes = data.get_bytes().map_err(|e| delta_err("committing", &self.name)(e.into()))?;
+        log_store
+            .write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4())
             .await
-            .map_err(delta_err("committing", &self.name))?;
-        tracing::debug!(table = %self.name, version = finalized.version(), "Delta commit.");
+            .map_err(|e| delta_err("committing", &self.name)(e.into()))?;
+        tracing::debug!(table = %self.name, version, "Delta commit.");
         self.delta.update_state().await.map_err(delta_err("reloading after commit", &self.name))?;
+        if version % CHECKPOINT_EVERY == 0 {
+            deltalake::checkpoints::create_checkpoint(&self.delta, None)
+                .await
+                .map_err(delta_err("writing a checkpoint", &self.name))?;
+        }
         Ok(())
     }
 }
@@ -451,7 +482,8 @@ impl PartWriter {
             return Ok(());
         }
         if !self.open.contains_key(&bucket) {
-            let name = format!("{}-{}.zstd.parquet", if self.cdc { "cdc" } else { "part" }, uuid::Uuid::now_v7());
+            let name =
+                format!("{}-{}.zstd.parquet", if self.cdc { "cdc" } else { "part" }, uuid::Uuid::now_v7());
             let dir = format!("{BUCKET}={bucket}");
             let path = if self.cdc {
                 StorePath::from("_change_data").join(dir.as_str()).join(name.as_str())

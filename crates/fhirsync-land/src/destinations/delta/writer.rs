@@ -126,6 +126,7 @@ impl Destination for DeltaDestination {
             r.status = "abandoned".into();
             r.ended_at = Some(now.clone());
             remove_dir(&self.layout.staging(&r.run_id))?;
+            remove_dir(&self.layout.meta().join("commits").join(&r.run_id))?;
         }
         if method == Method::FullLoad && !options.replace && self.store.holds_data()? {
             self.save_runs(&runs)?;
@@ -199,6 +200,7 @@ impl Destination for DeltaDestination {
         }
         self.save_runs(&runs)?;
         remove_dir(staging.dir())?;
+        remove_dir(&self.layout.meta().join("commits").join(&run.id))?;
         self.run = None;
         metrics.log_committed();
         Ok(metrics)
