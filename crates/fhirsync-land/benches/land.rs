@@ -1,11 +1,14 @@
 //! Landing benchmarks on 100k realistic (~1 KB) Observation resources into SQLite:
-//! full load, plain reload of unchanged data, and reload-and-compare of unchanged data.
+//! full load, plain reload of unchanged data, and reload-and-compare of unchanged data; with
+//! the `delta` feature also into Delta Lake (full load, reload-and-compare of unchanged data and
+//! of data with 1 resource in 20 edited).
 //!
 //! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
 //! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads, a
 //! compare, and a compare with 1 resource in 20 edited before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
-//! profiles another size, and `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods.
+//! profiles another size, `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods, and
+//! `FHIRSYNC_BENCH_DEST=delta` profiles the Delta destination instead of SQLite.
 //!
 //! The input is generated batch by batch on a producer thread while landing (a few search pages
 //! in memory, as in a real run), so peak RSS is that of landing. The profile counts the CPU of
@@ -22,6 +25,14 @@ use std::sync::LazyLock;
 
 use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
 use fhirsync_land::{Destination, DestinationConfig, LandOptions, Method, SqliteConfig};
+
+/// The destination benchmarked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Sqlite,
+    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
+    Delta,
+}
 
 /// Resources per run.
 const RESOURCES: usize = 100_000;
@@ -82,24 +93,36 @@ fn run_scope(resources: usize) -> RunScope {
     }
 }
 
-fn open(path: &Path) -> Box<dyn Destination> {
-    fhirsync_land::open(&DestinationConfig::Sqlite(SqliteConfig {
-        path: path.to_path_buf(),
-        ..SqliteConfig::default()
-    }))
-    .unwrap()
+/// Opens `path`: the SQLite file, or the Delta root folder.
+fn open(dest: Dest, path: &Path) -> Box<dyn Destination> {
+    let config = match dest {
+        Dest::Sqlite => {
+            DestinationConfig::Sqlite(SqliteConfig { path: path.to_path_buf(), ..SqliteConfig::default() })
+        }
+        Dest::Delta => DestinationConfig::Delta(fhirsync_land::DeltaConfig::new(path.to_str().unwrap())),
+    };
+    fhirsync_land::open(&config).unwrap()
+}
+
+/// The destination the profile lands into (`FHIRSYNC_BENCH_DEST`).
+fn profile_dest() -> Dest {
+    match std::env::var("FHIRSYNC_BENCH_DEST").as_deref() {
+        Ok("delta") => Dest::Delta,
+        _ => Dest::Sqlite,
+    }
 }
 
 /// Lands `resources` resources generated on another thread; returns the landing thread's CPU
 /// seconds and the syscall MiB (read, written) at the end of staging.
 fn land(
+    dest_kind: Dest,
     path: &Path,
     method: Method,
     scope: &RunScope,
     resources: usize,
     edit_every: Option<usize>,
 ) -> (f64, (f64, f64)) {
-    let mut dest = open(path);
+    let mut dest = open(dest_kind, path);
     dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let producer = std::thread::spawn(move || {
@@ -131,7 +154,7 @@ struct Loaded {
 static TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("template.db");
-    land(&db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
+    land(Dest::Sqlite, &db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
     Loaded { _dir: dir, db }
 });
 
@@ -152,7 +175,7 @@ fn loaded_copy() -> Loaded {
 fn sqlite_full_load_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        land(&dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES, None);
+        land(Dest::Sqlite, &dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES, None);
         dir
     });
 }
@@ -162,7 +185,7 @@ fn sqlite_full_load_100k(bencher: divan::Bencher) {
 fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::Reload, &scope, RESOURCES, None);
+        land(Dest::Sqlite, &l.db, Method::Reload, &scope, RESOURCES, None);
         l
     });
 }
@@ -172,7 +195,70 @@ fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
 fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(&l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
+        land(Dest::Sqlite, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
+        l
+    });
+}
+
+/// A Delta root holding the data, copied per iteration.
+#[cfg(feature = "delta")]
+static DELTA_TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lake");
+    land(Dest::Delta, &db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
+    Loaded { _dir: dir, db }
+});
+
+#[cfg(feature = "delta")]
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[cfg(feature = "delta")]
+fn delta_copy() -> Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lake");
+    copy_tree(&DELTA_TEMPLATE.db, &db);
+    Loaded { _dir: dir, db }
+}
+
+/// Full load of 100k resources into an empty Delta root.
+#[cfg(feature = "delta")]
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn delta_full_load_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
+        land(Dest::Delta, &dir.path().join("lake"), Method::FullLoad, &scope, RESOURCES, None);
+        dir
+    });
+}
+
+/// Reload-and-compare of the same (unchanged) 100k resources over a loaded Delta root.
+#[cfg(feature = "delta")]
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn delta_compare_unchanged_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(delta_copy).bench_local_values(|l| {
+        land(Dest::Delta, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
+        l
+    });
+}
+
+/// Reload-and-compare of 100k resources, 1 in 20 edited, over a loaded Delta root.
+#[cfg(feature = "delta")]
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn delta_compare_5pct_edited_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(delta_copy).bench_local_values(|l| {
+        land(Dest::Delta, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, Some(20));
         l
     });
 }
@@ -225,13 +311,14 @@ fn profile() {
     let resources = profile_resources();
     let scope = run_scope(resources);
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("land.db");
+    let dest = profile_dest();
+    let db = dir.path().join(if dest == Dest::Delta { "lake" } else { "land.db" });
     // The first page stands for the rest (the generator varies only digits).
     let page = batches(resources, None).next().unwrap_or_default();
     let bytes: usize = page.iter().map(|r| r.json.len()).sum();
     println!(
-        "profile: {resources} resources, about {:.0} bytes each; CPU of the landing thread; RSS before \
-         landing {:.0} MiB",
+        "profile: {dest:?}, {resources} resources, about {:.0} bytes each; CPU of the landing thread; RSS \
+         before landing {:.0} MiB",
         bytes as f64 / page.len().max(1) as f64,
         peak_rss_mib()
     );
@@ -251,7 +338,7 @@ fn profile() {
         let reset = reset_peak_rss();
         let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
         let split0 = cpu_split();
-        let (staged_at, staged_io) = land(&db, method, &scope, resources, edit_every);
+        let (staged_at, staged_io) = land(dest, &db, method, &scope, resources, edit_every);
         let cpu = cpu_seconds() - cpu0;
         let split = cpu_split();
         let wall = wall0.elapsed().as_secs_f64();

@@ -601,8 +601,15 @@ fn apply_type(
             }
         }
     }
-    // Pass 3b: the staged rows, in staging order, skipping superseded copies.
-    staging.scan(resource_type, &mut |line, mut row| {
+    // Pass 3b: the staged rows, in staging order, skipping superseded copies. A compare that
+    // found every staged row unchanged only counts them.
+    let writes = !compare || idx.values().any(|s| s.old.as_ref().is_none_or(|o| o.hash != s.hash));
+    if !writes {
+        m.staged = idx.len() as u64;
+        m.unchanged = m.staged;
+    }
+    let scan = |f: &mut dyn FnMut(u64, Row) -> Result<()>| if writes { staging.scan(resource_type, f) } else { Ok(()) };
+    scan(&mut |line, mut row| {
         let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
         if s.line != line {
             return Ok(());
