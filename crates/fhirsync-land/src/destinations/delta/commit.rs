@@ -58,6 +58,8 @@ const COLUMNS: [&str; 9] = [
 /// Columns the key scan reads.
 const KEY_COLUMNS: [&str; 7] =
     ["id", "patient_id", "fhir_version", "dataset", "content_hash", "first_seen_run", "last_seen_run"];
+/// Bytes of rows a bucket buffers before they become a batch (bounds memory over all buckets).
+const BUCKET_BUFFER_BYTES: usize = 1 << 20;
 /// The change data feed column.
 const CHANGE_TYPE: &str = "_change_type";
 /// File (inside a state's `_fhirsync/`) with the patients flagged as having left the cohort.
@@ -214,12 +216,16 @@ fn batch_rows(batch: &RecordBatch, table: &str) -> Result<Vec<Row>> {
         .collect())
 }
 
+/// A buffered row and its change type (change data feed files).
+type Pending = (Row, Option<&'static str>);
+
 /// Rows buffered per bucket and written in batches (`last_seen_run` "" is written as null).
 /// Synchronous, so it can be fed from a staging scan; it drives its writes on `tables`.
 struct RowWriter<'a> {
     tables: &'a Tables,
     writer: PartWriter,
-    buffers: HashMap<i32, Vec<(Row, Option<&'static str>)>>,
+    /// Rows and their approximate bytes, per bucket.
+    buffers: HashMap<i32, (Vec<Pending>, usize)>,
 }
 
 impl<'a> RowWriter<'a> {
@@ -233,10 +239,12 @@ impl<'a> RowWriter<'a> {
     }
 
     fn push(&mut self, bucket: i32, row: Row, change: Option<&'static str>) -> Result<()> {
-        let buf = self.buffers.entry(bucket).or_default();
+        let (buf, bytes) = self.buffers.entry(bucket).or_default();
+        *bytes += row.resource.len() + 256;
         buf.push((row, change));
-        if buf.len() >= BATCH_ROWS {
+        if buf.len() >= BATCH_ROWS || *bytes >= BUCKET_BUFFER_BYTES {
             let rows = std::mem::take(buf);
+            *bytes = 0;
             self.flush(bucket, &rows)?;
         }
         Ok(())
@@ -267,7 +275,7 @@ impl<'a> RowWriter<'a> {
     fn finish(mut self) -> Result<Vec<Action>> {
         let mut buffers: Vec<_> = std::mem::take(&mut self.buffers).into_iter().collect();
         buffers.sort_by_key(|(b, _)| *b);
-        for (bucket, rows) in buffers {
+        for (bucket, (rows, _)) in buffers {
             if !rows.is_empty() {
                 self.flush(bucket, &rows)?;
             }
@@ -350,7 +358,6 @@ impl DeltaDestination {
                 changed.insert(t.clone());
             }
         }
-        let mut m = m;
         m.cohort_exits = flagged.len() as u64;
         for view in views {
             m.view_rows += self.apply_view(&ctx, view, changed.contains(view.resource()), &results_dir)?;
@@ -521,9 +528,20 @@ fn apply_type(
     // Pass 1: index the staged rows.
     let mut idx: HashMap<String, Staged> = HashMap::new();
     let mut staged_lines = 0u64;
-    staging.scan(resource_type, &mut |line, row| {
+    staging.scan_keys(resource_type, &mut |line, version, id, hash| {
         staged_lines += 1;
-        idx.insert(key(&row.fhir_version, &row.id), Staged { line, hash: row.content_hash, old: None });
+        match idx.entry(key(version, id)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let s = e.get_mut();
+                s.line = line;
+                if s.hash != hash {
+                    s.hash = hash.to_string();
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Staged { line, hash: hash.to_string(), old: None });
+            }
+        }
         Ok(())
     })?;
     if let Some(done) = already_committed(ctx, tables, table, result_path)?
@@ -608,7 +626,9 @@ fn apply_type(
         m.staged = idx.len() as u64;
         m.unchanged = m.staged;
     }
-    let scan = |f: &mut dyn FnMut(u64, Row) -> Result<()>| if writes { staging.scan(resource_type, f) } else { Ok(()) };
+    let scan = |f: &mut dyn FnMut(u64, Row) -> Result<()>| {
+        if writes { staging.scan(resource_type, f) } else { Ok(()) }
+    };
     scan(&mut |line, mut row| {
         let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
         if s.line != line {

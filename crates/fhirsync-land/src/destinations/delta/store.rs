@@ -22,7 +22,8 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use url::Url;
 
 use crate::{Error, Result};
@@ -46,7 +47,7 @@ const ZSTD_LEVEL: i32 = 3;
 /// A checkpoint every this many commits (as delta-rs's own writers do).
 const CHECKPOINT_EVERY: u64 = 100;
 /// Bytes after which a row group is flushed: bounds memory with one open file per bucket.
-const ROW_GROUP_BYTES: usize = 8 << 20;
+const ROW_GROUP_BYTES: usize = 4 << 20;
 
 fn delta_err(action: &'static str, table: &str) -> impl FnOnce(DeltaTableError) -> Error + use<> {
     let table = table.to_string();
@@ -418,7 +419,7 @@ impl Table {
                 .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
                 .with_raise_if_key_not_exists(false)
                 .with_configuration(config)
-                .with_actions(actions.iter().cloned().filter(|a| !matches!(a, Action::Remove(_))))
+                .with_actions(actions.into_iter().filter(|a| !matches!(a, Action::Remove(_))))
                 .with_commit_properties(properties);
             self.delta = create.await.map_err(delta_err("creating", &self.name))?;
             self.exists = true;
@@ -467,6 +468,9 @@ impl PartWriter {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(64 * 1024))
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            // The JSON is unique per row: no dictionary to try, no min/max worth keeping.
+            .set_column_dictionary_enabled(ColumnPath::from("resource"), false)
+            .set_column_statistics_enabled(ColumnPath::from("resource"), EnabledStatistics::None)
             .build();
         Ok(PartWriter { store, schema, cdc, open: HashMap::new(), props })
     }

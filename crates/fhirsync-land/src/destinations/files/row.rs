@@ -64,6 +64,40 @@ struct LineIn<'a> {
     resource: &'a RawValue,
 }
 
+/// The key fields of a staged line, borrowed (the Delta destination's index pass).
+#[cfg_attr(not(feature = "delta"), allow(dead_code))]
+#[derive(Deserialize)]
+pub(crate) struct Head<'a> {
+    /// Resource id.
+    #[serde(borrow)]
+    pub id: std::borrow::Cow<'a, str>,
+    /// FHIR version.
+    #[serde(borrow)]
+    pub fhir_version: std::borrow::Cow<'a, str>,
+    /// SHA-256 hex of the resource.
+    #[serde(borrow)]
+    pub content_hash: std::borrow::Cow<'a, str>,
+}
+
+/// Parses only the key fields of a line written by [`write_line`], without reading the
+/// resource: the head fields come first, and `,"resource":` cannot occur inside them (their
+/// quotes are escaped). `buf` holds the head while the result borrows it.
+#[cfg_attr(not(feature = "delta"), allow(dead_code))]
+pub(crate) fn read_head<'a>(
+    line: &str,
+    buf: &'a mut String,
+) -> std::result::Result<Head<'a>, serde_json::Error> {
+    buf.clear();
+    match line.find(",\"resource\":") {
+        Some(end) => {
+            buf.push_str(&line[..end]);
+            buf.push('}');
+        }
+        None => buf.push_str(line),
+    }
+    serde_json::from_str(buf)
+}
+
 /// Appends `row` as one JSON line; the resource is embedded byte-exact.
 pub(crate) fn write_line(out: &mut Vec<u8>, row: &Row) -> Result<()> {
     let head = HeadOut {
@@ -124,5 +158,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("}\n"));
         assert_eq!(read_line(text.trim_end()).unwrap(), row);
+        let mut buf = String::new();
+        let head = read_head(text.trim_end(), &mut buf).unwrap();
+        assert_eq!((&*head.id, &*head.fhir_version, &*head.content_hash), ("o1", "R4", "ab"));
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir};
-use super::row::{Row, read_line, write_line};
+use super::row::{Row, read_head, read_line, write_line};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
@@ -172,6 +172,35 @@ impl Staging {
             f(n as u64, row)?;
         }
         Ok(())
+    }
+
+    /// Calls `f(line_number, fhir_version, id, content_hash)` for every staged row of
+    /// `resource_type`, in staging order, without parsing the resources (the Delta
+    /// destination's index pass).
+    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
+    pub(crate) fn scan_keys(
+        &self,
+        resource_type: &str,
+        f: &mut dyn FnMut(u64, &str, &str, &str) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.data_path(resource_type);
+        if !path.exists() {
+            return Ok(());
+        }
+        let file = File::open(&path).map_err(Error::io("reading a staging file", &path))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let (mut line, mut head) = (String::new(), String::new());
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(Error::io("reading a staging file", &path))? == 0 {
+                return Ok(());
+            }
+            let h = read_head(line.trim_end_matches('\n'), &mut head)
+                .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
+            f(n, &h.fhir_version, &h.id, &h.content_hash)?;
+            n += 1;
+        }
     }
 
     fn data_path(&self, resource_type: &str) -> PathBuf {
