@@ -42,6 +42,10 @@
 //! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,
 //! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json`, cohort exits in
 //! `<dir>/current/_fhirsync/cohort_exits.json`, views in `<dir>/current/view_<name>...`.
+//!
+//! Delta Lake (feature `delta`): a Delta table per type (`<uri>/observation`) and per view
+//! (`<uri>/view_<name>`), partitioned by `bucket`; changes are the tables' change data feed;
+//! runs, lock, staging and cohort exits in `<state>/_fhirsync/` (see `destinations::delta`).
 
 mod config;
 mod destination;
