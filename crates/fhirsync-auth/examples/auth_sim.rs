@@ -9,31 +9,22 @@
 use fhirsync_auth::{KeySource, SigningKey};
 use fhirsync_core::FhirVersion;
 use fhirsync_sim::oauth::ClientRegistration;
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::{SimBuilder, backend_client, launch_client};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let key_path = args.next().ok_or("usage: auth_sim KEY.pem REDIRECT_URI")?;
     let redirect = args.next().ok_or("usage: auth_sim KEY.pem REDIRECT_URI")?;
-    let key = SigningKey::load(&KeySource::parse(&key_path), None)?;
+    let key = SigningKey::load(&KeySource::parse_path(&key_path), None)?;
     let secret = std::env::var("FHIRSYNC_CLIENT_SECRET").map_err(|_| "set FHIRSYNC_CLIENT_SECRET")?;
-    let sim = Sim::start(SimConfig::default()).await?;
-    sim.state().oauth.set_auto_approve(true);
-    sim.state().oauth.register_client(ClientRegistration {
-        client_id: "demo-backend".into(),
-        jwks: Some(key.jwks()),
-        jwks_from_url: true,
+    let backend = ClientRegistration {
         scopes: vec!["system/Patient.read".into(), "system/Observation.read".into()],
-        ..Default::default()
-    });
-    sim.state().oauth.register_client(ClientRegistration {
-        client_id: "demo-launch".into(),
-        client_secret: Some(secret),
-        redirect_uris: vec![redirect],
-        refresh_tokens: true,
-        ..Default::default()
-    });
+        ..backend_client("demo-backend", key.jwks(), true)
+    };
+    let launch = launch_client("demo-launch", &secret, &redirect, true);
+    let sim = SimBuilder::new().register(backend).register(launch).try_start().await?;
+    sim.state().oauth.set_auto_approve(true);
     println!("{}", sim.fhir_base(FhirVersion::R4));
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::keys::SigningKey;
 use crate::token::{self, ClientAuthKind};
-use crate::{BoxFuture, Result, TokenProvider};
+use crate::{BoxFuture, Result, TokenError, TokenProvider};
 
 /// Assertion lifetime: `exp = now + 240 s` (Epic refuses more than 300 s).
 pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(240);
@@ -119,6 +119,12 @@ impl BackendServicesAuth {
         self.key.sign(&claims).map(SecretString::from)
     }
 
+    /// A valid access token (cached, renewed shortly before expiry), with this crate's
+    /// [`Error`](crate::Error); [`TokenProvider::access_token`] boxes it.
+    pub async fn access_token(&self) -> Result<SecretString> {
+        self.current().await.map(|c| c.token)
+    }
+
     /// Scopes and expiry of a valid token (obtaining one if needed).
     pub async fn token_info(&self) -> Result<TokenInfo> {
         self.current().await.map(|c| TokenInfo { scopes: c.scopes, expires_at: c.expires_at })
@@ -195,8 +201,8 @@ impl BackendServicesAuth {
 }
 
 impl TokenProvider for BackendServicesAuth {
-    fn access_token(&self) -> BoxFuture<'_, Result<SecretString>> {
-        Box::pin(async move { self.current().await.map(|c| c.token) })
+    fn access_token(&self) -> BoxFuture<'_, Result<SecretString, TokenError>> {
+        Box::pin(async move { BackendServicesAuth::access_token(self).await.map_err(TokenError::new) })
     }
 
     fn invalidate(&self, token: &SecretString) {

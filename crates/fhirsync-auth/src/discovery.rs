@@ -29,9 +29,10 @@ impl Endpoints {
     pub fn from_auth_base(base: &Url) -> Result<Endpoints> {
         let root = base.as_str().trim_end_matches('/');
         let parse = |suffix: &str| {
-            Url::parse(&format!("{root}/{suffix}")).map_err(|e| Error::Config {
+            Url::parse(&format!("{root}/{suffix}")).map_err(|source| Error::InvalidUrl {
                 setting: "auth_base_uri",
-                problem: format!("cannot append `/{suffix}`: {e}"),
+                suffix: suffix.to_string(),
+                source,
             })
         };
         Ok(Endpoints { token: parse("token")?, authorize: Some(parse("authorize")?) })
@@ -54,17 +55,21 @@ impl Endpoints {
 /// `{fhir_base}/{path}` without doubling slashes.
 pub(crate) fn under_base(fhir_base: &Url, path: &str) -> Result<Url> {
     let joined = format!("{}/{path}", fhir_base.as_str().trim_end_matches('/'));
-    Url::parse(&joined).map_err(|e| Error::Config { setting: "fhir_base", problem: format!("{e}") })
+    Url::parse(&joined).map_err(|source| Error::InvalidUrl {
+        setting: "fhir_base",
+        suffix: path.to_string(),
+        source,
+    })
 }
 
 /// Discovers the endpoints: smart-configuration first, `/metadata` second.
 pub async fn discover(http: &reqwest::Client, fhir_base: &Url, client_id: &str) -> Result<Endpoints> {
-    let (smart_problem, smart_unreachable) = match from_smart_configuration(http, fhir_base, client_id).await
-    {
+    let smart = match from_smart_configuration(http, fhir_base, client_id).await {
         Ok(endpoints) => return Ok(endpoints),
-        Err(e) => (e.to_string(), matches!(e, Error::Unreachable { .. })),
+        Err(e) => e,
     };
-    debug!(problem = %smart_problem, "SMART configuration unusable; trying /metadata.");
+    let smart_unreachable = matches!(smart, Error::Unreachable { .. });
+    debug!(problem = %smart, "SMART configuration unusable; trying /metadata.");
     match from_metadata(http, fhir_base, client_id).await {
         Ok(endpoints) => Ok(endpoints),
         // The server could not be reached at all: a network problem (with its own fix), not a
@@ -72,7 +77,8 @@ pub async fn discover(http: &reqwest::Client, fhir_base: &Url, client_id: &str) 
         Err(e @ Error::Unreachable { .. }) if smart_unreachable => Err(e),
         Err(e) => Err(Error::Discovery {
             fhir_base: fhir_base.to_string(),
-            problem: format!("smart-configuration: {smart_problem}; metadata: {e}"),
+            smart_configuration: Box::new(smart),
+            source: Box::new(e),
         }),
     }
 }

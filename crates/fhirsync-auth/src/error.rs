@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The network failure of `e` with the fix to try.
 fn network_failure(e: &reqwest::Error) -> String {
-    use crate::net::NetworkFailure;
+    use fhirsync_core::NetworkFailure;
     let timeout = crate::settings::HTTP_TIMEOUT;
     match NetworkFailure::of(e) {
         NetworkFailure::Timeout => format!(
@@ -46,14 +46,16 @@ pub enum Error {
     },
     /// Neither `.well-known/smart-configuration` nor `/metadata` gave OAuth endpoints.
     #[error(
-        "cannot discover the OAuth endpoints of {fhir_base}: {problem}; set the Auth Base URI \
-         (the authorize URL without `/authorize`) explicitly"
+        "cannot discover the OAuth endpoints of {fhir_base}: smart-configuration: {smart_configuration}; \
+         metadata: {source}; set the Auth Base URI (the authorize URL without `/authorize`) explicitly"
     )]
     Discovery {
         /// FHIR base URL.
         fhir_base: String,
-        /// What failed.
-        problem: String,
+        /// Why `.well-known/smart-configuration` gave no endpoints.
+        smart_configuration: Box<Error>,
+        /// Why `/metadata` gave no endpoints.
+        source: Box<Error>,
     },
     /// The token endpoint refused the client itself (`invalid_client` / `unauthorized_client`):
     /// a configuration problem, not retried.
@@ -80,6 +82,14 @@ pub enum Error {
         /// `error_description`, if any.
         description: Option<String>,
     },
+    /// Signing a client assertion failed.
+    #[error("private key kid {kid}: signing failed: {source}")]
+    Sign {
+        /// The key's `kid`.
+        kid: String,
+        /// The JWT library's error.
+        source: jsonwebtoken::errors::Error,
+    },
     /// A private key could not be read or used.
     #[error("private key {origin}: {problem}")]
     Key {
@@ -104,6 +114,16 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A URL built from a setting does not parse.
+    #[error("setting `{setting}`: cannot append `/{suffix}`: {source}")]
+    InvalidUrl {
+        /// Name of the setting the URL is built from.
+        setting: &'static str,
+        /// The path appended to it.
+        suffix: String,
+        /// The URL error.
+        source: url::ParseError,
+    },
     /// A required setting is missing or invalid.
     #[error("setting `{setting}`: {problem}")]
     Config {
@@ -112,7 +132,23 @@ pub enum Error {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// The token store file exists but cannot be parsed.
+    /// The token store file is not the JSON of a token store.
+    #[error("token store {path} is not valid: {source}; run `fhirsync auth login` again")]
+    StoreJson {
+        /// The file.
+        path: PathBuf,
+        /// The parse error (line and column, never the value).
+        source: serde_json::Error,
+    },
+    /// The token store's `token_url` does not parse.
+    #[error("token store {path} is not valid: token_url: {source}; run `fhirsync auth login` again")]
+    StoreUrl {
+        /// The file.
+        path: PathBuf,
+        /// The URL error.
+        source: url::ParseError,
+    },
+    /// The token store file exists but cannot be used.
     #[error("token store {path} is not valid: {problem}; run `fhirsync auth login` again")]
     StoreFormat {
         /// The file.
@@ -175,6 +211,23 @@ impl Error {
         Error::Unreachable { url: url.to_string(), source: source.without_url() }
     }
 
+    /// Whether the fix is in the configuration (a setting, a key, a file, the token store)
+    /// rather than on the server or in the network.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. }
+                | Error::InvalidUrl { .. }
+                | Error::Key { .. }
+                | Error::Sign { .. }
+                | Error::File { .. }
+                | Error::Exists { .. }
+                | Error::StoreFormat { .. }
+                | Error::StoreJson { .. }
+                | Error::StoreUrl { .. }
+        )
+    }
+
     /// Whether retrying the same request may succeed (network failure, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -184,5 +237,34 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Local problems (settings, keys, the token store) are configuration; refusals are not.
+    #[test]
+    fn config_problems_are_told_apart() {
+        let url = url::Url::parse("http://x/").and_then(|u| u.join("http://[::1")).unwrap_err();
+        let local = [
+            Error::Config { setting: "client_id", problem: "missing".into() },
+            Error::InvalidUrl { setting: "fhir_base", suffix: "metadata".into(), source: url },
+            Error::Exists { path: PathBuf::from("k.pem") },
+            Error::StoreFormat { path: PathBuf::from("t.json"), problem: "unknown version 9".into() },
+        ];
+        assert!(local.iter().all(Error::is_config));
+        let remote = [
+            Error::NotAuthenticated { reason: "expired".into() },
+            Error::StateMismatch,
+            Error::TokenEndpoint {
+                token_url: "u".into(),
+                status: 400,
+                error: "invalid_grant".into(),
+                description: None,
+            },
+        ];
+        assert!(!remote.iter().any(Error::is_config));
     }
 }

@@ -8,13 +8,14 @@
 //! Epic requires RSA keys of at least 2048 bits.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use fhirsync_core::{SecretError, SecretRef};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
@@ -37,52 +38,19 @@ pub(crate) fn ensure_crypto_provider() {
     });
 }
 
-/// Where a private key PEM comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// A PEM file.
-    File(PathBuf),
-    /// An environment variable holding the PEM text.
-    Env(String),
-}
-
-impl KeySource {
-    /// Parses `env:VAR` as an environment variable, anything else as a file path.
-    pub fn parse(spec: &str) -> KeySource {
-        match spec.strip_prefix("env:") {
-            Some(var) => KeySource::Env(var.to_string()),
-            None => KeySource::File(PathBuf::from(spec)),
-        }
-    }
-
-    /// Human-readable origin for messages (path or variable name, never content).
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::File(p) => p.display().to_string(),
-            KeySource::Env(v) => format!("from environment variable {v}"),
-        }
-    }
-}
+/// Where a private key PEM comes from: `env:VAR`, `file:PATH` or a bare path
+/// ([`SecretRef::parse_path`]).
+pub type KeySource = SecretRef;
 
 /// Reads the PEM text of a private key from a file or an environment variable.
 pub fn load_private_key(source: &KeySource) -> Result<SecretString> {
-    match source {
-        KeySource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::File {
-                action: "read private key",
-                path: path.clone(),
-                source,
-            })?;
-            Ok(SecretString::from(text))
-        }
-        KeySource::Env(var) => match std::env::var(var) {
-            Ok(text) if !text.trim().is_empty() => Ok(SecretString::from(text)),
-            _ => Err(Error::Key {
-                origin: source.describe(),
-                problem: "the variable is unset or empty; put the PEM text of the private key in it".into(),
-            }),
+    source.read(false).map_err(|e| match e {
+        SecretError::File { path, source } => Error::File { action: "read private key", path, source },
+        SecretError::Unset(_) | SecretError::Inline => Error::Key {
+            origin: source.describe(),
+            problem: "the variable is unset or empty; put the PEM text of the private key in it".into(),
         },
-    }
+    })
 }
 
 /// Kind of key to generate.
@@ -237,10 +205,8 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".to_string());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| Error::Key {
-            origin: format!("kid {}", self.kid),
-            problem: format!("signing failed: {e}"),
-        })
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|source| Error::Sign { kid: self.kid.clone(), source })
     }
 }
 
@@ -301,11 +267,12 @@ fn pem_decode(text: &str) -> Option<(String, Zeroizing<Vec<u8>>)> {
     Some((label, Zeroizing::new(der)))
 }
 
-/// Path the JWK Set is served at by [`serve_jwks`].
+/// Path the JWK Set is served at by `serve_jwks` (feature `serve-jwks`).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Serves `jwks` at [`JWKS_PATH`] on `listener` until `shutdown` resolves. Responses carry
 /// `Cache-Control: no-store` so Epic refetches after a key rotation during testing.
+#[cfg(feature = "serve-jwks")]
 pub async fn serve_jwks(
     listener: tokio::net::TcpListener,
     jwks: serde_json::Value,

@@ -1,7 +1,8 @@
 //! SMART on FHIR authentication for fhirsync.
 //!
-//! The FHIR client only depends on [`TokenProvider`]: a source of valid access tokens that
-//! caches, refreshes before expiry, and mints a new token after a 401 ([`TokenProvider::invalidate`]).
+//! The FHIR client only depends on [`TokenProvider`] (defined in `fhirsync-core`): a source of
+//! valid access tokens that caches, refreshes before expiry, and mints a new token after a 401
+//! ([`TokenProvider::invalidate`]).
 //!
 //! Two providers implement it:
 //! - [`BackendServicesAuth`] ([`backend`]): SMART Backend Services, a JWT client assertion signed
@@ -11,7 +12,7 @@
 //!
 //! [`AuthSettings`] collects a connection's settings and builds the right provider; endpoints come
 //! from an explicit Auth Base URI or from discovery ([`discovery`]). Secrets are
-//! [`SecretString`]s: Debug prints `[REDACTED]`, and no error or log line carries a key, secret,
+//! [`SecretString`](secrecy::SecretString)s: Debug prints `[REDACTED]`, and no error or log line carries a key, secret,
 //! token or authorization code.
 //!
 //! A backend-services client against the in-process simulator:
@@ -19,17 +20,12 @@
 //! ```
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fhirsync_auth::{AuthSettings, KeyType, SigningKey, TokenProvider, generate_private_key, http_client};
-//! use fhirsync_sim::{Sim, SimConfig, oauth::ClientRegistration};
+//! use fhirsync_sim::testing::{SimBuilder, backend_client};
 //!
-//! let sim = Sim::start(SimConfig::default()).await?;
 //! let pem = generate_private_key(KeyType::Rsa(2048))?; // `fhirsync keys generate`
 //! let key = SigningKey::from_pem(&pem, "demo key", None)?;
-//! sim.state().oauth.register_client(ClientRegistration {
-//!     client_id: "demo-backend".into(),
-//!     jwks: Some(key.jwks()), // what `fhirsync keys jwks` prints
-//!     jwks_from_url: true,
-//!     ..Default::default()
-//! });
+//! // The JWK Set is what `fhirsync keys jwks` prints, registered as a JWK Set URL.
+//! let sim = SimBuilder::new().register(backend_client("demo-backend", key.jwks(), true)).try_start().await?;
 //! let mut settings = AuthSettings::new("demo-backend", sim.fhir_base(fhirsync_core::FhirVersion::R4).parse()?);
 //! settings.private_key_pem = Some(pem);
 //! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client()?).await?;
@@ -37,19 +33,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-
-use secrecy::SecretString;
-
 pub mod backend;
 pub mod discovery;
 mod error;
 mod fsutil;
 pub mod keys;
 pub mod launch;
-mod net;
 mod settings;
 pub mod store;
 pub mod token;
@@ -57,33 +46,12 @@ pub mod token;
 pub use backend::{BackendServicesAuth, TokenInfo};
 pub use discovery::Endpoints;
 pub use error::{Error, Result};
+/// The token seam and the network failure classification live in `fhirsync-core`, so that the
+/// FHIR client needs no auth crate; re-exported here for callers of the providers.
+pub use fhirsync_core::{BoxFuture, NetworkFailure, StaticToken, TokenError, TokenProvider};
 pub use keys::{KeySource, KeyType, SigningKey, generate_private_key, load_private_key, write_private_key};
 pub use launch::{
     Callback, LaunchSettings, LoopbackListener, PendingLogin, Redirect, is_loopback, parse_pasted,
 };
-pub use net::NetworkFailure;
 pub use settings::{AuthSettings, DEFAULT_TOKEN_STORE, http_client};
 pub use store::{AuthStatus, RefreshRefusal, StoredTokenAuth, StoredTokens, TokenState, TokenStore};
-
-/// A boxed, sendable future (keeps [`TokenProvider`] object-safe).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A source of valid access tokens.
-pub trait TokenProvider: Send + Sync + fmt::Debug {
-    /// A currently valid access token: cached, renewed shortly before expiry.
-    fn access_token(&self) -> BoxFuture<'_, Result<SecretString>>;
-    /// The server rejected `token` (HTTP 401): forget it so the next call obtains a new one.
-    fn invalidate(&self, token: &SecretString);
-}
-
-/// A fixed access token (tests, or a token obtained elsewhere). Never renews.
-#[derive(Debug, Clone)]
-pub struct StaticToken(pub SecretString);
-
-impl TokenProvider for StaticToken {
-    fn access_token(&self) -> BoxFuture<'_, Result<SecretString>> {
-        let token = self.0.clone();
-        Box::pin(async move { Ok(token) })
-    }
-    fn invalidate(&self, _token: &SecretString) {}
-}

@@ -16,7 +16,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::token::{self, ClientAuthKind, TokenResponse};
-use crate::{BoxFuture, Error, Result, TokenProvider, fsutil};
+use crate::{BoxFuture, Error, Result, TokenError, TokenProvider, fsutil};
 
 /// Current token store file format.
 pub const STORE_VERSION: u32 = 1;
@@ -146,13 +146,15 @@ impl TokenStore {
                 return Err(Error::File { action: "read token store", path: self.path.clone(), source });
             }
         };
-        let bad = |problem: String| Error::StoreFormat { path: self.path.clone(), problem };
         // serde_json errors carry line/column only, never the value.
-        let file: StoreFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let file: StoreFile = serde_json::from_str(&text)
+            .map_err(|source| Error::StoreJson { path: self.path.clone(), source })?;
         if file.version != STORE_VERSION {
-            return Err(bad(format!("unknown version {}", file.version)));
+            let problem = format!("unknown version {}", file.version);
+            return Err(Error::StoreFormat { path: self.path.clone(), problem });
         }
-        let token_url = Url::parse(&file.token_url).map_err(|e| bad(format!("token_url: {e}")))?;
+        let token_url = Url::parse(&file.token_url)
+            .map_err(|source| Error::StoreUrl { path: self.path.clone(), source })?;
         Ok(Some(StoredTokens {
             client_id: file.client_id,
             token_url,
@@ -291,6 +293,38 @@ impl StoredTokenAuth {
         self.refresh_locked(tokens).await.map(|t| t.access_expires_at)
     }
 
+    /// A valid access token: the stored one while unexpired, else refreshed (and persisted),
+    /// with this crate's [`Error`]; [`TokenProvider::access_token`] boxes it.
+    pub async fn access_token(&self) -> Result<SecretString> {
+        if let Some(t) = self.valid_token() {
+            return Ok(t);
+        }
+        let _flight = self.renewal.lock().await;
+        if let Some(t) = self.valid_token() {
+            return Ok(t);
+        }
+        let tokens = self.current.lock().unwrap().clone();
+        // A refresh already refused (this run, or recorded in the store): the refresh token is
+        // dead, so do not ask again; ride on the access token until it really expires.
+        let refused = match &tokens.refresh_refused {
+            Some(refusal) => Err(refused_error(refusal, &tokens)),
+            None => match self.refresh_locked(tokens.clone()).await {
+                Ok(updated) => return Ok(updated.access_token),
+                Err(e @ Error::NotAuthenticated { .. }) => Err(e),
+                Err(e) => return Err(e),
+            },
+        };
+        let current = self.current.lock().unwrap().clone();
+        if current.refresh_refused.is_some() && current.access_unexpired() {
+            debug!(
+                access_expires_at = %current.access_expires_at,
+                "Refresh refused; using the current access token until it expires."
+            );
+            return Ok(current.access_token);
+        }
+        refused
+    }
+
     async fn refresh_locked(&self, tokens: StoredTokens) -> Result<StoredTokens> {
         let Some(refresh) = tokens.refresh_token.clone() else {
             return Err(Error::NotAuthenticated {
@@ -399,36 +433,8 @@ fn refused_error(refusal: &RefreshRefusal, tokens: &StoredTokens) -> Error {
 }
 
 impl TokenProvider for StoredTokenAuth {
-    fn access_token(&self) -> BoxFuture<'_, Result<SecretString>> {
-        Box::pin(async move {
-            if let Some(t) = self.valid_token() {
-                return Ok(t);
-            }
-            let _flight = self.renewal.lock().await;
-            if let Some(t) = self.valid_token() {
-                return Ok(t);
-            }
-            let tokens = self.current.lock().unwrap().clone();
-            // A refresh already refused (this run, or recorded in the store): the refresh token is
-            // dead, so do not ask again; ride on the access token until it really expires.
-            let refused = match &tokens.refresh_refused {
-                Some(refusal) => Err(refused_error(refusal, &tokens)),
-                None => match self.refresh_locked(tokens.clone()).await {
-                    Ok(updated) => return Ok(updated.access_token),
-                    Err(e @ Error::NotAuthenticated { .. }) => Err(e),
-                    Err(e) => return Err(e),
-                },
-            };
-            let current = self.current.lock().unwrap().clone();
-            if current.refresh_refused.is_some() && current.access_unexpired() {
-                debug!(
-                    access_expires_at = %current.access_expires_at,
-                    "Refresh refused; using the current access token until it expires."
-                );
-                return Ok(current.access_token);
-            }
-            refused
-        })
+    fn access_token(&self) -> BoxFuture<'_, Result<SecretString, TokenError>> {
+        Box::pin(async move { StoredTokenAuth::access_token(self).await.map_err(TokenError::new) })
     }
 
     fn invalidate(&self, token: &SecretString) {

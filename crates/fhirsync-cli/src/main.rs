@@ -1,11 +1,7 @@
 //! `fhirsync`: land Epic on FHIR (and any SMART-on-FHIR server) into analytics destinations.
 
 mod cmd;
-mod config;
-mod metrics;
-mod pipeline;
 mod progress;
-mod push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let globals = Globals { config: cli.config, verbose: cli.verbose };
+    let globals_verbose = globals.verbose;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -128,7 +125,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cmd::chain_text(&err));
+            if let Some(hint) = err.chain().find_map(|c| c.downcast_ref::<fhirsync::Error>()?.hint()) {
+                eprintln!("{hint}");
+            }
+            if globals_verbose > 0 {
+                eprintln!("debug: {err:?}");
+            }
             ExitCode::from(cmd::exit_code(&err))
         }
     }

@@ -15,12 +15,25 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "http")]
+pub mod net;
+pub mod secret;
+pub mod token;
+
+#[cfg(feature = "http")]
+pub use net::NetworkFailure;
+pub use secret::{SecretError, SecretRef};
+pub use token::{BoxFuture, StaticToken, TokenError, TokenProvider};
+
 /// Errors of the core model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A FHIR version name that is not DSTU2, STU3 or R4.
-    #[error("unknown FHIR version `{0}`: use DSTU2, STU3 or R4")]
-    UnknownFhirVersion(String),
+    #[error("unknown FHIR version `{name}`: use DSTU2, STU3 or R4")]
+    UnknownFhirVersion {
+        /// The name given.
+        name: String,
+    },
     /// A resource without `resourceType` or `id`.
     #[error("resource is missing `{field}`: every landed resource needs `resourceType` and `id`")]
     MissingField {
@@ -28,8 +41,12 @@ pub enum Error {
         field: &'static str,
     },
     /// Bytes that are not a JSON object.
-    #[error("resource is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("resource is not valid JSON: {source}")]
+    Json {
+        /// The parse error.
+        #[from]
+        source: serde_json::Error,
+    },
 }
 
 /// `Result` with the core [`Error`].
@@ -74,7 +91,7 @@ impl FromStr for FhirVersion {
             "DSTU2" => Ok(FhirVersion::Dstu2),
             "STU3" => Ok(FhirVersion::Stu3),
             "R4" => Ok(FhirVersion::R4),
-            _ => Err(Error::UnknownFhirVersion(s.to_string())),
+            _ => Err(Error::UnknownFhirVersion { name: s.to_string() }),
         }
     }
 }
@@ -115,6 +132,12 @@ impl Hex {
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are ever written, so this never falls back.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hex({})", self.as_str())
     }
 }
 

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use fhirsync_extract::{CohortConfig, ConnectionConfig, ExtractConfig, Extraction};
+use fhirsync_sim::Sim;
 use fhirsync_sim::fhir::FhirConfig;
-use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::SimBuilder;
 use tokio::runtime::Runtime;
 
 /// Default fixed latency per request, in milliseconds.
@@ -75,23 +75,9 @@ fn runtime() -> Runtime {
 
 fn sim(c: usize, latency: Duration) -> (Runtime, Sim) {
     let rt = runtime();
-    let sim = rt.block_on(async {
-        let cfg = SimConfig {
-            fhir: FhirConfig {
-                patients: SCOPES_PER_SLOT * c,
-                sandbox_identities: false,
-                ..FhirConfig::default()
-            },
-            oauth: OAuthConfig {
-                clients: vec![ClientRegistration {
-                    client_id: "bench".into(),
-                    ..ClientRegistration::default()
-                }],
-                ..OAuthConfig::default()
-            },
-        };
-        Sim::start(cfg).await.expect("simulator")
-    });
+    let fhir =
+        FhirConfig { patients: SCOPES_PER_SLOT * c, sandbox_identities: false, ..FhirConfig::default() };
+    let sim = rt.block_on(SimBuilder::new().fhir(fhir).client("bench").start());
     sim.state().fhir.faults.set_latency(latency);
     (rt, sim)
 }
@@ -153,11 +139,10 @@ fn run(
     let server = if sim.is_some() { "sim" } else { "stub" };
     bencher.bench_local(|| {
         rt.block_on(async {
-            let token = match sim {
-                Some(s) => s.state().oauth.issue_token("bench", &["system/*.read"]),
-                None => "t".to_string(),
+            let tokens = match sim {
+                Some(s) => s.static_token("bench"),
+                None => Arc::new(fhirsync_auth::StaticToken("t".to_string().into())),
             };
-            let tokens = Arc::new(fhirsync_auth::StaticToken(token.into()));
             let client = fhirsync_extract::build_client(&conn, &cfg, tokens).expect("client");
             let run = Extraction::new(client.clone(), &conn, cfg.clone()).expect("extraction");
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);

@@ -471,12 +471,90 @@ impl Window {
     }
 }
 
+/// What the export's error files say, by type.
+#[derive(Default)]
+struct ErrorFindings {
+    /// Types the server could not export.
+    gaps: BTreeMap<String, GapReason>,
+    /// Sub-types withheld, by type.
+    withheld: BTreeMap<String, BTreeSet<Exclusion>>,
+    /// A failure that names no requested type: a gap of every type.
+    unattributed: Option<GapReason>,
+    /// An error file could not be read: a (retryable) gap of every type.
+    unreadable: Option<GapReason>,
+}
+
+/// What the downloads brought, over all files.
+#[derive(Default)]
+struct Downloads {
+    per_type: BTreeMap<String, TypeResult>,
+    /// Patients the downloaded resources belong to.
+    referenced: BTreeSet<String>,
+    /// Ids of the exported Patient file(s), once one was downloaded.
+    exported: Option<BTreeSet<String>>,
+    /// Group members matched by an identifier of an exported Patient: member → patient id.
+    matched: BTreeMap<usize, String>,
+}
+
+impl Downloads {
+    /// Books one downloaded (or failed) file: counts, outcome lines, patients.
+    fn book(&mut self, file: ManifestFile, r: FileResult, report: &mut ExtractReport) {
+        let t = self.per_type.entry(file.ty.clone()).or_default();
+        t.resources += r.resources;
+        t.files += 1;
+        for o in &r.outcomes {
+            if let Some(code) = &o.epic_code {
+                report.count_outcome(&file.ty, code);
+            }
+            match o.effect() {
+                Effect::Neutral => {}
+                Effect::Excluded(e) => {
+                    t.withheld.insert(e);
+                }
+                Effect::Gap(detail) => {
+                    t.content_gap.get_or_insert_with(|| GapReason::from_outcome(o, detail));
+                }
+            }
+        }
+        match r.failed {
+            Some((error, gone)) => {
+                t.gone |= gone;
+                t.failed.get_or_insert(GapReason::Failed { error });
+            }
+            None => t.landed_files.push(file.url.clone()),
+        }
+        if file.ty == "Patient" {
+            self.exported.get_or_insert_with(BTreeSet::new).extend(r.patients.iter().cloned());
+        }
+        self.referenced.extend(r.patients);
+        self.matched.extend(r.matched);
+    }
+}
+
+/// The cohort as the export shows it.
+struct CohortFindings {
+    /// The exported Patient ids, to save once the Patient type landed.
+    exported: Option<BTreeSet<String>>,
+    /// The cohort is unknown: a gap of every type (deletes are held back).
+    gap: Option<GapReason>,
+    /// The Patient file failed and can be retried: the other types wait for it.
+    wait_for_patient: bool,
+}
+
+/// What booking a type needs besides its own files.
+struct Booking<'a> {
+    errors: &'a ErrorFindings,
+    cohort: &'a CohortFindings,
+    /// This run retries a finished export's files.
+    retrying: bool,
+}
+
 impl Bulk<'_> {
+    /// Runs the export: the saved one is finished (resumed, or retried from its manifest) or a
+    /// new one kicked off; its files are downloaded, the cohort is settled, and every type is
+    /// booked as one cohort-level scope; the export is deleted once nothing is left to retry.
     pub(crate) async fn run(&self, report: &mut ExtractReport) -> Result<()> {
-        let base = self
-            .endpoints
-            .get(FhirVersion::R4)
-            .ok_or_else(|| Error::Bulk("Group $export needs the R4 endpoint (fhir_r4_endpoint)".into()))?;
+        let base = self.endpoints.get(FhirVersion::R4).ok_or(Error::BulkNeedsR4)?;
         let documented = self.statement(base).await?;
         let (requested, refused) = self.requested(&documented)?;
 
@@ -488,57 +566,116 @@ impl Bulk<'_> {
             // A resumed landing run already staged every type: nothing to export again.
             return self.all_skipped(&requested, report).await;
         }
-        let mut retrying = false;
-        let mut state = match saved {
-            Some(s) if s.manifest.is_some() => match s.unusable(Utc::now()) {
-                None => {
-                    retrying = true;
-                    let pending: Vec<String> = s.pending().into_iter().collect();
-                    info!(group = %self.group, pending = ?pending, "Retrying what the last run could not land, from the saved manifest (no new kick-off).");
-                    s
-                }
-                Some(why) => {
-                    info!(group = %self.group, reason = %why, "The saved export cannot be finished from its files; starting a new export.");
-                    let new = self.kick_off(base, &requested, refused).await?;
-                    self.delete_export(&s.status_url).await;
-                    new
-                }
-            },
-            Some(s) => {
-                info!(group = %self.group, "Resuming the saved Bulk export.");
-                s
-            }
-            None => self.kick_off(base, &requested, refused).await?,
-        };
+        let (mut state, retrying) = self.export_to_finish(base, saved, &requested, refused).await?;
         if !requested.is_empty() && state.types.iter().any(|t| !requested.contains(t)) {
             warn!(group = %self.group, "The saved export's types differ from [extract] datasets; it is finished first, the next export uses the new datasets.");
         }
-        let status_url =
-            Url::parse(&state.status_url).map_err(|e| Error::Bulk(format!("saved status URL: {e}")))?;
-        if state.manifest.is_none() {
-            state.manifest = Some(self.poll(&status_url).await?);
-            state.save(self.state_dir)?;
-        }
-        let manifest = state.manifest.clone().unwrap_or_else(|| SavedManifest {
-            transaction_time: None,
-            expires: None,
-            output: Vec::new(),
-            error: Vec::new(),
-        });
-
-        // Error files: per-type gaps and exclusions. One that cannot be read hides what it says:
-        // every type is a gap, a retryable one (the next run reads it again).
-        let (errors, unreadable) = self.error_outcomes(&manifest).await;
+        let manifest = self.manifest(&mut state).await?;
         if state.expected.is_empty() {
             // The requested types, and any other type the server chose to add (the IG allows
             // referenced resources, e.g. Practitioner): what came is landed, not dropped.
             state.expected =
                 state.types.iter().chain(manifest.output.iter().map(|f| &f.ty)).cloned().collect();
         }
-        let expected = state.expected.clone();
-        let mut error_gaps: BTreeMap<String, GapReason> = BTreeMap::new();
-        let mut error_withheld: BTreeMap<String, BTreeSet<Exclusion>> = BTreeMap::new();
-        let mut unattributed = None;
+        let errors = self.error_findings(&manifest, &state.expected, report).await;
+
+        let planned: Vec<String> =
+            state.expected.iter().filter(|t| !state.landed_types.contains(*t)).cloned().collect();
+        let skipped: BTreeSet<String> =
+            planned.iter().filter(|t| self.skip.contains(&cohort_scope(t))).cloned().collect();
+        report.datasets = planned.iter().chain(state.refused.keys()).map(|t| format!("{t}@R4")).collect();
+        self.progress.scopes_total.store((planned.len() + state.refused.len()) as u64, Ordering::Relaxed);
+
+        let members = self.group().await?;
+        let wanted: Vec<Vec<IdentifierKey>> =
+            members.as_ref().map(|m| m.unresolved.clone()).unwrap_or_default();
+        let files: Vec<ManifestFile> = manifest
+            .output
+            .iter()
+            .filter(|f| planned.contains(&f.ty) && !skipped.contains(&f.ty))
+            .cloned()
+            .collect();
+        let window = Window::new(self.retry, manifest.expires_at());
+        let mut downloads = self.download_all(base, files, &window, &wanted, report).await?;
+        let patient_landed = planned.iter().any(|t| t == "Patient")
+            && !skipped.contains("Patient")
+            && downloads.per_type.get("Patient").is_none_or(|t| t.failed.is_none());
+        let cohort = self.cohort(patient_landed, &state, members.as_ref(), &mut downloads, report);
+
+        let booking = Booking { errors: &errors, cohort: &cohort, retrying };
+        let landed_now =
+            self.book_types(&planned, &skipped, downloads.per_type, &booking, &mut state, report).await?;
+        for (ty, why) in &state.refused {
+            report.scopes_planned += 1;
+            self.progress.scope_done(&self.progress.dataset(ty), true);
+            report.finish_scope(cohort_scope(ty), 0, 0, Some(GapReason::Failed { error: why.clone() }));
+        }
+        if landed_now.contains("Patient") {
+            state.patients = cohort.exported;
+        }
+        state.landed_types.extend(landed_now);
+        if retrying {
+            state.retry_runs += 1;
+        }
+        self.keep_or_delete(&state).await
+    }
+
+    /// The export this run finishes: the saved one (resumed while it runs; retried from its
+    /// manifest while its files can help, then `true`), or a new kick-off.
+    async fn export_to_finish(
+        &self,
+        base: &Url,
+        saved: Option<BulkState>,
+        requested: &[String],
+        refused: BTreeMap<String, String>,
+    ) -> Result<(BulkState, bool)> {
+        match saved {
+            Some(s) if s.manifest.is_some() => match s.unusable(Utc::now()) {
+                None => {
+                    let pending: Vec<String> = s.pending().into_iter().collect();
+                    info!(group = %self.group, pending = ?pending, "Retrying what the last run could not land, from the saved manifest (no new kick-off).");
+                    Ok((s, true))
+                }
+                Some(why) => {
+                    info!(group = %self.group, reason = %why, "The saved export cannot be finished from its files; starting a new export.");
+                    let new = self.kick_off(base, requested, refused).await?;
+                    self.delete_export(&s.status_url).await;
+                    Ok((new, false))
+                }
+            },
+            Some(s) => {
+                info!(group = %self.group, "Resuming the saved Bulk export.");
+                Ok((s, false))
+            }
+            None => Ok((self.kick_off(base, requested, refused).await?, false)),
+        }
+    }
+
+    /// The export's manifest: the saved one, or polled for until the export completes (and
+    /// saved, so that a killed run does not poll again).
+    async fn manifest(&self, state: &mut BulkState) -> Result<SavedManifest> {
+        let status_url = Url::parse(&state.status_url)
+            .map_err(|source| Error::BulkUrl { what: "saved status URL", source })?;
+        if let Some(manifest) = &state.manifest {
+            return Ok(manifest.clone());
+        }
+        let manifest = self.poll(&status_url).await?;
+        state.manifest = Some(manifest.clone());
+        state.save(self.state_dir)?;
+        Ok(manifest)
+    }
+
+    /// What the export's error files say about the `expected` types: gaps and exclusions. One
+    /// that cannot be read hides what it says: every type is a gap, a retryable one (the next
+    /// run reads it again).
+    async fn error_findings(
+        &self,
+        manifest: &SavedManifest,
+        expected: &BTreeSet<String>,
+        report: &mut ExtractReport,
+    ) -> ErrorFindings {
+        let (errors, unreadable) = self.error_outcomes(manifest).await;
+        let mut found = ErrorFindings { unreadable, ..ErrorFindings::default() };
         for o in &errors {
             if let Some(code) = &o.epic_code {
                 report.count_outcome("bulk-error", code);
@@ -546,114 +683,89 @@ impl Bulk<'_> {
             match o.effect() {
                 Effect::Neutral => {}
                 Effect::Excluded(e) => {
-                    error_withheld.entry(e.resource_type.clone()).or_default().insert(e);
+                    found.withheld.entry(e.resource_type.clone()).or_default().insert(e);
                 }
                 Effect::Gap(_) => {
                     let said =
                         o.diagnostics.clone().or_else(|| o.text.clone()).unwrap_or_else(|| o.to_string());
-                    let named = types_named(std::slice::from_ref(o), &expected);
+                    let named = types_named(std::slice::from_ref(o), expected);
                     if named.is_empty() {
-                        unattributed.get_or_insert_with(|| GapReason::Failed {
+                        found.unattributed.get_or_insert_with(|| GapReason::Failed {
                             error: format!(
                                 "the export's error file reports a failure naming no requested type: {said}"
                             ),
                         });
                     }
                     for ty in named {
-                        error_gaps.entry(ty.clone()).or_insert_with(|| GapReason::Failed {
+                        found.gaps.entry(ty.clone()).or_insert_with(|| GapReason::Failed {
                             error: format!("the server could not export {ty} (error file: {said})"),
                         });
                     }
                 }
             }
         }
+        found
+    }
 
-        let planned: Vec<String> =
-            expected.iter().filter(|t| !state.landed_types.contains(*t)).cloned().collect();
-        let skipped: BTreeSet<String> =
-            planned.iter().filter(|t| self.skip.contains(&cohort_scope(t))).cloned().collect();
-        report.datasets = planned.iter().chain(state.refused.keys()).map(|t| format!("{t}@R4")).collect();
-        self.progress.scopes_total.store((planned.len() + state.refused.len()) as u64, Ordering::Relaxed);
-
-        // The Group, for the cohort (best effort: the exported Patient file is the fallback).
-        let members = match cohort::read_group(self.client, self.endpoints, self.group).await {
-            Ok(m) => Some(m),
-            Err(Error::Fhir(e)) if e.is_fatal_for_run() => return Err(e.into()),
+    /// The Group, for the cohort; best effort (`None`): the exported Patient file is the
+    /// fallback.
+    async fn group(&self) -> Result<Option<GroupMembers>> {
+        match cohort::read_group(self.client, self.endpoints, self.group).await {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Fhir(e)) if e.is_fatal_for_run() => Err(e.into()),
             Err(e) => {
                 warn!(error = %e, "Group unreadable; the cohort is taken from the exported Patient file.");
-                None
+                Ok(None)
             }
-        };
-        let wanted: Vec<Vec<IdentifierKey>> =
-            members.as_ref().map(|m| m.unresolved.clone()).unwrap_or_default();
+        }
+    }
 
-        // Downloads.
-        let window = Window::new(self.retry, manifest.expires_at());
-        let files: Vec<ManifestFile> = manifest
-            .output
-            .iter()
-            .filter(|f| planned.contains(&f.ty) && !skipped.contains(&f.ty))
-            .cloned()
-            .collect();
+    /// Downloads `files`, `download_concurrency` at a time, and books what each brought.
+    async fn download_all(
+        &self,
+        base: &Url,
+        files: Vec<ManifestFile>,
+        window: &Window,
+        wanted: &[Vec<IdentifierKey>],
+        report: &mut ExtractReport,
+    ) -> Result<Downloads> {
         let mut pending = files.into_iter();
         let mut running = FuturesUnordered::new();
-        let mut per_type: BTreeMap<String, TypeResult> = BTreeMap::new();
-        let mut referenced = BTreeSet::new();
-        let mut exported: Option<BTreeSet<String>> = None;
-        let mut matched: BTreeMap<usize, String> = BTreeMap::new();
+        let mut downloads = Downloads::default();
         loop {
             while running.len() < self.config.download_concurrency.max(1) {
                 let Some(f) = pending.next() else { break };
-                running.push(self.download(base, f, &window, &wanted));
+                running.push(self.download(base, f, window, wanted));
             }
             let Some(r) = running.next().await else { break };
             let (file, r) = r?;
-            let t = per_type.entry(file.ty.clone()).or_default();
-            t.resources += r.resources;
-            t.files += 1;
-            for o in &r.outcomes {
-                if let Some(code) = &o.epic_code {
-                    report.count_outcome(&file.ty, code);
-                }
-                match o.effect() {
-                    Effect::Neutral => {}
-                    Effect::Excluded(e) => {
-                        t.withheld.insert(e);
-                    }
-                    Effect::Gap(detail) => {
-                        t.content_gap.get_or_insert_with(|| GapReason::from_outcome(o, detail));
-                    }
-                }
-            }
-            match r.failed {
-                Some((error, gone)) => {
-                    t.gone |= gone;
-                    t.failed.get_or_insert(GapReason::Failed { error });
-                }
-                None => t.landed_files.push(file.url.clone()),
-            }
-            if file.ty == "Patient" {
-                exported.get_or_insert_with(BTreeSet::new).extend(r.patients.iter().cloned());
-            }
-            referenced.extend(r.patients);
-            matched.extend(r.matched);
+            downloads.book(file, r, report);
         }
+        Ok(downloads)
+    }
 
-        // The cohort.
-        let patient_landed = planned.iter().any(|t| t == "Patient")
-            && !skipped.contains("Patient")
-            && per_type.get("Patient").is_none_or(|t| t.failed.is_none());
+    /// The cohort: the Group's members (matched to exported Patients where they name no id),
+    /// the exported Patients and every patient referenced. Unknown, and a gap of every type,
+    /// when neither a Patient file landed nor the Group named every member by id.
+    fn cohort(
+        &self,
+        patient_landed: bool,
+        state: &BulkState,
+        members: Option<&GroupMembers>,
+        downloads: &mut Downloads,
+        report: &mut ExtractReport,
+    ) -> CohortFindings {
         let exported = match patient_landed {
-            true => exported.or_else(|| Some(BTreeSet::new())),
+            true => downloads.exported.take().or_else(|| Some(BTreeSet::new())),
             false => state.patients.clone(),
         };
-        let mut cohort: BTreeSet<String> = referenced;
+        let mut cohort: BTreeSet<String> = std::mem::take(&mut downloads.referenced);
         let mut unresolved = 0;
         let mut total = 0;
-        if let Some(m) = &members {
+        if let Some(m) = members {
             cohort.extend(m.ids.iter().cloned());
-            cohort.extend(matched.values().cloned());
-            unresolved = unresolved_count(m, &matched);
+            cohort.extend(downloads.matched.values().cloned());
+            unresolved = unresolved_count(m, &downloads.matched);
             total = m.total();
         }
         if let Some(ids) = &exported {
@@ -663,9 +775,9 @@ impl Bulk<'_> {
         if unresolved > 0 {
             warn!(group = %self.group, unresolved, members = total, "Group members that match no exported Patient.");
         }
-        let cohort_gap = (!known).then(|| GapReason::Incomplete {
+        let gap = (!known).then(|| GapReason::Incomplete {
             code: None,
-            detail: match &members {
+            detail: match members {
                 Some(_) => format!(
                     "the cohort is unknown: {unresolved} of {total} Group members name no Patient id and no Patient file landed to match them (add Patient to datasets)"
                 ),
@@ -677,80 +789,101 @@ impl Bulk<'_> {
             true => cohort,
             false => BTreeSet::new(),
         };
+        // An unknown cohort holds back deletes. When the Patient file failed and can be
+        // retried, the other types wait for it (they are downloaded again with it); otherwise
+        // they are done with this export.
+        let wait_for_patient =
+            !known && downloads.per_type.get("Patient").is_some_and(|t| t.failed.is_some());
+        CohortFindings { exported, gap, wait_for_patient }
+    }
 
-        // An unknown cohort holds back deletes. When the Patient file failed and can be retried,
-        // the other types wait for it (they are downloaded again with it); otherwise they are
-        // done with this export.
-        let wait_for_patient = !known && per_type.get("Patient").is_some_and(|t| t.failed.is_some());
-
-        // The ledger: one cohort-level scope per type.
+    /// The ledger: one cohort-level scope per planned type, complete or a gap; returns the
+    /// types done with this export.
+    async fn book_types(
+        &self,
+        planned: &[String],
+        skipped: &BTreeSet<String>,
+        mut per_type: BTreeMap<String, TypeResult>,
+        booking: &Booking<'_>,
+        state: &mut BulkState,
+        report: &mut ExtractReport,
+    ) -> Result<BTreeSet<String>> {
         let mut landed_now = BTreeSet::new();
-        for ty in &planned {
-            let scope = cohort_scope(ty);
+        for ty in planned {
             report.scopes_planned += 1;
-            let counters = self.progress.dataset(ty);
             if skipped.contains(ty) {
                 report.scopes_skipped += 1;
-                report.scope.complete.insert(scope);
+                report.scope.complete.insert(cohort_scope(ty));
                 landed_now.insert(ty.clone());
-                self.progress.scope_done(&counters, false);
+                self.progress.scope_done(&self.progress.dataset(ty), false);
                 continue;
             }
             let t = per_type.remove(ty).unwrap_or_default();
-            let key = dataset_key(&cohort_scope(ty));
-            let mut withheld = t.withheld.clone();
-            withheld.extend(error_withheld.get(ty).cloned().unwrap_or_default());
-            let server_gap = t
-                .content_gap
-                .clone()
-                .or_else(|| error_gaps.get(ty).cloned())
-                .or_else(|| unattributed.clone());
-            if server_gap.is_some() {
-                state.server_failed.insert(ty.clone());
-            } else {
-                state.server_failed.remove(ty);
-            }
-            if t.gone && retrying {
-                state.files_gone = true;
-            }
-            let gap = t
-                .failed
-                .clone()
-                .or_else(|| unreadable.clone())
-                .or(server_gap)
-                .or_else(|| GapReason::narrowed(self.baseline, &key, &withheld));
-            // Every file landed, nothing failed on the server: the type is done with this export.
-            if gap.is_none() && !wait_for_patient {
+            if self.book_type(ty, t, booking, state, report).await? {
                 landed_now.insert(ty.clone());
             }
-            let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
-            let gap = gap.or_else(|| cohort_gap.clone());
-            if read_to_end {
-                report.record_exclusions(&key, &withheld, gap.is_none());
-            }
-            if gap.is_none() {
-                self.tx
-                    .send(ExtractEvent::ScopeComplete(scope.clone()))
-                    .await
-                    .map_err(|_| Error::ReceiverClosed)?;
-            }
-            self.progress.scope_done(&counters, matches!(gap, Some(GapReason::Failed { .. })));
-            state.landed_files.extend(t.landed_files);
-            report.finish_scope(scope, t.resources, t.files, gap);
         }
-        for (ty, why) in &state.refused {
-            report.scopes_planned += 1;
-            self.progress.scope_done(&self.progress.dataset(ty), true);
-            report.finish_scope(cohort_scope(ty), 0, 0, Some(GapReason::Failed { error: why.clone() }));
-        }
+        Ok(landed_now)
+    }
 
-        if landed_now.contains("Patient") {
-            state.patients = exported;
+    /// Books one downloaded type: its gap (a failed file, an unreadable error file, a failure
+    /// on the server, a narrowed licence, an unknown cohort), or its completion. True when the
+    /// type is done with this export.
+    async fn book_type(
+        &self,
+        ty: &str,
+        t: TypeResult,
+        booking: &Booking<'_>,
+        state: &mut BulkState,
+        report: &mut ExtractReport,
+    ) -> Result<bool> {
+        let scope = cohort_scope(ty);
+        let counters = self.progress.dataset(ty);
+        let key = dataset_key(&scope);
+        let errors = booking.errors;
+        let mut withheld = t.withheld.clone();
+        withheld.extend(errors.withheld.get(ty).cloned().unwrap_or_default());
+        let server_gap = t
+            .content_gap
+            .clone()
+            .or_else(|| errors.gaps.get(ty).cloned())
+            .or_else(|| errors.unattributed.clone());
+        if server_gap.is_some() {
+            state.server_failed.insert(ty.to_string());
+        } else {
+            state.server_failed.remove(ty);
         }
-        state.landed_types.extend(landed_now);
-        if retrying {
-            state.retry_runs += 1;
+        if t.gone && booking.retrying {
+            state.files_gone = true;
         }
+        let gap = t
+            .failed
+            .clone()
+            .or_else(|| errors.unreadable.clone())
+            .or(server_gap)
+            .or_else(|| GapReason::narrowed(self.baseline, &key, &withheld));
+        // Every file landed, nothing failed on the server: the type is done with this export.
+        let done = gap.is_none() && !booking.cohort.wait_for_patient;
+        let read_to_end = matches!(gap, None | Some(GapReason::LicenceNarrowed { .. }));
+        let gap = gap.or_else(|| booking.cohort.gap.clone());
+        if read_to_end {
+            report.record_exclusions(&key, &withheld, gap.is_none());
+        }
+        if gap.is_none() {
+            self.tx
+                .send(ExtractEvent::ScopeComplete(scope.clone()))
+                .await
+                .map_err(|_| Error::ReceiverClosed)?;
+        }
+        self.progress.scope_done(&counters, matches!(gap, Some(GapReason::Failed { .. })));
+        state.landed_files.extend(t.landed_files);
+        report.finish_scope(scope, t.resources, t.files, gap);
+        Ok(done)
+    }
+
+    /// Nothing left to retry: the export is deleted (when configured) with its saved state.
+    /// Otherwise the state is saved for the next run.
+    async fn keep_or_delete(&self, state: &BulkState) -> Result<()> {
         let left = state.pending();
         if left.is_empty() {
             if self.config.delete_when_done {
@@ -835,10 +968,8 @@ impl Bulk<'_> {
             }
         }
         if types.is_empty() && !refused.is_empty() {
-            return Err(Error::EmptyPlan(format!(
-                "the server exports none of the configured datasets ({})",
-                refused.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
+            let refused = refused.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(Error::NothingExportable { refused });
         }
         if self.datasets.is_empty() {
             info!(
@@ -874,7 +1005,7 @@ impl Bulk<'_> {
                     // Types the refusal names are not exportable here: drop them, try again.
                     let named = types_named(e.outcomes(), &types);
                     if named.is_empty() || named.len() == types.len() {
-                        return Err(Error::Bulk(format!("kick-off refused: {e}")));
+                        return Err(Error::BulkKickOffRefused { source: e });
                     }
                     let said = summarize(e.outcomes());
                     warn!(types = ?named, "The server refuses to export these types; kicking off without them.");
@@ -887,18 +1018,12 @@ impl Bulk<'_> {
             }
         };
         if resp.status.as_u16() != 202 {
-            return Err(Error::Bulk(format!(
-                "kick-off answered HTTP {} instead of 202",
-                resp.status.as_u16()
-            )));
+            return Err(Error::BulkKickOffStatus { status: resp.status.as_u16() });
         }
-        let location = resp
-            .headers
-            .get(CONTENT_LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Bulk("kick-off answer has no Content-Location".into()))?;
+        let location =
+            resp.headers.get(CONTENT_LOCATION).and_then(|v| v.to_str().ok()).ok_or(Error::BulkNoStatusUrl)?;
         let status_url =
-            resp.url.join(location).map_err(|e| Error::Bulk(format!("bad Content-Location: {e}")))?;
+            resp.url.join(location).map_err(|source| Error::BulkUrl { what: "Content-Location", source })?;
         let state = BulkState {
             group: self.group.to_string(),
             status_url: status_url.to_string(),
@@ -937,15 +1062,13 @@ impl Bulk<'_> {
                 Ok(r) => r,
                 Err(e) if e.status() == Some(404) => {
                     BulkState::remove(self.state_dir, self.group);
-                    return Err(Error::Bulk(format!(
-                        "the export's status URL is gone ({e}); the saved state was removed, start a new export"
-                    )));
+                    return Err(Error::BulkStatusGone { source: e });
                 }
                 Err(e) => return Err(e.into()),
             };
             if resp.status.as_u16() == 200 {
-                let wire: ManifestWire = serde_json::from_slice(&resp.body)
-                    .map_err(|e| Error::Bulk(format!("invalid manifest: {e}")))?;
+                let wire: ManifestWire =
+                    serde_json::from_slice(&resp.body).map_err(|source| Error::BulkManifest { source })?;
                 // An HTTP-date is an RFC 2822 date in GMT.
                 let expires = resp
                     .headers
@@ -971,10 +1094,7 @@ impl Bulk<'_> {
                 }
             };
             if Instant::now() + delay > deadline {
-                return Err(Error::Bulk(format!(
-                    "not ready after {} s; the status URL is saved, run again to resume",
-                    self.config.timeout_secs
-                )));
+                return Err(Error::BulkNotReady { timeout_secs: self.config.timeout_secs });
             }
             tokio::time::sleep(delay).await;
         }
@@ -1028,7 +1148,7 @@ impl Bulk<'_> {
         file: &ManifestFile,
         wanted: &[Vec<IdentifierKey>],
     ) -> Result<FileResult> {
-        let url = Url::parse(&file.url).map_err(|e| Error::Bulk(format!("bad output URL: {e}")))?;
+        let url = Url::parse(&file.url).map_err(|source| Error::BulkUrl { what: "output URL", source })?;
         let resp = self.client.execute_streaming(&Request::get(url.clone())).await?;
         let reader = StreamReader::new(resp.response.bytes_stream().map_err(std::io::Error::other));
         let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(self.config.max_line_bytes));
@@ -1048,7 +1168,7 @@ impl Bulk<'_> {
                     });
                 }
                 Err(LinesCodecError::Io(e)) => {
-                    return Err(Error::Bulk(format!("{} (body cut off): {e}", redact_url(&url))));
+                    return Err(Error::BulkBodyCut { url: redact_url(&url), source: e });
                 }
             };
             let line = line.trim();
@@ -1085,11 +1205,8 @@ impl Bulk<'_> {
         if let Some(count) = file.count
             && out.resources + outcome_lines < count
         {
-            return Err(Error::Bulk(format!(
-                "{}: {} of the manifest's {count} resources before the body ended (truncated)",
-                redact_url(&url),
-                out.resources + outcome_lines
-            )));
+            let received = out.resources + outcome_lines;
+            return Err(Error::BulkTruncated { url: redact_url(&url), received, expected: count });
         }
         self.progress.pages.fetch_add(1, Ordering::Relaxed);
         counters.pages.fetch_add(1, Ordering::Relaxed);
@@ -1138,8 +1255,8 @@ impl Bulk<'_> {
         let mut unreadable = None;
         for file in &manifest.error {
             let resp = match Url::parse(&file.url) {
-                Ok(u) => self.client.execute(&Request::get(u)).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("bad error file URL: {e}")),
+                Ok(u) => self.client.execute(&Request::get(u)).await.map_err(Error::from),
+                Err(source) => Err(Error::BulkUrl { what: "error file URL", source }),
             };
             match resp {
                 Ok(r) => out.extend(String::from_utf8_lossy(&r.body).lines().flat_map(parse_outcome)),

@@ -149,36 +149,7 @@ fn identifier_key(i: &IdentifierWire) -> Option<IdentifierKey> {
 /// Reads the members of a Group resource (or of the Group inside a Bundle answer) whatever the
 /// reference form (module docs). Pure: the caller fetched `body`.
 pub fn parse_group(body: &[u8], group: &str) -> Result<GroupMembers> {
-    let wire: GroupWire = serde_json::from_slice(body)
-        .map_err(|e| Error::Cohort(format!("Group/{group} is not valid JSON: {e}")))?;
-    let (g, bundle) = match wire.resource_type.as_deref() {
-        Some("Group") => (wire, Vec::new()),
-        Some("Bundle") => {
-            let mut group_wire = None;
-            let mut others = Vec::new();
-            for e in wire.entry {
-                let Some(resource) = e.resource else { continue };
-                let is_group = resource.get("resourceType").and_then(|t| t.as_str()) == Some("Group");
-                let id_matches = resource.get("id").and_then(|t| t.as_str()) == Some(group);
-                if is_group && (id_matches || group_wire.is_none()) {
-                    group_wire = Some(resource);
-                } else if let Some(url) = e.full_url {
-                    others.push((url, resource));
-                }
-            }
-            let g = group_wire
-                .ok_or_else(|| Error::Cohort(format!("the answer for Group/{group} holds no Group")))?;
-            let g: GroupWire = serde_json::from_value(g)
-                .map_err(|e| Error::Cohort(format!("invalid Group/{group} in the Bundle: {e}")))?;
-            (g, others)
-        }
-        other => {
-            return Err(Error::Cohort(format!(
-                "Group/{group} answered {} instead of a Group",
-                other.unwrap_or("no resourceType")
-            )));
-        }
-    };
+    let (g, bundle) = group_of_answer(body, group)?;
     let mut out = GroupMembers::default();
     let mut ids = Ids::default();
     for m in g.member {
@@ -230,6 +201,47 @@ pub fn parse_group(body: &[u8], group: &str) -> Result<GroupMembers> {
     }
     out.ids = ids.order;
     Ok(out)
+}
+
+/// The Group of an answer: the Group itself, or the one inside a Bundle (the one with id
+/// `group`, else the first), with the Bundle's other entries by `fullUrl`.
+fn group_of_answer(body: &[u8], group: &str) -> Result<(GroupWire, Vec<(String, serde_json::Value)>)> {
+    let wire: GroupWire = serde_json::from_slice(body).map_err(|source| Error::CohortJson {
+        resource: format!("Group/{group}"),
+        expected: "Group",
+        source,
+    })?;
+    match wire.resource_type.as_deref() {
+        Some("Group") => Ok((wire, Vec::new())),
+        Some("Bundle") => {
+            let mut group_wire = None;
+            let mut others = Vec::new();
+            for e in wire.entry {
+                let Some(resource) = e.resource else { continue };
+                let is_group = resource.get("resourceType").and_then(|t| t.as_str()) == Some("Group");
+                let id_matches = resource.get("id").and_then(|t| t.as_str()) == Some(group);
+                if is_group && (id_matches || group_wire.is_none()) {
+                    group_wire = Some(resource);
+                } else if let Some(url) = e.full_url {
+                    others.push((url, resource));
+                }
+            }
+            let g = group_wire.ok_or_else(|| Error::NotAGroup {
+                group: group.to_string(),
+                found: "a Bundle without a Group".into(),
+            })?;
+            let g: GroupWire = serde_json::from_value(g).map_err(|source| Error::CohortJson {
+                resource: format!("Group/{group} in the Bundle"),
+                expected: "Group",
+                source,
+            })?;
+            Ok((g, others))
+        }
+        other => {
+            let found = other.unwrap_or("no resourceType").to_string();
+            Err(Error::NotAGroup { group: group.to_string(), found })
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -293,8 +305,7 @@ pub(crate) async fn search_all(
             out.extend(page.resources);
             match page.next {
                 Some(next) => {
-                    current =
-                        current.join(&next).map_err(|e| Error::Cohort(format!("bad next link: {e}")))?;
+                    current = current.join(&next).map_err(|source| Error::CohortNextLink { source })?;
                 }
                 None => return Ok(out),
             }
@@ -344,11 +355,7 @@ pub async fn patient_list(
         None if endpoints.get(FhirVersion::Stu3).is_some() => FhirVersion::Stu3,
         None => FhirVersion::R4,
     };
-    let base = endpoints.get(version).ok_or_else(|| {
-        Error::Cohort(format!(
-            "patient lists are read from {version}, but no {version} endpoint is configured"
-        ))
-    })?;
+    let base = endpoints.get(version).ok_or(Error::CohortEndpoint { what: "patient lists", version })?;
     let (code, identifier) = match version {
         FhirVersion::R4 => {
             let system = if system == "systemlist" { R4_PATIENT_LIST_SYSTEM } else { &system };
@@ -359,12 +366,15 @@ pub async fn patient_list(
     let params = vec![("code".to_string(), code.to_string()), ("identifier".to_string(), identifier)];
     let lists = search_all(client, base, "List", &params).await?;
     if lists.is_empty() {
-        return Err(Error::Cohort(format!("no patient list `{system}|{value}` found on {version}")));
+        return Err(Error::NoPatientList { identifier: format!("{system}|{value}"), version });
     }
     let mut ids = Ids::default();
     for raw in lists {
-        let list: ListWire =
-            serde_json::from_str(&raw).map_err(|e| Error::Cohort(format!("invalid List: {e}")))?;
+        let list: ListWire = serde_json::from_str(&raw).map_err(|source| Error::CohortJson {
+            resource: "a List of the search".into(),
+            expected: "List",
+            source,
+        })?;
         let entries = match list.entry {
             Some(e) => e,
             None => match &list.id {
@@ -372,8 +382,9 @@ pub async fn patient_list(
                 Some(id) => {
                     let url = join(base, &format!("List/{id}"))?;
                     let resp = client.execute(&fhirsync_fhir::Request::get(url)).await?;
-                    let full: ListWire = serde_json::from_slice(&resp.body)
-                        .map_err(|e| Error::Cohort(format!("invalid List/{id}: {e}")))?;
+                    let full: ListWire = serde_json::from_slice(&resp.body).map_err(|source| {
+                        Error::CohortJson { resource: format!("List/{id}"), expected: "List", source }
+                    })?;
                     full.entry.unwrap_or_default()
                 }
                 None => Vec::new(),
@@ -396,7 +407,7 @@ pub async fn patient_list(
 pub async fn read_group(client: &FhirClient, endpoints: &Endpoints, group: &str) -> Result<GroupMembers> {
     let base = endpoints
         .get(FhirVersion::R4)
-        .ok_or_else(|| Error::Cohort("Groups are read from R4, but no R4 endpoint is configured".into()))?;
+        .ok_or(Error::CohortEndpoint { what: "Groups", version: FhirVersion::R4 })?;
     let url = join(base, &format!("Group/{group}"))?;
     let resp = client.execute(&fhirsync_fhir::Request::get(url)).await?;
     parse_group(&resp.body, group)
@@ -453,8 +464,8 @@ async fn by_identifier_quiet(
     endpoints: &Endpoints,
     identifier: &str,
 ) -> Result<Vec<String>> {
-    let version = *endpoints.versions().first().ok_or_else(|| Error::Cohort("no FHIR endpoint".into()))?;
-    let base = endpoints.get(version).ok_or_else(|| Error::Cohort("no FHIR endpoint".into()))?;
+    let version = *endpoints.versions().first().ok_or(Error::NoEndpoint)?;
+    let base = endpoints.get(version).ok_or(Error::NoEndpoint)?;
     let params = vec![("identifier".to_string(), identifier.to_string())];
     let found = search_all(client, base, "Patient", &params).await?;
     Ok(found.iter().filter_map(|r| serde_json::from_str::<IdWire>(r).ok().and_then(|p| p.id)).collect())

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use fhirsync_auth::keys::KeySource;
 use fhirsync_core::FhirVersion;
+use fhirsync_core::{SecretError, SecretRef};
 use fhirsync_fhir::outage;
 use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
 use fhirsync_fhir::{
@@ -144,7 +145,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("fhir_stu3_endpoint", &self.fhir_stu3_endpoint)
             .field("fhir_dstu2_endpoint", &self.fhir_dstu2_endpoint)
             .field("fhir_base_url", &self.fhir_base_url)
-            .field("private_key", &self.private_key.as_ref().map(|k| KeySource::parse(k).describe()))
+            .field("private_key", &self.private_key.as_ref().map(|k| KeySource::parse_path(k).describe()))
             .field("patient_list_identifier", &self.patient_list_identifier)
             .field("https_proxy", &self.https_proxy.as_ref().map(|_| "[set]"))
             .field("ca_bundle", &self.ca_bundle)
@@ -268,14 +269,13 @@ impl ConnectionConfig {
         if let Some(p) = &self.https_proxy {
             parse_url("https_proxy", p)?;
         }
-        if let Some(secret) = &self.client_secret {
-            let s = secret.expose_secret();
-            if !(s.starts_with("env:") || s.starts_with("file:")) {
-                return Err(Error::InlineSecret {
-                    key: "connection.client_secret",
-                    env_override: "FHIRSYNC_CLIENT_SECRET",
-                });
-            }
+        if let Some(secret) = &self.client_secret
+            && SecretRef::parse(secret.expose_secret()).is_err()
+        {
+            return Err(Error::InlineSecret {
+                key: "connection.client_secret",
+                env_override: "FHIRSYNC_CLIENT_SECRET",
+            });
         }
         if let Some(id) = &self.patient_list_identifier {
             parse_list_identifier(id)?;
@@ -299,29 +299,22 @@ impl ConnectionConfig {
             return Ok(Some(v.into()));
         }
         let Some(secret) = &self.client_secret else { return Ok(None) };
-        let spec = secret.expose_secret();
-        if let Some(var) = spec.strip_prefix("env:") {
-            let v = get(var).ok_or_else(|| Error::SecretUnavailable {
-                key: KEY,
-                origin: format!("environment variable {var}"),
-                problem: "not set".into(),
-            })?;
-            Ok(Some(v.into()))
-        } else if let Some(path) = spec.strip_prefix("file:") {
-            let v = std::fs::read_to_string(path).map_err(|e| Error::SecretUnavailable {
-                key: KEY,
-                origin: path.to_string(),
-                problem: e.to_string(),
-            })?;
-            Ok(Some(v.trim().to_string().into()))
-        } else {
-            Err(Error::InlineSecret { key: KEY, env_override: "FHIRSYNC_CLIENT_SECRET" })
-        }
+        let reference = SecretRef::parse(secret.expose_secret())
+            .map_err(|_| Error::InlineSecret { key: KEY, env_override: "FHIRSYNC_CLIENT_SECRET" })?;
+        let value = reference.read_with(get, true).map_err(|e| Error::SecretUnavailable {
+            key: KEY,
+            origin: reference.describe(),
+            problem: match &e {
+                SecretError::File { source, .. } => source.to_string(),
+                SecretError::Unset(_) | SecretError::Inline => "not set".into(),
+            },
+        })?;
+        Ok(Some(value))
     }
 
     /// Where the private key comes from (`env:VAR`, `file:/path` or a bare path).
     pub fn private_key_source(&self) -> Option<KeySource> {
-        self.private_key.as_deref().map(|k| KeySource::parse(k.strip_prefix("file:").unwrap_or(k)))
+        self.private_key.as_deref().map(KeySource::parse_path)
     }
 }
 

@@ -26,11 +26,21 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, warn};
+use url::Url;
 
 use crate::error::{Error, Result};
 use crate::plan::{Plan, PlannedDataset};
-use crate::progress::Progress;
+use crate::progress::{DatasetCounters, Progress};
 use crate::report::{ExclusionBaseline, ExtractReport, GapReason, dataset_key};
+
+/// How a pass of a scope's search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// At its last page, or at a failure booked as the scope's gap.
+    Done,
+    /// A 4113 expired the search session: search again from the first page.
+    Restart,
+}
 
 /// The result of one scope.
 struct ScopeResult {
@@ -140,10 +150,11 @@ impl Crawl<'_> {
         Ok(())
     }
 
-    /// Fetches one scope completely (or until it fails). `Err` only for run-fatal errors.
+    /// Fetches one scope completely (or until it fails): passes of its search until one ends
+    /// without a 4113 restart, then the checks that make it complete. `Err` only for run-fatal
+    /// errors.
     async fn scope(&self, scope: ScopeKey, item: &PlannedDataset) -> Result<ScopeResult> {
-        let dataset_name = item.dataset.to_string();
-        let counters = self.progress.dataset(&dataset_name);
+        let counters = self.progress.dataset(&item.dataset.to_string());
         let patient = scope.patient_id.clone().unwrap_or_default();
         let mut params = vec![(item.patient_param.to_string(), patient)];
         params.extend(item.params.iter().cloned());
@@ -157,76 +168,102 @@ impl Crawl<'_> {
             withheld: BTreeSet::new(),
             gap: None,
         };
-        let source = item.base.as_str().trim_end_matches('/').to_string();
-        'restart: loop {
-            let mut url = join(&item.base, &item.dataset.resource_type)?;
-            url.query_pairs_mut().extend_pairs(&params);
-            loop {
-                let page = match self.client.page(&url).await {
-                    Ok(p) => p,
-                    Err(e) if e.has_outcome(codes::SESSION_EXPIRED) => {
-                        r.codes.push(codes::SESSION_EXPIRED.to_string());
-                        if self.restart(&mut r) {
-                            continue 'restart;
-                        }
-                        break 'restart;
-                    }
-                    Err(e) if e.is_fatal_for_run() => return Err(e.into()),
-                    Err(e) => {
-                        warn!(dataset = %dataset_name, error = %e, "Scope failed.");
-                        r.gap = Some(GapReason::Failed { error: e.to_string() });
-                        break 'restart;
-                    }
-                };
-                if page.has_outcome(codes::SESSION_EXPIRED) {
-                    r.codes.push(codes::SESSION_EXPIRED.to_string());
-                    if self.restart(&mut r) {
-                        continue 'restart;
-                    }
-                    break 'restart;
+        while self.pass(item, &params, &mut r, &counters).await? == Pass::Restart {}
+        self.finish(item, &params, &mut r).await?;
+        debug!(dataset = %item.dataset, resources = r.resources, pages = r.pages, complete = r.gap.is_none(), "Scope finished.");
+        self.progress.scope_done(&counters, matches!(r.gap, Some(GapReason::Failed { .. })));
+        Ok(r)
+    }
+
+    /// One pass of the scope's search, from its first page by `next` links to its last page,
+    /// a failure (booked as a gap), or a 4113 (a restart while the budget allows).
+    async fn pass(
+        &self,
+        item: &PlannedDataset,
+        params: &[(String, String)],
+        r: &mut ScopeResult,
+        counters: &DatasetCounters,
+    ) -> Result<Pass> {
+        let mut url = join(&item.base, &item.dataset.resource_type)?;
+        url.query_pairs_mut().extend_pairs(params);
+        loop {
+            let page = match self.client.page(&url).await {
+                Ok(p) => p,
+                Err(e) if e.has_outcome(codes::SESSION_EXPIRED) => return Ok(self.session_expired(r)),
+                Err(e) if e.is_fatal_for_run() => return Err(e.into()),
+                Err(e) => {
+                    warn!(dataset = %item.dataset, error = %e, "Scope failed.");
+                    r.gap = Some(GapReason::Failed { error: e.to_string() });
+                    return Ok(Pass::Done);
                 }
-                r.book(&page.outcomes);
-                let n = page.resources.len();
-                if n > 0 {
-                    let mut batch = Vec::with_capacity(n);
-                    for json in page.resources {
-                        match RawResource::from_json(
-                            json,
-                            r.scope.patient_id.clone(),
-                            item.dataset.clone(),
-                            item.version,
-                            source.clone(),
-                        ) {
-                            Ok(res) => batch.push(res),
-                            Err(e) => {
-                                let err = Error::Resource { source_url: redact_url(&url), source: e };
-                                r.gap.get_or_insert(GapReason::Failed { error: err.to_string() });
-                            }
-                        }
-                    }
-                    r.resources += batch.len() as u64;
-                    self.tx.send(ExtractEvent::Resources(batch)).await.map_err(|_| Error::ReceiverClosed)?;
+            };
+            if page.has_outcome(codes::SESSION_EXPIRED) {
+                return Ok(self.session_expired(r));
+            }
+            r.book(&page.outcomes);
+            let n = page.resources.len();
+            self.emit(item, &url, page.resources, r).await?;
+            r.pages += 1;
+            self.progress.add_page(counters, n);
+            match page.next.map(|next| url.join(&next)) {
+                Some(Ok(u)) => url = u,
+                Some(Err(e)) => {
+                    r.gap = Some(GapReason::Failed { error: format!("invalid next link: {e}") });
+                    return Ok(Pass::Done);
                 }
-                r.pages += 1;
-                self.progress.add_page(&counters, n);
-                match page.next {
-                    Some(next) => match url.join(&next) {
-                        Ok(u) => url = u,
-                        Err(e) => {
-                            r.gap = Some(GapReason::Failed { error: format!("invalid next link: {e}") });
-                            break 'restart;
-                        }
-                    },
-                    None => break 'restart,
+                None => return Ok(Pass::Done),
+            }
+        }
+    }
+
+    /// A 4113 ended the pass: booked, and a restart when the budget allows one.
+    fn session_expired(&self, r: &mut ScopeResult) -> Pass {
+        r.codes.push(codes::SESSION_EXPIRED.to_string());
+        if self.restart(r) { Pass::Restart } else { Pass::Done }
+    }
+
+    /// Sends one page's resources to landing; one without `resourceType` or `id` makes the
+    /// scope a gap (the others are sent).
+    async fn emit(
+        &self,
+        item: &PlannedDataset,
+        url: &Url,
+        page: Vec<Box<str>>,
+        r: &mut ScopeResult,
+    ) -> Result<()> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let source = item.base.as_str().trim_end_matches('/');
+        let mut batch = Vec::with_capacity(page.len());
+        for json in page {
+            let patient = r.scope.patient_id.clone();
+            match RawResource::from_json(json, patient, item.dataset.clone(), item.version, source) {
+                Ok(res) => batch.push(res),
+                Err(e) => {
+                    let err = Error::Resource { source_url: redact_url(url), source: e };
+                    r.gap.get_or_insert(GapReason::Failed { error: err.to_string() });
                 }
             }
         }
+        r.resources += batch.len() as u64;
+        self.tx.send(ExtractEvent::Resources(batch)).await.map_err(|_| Error::ReceiverClosed)
+    }
+
+    /// After the last pass: a licence narrowed since the baseline, or a count that differs
+    /// (`verify_count`), is a gap; otherwise the scope is complete and landing is told so.
+    async fn finish(
+        &self,
+        item: &PlannedDataset,
+        params: &[(String, String)],
+        r: &mut ScopeResult,
+    ) -> Result<()> {
         if r.gap.is_none() {
             let key = dataset_key(&r.scope);
             r.gap = GapReason::narrowed(self.baseline, &key, &r.withheld);
         }
         if r.gap.is_none() && item.verify_count {
-            r.gap = self.verify_count(item, &params, r.resources).await?;
+            r.gap = self.verify_count(item, params, r.resources).await?;
         }
         if r.gap.is_none() {
             self.tx
@@ -234,9 +271,7 @@ impl Crawl<'_> {
                 .await
                 .map_err(|_| Error::ReceiverClosed)?;
         }
-        debug!(dataset = %dataset_name, resources = r.resources, pages = r.pages, complete = r.gap.is_none(), "Scope finished.");
-        self.progress.scope_done(&counters, matches!(r.gap, Some(GapReason::Failed { .. })));
-        Ok(r)
+        Ok(())
     }
 
     /// Asks the server how many resources the scope's search has (`_summary=count`); a gap when

@@ -51,7 +51,7 @@ pub use config::{
     BulkConfig, CohortConfig, ConnectionConfig, Endpoints, ExtractConfig, Mode, RetryConfig, ScheduleConfig,
     ServerKind,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, StatementError};
 pub use plan::{Plan, PlannedDataset};
 pub use progress::{Progress, ProgressSnapshot};
 pub use report::{DatasetReport, ExclusionBaseline, ExclusionCount, ExtractReport, Gap, GapReason};

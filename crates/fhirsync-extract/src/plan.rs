@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::config::{Endpoints, ExtractConfig, ServerKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StatementError};
 
 /// Types never planned by default: `List` is the cohort tool (and needs a `code`).
 const NOT_BY_DEFAULT: &[&str] = &["List"];
@@ -129,15 +129,13 @@ struct SearchParamWire {
 
 impl Capabilities {
     /// Parses a CapabilityStatement (R4/STU3) or Conformance (DSTU2).
-    pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
-        let wire: StatementWire = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    pub fn parse(json: &[u8]) -> std::result::Result<Self, StatementError> {
+        let wire: StatementWire = serde_json::from_slice(json)?;
         match wire.resource_type.as_deref() {
             Some("CapabilityStatement" | "Conformance") => {}
             other => {
-                return Err(format!(
-                    "expected a CapabilityStatement, got {}",
-                    other.unwrap_or("no resourceType")
-                ));
+                let found = other.unwrap_or("no resourceType").to_string();
+                return Err(StatementError::NotAStatement { found });
             }
         }
         let says_epic =
@@ -231,10 +229,10 @@ pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractCo
     for ((version, base), body) in versions.into_iter().zip(bodies) {
         match body {
             Ok(body) => {
-                let c = Capabilities::parse(&body).map_err(|problem| Error::Capabilities {
+                let c = Capabilities::parse(&body).map_err(|source| Error::Capabilities {
                     version,
                     url: fhirsync_fhir::redact_url(base),
-                    problem,
+                    source,
                 })?;
                 caps.insert(version, (base.clone(), c));
             }
@@ -248,7 +246,7 @@ pub async fn plan(client: &FhirClient, endpoints: &Endpoints, config: &ExtractCo
     if caps.is_empty() {
         return Err(match last_err {
             Some(e) => e.into(),
-            None => Error::EmptyPlan("no FHIR endpoint configured".into()),
+            None => Error::NoEndpoint,
         });
     }
     let plan = build(&caps, config)?;
@@ -296,7 +294,7 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
     };
     // A named type no statement lists is tried from the newest endpoint.
     let Some(&newest) = caps.keys().max() else {
-        return Err(Error::EmptyPlan("no FHIR endpoint configured".into()));
+        return Err(Error::NoEndpoint);
     };
     let mut items = BTreeMap::new();
     for wanted in selection {
@@ -313,47 +311,61 @@ pub fn build(caps: &BTreeMap<FhirVersion, (Url, Capabilities)>, config: &Extract
             }
         };
         let (base, c) = &caps[&version];
-        let patient_param = match (ty, c.patient_param(ty)) {
-            (_, Some(p)) => p,
-            ("Patient", None) => "_id",
-            (_, None) => "patient",
-        };
-        let epic = match config.server {
-            ServerKind::Epic => true,
-            ServerKind::Generic => false,
-            ServerKind::Auto => c.epic,
-        };
-        let by_category = epic || c.category_required.contains(ty);
-        let mut base_params = Vec::new();
-        if config.page_size > 0 && ty != "Patient" {
-            base_params.push(("_count".to_string(), config.page_size.to_string()));
-        }
-        let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
-            (Some(c), _) => vec![c.clone()],
-            (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
-            _ => Vec::new(),
-        };
-        let verify_count = config.verify_counts && !epic && ty != "Patient";
-        let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
-            items.insert(
-                dataset.clone(),
-                PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
-            );
-        };
-        if categories.is_empty() {
-            push(Dataset::new(ty), base_params.clone());
-        } else {
-            for cat in categories {
-                let mut params = vec![("category".to_string(), cat.clone())];
-                params.extend(base_params.iter().cloned());
-                push(Dataset::with_category(ty, cat), params);
-            }
-        }
+        plan_dataset(&wanted, version, base, c, config, &mut items);
     }
     if items.is_empty() {
-        return Err(Error::EmptyPlan(format!("no patient-searchable types on {described}")));
+        return Err(Error::NothingSearchable { endpoints: described });
     }
     Ok(Plan { items: items.into_values().collect(), not_offered })
+}
+
+/// The planned datasets of one wanted dataset, searched on `version` (`base`, statement `c`):
+/// one per category when the server wants categories, else one.
+fn plan_dataset(
+    wanted: &Dataset,
+    version: FhirVersion,
+    base: &Url,
+    c: &Capabilities,
+    config: &ExtractConfig,
+    items: &mut BTreeMap<Dataset, PlannedDataset>,
+) {
+    let ty = wanted.resource_type.as_str();
+    let patient_param = match (ty, c.patient_param(ty)) {
+        (_, Some(p)) => p,
+        ("Patient", None) => "_id",
+        (_, None) => "patient",
+    };
+    let epic = match config.server {
+        ServerKind::Epic => true,
+        ServerKind::Generic => false,
+        ServerKind::Auto => c.epic,
+    };
+    let by_category = epic || c.category_required.contains(ty);
+    let mut base_params = Vec::new();
+    if config.page_size > 0 && ty != "Patient" {
+        base_params.push(("_count".to_string(), config.page_size.to_string()));
+    }
+    let categories: Vec<String> = match (&wanted.category, config.categories.get(ty)) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(list)) if by_category && c.has_param(ty, "category") => list.clone(),
+        _ => Vec::new(),
+    };
+    let verify_count = config.verify_counts && !epic && ty != "Patient";
+    let mut push = |dataset: Dataset, params: Vec<(String, String)>| {
+        items.insert(
+            dataset.clone(),
+            PlannedDataset { dataset, version, base: base.clone(), patient_param, params, verify_count },
+        );
+    };
+    if categories.is_empty() {
+        push(Dataset::new(ty), base_params.clone());
+    } else {
+        for cat in categories {
+            let mut params = vec![("category".to_string(), cat.clone())];
+            params.extend(base_params.iter().cloned());
+            push(Dataset::with_category(ty, cat), params);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -514,9 +526,14 @@ mod tests {
         assert!(err.to_string().contains("Medication"), "{err}");
     }
 
-    /// A non-CapabilityStatement body is rejected.
+    /// A non-CapabilityStatement body is rejected naming what came; a non-JSON body keeps the
+    /// parse error.
     #[test]
     fn rejects_non_capability_statement() {
-        assert!(Capabilities::parse(br#"{"resourceType":"Bundle"}"#).is_err());
+        let err = Capabilities::parse(br#"{"resourceType":"Bundle"}"#).unwrap_err();
+        assert!(matches!(&err, StatementError::NotAStatement { found } if found == "Bundle"), "{err}");
+        assert_eq!(err.to_string(), "expected a CapabilityStatement, got Bundle");
+        let err = Capabilities::parse(b"<CapabilityStatement/>").unwrap_err();
+        assert!(matches!(err, StatementError::Json(_)), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fhirsync_auth::TokenProvider;
+use fhirsync_core::TokenProvider;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -270,9 +270,71 @@ impl Inner {
     }
 }
 
+/// A 2xx answer as [`FhirClient::run`] hands it over.
 enum Received {
+    /// With its whole body.
     Full(Response),
+    /// At its headers; the caller streams the body.
     Streaming(StreamingResponse),
+}
+
+/// How [`FhirClient::run`] hands over a 2xx answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// Read the whole body ([`FhirClient::execute`]).
+    Read,
+    /// Return at the headers; the caller streams the body ([`FhirClient::execute_streaming`]).
+    Stream,
+}
+
+/// Where one request stands between its attempts.
+#[derive(Debug, Default)]
+struct Tries {
+    /// Failed attempts so far (a refresh after a 401 and a wait for the server do not count).
+    attempt: u32,
+    /// The token was refreshed once after a 401.
+    refreshed: bool,
+    /// Successes the breaker had counted at the request's first attempt.
+    successes_at_start: Option<u64>,
+}
+
+impl Tries {
+    /// Successes the breaker had counted when the request began.
+    fn start_mark(&self) -> u64 {
+        self.successes_at_start.unwrap_or_default()
+    }
+}
+
+/// One request on the wire: the token it carried and its timing.
+struct Sent {
+    token: SecretString,
+    started: Instant,
+    /// Time to the response headers.
+    latency: Duration,
+}
+
+/// What one attempt came to.
+enum Step {
+    /// The answer: done.
+    Answer(Received),
+    /// Send again at once: after a wait for the server, or with a fresh token.
+    Again,
+    /// The attempt failed; [`FhirClient::after_failure`] decides what follows.
+    Failed(Failure),
+}
+
+/// A failed attempt.
+struct Failure {
+    /// What the retry policy decided.
+    decision: Decision,
+    /// Why it failed (the last failure of a request that gives up).
+    reason: RetryReason,
+    /// For a network failure: which one, with the fix to try.
+    network: Option<String>,
+    /// OperationOutcome issues of the answer, if any.
+    outcomes: Vec<Outcome>,
+    /// The breaker says the server is unavailable: wait at the gate, retries intact.
+    held: bool,
 }
 
 impl FhirClient {
@@ -379,17 +441,17 @@ impl FhirClient {
 
     /// Sends `req` with retries and reads the whole body. Fails on non-2xx after classification.
     pub async fn execute(&self, req: &Request) -> Result<Response> {
-        match self.run(req, false).await? {
+        match self.run(req, BodyMode::Read).await? {
             Received::Full(r) => Ok(r),
-            Received::Streaming(_) => unreachable!("run(stream = false) always reads the body"),
+            Received::Streaming(_) => unreachable!("BodyMode::Read always reads the body"),
         }
     }
 
     /// Sends `req` with retries up to the response headers; the body is streamed by the caller.
     pub async fn execute_streaming(&self, req: &Request) -> Result<StreamingResponse> {
-        match self.run(req, true).await? {
+        match self.run(req, BodyMode::Stream).await? {
             Received::Streaming(r) => Ok(r),
-            Received::Full(_) => unreachable!("run(stream = true) never reads the body"),
+            Received::Full(_) => unreachable!("BodyMode::Stream never reads the body"),
         }
     }
 
@@ -488,191 +550,246 @@ impl FhirClient {
         debug!(url = %redact_url(url), %reason, "Server unavailable; request waits for the outage to end.");
     }
 
-    async fn run(&self, req: &Request, stream: bool) -> Result<Received> {
-        let inner = &self.inner;
-        let policy = &inner.config.retry;
-        let is_post = req.method == Method::POST;
-        let mut attempt: u32 = 0;
-        let mut refreshed = false;
-        // Successes the breaker had counted at this request's first attempt.
-        let mut successes_at_start: Option<u64> = None;
+    /// Sends `req` until it is answered, retried out, or fails for good: one [`attempt`] after
+    /// the other, each failure followed by a retry, a wait for the server, or the final error.
+    ///
+    /// [`attempt`]: FhirClient::attempt
+    async fn run(&self, req: &Request, mode: BodyMode) -> Result<Received> {
+        let mut tries = Tries::default();
         loop {
-            let last: RetryReason;
-            // Which network failure the last attempt met, with its fix (None for HTTP answers).
-            let mut network: Option<String> = None;
-            let ticket = inner.enter().await?;
-            let successes_before = ticket.as_ref().map(|t| t.successes_before);
-            let start_mark = *successes_at_start.get_or_insert(successes_before.unwrap_or_default());
-            if let Some(budget) = &inner.budget {
-                budget
-                    .take(chrono::Local::now().date_naive())
-                    .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day })?;
-            }
-            if let Some(rate) = inner.rate_now() {
-                rate.acquire().await;
-            }
-            let permit = inner.limiter.acquire().await;
-            let token = inner.tokens.access_token().await?;
-            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let sent = self.send(req, &token).await;
-            let latency = started.elapsed();
-            let (decision, outcomes, held) = match sent {
-                Err(e) => match transport_reason(&e) {
-                    Some(reason) => {
-                        last = reason;
-                        network = Some(self.describe(&e));
-                        debug!(url = %redact_url(&req.url), failure = network.as_deref().unwrap_or_default(), "Attempt failed.");
-                        if reason.is_congestion() {
-                            inner.limiter.on_congestion();
-                        }
-                        let held = inner.record(ticket, Signal::Unreachable);
-                        (policy.classify_transport(reason, attempt), Vec::new(), held)
-                    }
-                    None => {
-                        let detail = self.describe(&e);
-                        return Err(Error::Transport { url: redact_url(&req.url), detail, source: e });
-                    }
-                },
-                Ok(resp) if resp.status().is_success() => {
-                    inner.record(ticket, Signal::Up);
-                    if stream {
-                        inner.limiter.on_success(latency);
-                        return Ok(Received::Streaming(StreamingResponse {
-                            response: resp,
-                            _permit: permit,
-                        }));
-                    }
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let url = resp.url().clone();
-                    match resp.bytes().await {
-                        Ok(body) => {
-                            inner
-                                .stats
-                                .busy_micros
-                                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                            // Time to the response headers: body size must not look like congestion.
-                            inner.limiter.on_success(latency);
-                            debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
-                            // After the timings: writing the file is not the server's latency.
-                            self.record_answer(req, status, &headers, &body, &token).await;
-                            return Ok(Received::Full(Response { url, status, headers, body }));
-                        }
-                        Err(e) => {
-                            // The headers came, so the server is up: a cut body is the
-                            // request's own retry, not an outage signal.
-                            let reason = transport_reason(&e).unwrap_or(RetryReason::TruncatedBody);
-                            last = reason;
-                            network = Some(self.describe(&e));
-                            debug!(url = %redact_url(&req.url), failure = network.as_deref().unwrap_or_default(), "Body read failed.");
-                            (policy.classify_transport(reason, attempt), Vec::new(), false)
-                        }
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let body = resp.bytes().await.unwrap_or_default();
-                    self.record_answer(req, status, &headers, &body, &token).await;
-                    if status == StatusCode::NOT_FOUND && is_html(&headers, &body) {
-                        inner.record(ticket, Signal::Up);
-                        return Err(Error::UnknownResourceType { url: redact_url(&req.url) });
-                    }
-                    let outcomes = parse_outcome(&String::from_utf8_lossy(&body));
-                    let throttled = matches!(status.as_u16(), 429 | 503);
-                    last = if throttled {
-                        RetryReason::Throttled(status.as_u16())
-                    } else {
-                        RetryReason::ServerError(status.as_u16())
-                    };
-                    if throttled {
-                        inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                        inner.limiter.on_congestion();
-                    }
-                    let cooldown = is_cooldown(&outcomes);
-                    let held = if cooldown || status == StatusCode::UNAUTHORIZED {
-                        // Neither says anything about the server's health.
-                        false
-                    } else if is_transient_status(status) {
-                        let asked = throttled
-                            .then(|| retry_after(&headers, SystemTime::now()))
-                            .flatten()
-                            .map(|d| policy.clamp_retry_after(d));
-                        inner.record(ticket, Signal::Down { retry_after: asked })
-                    } else {
-                        inner.record(ticket, Signal::Up)
-                    };
-                    if held && !is_post {
-                        // The server is unavailable: wait at the gate with this request's
-                        // retries intact.
-                        self.note_held(&req.url, last);
-                        continue;
-                    }
-                    let decision = if cooldown {
-                        Decision::Fail
-                    } else {
-                        policy.classify_status(status, &headers, attempt, refreshed)
-                    };
-                    if decision == Decision::Fail
-                        && !cooldown
-                        && !is_post
-                        && is_transient_status(status)
-                        && self.hold_on_exhaustion(&req.url, start_mark).await
-                    {
-                        self.note_held(&req.url, last);
-                        continue;
-                    }
-                    match decision {
-                        Decision::RefreshToken => {
-                            inner.tokens.invalidate(&token);
-                            inner.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
-                            refreshed = true;
-                            debug!(url = %redact_url(&req.url), "Access token rejected; refreshing once.");
-                            continue;
-                        }
-                        Decision::Fail if status == StatusCode::UNAUTHORIZED => {
-                            return Err(Error::Unauthorized { url: redact_url(&req.url) });
-                        }
-                        Decision::Fail if attempt == 0 || !is_transient_status(status) => {
-                            return Err(Error::Status {
-                                url: redact_url(&req.url),
-                                status: status.as_u16(),
-                                outcomes,
-                            });
-                        }
-                        d => (d, outcomes, false),
-                    }
-                }
+            let failure = match self.attempt(req, mode, &mut tries).await? {
+                Step::Answer(received) => return Ok(received),
+                Step::Again => continue,
+                Step::Failed(failure) => failure,
             };
-            drop(permit);
-            if held && !is_post {
-                self.note_held(&req.url, last);
-                continue;
+            self.after_failure(req, failure, &mut tries).await?;
+        }
+    }
+
+    /// One attempt: through the gates (outage breaker, daily budget, rate, concurrency, token),
+    /// on the wire, and what its answer (or its absence) comes to.
+    async fn attempt(&self, req: &Request, mode: BodyMode, tries: &mut Tries) -> Result<Step> {
+        let inner = &self.inner;
+        let ticket = inner.enter().await?;
+        let successes_before = ticket.as_ref().map(|t| t.successes_before);
+        tries.successes_at_start.get_or_insert(successes_before.unwrap_or_default());
+        if let Some(budget) = &inner.budget {
+            budget
+                .take(chrono::Local::now().date_naive())
+                .map_err(|s| Error::BudgetExhausted { limit: s.limit, day: s.day })?;
+        }
+        if let Some(rate) = inner.rate_now() {
+            rate.acquire().await;
+        }
+        let permit = inner.limiter.acquire().await;
+        let token = inner.tokens.access_token().await?;
+        inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let sent = self.send(req, &token).await;
+        let sent_at = Sent { token, started, latency: started.elapsed() };
+        match sent {
+            Err(e) => self.transport_failure(req, e, ticket, tries.attempt).map(Step::Failed),
+            Ok(resp) if resp.status().is_success() => {
+                inner.record(ticket, Signal::Up);
+                Ok(self.success(req, resp, mode, permit, &sent_at, tries.attempt).await)
             }
-            let decision = match decision {
-                Decision::Retry { .. } if is_post => Decision::Fail,
-                d => d,
-            };
-            match decision {
-                Decision::Retry { reason, delay } => {
-                    self.note_retry(&req.url, reason, delay, network.as_deref());
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                _ if !is_post && self.hold_on_exhaustion(&req.url, start_mark).await => {
-                    self.note_held(&req.url, last);
-                }
-                _ => {
-                    return Err(Error::RetriesExhausted {
-                        url: redact_url(&req.url),
-                        attempts: attempt + 1,
-                        reason: last,
-                        network,
-                        outcomes,
-                    });
-                }
+            Ok(resp) => self.error_status(req, resp, ticket, &sent_at.token, tries).await,
+        }
+    }
+
+    /// No answer: a transient failure (refused, reset, timeout, ...) is a failed attempt and
+    /// tells the breaker the server is unreachable; any other (e.g. a bad certificate) is final.
+    fn transport_failure(
+        &self,
+        req: &Request,
+        e: reqwest::Error,
+        ticket: Option<Ticket<'_>>,
+        attempt: u32,
+    ) -> Result<Failure> {
+        let inner = &self.inner;
+        let Some(reason) = transport_reason(&e) else {
+            let detail = self.describe(&e);
+            return Err(Error::Transport { url: redact_url(&req.url), detail, source: e });
+        };
+        let network = self.describe(&e);
+        debug!(url = %redact_url(&req.url), failure = network.as_str(), "Attempt failed.");
+        if reason.is_congestion() {
+            inner.limiter.on_congestion();
+        }
+        let held = inner.record(ticket, Signal::Unreachable);
+        let decision = inner.config.retry.classify_transport(reason, attempt);
+        Ok(Failure { decision, reason, network: Some(network), outcomes: Vec::new(), held })
+    }
+
+    /// A 2xx answer: handed over at its headers ([`BodyMode::Stream`]) or with its whole body.
+    /// A body cut off is a failed attempt of this request only: the headers came, so the server
+    /// is up and the breaker is not told.
+    async fn success(
+        &self,
+        req: &Request,
+        resp: reqwest::Response,
+        mode: BodyMode,
+        permit: Permit,
+        sent: &Sent,
+        attempt: u32,
+    ) -> Step {
+        let inner = &self.inner;
+        if mode == BodyMode::Stream {
+            inner.limiter.on_success(sent.latency);
+            return Step::Answer(Received::Streaming(StreamingResponse { response: resp, _permit: permit }));
+        }
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let url = resp.url().clone();
+        match resp.bytes().await {
+            Ok(body) => {
+                inner
+                    .stats
+                    .busy_micros
+                    .fetch_add(sent.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                // Time to the response headers: body size must not look like congestion.
+                inner.limiter.on_success(sent.latency);
+                debug!(url = %redact_url(&url), status = status.as_u16(), bytes = body.len(), "Response received.");
+                // After the timings: writing the file is not the server's latency.
+                self.record_answer(req, status, &headers, &body, &sent.token).await;
+                Step::Answer(Received::Full(Response { url, status, headers, body }))
             }
+            Err(e) => {
+                let reason = transport_reason(&e).unwrap_or(RetryReason::TruncatedBody);
+                let network = self.describe(&e);
+                debug!(url = %redact_url(&req.url), failure = network.as_str(), "Body read failed.");
+                let decision = inner.config.retry.classify_transport(reason, attempt);
+                Step::Failed(Failure {
+                    decision,
+                    reason,
+                    network: Some(network),
+                    outcomes: Vec::new(),
+                    held: false,
+                })
+            }
+        }
+    }
+
+    /// A non-2xx answer: Epic's HTML 404 for an unknown type, a Bulk cooldown, a 401 (the token
+    /// is refreshed once), or a status the policy retries, holds for the server, or fails on.
+    async fn error_status(
+        &self,
+        req: &Request,
+        resp: reqwest::Response,
+        ticket: Option<Ticket<'_>>,
+        token: &SecretString,
+        tries: &mut Tries,
+    ) -> Result<Step> {
+        let inner = &self.inner;
+        let is_post = req.method == Method::POST;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        self.record_answer(req, status, &headers, &body, token).await;
+        if status == StatusCode::NOT_FOUND && is_html(&headers, &body) {
+            inner.record(ticket, Signal::Up);
+            return Err(Error::UnknownResourceType { url: redact_url(&req.url) });
+        }
+        let outcomes = parse_outcome(&String::from_utf8_lossy(&body));
+        let throttled = matches!(status.as_u16(), 429 | 503);
+        let reason = if throttled {
+            RetryReason::Throttled(status.as_u16())
+        } else {
+            RetryReason::ServerError(status.as_u16())
+        };
+        if throttled {
+            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            inner.limiter.on_congestion();
+        }
+        let cooldown = is_cooldown(&outcomes);
+        let held = self.signal_status(ticket, status, &headers, throttled, cooldown);
+        if held && !is_post {
+            // The server is unavailable: wait at the gate with this request's retries intact.
+            self.note_held(&req.url, reason);
+            return Ok(Step::Again);
+        }
+        let decision = if cooldown {
+            Decision::Fail
+        } else {
+            inner.config.retry.classify_status(status, &headers, tries.attempt, tries.refreshed)
+        };
+        if decision == Decision::Fail
+            && !cooldown
+            && !is_post
+            && is_transient_status(status)
+            && self.hold_on_exhaustion(&req.url, tries.start_mark()).await
+        {
+            self.note_held(&req.url, reason);
+            return Ok(Step::Again);
+        }
+        match decision {
+            Decision::RefreshToken => {
+                inner.tokens.invalidate(token);
+                inner.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                tries.refreshed = true;
+                debug!(url = %redact_url(&req.url), "Access token rejected; refreshing once.");
+                Ok(Step::Again)
+            }
+            Decision::Fail if status == StatusCode::UNAUTHORIZED => {
+                Err(Error::Unauthorized { url: redact_url(&req.url) })
+            }
+            Decision::Fail if tries.attempt == 0 || !is_transient_status(status) => {
+                Err(Error::Status { url: redact_url(&req.url), status: status.as_u16(), outcomes })
+            }
+            decision => Ok(Step::Failed(Failure { decision, reason, network: None, outcomes, held: false })),
+        }
+    }
+
+    /// Tells the breaker what a non-2xx answer says about the server's health (a cooldown or a
+    /// 401 says nothing); true = the server is unavailable, go back to the gate.
+    fn signal_status(
+        &self,
+        ticket: Option<Ticket<'_>>,
+        status: StatusCode,
+        headers: &HeaderMap,
+        throttled: bool,
+        cooldown: bool,
+    ) -> bool {
+        let inner = &self.inner;
+        if cooldown || status == StatusCode::UNAUTHORIZED {
+            false
+        } else if is_transient_status(status) {
+            let asked = throttled
+                .then(|| retry_after(headers, SystemTime::now()))
+                .flatten()
+                .map(|d| inner.config.retry.clamp_retry_after(d));
+            inner.record(ticket, Signal::Down { retry_after: asked })
+        } else {
+            inner.record(ticket, Signal::Up)
+        }
+    }
+
+    /// After a failed attempt: wait at the gate (the server is unavailable), retry after the
+    /// policy's delay (never a POST), or give up with the last failure.
+    async fn after_failure(&self, req: &Request, failure: Failure, tries: &mut Tries) -> Result<()> {
+        let is_post = req.method == Method::POST;
+        if failure.held && !is_post {
+            self.note_held(&req.url, failure.reason);
+            return Ok(());
+        }
+        match failure.decision {
+            Decision::Retry { reason, delay } if !is_post => {
+                self.note_retry(&req.url, reason, delay, failure.network.as_deref());
+                tokio::time::sleep(delay).await;
+                tries.attempt += 1;
+                Ok(())
+            }
+            _ if !is_post && self.hold_on_exhaustion(&req.url, tries.start_mark()).await => {
+                self.note_held(&req.url, failure.reason);
+                Ok(())
+            }
+            _ => Err(Error::RetriesExhausted {
+                url: redact_url(&req.url),
+                attempts: tries.attempt + 1,
+                reason: failure.reason,
+                network: failure.network,
+                outcomes: failure.outcomes,
+            }),
         }
     }
 

@@ -46,7 +46,7 @@ pub enum Error {
     Build(#[source] reqwest::Error),
     /// No access token could be obtained.
     #[error("cannot obtain an access token: {0}")]
-    Token(#[from] fhirsync_auth::Error),
+    Token(#[from] fhirsync_core::TokenError),
     /// The server rejected the token even after a fresh one was obtained.
     #[error("{url}: HTTP 401 even with a fresh access token; check the client's registration and scopes")]
     Unauthorized {
@@ -121,6 +121,30 @@ pub enum Error {
         detail: String,
         /// Cause.
         source: reqwest::Error,
+    },
+    /// A time window (`extract.schedule.peak`) that does not parse.
+    #[error("`{text}` is not a time window: {problem}; expected `HH:MM-HH:MM`, e.g. `07:00-19:00`")]
+    InvalidWindow {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The `--record` path exists and is not a folder.
+    #[error("{path} exists and is not a folder: pass a folder (new or existing) to --record")]
+    RecordingNotAFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The recording folder could not be created or listed.
+    #[error("cannot {action} the recording folder {path}: {source}")]
+    RecordingFolder {
+        /// `create` or `list`.
+        action: &'static str,
+        /// The folder.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
     },
     /// The body is not valid JSON.
     #[error("{url}: response is not valid JSON: {source}")]
@@ -197,4 +221,4 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of network failure a transport error was (shared with the auth crate, whose
 /// token and discovery requests fail the same ways).
-pub use fhirsync_auth::NetworkFailure;
+pub use fhirsync_core::NetworkFailure;

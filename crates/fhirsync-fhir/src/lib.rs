@@ -1,6 +1,6 @@
 //! FHIR HTTP client for fhirsync.
 //!
-//! - [`FhirClient`]: bearer auth from a [`fhirsync_auth::TokenProvider`] (401 → invalidate and
+//! - [`FhirClient`]: bearer auth from a [`TokenProvider`] (401 → invalidate and
 //!   retry once), `Accept: application/fhir+json` on every request, a global rate limit and an
 //!   adaptive concurrency limit ([`politeness`]), explicit retry classification ([`retry`]), a run-level outage breaker above the retries
 //!   ([`outage`]), and Epic's budgets: peak/off-peak rates and a daily request budget ([`schedule`]).
@@ -24,10 +24,12 @@ pub use client::{
     ClientConfig, ClientStats, FhirClient, RateLimit, Request, Response, StreamingResponse, join,
 };
 pub use error::{Error, NetworkFailure, Result};
+/// The token seam (defined in `fhirsync-core`, implemented by `fhirsync-auth`).
+pub use fhirsync_core::{BoxFuture, StaticToken, TokenError, TokenProvider};
 pub use outage::OutagePolicy;
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;
-pub use record::{RecordError, Recorder};
+pub use record::Recorder;
 pub use retry::{Decision, RetryPolicy, RetryReason};
 pub use schedule::{SchedulePolicy, Window};
 

@@ -53,6 +53,8 @@ use serde_json::value::RawValue;
 use tracing::{debug, warn};
 use url::Url;
 
+use crate::error::{Error, Result};
+
 /// Digits of the sequence number at the start of a recorded file's name.
 pub const SEQUENCE_WIDTH: usize = 6;
 /// What replaces a secret in a recorded file.
@@ -78,27 +80,6 @@ const SECRET_HEADER_WORDS: &[&str] = &["token", "secret", "assertion", "password
 /// Response headers that describe the transfer, not the answer (the body is stored decoded).
 const TRANSFER_HEADERS: &[&str] =
     &["content-length", "transfer-encoding", "content-encoding", "connection", "keep-alive"];
-
-/// Errors of opening a recording folder.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// The path exists and is not a folder.
-    #[error("{path} exists and is not a folder: pass a folder (new or existing) to --record")]
-    NotAFolder {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// The folder could not be created or listed.
-    #[error("cannot {action} the recording folder {path}: {source}")]
-    Folder {
-        /// `create` or `list`.
-        action: &'static str,
-        /// The folder.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
 
 /// Writes one file per answer into a folder; shared by every task of a run.
 pub struct Recorder {
@@ -147,10 +128,10 @@ struct FileWire<'a> {
 impl Recorder {
     /// Opens (creating it, mode 0700 on Unix) the folder `dir`. Numbering continues after the
     /// highest sequence already in the folder.
-    pub fn create(dir: impl Into<PathBuf>) -> Result<Recorder, RecordError> {
+    pub fn create(dir: impl Into<PathBuf>) -> Result<Recorder> {
         let dir = dir.into();
         if dir.exists() && !dir.is_dir() {
-            return Err(RecordError::NotAFolder { path: dir });
+            return Err(Error::RecordingNotAFolder { path: dir });
         }
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -159,12 +140,12 @@ impl Recorder {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
-        builder.create(&dir).map_err(|source| RecordError::Folder {
+        builder.create(&dir).map_err(|source| Error::RecordingFolder {
             action: "create",
             path: dir.clone(),
             source,
         })?;
-        let entries = std::fs::read_dir(&dir).map_err(|source| RecordError::Folder {
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::RecordingFolder {
             action: "list",
             path: dir.clone(),
             source,

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 
 use chrono::{NaiveDate, NaiveTime, Timelike};
 
+use crate::error::Error;
+
 /// A daily time window `HH:MM-HH:MM`, start inclusive, end exclusive; a window whose end is
 /// before its start runs over midnight (`22:00-06:00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,19 +24,12 @@ pub struct Window {
     end: NaiveTime,
 }
 
-/// Why a window does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a time window: {problem}; expected `HH:MM-HH:MM`, e.g. `07:00-19:00`")]
-pub struct WindowError {
-    text: String,
-    problem: &'static str,
-}
-
 impl FromStr for Window {
-    type Err = WindowError;
+    type Err = Error;
 
+    /// Fails with [`Error::InvalidWindow`].
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |problem| WindowError { text: text.to_string(), problem };
+        let err = |problem| Error::InvalidWindow { text: text.to_string(), problem };
         let (a, b) = text.split_once('-').ok_or_else(|| err("no `-` between start and end"))?;
         let time = |t: &str| {
             NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| err("a time is not HH:MM (00:00–23:59)"))

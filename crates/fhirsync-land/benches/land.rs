@@ -1,14 +1,16 @@
 //! Landing benchmarks on 100k realistic (~1 KB) Observation resources into SQLite:
-//! full load, plain reload of unchanged data, and reload-and-compare of unchanged data; with
-//! the `delta` feature also into Delta Lake (full load, reload-and-compare of unchanged data and
-//! of data with 1 resource in 20 edited).
+//! full load, plain reload of unchanged data, and reload-and-compare of unchanged data; and into
+//! Parquet: reload-and-compare of unchanged data and of data with 1 resource in 10,000 edited;
+//! with the `delta` feature into Delta Lake: full load and reload-and-compare of unchanged data.
 //!
 //! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
 //! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads, a
 //! compare, and a compare with 1 resource in 20 edited before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
-//! profiles another size, `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods, and
-//! `FHIRSYNC_BENCH_DEST=delta` profiles the Delta destination instead of SQLite.
+//! profiles another size, and `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods.
+//! `FHIRSYNC_BENCH_DESTINATION=parquet` (or `ndjson`, or `delta` when built with `--features
+//! delta`) profiles that destination instead of SQLite,
+//! and `FHIRSYNC_BENCH_VIEWS=default` commits with the shipped views (as `fhirsync sync` does).
 //!
 //! The input is generated batch by batch on a producer thread while landing (a few search pages
 //! in memory, as in a real run), so peak RSS is that of landing. The profile counts the CPU of
@@ -24,15 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use fhirsync_core::{Dataset, FhirVersion, RawResource, RunScope, ScopeKey};
-use fhirsync_land::{Destination, DestinationConfig, LandOptions, Method, SqliteConfig};
-
-/// The destination benchmarked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dest {
-    Sqlite,
-    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
-    Delta,
-}
+use fhirsync_land::{
+    Destination, DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, SqliteConfig,
+};
+use fhirsync_views::View;
 
 /// Resources per run.
 const RESOURCES: usize = 100_000;
@@ -93,36 +90,74 @@ fn run_scope(resources: usize) -> RunScope {
     }
 }
 
-/// Opens `path`: the SQLite file, or the Delta root folder.
-fn open(dest: Dest, path: &Path) -> Box<dyn Destination> {
-    let config = match dest {
-        Dest::Sqlite => {
+/// The destinations the profile can land into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Parquet,
+    Ndjson,
+    #[cfg(feature = "delta")]
+    Delta,
+}
+
+impl Kind {
+    /// `FHIRSYNC_BENCH_DESTINATION` (`sqlite`, the default, `parquet` or `ndjson`).
+    fn from_env() -> Kind {
+        match std::env::var("FHIRSYNC_BENCH_DESTINATION").as_deref() {
+            Ok("parquet") => Kind::Parquet,
+            Ok("ndjson") => Kind::Ndjson,
+            #[cfg(feature = "delta")]
+            Ok("delta") => Kind::Delta,
+            Ok("sqlite") | Err(_) => Kind::Sqlite,
+            Ok(other) => panic!("FHIRSYNC_BENCH_DESTINATION={other}: give sqlite, parquet or ndjson"),
+        }
+    }
+
+    /// The database file (SQLite) or folder (Parquet, NDJSON) inside `dir`.
+    fn target(self, dir: &Path) -> PathBuf {
+        dir.join(match self {
+            Kind::Sqlite => "land.db",
+            Kind::Parquet => "parquet",
+            Kind::Ndjson => "ndjson",
+            #[cfg(feature = "delta")]
+            Kind::Delta => "delta",
+        })
+    }
+}
+
+fn open(kind: Kind, path: &Path) -> Box<dyn Destination> {
+    let config = match kind {
+        Kind::Sqlite => {
             DestinationConfig::Sqlite(SqliteConfig { path: path.to_path_buf(), ..SqliteConfig::default() })
         }
-        Dest::Delta => DestinationConfig::Delta(fhirsync_land::DeltaConfig::new(path.to_str().unwrap())),
+        Kind::Parquet => DestinationConfig::Parquet(ParquetConfig::new(path)),
+        Kind::Ndjson => DestinationConfig::Ndjson(NdjsonConfig::new(path)),
+        #[cfg(feature = "delta")]
+        Kind::Delta => DestinationConfig::Delta(fhirsync_land::DeltaConfig::new(path.to_str().unwrap())),
     };
     fhirsync_land::open(&config).unwrap()
 }
 
-/// The destination the profile lands into (`FHIRSYNC_BENCH_DEST`).
-fn profile_dest() -> Dest {
-    match std::env::var("FHIRSYNC_BENCH_DEST").as_deref() {
-        Ok("delta") => Dest::Delta,
-        _ => Dest::Sqlite,
+/// The views a commit materialises: the shipped ones with `FHIRSYNC_BENCH_VIEWS=default`, else none.
+fn bench_views() -> Vec<View> {
+    match std::env::var("FHIRSYNC_BENCH_VIEWS").as_deref() {
+        Ok("default") => fhirsync_views::default_views(),
+        _ => Vec::new(),
     }
 }
 
 /// Lands `resources` resources generated on another thread; returns the landing thread's CPU
 /// seconds and the syscall MiB (read, written) at the end of staging.
 fn land(
-    dest_kind: Dest,
+    kind: Kind,
     path: &Path,
     method: Method,
     scope: &RunScope,
+    views: &[View],
     resources: usize,
     edit_every: Option<usize>,
 ) -> (f64, (f64, f64)) {
-    let mut dest = open(dest_kind, path);
+    let mut dest = open(kind, path);
     dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let producer = std::thread::spawn(move || {
@@ -141,7 +176,7 @@ fn land(
     }
     dest.checkpoint().unwrap();
     let staged_at = (cpu_seconds(), io_mib());
-    dest.commit(scope, &[], &serde_json::json!({})).unwrap();
+    dest.commit(scope, views, &serde_json::json!({})).unwrap();
     staged_at
 }
 
@@ -154,9 +189,41 @@ struct Loaded {
 static TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("template.db");
-    land(Dest::Sqlite, &db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
+    land(Kind::Sqlite, &db, Method::FullLoad, &run_scope(RESOURCES), &[], RESOURCES, None);
     Loaded { _dir: dir, db }
 });
+
+/// A Parquet folder holding the data (no views), copied per iteration.
+static PARQUET_TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("template");
+    land(Kind::Parquet, &root, Method::FullLoad, &run_scope(RESOURCES), &[], RESOURCES, None);
+    Loaded { _dir: dir, db: root }
+});
+
+/// Copies a folder tree, recreating symlinks as symlinks (the `current` link).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let ty = entry.file_type().unwrap();
+        if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if ty.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+fn parquet_copy() -> Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("parquet");
+    copy_tree(&PARQUET_TEMPLATE.db, &root);
+    Loaded { _dir: dir, db: root }
+}
 
 fn loaded_copy() -> Loaded {
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +242,7 @@ fn loaded_copy() -> Loaded {
 fn sqlite_full_load_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        land(Dest::Sqlite, &dir.path().join("land.db"), Method::FullLoad, &scope, RESOURCES, None);
+        land(Kind::Sqlite, &dir.path().join("land.db"), Method::FullLoad, &scope, &[], RESOURCES, None);
         dir
     });
 }
@@ -185,7 +252,7 @@ fn sqlite_full_load_100k(bencher: divan::Bencher) {
 fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(Dest::Sqlite, &l.db, Method::Reload, &scope, RESOURCES, None);
+        land(Kind::Sqlite, &l.db, Method::Reload, &scope, &[], RESOURCES, None);
         l
     });
 }
@@ -195,40 +262,39 @@ fn sqlite_reload_unchanged_100k(bencher: divan::Bencher) {
 fn sqlite_compare_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(loaded_copy).bench_local_values(|l| {
-        land(Dest::Sqlite, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
+        land(Kind::Sqlite, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, None);
         l
     });
 }
 
-/// A Delta root holding the data, copied per iteration.
+/// Reload-and-compare of the same (unchanged) 100k resources over a loaded Parquet folder.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn parquet_compare_unchanged_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(parquet_copy).bench_local_values(|l| {
+        land(Kind::Parquet, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, None);
+        l
+    });
+}
+
+/// Reload-and-compare of 100k resources, 1 in 10,000 edited, over a loaded Parquet folder.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn parquet_compare_1_in_10000_edited_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(parquet_copy).bench_local_values(|l| {
+        land(Kind::Parquet, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, Some(10_000));
+        l
+    });
+}
+
+/// A Delta root holding the data (no views), copied per iteration.
 #[cfg(feature = "delta")]
 static DELTA_TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lake");
-    land(Dest::Delta, &db, Method::FullLoad, &run_scope(RESOURCES), RESOURCES, None);
-    Loaded { _dir: dir, db }
+    let root = dir.path().join("template");
+    land(Kind::Delta, &root, Method::FullLoad, &run_scope(RESOURCES), &[], RESOURCES, None);
+    Loaded { _dir: dir, db: root }
 });
-
-#[cfg(feature = "delta")]
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-#[cfg(feature = "delta")]
-fn delta_copy() -> Loaded {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lake");
-    copy_tree(&DELTA_TEMPLATE.db, &db);
-    Loaded { _dir: dir, db }
-}
 
 /// Full load of 100k resources into an empty Delta root.
 #[cfg(feature = "delta")]
@@ -236,7 +302,7 @@ fn delta_copy() -> Loaded {
 fn delta_full_load_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        land(Dest::Delta, &dir.path().join("lake"), Method::FullLoad, &scope, RESOURCES, None);
+        land(Kind::Delta, &dir.path().join("delta"), Method::FullLoad, &scope, &[], RESOURCES, None);
         dir
     });
 }
@@ -246,21 +312,17 @@ fn delta_full_load_100k(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn delta_compare_unchanged_100k(bencher: divan::Bencher) {
     let scope = run_scope(RESOURCES);
-    bencher.with_inputs(delta_copy).bench_local_values(|l| {
-        land(Dest::Delta, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, None);
-        l
-    });
-}
-
-/// Reload-and-compare of 100k resources, 1 in 20 edited, over a loaded Delta root.
-#[cfg(feature = "delta")]
-#[divan::bench(sample_count = 3, sample_size = 1)]
-fn delta_compare_5pct_edited_100k(bencher: divan::Bencher) {
-    let scope = run_scope(RESOURCES);
-    bencher.with_inputs(delta_copy).bench_local_values(|l| {
-        land(Dest::Delta, &l.db, Method::ReloadAndCompare, &scope, RESOURCES, Some(20));
-        l
-    });
+    bencher
+        .with_inputs(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("delta");
+            copy_tree(&DELTA_TEMPLATE.db, &root);
+            Loaded { _dir: dir, db: root }
+        })
+        .bench_local_values(|l| {
+            land(Kind::Delta, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, None);
+            l
+        });
 }
 
 /// User + system CPU seconds of the calling thread so far.
@@ -310,26 +372,29 @@ fn reset_peak_rss() -> bool {
 fn profile() {
     let resources = profile_resources();
     let scope = run_scope(resources);
+    let (kind, views) = (Kind::from_env(), bench_views());
     let dir = tempfile::tempdir().unwrap();
-    let dest = profile_dest();
-    let db = dir.path().join(if dest == Dest::Delta { "lake" } else { "land.db" });
+    let db = kind.target(dir.path());
     // The first page stands for the rest (the generator varies only digits).
     let page = batches(resources, None).next().unwrap_or_default();
     let bytes: usize = page.iter().map(|r| r.json.len()).sum();
     println!(
-        "profile: {dest:?}, {resources} resources, about {:.0} bytes each; CPU of the landing thread; RSS \
-         before landing {:.0} MiB",
+        "profile: {kind:?}, {} views, {resources} resources, about {:.0} bytes each; CPU of the landing \
+         thread; RSS before landing {:.0} MiB",
+        views.len(),
         bytes as f64 / page.len().max(1) as f64,
         peak_rss_mib()
     );
     let mut per_method = Vec::new();
     // The first reload follows the full load; the compare/reload ratio is taken between the
-    // second reload and the compare after it. The last run edits 1 resource in 20, a busy day.
+    // second reload and the compare after it. Then 1 resource in 10,000 is edited (a quiet day),
+    // and in the last run 1 resource in 20 (a busy day).
     for (name, method, edit_every) in [
         ("full-load", Method::FullLoad, None),
         ("reload (first)", Method::Reload, None),
         ("reload", Method::Reload, None),
         ("reload-and-compare", Method::ReloadAndCompare, None),
+        ("compare (0.01 % edited)", Method::ReloadAndCompare, Some(10_000)),
         ("compare (5 % edited)", Method::ReloadAndCompare, Some(20)),
     ] {
         if !profile_selected(name) {
@@ -338,13 +403,13 @@ fn profile() {
         let reset = reset_peak_rss();
         let (cpu0, wall0, io0) = (cpu_seconds(), std::time::Instant::now(), io_mib());
         let split0 = cpu_split();
-        let (staged_at, staged_io) = land(dest, &db, method, &scope, resources, edit_every);
+        let (staged_at, staged_io) = land(kind, &db, method, &scope, &views, resources, edit_every);
         let cpu = cpu_seconds() - cpu0;
         let split = cpu_split();
         let wall = wall0.elapsed().as_secs_f64();
         let io = io_mib();
         println!(
-            "profile: {name:<20} cpu {cpu:6.2} s (user {:5.2}, system {:5.2}; staging {:5.2} s, commit {:5.2} s; = {:5.1} \
+            "profile: {name:<28} cpu {cpu:6.2} s (user {:5.2}, system {:5.2}; staging {:5.2} s, commit {:5.2} s; = {:5.1} \
              CPU-s per 1M), wall {wall:6.2} s, read {:.0} MiB, written {:.0} MiB (staging {:.0}), peak RSS {:.0} MiB{}",
             split.0 - split0.0,
             split.1 - split0.1,

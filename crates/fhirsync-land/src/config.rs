@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::destinations::delta::DeltaConfig;
 pub use crate::destinations::ndjson::NdjsonConfig;
+#[cfg(feature = "parquet")]
 pub use crate::destinations::parquet::ParquetConfig;
+#[cfg(feature = "postgres")]
 pub use crate::destinations::postgres::PostgresConfig;
 pub use crate::destinations::sqlite::SqliteConfig;
 
@@ -20,8 +22,10 @@ pub enum DestinationConfig {
     /// One SQLite file (the default destination).
     Sqlite(SqliteConfig),
     /// A PostgreSQL schema.
+    #[cfg(feature = "postgres")]
     Postgres(PostgresConfig),
     /// Hive-style Parquet folders (`resource_type=Observation/`), readable by DuckDB, Spark, Trino.
+    #[cfg(feature = "parquet")]
     Parquet(ParquetConfig),
     /// One NDJSON file per resource type.
     Ndjson(NdjsonConfig),
@@ -40,10 +44,24 @@ impl DestinationConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             DestinationConfig::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             DestinationConfig::Postgres(_) => "postgres",
+            #[cfg(feature = "parquet")]
             DestinationConfig::Parquet(_) => "parquet",
             DestinationConfig::Ndjson(_) => "ndjson",
             DestinationConfig::Delta(_) => "delta",
+        }
+    }
+
+    /// Human name of the destination (`sqlite:path`, `postgres:schema`, `parquet:dir`), never
+    /// with credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            DestinationConfig::Sqlite(c) => format!("sqlite:{}", c.path.display()),
+            DestinationConfig::Postgres(c) => format!("postgres:{}", c.schema),
+            DestinationConfig::Parquet(c) => format!("parquet:{}", c.dir.display()),
+            DestinationConfig::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
+            DestinationConfig::Delta(c) => format!("delta:{}", c.uri),
         }
     }
 }

@@ -65,6 +65,7 @@ pub enum Error {
     },
     /// PostgreSQL failed; the message carries the server's own words (or the OS/TLS cause).
     #[error("PostgreSQL error while {action}: {}", pg_cause(.source))]
+    #[cfg(feature = "postgres")]
     Postgres {
         /// What was being done.
         action: &'static str,
@@ -78,6 +79,7 @@ pub enum Error {
          CA that signed the server certificate, connect with the host name the certificate names, or add \
          `sslmode=disable` to the url for a server without TLS", pg_cause(.source)
     )]
+    #[cfg(feature = "postgres")]
     PostgresTls {
         /// Host connected to.
         host: String,
@@ -133,6 +135,7 @@ pub enum Error {
     },
     /// The PostgreSQL URL could not be parsed.
     #[error("invalid PostgreSQL url (expected `postgresql://user@host:port/db`): {}", pg_cause(.source))]
+    #[cfg(feature = "postgres")]
     PostgresUrl {
         /// The parse error (never contains the password).
         source: tokio_postgres::Error,
@@ -167,6 +170,7 @@ pub enum Error {
     },
     /// Parquet / Arrow encoding failed.
     #[error("Parquet error on `{path}`: {source}")]
+    #[cfg(feature = "parquet")]
     Parquet {
         /// The file.
         path: PathBuf,
@@ -204,6 +208,7 @@ pub enum Error {
     },
     /// Arrow batch construction failed.
     #[error("Arrow error while {action}: {source}")]
+    #[cfg(feature = "parquet")]
     Arrow {
         /// What was being done.
         action: &'static str,
@@ -244,6 +249,28 @@ pub enum Error {
         /// JSON kind received.
         found: String,
     },
+    /// A cell that does not fit the Arrow type of its column.
+    #[error("column `{column}` is {arrow_type} but got a {cell} value that does not fit it")]
+    CellType {
+        /// Column name.
+        column: String,
+        /// The column's Arrow type.
+        arrow_type: String,
+        /// Kind of the cell (never its value).
+        cell: &'static str,
+    },
+    /// A date/dateTime column's companion `<column>_text` is also a column of the view.
+    #[error(
+        "view `{view}` has a column `{companion}`, the name fhirsync gives the text of date/dateTime column `{column}`; rename one of them"
+    )]
+    ViewColumnClash {
+        /// View name.
+        view: String,
+        /// The date/dateTime column.
+        column: String,
+        /// The companion name already taken.
+        companion: String,
+    },
     /// The blocking landing task panicked or was cancelled.
     #[error("the landing worker stopped unexpectedly: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -255,6 +282,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The cause of a PostgreSQL error in the server's or the system's words, once: the server's
 /// message (with its detail and hint) for a database error, else the error followed by each
 /// source in its chain whose text is not already shown.
+#[cfg(feature = "postgres")]
 pub(crate) fn pg_cause(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
@@ -270,6 +298,7 @@ pub(crate) fn pg_cause(error: &tokio_postgres::Error) -> String {
 }
 
 /// `error: source: source ...`, skipping a source whose text the line already contains.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

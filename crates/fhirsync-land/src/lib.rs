@@ -34,14 +34,20 @@
 //!   valid_to_run` (open version: `valid_to IS NULL`);
 //! - `_fhirsync_cohort_exits`: `patient_id, first_flagged_run, last_flagged_run, flagged_at,
 //!   rows_deleted`;
-//! - `view_<name>`: `_fhir_version, _id`, then the view's columns; `_fhirsync_views` registers them;
+//! - `view_<name>`: `_fhir_version, _id`, then the view's columns typed by their FHIR type, each
+//!   date/dateTime followed by a `<column>_text` companion (see `views.rs`); `_fhirsync_views`
+//!   registers them;
 //! - internal: `_fhirsync_new_<type>` (a run's shadow of a type table), `_fhirsync_stage_types`,
 //!   `_fhirsync_stage_scopes`, `_fhirsync_stage_changes`, `_fhirsync_types`, `_fhirsync_cohort`.
 //!
 //! File destinations keep the same columns: Parquet in
 //! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,
 //! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json`, cohort exits in
-//! `<dir>/current/_fhirsync/cohort_exits.json`, views in `<dir>/current/view_<name>...`.
+//! `<dir>/current/_fhirsync/cohort_exits.json`, views in their own root
+//! `<dir>/current/views/<name>/part-0.parquet` or `<dir>/current/views/<name>.ndjson`. Reload
+//! and reload-and-compare keep the files of unchanged types and views (hard links);
+//! `<dir>/current/_fhirsync/files.json` says which run wrote each file and, per type, which
+//! `last_seen_run` stands for the snapshot's own run.
 //!
 //! Delta Lake (feature `delta`): a Delta table per type (`<uri>/observation`) and per view
 //! (`<uri>/view_<name>`), partitioned by `bucket`; changes are the tables' change data feed;
@@ -56,9 +62,13 @@ mod lock;
 mod status;
 mod views;
 
+#[cfg(feature = "parquet")]
+pub use config::ParquetConfig;
+#[cfg(feature = "postgres")]
+pub use config::PostgresConfig;
 pub use config::{
     DEFAULT_CHECKPOINT_ROWS, DeltaConfig, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
-    ParquetConfig, PostgresConfig, SqliteConfig, UnknownMethod,
+    SqliteConfig, UnknownMethod,
 };
 pub use destination::{
     Destination, RunMetrics, RunStart, STATUS_COMPLETED_WITH_GAPS, STATUS_SUCCEEDED, committed_status,

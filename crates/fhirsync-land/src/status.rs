@@ -27,6 +27,7 @@ use crate::config::DestinationConfig;
 use crate::destination::RunMetrics;
 use crate::destinations::files::RunRecord as FileRun;
 use crate::destinations::files::{Layout, apply_committed};
+#[cfg(feature = "postgres")]
 use crate::destinations::postgres::PostgresBackend;
 use crate::destinations::sql::schema::{Dialect, RUNS, lit};
 use crate::destinations::sql::{Cell, SqlBackend};
@@ -75,11 +76,13 @@ pub fn recent_runs(config: &DestinationConfig, limit: usize) -> Result<Vec<RunRe
             let runs = sql_runs(SqliteBackend::open_read_only(c)?, limit)?;
             (runs, crate::lock::is_held(&crate::destinations::sqlite::lock_path(&c.path)))
         }
+        #[cfg(feature = "postgres")]
         DestinationConfig::Postgres(c) => {
             let mut backend = PostgresBackend::connect_existing(c)?;
             let locked = backend.schema_locked(&c.schema)?;
             (sql_runs(backend, limit)?, locked)
         }
+        #[cfg(feature = "parquet")]
         DestinationConfig::Parquet(c) => {
             let layout = Layout::new(&c.dir);
             (file_runs(&layout, config.kind(), limit)?, crate::lock::is_held(&layout.lock_file()))

@@ -1,8 +1,9 @@
 //! Throughput of synthetic data generation and of searches served over HTTP.
 
 use fhirsync_core::FhirVersion;
+use fhirsync_sim::Sim;
 use fhirsync_sim::fhir::{FhirConfig, FhirState};
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::SimBuilder;
 
 fn main() {
     divan::main();
@@ -56,8 +57,8 @@ struct Served {
 
 fn serve() -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let sim = runtime.block_on(Sim::start(SimConfig::default())).unwrap();
-    let token = sim.state().oauth.issue_token("bench", &["system/*.read"]);
+    let sim = runtime.block_on(SimBuilder::new().start());
+    let token = sim.read_token("bench");
     Served { runtime, sim, token, http: reqwest::Client::new() }
 }
 

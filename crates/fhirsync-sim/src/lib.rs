@@ -9,6 +9,7 @@
 //! ([`fhir::ServerProfile::Epic`]); a generic SMART server is a configuration away. Used
 //! in-process by tests and by `fhirsync demo`, and standalone by `fhirsync sandbox`. Module
 //! [`replay`] serves a folder of recorded answers instead (`fhirsync sandbox --replay DIR`).
+//! Module `testing` (feature `testing`) is the test suites' way to start one.
 //!
 //! URL layout mirrors Epic's sandbox, rooted at [`Sim::base_url`]:
 //! - `{base}/interconnect-fhir-oauth/api/FHIR/{R4|STU3|DSTU2}` — FHIR bases
@@ -17,6 +18,8 @@
 pub mod fhir;
 pub mod oauth;
 pub mod replay;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +69,57 @@ pub enum Error {
         /// The key asked for.
         dataset: String,
     },
+    /// The replay folder cannot be listed.
+    #[error("cannot read the replay folder {path}: {source}")]
+    ReplayFolder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The replay folder holds no `*.json` file.
+    #[error(
+        "the replay folder {path} holds no recorded answers (`*.json` files): record one with \
+         `fhirsync sync --record {path}` or write fixtures by hand"
+    )]
+    ReplayEmpty {
+        /// The folder.
+        path: std::path::PathBuf,
+    },
+    /// A recorded answer cannot be read.
+    #[error("cannot read the recorded answer {path}: {source}")]
+    ReplayRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file is not the JSON of a recorded answer.
+    #[error("{path} is not a recorded answer: {source}\n{RECORDED_ANSWER_SHAPE}")]
+    ReplayJson {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A recorded answer's `url` is not an absolute URL.
+    #[error(
+        "{path} is not a recorded answer: `url` is not an absolute URL ({source})\n{RECORDED_ANSWER_SHAPE}"
+    )]
+    ReplayUrl {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The URL error.
+        source: url::ParseError,
+    },
+    /// A recorded answer holds a value the replay cannot serve.
+    #[error("{path} is not a recorded answer: {problem}\n{RECORDED_ANSWER_SHAPE}")]
+    ReplayInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Which member is wrong and how.
+        problem: String,
+    },
     /// A resource referencing a patient that does not exist.
     #[error("patient {id} does not exist in the simulated data: use an id from a patient list or search")]
     UnknownPatient {
@@ -73,6 +127,10 @@ pub enum Error {
         id: String,
     },
 }
+
+/// The shape of a recorded answer, for the replay errors.
+const RECORDED_ANSWER_SHAPE: &str =
+    "expected {\"method\": \"GET\", \"url\": \"https://…\", \"status\": 200, \"headers\": {…}, \"body\": …}";
 
 /// `Result` with the simulator [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,6 +22,7 @@
 //! # Ok::<(), fhirsync_views::Error>(())
 //! ```
 
+pub mod decimal;
 mod defaults;
 mod error;
 pub mod fhirpath;
@@ -31,6 +32,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+pub use decimal::{Decimal, ParseDecimalError};
 pub use defaults::{DefaultViewSettings, MRN_SYSTEM_CONSTANT, default_views, default_views_with};
 pub use error::{Error, Result};
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fhirsync_auth::{BackendServicesAuth, Error, SigningKey, TokenProvider};
+use fhirsync_sim::testing::SimBuilder;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -53,12 +54,12 @@ async fn assert_invalid_client(sim: &fhirsync_sim::Sim, key: &SigningKey, claims
 /// A correctly signed RS384 assertion (PKCS#8 key) yields a bearer token the FHIR side accepts.
 #[tokio::test]
 async fn good_signature_gets_token() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let auth = provider(&sim, key);
     let token = auth.access_token().await.unwrap();
-    assert!(common::sim_accepts(&sim, &token));
+    assert!(sim.accepts(token.expose_secret()));
     let info = auth.token_info().await.unwrap();
     assert_eq!(info.scopes, vec!["system/Patient.read", "system/Observation.read"]);
     assert!(info.expires_at > SystemTime::now() + Duration::from_secs(3000));
@@ -67,7 +68,7 @@ async fn good_signature_gets_token() {
 /// The hand-built good claims are accepted, so the refusal tests below fail for their one change.
 #[tokio::test]
 async fn raw_good_assertion_accepted() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let (status, body) = post_assertion(&sim, &key.sign(&good_claims(&sim)).unwrap()).await;
@@ -78,29 +79,29 @@ async fn raw_good_assertion_accepted() {
 /// A PKCS#1 PEM of the same key signs assertions the server accepts.
 #[tokio::test]
 async fn pkcs1_pem_works() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS1);
     assert_eq!(key.kid(), common::key(RSA_PKCS8).kid(), "same key, same thumbprint");
     common::register_backend(&sim, CLIENT, &key, false);
     let token = provider(&sim, key).access_token().await.unwrap();
-    assert!(common::sim_accepts(&sim, &token));
+    assert!(sim.accepts(token.expose_secret()));
 }
 
 /// An EC P-384 key signs ES384 and is accepted when the client registered a JWK Set URL.
 #[tokio::test]
 async fn ec_p384_via_jwks_url() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(EC_P384_SEC1);
     assert_eq!(key.alg(), jsonwebtoken::Algorithm::ES384);
     common::register_backend(&sim, CLIENT, &key, true);
     let token = provider(&sim, key).access_token().await.unwrap();
-    assert!(common::sim_accepts(&sim, &token));
+    assert!(sim.accepts(token.expose_secret()));
 }
 
 /// EC keys are refused for a static (uploaded) key registration, as Epic.
 #[tokio::test]
 async fn ec_refused_for_static_registration() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(EC_P384_SEC1);
     common::register_backend(&sim, CLIENT, &key, false);
     let err = provider(&sim, key).access_token().await.unwrap_err();
@@ -110,7 +111,7 @@ async fn ec_refused_for_static_registration() {
 /// An assertion signed by a key other than the registered one is refused.
 #[tokio::test]
 async fn bad_signature_refused_with_hint() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     common::register_backend(&sim, CLIENT, &common::key(RSA_PKCS8), false);
     let other = fhirsync_auth::generate_private_key(fhirsync_auth::KeyType::Rsa(2048)).unwrap();
     let other = SigningKey::from_pem(&other, "generated", None).unwrap();
@@ -126,7 +127,7 @@ async fn bad_signature_refused_with_hint() {
 /// `exp` in the past is refused.
 #[tokio::test]
 async fn expired_exp_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -139,7 +140,7 @@ async fn expired_exp_refused() {
 /// `exp` more than 5 minutes ahead is refused.
 #[tokio::test]
 async fn exp_too_far_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -152,7 +153,7 @@ async fn exp_too_far_refused() {
 /// `iat` in the future is refused.
 #[tokio::test]
 async fn future_iat_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -163,7 +164,7 @@ async fn future_iat_refused() {
 /// A `jti` used before is refused the second time.
 #[tokio::test]
 async fn reused_jti_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let jwt = key.sign(&good_claims(&sim)).unwrap();
@@ -175,7 +176,7 @@ async fn reused_jti_refused() {
 /// A numeric or overlong `jti` is refused.
 #[tokio::test]
 async fn bad_jti_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -188,7 +189,7 @@ async fn bad_jti_refused() {
 /// An `aud` other than the token URL is refused.
 #[tokio::test]
 async fn wrong_aud_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -199,7 +200,7 @@ async fn wrong_aud_refused() {
 /// `iss` different from `sub` is refused.
 #[tokio::test]
 async fn iss_not_sub_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let mut claims = good_claims(&sim);
@@ -210,13 +211,11 @@ async fn iss_not_sub_refused() {
 /// A client not mapped to a background user gets `unauthorized_client`, reported with the ECSA hint.
 #[tokio::test]
 async fn unauthorized_client_message() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     sim.state().oauth.register_client(fhirsync_sim::oauth::ClientRegistration {
-        client_id: CLIENT.into(),
-        jwks: Some(key.jwks()),
         background_user_missing: true,
-        ..Default::default()
+        ..fhirsync_sim::testing::backend_client(CLIENT, key.jwks(), false)
     });
     let err = provider(&sim, key).access_token().await.unwrap_err();
     let message = err.to_string();
@@ -226,7 +225,7 @@ async fn unauthorized_client_message() {
 /// Form body only: parameters in the query string and JSON bodies get 400 `invalid_request`.
 #[tokio::test]
 async fn query_string_and_json_refused() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let http = reqwest::Client::new();
     let r = http.post(format!("{}?grant_type=client_credentials", sim.token_url())).send().await.unwrap();
     assert_eq!(r.status(), 400);
@@ -240,7 +239,7 @@ async fn query_string_and_json_refused() {
 /// Repeated and concurrent calls share one cached token (single flight).
 #[tokio::test]
 async fn token_cached_and_single_flight() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let auth = Arc::new(provider(&sim, key));
@@ -258,40 +257,40 @@ async fn token_cached_and_single_flight() {
 /// A token about to expire mid-run is renewed before use.
 #[tokio::test]
 async fn short_lived_token_renewed() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     sim.state().oauth.set_token_lifetime(Duration::from_secs(2));
     let auth = provider(&sim, key);
     let first = auth.access_token().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert!(!common::sim_accepts(&sim, &first), "first token expired on the server");
+    assert!(!sim.accepts(first.expose_secret()), "first token expired on the server");
     let second = auth.access_token().await.unwrap();
     assert_ne!(first.expose_secret(), second.expose_secret());
-    assert!(common::sim_accepts(&sim, &second));
+    assert!(sim.accepts(second.expose_secret()));
 }
 
 /// After a 401 (server-side expiry) `invalidate` makes the next call mint a new, valid token.
 #[tokio::test]
 async fn invalidate_after_401_mints_new() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let auth = provider(&sim, key);
     let first = auth.access_token().await.unwrap();
     sim.state().oauth.expire_all_tokens();
-    assert!(!common::sim_accepts(&sim, &first));
+    assert!(!sim.accepts(first.expose_secret()));
     assert_eq!(auth.access_token().await.unwrap().expose_secret(), first.expose_secret(), "still cached");
     auth.invalidate(&first);
     let second = auth.access_token().await.unwrap();
-    assert!(common::sim_accepts(&sim, &second));
+    assert!(sim.accepts(second.expose_secret()));
     assert_eq!(sim.state().oauth.tokens_issued(), 2);
 }
 
 /// The generated assertion has Epic's header and claim shapes.
 #[tokio::test]
 async fn assertion_shape() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     let kid = key.kid().to_string();
     let auth = provider(&sim, key);
@@ -314,7 +313,7 @@ async fn assertion_shape() {
 /// Debug output of the provider and of its key never contains key or token material.
 #[tokio::test]
 async fn debug_is_redacted() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let key = common::key(RSA_PKCS8);
     common::register_backend(&sim, CLIENT, &key, false);
     let auth = provider(&sim, key);

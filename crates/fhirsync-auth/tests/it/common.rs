@@ -1,9 +1,11 @@
-//! Shared helpers: simulator start-up, client registration, fixture keys.
+//! Shared helpers: fixture keys, and the auth-typed views of a simulator started with
+//! `fhirsync_sim::testing`.
 
 use fhirsync_auth::{Endpoints, SigningKey};
 use fhirsync_core::FhirVersion;
+use fhirsync_sim::Sim;
 use fhirsync_sim::oauth::ClientRegistration;
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::backend_client;
 use secrecy::SecretString;
 use url::Url;
 
@@ -21,19 +23,11 @@ pub fn key(pem: &str) -> SigningKey {
     SigningKey::from_pem(&SecretString::from(pem), "test fixture", None).expect("fixture key parses")
 }
 
-/// A simulator with default configuration.
-pub async fn sim() -> Sim {
-    Sim::start(SimConfig::default()).await.expect("simulator starts")
-}
-
-/// Registers a backend client whose JWKS is `key`'s public set.
+/// Registers a backend client whose JWKS is `key`'s public set, granted Patient and Observation.
 pub fn register_backend(sim: &Sim, client_id: &str, key: &SigningKey, from_url: bool) {
     sim.state().oauth.register_client(ClientRegistration {
-        client_id: client_id.to_string(),
-        jwks: Some(key.jwks()),
-        jwks_from_url: from_url,
         scopes: vec!["system/Patient.read".into(), "system/Observation.read".into()],
-        ..Default::default()
+        ..backend_client(client_id, key.jwks(), from_url)
     });
 }
 
@@ -49,15 +43,6 @@ pub fn r4_base(sim: &Sim) -> Url {
 
 /// Endpoints of `sim` from its Auth Base URI.
 pub fn endpoints(sim: &Sim) -> Endpoints {
-    let base = Url::parse(&format!("{}/interconnect-fhir-oauth/oauth2", sim.base_url())).expect("auth base");
+    let base = Url::parse(&sim.auth_base()).expect("auth base");
     Endpoints::from_auth_base(&base).expect("endpoints")
-}
-
-/// Whether `token` is accepted by the simulator's FHIR side.
-pub fn sim_accepts(sim: &Sim, token: &SecretString) -> bool {
-    use secrecy::ExposeSecret;
-    let mut headers = axum::http::HeaderMap::new();
-    let value = format!("Bearer {}", token.expose_secret());
-    headers.insert(axum::http::header::AUTHORIZATION, value.parse().expect("header value"));
-    sim.state().oauth.validate_bearer(&headers).is_ok()
 }

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use fhirsync_auth::Endpoints;
 use fhirsync_auth::discovery::discover;
+use fhirsync_sim::testing::SimBuilder;
 use serde_json::json;
 use url::Url;
 
@@ -15,7 +16,7 @@ use crate::common;
 /// The simulator's smart-configuration gives its token and authorize endpoints.
 #[tokio::test]
 async fn smart_configuration_discovered() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let endpoints = discover(&reqwest::Client::new(), &common::r4_base(&sim), "c1").await.unwrap();
     assert_eq!(endpoints, common::endpoints(&sim));
 }
@@ -70,7 +71,8 @@ async fn metadata_fallback() {
     );
 }
 
-/// When neither document is available the error says to set the Auth Base URI.
+/// When neither document is available the error says to set the Auth Base URI, and keeps both
+/// failures typed: the metadata one as its source.
 #[tokio::test]
 async fn discovery_failure_names_fix() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,12 +81,22 @@ async fn discovery_failure_names_fix() {
     let base = Url::parse(&format!("http://{addr}/fhir")).unwrap();
     let err = discover(&reqwest::Client::new(), &base, "c").await.unwrap_err();
     assert!(err.to_string().contains("Auth Base URI"), "{err}");
+    let fhirsync_auth::Error::Discovery { smart_configuration, source, .. } = &err else {
+        panic!("not a discovery error: {err}");
+    };
+    let status = |e: &fhirsync_auth::Error| match e {
+        fhirsync_auth::Error::UnexpectedResponse { status, .. } => Some(*status),
+        _ => None,
+    };
+    assert_eq!((status(smart_configuration), status(source)), (Some(404), Some(404)), "{err}");
+    let chained = std::error::Error::source(&err).map(|s| s.to_string());
+    assert_eq!(chained, Some(source.to_string()));
 }
 
 /// The simulator's `/metadata` oauth-uris agree with its smart-configuration.
 #[tokio::test]
 async fn sim_metadata_matches_smart_configuration() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let http = reqwest::Client::new();
     let base = common::r4_base(&sim);
     let from_metadata = fhirsync_auth::discovery::from_metadata(&http, &base, "c1").await.unwrap();
@@ -94,7 +106,7 @@ async fn sim_metadata_matches_smart_configuration() {
 /// The simulator's smart-configuration advertises what Epic's sandbox does (PKCE S256 only, auth methods, grants).
 #[tokio::test]
 async fn sim_smart_configuration_content() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     let url = format!("{}/.well-known/smart-configuration", common::r4_base(&sim));
     let doc: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));

@@ -55,14 +55,15 @@ fn garbage_refused_without_echo() {
 
 /// Keys load from a file or from an environment variable.
 #[test]
+#[allow(unsafe_code)] // `set_var` is unsafe in edition 2024; the only way to test `env:` keys.
 fn load_from_file_and_env() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
     std::fs::write(&path, RSA_PKCS8).unwrap();
-    let from_file = SigningKey::load(&KeySource::parse(path.to_str().unwrap()), None).unwrap();
+    let from_file = SigningKey::load(&KeySource::parse_path(path.to_str().unwrap()), None).unwrap();
     // SAFETY: the variable name is unique to this test.
     unsafe { std::env::set_var("FHIRSYNC_TEST_KEY_PEM", RSA_PKCS8) };
-    let from_env = SigningKey::load(&KeySource::parse("env:FHIRSYNC_TEST_KEY_PEM"), None).unwrap();
+    let from_env = SigningKey::load(&KeySource::parse_path("env:FHIRSYNC_TEST_KEY_PEM"), None).unwrap();
     assert_eq!(from_file.kid(), from_env.kid());
     assert_eq!(from_file.kid(), common::key(RSA_PKCS8).kid());
 }
@@ -85,6 +86,7 @@ fn private_key_file_mode_and_no_overwrite() {
 }
 
 /// `serve_jwks` publishes the public set at /.well-known/jwks.json with no-store caching.
+#[cfg(feature = "serve-jwks")]
 #[tokio::test]
 async fn jwks_served() {
     let key = common::key(RSA_PKCS8);

@@ -9,7 +9,7 @@ use fhirsync_auth::{
     TokenProvider, TokenState, TokenStore, parse_pasted,
 };
 use fhirsync_sim::Sim;
-use fhirsync_sim::oauth::ClientRegistration;
+use fhirsync_sim::testing::{SimBuilder, launch_client};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -25,13 +25,7 @@ fn free_port() -> u16 {
 }
 
 fn register(sim: &Sim, redirect: &str, refresh: bool) {
-    sim.state().oauth.register_client(ClientRegistration {
-        client_id: CLIENT.into(),
-        client_secret: Some(SECRET.into()),
-        redirect_uris: vec![redirect.to_string()],
-        refresh_tokens: refresh,
-        ..Default::default()
-    });
+    sim.state().oauth.register_client(launch_client(CLIENT, SECRET, redirect, refresh));
 }
 
 async fn settings(sim: &Sim, redirect: &str, store: &std::path::Path) -> AuthSettings {
@@ -43,7 +37,7 @@ async fn settings(sim: &Sim, redirect: &str, store: &std::path::Path) -> AuthSet
 }
 
 async fn auto_sim() -> Sim {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     sim.state().oauth.set_auto_approve(true);
     sim
 }
@@ -126,7 +120,7 @@ async fn loopback_login_end_to_end() {
     let (status, page) = tokio::time::timeout(Duration::from_secs(10), browser).await.unwrap().unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("Login complete"), "{page}");
-    assert!(common::sim_accepts(&sim, &tokens.access_token));
+    assert!(sim.accepts(tokens.access_token.expose_secret()));
     assert!(tokens.refresh_token.is_some());
     #[cfg(unix)]
     {
@@ -185,7 +179,7 @@ async fn pasted_redirect_url_login() {
     let sim = auto_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let (_store, tokens) = login_pasted(&sim, &dir, false).await;
-    assert!(common::sim_accepts(&sim, &tokens.access_token));
+    assert!(sim.accepts(tokens.access_token.expose_secret()));
     assert!(tokens.refresh_token.is_none(), "client not configured for refresh tokens");
 }
 
@@ -271,7 +265,7 @@ async fn authorize_refuses_plain_pkce_and_no_scope() {
 /// Without auto-approve the simulator shows a sign-in form; the sandbox user gets the redirect.
 #[tokio::test]
 async fn sign_in_form() {
-    let sim = common::sim().await;
+    let sim = SimBuilder::new().start().await;
     register(&sim, REMOTE_REDIRECT, false);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -298,7 +292,7 @@ async fn sign_in_form() {
     let location = good.headers()["location"].to_str().unwrap();
     let store = TokenStore::new(dir.path().join("t.json"));
     let tokens = pending.finish(&http, parse_pasted(location).unwrap(), &store).await.unwrap();
-    assert!(common::sim_accepts(&sim, &tokens.access_token));
+    assert!(sim.accepts(tokens.access_token.expose_secret()));
 }
 
 /// A 401 on the stored token triggers a refresh that keeps the old refresh token and persists.
@@ -313,11 +307,11 @@ async fn refresh_keeps_refresh_token() {
     let first = auth.access_token().await.unwrap();
     assert_eq!(first.expose_secret(), tokens.access_token.expose_secret());
     sim.state().oauth.expire_all_tokens();
-    assert!(!common::sim_accepts(&sim, &first));
+    assert!(!sim.accepts(first.expose_secret()));
     auth.invalidate(&first);
     let second = auth.access_token().await.unwrap();
     assert_ne!(second.expose_secret(), first.expose_secret());
-    assert!(common::sim_accepts(&sim, &second));
+    assert!(sim.accepts(second.expose_secret()));
     let saved = store.load().unwrap().unwrap();
     assert_eq!(saved.access_token.expose_secret(), second.expose_secret());
     assert_eq!(saved.refresh_token.unwrap().expose_secret(), old_refresh.expose_secret());
@@ -384,7 +378,7 @@ async fn refused_refresh_rides_out_the_access_token() {
         .unwrap();
     let token = auth.access_token().await.unwrap();
     assert_eq!(token.expose_secret(), tokens.access_token.expose_secret(), "the current token is kept");
-    assert!(common::sim_accepts(&sim, &token));
+    assert!(sim.accepts(token.expose_secret()));
     let refusal = store.load().unwrap().unwrap().refresh_refused.expect("refusal recorded");
     assert!(refusal.at >= before && refusal.at <= chrono::Utc::now());
     assert!(refusal.reason.contains("invalid_grant"), "{}", refusal.reason);

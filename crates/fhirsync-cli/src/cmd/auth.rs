@@ -17,7 +17,7 @@ use url::Url;
 use super::Failure;
 use super::keys::local_error;
 use crate::Globals;
-use crate::config::FileConfig;
+use fhirsync::Config as FileConfig;
 
 /// Default environment variable holding the client secret.
 const DEFAULT_SECRET_ENV: &str = "FHIRSYNC_CLIENT_SECRET";
@@ -172,7 +172,8 @@ pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
             let TestArgs { connection, private_key, kid } = *args;
             let mut s = settings(connection, globals)?;
             if let Some(key) = private_key {
-                s.private_key_pem = Some(load_private_key(&KeySource::parse(&key)).map_err(local_error)?);
+                s.private_key_pem =
+                    Some(load_private_key(&KeySource::parse_path(&key)).map_err(local_error)?);
             }
             if kid.is_some() {
                 s.key_id = kid;

@@ -9,29 +9,16 @@
 //! 5. prints what was landed and a sample query.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use fhirsync_auth::{KeyType, SigningKey, TokenProvider, generate_private_key};
-use fhirsync_core::FhirVersion;
-use fhirsync_land::{DestinationConfig, Method, SqliteConfig};
-use fhirsync_sim::fhir::FhirConfig;
-use fhirsync_sim::oauth::ClientRegistration;
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync::land::{DestinationConfig, SqliteConfig};
+use fhirsync::sandbox::Sandbox;
+use fhirsync::sim::Sim;
+use fhirsync::{Method, Sync};
 use rusqlite::Connection;
 use serde_json::json;
 
 use crate::Globals;
-use crate::config::FileConfig;
-use crate::pipeline;
-
-/// Client id the demo registers with the simulator.
-pub const DEMO_CLIENT_ID: &str = "fhirsync-demo";
-
-/// Concurrent requests against the local simulator.
-pub const DEMO_CONCURRENCY: usize = 8;
-/// Requests per second against the local simulator.
-pub const DEMO_RATE_LIMIT: f64 = 1000.0;
 
 /// Arguments of `fhirsync demo`.
 #[derive(Debug, clap::Args)]
@@ -52,68 +39,33 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(args: Args, _globals: &Globals) -> anyhow::Result<()> {
-    let sim = Sim::start(SimConfig {
-        fhir: FhirConfig { patients: args.patients, ..FhirConfig::default() },
-        ..SimConfig::default()
-    })
-    .await?;
-    println!("Simulated Epic on FHIR server: {}", sim.fhir_base(FhirVersion::R4));
-
-    let pem = generate_private_key(KeyType::Rsa(2048))?;
-    let key = SigningKey::from_pem(&pem, "demo key", None)?;
-    sim.state().oauth.register_client(ClientRegistration {
-        client_id: DEMO_CLIENT_ID.into(),
-        jwks: Some(key.jwks()),
-        jwks_from_url: true,
-        ..Default::default()
-    });
-
-    let config = demo_config(&sim, &args);
-    let mut settings = config.auth_settings()?;
-    settings.private_key_pem = Some(pem);
-    let http = fhirsync_auth::http_client()?;
-    let tokens: Arc<dyn TokenProvider> = settings.provider(&http).await?;
-    println!("Authenticated with SMART Backend Services (RS384 JWT assertion, key id {}).", key.kid());
+    let sandbox = Sandbox::start(args.patients).await?;
+    println!("Simulated Epic on FHIR server: {}", sandbox.sim.fhir_base(fhirsync::core::FhirVersion::R4));
+    let db = DestinationConfig::Sqlite(SqliteConfig { path: args.db.clone(), ..SqliteConfig::default() });
+    let config = sandbox.config(db, args.state_dir.clone());
+    let tokens = sandbox.tokens(&config).await?;
+    println!("Authenticated with SMART Backend Services (RS384 JWT assertion, key id {}).", sandbox.key_id());
 
     println!("\n== Sync 1: reload-and-compare into {}", args.db.display());
-    let outcome = run_once(&config, tokens.clone()).await?;
-    pipeline::print_summary(&outcome);
+    let sync = || {
+        Sync::new(config.clone())
+            .method(Method::ReloadAndCompare)
+            .tokens(tokens.clone())
+            .progress(crate::progress::sink())
+            .run()
+    };
+    print!("{}", sync().await?.summary());
 
     if !args.no_changes {
-        let changed = change_server_data(&sim, &args.db)?;
+        let changed = change_server_data(&sandbox.sim, &args.db)?;
         println!("\n== The server changed: {changed}");
         println!("== Sync 2: reload-and-compare applies only the differences");
-        let outcome = run_once(&config, tokens).await?;
-        pipeline::print_summary(&outcome);
+        print!("{}", sync().await?.summary());
     }
 
     show_landed(&args.db)?;
     println!("\nOpen it yourself: sqlite3 {} (tables above; views are view_*)", args.db.display());
     Ok(())
-}
-
-fn demo_config(sim: &Sim, args: &Args) -> FileConfig {
-    let mut config = FileConfig::default();
-    let c = &mut config.connection;
-    c.client_id = Some(DEMO_CLIENT_ID.into());
-    c.fhir_r4_endpoint = Some(sim.fhir_base(FhirVersion::R4));
-    c.fhir_stu3_endpoint = Some(sim.fhir_base(FhirVersion::Stu3));
-    c.fhir_dstu2_endpoint = Some(sim.fhir_base(FhirVersion::Dstu2));
-    c.patient_list_identifier = Some("systemlist|6442".into());
-    config.destination =
-        DestinationConfig::Sqlite(SqliteConfig { path: args.db.clone(), ..SqliteConfig::default() });
-    config.sync.state_dir = args.state_dir.clone();
-    // The simulator is local: no need for the low default politeness meant for a real Epic.
-    config.extract.concurrency = DEMO_CONCURRENCY;
-    config.extract.rate_limit = DEMO_RATE_LIMIT;
-    config
-}
-
-async fn run_once(
-    config: &FileConfig,
-    tokens: Arc<dyn TokenProvider>,
-) -> anyhow::Result<pipeline::SyncOutcome> {
-    pipeline::sync(config, Method::ReloadAndCompare, tokens, true).await
 }
 
 /// Edits one Observation, deletes one Condition and adds one Condition on the server.

@@ -64,13 +64,7 @@ pub enum Command {
 
 /// Maps auth errors about local input to configuration failures (exit code 2).
 pub(crate) fn local_error(err: fhirsync_auth::Error) -> anyhow::Error {
-    use fhirsync_auth::Error as E;
-    match err {
-        E::Key { .. } | E::Config { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
-            Failure::config(err.to_string())
-        }
-        other => other.into(),
-    }
+    if err.is_config() { Failure::config(err.to_string()) } else { err.into() }
 }
 
 /// Prints the public JWK Set on stdout (a closed pipe is an error, not a panic).
@@ -93,11 +87,11 @@ pub async fn run(command: Command, _globals: &Globals) -> anyhow::Result<()> {
             print_jwks(&key)
         }
         Command::Jwks { key, kid } => {
-            let key = SigningKey::load(&KeySource::parse(&key), kid).map_err(local_error)?;
+            let key = SigningKey::load(&KeySource::parse_path(&key), kid).map_err(local_error)?;
             print_jwks(&key)
         }
         Command::Serve { key, kid, addr } => {
-            let key = SigningKey::load(&KeySource::parse(&key), kid).map_err(local_error)?;
+            let key = SigningKey::load(&KeySource::parse_path(&key), kid).map_err(local_error)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| Failure::config(format!("cannot listen on {addr}: {e}")))?;

@@ -1,4 +1,5 @@
-//! One module per subcommand; each has an `Args`/`Command` clap type and an async `run`.
+//! One module per subcommand; each has an `Args`/`Command` clap type and an async `run` that
+//! calls the `fhirsync` library and renders its report.
 
 pub mod auth;
 pub mod demo;
@@ -10,6 +11,8 @@ pub mod sandbox;
 pub mod status;
 pub mod sync;
 pub mod views;
+
+use fhirsync::ErrorKind;
 
 /// Exit code: configuration problem (bad TOML, unknown key, missing setting, unreadable PEM).
 pub const EXIT_CONFIG: u8 = 2;
@@ -25,7 +28,7 @@ pub const EXIT_GAPS: u8 = 6;
 /// Exit code: anything else.
 pub const EXIT_INTERNAL: u8 = 1;
 
-/// A failure tagged with the exit code it maps to.
+/// A failure of the command itself (not of a library operation), tagged with its exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {
@@ -40,43 +43,69 @@ impl Failure {
     pub fn config(message: impl Into<String>) -> anyhow::Error {
         Failure { code: EXIT_CONFIG, message: message.into() }.into()
     }
+}
 
-    /// A FHIR client failure: authentication (3) or source (4).
-    pub fn fhir(e: &fhirsync_fhir::Error) -> anyhow::Error {
-        Failure { code: fhir_exit_code(e), message: e.to_string() }.into()
+/// The exit code of a class of library failures.
+pub fn kind_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Config => EXIT_CONFIG,
+        ErrorKind::Auth => EXIT_AUTH,
+        ErrorKind::Source => EXIT_SOURCE,
+        ErrorKind::Destination => EXIT_DESTINATION,
+        _ => EXIT_INTERNAL,
     }
 }
 
-/// Maps an error chain to a documented exit code.
+/// Maps an error chain to a documented exit code: the outermost tagged cause decides.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
-        if let Some(e) = cause.downcast_ref::<fhirsync_auth::Error>() {
-            return auth_exit_code(e);
+        if let Some(e) = cause.downcast_ref::<fhirsync::Error>() {
+            return kind_code(e.kind());
+        }
+        // A token provider's failure arrives wrapped in a `TokenError` (the trait lives in core).
+        let token = cause.downcast_ref::<fhirsync::core::TokenError>().and_then(|t| t.downcast_ref());
+        if let Some(e) = cause.downcast_ref::<fhirsync::auth::Error>().or(token) {
+            return kind_code(ErrorKind::of_auth(e));
+        }
+        if let Some(e) = cause.downcast_ref::<fhirsync::fhir::Error>() {
+            return kind_code(ErrorKind::of_fhir(e));
         }
     }
     EXIT_INTERNAL
 }
 
-/// Exit code of an auth error: configuration, unreachable source, or refused authentication.
-fn auth_exit_code(e: &fhirsync_auth::Error) -> u8 {
-    use fhirsync_auth::Error as E;
-    match e {
-        E::Config { .. } | E::Key { .. } | E::File { .. } | E::Exists { .. } | E::StoreFormat { .. } => {
-            EXIT_CONFIG
+/// The error and its causes, outermost first, joined by `: `; a cause whose text the message
+/// already holds (a stage that quotes its source) is not repeated.
+pub fn chain_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
         }
-        E::Unreachable { .. } | E::HttpClient { .. } | E::Discovery { .. } => EXIT_SOURCE,
-        _ => EXIT_AUTH,
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
     }
+    out
 }
 
-/// Exit code of a FHIR client error: a rejected token is authentication, the rest is the source.
-pub fn fhir_exit_code(e: &fhirsync_fhir::Error) -> u8 {
-    use fhirsync_fhir::Error as E;
-    match e {
-        E::Token(_) | E::Unauthorized { .. } => EXIT_AUTH,
-        _ => EXIT_SOURCE,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause its parent already quotes is printed once; the others follow after `: `; a
+    /// library failure maps to its kind's exit code.
+    #[test]
+    fn chain_is_printed_once_and_mapped() {
+        let err = anyhow::anyhow!("disk full").context("cannot write x: disk full").context("run failed");
+        assert_eq!(chain_text(&err), "run failed: cannot write x: disk full");
+        let err = anyhow::Error::from(fhirsync::Error::config("bad key")).context("while loading");
+        assert_eq!(exit_code(&err), EXIT_CONFIG);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), EXIT_INTERNAL);
     }
 }

@@ -4,15 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use fhirsync_fhir::Recorder;
-use fhirsync_land::Method;
+use fhirsync::fhir::Recorder;
+use fhirsync::metrics::{self, MetricsFile, RunFigures};
+use fhirsync::{Config, Method, Sync, SyncReport};
 use tracing::{info, warn};
 
 use crate::Globals;
-use crate::cmd::{EXIT_CONFIG, Failure};
-use crate::config::FileConfig;
-use crate::metrics::{self, MetricsFile, RunFigures};
-use crate::pipeline::{self, SyncOutcome};
+use crate::cmd::{EXIT_CONFIG, EXIT_GAPS, Failure};
 
 /// Arguments of `fhirsync sync`.
 #[derive(Debug, clap::Args)]
@@ -54,9 +52,9 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     let mut labels = Labels { destination: metrics::UNKNOWN, method: metrics::UNKNOWN.into() };
     let outcome = sync_once(&args, globals, &mut labels).await;
     let result = match &outcome {
-        Ok(outcome) => {
-            pipeline::print_summary(outcome);
-            outcome.gaps_failure().map_or(Ok(()), |failure| Err(failure.into()))
+        Ok(report) => {
+            print!("{}", report.summary());
+            gaps_failure(report).map_or(Ok(()), |failure| Err(failure.into()))
         }
         Err(_) => Ok(()),
     };
@@ -91,29 +89,47 @@ pub async fn run(args: Args, globals: &Globals) -> anyhow::Result<()> {
     outcome.and(result)
 }
 
+/// The failure a run with gaps ends with ([`EXIT_GAPS`]); `None` when complete.
+pub fn gaps_failure(report: &SyncReport) -> Option<Failure> {
+    report.has_gaps().then(|| Failure {
+        code: EXIT_GAPS,
+        message: format!(
+            "run {} completed with gaps: {} of {} scopes incomplete, their rows kept (not deleted); \
+             see `fhirsync status`, fix the cause and rerun",
+            report.metrics.run_id,
+            report.report.gaps.len(),
+            report.report.scopes_planned
+        ),
+    })
+}
+
 /// Loads the configuration, authenticates and runs one sync.
-async fn sync_once(args: &Args, globals: &Globals, labels: &mut Labels) -> anyhow::Result<SyncOutcome> {
-    let mut config = FileConfig::load(&globals.config)?;
+async fn sync_once(args: &Args, globals: &Globals, labels: &mut Labels) -> anyhow::Result<SyncReport> {
+    let mut config = Config::load(&globals.config)?;
     if args.replace {
         config.land.replace = true;
-    }
-    if let Some(dir) = &args.record {
-        let recorder = Recorder::create(dir).map_err(|e| Failure::config(e.to_string()))?;
-        warn_phi(dir);
-        config.sync.recorder = Some(Arc::new(recorder));
     }
     let method = args.method.unwrap_or(config.sync.method);
     labels.destination = config.destination.kind();
     labels.method = method.to_string();
-    let settings = config.auth_settings()?;
-    let http = fhirsync_auth::http_client()?;
-    let tokens = settings.provider(&http).await?;
-    let show = !args.no_progress;
-    let outcome = pipeline::sync(&config, method, tokens, show).await;
-    if let Some(recorder) = &config.sync.recorder {
+    let mut sync = Sync::new(config).method(method);
+    if !args.no_progress {
+        sync = sync.progress(crate::progress::sink());
+    }
+    let recorder = match &args.record {
+        Some(dir) => {
+            let recorder = Arc::new(Recorder::create(dir).map_err(|e| Failure::config(e.to_string()))?);
+            warn_phi(dir);
+            sync = sync.record_to(recorder.clone());
+            Some(recorder)
+        }
+        None => None,
+    };
+    let outcome = sync.run().await;
+    if let Some(recorder) = &recorder {
         report_recording(recorder);
     }
-    outcome
+    Ok(outcome?)
 }
 
 /// The warning shown before a recording starts (stderr and the log).

@@ -6,9 +6,10 @@ use std::process::Output;
 
 use fhirsync_auth::{KeyType, SigningKey, generate_private_key};
 use fhirsync_core::FhirVersion;
+use fhirsync_sim::Sim;
 use fhirsync_sim::fhir::FhirConfig;
 use fhirsync_sim::oauth::ClientRegistration;
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::{SimBuilder, backend_client};
 use secrecy::ExposeSecret;
 
 /// Client id registered by [`Env::start`].
@@ -62,17 +63,11 @@ impl Env {
 
     /// A simulator with `fhir` settings and the client registration adjusted by `tweak`.
     pub async fn start_fhir(fhir: FhirConfig, tweak: impl FnOnce(&mut ClientRegistration)) -> Env {
-        let sim = Sim::start(SimConfig { fhir, ..SimConfig::default() }).await.expect("sim starts");
         let pem = generate_private_key(KeyType::Rsa(2048)).expect("key");
         let key = SigningKey::from_pem(&pem, "test", None).expect("key loads");
-        let mut registration = ClientRegistration {
-            client_id: CLIENT_ID.into(),
-            jwks: Some(key.jwks()),
-            jwks_from_url: true,
-            ..Default::default()
-        };
+        let mut registration = backend_client(CLIENT_ID, key.jwks(), true);
         tweak(&mut registration);
-        sim.state().oauth.register_client(registration);
+        let sim = SimBuilder::new().fhir(fhir).register(registration).start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let key_path = dir.path().join("key.pem");
         std::fs::write(&key_path, pem.expose_secret()).expect("write key");

@@ -6,9 +6,9 @@ use std::time::Duration;
 use fhirsync_core::{Dataset, FhirVersion, ScopeKey};
 use fhirsync_extract::{CohortConfig, ConnectionConfig, Error, ExtractConfig, Extraction, GapReason, Mode};
 use fhirsync_fhir::FhirClient;
-use fhirsync_sim::fhir::{BulkConfig, BulkFaultKind, DEFAULT_GROUP_ID, FhirConfig, RetryAfter};
-use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::Sim;
+use fhirsync_sim::fhir::{BulkConfig, BulkFaultKind, DEFAULT_GROUP_ID, RetryAfter};
+use fhirsync_sim::testing::SimBuilder;
 
 use crate::stub::drain;
 
@@ -16,25 +16,20 @@ const CLIENT: &str = "fhirsync-test";
 
 /// Starts a simulator with `patients` patients, pages of `page` entries, `unlicensed` datasets.
 pub async fn start(patients: usize, page: usize, unlicensed: &[&str], bulk: BulkConfig) -> Sim {
-    let cfg = SimConfig {
-        fhir: FhirConfig { patients, max_page_size: page, bulk, ..FhirConfig::default() },
-        oauth: OAuthConfig {
-            clients: vec![ClientRegistration {
-                client_id: CLIENT.into(),
-                unauthorized_datasets: unlicensed.iter().map(|s| s.to_string()).collect(),
-                ..ClientRegistration::default()
-            }],
-            ..OAuthConfig::default()
-        },
-    };
-    Sim::start(cfg).await.unwrap()
+    SimBuilder::new()
+        .patients(patients)
+        .page_size(page)
+        .bulk(bulk)
+        .unlicensed_client(CLIENT, unlicensed)
+        .start()
+        .await
 }
 
 /// Connection to the simulator (list `systemlist|6442`, all three versions).
 pub fn connection(sim: &Sim) -> ConnectionConfig {
     ConnectionConfig {
         client_id: Some(CLIENT.into()),
-        fhir_base_url: Some(format!("{}/interconnect-fhir-oauth", sim.base_url())),
+        fhir_base_url: Some(sim.epic_root()),
         patient_list_identifier: Some("systemlist|6442".into()),
         ..ConnectionConfig::default()
     }
@@ -53,9 +48,7 @@ pub fn config(datasets: &[&str]) -> ExtractConfig {
 
 /// A client holding a token the simulator issued.
 pub fn client(sim: &Sim, conn: &ConnectionConfig, cfg: &ExtractConfig) -> FhirClient {
-    let tok = sim.state().oauth.issue_token(CLIENT, &["system/*.read"]);
-    let tokens = std::sync::Arc::new(fhirsync_auth::StaticToken(tok.into()));
-    fhirsync_extract::build_client(conn, cfg, tokens).unwrap()
+    fhirsync_extract::build_client(conn, cfg, sim.static_token(CLIENT)).unwrap()
 }
 
 fn expected(sim: &Sim, keys: &[&str]) -> u64 {

@@ -326,13 +326,13 @@ async fn bad_ca_bundle_is_reported() {
     let missing = dir.join("missing.pem");
     let mut cfg = fast_config(1);
     cfg.ca_bundle = Some(missing.clone());
-    let err = FhirClient::new(cfg.clone(), Arc::new(fhirsync_auth::StaticToken("t".to_string().into())))
+    let err = FhirClient::new(cfg.clone(), Arc::new(fhirsync_fhir::StaticToken("t".to_string().into())))
         .unwrap_err();
     assert!(err.to_string().contains("missing.pem"), "{err}");
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "not a certificate").unwrap();
     cfg.ca_bundle = Some(empty);
-    let err = FhirClient::new(cfg, Arc::new(fhirsync_auth::StaticToken("t".to_string().into()))).unwrap_err();
+    let err = FhirClient::new(cfg, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap_err();
     assert!(err.to_string().contains("empty.pem"), "{err}");
     assert!(err.is_fatal_for_run());
     let _ = std::fs::remove_dir_all(&dir);
@@ -343,7 +343,7 @@ async fn bad_ca_bundle_is_reported() {
 async fn bad_proxy_is_reported() {
     let mut cfg = fast_config(1);
     cfg.https_proxy = Some("http://[::1".into());
-    let err = FhirClient::new(cfg, Arc::new(fhirsync_auth::StaticToken("t".to_string().into()))).unwrap_err();
+    let err = FhirClient::new(cfg, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap_err();
     assert!(matches!(err, Error::Proxy { .. }), "{err}");
 }
 

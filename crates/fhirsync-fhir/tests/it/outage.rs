@@ -1,14 +1,13 @@
 //! The outage breaker and the budgets against the simulator's fault switches, in scaled-down
 //! time (probe intervals of tens of milliseconds, outages of seconds).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fhirsync_core::FhirVersion;
 use fhirsync_fhir::{ClientConfig, Error, FhirClient, OutagePolicy, RateLimit, SchedulePolicy};
-use fhirsync_sim::fhir::{FhirConfig, RetryAfter};
-use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::Sim;
+use fhirsync_sim::fhir::RetryAfter;
+use fhirsync_sim::testing::SimBuilder;
 use url::Url;
 
 use crate::stub::fast_config;
@@ -17,14 +16,7 @@ const CLIENT: &str = "client";
 const PATIENTS: usize = 6;
 
 async fn start() -> Sim {
-    let cfg = SimConfig {
-        fhir: FhirConfig { patients: PATIENTS, max_page_size: 5, ..FhirConfig::default() },
-        oauth: OAuthConfig {
-            clients: vec![ClientRegistration { client_id: CLIENT.into(), ..ClientRegistration::default() }],
-            ..OAuthConfig::default()
-        },
-    };
-    Sim::start(cfg).await.unwrap()
+    SimBuilder::new().patients(PATIENTS).page_size(5).client(CLIENT).start().await
 }
 
 /// Default retry counts (5 per request), fast backoff, the breaker on with short probes.
@@ -41,8 +33,7 @@ fn config(concurrency: usize, max_outage: Duration) -> ClientConfig {
 }
 
 fn client(sim: &Sim, config: ClientConfig) -> FhirClient {
-    let token = sim.state().oauth.issue_token(CLIENT, &["system/*.read"]);
-    FhirClient::new(config, Arc::new(fhirsync_auth::StaticToken(token.into()))).unwrap()
+    FhirClient::new(config, sim.static_token(CLIENT)).unwrap()
 }
 
 /// Reads every page of every patient's laboratory Observations, `concurrency` patients at a

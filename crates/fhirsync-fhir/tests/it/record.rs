@@ -42,7 +42,7 @@ async fn answers_are_recorded_without_the_token() {
         );
     let base = serve(app).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = FhirClient::new(fast_config(1), Arc::new(fhirsync_auth::StaticToken(TOKEN.to_string().into())))
+    let c = FhirClient::new(fast_config(1), Arc::new(fhirsync_fhir::StaticToken(TOKEN.to_string().into())))
         .unwrap();
     let recorder = Arc::new(Recorder::create(dir.path().join("rec")).unwrap());
     c.record_to(recorder.clone()).unwrap();

@@ -1,15 +1,11 @@
 //! The client against the in-process Epic simulator.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use fhirsync_auth::{BoxFuture, TokenProvider};
 use fhirsync_core::FhirVersion;
 use fhirsync_fhir::{Error, FhirClient};
-use fhirsync_sim::fhir::FhirConfig;
-use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
-use fhirsync_sim::{Sim, SimConfig, SimState};
-use secrecy::{ExposeSecret, SecretString};
+use fhirsync_sim::Sim;
+use fhirsync_sim::testing::{SimBuilder, SimTokens};
 use url::Url;
 
 use crate::stub::fast_config;
@@ -17,47 +13,11 @@ use crate::stub::fast_config;
 const CLIENT: &str = "client";
 
 async fn start(patients: usize, page: usize) -> Sim {
-    let cfg = SimConfig {
-        fhir: FhirConfig { patients, max_page_size: page, ..FhirConfig::default() },
-        oauth: OAuthConfig {
-            clients: vec![ClientRegistration { client_id: CLIENT.into(), ..ClientRegistration::default() }],
-            ..OAuthConfig::default()
-        },
-    };
-    Sim::start(cfg).await.unwrap()
-}
-
-/// Hands out simulator tokens; a new one after each invalidation.
-#[derive(Debug)]
-struct SimTokens {
-    state: Arc<SimState>,
-    current: Mutex<String>,
-    invalidated: AtomicUsize,
-}
-
-impl SimTokens {
-    fn new(state: Arc<SimState>) -> Self {
-        let t = state.oauth.issue_token(CLIENT, &["system/*.read"]);
-        SimTokens { state, current: Mutex::new(t), invalidated: AtomicUsize::new(0) }
-    }
-}
-
-impl TokenProvider for SimTokens {
-    fn access_token(&self) -> BoxFuture<'_, fhirsync_auth::Result<SecretString>> {
-        let t = self.current.lock().unwrap().clone();
-        Box::pin(async move { Ok(SecretString::from(t)) })
-    }
-    fn invalidate(&self, token: &SecretString) {
-        let mut cur = self.current.lock().unwrap();
-        if *cur == token.expose_secret() {
-            *cur = self.state.oauth.issue_token(CLIENT, &["system/*.read"]);
-        }
-        self.invalidated.fetch_add(1, Ordering::SeqCst);
-    }
+    SimBuilder::new().patients(patients).page_size(page).client(CLIENT).start().await
 }
 
 fn client_for(sim: &Sim) -> (FhirClient, Arc<SimTokens>) {
-    let tokens = Arc::new(SimTokens::new(sim.state().clone()));
+    let tokens = SimTokens::new(sim, CLIENT);
     (FhirClient::new(fast_config(4), tokens.clone()).unwrap(), tokens)
 }
 
@@ -104,7 +64,7 @@ async fn sim_expired_token_is_refreshed_once() {
     sim.state().oauth.expire_all_tokens();
     let patient = sim.state().fhir.patient_id(0);
     c.search(&base, "Encounter", &[("patient".into(), patient)]).await.unwrap();
-    assert_eq!(tokens.invalidated.load(Ordering::SeqCst), 1);
+    assert_eq!(tokens.invalidations(), 1);
     assert_eq!(c.stats().token_refreshes, 1);
 }
 

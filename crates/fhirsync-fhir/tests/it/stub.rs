@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use fhirsync_auth::{BoxFuture, TokenProvider};
+use fhirsync_fhir::{BoxFuture, TokenError, TokenProvider};
 use fhirsync_fhir::{ClientConfig, ConcurrencyConfig, FhirClient, RetryPolicy};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,7 +67,7 @@ pub fn fast_config(max: usize) -> ClientConfig {
 
 /// A client with a fixed token.
 pub fn client(config: ClientConfig) -> FhirClient {
-    FhirClient::new(config, Arc::new(fhirsync_auth::StaticToken("t".to_string().into()))).unwrap()
+    FhirClient::new(config, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap()
 }
 
 /// Hands out `t1`, then `t2` after an invalidation; counts invalidations.
@@ -78,7 +78,7 @@ pub struct RotatingToken {
 }
 
 impl TokenProvider for RotatingToken {
-    fn access_token(&self) -> BoxFuture<'_, fhirsync_auth::Result<SecretString>> {
+    fn access_token(&self) -> BoxFuture<'_, Result<SecretString, TokenError>> {
         let n = self.invalidated.load(Ordering::SeqCst);
         Box::pin(async move { Ok(SecretString::from(format!("t{}", n + 1))) })
     }

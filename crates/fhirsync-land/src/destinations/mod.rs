@@ -9,7 +9,9 @@
 pub mod delta;
 pub(crate) mod files;
 pub mod ndjson;
+#[cfg(feature = "parquet")]
 pub mod parquet;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub(crate) mod sql;
 pub mod sqlite;
@@ -26,7 +28,9 @@ use crate::destination::Destination;
 pub fn open(config: &DestinationConfig) -> Result<Box<dyn Destination>> {
     match config {
         DestinationConfig::Sqlite(c) => sqlite::open(c),
+        #[cfg(feature = "postgres")]
         DestinationConfig::Postgres(c) => postgres::open(c),
+        #[cfg(feature = "parquet")]
         DestinationConfig::Parquet(c) => parquet::open(c),
         DestinationConfig::Ndjson(c) => ndjson::open(c),
         DestinationConfig::Delta(c) => delta::open(c),

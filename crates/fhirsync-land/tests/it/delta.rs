@@ -10,7 +10,7 @@ use fhirsync_land::{DeltaConfig, Destination, DestinationConfig, LandOptions, Me
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::files::{parquet_batches, strings};
+use crate::files::{cell_text, parquet_batches, strings};
 use crate::support::*;
 
 /// A temporary Delta root (tables and state in one folder).
@@ -270,9 +270,8 @@ impl Harness for DeltaHarness {
         let mut out = Vec::new();
         for file in &log.active {
             for b in parquet_batches(&dir.join(file)) {
-                let cols: Vec<Vec<Option<String>>> = columns.iter().map(|c| strings(&b, c)).collect();
                 for i in 0..b.num_rows() {
-                    out.push(cols.iter().map(|c| c[i].clone()).collect());
+                    out.push(columns.iter().map(|c| cell_text(&b, c, i)).collect());
                 }
             }
         }

@@ -11,3 +11,4 @@ mod scenario;
 mod sqlite;
 mod status;
 mod support;
+mod typed;

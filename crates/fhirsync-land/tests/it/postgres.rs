@@ -115,11 +115,68 @@ impl Harness for PostgresHarness {
 
     fn view_rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
         let cols: Vec<String> = columns.iter().map(|c| format!("CAST(\"{c}\" AS TEXT)")).collect();
-        sorted(self.query(&format!("SELECT {} FROM \"{table}\"", cols.join(", "))))
+        // Timestamps read back in UTC, whatever the server's time zone.
+        sorted(self.query(&format!("SET TIME ZONE 'UTC'; SELECT {} FROM \"{table}\"", cols.join(", "))))
     }
 }
 
 scenario_tests!(PostgresHarness::from_env());
+
+/// Typed view columns: `numeric` keeps each decimal's value and scale, `timestamptz` the
+/// instant, `date`, `boolean` and `bigint` their values.
+#[test]
+fn typed_view_columns() {
+    let Some(h) = PostgresHarness::from_env() else { return };
+    let forms = crate::typed::Forms {
+        decimals: ["1.50", "0.10", "100", "123456789012345678.9"],
+        instants: [
+            "2019-04-01 08:30:00+00",
+            "2020-03-01 04:59:59.5+00",
+            "2019-04-01 08:30:00.123+00",
+            "2019-04-01 12:00:00.123456+00",
+        ],
+        date: "1970-06-15",
+        booleans: ["false", "true"],
+    };
+    crate::typed::typed_columns(&h, &forms);
+    let types = |table: &str| {
+        h.query(&format!(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '{}' \
+             AND table_name = '{table}' ORDER BY ordinal_position",
+            h.config.schema
+        ))
+    };
+    let want = |pairs: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
+        pairs.iter().map(|(n, t)| vec![Some(n.to_string()), Some(t.to_string())]).collect()
+    };
+    let tz = "timestamp with time zone";
+    assert_eq!(
+        types("view_obs_typed"),
+        want(&[
+            ("_fhir_version", "text"),
+            ("_id", "text"),
+            ("value", "numeric"),
+            ("effective", tz),
+            ("effective_text", "text"),
+            ("issued", tz),
+            ("issued_text", "text"),
+        ])
+    );
+    assert_eq!(
+        types("view_patient_typed"),
+        want(&[
+            ("_fhir_version", "text"),
+            ("_id", "text"),
+            ("birth_date", "date"),
+            ("birth_date_text", "text"),
+            ("deceased", "boolean"),
+            ("births", "bigint"),
+        ])
+    );
+    // Exact arithmetic in the database: 1.50 + 0.10 is 1.60, not 1.6000000000000001.
+    let sum = h.query("SELECT CAST(SUM(value) AS TEXT) FROM view_obs_typed WHERE _id IN ('t1', 't2')");
+    assert_eq!(sum, vec![vec![Some("1.60".to_string())]]);
+}
 
 /// The resource column is `json`, so PostgreSQL can query into it, and keeps the exact bytes.
 #[test]

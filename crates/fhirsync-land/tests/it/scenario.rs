@@ -111,7 +111,8 @@ fn view_row(id: &str, value: &str) -> Vec<Option<String>> {
 pub fn views_follow_changes(h: &dyn Harness) {
     let views = [obs_view()];
     let p1 = patient("p1", "Alpha");
-    let (o1, o2) = (obs("o1", "p1", "1.25"), obs("o2", "p1", "2.5"));
+    // Values of one scale: Parquet types a decimal column by its largest scale.
+    let (o1, o2) = (obs("o1", "p1", "1.25"), obs("o2", "p1", "2.50"));
     let mut dest = h.open();
     let all = run_scope(&["p1"], scopes_of(&["p1"]));
     let m1 =
@@ -120,16 +121,16 @@ pub fn views_follow_changes(h: &dyn Harness) {
     assert_eq!(m1.view_rows, 2);
     assert_eq!(
         h.view_rows("view_obs_values", &VIEW_COLUMNS),
-        vec![view_row("o1", "1.25"), view_row("o2", "2.5")]
+        vec![view_row("o1", "1.25"), view_row("o2", "2.50")]
     );
 
-    let (o1b, o4) = (obs("o1", "p1", "1.75"), obs("o4", "p1", "4"));
+    let (o1b, o4) = (obs("o1", "p1", "1.75"), obs("o4", "p1", "4.00"));
     let m2 = land_with_views(&mut *dest, Method::ReloadAndCompare, &compare(), &[p1, o1b, o4], all, &views)
         .unwrap();
     assert!(m2.view_rows >= 2, "{m2:?}");
     assert_eq!(
         h.view_rows("view_obs_values", &VIEW_COLUMNS),
-        vec![view_row("o1", "1.75"), view_row("o4", "4")]
+        vec![view_row("o1", "1.75"), view_row("o4", "4.00")]
     );
 }
 

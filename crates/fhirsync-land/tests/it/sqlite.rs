@@ -119,6 +119,70 @@ impl Harness for SqliteHarness {
 
 scenario_tests!(Some(SqliteHarness::new()));
 
+/// Typed view columns: decimals stored as their exact literal text, instants as SQLite's UTC
+/// text, dates as `YYYY-MM-DD`, booleans 0/1, under declared types that tools map (DuckDB's
+/// SQLite scanner: DATE → DATE, TIMESTAMP → TIMESTAMP, DECIMAL_TEXT → VARCHAR, never DOUBLE).
+#[test]
+fn typed_view_columns() {
+    let h = SqliteHarness::new();
+    let forms = crate::typed::Forms {
+        decimals: ["1.50", "0.10", "1e+2", "123456789012345678.9"],
+        instants: [
+            "2019-04-01 08:30:00.000",
+            "2020-03-01 04:59:59.500",
+            "2019-04-01 08:30:00.123",
+            "2019-04-01 12:00:00.123456",
+        ],
+        date: "1970-06-15",
+        booleans: ["0", "1"],
+    };
+    crate::typed::typed_columns(&h, &forms);
+    let conn = h.conn();
+    let declared =
+        |table: &str| strings(&conn, &format!("SELECT name, type FROM pragma_table_info('{table}')"));
+    let want = |pairs: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
+        pairs.iter().map(|(n, t)| vec![Some(n.to_string()), Some(t.to_string())]).collect()
+    };
+    assert_eq!(
+        declared("view_obs_typed"),
+        want(&[
+            ("_fhir_version", "TEXT"),
+            ("_id", "TEXT"),
+            ("value", "DECIMAL_TEXT"),
+            ("effective", "TIMESTAMP"),
+            ("effective_text", "TEXT"),
+            ("issued", "TIMESTAMP"),
+            ("issued_text", "TEXT"),
+        ])
+    );
+    assert_eq!(
+        declared("view_patient_typed"),
+        want(&[
+            ("_fhir_version", "TEXT"),
+            ("_id", "TEXT"),
+            ("birth_date", "DATE"),
+            ("birth_date_text", "TEXT"),
+            ("deceased", "BOOLEAN"),
+            ("births", "INTEGER"),
+        ])
+    );
+    // Stored as text (not turned into REAL 1.5), and SQLite's date functions read the instants.
+    let kinds = strings(
+        &conn,
+        "SELECT DISTINCT typeof(value), typeof(effective) FROM view_obs_typed WHERE effective IS NOT NULL",
+    );
+    assert_eq!(kinds, vec![vec![Some("text".to_string()), Some("text".to_string())]]);
+    let epoch =
+        strings(&conn, "SELECT CAST(strftime('%s', effective) AS TEXT) FROM view_obs_typed WHERE _id = 't1'");
+    assert_eq!(epoch, vec![vec![Some("1554107400".to_string())]]);
+    // The README's recipe: CAST to REAL to compute (floating point), the text stays exact.
+    let sum = strings(
+        &conn,
+        "SELECT CAST(SUM(CAST(value AS REAL)) AS TEXT) FROM view_obs_typed WHERE _id IN ('t1', 't2')",
+    );
+    assert_eq!(sum, vec![vec![Some("1.6".to_string())]]);
+}
+
 /// After reload-and-compare only changed resources are re-flattened: unchanged view rows keep
 /// their SQLite rowid.
 #[test]

@@ -40,11 +40,13 @@ use serde_json::{Value, json};
 use super::FhirState;
 use super::catalog::{self, Dataset};
 use super::config::{BulkFault, BulkFaultKind};
+use super::licence::Licence;
 use super::overlay::Fate;
 use super::records::Seg;
 use super::routes::Call;
 use super::search::{Rejection, SearchRequest};
 use super::wire::{self, Format, Issue};
+use crate::SimState;
 
 /// Lines generated per streamed chunk of an NDJSON file.
 const LINES_PER_CHUNK: usize = 200;
@@ -179,7 +181,24 @@ fn outcome_response(status: StatusCode, issue: Issue) -> Response {
     wire::error(status, Format::Json, &[issue])
 }
 
-/// Handles a kick-off.
+/// What a valid kick-off asks for.
+struct ExportRequest {
+    /// The Group's members (generator indexes).
+    members: Vec<usize>,
+    /// `_type`, or every type the simulator exports.
+    types: Vec<String>,
+    /// `_typeFilter` queries, by type.
+    filters: HashMap<String, Vec<(String, String)>>,
+}
+
+/// What one type's export came to: its NDJSON files, or an `error[]` line.
+enum TypeExport {
+    Files(Vec<FileSpec>),
+    Failed(Value),
+}
+
+/// Handles a kick-off: checked as Epic checks it (`Prefer`, `_since`, `_type`, the per-Group
+/// window), then every type is exported at once into an in-memory job.
 pub(crate) fn kickoff(
     call: &Call,
     group_id: &str,
@@ -187,36 +206,67 @@ pub(crate) fn kickoff(
     headers: &HeaderMap,
 ) -> Response {
     let fhir = &call.st.fhir;
+    let request = match export_request(call, group_id, params, headers) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let key = (call.grant.client_id.clone(), group_id.to_string());
+    if let Some(refusal) = too_recent(fhir, &key) {
+        return refusal;
+    }
+    let licence = call.licence();
+    let mut files = Vec::new();
+    let mut failed = Vec::new();
+    for (n, ty) in request.types.iter().enumerate() {
+        match export_type(fhir, &licence, &request, n, ty) {
+            TypeExport::Files(f) => files.extend(f),
+            TypeExport::Failed(line) => failed.push(line),
+        }
+    }
+    let job_id = uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase();
+    let job = new_job(call, group_id, params, files, failed);
+    fhir.bulk.jobs.lock().unwrap().insert(job_id.clone(), Arc::new(job));
+    fhir.bulk.kickoffs.lock().unwrap().insert(key, (Instant::now(), job_id.clone()));
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/BulkRequest/{job_id}", call.base)) {
+        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    resp
+}
+
+/// The kick-off's members, types and filters; the refusal Epic sends for a missing
+/// `Prefer: respond-async`, an unknown Group, `_since`, or a type it does not export.
+#[allow(clippy::result_large_err)]
+fn export_request(
+    call: &Call,
+    group_id: &str,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<ExportRequest, Response> {
     let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !prefer.contains("respond-async") {
-        return outcome_response(
+        return Err(outcome_response(
             StatusCode::BAD_REQUEST,
             Issue::new("fatal", "required", "4111", "A required header is missing.")
                 .with_diagnostics("Bulk Data kick-off requires the header Prefer: respond-async"),
-        );
+        ));
     }
-    let Some(members) = fhir.group_members(group_id) else { return wire::not_found(Format::Json) };
+    let Some(members) = call.st.fhir.group_members(group_id) else {
+        return Err(wire::not_found(Format::Json));
+    };
     let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if get("_since").is_some() {
-        return outcome_response(
+        return Err(outcome_response(
             StatusCode::BAD_REQUEST,
             Issue::new("fatal", "not-supported", "59136", "The _since parameter is not supported."),
-        );
+        ));
     }
-    let default_types: Vec<String> = std::iter::once("Patient".to_string())
-        .chain(Dataset::ALL.iter().filter_map(|d| d.resource_type(FhirVersion::R4)).map(str::to_string))
-        .fold(Vec::new(), |mut acc, t| {
-            if !acc.contains(&t) {
-                acc.push(t);
-            }
-            acc
-        });
     let types: Vec<String> = match get("_type") {
         Some(t) => t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        None => default_types,
+        None => default_export_types(),
     };
     if let Some(bad) = types.iter().find(|t| !catalog::serves(FhirVersion::R4, t)) {
-        return outcome_response(
+        return Err(outcome_response(
             StatusCode::BAD_REQUEST,
             Issue::new(
                 "fatal",
@@ -225,130 +275,162 @@ pub(crate) fn kickoff(
                 "The requested resource type is not supported for bulk export.",
             )
             .with_diagnostics(format!("Unsupported _type: {bad}")),
-        );
+        ));
     }
     let mut filters: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    if let Some(tf) = get("_typeFilter") {
-        for f in tf.split(',') {
-            if let Some((ty, query)) = f.split_once('?') {
-                let parsed = url::form_urlencoded::parse(query.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()));
-                filters.entry(ty.to_string()).or_default().extend(parsed);
-            }
+    for f in get("_typeFilter").into_iter().flat_map(|tf| tf.split(',')) {
+        if let Some((ty, query)) = f.split_once('?') {
+            let parsed =
+                url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()));
+            filters.entry(ty.to_string()).or_default().extend(parsed);
         }
     }
+    Ok(ExportRequest { members, types, filters })
+}
 
-    let key = (call.grant.client_id.clone(), group_id.to_string());
+/// Patient, then every R4 type of the catalogue, once each.
+fn default_export_types() -> Vec<String> {
+    std::iter::once("Patient".to_string())
+        .chain(Dataset::ALL.iter().filter_map(|d| d.resource_type(FhirVersion::R4)).map(str::to_string))
+        .fold(Vec::new(), |mut acc, t| {
+            if !acc.contains(&t) {
+                acc.push(t);
+            }
+            acc
+        })
+}
+
+/// Epic's 429 for a Group this client kicked off within the window.
+fn too_recent(fhir: &FhirState, key: &(String, String)) -> Option<Response> {
     let window = Duration::from_secs(fhir.config.bulk.kickoff_window_secs);
-    {
-        let kickoffs = fhir.bulk.kickoffs.lock().unwrap();
-        if let Some((at, _)) = kickoffs.get(&key)
-            && at.elapsed() < window
-        {
-            return outcome_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                Issue::new("fatal", "throttled", "59130", "Request not allowed.").with_diagnostics(
-                    "Error processing Bulk Data Kickoff request: Request not allowed: The Client requested this Group too recently.",
-                ),
-            );
-        }
-    }
+    let kickoffs = fhir.bulk.kickoffs.lock().unwrap();
+    let (at, _) = kickoffs.get(key)?;
+    (at.elapsed() < window).then(|| {
+        outcome_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            Issue::new("fatal", "throttled", "59130", "Request not allowed.").with_diagnostics(
+                "Error processing Bulk Data Kickoff request: Request not allowed: The Client requested this Group too recently.",
+            ),
+        )
+    })
+}
 
-    let licence = call.licence();
+/// Exports type number `n` (0-based) of the request: an `error[]` line when the client is not
+/// licensed for it or an export-error fault is armed, else its files of at most
+/// `max_lines_per_file` lines, the first carrying the licence outcome lines.
+fn export_type(
+    fhir: &FhirState,
+    licence: &Licence,
+    request: &ExportRequest,
+    n: usize,
+    ty: &String,
+) -> TypeExport {
+    if licence.excludes(ty) {
+        // Not silently dropped: a type missing from the output would read as "now empty".
+        // Epic's bulk code for an unauthorized client is 59130.
+        let text = format!("Client not authorized for {ty}. This type was not exported.");
+        return TypeExport::Failed(json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "forbidden",
+                "details": {"coding": [{"system": wire::EPIC_OUTCOME_SYSTEM, "code": "59130", "display": "Client not authorized"}], "text": "Client not authorized"},
+                "diagnostics": text}],
+        }));
+    }
+    if fhir.bulk.take_fault(&fhir.config.bulk.faults, BulkFaultKind::ExportError, ty) {
+        // As the SMART reference server words it: the type's file failed to be written.
+        let text = format!("Failed to export {}.{ty}.ndjson", n + 1);
+        return TypeExport::Failed(json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "exception", "details": {"text": text}, "diagnostics": text}],
+        }));
+    }
+    let (segs, denied) = type_segments(fhir, licence, request, ty);
     let max_lines = fhir.config.bulk.max_lines_per_file.max(1);
-    let mut files = Vec::new();
-    let mut failed = Vec::new();
-    for (n, ty) in types.iter().enumerate() {
-        if licence.excludes(ty) {
-            // Not silently dropped: a type missing from the output would read as "now empty".
-            // Epic's bulk code for an unauthorized client is 59130.
-            let text = format!("Client not authorized for {ty}. This type was not exported.");
-            failed.push(json!({
-                "resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": "forbidden",
-                    "details": {"coding": [{"system": wire::EPIC_OUTCOME_SYSTEM, "code": "59130", "display": "Client not authorized"}], "text": "Client not authorized"},
-                    "diagnostics": text}],
-            }));
-            continue;
-        }
-        if fhir.bulk.take_fault(&fhir.config.bulk.faults, BulkFaultKind::ExportError, ty) {
-            // As the SMART reference server words it: the type's file failed to be written.
-            let text = format!("Failed to export {}.{ty}.ndjson", n + 1);
-            failed.push(json!({
-                "resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": "exception", "details": {"text": text}, "diagnostics": text}],
-            }));
-            continue;
-        }
-        let mut segs = Vec::new();
-        let mut denied: Vec<Issue> = Vec::new();
-        for &i in &members {
-            let pid = fhir.generator.patient_id(i);
-            if !fhir.patient_exists(&pid) {
-                continue;
-            }
-            if ty == "Patient" {
-                // Generated lazily when the file is read; only edited patients are stored.
-                match fhir.overlay.fate("Patient", &pid) {
-                    Fate::Edited(v) => segs.push(Seg::Owned(v)),
-                    Fate::Unchanged => segs.push(Seg::Patient(i)),
-                    Fate::Deleted => {}
-                }
-                continue;
-            }
-            if let Some(filter) = filters.get(ty) {
-                let mut p = filter.clone();
-                p.push(("patient".to_string(), pid.clone()));
-                let req = SearchRequest { version: FhirVersion::R4, ty, params: &p };
-                if let Ok(found) = fhir.search(&req, &licence) {
-                    segs.extend(found.segs);
-                    for issue in found.licence {
-                        if !denied.contains(&issue) {
-                            denied.push(issue);
-                        }
-                    }
-                }
-                continue;
-            }
-            for d in Dataset::of_type(FhirVersion::R4, ty) {
-                let key = d.license_key(FhirVersion::R4).unwrap_or_else(|| ty.clone());
-                let issue = if licence.excludes(&key) {
-                    Some(Issue::unlicensed(&key))
-                } else if let Some(n) = licence.narrowing(&key) {
-                    let mut own = Vec::new();
-                    fhir.dataset_segments(FhirVersion::R4, i, d, &mut own);
-                    segs.extend(fhir.withhold(own));
-                    Some(n.issue())
-                } else {
-                    fhir.dataset_segments(FhirVersion::R4, i, d, &mut segs);
-                    None
-                };
-                if let Some(issue) = issue
-                    && !denied.contains(&issue)
-                {
-                    denied.push(issue);
-                }
-            }
-            segs.extend(fhir.overlay.added(ty, Some(&pid)).into_iter().map(|a| Seg::Owned(a.value)));
-        }
-        let total: usize = segs.iter().map(Seg::len).sum();
-        let segs = Arc::new(segs);
-        let outcome = (!denied.is_empty()).then(|| wire::outcome(&denied));
-        let chunks = total.div_ceil(max_lines).max(usize::from(outcome.is_some()));
-        for n in 0..chunks {
+    let total: usize = segs.iter().map(Seg::len).sum();
+    let segs = Arc::new(segs);
+    let outcome = (!denied.is_empty()).then(|| wire::outcome(&denied));
+    let chunks = total.div_ceil(max_lines).max(usize::from(outcome.is_some()));
+    let files = (0..chunks)
+        .map(|n| {
             let offset = n * max_lines;
-            files.push(FileSpec {
+            FileSpec {
                 ty: ty.clone(),
                 name: format!("{ty}-{}.ndjson", n + 1),
                 segs: segs.clone(),
                 offset,
                 len: max_lines.min(total - offset.min(total)),
                 outcome: if n == 0 { outcome.clone() } else { None },
-            });
-        }
-    }
+            }
+        })
+        .collect();
+    TypeExport::Files(files)
+}
 
-    let job_id = uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase();
+/// The lines of type `ty` over the request's members, and the licence issues met (each once).
+fn type_segments(
+    fhir: &FhirState,
+    licence: &Licence,
+    request: &ExportRequest,
+    ty: &String,
+) -> (Vec<Seg>, Vec<Issue>) {
+    let mut segs = Vec::new();
+    let mut denied: Vec<Issue> = Vec::new();
+    let mut deny = |issue: Issue| {
+        if !denied.contains(&issue) {
+            denied.push(issue);
+        }
+    };
+    for &i in &request.members {
+        let pid = fhir.generator.patient_id(i);
+        if !fhir.patient_exists(&pid) {
+            continue;
+        }
+        if ty == "Patient" {
+            // Generated lazily when the file is read; only edited patients are stored.
+            match fhir.overlay.fate("Patient", &pid) {
+                Fate::Edited(v) => segs.push(Seg::Owned(v)),
+                Fate::Unchanged => segs.push(Seg::Patient(i)),
+                Fate::Deleted => {}
+            }
+            continue;
+        }
+        if let Some(filter) = request.filters.get(ty) {
+            let mut p = filter.clone();
+            p.push(("patient".to_string(), pid.clone()));
+            let req = SearchRequest { version: FhirVersion::R4, ty, params: &p };
+            if let Ok(found) = fhir.search(&req, licence) {
+                segs.extend(found.segs);
+                found.licence.into_iter().for_each(&mut deny);
+            }
+            continue;
+        }
+        for d in Dataset::of_type(FhirVersion::R4, ty) {
+            let key = d.license_key(FhirVersion::R4).unwrap_or_else(|| ty.clone());
+            if licence.excludes(&key) {
+                deny(Issue::unlicensed(&key));
+            } else if let Some(n) = licence.narrowing(&key) {
+                let mut own = Vec::new();
+                fhir.dataset_segments(FhirVersion::R4, i, d, &mut own);
+                segs.extend(fhir.withhold(own));
+                deny(n.issue());
+            } else {
+                fhir.dataset_segments(FhirVersion::R4, i, d, &mut segs);
+            }
+        }
+        segs.extend(fhir.overlay.added(ty, Some(&pid)).into_iter().map(|a| Seg::Owned(a.value)));
+    }
+    (segs, denied)
+}
+
+/// The job of an accepted kick-off, with its files and `error[]` lines.
+fn new_job(
+    call: &Call,
+    group_id: &str,
+    params: &[(String, String)],
+    files: Vec<FileSpec>,
+    failed: Vec<Value>,
+) -> Job {
+    let fhir = &call.st.fhir;
     let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
     let request = if query.is_empty() {
         format!("{}/Group/{group_id}/$export", call.base)
@@ -359,7 +441,7 @@ pub(crate) fn kickoff(
         true => Vec::new(),
         false => vec![ErrorFile { name: "error-1.ndjson".to_string(), lines: failed }],
     };
-    let job = Job {
+    Job {
         client_id: call.grant.client_id.clone(),
         group_id: group_id.to_string(),
         request,
@@ -368,14 +450,7 @@ pub(crate) fn kickoff(
         polls_left: AtomicU32::new(fhir.config.bulk.polls_before_ready),
         files,
         errors,
-    };
-    fhir.bulk.jobs.lock().unwrap().insert(job_id.clone(), Arc::new(job));
-    fhir.bulk.kickoffs.lock().unwrap().insert(key, (Instant::now(), job_id.clone()));
-    let mut resp = StatusCode::ACCEPTED.into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/BulkRequest/{job_id}", call.base)) {
-        resp.headers_mut().insert(header::CONTENT_LOCATION, v);
     }
-    resp
 }
 
 fn job(call: &Call, job_id: &str) -> Result<Arc<Job>, Rejection> {
@@ -493,7 +568,29 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
         .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
     let gzip = config.gzip && accepts_gzip;
 
-    let st = call.st.clone();
+    let lines = file_lines(call.st.clone(), job, index, truncate, gzip);
+    let body = match gzip {
+        false => Body::from_stream(lines.map(Ok::<Bytes, std::io::Error>)),
+        true => Body::from_stream(gzip_stream(lines, !truncate).map(Ok::<Bytes, std::io::Error>)),
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    if gzip {
+        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    resp
+}
+
+/// The lines of file `index` of `job` as a stream of chunks: its outcome line first, then
+/// [`LINES_PER_CHUNK`] lines at a time, generated as they are read. Truncated: half the lines,
+/// then (plain, not `gzip`) half of the next line.
+fn file_lines(
+    st: Arc<SimState>,
+    job: Arc<Job>,
+    index: usize,
+    truncate: bool,
+    gzip: bool,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
     let head: Option<Bytes> = job.files[index].outcome.as_ref().map(|o| {
         let mut line = wire::json_bytes(o);
         line.push(b'\n');
@@ -503,7 +600,7 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
     // Truncated: half the lines, then (plain) half of the next line; gzip stops before its trailer.
     let limit = if truncate { len / 2 } else { len };
     let cut_line = truncate && !gzip;
-    let lines = futures::stream::unfold((0usize, head, false), move |(done, head, finished)| {
+    futures::stream::unfold((0usize, head, false), move |(done, head, finished)| {
         let st = st.clone();
         let job = job.clone();
         async move {
@@ -531,17 +628,7 @@ pub(crate) fn file(call: &Call, job_id: &str, name: &str, headers: &HeaderMap) -
             }
             Some((Bytes::from(buf), (done + n, None, false)))
         }
-    });
-    let body = match gzip {
-        false => Body::from_stream(lines.map(Ok::<Bytes, std::io::Error>)),
-        true => Body::from_stream(gzip_stream(lines, !truncate).map(Ok::<Bytes, std::io::Error>)),
-    };
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
-    if gzip {
-        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    resp
+    })
 }
 
 /// gzip (RFC 1952) of a byte stream, as stored (uncompressed) deflate blocks: a gzip header,

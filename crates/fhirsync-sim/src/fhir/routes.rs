@@ -191,36 +191,7 @@ async fn search_handler(
     let fhir = &st.fhir;
     let max = fhir.config.max_page_size.max(1);
     if let Some(session_id) = take(&mut params, "sessionID") {
-        let session = fhir.sessions.get(&session_id, fhir.session_ttl());
-        let same = |s: &super::session::Session| {
-            s.version == version && s.ty == ty && s.client_id == call.grant.client_id
-        };
-        let Some(session) = session.filter(same) else {
-            return wire::error(
-                StatusCode::BAD_REQUEST,
-                format,
-                &[Issue::new(
-                    "fatal",
-                    "processing",
-                    "4113",
-                    "Session ID for cached search results has expired.",
-                )],
-            );
-        };
-        let req = SearchRequest { version, ty: &ty, params: &session.params };
-        let found = match fhir.search(&req, &licence) {
-            Ok(f) => f,
-            Err(rejection) => return rejection.respond(format),
-        };
-        let page = PageRequest {
-            base: &call.base,
-            version,
-            ty: &ty,
-            format,
-            self_url: format!("{}/{ty}?sessionID={session_id}", call.base),
-            client_id: &call.grant.client_id,
-        };
-        return fhir.page(&page, &req, &found, session.offset, session.count);
+        return next_page(&call, version, &ty, &session_id, &licence);
     }
     let count_param = take(&mut params, "_count");
     let count = count_param.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(max).clamp(1, max);
@@ -250,6 +221,38 @@ async fn search_handler(
         client_id: &call.grant.client_id,
     };
     fhir.page(&page, &req, &found, 0, count)
+}
+
+/// A `next` page: the search saved under `session_id` (by this client, for this type and
+/// version) read again at the session's offset; Epic's 4113 when the session is gone.
+fn next_page(call: &Call, version: FhirVersion, ty: &str, session_id: &str, licence: &Licence) -> Response {
+    let fhir = &call.st.fhir;
+    let format = call.format;
+    let session = fhir.sessions.get(session_id, fhir.session_ttl());
+    let same = |s: &super::session::Session| {
+        s.version == version && s.ty == ty && s.client_id == call.grant.client_id
+    };
+    let Some(session) = session.filter(same) else {
+        return wire::error(
+            StatusCode::BAD_REQUEST,
+            format,
+            &[Issue::new("fatal", "processing", "4113", "Session ID for cached search results has expired.")],
+        );
+    };
+    let req = SearchRequest { version, ty, params: &session.params };
+    let found = match fhir.search(&req, licence) {
+        Ok(f) => f,
+        Err(rejection) => return rejection.respond(format),
+    };
+    let page = PageRequest {
+        base: &call.base,
+        version,
+        ty,
+        format,
+        self_url: format!("{}/{ty}?sessionID={session_id}", call.base),
+        client_id: &call.grant.client_id,
+    };
+    fhir.page(&page, &req, &found, session.offset, session.count)
 }
 
 async fn instance_get(

@@ -39,6 +39,7 @@ use serde_json::Value;
 use super::FhirState;
 use super::catalog::{self, Dataset};
 use super::config::ServerProfile;
+use super::data::Demographics;
 use super::licence::Licence;
 use super::outside;
 use super::records::{Seg, patient_id_of};
@@ -236,7 +237,9 @@ impl FhirState {
         self.config.profile == ServerProfile::Epic
     }
 
-    /// Runs a search (without paging) for a client with `licence`.
+    /// Runs a search (without paging) for a client with `licence`: by `_id`, a patient list,
+    /// or a patient's records of the type (generated, then added ones), filtered by category
+    /// and code, with the outcome issues Epic adds.
     pub(crate) fn search(&self, req: &SearchRequest<'_>, licence: &Licence) -> Result<Found, Rejection> {
         if req.ty == "Patient" {
             return self.search_patients(req);
@@ -261,24 +264,43 @@ impl FhirState {
             // `_id`-only types: what remains after ignoring unknown parameters is nothing usable.
             return if self.epic() { Err(bad_request(Issue::no_params(req.ty))) } else { Ok(found) };
         }
-        let patient = param(req.params, "patient").map(patient_id_of);
-        let subject = param(req.params, "subject").map(patient_id_of);
-        let patient = match (patient, subject) {
-            (Some(p), Some(s)) if p != s => {
-                return Err(bad_request(Issue::new(
-                    "fatal",
-                    "value",
-                    "4112",
-                    "The patient and subject parameters reference different patients.",
-                )));
-            }
-            (Some(p), _) | (None, Some(p)) => p,
-            (None, None) => return Err(forbidden_without_patient()),
-        };
+        let patient = searched_patient(req.params)?;
         // Parameters this type does not know are ignored.
         let supported = |name: &str| if known.contains(&name) { param(req.params, name) } else { None };
         let categories = supported("category").map(tokens).unwrap_or_default();
         let codes = supported("code").map(tokens).unwrap_or_default();
+        let valid = self.check_categories(req, &categories, &codes)?;
+        // Licence issues gather in `found.licence`, in the order they are met.
+        self.generated_matches(req, patient, &categories, valid, licence, &mut found);
+        self.added_matches(req, patient, &categories, licence, &mut found);
+        let other_categories = !categories.is_empty() && valid.is_empty();
+        if !codes.is_empty() || other_categories {
+            let all = self.materialise(req.version, &found.segs, 0, usize::MAX);
+            let field = code_field(req.ty);
+            found.segs = all
+                .into_iter()
+                .filter(|v| codes.is_empty() || field.is_some_and(|f| has_code(v, f, &codes)))
+                .filter(|v| !other_categories || has_code(v, "category", &categories))
+                .map(Seg::Owned)
+                .collect();
+        }
+        if self.epic() {
+            let searched: Vec<&str> = categories.iter().map(|t| t.code).collect();
+            found.issues = outside::withheld(req.ty, &searched);
+        }
+        found.issues.extend(found.licence.iter().cloned());
+        Ok(found)
+    }
+
+    /// Epic's rules on categories and codes: Observation needs one of them, an R4 CarePlan a
+    /// category, and a type with a fixed category list takes only those. Returns that list
+    /// (empty for a type without one).
+    fn check_categories(
+        &self,
+        req: &SearchRequest<'_>,
+        categories: &[Token<'_>],
+        codes: &[Token<'_>],
+    ) -> Result<&'static [&'static str], Rejection> {
         if self.epic() && req.ty == "Observation" && categories.is_empty() && codes.is_empty() {
             return Err(bad_request(Issue::new(
                 "fatal",
@@ -308,7 +330,20 @@ impl FhirState {
                     .with_diagnostics(format!("Unsupported category: {}", bad.code)),
             ));
         }
-        let mut licence_issues: Vec<Issue> = Vec::new();
+        Ok(valid)
+    }
+
+    /// The patient's generated records of the searched datasets, as the licence lets the
+    /// client see them (an unlicensed dataset is an issue, a narrowed one withholds records).
+    fn generated_matches(
+        &self,
+        req: &SearchRequest<'_>,
+        patient: &str,
+        categories: &[Token<'_>],
+        valid: &[&str],
+        licence: &Licence,
+        found: &mut Found,
+    ) {
         let index = self.patient_index(patient);
         for dataset in Dataset::of_type(req.version, req.ty) {
             let wanted = match dataset.category() {
@@ -322,7 +357,7 @@ impl FhirState {
             }
             let key = dataset.license_key(req.version).unwrap_or_else(|| req.ty.to_string());
             if licence.excludes(&key) {
-                licence_issues.push(Issue::unlicensed(&key));
+                found.licence.push(Issue::unlicensed(&key));
                 continue;
             }
             let Some(i) = index else { continue };
@@ -331,13 +366,25 @@ impl FhirState {
                     let mut segs = Vec::new();
                     self.dataset_segments(req.version, i, dataset, &mut segs);
                     found.segs.extend(self.withhold(segs));
-                    licence_issues.push(n.issue());
+                    found.licence.push(n.issue());
                 }
                 None => self.dataset_segments(req.version, i, dataset, &mut found.segs),
             }
         }
+    }
+
+    /// The patient's created records of the type, in the searched categories, as the licence
+    /// lets the client see them.
+    fn added_matches(
+        &self,
+        req: &SearchRequest<'_>,
+        patient: &str,
+        categories: &[Token<'_>],
+        licence: &Licence,
+        found: &mut Found,
+    ) {
         for added in self.overlay.added(req.ty, Some(patient)) {
-            if !categories.is_empty() && !has_code(&added.value, "category", &categories) {
+            if !categories.is_empty() && !has_code(&added.value, "category", categories) {
                 continue;
             }
             let keys = record_keys(req.ty, &added.value);
@@ -347,8 +394,8 @@ impl FhirState {
             let narrowed = keys.iter().filter_map(|k| licence.narrowing(k)).next();
             if let Some(n) = narrowed {
                 let issue = n.issue();
-                if !licence_issues.contains(&issue) {
-                    licence_issues.push(issue);
+                if !found.licence.contains(&issue) {
+                    found.licence.push(issue);
                 }
                 if self.withholds(&added.value) {
                     continue;
@@ -356,26 +403,10 @@ impl FhirState {
             }
             found.segs.push(Seg::Owned(added.value));
         }
-        let other_categories = !categories.is_empty() && valid.is_empty();
-        if !codes.is_empty() || other_categories {
-            let all = self.materialise(req.version, &found.segs, 0, usize::MAX);
-            let field = code_field(req.ty);
-            found.segs = all
-                .into_iter()
-                .filter(|v| codes.is_empty() || field.is_some_and(|f| has_code(v, f, &codes)))
-                .filter(|v| !other_categories || has_code(v, "category", &categories))
-                .map(Seg::Owned)
-                .collect();
-        }
-        if self.epic() {
-            let searched: Vec<&str> = categories.iter().map(|t| t.code).collect();
-            found.issues = outside::withheld(req.ty, &searched);
-        }
-        found.issues.extend(licence_issues.iter().cloned());
-        found.licence = licence_issues;
-        Ok(found)
     }
 
+    /// A Patient search: by `_id`, else by demographics or identifier (59159 without them),
+    /// over the generated and the created patients, capped at [`PATIENT_SEARCH_CAP`] (4127).
     fn search_patients(&self, req: &SearchRequest<'_>) -> Result<Found, Rejection> {
         let known = known_params("Patient");
         let ignored: Vec<Issue> = req
@@ -394,12 +425,13 @@ impl FhirState {
             }
             return Ok(found);
         }
-        let get = |n| param(req.params, n).map(str::to_lowercase);
-        let (family, given, name) = (get("family"), get("given"), get("name"));
-        let identifiers = param(req.params, "identifier").map(tokens);
-        let (birthdate, gender) = (get("birthdate"), get("gender"));
-        if family.is_none() && given.is_none() && name.is_none() && identifiers.is_none() {
-            if birthdate.is_some() || gender.is_some() {
+        let query = PatientQuery::of(req.params);
+        if query.family.is_none()
+            && query.given.is_none()
+            && query.name.is_none()
+            && query.identifiers.is_none()
+        {
+            if query.birthdate.is_some() || query.gender.is_some() {
                 return Ok(found);
             }
             // As the sandbox: the ignored-parameter information first, then the fatal 59159.
@@ -416,12 +448,23 @@ impl FhirState {
             );
             return Err(Rejection { status: StatusCode::BAD_REQUEST, issues });
         }
-        let birthdate = birthdate.map(|b| b.trim_start_matches("eq").to_string());
-        let prefix = |hay: &str, needle: &Option<String>| {
-            needle.as_ref().is_none_or(|n| hay.to_lowercase().starts_with(n))
-        };
+        self.generated_patients(&query, &mut found);
+        for added in self.overlay.added("Patient", None) {
+            if query.matches_added(&added.value) {
+                found.segs.push(Seg::Owned(Arc::clone(&added.value)));
+            }
+        }
+        if found.segs.len() > PATIENT_SEARCH_CAP {
+            found.segs.truncate(PATIENT_SEARCH_CAP);
+            found.issues.push(Issue::new("warning", "processing", "4127", "Additional data may exist."));
+        }
+        Ok(found)
+    }
+
+    /// The generated patients that match `query` (one past the cap at most), as edited.
+    fn generated_patients(&self, query: &PatientQuery<'_>, found: &mut Found) {
         // An identifier names few patients: resolve it directly instead of scanning.
-        let candidates: Box<dyn Iterator<Item = usize>> = match &identifiers {
+        let candidates: Box<dyn Iterator<Item = usize>> = match &query.identifiers {
             Some(ts) => {
                 let mut v: Vec<usize> =
                     ts.iter().flat_map(|t| self.generator.patients_by_identifier(t.system, t.code)).collect();
@@ -432,16 +475,7 @@ impl FhirState {
             None => Box::new(0..self.generator.patients()),
         };
         for i in candidates {
-            let d = self.generator.demographics(i);
-            let ok = prefix(d.family, &family)
-                && given.as_ref().is_none_or(|g| d.given.iter().any(|x| x.to_lowercase().starts_with(g)))
-                && name.as_ref().is_none_or(|n| {
-                    d.family.to_lowercase().starts_with(n)
-                        || d.given.iter().any(|x| x.to_lowercase().starts_with(n))
-                })
-                && birthdate.as_ref().is_none_or(|b| d.birth_date == *b)
-                && gender.as_ref().is_none_or(|g| d.gender == g);
-            if !ok {
+            if !query.matches(&self.generator.demographics(i)) {
                 continue;
             }
             let id = self.generator.patient_id(i);
@@ -454,28 +488,84 @@ impl FhirState {
                 break;
             }
         }
-        for added in self.overlay.added("Patient", None) {
-            let fam = added.value.pointer("/name/0/family").and_then(Value::as_str).unwrap_or("");
-            let id_ok = identifiers.as_ref().is_none_or(|ts| {
-                added.value.get("identifier").and_then(Value::as_array).is_some_and(|ids| {
-                    ids.iter().any(|i| {
-                        let system = i.get("system").and_then(Value::as_str);
-                        let value = i.get("value").and_then(Value::as_str).unwrap_or("").trim();
-                        ts.iter()
-                            .any(|t| t.system.is_none_or(|s| Some(s) == system) && t.code.trim() == value)
-                    })
+    }
+}
+
+/// The demographic parameters of a Patient search (lower-cased; prefixes match).
+struct PatientQuery<'a> {
+    family: Option<String>,
+    given: Option<String>,
+    name: Option<String>,
+    identifiers: Option<Vec<Token<'a>>>,
+    birthdate: Option<String>,
+    gender: Option<String>,
+}
+
+impl<'a> PatientQuery<'a> {
+    fn of(params: &'a [(String, String)]) -> Self {
+        let get = |n| param(params, n).map(str::to_lowercase);
+        PatientQuery {
+            family: get("family"),
+            given: get("given"),
+            name: get("name"),
+            identifiers: param(params, "identifier").map(tokens),
+            birthdate: get("birthdate").map(|b| b.trim_start_matches("eq").to_string()),
+            gender: get("gender"),
+        }
+    }
+
+    /// A generated patient matches every given parameter.
+    fn matches(&self, d: &Demographics) -> bool {
+        prefix(d.family, &self.family)
+            && self.given.as_ref().is_none_or(|g| d.given.iter().any(|x| x.to_lowercase().starts_with(g)))
+            && self.name.as_ref().is_none_or(|n| {
+                d.family.to_lowercase().starts_with(n)
+                    || d.given.iter().any(|x| x.to_lowercase().starts_with(n))
+            })
+            && self.birthdate.as_ref().is_none_or(|b| d.birth_date == *b)
+            && self.gender.as_ref().is_none_or(|g| d.gender == g)
+    }
+
+    /// A created patient matches by family name (`family`, `name`) and identifier, and only a
+    /// search that names one of them finds it.
+    fn matches_added(&self, value: &Value) -> bool {
+        let fam = value.pointer("/name/0/family").and_then(Value::as_str).unwrap_or("");
+        let id_ok = self.identifiers.as_ref().is_none_or(|ts| {
+            value.get("identifier").and_then(Value::as_array).is_some_and(|ids| {
+                ids.iter().any(|i| {
+                    let system = i.get("system").and_then(Value::as_str);
+                    let value = i.get("value").and_then(Value::as_str).unwrap_or("").trim();
+                    ts.iter().any(|t| t.system.is_none_or(|s| Some(s) == system) && t.code.trim() == value)
                 })
-            });
-            let name_given = family.is_some() || name.is_some();
-            if id_ok && prefix(fam, &family) && prefix(fam, &name) && (name_given || identifiers.is_some()) {
-                found.segs.push(Seg::Owned(Arc::clone(&added.value)));
-            }
-        }
-        if found.segs.len() > PATIENT_SEARCH_CAP {
-            found.segs.truncate(PATIENT_SEARCH_CAP);
-            found.issues.push(Issue::new("warning", "processing", "4127", "Additional data may exist."));
-        }
-        Ok(found)
+            })
+        });
+        let name_given = self.family.is_some() || self.name.is_some();
+        id_ok
+            && prefix(fam, &self.family)
+            && prefix(fam, &self.name)
+            && (name_given || self.identifiers.is_some())
+    }
+}
+
+/// `hay` starts with `needle` (case-insensitive), or there is no needle.
+fn prefix(hay: &str, needle: &Option<String>) -> bool {
+    needle.as_ref().is_none_or(|n| hay.to_lowercase().starts_with(n))
+}
+
+/// The patient a search names by `patient` or `subject` (4112 when they differ, 403 when
+/// neither is given).
+fn searched_patient(params: &[(String, String)]) -> Result<&str, Rejection> {
+    let patient = param(params, "patient").map(patient_id_of);
+    let subject = param(params, "subject").map(patient_id_of);
+    match (patient, subject) {
+        (Some(p), Some(s)) if p != s => Err(bad_request(Issue::new(
+            "fatal",
+            "value",
+            "4112",
+            "The patient and subject parameters reference different patients.",
+        ))),
+        (Some(p), _) | (None, Some(p)) => Ok(p),
+        (None, None) => Err(forbidden_without_patient()),
     }
 }
 

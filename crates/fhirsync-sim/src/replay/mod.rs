@@ -27,7 +27,7 @@ mod rewrite;
 mod store;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,54 +51,9 @@ pub const EPIC_OUTCOME_SYSTEM: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.2.65736
 /// Media type of replayed and generated FHIR JSON without a recorded `Content-Type`.
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-/// Errors of the replay server.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The folder cannot be listed.
-    #[error("cannot read the replay folder {path}: {source}")]
-    Folder {
-        /// The folder.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The folder holds no `*.json` file.
-    #[error(
-        "the replay folder {path} holds no recorded answers (`*.json` files): record one with \
-         `fhirsync sync --record {path}` or write fixtures by hand"
-    )]
-    Empty {
-        /// The folder.
-        path: PathBuf,
-    },
-    /// A recorded file cannot be read.
-    #[error("cannot read the recorded answer {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A file is not a recorded answer.
-    #[error(
-        "{path} is not a recorded answer: {problem}\nexpected {{\"method\": \"GET\", \"url\": \"https://…\", \
-         \"status\": 200, \"headers\": {{…}}, \"body\": …}}"
-    )]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-    /// The listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address asked for.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
+/// Errors of the replay server: the simulator's [`crate::Error`] (its `Replay*` variants and
+/// `Bind`).
+pub use crate::Error;
 
 /// Shared state of a running replay server.
 #[derive(Debug)]
@@ -132,7 +87,7 @@ impl ReplayServer {
         let folder = dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::load(&folder))
             .await
-            .map_err(|e| Error::Folder { path: dir.clone(), source: std::io::Error::other(e) })??;
+            .map_err(|e| Error::ReplayFolder { path: dir.clone(), source: std::io::Error::other(e) })??;
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;

@@ -116,7 +116,7 @@ impl Store {
     /// Reads and validates every `*.json` file of `dir` (names starting with `.` are skipped),
     /// in sequence order (the number a name starts with, then the name).
     pub(crate) fn load(dir: &Path) -> Result<Store, Error> {
-        let folder_err = |source| Error::Folder { path: dir.to_path_buf(), source };
+        let folder_err = |source| Error::ReplayFolder { path: dir.to_path_buf(), source };
         let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(folder_err)? {
             let entry = entry.map_err(folder_err)?;
@@ -130,15 +130,16 @@ impl Store {
             files.push((seq, name, entry.path()));
         }
         if files.is_empty() {
-            return Err(Error::Empty { path: dir.to_path_buf() });
+            return Err(Error::ReplayEmpty { path: dir.to_path_buf() });
         }
         files.sort();
         let mut slots: HashMap<RequestKey, Slot> = HashMap::new();
         let mut origins = BTreeSet::new();
         for (_, _, path) in &files {
-            let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.clone(), source })?;
+            let bytes =
+                std::fs::read(path).map_err(|source| Error::ReplayRead { path: path.clone(), source })?;
             let wire: FileWire<IgnoredAny> = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Invalid { path: path.clone(), problem: e.to_string() })?;
+                .map_err(|source| Error::ReplayJson { path: path.clone(), source })?;
             let (method, url) = validate(path, &wire)?;
             origins.insert(url.origin().ascii_serialization());
             slots
@@ -190,15 +191,15 @@ impl Store {
 
 /// Checks a parsed file; returns its method and URL.
 fn validate<B>(path: &Path, wire: &FileWire<B>) -> Result<(Method, Url), Error> {
-    let invalid = |problem: String| Error::Invalid { path: path.to_path_buf(), problem };
+    let invalid = |problem: String| Error::ReplayInvalid { path: path.to_path_buf(), problem };
     let method = Method::from_bytes(wire.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| invalid(format!("`method` {:?} is not an HTTP method", wire.method)))?;
     let url = Url::parse(&wire.url)
-        .map_err(|e| invalid(format!("`url` is not an absolute URL ({e})")))
+        .map_err(|source| Error::ReplayUrl { path: path.to_path_buf(), source })
         .and_then(|u| match u.scheme() {
-            "http" | "https" => Ok(u),
-            other => Err(invalid(format!("`url` has scheme {other:?}; use http or https"))),
-        })?;
+        "http" | "https" => Ok(u),
+        other => Err(invalid(format!("`url` has scheme {other:?}; use http or https"))),
+    })?;
     StatusCode::from_u16(wire.status)
         .ok()
         .filter(|s| (100..=599).contains(&s.as_u16()))
@@ -230,11 +231,14 @@ fn header_pairs(name: &str, value: &HeaderWire) -> Result<Vec<(HeaderName, Heade
 /// Reads a recorded answer again (it was validated at start-up; a file changed since is an
 /// error naming it).
 pub(crate) async fn read_answer(path: &Path) -> Result<Answer, Error> {
-    let bytes =
-        tokio::fs::read(path).await.map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
-    let invalid = |problem: String| Error::Invalid { path: path.to_path_buf(), problem };
-    let wire: FileWire<Box<RawValue>> = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let status = StatusCode::from_u16(wire.status).map_err(|e| invalid(e.to_string()))?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| Error::ReplayRead { path: path.to_path_buf(), source })?;
+    let invalid = |problem: String| Error::ReplayInvalid { path: path.to_path_buf(), problem };
+    let json = |source| Error::ReplayJson { path: path.to_path_buf(), source };
+    let wire: FileWire<Box<RawValue>> = serde_json::from_slice(&bytes).map_err(json)?;
+    let status = StatusCode::from_u16(wire.status)
+        .map_err(|_| invalid(format!("`status` {} is not an HTTP status", wire.status)))?;
     let mut headers = Vec::new();
     for (name, value) in &wire.headers {
         if TRANSFER_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
@@ -244,7 +248,7 @@ pub(crate) async fn read_answer(path: &Path) -> Result<Answer, Error> {
     }
     let raw = wire.body.get();
     let body = if raw.starts_with('"') {
-        AnswerBody::Text(serde_json::from_str(raw).map_err(|e| invalid(e.to_string()))?)
+        AnswerBody::Text(serde_json::from_str(raw).map_err(json)?)
     } else {
         AnswerBody::Json(raw.to_string())
     };

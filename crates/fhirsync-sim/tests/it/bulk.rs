@@ -112,7 +112,7 @@ async fn files_need_same_client() {
     let manifest: Value = env.get(&status_url, Some(JSON)).await.json().await.unwrap();
     let url = manifest["output"][0]["url"].as_str().unwrap().to_string();
     assert_eq!(env.http.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    let other = env.sim.state().oauth.issue_token("other", &["system/*.read"]);
+    let other = env.sim.read_token("other");
     assert_eq!(env.http.get(&url).bearer_auth(other).send().await.unwrap().status(), StatusCode::FORBIDDEN);
 }
 

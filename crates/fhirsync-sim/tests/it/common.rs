@@ -2,8 +2,9 @@
 
 use fhirsync_core::FhirVersion;
 use fhirsync_fhir::outcome::{Effect, Exclusion, parse_outcome};
+use fhirsync_sim::Sim;
 use fhirsync_sim::fhir::FhirConfig;
-use fhirsync_sim::{Sim, SimConfig};
+use fhirsync_sim::testing::SimBuilder;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -31,8 +32,8 @@ impl Env {
 
     /// Simulator with `fhir` configuration.
     pub async fn with(fhir: FhirConfig) -> Env {
-        let sim = Sim::start(SimConfig { fhir, ..SimConfig::default() }).await.expect("simulator starts");
-        let token = sim.state().oauth.issue_token(CLIENT, &["system/*.read"]);
+        let sim = SimBuilder::new().fhir(fhir).start().await;
+        let token = sim.read_token(CLIENT);
         Env { sim, token, http: reqwest::Client::new() }
     }
 

@@ -36,7 +36,7 @@ async fn narrowed_licence_withholds_records_and_says_so() {
     );
     let (_, again) = env.json(&url).await;
     assert_eq!(ids(&again), left, "deterministic");
-    let other = state.oauth.issue_token("other-client", &["system/*.read"]);
+    let other = env.sim.read_token("other-client");
     let resp = env.http.get(&url).bearer_auth(other).header("accept", JSON).send().await.unwrap();
     assert_eq!(ids(&resp.json::<Value>().await.unwrap()), all, "other clients keep their licence");
     let (_, encounters) =
@@ -119,7 +119,7 @@ async fn narrowed_licence_in_bulk_export() {
     state.narrow_licence(CLIENT, "Condition:problem-list-item", "Historical Problems").unwrap();
     let (_, jason) =
         env.json(&format!("{}/Condition?patient={JASON}&category=problem-list-item", env.r4())).await;
-    let other = state.oauth.issue_token("other-client", &["system/*.read"]);
+    let other = env.sim.read_token("other-client");
     let url = format!("{}/Condition?patient={JASON}&category=problem-list-item", env.r4());
     let resp = env.http.get(&url).bearer_auth(other).header("accept", JSON).send().await.unwrap();
     let withheld: Vec<String> = ids(&resp.json::<Value>().await.unwrap())

@@ -98,7 +98,7 @@ async fn session_is_per_client() {
     let env = Env::start().await;
     let (_, body) =
         env.json(&format!("{}/Observation?patient={DERRICK}&category=vital-signs&_count=10", env.r4())).await;
-    let other = env.sim.state().oauth.issue_token("other-client", &["system/*.read"]);
+    let other = env.sim.read_token("other-client");
     let resp = env
         .http
         .get(next_link(&body).unwrap())

@@ -51,8 +51,8 @@ pub(crate) enum Step {
 pub(crate) enum Lit {
     Bool(bool),
     Int(i64),
-    /// Decimal value and its text (for precision).
-    Dec(f64),
+    /// Decimal value (exact, with the scale written).
+    Dec(crate::Decimal),
     Str(String),
     /// Date, dateTime or time literal text (without `@`/`T` prefix for time).
     Temporal(super::value::Temporal, String),

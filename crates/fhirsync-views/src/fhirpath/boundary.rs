@@ -26,15 +26,17 @@ pub(crate) fn boundary<'a>(item: &Item<'a>, high: bool) -> Option<Item<'a>> {
         return Some(Item::Temporal(kind, Cow::Owned(out)));
     }
     let text = match item {
-        Item::Json(Value::Number(n), _) => n.to_string(),
+        // Plain notation (`1e2` → `100`): the boundary is taken on the digits.
+        Item::Json(Value::Number(n), _) => n.to_string().parse::<crate::Decimal>().ok()?.to_string(),
         Item::Dec(d) => d.to_string(),
         Item::Int(i) => i.to_string(),
         _ => return None,
     };
-    decimal(&text, high).map(Item::Dec)
+    decimal(&text, high)?.parse().ok().map(Item::Dec)
 }
 
-fn decimal(text: &str, high: bool) -> Option<f64> {
+/// The boundary of a decimal's text, as text.
+fn decimal(text: &str, high: bool) -> Option<String> {
     if text.contains(['e', 'E']) {
         return None;
     }
@@ -56,7 +58,7 @@ fn decimal(text: &str, high: bool) -> Option<f64> {
     let abs = format!("{abs:0>width$}", width = shown + 1);
     let (i, f) = abs.split_at(abs.len() - shown);
     let sign = if scaled < 0 { "-" } else { "" };
-    format!("{sign}{i}.{f}").parse().ok()
+    Some(format!("{sign}{i}.{f}"))
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -124,11 +126,11 @@ mod tests {
     /// Decimal boundaries are half a unit past the written precision.
     #[test]
     fn decimals() {
-        assert_eq!(decimal("1.587", false), Some(1.5865));
-        assert_eq!(decimal("1.587", true), Some(1.5875));
-        assert_eq!(decimal("1", false), Some(0.95));
-        assert_eq!(decimal("-1.5", true), Some(-1.45));
-        assert_eq!(decimal("0.05", false), Some(0.045));
+        assert_eq!(decimal("1.587", false), Some("1.5865".into()));
+        assert_eq!(decimal("1.587", true), Some("1.5875".into()));
+        assert_eq!(decimal("1", false), Some("0.95".into()));
+        assert_eq!(decimal("-1.5", true), Some("-1.45".into()));
+        assert_eq!(decimal("0.05", false), Some("0.045".into()));
     }
 
     /// Partial dates, dateTimes and times are filled to their extremes.

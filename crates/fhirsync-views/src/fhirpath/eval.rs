@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::ast::{BinOp, Call, Lit, Node, Step};
 use super::boundary;
 use super::value::{Item, Num, compare, items_equal, items_equivalent, suffix_type};
+use crate::Decimal;
 
 /// Evaluation failure (wrapped with the expression text by the caller).
 pub(crate) type EvalResult<T> = std::result::Result<T, String>;
@@ -151,7 +152,7 @@ pub(crate) fn eval<'a>(
             None => Vec::new(),
             Some(it) => match it.as_num() {
                 Some(Num::Int(i)) => i.checked_neg().map(Item::Int).into_iter().collect(),
-                Some(Num::Dec(d)) => vec![Item::Dec(-d)],
+                Some(Num::Dec(d)) => d.checked_neg().map(Item::Dec).into_iter().collect(),
                 None => return Err(format!("cannot negate {}", it.kind())),
             },
         },
@@ -487,25 +488,32 @@ fn arithmetic<'a>(op: BinOp, a: &Item<'a>, b: &Item<'a>) -> EvalResult<Option<It
     let (Some(x), Some(y)) = (a.as_num(), b.as_num()) else {
         return Err(format!("cannot apply arithmetic to {} and {}", a.kind(), b.kind()));
     };
+    // Integer overflow yields empty (as before); decimal overflow past 38 digits is an error,
+    // and division by zero is empty, as FHIRPath specifies.
+    let overflow = || "the result of decimal arithmetic exceeds 38 digits".to_string();
     Ok(match (x, y) {
-        (Num::Int(x), Num::Int(y)) => match op {
+        (Num::Int(x), Num::Int(y)) if op != BinOp::Div => match op {
             BinOp::Add => x.checked_add(y).map(Item::Int),
             BinOp::Sub => x.checked_sub(y).map(Item::Int),
             BinOp::Mul => x.checked_mul(y).map(Item::Int),
-            BinOp::Div => (y != 0).then(|| Item::Dec(x as f64 / y as f64)),
             BinOp::IntDiv => x.checked_div(y).map(Item::Int),
             _ => x.checked_rem(y).map(Item::Int),
         },
         (x, y) => {
-            let (x, y) = (x.as_f64(), y.as_f64());
-            match op {
-                BinOp::Add => Some(Item::Dec(x + y)),
-                BinOp::Sub => Some(Item::Dec(x - y)),
-                BinOp::Mul => Some(Item::Dec(x * y)),
-                BinOp::Div => (y != 0.0).then(|| Item::Dec(x / y)),
-                BinOp::IntDiv => (y != 0.0).then(|| Item::Int((x / y).trunc() as i64)),
-                _ => (y != 0.0).then(|| Item::Dec(x % y)),
+            let (x, y) = (x.as_decimal(), y.as_decimal());
+            let zero = y.mantissa() == 0;
+            if zero && matches!(op, BinOp::Div | BinOp::IntDiv | BinOp::Mod) {
+                return Ok(None);
             }
+            let out = match op {
+                BinOp::Add => x.checked_add(y).map(Item::Dec),
+                BinOp::Sub => x.checked_sub(y).map(Item::Dec),
+                BinOp::Mul => x.checked_mul(y).map(Item::Dec),
+                BinOp::Div => x.checked_div(y).map(Item::Dec),
+                BinOp::IntDiv => x.checked_div_trunc(y).map(Item::Int),
+                _ => x.checked_rem(y).map(Item::Dec),
+            };
+            Some(out.ok_or_else(overflow)?)
         }
     })
 }
@@ -710,11 +718,11 @@ fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) 
         Call::ToDecimal => match single("toDecimal()")? {
             None => Vec::new(),
             Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
-                (Some(n), _, _) => vec![Item::Dec(n.as_f64())],
-                (_, Some(s), _) => {
-                    s.parse::<f64>().ok().filter(|d| d.is_finite()).map(Item::Dec).into_iter().collect()
+                (Some(n), _, _) => vec![Item::Dec(n.as_decimal())],
+                (_, Some(s), _) => s.trim().parse::<Decimal>().ok().map(Item::Dec).into_iter().collect(),
+                (_, _, Some(b)) => {
+                    Decimal::new(if b { 10 } else { 0 }, 1).map(Item::Dec).into_iter().collect()
                 }
-                (_, _, Some(b)) => vec![Item::Dec(if b { 1.0 } else { 0.0 })],
                 _ => Vec::new(),
             },
         },

@@ -6,6 +6,8 @@ use std::cmp::Ordering;
 
 use serde_json::{Number, Value};
 
+use crate::Decimal;
+
 /// Kind of a date/time value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Temporal {
@@ -32,7 +34,7 @@ pub(crate) enum Item<'a> {
     Json(&'a Value, Option<&'static str>),
     Bool(bool),
     Int(i64),
-    Dec(f64),
+    Dec(Decimal),
     Str(Cow<'a, str>),
     Temporal(Temporal, Cow<'a, str>),
 }
@@ -41,13 +43,14 @@ pub(crate) enum Item<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Num {
     Int(i64),
-    Dec(f64),
+    Dec(Decimal),
 }
 
 impl Num {
-    pub(crate) fn as_f64(self) -> f64 {
+    /// The number as an exact decimal (integers at scale 0).
+    pub(crate) fn as_decimal(self) -> Decimal {
         match self {
-            Num::Int(i) => i as f64,
+            Num::Int(i) => Decimal::from(i),
             Num::Dec(d) => d,
         }
     }
@@ -94,7 +97,7 @@ impl<'a> Item<'a> {
             Item::Json(v, _) => (*v).clone(),
             Item::Bool(b) => Value::Bool(*b),
             Item::Int(i) => Value::Number((*i).into()),
-            Item::Dec(d) => Number::from_f64(*d).map_or(Value::Null, Value::Number),
+            Item::Dec(d) => decimal_json(*d),
             Item::Str(s) | Item::Temporal(_, s) => Value::String(s.to_string()),
         }
     }
@@ -156,8 +159,16 @@ impl<'a> Item<'a> {
     }
 }
 
+/// A JSON number as FHIRPath sees it: an integer when written as one that fits `i64`, else an
+/// exact decimal from its text (the literal as written, with serde_json's `arbitrary_precision`).
+/// `None` for a number beyond [`crate::decimal::MAX_DIGITS`] digits: it then only passes through.
 pub(crate) fn json_num(n: &Number) -> Option<Num> {
-    if let Some(i) = n.as_i64() { Some(Num::Int(i)) } else { n.as_f64().map(Num::Dec) }
+    if let Some(i) = n.as_i64() { Some(Num::Int(i)) } else { n.to_string().parse().ok().map(Num::Dec) }
+}
+
+/// A decimal as a JSON number holding its exact text (`1.50` stays `1.50`).
+pub(crate) fn decimal_json(d: Decimal) -> Value {
+    d.to_string().parse::<Number>().map_or(Value::Null, Value::Number)
 }
 
 /// Guesses date/dateTime/time from ISO text shape (`YYYY[-MM[-DD]]`, `…T…`, `hh:mm[:ss]`).
@@ -309,7 +320,7 @@ pub(crate) fn items_equal(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
     if let (Some(x), Some(y)) = (a.as_num(), b.as_num()) {
         return Some(match (x, y) {
             (Num::Int(x), Num::Int(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
+            _ => x.as_decimal() == y.as_decimal(),
         });
     }
     if let (Some(x), Some(y)) = (a.as_bool(), b.as_bool()) {
@@ -348,10 +359,10 @@ pub(crate) fn items_equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
 /// FHIRPath ordering of two items; `None` when they are not comparable.
 pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> Option<Ordering> {
     if let (Some(x), Some(y)) = (a.as_num(), b.as_num()) {
-        return match (x, y) {
-            (Num::Int(x), Num::Int(y)) => Some(x.cmp(&y)),
-            _ => x.as_f64().partial_cmp(&y.as_f64()),
-        };
+        return Some(match (x, y) {
+            (Num::Int(x), Num::Int(y)) => x.cmp(&y),
+            _ => x.as_decimal().cmp(&y.as_decimal()),
+        });
     }
     let (x, y) = (a.as_str()?, b.as_str()?);
     if let (Some(_), Some(_)) = (a.temporal_kind(), b.temporal_kind())
@@ -367,7 +378,16 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>) -> Option<Ordering> {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
+
+    fn json_num_dec(v: &Value) -> Decimal {
+        match v {
+            Value::Number(n) => json_num(n).expect("in range").as_decimal(),
+            _ => panic!("not a number"),
+        }
+    }
 
     /// Choice suffixes map to FHIR type names, primitives lower-cased, unknown suffixes rejected.
     #[test]
@@ -394,7 +414,12 @@ mod tests {
     #[test]
     fn equality_and_types() {
         let two = Value::from(2);
-        assert_eq!(items_equal(&Item::Json(&two, None), &Item::Dec(2.0)), Some(true));
+        let two_dec = Item::Dec("2.00".parse().unwrap());
+        assert_eq!(items_equal(&Item::Json(&two, None), &two_dec), Some(true));
+        let (a, b) = (Value::from_str("0.1").unwrap(), Value::from_str("0.2").unwrap());
+        assert_eq!(compare(&Item::Json(&a, None), &Item::Json(&b, None)), Some(Ordering::Less));
+        let sum = Item::Dec(json_num_dec(&a).checked_add(json_num_dec(&b)).unwrap());
+        assert_eq!(items_equal(&sum, &Item::Dec("0.3".parse().unwrap())), Some(true));
         let url = Value::from("http://x");
         assert!(Item::Json(&url, Some("url")).is_type("uri"));
         assert!(!Item::Json(&url, Some("url")).is_type("oid"));

@@ -35,10 +35,10 @@ use crate::destination::RunMetrics;
 use crate::destinations::files::Row;
 use crate::destinations::files::commit::{ExitRecord, read_exits};
 use crate::destinations::files::layout::write_atomic;
-use crate::destinations::files::staging::Staging;
-use crate::destinations::parquet::writer::{cell_batch, view_fields};
+use crate::destinations::files::staging::{Line, LineHead, Staging};
+use crate::destinations::parquet::arrow::{cells_batch, view_schema};
 use crate::destinations::sql::schema::{type_table, view_table};
-use crate::views::{CellValue, cell_value, flatten, view_signature};
+use crate::views::{CellValue, flatten, table_columns, table_row, view_signature};
 use crate::{Error, Result};
 use deltalake::kernel::Action;
 
@@ -410,22 +410,20 @@ impl DeltaDestination {
         if let Some(done) = already_committed(ctx, tables, &table, &path)? {
             return Ok(done.metrics.view_rows);
         }
-        let same_shape = table.property(SIGNATURE_PROPERTY).as_deref() == Some(signature.as_str());
-        if table.exists && !same_shape {
-            // A changed view is a new table: its columns differ.
-            tracing::info!(view = view.name(), "View definition changed; its table is rebuilt.");
-            tables.block_on(tables.drop_table(&name))?;
-            table = tables.block_on(tables.open(&name))?;
-        }
-        let schema: SchemaRef = Arc::new(Schema::new(view_fields(view)));
+        // The table's shape: the view's signature, then its Arrow fields.
+        let same_view =
+            table.property(SIGNATURE_PROPERTY).is_some_and(|p| p.starts_with(&format!("{signature}|")));
+        let columns = table_columns(view)?;
         let buckets = table.buckets(self.buckets);
-        let rebuild = !table.exists || source_changed || !ctx.compare();
+        let rebuild = !table.exists || !same_view || source_changed || !ctx.compare();
+        let mut shape = String::new();
         let mut rows_written = 0u64;
         let mut actions = Vec::new();
+        let mut schema: Option<SchemaRef> = None;
         if rebuild {
+            // Flatten everything first: the decimal columns' scale depends on all the values.
             let source = tables.block_on(tables.open(&type_name))?;
-            let mut writer = PartWriter::new(table.store(), schema.clone(), false)?;
-            let mut pending: HashMap<i32, Vec<Vec<CellValue>>> = HashMap::new();
+            let mut rows: Vec<(i32, Vec<CellValue>)> = Vec::new();
             for file in source.files()? {
                 for batch in
                     tables.block_on(source.read(&file.path, Some(&["id", "fhir_version", "resource"])))?
@@ -438,32 +436,40 @@ impl DeltaDestination {
                     for i in 0..batch.num_rows() {
                         let id = ids.value(i);
                         for values in flatten(view, id, resources.value(i))? {
-                            let mut out = vec![
-                                CellValue::Text(versions.value(i).to_string()),
-                                CellValue::Text(id.to_string()),
-                            ];
-                            for (c, v) in view.columns().iter().zip(values) {
-                                out.push(cell_value(view, c, v)?);
-                            }
-                            rows_written += 1;
-                            let b = bucket_of(id, buckets);
-                            let buf = pending.entry(b).or_default();
-                            buf.push(out);
-                            if buf.len() >= BATCH_ROWS {
-                                let chunk = std::mem::take(buf);
-                                tables.block_on(writer.write(b, &cell_batch(&schema, &chunk)?))?;
-                            }
+                            rows.push((
+                                bucket_of(id, buckets),
+                                table_row(view, versions.value(i), id, values)?,
+                            ));
                         }
                     }
                 }
             }
-            for (b, chunk) in pending {
-                if !chunk.is_empty() {
-                    tables.block_on(writer.write(b, &cell_batch(&schema, &chunk)?))?;
+            rows_written = rows.len() as u64;
+            let cells: Vec<Vec<CellValue>> = rows.iter().map(|(_, r)| r.clone()).collect();
+            let file_schema = view_schema(&columns, &cells);
+            drop(cells);
+            shape = format!("{signature}|{:?}", file_schema.fields());
+            if table.exists && table.property(SIGNATURE_PROPERTY).as_deref() != Some(shape.as_str()) {
+                // Other columns or column types (a view changed, or a decimal scale grew): a new table.
+                tracing::info!(view = view.name(), "View columns changed; its table is rebuilt.");
+                tables.block_on(tables.drop_table(&name))?;
+                table = tables.block_on(tables.open(&name))?;
+            }
+            let mut writer = PartWriter::new(table.store(), file_schema.clone(), false)?;
+            let mut by_bucket: HashMap<i32, Vec<Vec<CellValue>>> = HashMap::new();
+            for (b, row) in rows {
+                by_bucket.entry(b).or_default().push(row);
+            }
+            let mut buckets_sorted: Vec<_> = by_bucket.into_iter().collect();
+            buckets_sorted.sort_by_key(|(b, _)| *b);
+            for (b, rows) in buckets_sorted {
+                for chunk in rows.chunks(BATCH_ROWS) {
+                    tables.block_on(writer.write(b, &cells_batch(&file_schema, chunk)?))?;
                 }
             }
             actions = table.files()?.into_iter().map(|f| Action::Remove(f.remove)).collect();
             actions.extend(tables.block_on(writer.finish())?);
+            schema = Some(file_schema);
         }
         let result = TableResult {
             metrics: RunMetrics { view_rows: rows_written, ..Default::default() },
@@ -471,9 +477,8 @@ impl DeltaDestination {
         };
         save_result(&path, &result)?;
         let op = if rebuild { overwrite_op() } else { merge_op() };
-        let table_schema = with_bucket(&schema);
-        let new =
-            NewTable { source: view.name(), schema: &table_schema, buckets, signature: Some(&signature) };
+        let table_schema = with_bucket(&schema.unwrap_or_else(|| Arc::new(Schema::empty())));
+        let new = NewTable { source: view.name(), schema: &table_schema, buckets, signature: Some(&shape) };
         tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
         Ok(rows_written)
     }
@@ -528,7 +533,9 @@ fn apply_type(
     // Pass 1: index the staged rows.
     let mut idx: HashMap<String, Staged> = HashMap::new();
     let mut staged_lines = 0u64;
-    staging.scan_keys(resource_type, &mut |line, version, id, hash| {
+    staging.scan_heads(resource_type, &mut |line, head| {
+        let LineHead::Row(h) = head else { return Err(seen_line(resource_type)) };
+        let (version, id, hash) = (h.fhir_version, h.id, h.content_hash);
         staged_lines += 1;
         match idx.entry(key(version, id)) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
@@ -626,10 +633,11 @@ fn apply_type(
         m.staged = idx.len() as u64;
         m.unchanged = m.staged;
     }
-    let scan = |f: &mut dyn FnMut(u64, Row) -> Result<()>| {
+    let scan = |f: &mut dyn FnMut(u64, Line) -> Result<()>| {
         if writes { staging.scan(resource_type, f) } else { Ok(()) }
     };
-    scan(&mut |line, mut row| {
+    scan(&mut |line, staged| {
+        let Line::Row(mut row) = staged else { return Err(seen_line(resource_type)) };
         let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
         if s.line != line {
             return Ok(());
@@ -675,6 +683,14 @@ fn apply_type(
     let op = if compare { merge_op() } else { overwrite_op() };
     tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
     Ok(result)
+}
+
+/// A key-only "seen" staging line, which this destination never writes (it stages no base).
+fn seen_line(resource_type: &str) -> Error {
+    Error::CorruptState {
+        path: resource_type.into(),
+        detail: "a key-only staging line in a Delta run (written by a file destination?)".into(),
+    }
 }
 
 /// Writes one row of a touched file back (or not), with its change data feed rows.

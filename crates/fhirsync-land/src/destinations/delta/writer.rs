@@ -133,7 +133,7 @@ impl Destination for DeltaDestination {
             return Err(Error::TargetNotEmpty { destination: self.describe() });
         }
         let run_id = uuid::Uuid::now_v7().to_string();
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id)?);
+        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, None)?);
         runs.push(RunRecord {
             run_id: run_id.clone(),
             method: method.as_str().into(),
@@ -155,7 +155,7 @@ impl Destination for DeltaDestination {
         let checkpoint_rows =
             self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
         let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
-        staging.stage(resources)?;
+        staging.stage(resources, None)?;
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {
             staging.checkpoint()?;

@@ -1,22 +1,49 @@
 //! The commit of a file destination: build the new snapshot, then switch to it.
+//!
+//! Each resource type's file is either kept from the previous snapshot (hard-linked) or written
+//! anew:
+//!
+//! - **kept** when staging holds no new or changed row of the type (only seen lines), no row is
+//!   deleted, and the rows re-read are exactly those the previous snapshot marks as seen by its
+//!   run. The file then holds what a rewrite would write, except for `last_seen_run`: a rewrite
+//!   would set this run on the re-read rows, the kept file keeps the value that marked them.
+//!   `_fhirsync/files.json` names that value per type (`seen_as`): a row was seen by the
+//!   snapshot's run iff its `last_seen_run` equals its type's `seen_as`; any other value is the
+//!   run that last saw it.
+//! - **rewritten** otherwise: the previous rows that were not re-read and may not be deleted
+//!   (with the previous snapshot's run where they carried its `seen_as`), the rows re-read
+//!   unchanged (from the previous file, `last_seen_run` set to this run), then the new and
+//!   changed rows from staging.
+//!
+//! `_fhirsync/files.json` also records the layout revision and fhirsync version (files written
+//! under another one are never kept), and per view the definition and column mapping its file
+//! was built with.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::path::{Path, PathBuf};
 
-use fhirsync_core::RunScope;
+use fhirsync_core::{ContentHash, RunScope};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
-use super::layout::{mkdirs, remove_dir, sync_dir, write_atomic};
-use super::staging::Staging;
-use super::{ActiveRun, ChangeRow, FileDestination, RowSink, RunRecord, SnapshotFormat};
+use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
+use super::staging::{KeyHasher, Line, LineHead, Staging};
+use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row, view_name};
+use super::{ActiveRun, Carry, ChangeRow, FileDestination, RowRef, RowSink, RunRecord, SnapshotFormat};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
+use crate::views::{table_columns, view_signature};
 use crate::{Error, Result};
 
 /// File (inside a version's `_fhirsync/`) with the patients flagged as having left the cohort.
 const EXITS_FILE: &str = "cohort_exits.json";
+/// File (inside a version's `_fhirsync/`) saying which run wrote each type and view file.
+pub(crate) const FILES_MANIFEST: &str = "files.json";
+/// Revision of the files this code writes; bump it when their layout or columns change, so
+/// that the next run rewrites the files of the previous snapshot instead of keeping them.
+const FILES_REVISION: u32 = 1;
 
 /// One flagged patient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,20 +54,178 @@ pub(crate) struct ExitRecord {
     pub rows_deleted: bool,
 }
 
-/// What pass 1 remembers about a staged row.
-struct Staged {
-    line: u64,
-    hash: String,
-    /// Hash and first-seen run of the previous snapshot's row, if there was one.
-    old: Option<(String, String)>,
+/// `_fhirsync/files.json`: where each file of a snapshot comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// [`FILES_REVISION`] of the code that wrote the snapshot.
+    pub revision: u32,
+    /// fhirsync version that wrote the snapshot.
+    pub fhirsync_version: String,
+    /// `parquet` or `ndjson`.
+    pub format: String,
+    /// Per resource type with rows.
+    pub types: BTreeMap<String, TypeFile>,
+    /// Per view, by its file name in the view root.
+    pub views: BTreeMap<String, ViewFile>,
 }
 
-fn key(version: &str, id: &str) -> String {
-    format!("{version}\u{1}{id}")
+/// The file of one resource type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TypeFile {
+    /// The run that wrote the file.
+    pub written_by: String,
+    /// The `last_seen_run` of the rows the snapshot's run saw (re-read or wrote); other rows
+    /// were kept unread (their scope did not complete, or their patient left the cohort).
+    pub seen_as: String,
+}
+
+/// The file of one view table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ViewFile {
+    /// The view's resource type.
+    pub resource_type: String,
+    /// SHA-256 of the compiled view definition and column mapping the file was built with.
+    pub definition: String,
+    /// The run that wrote the file.
+    pub written_by: String,
+}
+
+impl Manifest {
+    fn new(format: &str) -> Self {
+        Manifest {
+            revision: FILES_REVISION,
+            fhirsync_version: env!("CARGO_PKG_VERSION").to_string(),
+            format: format.to_string(),
+            types: BTreeMap::new(),
+            views: BTreeMap::new(),
+        }
+    }
+
+    /// Whether files of this manifest may be kept by this code writing `format`.
+    fn reusable(&self, format: &str) -> bool {
+        self.revision == FILES_REVISION
+            && self.fhirsync_version == env!("CARGO_PKG_VERSION")
+            && self.format == format
+    }
+
+    /// The previous file of view `name` if it was built with `definition` over `resource_type`.
+    fn view(&self, name: &str, resource_type: &str, definition: &str) -> Option<&ViewFile> {
+        self.views.get(name).filter(|v| v.resource_type == resource_type && v.definition == definition)
+    }
+}
+
+/// Reads a snapshot's manifest; `None` if it has none (written by an earlier version).
+pub(crate) fn read_manifest(version: &Path) -> Result<Option<Manifest>> {
+    let path = version.join("_fhirsync").join(FILES_MANIFEST);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::CorruptState { path, detail: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading a snapshot manifest", path)(e)),
+    }
+}
+
+/// SHA-256 of a compiled view (its expressions, columns, constants), of its typed table layout
+/// ([`view_signature`], whose revision tag the SQL destinations rebuild by too) and of how
+/// `format` writes its columns ([`SnapshotFormat::view_format`] of [`table_columns`]): a changed
+/// definition or mapping rebuilds the view's file.
+fn definition(format: &impl SnapshotFormat, view: &View) -> Result<String> {
+    let mapping = format.view_format(&table_columns(view)?);
+    let text = format!("{view:?}\u{1}{}\u{1}{mapping}", view_signature(view));
+    Ok(ContentHash::of(text.as_bytes()).to_hex())
+}
+
+/// What the commit remembers about a staged line (the last one of its key wins).
+struct Staged {
+    line: u64,
+    /// A row line (new or changed resource); else a seen line.
+    full: bool,
 }
 
 fn scope_key(version: &str, patient: Option<&str>, dataset: &str) -> String {
     format!("{version}\u{1}{}\u{1}{dataset}", patient.unwrap_or(""))
+}
+
+/// What becomes of a previous row that was not re-read.
+struct Fate {
+    /// Its patient left the cohort (flagged).
+    exited: bool,
+    /// It is deleted (else kept as it is).
+    deletable: bool,
+}
+
+/// The run-wide inputs of building each type.
+struct Build<'a> {
+    run_id: &'a str,
+    now: &'a str,
+    compare: bool,
+    scope: &'a RunScope,
+    complete: HashSet<String>,
+    evaluate_exits: bool,
+    delete_exits: bool,
+    /// The previous snapshot's run and folder.
+    prev_run: Option<String>,
+    prev_dir: Option<PathBuf>,
+    /// The previous snapshot's manifest, if its files may be kept.
+    prev_manifest: Option<Manifest>,
+    tmp: PathBuf,
+    hasher: KeyHasher,
+}
+
+impl Build<'_> {
+    fn fate(&self, fhir_version: &str, patient_id: Option<&str>, dataset: &str) -> Fate {
+        let exited = self.evaluate_exits && patient_id.is_some_and(|p| !self.scope.cohort.contains(p));
+        // Its own scope completed, or a cohort-level (patient-less) scope of its dataset did
+        // and the row has no patient or one in the cohort.
+        let in_cohort = patient_id.is_none_or(|p| self.scope.cohort.contains(p));
+        let deletable = self.complete.contains(&scope_key(fhir_version, patient_id, dataset))
+            || (in_cohort && self.complete.contains(&scope_key(fhir_version, None, dataset)))
+            || (exited && self.delete_exits);
+        Fate { exited, deletable }
+    }
+
+    fn change(
+        &self,
+        op: &str,
+        resource_type: &str,
+        row: &RowRef<'_>,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> ChangeRow {
+        ChangeRow {
+            run_id: self.run_id.to_string(),
+            changed_at: self.now.to_string(),
+            operation: op.into(),
+            resource_type: resource_type.to_string(),
+            fhir_version: row.fhir_version.to_string(),
+            id: row.id.to_string(),
+            patient_id: row.patient_id.map(str::to_string),
+            before_hash: before,
+            after_hash: after,
+        }
+    }
+}
+
+/// What the types built so far add up to.
+struct Built {
+    m: RunMetrics,
+    changes: Vec<ChangeRow>,
+    flagged: BTreeSet<String>,
+    manifest: Manifest,
+    kept_files: u64,
+    written_files: u64,
+}
+
+/// What the heads of the previous file say about keeping it.
+#[derive(Default)]
+struct Plan {
+    kept: u64,
+    deletes: bool,
+    /// Every re-read row carries the file's `seen_as` and no other row does.
+    marks_match: bool,
+    seen_matched: u64,
+    flagged: Vec<String>,
 }
 
 impl<F: SnapshotFormat> FileDestination<F> {
@@ -58,7 +243,22 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let carry = run.method != Method::FullLoad;
         let old_current = self.layout.current_version()?;
         let prev = if carry { old_current.clone() } else { None };
+        if let Some(base) = staging.base()
+            && Some(base) != prev.as_deref()
+        {
+            return Err(Error::CorruptState {
+                path: staging.dir().to_path_buf(),
+                detail: format!(
+                    "staged against snapshot {base}, but the current one is {}; run with resume = false",
+                    prev.as_deref().unwrap_or("none")
+                ),
+            });
+        }
         let prev_dir = prev.as_ref().map(|v| self.layout.version(v));
+        let prev_manifest = match &prev_dir {
+            Some(dir) => read_manifest(dir)?.filter(|m| m.reusable(self.format.kind())),
+            None => None,
+        };
         let complete: HashSet<String> = staging
             .completed()
             .iter()
@@ -69,8 +269,6 @@ impl<F: SnapshotFormat> FileDestination<F> {
         if carry && scope.cohort.is_empty() {
             tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
         }
-        let delete_exits = run.options.on_cohort_exit == OnCohortExit::Delete;
-
         let tmp = self.layout.versions().join(format!(".{}.tmp", run.id));
         remove_dir(&tmp)?;
         mkdirs(&tmp.join("_fhirsync"))?;
@@ -79,141 +277,81 @@ impl<F: SnapshotFormat> FileDestination<F> {
             types.extend(self.format.types_in(dir)?);
         }
 
-        let mut m =
-            RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
-        let mut changes = Vec::new();
-        let mut flagged: BTreeSet<String> = BTreeSet::new();
+        let b = Build {
+            run_id: &run.id,
+            now: &now,
+            compare,
+            scope,
+            complete,
+            evaluate_exits,
+            delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
+            prev_run: prev.clone(),
+            prev_dir,
+            prev_manifest,
+            tmp,
+            hasher: KeyHasher::default(),
+        };
+        let mut out = Built {
+            m: RunMetrics {
+                run_id: run.id.clone(),
+                method: run.method.as_str().into(),
+                ..Default::default()
+            },
+            changes: Vec::new(),
+            flagged: BTreeSet::new(),
+            manifest: Manifest::new(self.format.kind()),
+            kept_files: 0,
+            written_files: 0,
+        };
         for t in &types {
-            // Pass 1: index the staged rows (later copies win).
-            let mut idx: HashMap<String, Staged> = HashMap::new();
-            staging.scan(t, &mut |line, row| {
-                idx.insert(
-                    key(&row.fhir_version, &row.id),
-                    Staged { line, hash: row.content_hash, old: None },
-                );
-                Ok(())
-            })?;
-            let path = self.format.type_path(&tmp, t);
-            let mut sink: Option<Box<dyn RowSink>> = None;
-            let write = |sink: &mut Option<Box<dyn RowSink>>, row: &super::Row| -> Result<()> {
-                if sink.is_none() {
-                    *sink = Some(self.format.writer(&path)?);
+            self.build_type(&b, t, staging, views, &mut out)?;
+        }
+        // Views over types without rows, here or before.
+        for view in views.iter().filter(|v| !types.contains(v.resource())) {
+            let name = view_name(view)?;
+            let def = definition(&self.format, view)?;
+            match self.kept_view(&b, &name, view, &def)? {
+                Some(entry) => {
+                    out.manifest.views.insert(name, entry);
+                    out.kept_files += 1;
                 }
-                sink.as_mut().map_or(Ok(()), |s| s.write(row))
-            };
-            // The previous snapshot: remember old hashes, carry over or delete the rest.
-            if let Some(dir) = &prev_dir {
-                let old_path = self.format.type_path(dir, t);
-                if old_path.exists() {
-                    self.format.read(&old_path, &mut |row| {
-                        if let Some(s) = idx.get_mut(&key(&row.fhir_version, &row.id)) {
-                            s.old = Some((row.content_hash, row.first_seen_run));
-                            return Ok(());
-                        }
-                        let exited = evaluate_exits
-                            && row.patient_id.as_ref().is_some_and(|p| !scope.cohort.contains(p));
-                        if exited && let Some(p) = &row.patient_id {
-                            flagged.insert(p.clone());
-                        }
-                        // Its own scope completed, or a cohort-level (patient-less) scope of
-                        // its dataset did and the row has no patient or one in the cohort.
-                        let in_cohort = row.patient_id.as_ref().is_none_or(|p| scope.cohort.contains(p));
-                        let deletable = complete.contains(&scope_key(
-                            &row.fhir_version,
-                            row.patient_id.as_deref(),
-                            &row.dataset,
-                        )) || (in_cohort
-                            && complete.contains(&scope_key(&row.fhir_version, None, &row.dataset)))
-                            || (exited && delete_exits);
-                        if deletable {
-                            m.deleted += 1;
-                            if compare {
-                                changes.push(ChangeRow {
-                                    run_id: run.id.clone(),
-                                    changed_at: now.clone(),
-                                    operation: "D".into(),
-                                    resource_type: t.clone(),
-                                    fhir_version: row.fhir_version.clone(),
-                                    id: row.id.clone(),
-                                    patient_id: row.patient_id.clone(),
-                                    before_hash: Some(row.content_hash.clone()),
-                                    after_hash: None,
-                                });
-                            }
-                            Ok(())
-                        } else {
-                            m.kept += 1;
-                            write(&mut sink, &row)
-                        }
-                    })?;
+                None => {
+                    let build = ViewBuild::new(view, ViewMode::Full)?;
+                    self.write_built_views(&b, vec![build], &mut out)?;
                 }
-            }
-            // Pass 2: the staged rows, in staging order, skipping superseded copies.
-            staging.scan(t, &mut |line, mut row| {
-                let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
-                if s.line != line {
-                    return Ok(());
-                }
-                m.staged += 1;
-                let op = match &s.old {
-                    None => {
-                        m.inserted += 1;
-                        Some(("I", None))
-                    }
-                    Some((old_hash, first_seen)) => {
-                        row.first_seen_run = first_seen.clone();
-                        if !compare {
-                            None
-                        } else if *old_hash != s.hash {
-                            m.updated += 1;
-                            Some(("U", Some(old_hash.clone())))
-                        } else {
-                            m.unchanged += 1;
-                            None
-                        }
-                    }
-                };
-                if compare && let Some((op, before)) = op {
-                    changes.push(ChangeRow {
-                        run_id: run.id.clone(),
-                        changed_at: now.clone(),
-                        operation: op.into(),
-                        resource_type: t.clone(),
-                        fhir_version: row.fhir_version.clone(),
-                        id: row.id.clone(),
-                        patient_id: row.patient_id.clone(),
-                        before_hash: before,
-                        after_hash: Some(s.hash.clone()),
-                    });
-                }
-                write(&mut sink, &row)
-            })?;
-            if let Some(sink) = sink {
-                sink.finish()?;
             }
         }
+        let Built { mut m, changes, flagged, manifest, kept_files, written_files } = out;
+        let tmp = &b.tmp;
 
         m.cohort_exits = flagged.len() as u64;
         let exits = self.next_exits(
-            prev_dir.as_deref(),
+            b.prev_dir.as_deref(),
             scope,
             evaluate_exits,
             &flagged,
             &run.id,
             &now,
-            delete_exits,
+            b.delete_exits,
         )?;
         let exits_json = serde_json::to_vec_pretty(&exits)
             .map_err(|source| Error::Json { action: "encoding cohort exits", source })?;
         write_atomic(&tmp.join("_fhirsync").join(EXITS_FILE), &exits_json)?;
+        let manifest_json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|source| Error::Json { action: "encoding the snapshot manifest", source })?;
+        write_atomic(&tmp.join("_fhirsync").join(FILES_MANIFEST), &manifest_json)?;
         if compare {
             let dir = self.layout.changes(&run.id);
             remove_dir(&dir)?;
             mkdirs(&dir)?;
             self.format.write_changes(&dir, &changes)?;
         }
-        m.view_rows = self.materialise_views(&tmp, views)?;
-
+        tracing::info!(
+            run_id = %run.id,
+            kept_files,
+            written_files,
+            "Snapshot built: files of unchanged types and views kept, the others written."
+        );
         let record = RunRecord {
             run_id: run.id.clone(),
             method: run.method.as_str().into(),
@@ -227,12 +365,12 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let record_json = serde_json::to_vec_pretty(&record)
             .map_err(|source| Error::Json { action: "encoding the run record", source })?;
         write_atomic(&tmp.join("_fhirsync").join("run.json"), &record_json)?;
-        sync_dir(&tmp);
+        sync_dir(tmp);
 
         // Publish: rename the finished folder into place, then switch (the commit point).
         let final_dir = self.layout.version(&run.id);
         remove_dir(&final_dir)?;
-        fs::rename(&tmp, &final_dir).map_err(Error::io("publishing a snapshot", &final_dir))?;
+        fs::rename(tmp, &final_dir).map_err(Error::io("publishing a snapshot", &final_dir))?;
         sync_dir(&self.layout.versions());
         self.layout.switch_to(&run.id)?;
 
@@ -245,6 +383,267 @@ impl<F: SnapshotFormat> FileDestination<F> {
         remove_dir(staging.dir())?;
         self.prune_versions(&run.id, old_current.as_deref())?;
         Ok(m)
+    }
+
+    /// Builds one resource type's file (kept or rewritten) and the files of its views.
+    fn build_type(
+        &self,
+        b: &Build<'_>,
+        t: &str,
+        staging: &Staging,
+        views: &[View],
+        out: &mut Built,
+    ) -> Result<()> {
+        // The staged lines: the last one of each key wins.
+        let mut idx: HashMap<u128, Staged> = HashMap::new();
+        staging.scan_heads(t, &mut |line, head| {
+            let (key, full) = match &head {
+                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), true),
+                LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), false),
+            };
+            idx.insert(key, Staged { line, full });
+            Ok(())
+        })?;
+        let full_lines = idx.values().filter(|s| s.full).count() as u64;
+        let seen_lines = idx.len() as u64 - full_lines;
+        let old_path = b.prev_dir.as_ref().map(|d| self.format.type_path(d, t)).filter(|p| p.exists());
+        let prev_entry = b.prev_manifest.as_ref().and_then(|m| m.types.get(t));
+        let path = self.format.type_path(&b.tmp, t);
+        let type_views: Vec<&View> = views.iter().filter(|v| v.resource() == t).collect();
+
+        if full_lines == 0
+            && let (Some(old), Some(entry)) = (&old_path, prev_entry)
+        {
+            let plan = self.plan_keep(b, old, entry, &idx)?;
+            check_seen(staging, t, plan.seen_matched, seen_lines)?;
+            if !plan.deletes && plan.marks_match {
+                link_tree(old, &path)?;
+                out.kept_files += 1;
+                out.m.staged += seen_lines;
+                if b.compare {
+                    out.m.unchanged += seen_lines;
+                }
+                out.m.kept += plan.kept;
+                out.flagged.extend(plan.flagged);
+                out.manifest.types.insert(t.to_string(), entry.clone());
+                let mut fresh = Vec::new();
+                for view in type_views {
+                    let name = view_name(view)?;
+                    match self.kept_view(b, &name, view, &definition(&self.format, view)?)? {
+                        Some(entry) => {
+                            out.manifest.views.insert(name, entry);
+                            out.kept_files += 1;
+                        }
+                        None => fresh.push(ViewBuild::new(view, ViewMode::Full)?),
+                    }
+                }
+                if !fresh.is_empty() {
+                    self.flatten_file(Some(&path), &mut fresh)?;
+                    self.write_built_views(b, fresh, out)?;
+                }
+                return Ok(());
+            }
+        }
+
+        // Rewrite. Views whose previous file matches their definition are carried.
+        let mut builds = Vec::new();
+        for view in type_views {
+            let name = view_name(view)?;
+            let def = definition(&self.format, view)?;
+            let old_view = b.prev_manifest.as_ref().zip(b.prev_dir.as_ref()).and_then(|(m, dir)| {
+                m.view(&name, t, &def).map(|_| self.format.view_path(dir, &name)).filter(|p| p.exists())
+            });
+            let mode = match old_view {
+                Some(old) if old_path.is_some() => ViewMode::Carry { old, drop: HashSet::new() },
+                _ => ViewMode::Full,
+            };
+            builds.push(ViewBuild::new(view, mode)?);
+        }
+        remove_path(&path)?;
+        let m = &mut out.m;
+        // Hash and first-seen run of the previous rows that a staged row replaces.
+        let mut replaced: HashMap<u128, (String, String)> = HashMap::new();
+        let mut seen_matched = 0u64;
+        let mut sink: Option<Box<dyn RowSink>> = None;
+        let mut rows = 0u64;
+        if let Some(old) = &old_path {
+            let (carried, n) = self.format.carry_rows(old, &path, &mut |r| {
+                let key = b.hasher.key(r.fhir_version, r.id);
+                match idx.get(&key) {
+                    Some(s) if !s.full => {
+                        seen_matched += 1;
+                        m.staged += 1;
+                        if b.compare {
+                            m.unchanged += 1;
+                        }
+                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
+                        Ok(Carry::LastSeen(b.run_id.to_string()))
+                    }
+                    Some(_) => {
+                        replaced.insert(key, (r.content_hash.to_string(), r.first_seen_run.to_string()));
+                        Ok(Carry::Drop)
+                    }
+                    None => {
+                        let fate = b.fate(r.fhir_version, r.patient_id, r.dataset);
+                        if fate.exited
+                            && let Some(p) = r.patient_id
+                        {
+                            out.flagged.insert(p.to_string());
+                        }
+                        if fate.deletable {
+                            m.deleted += 1;
+                            drop_resource(&mut builds, key);
+                            if b.compare {
+                                out.changes.push(b.change(
+                                    "D",
+                                    t,
+                                    &r,
+                                    Some(r.content_hash.to_string()),
+                                    None,
+                                ));
+                            }
+                            return Ok(Carry::Drop);
+                        }
+                        m.kept += 1;
+                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
+                        // Marked as seen by the previous snapshot's run: name that run.
+                        Ok(match (prev_entry, &b.prev_run) {
+                            (Some(entry), Some(prev)) if r.last_seen_run == entry.seen_as => {
+                                Carry::LastSeen(prev.clone())
+                            }
+                            _ => Carry::Keep,
+                        })
+                    }
+                }
+            })?;
+            sink = Some(carried);
+            rows = n;
+        }
+        check_seen(staging, t, seen_matched, seen_lines)?;
+        // The new and changed rows, in staging order, skipping superseded copies.
+        staging.scan(t, &mut |line, staged| {
+            let Line::Row(mut row) = staged else { return Ok(()) };
+            let key = b.hasher.key(&row.fhir_version, &row.id);
+            if idx.get(&key).is_none_or(|s| s.line != line) {
+                return Ok(());
+            }
+            m.staged += 1;
+            let op = match replaced.get(&key) {
+                None => {
+                    m.inserted += 1;
+                    Some(("I", None))
+                }
+                Some((old_hash, first_seen)) => {
+                    row.first_seen_run = first_seen.clone();
+                    drop_resource(&mut builds, key);
+                    if !b.compare {
+                        None
+                    } else if *old_hash != row.content_hash {
+                        m.updated += 1;
+                        Some(("U", Some(old_hash.clone())))
+                    } else {
+                        m.unchanged += 1;
+                        None
+                    }
+                }
+            };
+            if b.compare
+                && let Some((op, before)) = op
+            {
+                let after = Some(row.content_hash.clone());
+                out.changes.push(b.change(op, t, &RowRef::of(&row), before, after));
+            }
+            flatten_row(&mut builds, &row, true)?;
+            if sink.is_none() {
+                sink = Some(self.format.writer(&path)?);
+            }
+            rows += 1;
+            sink.as_mut().map_or(Ok(()), |s| s.write(row))
+        })?;
+        if let Some(sink) = sink {
+            sink.finish()?;
+        }
+        if rows == 0 {
+            // Every row went: the type has no file, as if it never had rows.
+            remove_path(&path)?;
+        } else {
+            sync_parent(&path);
+            out.written_files += 1;
+            out.manifest.types.insert(
+                t.to_string(),
+                TypeFile { written_by: b.run_id.to_string(), seen_as: b.run_id.to_string() },
+            );
+        }
+        self.write_built_views(b, builds, out)
+    }
+
+    /// Reads the heads of the previous file of `t` to decide whether it can be kept.
+    fn plan_keep(
+        &self,
+        b: &Build<'_>,
+        old: &Path,
+        entry: &TypeFile,
+        idx: &HashMap<u128, Staged>,
+    ) -> Result<Plan> {
+        let mut plan = Plan { marks_match: true, ..Plan::default() };
+        self.format.read_heads(old, &mut |h| {
+            let marked = h.last_seen_run == entry.seen_as;
+            if idx.contains_key(&b.hasher.key(h.fhir_version, h.id)) {
+                plan.seen_matched += 1;
+                plan.marks_match &= marked;
+                return Ok(());
+            }
+            plan.marks_match &= !marked;
+            let fate = b.fate(h.fhir_version, h.patient_id, h.dataset);
+            if fate.exited
+                && let Some(p) = h.patient_id
+            {
+                plan.flagged.push(p.to_string());
+            }
+            if fate.deletable {
+                plan.deletes = true;
+            } else {
+                plan.kept += 1;
+            }
+            Ok(())
+        })?;
+        Ok(plan)
+    }
+
+    /// Keeps the previous file of view `name` if it was built with `def` over a type whose
+    /// file is kept (or that has no rows, then and now); returns its manifest entry.
+    fn kept_view(&self, b: &Build<'_>, name: &str, view: &View, def: &str) -> Result<Option<ViewFile>> {
+        let (Some(manifest), Some(dir)) = (&b.prev_manifest, &b.prev_dir) else { return Ok(None) };
+        let Some(entry) = manifest.view(name, view.resource(), def) else { return Ok(None) };
+        let old = self.format.view_path(dir, name);
+        if !old.exists() {
+            return Ok(None);
+        }
+        link_tree(&old, &self.format.view_path(&b.tmp, name))?;
+        Ok(Some(entry.clone()))
+    }
+
+    /// Writes the built views into the new snapshot and registers them.
+    fn write_built_views(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
+        for build in &builds {
+            remove_path(&self.format.view_path(&b.tmp, &build.name))?;
+            out.written_files += 1;
+            out.manifest.views.insert(
+                build.name.clone(),
+                ViewFile {
+                    resource_type: build.view.resource().to_string(),
+                    definition: definition(&self.format, build.view)?,
+                    written_by: b.run_id.to_string(),
+                },
+            );
+        }
+        let paths: Vec<PathBuf> = builds.iter().map(|v| self.format.view_path(&b.tmp, &v.name)).collect();
+        out.m.view_rows += self.write_views(&b.tmp, builds, &b.hasher)?;
+        for p in &paths {
+            sync_parent(p);
+        }
+        sync_dir(&views_dir(&b.tmp));
+        Ok(())
     }
 
     /// The cohort-exit list of the new snapshot: patients found outside the cohort in this run,
@@ -283,17 +682,74 @@ impl<F: SnapshotFormat> FileDestination<F> {
         Ok(exits)
     }
 
-    /// Keeps the new version and the one before it (a reader may still be reading it).
+    /// Keeps the new version and the one before it (a reader may still be reading it), and
+    /// removes the half-built folders of runs killed while committing.
     fn prune_versions(&self, current: &str, prev: Option<&str>) -> Result<()> {
         let dir = self.layout.versions();
         for entry in fs::read_dir(&dir).map_err(Error::io("listing versions", &dir))? {
             let entry = entry.map_err(Error::io("listing versions", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != current && Some(name.as_str()) != prev && !name.starts_with('.') {
+            let half_built = name.starts_with('.') && name.ends_with(".tmp");
+            if half_built || (name != current && Some(name.as_str()) != prev && !name.starts_with('.')) {
                 remove_dir(&entry.path())?;
             }
         }
         Ok(())
+    }
+}
+
+/// Fails if some seen lines of `t` found no row in the base snapshot (they would be lost).
+fn check_seen(staging: &Staging, t: &str, matched: u64, seen_lines: u64) -> Result<()> {
+    if matched == seen_lines {
+        return Ok(());
+    }
+    Err(Error::CorruptState {
+        path: staging.dir().to_path_buf(),
+        detail: format!(
+            "{} staged {t} resources are marked unchanged but the base snapshot lacks them; run with resume = false",
+            seen_lines - matched
+        ),
+    })
+}
+
+/// Puts `from` (a file, or a folder of files) at `to` as hard links, or copies where the file
+/// system has none. The files are never written again: every run writes new files.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    remove_path(to)?;
+    if from.is_dir() {
+        mkdirs(to)?;
+        for entry in fs::read_dir(from).map_err(Error::io("listing a kept folder", from))? {
+            let entry = entry.map_err(Error::io("listing a kept folder", from))?;
+            link_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        sync_dir(to);
+    } else {
+        if let Some(dir) = to.parent() {
+            mkdirs(dir)?;
+        }
+        if fs::hard_link(from, to).is_err() {
+            fs::copy(from, to).map_err(Error::io("copying a kept file", to))?;
+            fs::File::open(to).and_then(|f| f.sync_all()).map_err(Error::io("syncing a kept file", to))?;
+        }
+        sync_parent(to);
+    }
+    Ok(())
+}
+
+/// Removes a file or folder if present, so that a new file never writes through a hard link.
+fn remove_path(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => remove_dir(path),
+        Ok(_) => fs::remove_file(path).map_err(Error::io("removing a file", path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("checking a file", path)(e)),
+    }
+}
+
+/// fsyncs the folder holding `path`.
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
     }
 }
 

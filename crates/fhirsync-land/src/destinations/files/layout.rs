@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! <dir>/current -> versions/<run>          symlink switched atomically (unix)
-//! <dir>/versions/<run>/...                 one complete snapshot per committed run
+//! <dir>/versions/<run>/...                 one complete snapshot per committed run: resource types
+//!                                          (`resource_type=<Type>/`, `<Type>.ndjson`) at the top,
+//! <dir>/versions/<run>/views/<view>...     view tables in their own root, so a glob over the
+//!                                          types (`current/*/*.parquet`) never meets a view
 //! <dir>/versions/<run>/_fhirsync/run.json  the run's metrics (written before the switch)
 //! <dir>/versions/<run>/_fhirsync/cohort_exits.json
 //! <dir>/changes/run_id=<run>/...           reload-and-compare change records
@@ -86,6 +89,14 @@ impl Layout {
         Ok(())
     }
 }
+
+/// The root of the view tables inside a version folder.
+pub(crate) fn views_dir(version: &Path) -> PathBuf {
+    version.join(VIEWS_DIR)
+}
+
+/// Name of the view root inside a version folder.
+pub(crate) const VIEWS_DIR: &str = "views";
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the folder.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

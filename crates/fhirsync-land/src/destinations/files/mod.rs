@@ -11,6 +11,18 @@
 //! deleted (their scope did not complete, or their patient left the cohort in flag mode).
 //! Reload-and-compare compares content hashes while doing so and writes the change records to
 //! `changes/run_id=<run>/`.
+//!
+//! Reload and reload-and-compare are incremental: staging compares each resource with the
+//! current snapshot and stages an unchanged one as its key only (`staging.rs`). A resource type
+//! with no insert, update or delete, whose rows are re-read as the current snapshot marks them,
+//! keeps its file: the new snapshot hard-links it (a copy where the file system has no hard
+//! links), and so are the files of the views over it (in the snapshot's view root `views/`),
+//! unless a view was redefined or its column mapping changed. Rows of a
+//! kept file keep their `last_seen_run`; the snapshot's `_fhirsync/files.json` says per type
+//! which `last_seen_run` means "seen by this snapshot's run" (see `commit.rs`). A changed type
+//! is rewritten whole (Parquet copies its unchanged rows as Arrow slices); the views over it are
+//! carried: their previous rows of unchanged resources are copied, only the changed resources
+//! are flattened (`views.rs`).
 
 pub(crate) mod commit;
 pub(crate) mod layout;
@@ -28,12 +40,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
-use crate::views::CellValue;
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
-pub(crate) use layout::Layout;
+pub(crate) use layout::{Layout, views_dir};
 use layout::{mkdirs, remove_dir, write_atomic};
-pub(crate) use row::Row;
-use staging::Staging;
+pub(crate) use row::{Head, Row};
+use staging::{Known, Staging};
 
 /// One change record of reload-and-compare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +64,47 @@ pub(crate) struct ChangeRow {
 /// Receives the rows of one snapshot file.
 pub(crate) trait RowSink {
     /// Writes one row.
-    fn write(&mut self, row: &Row) -> Result<()>;
+    fn write(&mut self, row: Row) -> Result<()>;
     /// Completes and fsyncs the file.
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A row of a type file being carried into a new one, borrowed from the reader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowRef<'a> {
+    pub id: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub fhir_version: &'a str,
+    pub dataset: &'a str,
+    pub content_hash: &'a str,
+    pub resource: &'a str,
+    pub first_seen_run: &'a str,
+    pub last_seen_run: &'a str,
+}
+
+impl<'a> RowRef<'a> {
+    fn of(row: &'a Row) -> Self {
+        RowRef {
+            id: &row.id,
+            patient_id: row.patient_id.as_deref(),
+            fhir_version: &row.fhir_version,
+            dataset: &row.dataset,
+            content_hash: &row.content_hash,
+            resource: &row.resource,
+            first_seen_run: &row.first_seen_run,
+            last_seen_run: &row.last_seen_run,
+        }
+    }
+}
+
+/// What becomes of a carried row.
+pub(crate) enum Carry {
+    /// Written as it is.
+    Keep,
+    /// Written with this `last_seen_run`.
+    LastSeen(String),
+    /// Left out.
+    Drop,
 }
 
 /// How one file format stores snapshots.
@@ -69,10 +119,64 @@ pub(crate) trait SnapshotFormat: Send {
     fn writer(&self, path: &Path) -> Result<Box<dyn RowSink>>;
     /// Streams the rows of a type file.
     fn read(&self, path: &Path, f: &mut dyn FnMut(Row) -> Result<()>) -> Result<()>;
+    /// Streams the rows of a type file without their resources (formats that can skip reading
+    /// the resource column override this).
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
+        self.read(path, &mut |row| f(row.head()))
+    }
     /// Writes a run's change records into `dir`.
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
-    /// Writes a materialised view table into a version folder.
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()>;
+    /// Starts a new type file at `path` with the rows of the type file `old`, each as `decide`
+    /// says; returns its writer (for more rows) and the number of rows written so far. Formats
+    /// that can copy unchanged columns without decoding rows override this.
+    fn carry_rows(
+        &self,
+        old: &Path,
+        path: &Path,
+        decide: &mut dyn FnMut(RowRef<'_>) -> Result<Carry>,
+    ) -> Result<(Box<dyn RowSink>, u64)> {
+        let mut sink = self.writer(path)?;
+        let mut written = 0;
+        self.read(old, &mut |mut row| {
+            match decide(RowRef::of(&row))? {
+                Carry::Keep => {}
+                Carry::LastSeen(run) => row.last_seen_run = run,
+                Carry::Drop => return Ok(()),
+            }
+            written += 1;
+            sink.write(row)
+        })?;
+        Ok((sink, written))
+    }
+    /// How this format writes view columns `columns` (of [`crate::views::table_columns`]; for
+    /// Parquet, the Arrow fields): part of the definition a view file is kept or carried by, so
+    /// that a changed mapping rebuilds it.
+    fn view_format(&self, columns: &[TableColumn]) -> String;
+    /// The file or folder that [`SnapshotFormat::write_view`] writes for view `name` in the
+    /// version folder `version` (under its view root, [`views_dir`]).
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf;
+    /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
+    /// into `dir`, the version's view root.
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()>;
+    /// Writes view table `name` into the view root `dir` as the rows of `old` (a file this
+    /// format wrote for the same view definition) whose `(_fhir_version, _id)` `keep` accepts,
+    /// as they are, followed by `rows`. Returns `false`, having written nothing, if `rows` do not
+    /// fit the old file's column types (then the caller builds the view in full).
+    fn carry_view(
+        &self,
+        old: &Path,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<bool>;
 }
 
 /// One run in `_fhirsync/runs.json`.
@@ -102,6 +206,8 @@ pub(crate) struct FileDestination<F> {
     layout: Layout,
     run: Option<ActiveRun>,
     staging: Option<Staging>,
+    /// The staging base's rows of the types staged so far (reload and reload-and-compare).
+    known: Option<Known>,
     pending: usize,
     /// The writer lock `_fhirsync/lock`, held while the destination is open.
     lock: crate::lock::WriterLock,
@@ -121,7 +227,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             &layout.lock_file(),
             &format!("{} `{}`", format.kind(), layout.root().display()),
         )?;
-        Ok(FileDestination { format, layout, run: None, staging: None, pending: 0, lock })
+        Ok(FileDestination { format, layout, run: None, staging: None, known: None, pending: 0, lock })
     }
 
     fn load_runs(&self) -> Result<Vec<RunRecord>> {
@@ -186,6 +292,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         }
         self.run = None;
         self.staging = None;
+        self.known = None;
         let mut runs = self.load_runs()?;
         self.recover_committed(&mut runs)?;
         let now = crate::destinations::sql::now();
@@ -207,6 +314,21 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         {
             let run_id = runs[i].run_id.clone();
             let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
+            let current = self.layout.current_version()?;
+            if let Some(base) = staging.base()
+                && Some(base) != current.as_deref()
+            {
+                // Only a committed run switches the snapshot, and one that commits abandons
+                // any unfinished run first: a mismatch is damage, never a normal sequence.
+                return Err(Error::CorruptState {
+                    path: self.layout.staging(&run_id),
+                    detail: format!(
+                        "staged against snapshot {base}, but the current one is {}; run with resume = false",
+                        current.as_deref().unwrap_or("none")
+                    ),
+                });
+            }
+            self.known = staging.base().map(|_| Known::default());
             runs[i].status = "running".into();
             runs[i].errors = None;
             runs[i].ended_at = None;
@@ -227,7 +349,10 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
             return Err(Error::TargetNotEmpty { destination: self.describe() });
         }
         let run_id = uuid::Uuid::now_v7().to_string();
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id)?);
+        // Reload and reload-and-compare stage against the current snapshot.
+        let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
+        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, base.as_deref())?);
+        self.known = base.as_ref().map(|_| Known::default());
         runs.push(RunRecord {
             run_id: run_id.clone(),
             method: method.as_str().into(),
@@ -249,7 +374,20 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let checkpoint_rows =
             self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
         let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
-        staging.stage(resources)?;
+        if let (Some(known), Some(base)) = (self.known.as_mut(), staging.base()) {
+            let version = self.layout.version(base);
+            for r in resources {
+                if !known.has(&r.resource_type) {
+                    let path = self.format.type_path(&version, &r.resource_type);
+                    let format = &self.format;
+                    let read = path
+                        .exists()
+                        .then_some(|f: &mut dyn FnMut(Head<'_>) -> Result<()>| format.read_heads(&path, f));
+                    known.load(&r.resource_type, read)?;
+                }
+            }
+        }
+        staging.stage(resources, self.known.as_ref())?;
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {
             staging.checkpoint()?;
@@ -275,6 +413,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let run = self.run.clone().ok_or(Error::NoActiveRun("commit before begin"))?;
         let mut staging = self.staging.take().ok_or(Error::NoActiveRun("commit before begin"))?;
         staging.checkpoint()?;
+        self.known = None;
         let metrics = self.apply(&run, &staging, scope, views, report)?;
         self.run = None;
         metrics.log_committed();
@@ -283,6 +422,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
 
     fn fail(&mut self, error: &str) -> Result<()> {
         let run = self.run.take().ok_or(Error::NoActiveRun("fail before begin"))?;
+        self.known = None;
         if let Some(mut s) = self.staging.take() {
             s.checkpoint()?;
         }

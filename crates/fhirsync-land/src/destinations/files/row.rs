@@ -2,6 +2,8 @@
 //! by the staging files of both file destinations).
 
 use fhirsync_core::RawResource;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -38,6 +40,56 @@ impl Row {
     }
 }
 
+/// A row without its resource, borrowed: the columns a compare reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head<'a> {
+    pub id: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub fhir_version: &'a str,
+    pub source: &'a str,
+    pub dataset: &'a str,
+    pub content_hash: &'a str,
+    pub first_seen_run: &'a str,
+    pub last_seen_run: &'a str,
+}
+
+impl Row {
+    /// The row's head.
+    pub(crate) fn head(&self) -> Head<'_> {
+        Head {
+            id: &self.id,
+            patient_id: self.patient_id.as_deref(),
+            fhir_version: &self.fhir_version,
+            source: &self.source,
+            dataset: &self.dataset,
+            content_hash: &self.content_hash,
+            first_seen_run: &self.first_seen_run,
+            last_seen_run: &self.last_seen_run,
+        }
+    }
+}
+
+/// The head fields of a line (borrowed unless escaped; the resource is skipped).
+#[derive(Deserialize)]
+struct HeadIn<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    patient_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    fhir_version: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    dataset: Cow<'a, str>,
+    #[serde(borrow)]
+    content_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    first_seen_run: Cow<'a, str>,
+    #[serde(borrow)]
+    last_seen_run: Cow<'a, str>,
+}
+
 #[derive(Serialize)]
 struct HeadOut<'a> {
     id: &'a str,
@@ -64,40 +116,6 @@ struct LineIn<'a> {
     resource: &'a RawValue,
 }
 
-/// The key fields of a staged line, borrowed (the Delta destination's index pass).
-#[cfg_attr(not(feature = "delta"), allow(dead_code))]
-#[derive(Deserialize)]
-pub(crate) struct Head<'a> {
-    /// Resource id.
-    #[serde(borrow)]
-    pub id: std::borrow::Cow<'a, str>,
-    /// FHIR version.
-    #[serde(borrow)]
-    pub fhir_version: std::borrow::Cow<'a, str>,
-    /// SHA-256 hex of the resource.
-    #[serde(borrow)]
-    pub content_hash: std::borrow::Cow<'a, str>,
-}
-
-/// Parses only the key fields of a line written by [`write_line`], without reading the
-/// resource: the head fields come first, and `,"resource":` cannot occur inside them (their
-/// quotes are escaped). `buf` holds the head while the result borrows it.
-#[cfg_attr(not(feature = "delta"), allow(dead_code))]
-pub(crate) fn read_head<'a>(
-    line: &str,
-    buf: &'a mut String,
-) -> std::result::Result<Head<'a>, serde_json::Error> {
-    buf.clear();
-    match line.find(",\"resource\":") {
-        Some(end) => {
-            buf.push_str(&line[..end]);
-            buf.push('}');
-        }
-        None => buf.push_str(line),
-    }
-    serde_json::from_str(buf)
-}
-
 /// Appends `row` as one JSON line; the resource is embedded byte-exact.
 pub(crate) fn write_line(out: &mut Vec<u8>, row: &Row) -> Result<()> {
     let head = HeadOut {
@@ -117,6 +135,25 @@ pub(crate) fn write_line(out: &mut Vec<u8>, row: &Row) -> Result<()> {
     out.extend_from_slice(row.resource.as_bytes());
     out.extend_from_slice(b"}\n");
     Ok(())
+}
+
+/// Parses the head of one line written by [`write_line`] and lends it to `f`; the resource is
+/// skipped, not copied.
+pub(crate) fn with_head<T>(
+    line: &str,
+    f: impl FnOnce(Head<'_>) -> T,
+) -> std::result::Result<T, serde_json::Error> {
+    let l: HeadIn<'_> = serde_json::from_str(line)?;
+    Ok(f(Head {
+        id: &l.id,
+        patient_id: l.patient_id.as_deref(),
+        fhir_version: &l.fhir_version,
+        source: &l.source,
+        dataset: &l.dataset,
+        content_hash: &l.content_hash,
+        first_seen_run: &l.first_seen_run,
+        last_seen_run: &l.last_seen_run,
+    }))
 }
 
 /// Parses one line written by [`write_line`].
@@ -158,8 +195,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("}\n"));
         assert_eq!(read_line(text.trim_end()).unwrap(), row);
-        let mut buf = String::new();
-        let head = read_head(text.trim_end(), &mut buf).unwrap();
-        assert_eq!((&*head.id, &*head.fhir_version, &*head.content_hash), ("o1", "R4", "ab"));
+        with_head(text.trim_end(), |h| assert_eq!(h, row.head())).unwrap();
     }
 }

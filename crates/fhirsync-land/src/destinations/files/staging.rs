@@ -5,26 +5,136 @@
 //! flushed and fsynced, so a recorded scope always has its rows on disk. On resume, a torn last
 //! line (process killed mid-write) is cut off; rows re-sent by the resumed extraction simply
 //! appear twice and the later copy wins.
+//!
+//! Reload and reload-and-compare stage against the current snapshot (the run's base, named in
+//! `base`): a resource whose landed row has the same content hash, source, dataset and patient
+//! is staged as a key-only "seen" line, `["<fhir_version>","<id>"]` (row lines are objects),
+//! and the commit takes its row from the base snapshot. An unchanged run so stages some 30
+//! bytes per resource, not the resource. Rows are matched by a 128-bit hash of their key and
+//! the first 128 bits of their content hash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fhirsync_core::{RawResource, ScopeKey};
 
-use super::layout::{mkdirs, sync_dir};
-use super::row::{Row, read_head, read_line, write_line};
+use super::layout::{mkdirs, sync_dir, write_atomic};
+use super::row::{Head, Row, read_line, with_head, write_line};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
 const DATA_EXT: &str = "ndjson";
+/// The snapshot the seen lines refer to (its run id, or empty), one line.
+const BASE: &str = "base";
+/// How a seen line starts (a row line is an object).
+const SEEN_PREFIX: &str = "[";
+
+/// A 128-bit key of `(fhir_version, id)` (two independent SipHash keys of this process; a
+/// collision among a million keys has a chance near 10^-27).
+#[derive(Clone, Default)]
+pub(crate) struct KeyHasher(RandomState, RandomState);
+
+impl KeyHasher {
+    pub(crate) fn key(&self, fhir_version: &str, id: &str) -> u128 {
+        let k = (fhir_version, id);
+        (u128::from(self.0.hash_one(k)) << 64) | u128::from(self.1.hash_one(k))
+    }
+
+    /// Fingerprint of the columns besides the content that a rewrite would take from staging.
+    fn meta(&self, source: &str, dataset: &str, patient_id: Option<&str>) -> u64 {
+        self.0.hash_one((source, dataset, patient_id))
+    }
+}
+
+/// What staging knows of a landed row of the base snapshot.
+struct KnownRow {
+    /// First 16 bytes of the content hash.
+    hash: [u8; 16],
+    meta: u64,
+}
+
+/// The rows of the base snapshot, per resource type, loaded when the type is first staged.
+#[derive(Default)]
+pub(crate) struct Known {
+    hasher: KeyHasher,
+    types: HashMap<String, HashMap<u128, KnownRow>>,
+}
+
+impl Known {
+    /// Whether `resource_type` is loaded.
+    pub(crate) fn has(&self, resource_type: &str) -> bool {
+        self.types.contains_key(resource_type)
+    }
+
+    /// Loads a type from `read`, which streams the heads of its rows (`None`: the base has no
+    /// rows of the type).
+    pub(crate) fn load<R>(&mut self, resource_type: &str, read: Option<R>) -> Result<()>
+    where
+        R: FnOnce(&mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()>,
+    {
+        let mut rows = HashMap::new();
+        if let Some(read) = read {
+            let hasher = &self.hasher;
+            read(&mut |h: Head<'_>| {
+                if let Some(hash) = hash_prefix(h.content_hash) {
+                    let meta = hasher.meta(h.source, h.dataset, h.patient_id);
+                    rows.insert(hasher.key(h.fhir_version, h.id), KnownRow { hash, meta });
+                }
+                Ok(())
+            })?;
+        }
+        self.types.insert(resource_type.to_string(), rows);
+        Ok(())
+    }
+
+    /// Whether the base holds `r` exactly (content, source, dataset, patient).
+    fn unchanged(&self, r: &RawResource) -> bool {
+        let Some(rows) = self.types.get(&r.resource_type) else { return false };
+        let Some(known) = rows.get(&self.hasher.key(r.fhir_version.as_str(), &r.id)) else { return false };
+        known.hash[..] == r.hash.0[..16]
+            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref())
+    }
+}
+
+/// The first 16 bytes of a hex content hash.
+fn hash_prefix(hex: &str) -> Option<[u8; 16]> {
+    let digits = hex.as_bytes().get(..32)?;
+    let mut out = [0u8; 16];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let nibble = |c: u8| (c as char).to_digit(16);
+        out[i] = u8::try_from(nibble(pair[0])? * 16 + nibble(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// One staged line (built and consumed one at a time, so the size gap between variants costs
+/// nothing).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Line {
+    /// A new or changed resource.
+    Row(Row),
+    /// A resource the base snapshot holds unchanged (its row comes from there).
+    Seen,
+}
+
+/// One staged line without the resource.
+pub(crate) enum LineHead<'a> {
+    Row(Head<'a>),
+    Seen { fhir_version: &'a str, id: &'a str },
+}
 
 /// The staging folder of one run.
 pub(crate) struct Staging {
     dir: PathBuf,
     run_id: String,
+    /// The snapshot seen lines refer to.
+    base: Option<String>,
     writers: BTreeMap<String, BufWriter<File>>,
     pending_scopes: Vec<ScopeKey>,
     completed: BTreeSet<ScopeKey>,
@@ -32,13 +142,15 @@ pub(crate) struct Staging {
 }
 
 impl Staging {
-    /// Starts an empty staging folder.
-    pub(crate) fn create(dir: PathBuf, run_id: &str) -> Result<Self> {
+    /// Starts an empty staging folder that stages against snapshot `base`.
+    pub(crate) fn create(dir: PathBuf, run_id: &str, base: Option<&str>) -> Result<Self> {
         super::layout::remove_dir(&dir)?;
         mkdirs(&dir)?;
+        write_atomic(&dir.join(BASE), format!("{}\n", base.unwrap_or("")).as_bytes())?;
         Ok(Staging {
             dir,
             run_id: run_id.to_string(),
+            base: base.map(str::to_string),
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
             completed: BTreeSet::new(),
@@ -64,9 +176,17 @@ impl Staging {
                 scopes.insert(scope);
             }
         }
+        let base_path = dir.join(BASE);
+        let base = match fs::read_to_string(&base_path) {
+            Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            // Staged by an earlier version: no seen lines.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("reading the staging base", base_path)(e)),
+        };
         let staging = Staging {
             dir,
             run_id: run_id.to_string(),
+            base,
             writers: BTreeMap::new(),
             pending_scopes: Vec::new(),
             completed: scopes.clone(),
@@ -75,12 +195,24 @@ impl Staging {
         Ok((staging, scopes))
     }
 
-    /// Appends resources (buffered until [`Staging::checkpoint`]).
-    pub(crate) fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
+    /// The snapshot the seen lines refer to.
+    pub(crate) fn base(&self) -> Option<&str> {
+        self.base.as_deref()
+    }
+
+    /// Appends resources (buffered until [`Staging::checkpoint`]); those `known` holds
+    /// unchanged as seen lines.
+    pub(crate) fn stage(&mut self, resources: &[RawResource], known: Option<&Known>) -> Result<()> {
         for r in resources {
             type_table(&r.resource_type)?;
             self.buf.clear();
-            write_line(&mut self.buf, &Row::staged(r, &self.run_id))?;
+            if known.is_some_and(|k| k.unchanged(r)) {
+                serde_json::to_writer(&mut self.buf, &(r.fhir_version.as_str(), &r.id))
+                    .map_err(|source| Error::Json { action: "encoding a seen line", source })?;
+                self.buf.push(b'\n');
+            } else {
+                write_line(&mut self.buf, &Row::staged(r, &self.run_id))?;
+            }
             let w = match self.writers.get_mut(&r.resource_type) {
                 Some(w) => w,
                 None => {
@@ -158,47 +290,56 @@ impl Staging {
         Ok(types)
     }
 
-    /// Calls `f(line_number, row)` for every staged row of `resource_type`, in staging order.
-    pub(crate) fn scan(&self, resource_type: &str, f: &mut dyn FnMut(u64, Row) -> Result<()>) -> Result<()> {
-        let path = self.data_path(resource_type);
-        if !path.exists() {
-            return Ok(());
-        }
-        let file = File::open(&path).map_err(Error::io("reading a staging file", &path))?;
-        for (n, line) in BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-            let line = line.map_err(Error::io("reading a staging file", &path))?;
-            let row = read_line(&line)
-                .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
-            f(n as u64, row)?;
-        }
-        Ok(())
+    /// Calls `f(line_number, line)` for every staged line of `resource_type`, in staging order.
+    pub(crate) fn scan(&self, resource_type: &str, f: &mut dyn FnMut(u64, Line) -> Result<()>) -> Result<()> {
+        self.lines(resource_type, &mut |n, line, path| {
+            let parsed =
+                if line.starts_with(SEEN_PREFIX) { Ok(Line::Seen) } else { read_line(line).map(Line::Row) };
+            f(
+                n,
+                parsed
+                    .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })?,
+            )
+        })
     }
 
-    /// Calls `f(line_number, fhir_version, id, content_hash)` for every staged row of
-    /// `resource_type`, in staging order, without parsing the resources (the Delta
-    /// destination's index pass).
-    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
-    pub(crate) fn scan_keys(
+    /// As [`Staging::scan`], without reading the resources.
+    pub(crate) fn scan_heads(
         &self,
         resource_type: &str,
-        f: &mut dyn FnMut(u64, &str, &str, &str) -> Result<()>,
+        f: &mut dyn FnMut(u64, LineHead<'_>) -> Result<()>,
     ) -> Result<()> {
+        self.lines(resource_type, &mut |n, line, path| {
+            let corrupt = |e: serde_json::Error| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            };
+            match parse_seen(line) {
+                Some(seen) => {
+                    let SeenKey(fhir_version, id) = seen.map_err(corrupt)?;
+                    f(n, LineHead::Seen { fhir_version: &fhir_version, id: &id })
+                }
+                None => with_head(line, |h| f(n, LineHead::Row(h))).map_err(corrupt)?,
+            }
+        })
+    }
+
+    fn lines(&self, resource_type: &str, f: &mut dyn FnMut(u64, &str, &Path) -> Result<()>) -> Result<()> {
         let path = self.data_path(resource_type);
         if !path.exists() {
             return Ok(());
         }
         let file = File::open(&path).map_err(Error::io("reading a staging file", &path))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let (mut line, mut head) = (String::new(), String::new());
+        let mut line = String::new();
         let mut n = 0u64;
         loop {
             line.clear();
-            if reader.read_line(&mut line).map_err(Error::io("reading a staging file", &path))? == 0 {
+            let read = reader.read_line(&mut line).map_err(Error::io("reading a staging file", &path))?;
+            if read == 0 {
                 return Ok(());
             }
-            let h = read_head(line.trim_end_matches('\n'), &mut head)
-                .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
-            f(n, &h.fhir_version, &h.id, &h.content_hash)?;
+            f(n, line.trim_end_matches('\n'), &path)?;
             n += 1;
         }
     }
@@ -207,6 +348,15 @@ impl Staging {
         self.dir.join(format!("{resource_type}.{DATA_EXT}"))
     }
 }
+
+/// Parses a seen line; `None` if `line` is a row line.
+fn parse_seen(line: &str) -> Option<std::result::Result<SeenKey<'_>, serde_json::Error>> {
+    line.starts_with(SEEN_PREFIX).then(|| serde_json::from_str::<SeenKey<'_>>(line))
+}
+
+/// The key of a seen line, `[fhir_version, id]` (borrowed unless escaped).
+#[derive(serde::Deserialize)]
+struct SeenKey<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] Cow<'a, str>);
 
 /// Cuts a file after its last newline (drops a line torn by a kill).
 fn truncate_torn_line(path: &Path) -> Result<()> {
@@ -232,4 +382,43 @@ fn truncate_torn_line(path: &Path) -> Result<()> {
         tracing::warn!(path = %path.display(), dropped_bytes = pos - keep, "Dropped a torn staging line.");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seen line parses back to its key and is never taken for a row line (and the reverse).
+    #[test]
+    fn seen_lines_and_row_lines_are_told_apart() {
+        let mut out = Vec::new();
+        serde_json::to_writer(&mut out, &("R4", "a\"b")).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        let SeenKey(version, id) = parse_seen(&line).unwrap().unwrap();
+        assert_eq!((&*version, &*id), ("R4", "a\"b"));
+        let mut row = Vec::new();
+        let r = Row {
+            id: "x".into(),
+            patient_id: None,
+            fhir_version: "R4".into(),
+            source: "s".into(),
+            dataset: "Patient".into(),
+            content_hash: "00".into(),
+            resource: "[1]".into(),
+            first_seen_run: "r".into(),
+            last_seen_run: "r".into(),
+        };
+        write_line(&mut row, &r).unwrap();
+        assert!(parse_seen(std::str::from_utf8(&row).unwrap().trim_end()).is_none());
+    }
+
+    /// The hash prefix reads the first 16 bytes of a hex digest and refuses non-hex or short text.
+    #[test]
+    fn hash_prefix_reads_hex() {
+        let hex = "00ff10a0".repeat(8);
+        let p = hash_prefix(&hex).unwrap();
+        assert_eq!(&p[..4], &[0x00, 0xff, 0x10, 0xa0]);
+        assert!(hash_prefix("zz").is_none());
+        assert!(hash_prefix(&"g".repeat(64)).is_none());
+    }
 }

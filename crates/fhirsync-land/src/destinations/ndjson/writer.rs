@@ -4,14 +4,14 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use fhirsync_views::View;
 use serde_json::{Map, Value};
 
 use super::config::NdjsonConfig;
 use crate::destination::Destination;
-use crate::destinations::files::row::{read_line, write_line};
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
-use crate::views::CellValue;
+use crate::destinations::files::row::{read_line, with_head, write_line};
+use crate::destinations::files::views_dir;
+use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 const EXT: &str = "ndjson";
@@ -31,9 +31,9 @@ struct NdjsonSink {
 }
 
 impl RowSink for NdjsonSink {
-    fn write(&mut self, row: &Row) -> Result<()> {
+    fn write(&mut self, row: Row) -> Result<()> {
         self.buf.clear();
-        write_line(&mut self.buf, row)?;
+        write_line(&mut self.buf, &row)?;
         self.out.write_all(&self.buf).map_err(Error::io("writing NDJSON", &self.path))
     }
 
@@ -54,13 +54,67 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
 
 fn write_json_lines<T: serde::Serialize>(path: &Path, items: impl Iterator<Item = T>) -> Result<()> {
     let mut out = create(path)?;
+    append_json_lines(&mut out, path, items)?;
+    finish(out, path)
+}
+
+fn append_json_lines<T: serde::Serialize>(
+    out: &mut BufWriter<File>,
+    path: &Path,
+    items: impl Iterator<Item = T>,
+) -> Result<()> {
     for item in items {
-        serde_json::to_writer(&mut out, &item)
+        serde_json::to_writer(&mut *out, &item)
             .map_err(|source| Error::Json { action: "encoding NDJSON", source })?;
         out.write_all(b"\n").map_err(Error::io("writing NDJSON", path))?;
     }
+    Ok(())
+}
+
+fn finish(out: BufWriter<File>, path: &Path) -> Result<()> {
     let file = out.into_inner().map_err(|e| Error::io("flushing NDJSON", path)(e.into_error()))?;
     file.sync_all().map_err(Error::io("syncing NDJSON", path))
+}
+
+/// The key of a view line (its other columns are not read).
+#[derive(serde::Deserialize)]
+struct ViewKey {
+    #[serde(rename = "_fhir_version")]
+    fhir_version: String,
+    #[serde(rename = "_id")]
+    id: String,
+}
+
+/// A view row as a JSON object of its columns.
+fn view_object(columns: &[TableColumn], row: &[CellValue]) -> Value {
+    let mut obj = Map::new();
+    for (column, cell) in columns.iter().zip(row) {
+        obj.insert(column.name.clone(), cell_json(cell));
+    }
+    Value::Object(obj)
+}
+
+/// A view cell as JSON: decimals as the number literal (`1.50`), collections as arrays, dates
+/// as `YYYY-MM-DD`, instants as RFC 3339 in UTC.
+fn cell_json(cell: &CellValue) -> Value {
+    match cell {
+        CellValue::Null => Value::Null,
+        CellValue::Text(s) => Value::String(s.clone()),
+        CellValue::Json(v) => v.clone(),
+        CellValue::Int(i) => Value::from(*i),
+        CellValue::Bool(b) => Value::Bool(*b),
+        // Validated as a number when the cell was made; a string if serde_json disagrees.
+        CellValue::Decimal(s) => {
+            s.parse::<serde_json::Number>().map_or_else(|_| Value::String(s.clone()), Value::Number)
+        }
+        CellValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+        CellValue::Timestamp(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+    }
+}
+
+/// The file of view `name` in the view root `dir`.
+fn view_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.{EXT}"))
 }
 
 impl SnapshotFormat for NdjsonFormat {
@@ -78,6 +132,7 @@ impl SnapshotFormat for NdjsonFormat {
             let path = entry.map_err(Error::io("listing a snapshot", version))?.path();
             if path.extension().is_some_and(|e| e == EXT)
                 && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                // Snapshots of earlier versions kept their views beside the types.
                 && !stem.starts_with("view_")
             {
                 types.push(stem.to_string());
@@ -101,26 +156,73 @@ impl SnapshotFormat for NdjsonFormat {
         Ok(())
     }
 
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
+        let file = File::open(path).map_err(Error::io("reading NDJSON", path))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(Error::io("reading NDJSON", path))? == 0 {
+                return Ok(());
+            }
+            with_head(&line, &mut *f)
+                .map_err(|e| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() })??;
+        }
+    }
+
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {
         write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        let mut names = vec!["_fhir_version".to_string(), "_id".to_string()];
-        names.extend(view.columns().iter().map(|c| c.name.clone()));
-        let objects = rows.iter().map(|row| {
-            let mut obj = Map::new();
-            for (name, cell) in names.iter().zip(row) {
-                let v = match cell {
-                    CellValue::Null => Value::Null,
-                    CellValue::Text(s) => Value::String(s.clone()),
-                    CellValue::Int(i) => Value::from(*i),
-                    CellValue::Bool(b) => Value::Bool(*b),
-                };
-                obj.insert(name.clone(), v);
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        write_json_lines(&view_file(dir, name), rows.iter().map(|row| view_object(columns, row)))
+    }
+
+    fn view_format(&self, columns: &[TableColumn]) -> String {
+        // Cells map to JSON by their column's kind as in `cell_json`; bump the revision when
+        // that mapping changes.
+        format!("ndjson-2|{columns:?}")
+    }
+
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf {
+        view_file(&views_dir(version), name)
+    }
+
+    fn carry_view(
+        &self,
+        old: &Path,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<bool> {
+        let path = view_file(dir, name);
+        let mut out = create(&path)?;
+        let file = File::open(old).map_err(Error::io("reading NDJSON", old))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(Error::io("reading NDJSON", old))? == 0 {
+                break;
             }
-            Value::Object(obj)
-        });
-        write_json_lines(&version.join(format!("{table}.{EXT}")), objects)
+            let key: ViewKey = serde_json::from_str(&line)
+                .map_err(|e| Error::CorruptState { path: old.to_path_buf(), detail: e.to_string() })?;
+            if keep(&key.fhir_version, &key.id) {
+                // The line as it is (it ends with its newline).
+                out.write_all(line.as_bytes()).map_err(Error::io("writing NDJSON", &path))?;
+            }
+        }
+        append_json_lines(&mut out, &path, rows.iter().map(|row| view_object(columns, row)))?;
+        finish(out, &path)?;
+        // JSON has no column types to outgrow: every carry succeeds.
+        Ok(true)
     }
 }

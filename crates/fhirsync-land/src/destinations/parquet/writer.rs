@@ -4,20 +4,22 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder};
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use fhirsync_views::{ColumnType, View};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::arrow::{arrow_type, cells_batch, view_schema};
 use super::config::ParquetConfig;
 use crate::destination::Destination;
-use crate::destinations::files::{ChangeRow, FileDestination, Row, RowSink, SnapshotFormat};
-use crate::views::CellValue;
+use crate::destinations::files::{
+    Carry, ChangeRow, FileDestination, Head, Row, RowRef, RowSink, SnapshotFormat, views_dir,
+};
+use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
 /// Rows per Arrow batch handed to the writer.
@@ -126,8 +128,8 @@ impl ParquetSink {
 }
 
 impl RowSink for ParquetSink {
-    fn write(&mut self, row: &Row) -> Result<()> {
-        self.rows.push(row.clone());
+    fn write(&mut self, row: Row) -> Result<()> {
+        self.rows.push(row);
         if self.rows.len() >= BATCH_ROWS {
             self.flush()?;
         }
@@ -140,81 +142,51 @@ impl RowSink for ParquetSink {
     }
 }
 
-/// Writes string/int/bool columns built from `cells` (one Vec per row).
-fn write_table(
-    path: &Path,
-    fields: Vec<Field>,
-    rows: &[Vec<CellValue>],
-    row_group_rows: usize,
-) -> Result<()> {
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
+/// Writes a table of `rows` (cells in `schema` order) into a new Parquet file.
+fn write_table(path: &Path, schema: SchemaRef, rows: &[Vec<CellValue>], row_group_rows: usize) -> Result<()> {
     let mut file = FileWriter::create(path, schema.clone(), row_group_rows)?;
     for chunk in rows.chunks(BATCH_ROWS) {
-        file.write(&cell_batch(&schema, chunk)?)?;
+        file.write(&cells_batch(&schema, chunk)?)?;
     }
     file.finish()
 }
 
-/// One Arrow batch of `schema` from `rows` of cells (the view tables of the Parquet and Delta
-/// destinations).
-pub(crate) fn cell_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        let cells = rows.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-        let array: ArrayRef = match field.data_type() {
-            DataType::Int64 => {
-                let mut b = Int64Builder::new();
-                for c in cells {
-                    b.append_option(match c {
-                        CellValue::Int(v) => Some(*v),
-                        _ => None,
-                    });
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::new();
-                for c in cells {
-                    b.append_option(match c {
-                        CellValue::Bool(v) => Some(*v),
-                        _ => None,
-                    });
-                }
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringBuilder::new();
-                for c in cells {
-                    match c {
-                        CellValue::Null => b.append_null(),
-                        CellValue::Text(s) => b.append_value(s),
-                        CellValue::Int(v) => b.append_value(v.to_string()),
-                        CellValue::Bool(v) => b.append_value(v.to_string()),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-        };
-        columns.push(array);
-    }
-    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))
+/// The string columns `names` of a batch, or why the file is not one this format wrote.
+fn string_columns<'b>(
+    batch: &'b RecordBatch,
+    names: &[&str],
+    path: &Path,
+) -> Result<Vec<&'b arrow_array::StringArray>> {
+    names
+        .iter()
+        .map(|name| {
+            let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is missing"),
+            })?;
+            col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
+                path: path.to_path_buf(),
+                detail: format!("column `{name}` is not a string column"),
+            })
+        })
+        .collect()
 }
 
-/// The Arrow fields of a view table: `_fhir_version`, `_id`, then the view's columns typed
-/// (the view tables of the Parquet and Delta destinations).
-pub(crate) fn view_fields(view: &View) -> Vec<Field> {
-    let mut fields =
-        vec![Field::new("_fhir_version", DataType::Utf8, false), Field::new("_id", DataType::Utf8, false)];
-    for c in view.columns() {
-        let ty = match (c.ty, c.collection) {
-            (_, true) => DataType::Utf8,
-            (ColumnType::Integer, _) => DataType::Int64,
-            (ColumnType::Boolean, _) => DataType::Boolean,
-            _ => DataType::Utf8,
-        };
-        fields.push(Field::new(&c.name, ty, true));
-    }
-    fields
+/// The Arrow fields of a view table with `columns`, as `arrow.rs` maps their kinds (a decimal
+/// column shown at scale 0: its scale follows the values of each file).
+fn view_fields(columns: &[TableColumn]) -> Vec<Field> {
+    columns
+        .iter()
+        .map(|c| {
+            let nullable = !matches!(c.name.as_str(), "_fhir_version" | "_id");
+            Field::new(&c.name, arrow_type(c.kind, std::iter::empty()), nullable)
+        })
+        .collect()
+}
+
+/// The file of view `name` in the view root `dir`.
+fn view_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name).join(PART)
 }
 
 fn text(s: &str) -> CellValue {
@@ -261,18 +233,7 @@ impl SnapshotFormat for ParquetFormat {
             .map_err(perr)?;
         for batch in reader {
             let batch = batch.map_err(arrow_err("reading a batch"))?;
-            let mut cols = Vec::with_capacity(COLUMNS.len());
-            for name in COLUMNS {
-                let col = batch.column_by_name(name).ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is missing"),
-                })?;
-                let strings = col.as_string_opt::<i32>().ok_or_else(|| Error::CorruptState {
-                    path: path.to_path_buf(),
-                    detail: format!("column `{name}` is not a string column"),
-                })?;
-                cols.push(strings);
-            }
+            let cols = string_columns(&batch, &COLUMNS, path)?;
             for i in 0..batch.num_rows() {
                 let s = |c: usize| cols[c].value(i).to_string();
                 f(Row {
@@ -291,6 +252,105 @@ impl SnapshotFormat for ParquetFormat {
         Ok(())
     }
 
+    /// Copies the kept rows as Arrow slices of the old file's batches: only `last_seen_run` is
+    /// built anew, no row is decoded into strings.
+    fn carry_rows(
+        &self,
+        old: &Path,
+        path: &Path,
+        decide: &mut dyn FnMut(RowRef<'_>) -> Result<Carry>,
+    ) -> Result<(Box<dyn RowSink>, u64)> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(perr)?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(perr)?;
+        let schema = row_schema();
+        let mut out = FileWriter::create(path, schema.clone(), self.row_group_rows)?;
+        let mut written = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &COLUMNS, old)?;
+            let n = batch.num_rows();
+            let mut last_seen = StringBuilder::with_capacity(n, n * 36);
+            let mut kept = Vec::with_capacity(n);
+            for i in 0..n {
+                let row = RowRef {
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    resource: cols[6].value(i),
+                    first_seen_run: cols[7].value(i),
+                    last_seen_run: cols[8].value(i),
+                };
+                let keep = match decide(row)? {
+                    Carry::Keep => {
+                        last_seen.append_value(cols[8].value(i));
+                        true
+                    }
+                    Carry::LastSeen(run) => {
+                        last_seen.append_value(run);
+                        true
+                    }
+                    // A placeholder: the row is sliced out below.
+                    Carry::Drop => {
+                        last_seen.append_value("");
+                        false
+                    }
+                };
+                kept.push(keep);
+            }
+            let mut columns: Vec<ArrayRef> =
+                cols[..8].iter().map(|c| Arc::new((*c).clone()) as ArrayRef).collect();
+            columns.push(Arc::new(last_seen.finish()));
+            let carried =
+                RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
+            // Write the runs of kept rows as slices (a dropped row, or the end, closes a run).
+            let mut start = 0;
+            for (i, keep) in kept.iter().chain([&false]).enumerate() {
+                if !keep {
+                    if i > start {
+                        out.write(&carried.slice(start, i - start))?;
+                        written += (i - start) as u64;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        Ok((Box::new(ParquetSink { file: out, schema, rows: Vec::with_capacity(BATCH_ROWS) }), written))
+    }
+
+    fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
+        let perr = |source| Error::Parquet { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(Error::io("reading Parquet", path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // Every landing column but `resource`, the bulk of the file.
+        let heads = [0, 1, 2, 3, 4, 5, 7, 8].map(|i| COLUMNS[i]);
+        let mask = ProjectionMask::columns(builder.parquet_schema(), heads);
+        let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let cols = string_columns(&batch, &heads, path)?;
+            for i in 0..batch.num_rows() {
+                f(Head {
+                    id: cols[0].value(i),
+                    patient_id: (!cols[1].is_null(i)).then(|| cols[1].value(i)),
+                    fhir_version: cols[2].value(i),
+                    source: cols[3].value(i),
+                    dataset: cols[4].value(i),
+                    content_hash: cols[5].value(i),
+                    first_seen_run: cols[6].value(i),
+                    last_seen_run: cols[7].value(i),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {
         let names = [
             "run_id",
@@ -303,7 +363,7 @@ impl SnapshotFormat for ParquetFormat {
             "before_hash",
             "after_hash",
         ];
-        let fields = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+        let fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
         let rows: Vec<Vec<CellValue>> = changes
             .iter()
             .map(|c| {
@@ -320,10 +380,104 @@ impl SnapshotFormat for ParquetFormat {
                 ]
             })
             .collect();
-        write_table(&dir.join(PART), fields, &rows, self.row_group_rows)
+        write_table(&dir.join(PART), Arc::new(Schema::new(fields)), &rows, self.row_group_rows)
     }
 
-    fn write_view(&self, version: &Path, table: &str, view: &View, rows: &[Vec<CellValue>]) -> Result<()> {
-        write_table(&version.join(table).join(PART), view_fields(view), rows, self.row_group_rows)
+    fn write_view(
+        &self,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        rows: &[Vec<CellValue>],
+    ) -> Result<()> {
+        let schema = view_schema(columns, rows);
+        write_table(&view_file(dir, name), schema, rows, self.row_group_rows)
+    }
+
+    fn view_format(&self, columns: &[TableColumn]) -> String {
+        // The kinds too: text and JSON columns are both Utf8 but their cells are written apart.
+        format!("{columns:?}|{:?}", view_fields(columns))
+    }
+
+    fn view_path(&self, version: &Path, name: &str) -> PathBuf {
+        view_file(&views_dir(version), name)
+    }
+
+    /// Copies the kept rows as slices of the old file's batches, in the old file's schema, and
+    /// builds the new rows to it. A decimal column's scale is that of the old file: if a new
+    /// value needs more fraction (or integer) digits than it holds, nothing is written and the
+    /// caller rebuilds the view.
+    fn carry_view(
+        &self,
+        old: &Path,
+        dir: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        keep: &mut dyn FnMut(&str, &str) -> bool,
+        rows: &[Vec<CellValue>],
+    ) -> Result<bool> {
+        let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
+        let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        // The old file's own schema: its rows are copied as they are, the new ones built to it.
+        let schema = builder.schema().clone();
+        let names = schema.fields().iter().map(|f| f.name());
+        if !names.eq(columns.iter().map(|c| &c.name)) {
+            return Ok(false);
+        }
+        let mut fresh = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
+        for chunk in rows.chunks(BATCH_ROWS) {
+            match cells_batch(&schema, chunk) {
+                Ok(batch) => fresh.push(batch),
+                Err(Error::CellType { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(perr)?;
+        let mut out = FileWriter::create(&view_file(dir, name), schema.clone(), self.row_group_rows)?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err("reading a batch"))?;
+            let keys = string_columns(&batch, &["_fhir_version", "_id"], old)?;
+            // Copy the runs of kept rows as slices of the batch.
+            let mut start = 0;
+            for i in 0..=batch.num_rows() {
+                let kept = i < batch.num_rows() && keep(keys[0].value(i), keys[1].value(i));
+                if !kept {
+                    if i > start {
+                        out.write(&batch.slice(start, i - start))?;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+        for batch in &fresh {
+            out.write(batch)?;
+        }
+        out.finish()?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::ColumnKind;
+
+    fn columns(kinds: &[ColumnKind]) -> Vec<TableColumn> {
+        kinds.iter().map(|&kind| TableColumn { name: "c".into(), kind }).collect()
+    }
+
+    /// The key a view file is kept by names each column's Arrow type, and tells apart kinds
+    /// that share one (text and JSON are both Utf8), so a changed typed mapping rebuilds.
+    #[test]
+    fn view_format_follows_the_typed_mapping() {
+        let f = ParquetFormat { row_group_rows: 1 };
+        let date = f.view_format(&columns(&[ColumnKind::Date]));
+        assert!(date.contains("Date32"), "{date}");
+        assert!(f.view_format(&columns(&[ColumnKind::Timestamp])).contains("Timestamp(Microsecond"));
+        let text = f.view_format(&columns(&[ColumnKind::Text]));
+        assert_ne!(text, f.view_format(&columns(&[ColumnKind::Json])));
+        assert_ne!(text, date);
+        assert_eq!(text, f.view_format(&columns(&[ColumnKind::Text])));
     }
 }

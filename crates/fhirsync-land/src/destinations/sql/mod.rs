@@ -52,7 +52,20 @@ use schema::{
 /// One text cell of a query result.
 pub(crate) type Cell = Option<String>;
 
-pub(crate) use crate::views::CellValue as SqlValue;
+/// One cell bound by [`SqlBackend::insert_rows`]. Typed view cells arrive here as text in the
+/// form each backend's column type takes (see `views.rs`): PostgreSQL coerces the literal to
+/// the column's `numeric`, `date` or `timestamptz`; SQLite keeps it as text.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlValue {
+    /// NULL.
+    Null,
+    /// Text.
+    Text(String),
+    /// Integer.
+    Int(i64),
+    /// Boolean (SQLite: 0/1).
+    Bool(bool),
+}
 
 /// What a SQL backend provides to the engine.
 pub(crate) trait SqlBackend: Send {

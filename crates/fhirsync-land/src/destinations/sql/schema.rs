@@ -61,6 +61,7 @@ pub(crate) enum Dialect {
     /// SQLite 3.4x (bundled).
     Sqlite,
     /// PostgreSQL, all tables in `schema`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres {
         /// Target schema.
         schema: String,

@@ -1,30 +1,81 @@
 //! Materialising SQL-on-FHIR views into `view_<name>` tables.
 //!
-//! Every view table starts with `_fhir_version` and `_id` (the resource the row came from), then
-//! the view's columns typed by [`ColumnType`] (decimals as text, so `1.50` stays `1.50` where
-//! the flattener kept it; collections as JSON text). After reload-and-compare only the resources
+//! Every view table has the columns of [`table_columns`]: `_fhir_version` and `_id` (the
+//! resource the row came from), then the view's columns typed by their FHIR type, each
+//! date/dateTime followed by its `_text` companion. Column types per [`ColumnKind`]:
+//!
+//! | kind | SQLite (declared) | PostgreSQL |
+//! |---|---|---|
+//! | text, companion | `TEXT` | `text` |
+//! | collection | `TEXT` (JSON) | `json` |
+//! | integer | `INTEGER` | `bigint` |
+//! | decimal | `DECIMAL_TEXT`: text affinity, the exact literal | `numeric` |
+//! | boolean | `BOOLEAN` (0/1) | `boolean` |
+//! | date | `DATE` (`YYYY-MM-DD`) | `date` |
+//! | dateTime, instant | `TIMESTAMP` (UTC, `YYYY-MM-DD HH:MM:SS.SSS`) | `timestamptz` |
+//!
+//! SQLite's declared types are what tools read (`PRAGMA table_info`): DuckDB's SQLite scanner
+//! maps `DATE` to DATE, `TIMESTAMP` to TIMESTAMP, `DECIMAL_TEXT` (it contains `TEXT`) to VARCHAR,
+//! so a decimal is never turned into a binary float. `DATE` and `TIMESTAMP` have NUMERIC
+//! affinity, which keeps these texts as text. After reload-and-compare only the resources
 //! changed in the run are re-flattened: rows of updated/deleted ids are deleted, rows of
 //! inserted/updated ids are inserted. A new or redefined view, or any other method, rebuilds
 //! the table from all rows.
 
-use fhirsync_views::{ColumnType, View};
+use chrono::{DateTime, Utc};
+use fhirsync_views::View;
 
 use super::schema::{CHANGES, Dialect, VIEWS, lit, quote_ident, type_table, view_table};
 use super::{ActiveRun, SqlBackend, SqlDestination, SqlValue};
 use crate::Result;
 use crate::config::Method;
-use crate::views::{cell_value, view_signature};
+use crate::views::{CellValue, ColumnKind, table_columns, table_row, view_signature};
 
 /// Resources read per page while flattening.
 const PAGE_ROWS: usize = 2_000;
 
-fn column_type(d: &Dialect, ty: ColumnType, collection: bool) -> &'static str {
-    match (d, ty, collection) {
-        (Dialect::Postgres { .. }, _, true) => "json",
-        (_, ColumnType::Integer, _) => d.int(),
-        (Dialect::Sqlite, ColumnType::Boolean, _) => "INTEGER",
-        (Dialect::Postgres { .. }, ColumnType::Boolean, _) => "boolean",
-        _ => "TEXT",
+/// The column type of a view-table column (see the module table).
+fn column_type(d: &Dialect, kind: ColumnKind) -> &'static str {
+    let sqlite = matches!(d, Dialect::Sqlite);
+    match kind {
+        ColumnKind::Text => "TEXT",
+        ColumnKind::Json if sqlite => "TEXT",
+        ColumnKind::Json => "json",
+        ColumnKind::Integer => d.int(),
+        ColumnKind::Decimal if sqlite => "DECIMAL_TEXT",
+        ColumnKind::Decimal => "numeric",
+        ColumnKind::Boolean if sqlite => "BOOLEAN",
+        ColumnKind::Boolean => "boolean",
+        ColumnKind::Date if sqlite => "DATE",
+        ColumnKind::Date => "date",
+        ColumnKind::Timestamp if sqlite => "TIMESTAMP",
+        ColumnKind::Timestamp => "timestamptz",
+    }
+}
+
+/// A typed cell as the value the backend binds: text in the form its column type reads.
+fn sql_value(d: &Dialect, cell: CellValue) -> SqlValue {
+    match cell {
+        CellValue::Null => SqlValue::Null,
+        CellValue::Text(s) | CellValue::Decimal(s) => SqlValue::Text(s),
+        CellValue::Json(v) => SqlValue::Text(v.to_string()),
+        CellValue::Int(i) => SqlValue::Int(i),
+        CellValue::Bool(b) => SqlValue::Bool(b),
+        CellValue::Date(day) => SqlValue::Text(day.format("%Y-%m-%d").to_string()),
+        CellValue::Timestamp(t) => SqlValue::Text(timestamp_text(d, t)),
+    }
+}
+
+/// An instant as text: SQLite's own UTC form `YYYY-MM-DD HH:MM:SS.SSS` (six fraction digits when
+/// the value has microseconds), which its date functions, DuckDB and JDBC drivers read;
+/// RFC 3339 in UTC for PostgreSQL's `timestamptz`.
+pub(crate) fn timestamp_text(d: &Dialect, t: DateTime<Utc>) -> String {
+    match d {
+        Dialect::Sqlite if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) => {
+            t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+        }
+        Dialect::Sqlite => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        Dialect::Postgres { .. } => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     }
 }
 
@@ -50,13 +101,14 @@ impl<B: SqlBackend> SqlDestination<B> {
         let unchanged_definition =
             known.first().is_some_and(|r| r.first().and_then(|c| c.as_deref()) == Some(&signature[..]));
         let incremental = unchanged_definition && run.method == Method::ReloadAndCompare;
+        let layout = table_columns(view)?;
         if !incremental {
             let mut ddl = format!(
                 "DROP TABLE IF EXISTS {t};\nCREATE TABLE {t} (_fhir_version TEXT NOT NULL, _id TEXT NOT NULL",
                 t = d.t(&table)
             );
-            for c in view.columns() {
-                ddl.push_str(&format!(", {} {}", quote_ident(&c.name), column_type(&d, c.ty, c.collection)));
+            for c in &layout[2..] {
+                ddl.push_str(&format!(", {} {}", quote_ident(&c.name), column_type(&d, c.kind)));
             }
             ddl.push_str(&format!(
                 ");\nCREATE INDEX {} ON {} (_fhir_version, _id);\n\
@@ -94,8 +146,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         } else {
             "1 = 1".to_string()
         };
-        let mut columns = vec!["_fhir_version".to_string(), "_id".to_string()];
-        columns.extend(view.columns().iter().map(|c| quote_ident(&c.name)));
+        let columns: Vec<String> = layout.iter().map(|c| quote_ident(&c.name)).collect();
         let target = d.t(&table);
         let mut written = 0u64;
         let mut after: Option<(String, String)> = None;
@@ -128,11 +179,8 @@ impl<B: SqlBackend> SqlDestination<B> {
                     continue;
                 };
                 for row in crate::views::flatten(view, &id, &json)? {
-                    let mut out = vec![SqlValue::Text(version.clone()), SqlValue::Text(id.clone())];
-                    for (c, value) in view.columns().iter().zip(row) {
-                        out.push(cell_value(view, c, value)?);
-                    }
-                    rows.push(out);
+                    let cells = table_row(view, &version, &id, row)?;
+                    rows.push(cells.into_iter().map(|c| sql_value(&d, c)).collect());
                 }
             }
             written += rows.len() as u64;

@@ -13,18 +13,15 @@
 //! `[connection]` settings (see the README).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::Context;
 use fhirsync_auth::{AuthSettings, load_private_key};
 use fhirsync_extract::{ConnectionConfig, ExtractConfig};
-use fhirsync_fhir::Recorder;
 use fhirsync_land::{DestinationConfig, LandOptions, Method};
 use fhirsync_views::View;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cmd::Failure;
+use crate::{Error, Result};
 
 /// Default folder for resumable run state (Bulk status URLs) and the run lock.
 pub const DEFAULT_STATE_DIR: &str = ".fhirsync";
@@ -32,7 +29,7 @@ pub const DEFAULT_STATE_DIR: &str = ".fhirsync";
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Config {
     /// How to reach and authenticate to Epic.
     #[serde(default)]
     pub connection: ConnectionConfig,
@@ -64,9 +61,6 @@ pub struct SyncConfig {
     /// Folder for resumable state (Bulk status URL) and the lock that keeps two syncs apart.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Where `sync --record DIR` writes the run's FHIR answers (a flag, not a file setting).
-    #[serde(skip)]
-    pub recorder: Option<Arc<Recorder>>,
 }
 
 fn default_method() -> Method {
@@ -79,7 +73,7 @@ fn default_state_dir() -> PathBuf {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { method: default_method(), state_dir: default_state_dir(), recorder: None }
+        SyncConfig { method: default_method(), state_dir: default_state_dir() }
     }
 }
 
@@ -117,32 +111,32 @@ impl ViewsConfig {
     }
 
     /// Checks the settings (a bad `mrn_identifier` is named with the fix).
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.default_view_settings().validate().map_err(|e| Failure::config(e.to_string()))
+    pub fn validate(&self) -> Result<()> {
+        self.default_view_settings().validate().map_err(Error::Views)
     }
 
     /// The views to materialise.
-    pub fn load(&self) -> anyhow::Result<Vec<View>> {
+    pub fn load(&self) -> Result<Vec<View>> {
         let mut views = if self.defaults {
-            fhirsync_views::default_views_with(&self.default_view_settings())
-                .map_err(|e| Failure::config(e.to_string()))?
+            fhirsync_views::default_views_with(&self.default_view_settings()).map_err(Error::Views)?
         } else {
             Vec::new()
         };
         if let Some(dir) = &self.dir {
             let extra = fhirsync_views::load_dir(dir)
-                .map_err(|e| Failure::config(format!("views folder {}: {e}", dir.display())))?;
+                .map_err(|e| Error::config(format!("views folder {}: {e}", dir.display())))?;
             views.extend(extra);
         }
         Ok(views)
     }
 }
 
-impl FileConfig {
-    /// Parses TOML text (no environment overrides).
-    pub fn from_toml(text: &str, origin: &Path) -> anyhow::Result<FileConfig> {
+impl Config {
+    /// Parses TOML text (no environment overrides). A syntax error or unknown key is named with
+    /// its key path and line.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
         toml::from_str(text).map_err(|e| {
-            Failure::config(format!(
+            Error::config(format!(
                 "{}: {}\nfix the key or value named above (see the configuration reference in the README)",
                 origin.display(),
                 e.to_string().trim_end()
@@ -151,55 +145,64 @@ impl FileConfig {
     }
 
     /// Reads the file, applies `FHIRSYNC_*` environment overrides and validates.
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let config = FileConfig::read(path)?;
+    pub fn load(path: &Path) -> Result<Config> {
+        let config = Config::read(path)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads the file and applies `FHIRSYNC_*` environment overrides without validating the
     /// connection and extraction settings, for commands that only look at the destination.
-    pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+    pub fn read(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::config(format!(
-                "cannot read configuration file {}: {e}\ncreate it (see the README) or pass --config FILE",
-                path.display()
-            ))
+            Error::config_from(
+                format!("cannot read configuration file {}", path.display()),
+                e,
+                Some("create it (see the README) or pass --config FILE"),
+            )
         })?;
-        let mut config = FileConfig::from_toml(&text, path)?;
+        let mut config = Config::from_toml(&text, path)?;
         config.connection.apply_env();
         Ok(config)
     }
 
     /// Checks the settings together; errors name the setting and the fix.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.connection.validate().map_err(|e| Failure::config(e.to_string()))?;
-        self.extract.validate(&self.connection).map_err(|e| Failure::config(e.to_string()))?;
+    pub fn validate(&self) -> Result<()> {
+        self.connection.validate().map_err(Error::extract_settings)?;
+        self.extract.validate(&self.connection).map_err(Error::extract_settings)?;
         self.views.validate()?;
         if let fhirsync_land::DestinationConfig::Postgres(pg) = &self.destination {
-            pg.validate().map_err(|e| Failure::config(e.to_string()))?;
+            pg.validate().map_err(|e| Error::DestinationSettings(Box::new(e)))?;
         }
         Ok(())
     }
 
+    /// A token provider authenticating as `[connection]` says (backend services or the stored
+    /// standalone login; discovery of the token endpoint happens here).
+    pub async fn token_provider(&self) -> Result<std::sync::Arc<dyn fhirsync_auth::TokenProvider>> {
+        let settings = self.auth_settings()?;
+        let http = fhirsync_auth::http_client()?;
+        Ok(settings.provider(&http).await?)
+    }
+
     /// Authentication settings derived from `[connection]`.
-    pub fn auth_settings(&self) -> anyhow::Result<AuthSettings> {
+    pub fn auth_settings(&self) -> Result<AuthSettings> {
         let c = &self.connection;
         let client_id = c.client_id.clone().ok_or_else(|| {
-            Failure::config("[connection] client_id is missing: set it to the Epic app's client id")
+            Error::config("[connection] client_id is missing: set it to the Epic app's client id")
         })?;
-        let endpoints = c.endpoints().map_err(|e| Failure::config(e.to_string()))?;
+        let endpoints = c.endpoints().map_err(Error::extract_settings)?;
         let fhir_base = endpoints
             .get(fhirsync_core::FhirVersion::R4)
             .or_else(|| endpoints.0.values().next())
             .cloned()
-            .ok_or_else(|| Failure::config("[connection] has no FHIR endpoint: set fhir_r4_endpoint"))?;
+            .ok_or_else(|| Error::config("[connection] has no FHIR endpoint: set fhir_r4_endpoint"))?;
         let mut settings = AuthSettings::new(client_id, fhir_base);
-        settings.client_secret = c.resolve_client_secret().map_err(|e| Failure::config(e.to_string()))?;
+        settings.client_secret = c.resolve_client_secret().map_err(Error::extract_settings)?;
         settings.auth_base_uri = parse_url_opt("auth_base_uri", c.auth_base_uri.as_deref())?;
         settings.audience = c.audience.clone();
         settings.private_key_pem = match c.private_key_source() {
-            Some(source) => Some(load_private_key(&source).map_err(|e| Failure::config(e.to_string()))?),
+            Some(source) => Some(load_private_key(&source)?),
             None => None,
         };
         settings.key_id = c.key_id.clone();
@@ -212,11 +215,14 @@ impl FileConfig {
     }
 }
 
-fn parse_url_opt(setting: &str, value: Option<&str>) -> anyhow::Result<Option<Url>> {
+fn parse_url_opt(setting: &str, value: Option<&str>) -> Result<Option<Url>> {
     value
-        .map(|v| Url::parse(v).with_context(|| format!("[connection] {setting} = {v:?} is not a valid URL")))
+        .map(|v| {
+            Url::parse(v).map_err(|e| {
+                Error::config_from(format!("[connection] {setting} = {v:?} is not a valid URL"), e, None)
+            })
+        })
         .transpose()
-        .map_err(|e| Failure::config(format!("{e:#}")))
 }
 
 #[cfg(test)]
@@ -227,18 +233,18 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let err =
-            FileConfig::from_toml("[destination]\nkind = \"sqlite\"\npaht = \"x.db\"\n", Path::new("f.toml"))
+            Config::from_toml("[destination]\nkind = \"sqlite\"\npaht = \"x.db\"\n", Path::new("f.toml"))
                 .unwrap_err();
-        let msg = format!("{err:#}");
+        let msg = err.to_string();
         assert!(msg.contains("paht"), "{msg}");
-        let err = FileConfig::from_toml("[extrakt]\n", Path::new("f.toml")).unwrap_err();
-        assert!(format!("{err:#}").contains("extrakt"));
+        let err = Config::from_toml("[extrakt]\n", Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains("extrakt"));
     }
 
     /// An empty file gives the documented defaults: SQLite, reload-and-compare, default views.
     #[test]
     fn defaults() {
-        let c = FileConfig::from_toml("", Path::new("f.toml")).unwrap();
+        let c = Config::from_toml("", Path::new("f.toml")).unwrap();
         assert_eq!(c.destination.kind(), "sqlite");
         assert_eq!(c.sync.method, Method::ReloadAndCompare);
         assert!(c.views.defaults);
@@ -249,7 +255,7 @@ mod tests {
     /// `|value` is refused at validation, naming the setting.
     #[test]
     fn views_mrn_identifier() {
-        let c = FileConfig::from_toml(
+        let c = Config::from_toml(
             "[views]\nmrn_identifier = \"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0\"\n",
             Path::new("f.toml"),
         )
@@ -263,13 +269,13 @@ mod tests {
                 {"type": {"text": "EPIC"}, "system": "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0", "value": "E1"}]}))
             .unwrap();
         assert_eq!(row[0][mrn], "E1");
-        let bad = FileConfig::from_toml(
+        let bad = Config::from_toml(
             "[views]\nmrn_identifier = \"urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14|203675\"\n",
             Path::new("f.toml"),
         )
         .unwrap();
-        let msg = format!("{:#}", bad.views.validate().unwrap_err());
+        let msg = bad.views.validate().unwrap_err().to_string();
         assert!(msg.contains("views.mrn_identifier") && msg.contains("without `|value`"), "{msg}");
-        assert!(FileConfig::from_toml("[views]\nmrn = \"x\"\n", Path::new("f.toml")).is_err());
+        assert!(Config::from_toml("[views]\nmrn = \"x\"\n", Path::new("f.toml")).is_err());
     }
 }

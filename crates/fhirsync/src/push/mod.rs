@@ -111,3 +111,7 @@ impl LineResult {
         self
     }
 }
+
+pub use run::{LineSink, Push, PushReport};
+
+mod run;

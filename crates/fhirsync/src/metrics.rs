@@ -1,4 +1,4 @@
-//! `fhirsync sync --metrics-file PATH`: the run's figures in the Prometheus text exposition
+//! A run's figures (`fhirsync sync --metrics-file PATH`) in the Prometheus text exposition
 //! format, for node_exporter's textfile collector (`--collector.textfile.directory`).
 //!
 //! One file per destination, replaced atomically after every run (a temporary file in the same
@@ -16,8 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cmd::EXIT_GAPS;
-use crate::pipeline::SyncOutcome;
+use crate::sync::SyncReport;
 
 /// Label value when the configuration could not be read (destination kind or method unknown).
 pub const UNKNOWN: &str = "unknown";
@@ -127,7 +126,7 @@ pub struct RunFigures<'a> {
     /// Update method, or [`UNKNOWN`].
     pub method: &'a str,
     /// The committed run, `None` when it failed.
-    pub outcome: Option<&'a SyncOutcome>,
+    pub outcome: Option<&'a SyncReport>,
     /// The process exit code of the run.
     pub exit_code: u8,
     /// Wall time of the run.
@@ -157,7 +156,7 @@ pub fn render(run: &RunFigures<'_>) -> String {
     gauge(
         "fhirsync_run_completed_with_gaps",
         "1 when the last run committed with gaps (exit code 6): some scopes not proven complete.",
-        f64::from(u8::from(run.exit_code == EXIT_GAPS)),
+        f64::from(u8::from(run.outcome.is_some_and(SyncReport::has_gaps))),
     );
     gauge("fhirsync_run_exit_code", "Exit code of the last run (see the README).", f64::from(run.exit_code));
     gauge("fhirsync_run_duration_seconds", "Wall time of the last run.", run.duration.as_secs_f64());

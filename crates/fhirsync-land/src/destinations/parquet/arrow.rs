@@ -1,0 +1,217 @@
+//! Arrow schema and record batches of view tables (and of any table of [`CellValue`]s), shared
+//! by every Arrow-based writer: [`view_schema`] types the columns, [`cells_batch`] builds a
+//! batch for a schema.
+//!
+//! | [`ColumnKind`] | Arrow type |
+//! |---|---|
+//! | text, companion `_text`, collection (JSON text) | `Utf8` |
+//! | integer | `Int64` |
+//! | decimal | `Decimal128(38, s)`, `s` the largest scale among the values; `Utf8` holding the exact literal when a value has more than 38 digits or the values together need more (integer digits + `s` > 38) |
+//! | boolean | `Boolean` |
+//! | date | `Date32` |
+//! | dateTime, instant | `Timestamp(Microsecond, "UTC")` (Parquet `TIMESTAMP(isAdjustedToUTC, MICROS)`) |
+//!
+//! The decimal precision is always 38 so a column's type changes only when a value with more
+//! fraction digits arrives; a writer that needs one schema for several batches (a table format
+//! appending to a table) computes it over all of them, or fixes it, and passes it to
+//! [`cells_batch`], which refuses a value that does not fit.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, StringBuilder};
+use arrow_array::types::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use fhirsync_views::Decimal;
+use fhirsync_views::decimal::MAX_DIGITS;
+
+use crate::views::{CellValue, ColumnKind, TableColumn};
+use crate::{Error, Result};
+
+/// Time zone of timestamp columns.
+pub(crate) const UTC: &str = "UTC";
+
+/// The Arrow schema of a table with `columns`, decimals sized to the decimals in `rows`
+/// (cells in `columns` order). Every column is nullable except `_fhir_version` and `_id`.
+pub(crate) fn view_schema(columns: &[TableColumn], rows: &[Vec<CellValue>]) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let nullable = !matches!(c.name.as_str(), "_fhir_version" | "_id");
+            Field::new(&c.name, arrow_type(c.kind, rows.iter().map(|r| r.get(i))), nullable)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The Arrow type of a column of `kind` holding `cells`.
+pub(crate) fn arrow_type<'a>(
+    kind: ColumnKind,
+    cells: impl Iterator<Item = Option<&'a CellValue>>,
+) -> DataType {
+    match kind {
+        ColumnKind::Text | ColumnKind::Json => DataType::Utf8,
+        ColumnKind::Integer => DataType::Int64,
+        ColumnKind::Boolean => DataType::Boolean,
+        ColumnKind::Date => DataType::Date32,
+        ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        ColumnKind::Decimal => decimal_type(cells),
+    }
+}
+
+/// `Decimal128(38, s)` for the largest scale `s` of the decimals, or `Utf8` when they do not fit.
+fn decimal_type<'a>(cells: impl Iterator<Item = Option<&'a CellValue>>) -> DataType {
+    let (mut scale, mut int_digits) = (0u32, 1u32);
+    for cell in cells {
+        let Some(CellValue::Decimal(text)) = cell else { continue };
+        let Ok(d) = text.parse::<Decimal>() else { return DataType::Utf8 };
+        scale = scale.max(d.scale());
+        int_digits = int_digits.max(d.integer_digits());
+    }
+    if int_digits + scale > MAX_DIGITS {
+        return DataType::Utf8;
+    }
+    // Both fit in u8/i8: at most 38.
+    DataType::Decimal128(MAX_DIGITS as u8, scale as i8)
+}
+
+/// A record batch of `rows` (cells in schema order) for `schema`.
+///
+/// Fails if a cell does not fit its field: a decimal beyond the field's scale or precision, or
+/// a cell of another kind than the field's type holds.
+pub(crate) fn cells_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let cells = rows.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
+        let misfit = |cell: &CellValue| Error::CellType {
+            column: field.name().clone(),
+            arrow_type: field.data_type().to_string(),
+            cell: cell.kind(),
+        };
+        let array: ArrayRef = match field.data_type() {
+            DataType::Int64 => {
+                let values = cells.map(|c| match c {
+                    CellValue::Null => Ok(None),
+                    CellValue::Int(v) => Ok(Some(*v)),
+                    other => Err(misfit(other)),
+                });
+                Arc::new(values.collect::<Result<PrimitiveArray<Int64Type>>>()?)
+            }
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(rows.len());
+                for c in cells {
+                    match c {
+                        CellValue::Null => b.append_null(),
+                        CellValue::Bool(v) => b.append_value(*v),
+                        other => return Err(misfit(other)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Date32 => {
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+                let values = cells.map(|c| match c {
+                    CellValue::Null => Ok(None),
+                    CellValue::Date(d) => {
+                        i32::try_from((*d - epoch).num_days()).map(Some).map_err(|_| misfit(c))
+                    }
+                    other => Err(misfit(other)),
+                });
+                Arc::new(values.collect::<Result<PrimitiveArray<Date32Type>>>()?)
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let values = cells.map(|c| match c {
+                    CellValue::Null => Ok(None),
+                    CellValue::Timestamp(t) => Ok(Some(t.timestamp_micros())),
+                    other => Err(misfit(other)),
+                });
+                let array = values.collect::<Result<PrimitiveArray<TimestampMicrosecondType>>>()?;
+                Arc::new(array.with_data_type(field.data_type().clone()))
+            }
+            DataType::Decimal128(_, scale) => {
+                let scale = u32::try_from(*scale).unwrap_or(0);
+                let values = cells.map(|c| match c {
+                    CellValue::Null => Ok(None),
+                    CellValue::Decimal(text) => text
+                        .parse::<Decimal>()
+                        .ok()
+                        .and_then(|d| d.rescaled(scale))
+                        .map(|d| Some(d.mantissa()))
+                        .ok_or_else(|| misfit(c)),
+                    other => Err(misfit(other)),
+                });
+                let array = values.collect::<Result<PrimitiveArray<Decimal128Type>>>()?;
+                Arc::new(array.with_data_type(field.data_type().clone()))
+            }
+            _ => {
+                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+                for c in cells {
+                    match c {
+                        CellValue::Null => b.append_null(),
+                        CellValue::Text(s) | CellValue::Decimal(s) => b.append_value(s),
+                        CellValue::Json(v) => b.append_value(v.to_string()),
+                        CellValue::Int(v) => b.append_value(v.to_string()),
+                        CellValue::Bool(v) => b.append_value(v.to_string()),
+                        CellValue::Date(d) => b.append_value(d.format("%Y-%m-%d").to_string()),
+                        CellValue::Timestamp(t) => {
+                            b.append_value(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                        }
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|source| Error::Arrow { action: "building a batch", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::cast::AsArray;
+
+    use super::*;
+
+    fn decimals(texts: &[&str]) -> Vec<Vec<CellValue>> {
+        texts.iter().map(|t| vec![CellValue::Decimal(t.to_string())]).collect()
+    }
+
+    fn col(kind: ColumnKind) -> Vec<TableColumn> {
+        vec![TableColumn { name: "v".into(), kind }]
+    }
+
+    /// Decimals become Decimal128(38, largest scale) with every value rescaled exactly.
+    #[test]
+    fn decimals_fit_decimal128() {
+        let rows = decimals(&["1.50", "0.10", "1e+2", "123456789012345678.9"]);
+        let schema = view_schema(&col(ColumnKind::Decimal), &rows);
+        assert_eq!(schema.field(0).data_type(), &DataType::Decimal128(38, 2));
+        let batch = cells_batch(&schema, &rows).unwrap();
+        let a = batch.column(0).as_primitive::<Decimal128Type>();
+        let shown: Vec<String> = (0..a.len()).map(|i| a.value_as_string(i)).collect();
+        assert_eq!(shown, ["1.50", "0.10", "100.00", "123456789012345678.90"]);
+    }
+
+    /// Decimals that no Decimal128 holds together keep their exact text.
+    #[test]
+    fn oversized_decimals_stay_text() {
+        let wide = decimals(&["12345678901234567890123456789012345678", "0.5"]);
+        let schema = view_schema(&col(ColumnKind::Decimal), &wide);
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        let batch = cells_batch(&schema, &wide).unwrap();
+        assert_eq!(batch.column(0).as_string::<i32>().value(1), "0.5");
+        let long = decimals(&["1234567890123456789012345678901234567890.5"]);
+        assert_eq!(view_schema(&col(ColumnKind::Decimal), &long).field(0).data_type(), &DataType::Utf8);
+    }
+
+    /// A value that does not fit a given schema is an error, not a silent rounding.
+    #[test]
+    fn misfit_is_an_error() {
+        let schema = view_schema(&col(ColumnKind::Decimal), &decimals(&["1.5"]));
+        assert!(cells_batch(&schema, &decimals(&["1.55"])).is_err());
+        assert!(cells_batch(&schema, &[vec![CellValue::Text("x".into())]]).is_err());
+    }
+}
