@@ -1,13 +1,15 @@
 //! Landing benchmarks on 100k realistic (~1 KB) Observation resources into SQLite:
 //! full load, plain reload of unchanged data, and reload-and-compare of unchanged data; and into
-//! Parquet: reload-and-compare of unchanged data and of data with 1 resource in 10,000 edited.
+//! Parquet: reload-and-compare of unchanged data and of data with 1 resource in 10,000 edited;
+//! with the `delta` feature into Delta Lake: full load and reload-and-compare of unchanged data.
 //!
 //! Goals (issue 5): ≤ 5 CPU-s per 1 M resources (multiply the 100k times by 10), compare ≤ 1.2 ×
 //! reload, peak RSS < 256 MB. Set `FHIRSYNC_BENCH_PROFILE=1` to also print CPU seconds (user +
 //! system, from /proc/thread-self/stat) and peak RSS (VmHWM) of one full load, two reloads, a
 //! compare, and a compare with 1 resource in 20 edited before the divan timings (`only`: skip the timings); `FHIRSYNC_BENCH_RESOURCES=1000000`
 //! profiles another size, and `FHIRSYNC_BENCH_METHODS=full-load,reload` profiles only those methods.
-//! `FHIRSYNC_BENCH_DESTINATION=parquet` (or `ndjson`) profiles that destination instead of SQLite,
+//! `FHIRSYNC_BENCH_DESTINATION=parquet` (or `ndjson`, or `delta` when built with `--features
+//! delta`) profiles that destination instead of SQLite,
 //! and `FHIRSYNC_BENCH_VIEWS=default` commits with the shipped views (as `fhirsync sync` does).
 //!
 //! The input is generated batch by batch on a producer thread while landing (a few search pages
@@ -94,6 +96,8 @@ enum Kind {
     Sqlite,
     Parquet,
     Ndjson,
+    #[cfg(feature = "delta")]
+    Delta,
 }
 
 impl Kind {
@@ -102,6 +106,8 @@ impl Kind {
         match std::env::var("FHIRSYNC_BENCH_DESTINATION").as_deref() {
             Ok("parquet") => Kind::Parquet,
             Ok("ndjson") => Kind::Ndjson,
+            #[cfg(feature = "delta")]
+            Ok("delta") => Kind::Delta,
             Ok("sqlite") | Err(_) => Kind::Sqlite,
             Ok(other) => panic!("FHIRSYNC_BENCH_DESTINATION={other}: give sqlite, parquet or ndjson"),
         }
@@ -113,6 +119,8 @@ impl Kind {
             Kind::Sqlite => "land.db",
             Kind::Parquet => "parquet",
             Kind::Ndjson => "ndjson",
+            #[cfg(feature = "delta")]
+            Kind::Delta => "delta",
         })
     }
 }
@@ -124,6 +132,8 @@ fn open(kind: Kind, path: &Path) -> Box<dyn Destination> {
         }
         Kind::Parquet => DestinationConfig::Parquet(ParquetConfig::new(path)),
         Kind::Ndjson => DestinationConfig::Ndjson(NdjsonConfig::new(path)),
+        #[cfg(feature = "delta")]
+        Kind::Delta => DestinationConfig::Delta(fhirsync_land::DeltaConfig::new(path.to_str().unwrap())),
     };
     fhirsync_land::open(&config).unwrap()
 }
@@ -275,6 +285,44 @@ fn parquet_compare_1_in_10000_edited_100k(bencher: divan::Bencher) {
         land(Kind::Parquet, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, Some(10_000));
         l
     });
+}
+
+/// A Delta root holding the data (no views), copied per iteration.
+#[cfg(feature = "delta")]
+static DELTA_TEMPLATE: LazyLock<Loaded> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("template");
+    land(Kind::Delta, &root, Method::FullLoad, &run_scope(RESOURCES), &[], RESOURCES, None);
+    Loaded { _dir: dir, db: root }
+});
+
+/// Full load of 100k resources into an empty Delta root.
+#[cfg(feature = "delta")]
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn delta_full_load_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
+        land(Kind::Delta, &dir.path().join("delta"), Method::FullLoad, &scope, &[], RESOURCES, None);
+        dir
+    });
+}
+
+/// Reload-and-compare of the same (unchanged) 100k resources over a loaded Delta root.
+#[cfg(feature = "delta")]
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn delta_compare_unchanged_100k(bencher: divan::Bencher) {
+    let scope = run_scope(RESOURCES);
+    bencher
+        .with_inputs(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("delta");
+            copy_tree(&DELTA_TEMPLATE.db, &root);
+            Loaded { _dir: dir, db: root }
+        })
+        .bench_local_values(|l| {
+            land(Kind::Delta, &l.db, Method::ReloadAndCompare, &scope, &[], RESOURCES, None);
+            l
+        });
 }
 
 /// User + system CPU seconds of the calling thread so far.

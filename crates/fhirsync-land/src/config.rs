@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::destinations::delta::DeltaConfig;
 pub use crate::destinations::ndjson::NdjsonConfig;
 #[cfg(feature = "parquet")]
 pub use crate::destinations::parquet::ParquetConfig;
@@ -13,7 +14,7 @@ pub use crate::destinations::parquet::ParquetConfig;
 pub use crate::destinations::postgres::PostgresConfig;
 pub use crate::destinations::sqlite::SqliteConfig;
 
-/// Where landed data goes. In TOML: a table with `kind = "sqlite" | "postgres" | "parquet" | "ndjson"`
+/// Where landed data goes. In TOML: a table with `kind = "sqlite" | "postgres" | "parquet" | "ndjson" | "delta"`
 /// plus that kind's keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -28,6 +29,8 @@ pub enum DestinationConfig {
     Parquet(ParquetConfig),
     /// One NDJSON file per resource type.
     Ndjson(NdjsonConfig),
+    /// One Delta Lake table per resource type and view (needs the cargo feature `delta`).
+    Delta(DeltaConfig),
 }
 
 impl Default for DestinationConfig {
@@ -37,7 +40,7 @@ impl Default for DestinationConfig {
 }
 
 impl DestinationConfig {
-    /// Kind name as written in config (`sqlite`, `postgres`, `parquet`, `ndjson`).
+    /// Kind name as written in config (`sqlite`, `postgres`, `parquet`, `ndjson`, `delta`).
     pub fn kind(&self) -> &'static str {
         match self {
             DestinationConfig::Sqlite(_) => "sqlite",
@@ -46,6 +49,7 @@ impl DestinationConfig {
             #[cfg(feature = "parquet")]
             DestinationConfig::Parquet(_) => "parquet",
             DestinationConfig::Ndjson(_) => "ndjson",
+            DestinationConfig::Delta(_) => "delta",
         }
     }
 
@@ -57,6 +61,7 @@ impl DestinationConfig {
             DestinationConfig::Postgres(c) => format!("postgres:{}", c.schema),
             DestinationConfig::Parquet(c) => format!("parquet:{}", c.dir.display()),
             DestinationConfig::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
+            DestinationConfig::Delta(c) => format!("delta:{}", c.uri),
         }
     }
 }
@@ -174,6 +179,9 @@ mod tests {
         assert_eq!(c, DestinationConfig::Sqlite(SqliteConfig::default()));
         let c: DestinationConfig = toml::from_str("kind = \"parquet\"\ndir = \"lake\"").unwrap();
         assert_eq!(c.kind(), "parquet");
+        let c: DestinationConfig =
+            toml::from_str("kind = \"delta\"\nuri = \"s3://b/p\"\nstate_dir = \"st\"").unwrap();
+        assert_eq!(c.kind(), "delta");
         let err = toml::from_str::<DestinationConfig>("kind = \"sqlite\"\npaht = \"x.db\"").unwrap_err();
         assert!(err.to_string().contains("paht"), "{err}");
         let err = toml::from_str::<DestinationConfig>("kind = \"oracle\"").unwrap_err();

@@ -181,6 +181,35 @@ pub enum Error {
         /// The writer/reader error.
         source: parquet::errors::ParquetError,
     },
+    /// A Delta Lake table operation failed.
+    #[cfg(feature = "delta")]
+    #[error("Delta Lake error on table `{table}` while {action}: {}", crate::error::chain(.source.as_ref()))]
+    Delta {
+        /// What was being done.
+        action: &'static str,
+        /// The table (or object path).
+        table: String,
+        /// The delta-rs error.
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// The Delta destination's `uri` cannot be used.
+    #[error("the Delta destination `uri = \"{uri}\"` cannot be used: {detail}")]
+    InvalidDeltaUri {
+        /// The configured uri.
+        uri: String,
+        /// Why, and what to do.
+        detail: String,
+    },
+    /// The destination needs a cargo feature this binary was built without.
+    #[error(
+        "this fhirsync was built without the {destination} destination: build it with `cargo build --release --features {feature}`"
+    )]
+    FeatureMissing {
+        /// Destination kind.
+        destination: &'static str,
+        /// The cargo feature that brings it.
+        feature: &'static str,
+    },
     /// Arrow batch construction failed.
     #[error("Arrow error while {action}: {source}")]
     #[cfg(feature = "parquet")]

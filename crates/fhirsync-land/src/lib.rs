@@ -1,5 +1,5 @@
 //! Landing for fhirsync: writes extracted FHIR resources into SQLite (default), PostgreSQL,
-//! Parquet or NDJSON with one of three update methods (Qlik's names):
+//! Parquet, NDJSON or Delta Lake (cargo feature `delta`, see `destinations::delta`) with one of three update methods (Qlik's names):
 //!
 //! - **full-load**: initial copy into an empty target (refuses a non-empty one unless
 //!   `replace` is set);
@@ -48,6 +48,10 @@
 //! and reload-and-compare keep the files of unchanged types and views (hard links);
 //! `<dir>/current/_fhirsync/files.json` says which run wrote each file and, per type, which
 //! `last_seen_run` stands for the snapshot's own run.
+//!
+//! Delta Lake (feature `delta`): a Delta table per type (`<uri>/observation`) and per view
+//! (`<uri>/view_<name>`), partitioned by `bucket`; changes are the tables' change data feed;
+//! runs, lock, staging and cohort exits in `<state>/_fhirsync/` (see `destinations::delta`).
 
 mod config;
 mod destination;
@@ -63,7 +67,7 @@ pub use config::ParquetConfig;
 #[cfg(feature = "postgres")]
 pub use config::PostgresConfig;
 pub use config::{
-    DEFAULT_CHECKPOINT_ROWS, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
+    DEFAULT_CHECKPOINT_ROWS, DeltaConfig, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
     SqliteConfig, UnknownMethod,
 };
 pub use destination::{

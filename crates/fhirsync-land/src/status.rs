@@ -92,6 +92,10 @@ pub fn recent_runs(config: &DestinationConfig, limit: usize) -> Result<Vec<RunRe
             let layout = Layout::new(&c.dir);
             (file_runs(&layout, config.kind(), limit)?, crate::lock::is_held(&layout.lock_file()))
         }
+        DestinationConfig::Delta(c) => {
+            let layout = crate::destinations::delta::state_layout(c)?;
+            (file_runs(&layout, config.kind(), limit)?, crate::lock::is_held(&layout.lock_file()))
+        }
     };
     if !locked {
         for run in runs.iter_mut().filter(|r| r.status == "running") {

@@ -3,8 +3,10 @@
 //! - `sql/`: the engine shared by `sqlite/` and `postgres/` (staging tables, one commit
 //!   transaction);
 //! - `files/`: the engine shared by `parquet/` and `ndjson/` (staging files, snapshot folders
-//!   switched atomically).
+//!   switched atomically);
+//! - `delta/`: Delta Lake tables (cargo feature `delta`), staging as `files/`.
 
+pub mod delta;
 pub(crate) mod files;
 pub mod ndjson;
 #[cfg(feature = "parquet")]
@@ -31,5 +33,6 @@ pub fn open(config: &DestinationConfig) -> Result<Box<dyn Destination>> {
         #[cfg(feature = "parquet")]
         DestinationConfig::Parquet(c) => parquet::open(c),
         DestinationConfig::Ndjson(c) => ndjson::open(c),
+        DestinationConfig::Delta(c) => delta::open(c),
     }
 }

@@ -165,7 +165,7 @@ impl FileHarness {
 
 /// A cell of a typed Parquet column as text: decimals at the column's scale, dates
 /// `YYYY-MM-DD`, timestamps RFC 3339 in UTC.
-fn cell_text(batch: &RecordBatch, name: &str, i: usize) -> Option<String> {
+pub fn cell_text(batch: &RecordBatch, name: &str, i: usize) -> Option<String> {
     use arrow_array::types::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
     use arrow_schema::{DataType, TimeUnit};
     let col = batch.column_by_name(name).unwrap_or_else(|| panic!("column {name}"));

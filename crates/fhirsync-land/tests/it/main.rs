@@ -2,6 +2,8 @@
 //! destination (`sqlite.rs`, `postgres.rs`, ...), each module providing a [`support::Harness`]
 //! that reads the landed data back with the destination's own tools.
 
+#[cfg(feature = "delta")]
+mod delta;
 mod files;
 mod pg_errors;
 mod postgres;

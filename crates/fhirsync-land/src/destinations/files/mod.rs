@@ -24,11 +24,11 @@
 //! carried: their previous rows of unchanged resources are copied, only the changed resources
 //! are flattened (`views.rs`).
 
-mod commit;
+pub(crate) mod commit;
 mod index;
-mod layout;
+pub(crate) mod layout;
 pub(crate) mod row;
-mod staging;
+pub(crate) mod staging;
 mod views;
 
 use std::collections::BTreeSet;

@@ -9,7 +9,7 @@
 
 pub(crate) mod arrow;
 mod config;
-mod writer;
+pub(crate) mod writer;
 
 pub use config::{DEFAULT_ROW_GROUP_ROWS, ParquetConfig};
 pub(crate) use writer::open;
