@@ -21,7 +21,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use fhirsync_core::RunScope;
+use fhirsync_core::{RunScope, ScopeKey};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
@@ -316,16 +316,19 @@ impl DeltaDestination {
         if carry && scope.cohort.is_empty() {
             tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
         }
+        let key = |s: &ScopeKey| {
+            scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string())
+        };
+        let mut complete: HashSet<_> = scope.complete.iter().map(key).collect();
+        staging.for_each_completed(&mut |s| {
+            complete.insert(key(&s));
+            Ok(())
+        })?;
         let ctx = Ctx {
             run_id: &run.id,
             method: run.method,
             scope,
-            complete: staging
-                .completed()
-                .iter()
-                .chain(&scope.complete)
-                .map(|s| scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string()))
-                .collect(),
+            complete,
             evaluate_exits,
             delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
         };
