@@ -72,6 +72,14 @@ pub enum Error {
         /// The driver error.
         source: tokio_postgres::Error,
     },
+    /// A resource too large for PostgreSQL's `COPY` (a field is at most 2 GiB).
+    #[error("resource {resource_type}/{id} is too large for PostgreSQL (more than 2 GiB)")]
+    PostgresValueTooLarge {
+        /// Its type.
+        resource_type: String,
+        /// Its id.
+        id: String,
+    },
     /// The background task that streams staged rows to PostgreSQL stopped (its connection's
     /// runtime is gone); the run's staging so far is kept for a resume.
     #[error("the PostgreSQL copy task stopped; rerun to resume")]

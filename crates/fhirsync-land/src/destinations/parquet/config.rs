@@ -13,7 +13,7 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 64 * 1024;
 pub struct ParquetConfig {
     /// Root folder; readers use `<dir>/current/resource_type=*/*.parquet` (hive partitioning).
     pub dir: PathBuf,
-    /// Rows per row group (default 65536); a row group also closes at 16 MiB encoded, which
+    /// Rows per row group (default 65536); a row group also closes at 8 MiB encoded, which
     /// bounds the writer's memory.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,

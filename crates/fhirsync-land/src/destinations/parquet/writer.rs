@@ -27,7 +27,9 @@ use crate::{Error, Result};
 const BATCH_ROWS: usize = 1024;
 /// A row group also closes once its encoded size reaches this: the writer holds the open row
 /// group in memory, so this bounds a snapshot writer's memory whatever the row size.
-const MAX_ROW_GROUP_BYTES: usize = 16 << 20;
+const MAX_ROW_GROUP_BYTES: usize = 8 << 20;
+/// Data and dictionary page size limit (the writer's buffers per column are about this size).
+const PAGE_BYTES: usize = 256 << 10;
 /// zstd level (3 = zstd's default speed/ratio balance).
 const ZSTD_LEVEL: i32 = 3;
 /// File name inside each partition folder.
@@ -84,6 +86,8 @@ impl FileWriter {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(row_group_rows))
             .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
+            .set_data_page_size_limit(PAGE_BYTES)
+            .set_dictionary_page_size_limit(PAGE_BYTES)
             .build();
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|source| Error::Parquet { path: path.into(), source })?;
@@ -113,7 +117,23 @@ impl ParquetSink {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let mut builders: Vec<StringBuilder> = (0..COLUMNS.len()).map(|_| StringBuilder::new()).collect();
+        // Sized up front: one allocation per column, not a doubling series (freed blocks the
+        // allocator would hold on to for a while).
+        let n = self.rows.len();
+        let bytes = |f: fn(&Row) -> usize| self.rows.iter().map(f).sum::<usize>();
+        let sizes: [usize; 9] = [
+            bytes(|r| r.id.len()),
+            bytes(|r| r.patient_id.as_ref().map_or(0, String::len)),
+            bytes(|r| r.fhir_version.len()),
+            bytes(|r| r.source.len()),
+            bytes(|r| r.dataset.len()),
+            bytes(|r| r.content_hash.len()),
+            bytes(|r| r.resource.len()),
+            bytes(|r| r.first_seen_run.len()),
+            bytes(|r| r.last_seen_run.len()),
+        ];
+        let mut builders: Vec<StringBuilder> =
+            sizes.iter().map(|&size| StringBuilder::with_capacity(n, size)).collect();
         for r in self.rows.drain(..) {
             builders[0].append_value(&r.id);
             builders[1].append_option(r.patient_id.as_deref());

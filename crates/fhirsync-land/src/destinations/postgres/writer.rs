@@ -83,7 +83,7 @@ struct Pending {
 
 /// Work for the copy task, done in order.
 enum CopyJob {
-    /// One `COPY ... FROM STDIN (FORMAT binary)` with its whole data.
+    /// One `COPY ... FROM STDIN` (binary or text) with its whole data.
     Copy { sql: String, data: Bytes },
     /// Reports (and clears) the first failure since the last report, once every job before it
     /// is done.
@@ -119,16 +119,18 @@ async fn copy(client: &Client, sql: &str, data: Bytes) -> std::result::Result<u6
 /// Signature and flags of a binary `COPY` stream.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-/// Appends one field (`None`: NULL) to a binary `COPY` tuple.
-fn put_field(buf: &mut BytesMut, value: Option<&[u8]>) {
+/// Appends one field (`None`: NULL) to a binary `COPY` tuple; `false` (nothing appended) for a
+/// value longer than the format's 2 GiB.
+fn put_field(buf: &mut BytesMut, value: Option<&[u8]>) -> bool {
     match value {
         Some(v) => {
-            // A field is at most 1 GB in PostgreSQL; a longer one fails there, not here.
-            buf.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+            let Ok(len) = i32::try_from(v.len()) else { return false };
+            buf.put_i32(len);
             buf.put_slice(v);
         }
         None => buf.put_i32(-1),
     }
+    true
 }
 
 /// Appends `text` as one field of `COPY` text format (backslash, tab, newline and carriage
@@ -151,19 +153,31 @@ fn put_copy_text(buf: &mut BytesMut, text: &str) {
     buf.put_slice(&bytes[from..]);
 }
 
-/// Appends `r` as one binary `COPY` tuple of [`COPY_COLUMNS`].
-fn put_row(buf: &mut BytesMut, r: &RawResource) {
+/// Appends `r` as one binary `COPY` tuple of [`COPY_COLUMNS`]; fails, appending nothing, for a
+/// value the format cannot carry.
+fn put_row(buf: &mut BytesMut, r: &RawResource) -> Result<()> {
     let dataset = r.dataset.to_string();
     let hash = r.hash.to_hex();
+    let start = buf.len();
     buf.put_i16(7);
-    put_field(buf, Some(r.id.as_bytes()));
-    put_field(buf, r.patient_id.as_deref().map(str::as_bytes));
-    put_field(buf, Some(r.fhir_version.as_str().as_bytes()));
-    put_field(buf, Some(r.source.as_bytes()));
-    put_field(buf, Some(dataset.as_bytes()));
-    put_field(buf, Some(hash.as_bytes()));
     // The binary form of `json` is its text.
-    put_field(buf, Some(r.json.as_bytes()));
+    let fields = [
+        Some(r.id.as_bytes()),
+        r.patient_id.as_deref().map(str::as_bytes),
+        Some(r.fhir_version.as_str().as_bytes()),
+        Some(r.source.as_bytes()),
+        Some(dataset.as_bytes()),
+        Some(hash.as_bytes()),
+        Some(r.json.as_bytes()),
+    ];
+    if !fields.into_iter().all(|f| put_field(buf, f)) {
+        buf.truncate(start);
+        return Err(Error::PostgresValueTooLarge {
+            resource_type: r.resource_type.clone(),
+            id: r.id.clone(),
+        });
+    }
+    Ok(())
 }
 
 impl PostgresBackend {
@@ -474,7 +488,7 @@ impl SqlBackend for PostgresBackend {
             Pending { sql, binary: true, data }
         });
         for r in rows {
-            put_row(&mut pending.data, r);
+            put_row(&mut pending.data, r)?;
         }
         if pending.data.len() >= FLUSH_BYTES {
             self.hand_over(&target.shadow)?;
@@ -518,5 +532,52 @@ impl SqlBackend for PostgresBackend {
             self.hand_over(table)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `COPY` text escapes exactly the characters that would end a field or a row, or start an
+    /// escape; everything else is copied as it is.
+    #[test]
+    fn copy_text_escapes_field_and_row_separators() {
+        let mut buf = BytesMut::new();
+        put_copy_text(&mut buf, "a\tb\nc\rd\\e \\N é");
+        assert_eq!(&buf[..], "a\\tb\\nc\\rd\\\\e \\\\N é".as_bytes());
+    }
+
+    /// A binary tuple is the field count, then each field's length and bytes; NULL is length
+    /// -1, and the resource goes as its exact text.
+    #[test]
+    fn binary_tuple_layout() {
+        let json = r#"{"resourceType":"Patient","id":"p1", "x":1.50}"#;
+        let r = RawResource::from_json(
+            json,
+            None,
+            fhirsync_core::Dataset::new("Patient"),
+            fhirsync_core::FhirVersion::R4,
+            "https://x/R4",
+        )
+        .unwrap();
+        let mut buf = BytesMut::new();
+        put_row(&mut buf, &r).unwrap();
+        let mut expected = BytesMut::new();
+        expected.put_i16(7);
+        let hash = r.hash.to_hex();
+        for field in
+            [Some("p1"), None, Some("R4"), Some("https://x/R4"), Some("Patient"), Some(&hash), Some(json)]
+        {
+            match field {
+                Some(f) => {
+                    expected.put_i32(f.len() as i32);
+                    expected.put_slice(f.as_bytes());
+                }
+                None => expected.put_i32(-1),
+            }
+        }
+        assert_eq!(buf, expected);
+        assert_eq!(COPY_HEADER.len(), 19, "signature, flags and header extension length");
     }
 }
