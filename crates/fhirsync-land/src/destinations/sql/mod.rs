@@ -2,14 +2,16 @@
 //!
 //! Staging writes each new or changed resource once, into a *shadow table* per resource type
 //! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`; one row per (FHIR
-//! version, id), later copies win). Completed scopes go to `_fhirsync_stage_scopes` in the same
-//! transactions, so a killed run resumes exactly where its last checkpoint ended.
+//! version, id), later copies win). Completed scopes are noted in memory until the next
+//! checkpoint and go to `_fhirsync_stage_scopes` in its transaction, with the rows staged before
+//! them, so a killed run resumes exactly where its last checkpoint ended.
 //!
 //! SQLite keeps a type's rows and their `last_seen_run` in two tables under a view
 //! ([`schema::Dialect::splits_rows`]) and looks each staged key up while staging: a row with the
 //! landed hash is only noted as re-read (`_fhirsync_reread_observation`), and reload-and-compare
-//! notes new and changed keys in `_fhirsync_stage_changes`. PostgreSQL stages every row and
-//! compares at commit, set-based. The commit is one transaction:
+//! notes new and changed keys in `_fhirsync_stage_changes`. PostgreSQL streams every row into
+//! an append-only shadow (pipelined binary `COPY`, see its backend), keeps the last copy of each
+//! key at commit and compares set-based. The commit is one transaction:
 //!
 //! 1. completed scopes of [`RunScope::complete`] are added to the staged ones; the cohort is
 //!    written to `_fhirsync_cohort`; patients in the target but not in the cohort are flagged in
