@@ -37,24 +37,14 @@ use crate::destinations::files::commit::{ExitRecord, read_exits};
 use crate::destinations::files::layout::write_atomic;
 use crate::destinations::files::staging::{Line, LineHead, Staging};
 use crate::destinations::parquet::arrow::{cells_batch, view_schema};
+// The landing columns of a type table's files are those of the Parquet type files (here only
+// `patient_id` and `last_seen_run` may be null); the table adds the partition column `bucket`.
+use crate::destinations::parquet::writer::COLUMNS;
 use crate::destinations::sql::schema::{type_table, view_table};
 use crate::views::{CellValue, flatten, table_columns, table_row, view_signature};
 use crate::{Error, Result};
 use deltalake::kernel::Action;
 
-/// Landing columns of a type table's files, in order; only `patient_id` and `last_seen_run`
-/// may be null. The table adds the partition column `bucket`.
-const COLUMNS: [&str; 9] = [
-    "id",
-    "patient_id",
-    "fhir_version",
-    "source",
-    "dataset",
-    "content_hash",
-    "resource",
-    "first_seen_run",
-    "last_seen_run",
-];
 /// Columns the key scan reads.
 const KEY_COLUMNS: [&str; 7] =
     ["id", "patient_id", "fhir_version", "dataset", "content_hash", "first_seen_run", "last_seen_run"];

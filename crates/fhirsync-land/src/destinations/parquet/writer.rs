@@ -34,8 +34,9 @@ const PAGE_BYTES: usize = 256 << 10;
 const ZSTD_LEVEL: i32 = 3;
 /// File name inside each partition folder.
 const PART: &str = "part-0.parquet";
-/// Landing columns, in order; only `patient_id` may be null.
-const COLUMNS: [&str; 9] = [
+/// Landing columns of a type file, in order; only `patient_id` may be null (Delta type tables
+/// use them too, with `last_seen_run` nullable and a partition column added).
+pub(crate) const COLUMNS: [&str; 9] = [
     "id",
     "patient_id",
     "fhir_version",
