@@ -1,9 +1,11 @@
 """Independent reader of a fhirsync Delta Lake destination (the `deltalake` Python package).
 
-Usage: python delta_check.py ROOT
+Usage: python delta_check.py ROOT [STATE]
 
-ROOT is the `uri` folder of a `kind = "delta"` destination that received a full load and then a
-reload-and-compare run (see `.ci/run`). Checks, with delta-rs's Python bindings only:
+ROOT is the `uri` of a `kind = "delta"` destination (a folder, or an `s3://bucket/prefix` URL
+read with the credentials and endpoint in `AWS_*` environment variables) that received a full
+load and then a reload-and-compare run (see `tests/readers/delta.sh`); STATE is its `state_dir`
+(default ROOT, a folder). Checks, with delta-rs's Python bindings only:
 
 - every type table and view table opens, and its column types are the documented ones;
 - the rows of the type tables add up to what the runs reported (`_fhirsync/runs.json`);
@@ -15,6 +17,7 @@ Exits non-zero with a message on the first mismatch; prints `N passed, 0 failed`
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,9 +60,45 @@ def run_version(dt, run_id):
     return None
 
 
-def main(root):
-    root = Path(root)
-    runs = json.loads((root / "_fhirsync" / "runs.json").read_text())
+def storage_options(root):
+    """delta-rs options for an object-store ROOT, from the environment (None for a folder)."""
+    if not root.startswith("s3://"):
+        return None
+    keys = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP"]
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def table_uris(root):
+    """(name, uri) of every Delta table right under ROOT."""
+    if not root.startswith("s3://"):
+        base = Path(root)
+        return [(p.name, str(p)) for p in sorted(base.iterdir()) if (p / "_delta_log").is_dir()]
+    import boto3
+
+    bucket, _, prefix = root[len("s3://") :].partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    names = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name, _, rest = obj["Key"][len(prefix) :].partition("/")
+            if rest.startswith("_delta_log/"):
+                names.add(name)
+    return [(n, f"s3://{bucket}/{prefix}{n}") for n in sorted(names)]
+
+
+class Table:
+    """A table's name and URI, opened with the ROOT's storage options."""
+
+    def __init__(self, name, uri, options):
+        self.name, self.uri, self.options = name, uri, options
+
+    def open(self, version=None):
+        return DeltaTable(self.uri, version=version, storage_options=self.options)
+
+
+def main(root, state):
+    runs = json.loads((Path(state) / "_fhirsync" / "runs.json").read_text())
     committed = [r for r in runs if r["status"] in ("succeeded", "completed_with_gaps")]
     check(len(committed) >= 2, f"two committed runs expected, got {[r['status'] for r in runs]}")
     full, compare = committed[-2], committed[-1]
@@ -67,7 +106,8 @@ def main(root):
     check(compare["method"] == "reload-and-compare", f"second run is {compare['method']}")
     fm, cm = full["metrics"], compare["metrics"]
 
-    tables = sorted(p for p in root.iterdir() if (p / "_delta_log").is_dir())
+    options = storage_options(root)
+    tables = [Table(name, uri, options) for name, uri in table_uris(root)]
     types = [p for p in tables if not p.name.startswith("view_")]
     views = [p for p in tables if p.name.startswith("view_")]
     check(types, "no type table")
@@ -76,7 +116,7 @@ def main(root):
     rows_now = rows_before = 0
     inserts = deletes = updates = 0
     for path in types:
-        dt = DeltaTable(str(path))
+        dt = path.open()
         data = dt.to_pyarrow_table()
         schema = data.schema
         check(
@@ -97,7 +137,7 @@ def main(root):
         version = run_version(dt, compare["run_id"])
         check(version is not None, f"{path.name}: no commit of run {compare['run_id']}")
         check(dt.version() == version, f"{path.name}: latest version {dt.version()} is not the compare run's {version}")
-        before = DeltaTable(str(path), version=version - 1)
+        before = path.open(version=version - 1)
         rows_before += before.to_pyarrow_table().num_rows
 
         cdf = dt.load_cdf(starting_version=version, ending_version=version).read_all()
@@ -130,7 +170,7 @@ def main(root):
 
     view_rows = 0
     for path in views:
-        dt = DeltaTable(str(path))
+        dt = path.open()
         data = dt.to_pyarrow_table()
         schema = data.schema
         check(schema.names[:2] == ["_fhir_version", "_id"], f"{path.name}: columns {schema.names}")
@@ -149,4 +189,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else sys.argv[1])

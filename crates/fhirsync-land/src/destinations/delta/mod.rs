@@ -53,6 +53,8 @@
 mod commit;
 pub(crate) mod config;
 #[cfg(feature = "delta")]
+mod remote;
+#[cfg(feature = "delta")]
 mod store;
 #[cfg(feature = "delta")]
 mod writer;
