@@ -53,12 +53,17 @@
 //! (`<uri>/view_<name>`), partitioned by `bucket`; changes are the tables' change data feed;
 //! runs, lock, staging and cohort exits in `<state>/_fhirsync/` (see `destinations::delta`).
 
+#[macro_use]
+mod names;
+
 mod config;
 mod destination;
 pub mod destinations;
 mod error;
 mod landing;
 mod lock;
+mod run;
+mod schema_version;
 mod status;
 mod views;
 
@@ -70,11 +75,10 @@ pub use config::{
     DEFAULT_CHECKPOINT_ROWS, DeltaConfig, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
     SqliteConfig, UnknownMethod,
 };
-pub use destination::{
-    Destination, RunMetrics, RunStart, STATUS_COMPLETED_WITH_GAPS, STATUS_SUCCEEDED, committed_status,
-    is_committed,
-};
+pub use destination::{Destination, RunMetrics, RunStart};
 pub use destinations::open;
 pub use error::{Error, Result};
 pub use landing::{Landing, StageStats};
-pub use status::{RunRecord, recent_runs};
+pub use run::{ChangeOp, RunRecord, RunStatus, UnknownChangeOp, UnknownRunStatus};
+pub use schema_version::{FILES_SCHEMA_VERSION, SQL_SCHEMA_VERSION};
+pub use status::recent_runs;
