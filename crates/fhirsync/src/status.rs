@@ -497,6 +497,43 @@ mod tests {
         assert_eq!(duration(&open), "-");
     }
 
+    /// A report whose known fields have the wrong shape is shown as unreadable, with the
+    /// parser's reason, not as an empty (complete) report.
+    #[test]
+    fn unreadable_report_is_named() {
+        let r = run(Some(serde_json::json!({"gaps": "not a list", "patients": 3})), 10);
+        let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r), true);
+        assert!(text.contains("report:    cannot be read ("), "{text}");
+        assert!(!text.contains("complete:"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("r1")).expect("the run's row");
+        assert!(row.trim_end().ends_with('?'), "{row}");
+    }
+
+    /// The JSON form keeps its shape: run id, method and counts inline (zero for a run that
+    /// has not committed), status and times, and the report without its scope.
+    #[test]
+    fn json_form() {
+        let committed = run(Some(serde_json::json!({"patients": 2, "scope": {"cohort": ["p1"]}})), 1500);
+        let mut failed = run(None, 10);
+        (failed.status, failed.metrics, failed.errors) = (RunStatus::Failed, None, Some("boom".into()));
+        let report =
+            StatusReport { destination: "sqlite:x.db".into(), runs: vec![committed, failed], detail: None };
+        let json = report.to_json();
+        let expected = serde_json::json!({
+            "run_id": "r1", "method": "reload", "staged": 5, "inserted": 4, "updated": 0, "deleted": 1,
+            "unchanged": 0, "kept": 0, "cohort_exits": 0, "view_rows": 0, "status": "succeeded",
+            "started_at": "2026-01-02T03:04:05Z", "ended_at": "2026-01-02T03:04:06.500Z", "errors": null,
+            "report": {"patients": 2},
+        });
+        assert_eq!(json["runs"][0], expected);
+        assert_eq!(json["runs"][1]["inserted"], 0);
+        assert_eq!(
+            (json["runs"][1]["status"].as_str(), json["runs"][1]["errors"].as_str()),
+            (Some("failed"), Some("boom"))
+        );
+        assert_eq!(json["detail"], serde_json::Value::Null);
+    }
+
     /// A run without a report (failed before commit) says so and shows its error.
     #[test]
     fn failed_run_shows_error() {

@@ -1084,6 +1084,19 @@ fn killed_full_load_into_empty_target_resumes() {
     assert_staging_empty(&h);
 }
 
+/// The full-load guard takes no database error for an empty target: when a registered type's
+/// table cannot be read, the full load fails with SQLite's error and starts no run.
+#[test]
+fn full_load_guard_fails_on_a_database_error() {
+    let h = SqliteHarness::new();
+    drop(h.open());
+    h.conn().execute_batch("INSERT INTO _fhirsync_types VALUES ('Observation', 'observation')").unwrap();
+    let err = h.open().begin(Method::FullLoad, &LandOptions::default()).unwrap_err();
+    assert!(matches!(err, fhirsync_land::Error::Sqlite { .. }), "{err}");
+    assert!(err.to_string().contains("no such table"), "{err}");
+    assert!(h.runs().is_empty(), "no run was started");
+}
+
 /// A full load that replaces a landed target keeps WAL mode while staging, so readers of the
 /// landed rows are never blocked.
 #[test]

@@ -702,3 +702,25 @@ pub(crate) fn number(
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destinations::sqlite::{SqliteBackend, SqliteConfig};
+
+    /// A count query that returns no row, NULL or text is an error naming what was counted,
+    /// never 0; a number is the count.
+    #[test]
+    fn count_never_defaults_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SqliteConfig { path: dir.path().join("t.db"), ..SqliteConfig::default() };
+        let mut backend = SqliteBackend::open(&config).unwrap();
+        assert_eq!(count(&mut backend, "counting", "SELECT CAST(3 AS TEXT)").unwrap(), 3);
+        for sql in ["SELECT 1 WHERE 0", "SELECT NULL", "SELECT 'x'"] {
+            let err = count(&mut backend, "counting landed rows", sql).unwrap_err();
+            assert!(matches!(err, Error::NotANumber { what: "counting landed rows", .. }), "{sql}: {err}");
+        }
+        let err = count(&mut backend, "counting", "SELECT 'x'").unwrap_err().to_string();
+        assert!(err.contains("`x` instead of a number") && err.contains("t.db"), "{err}");
+    }
+}
