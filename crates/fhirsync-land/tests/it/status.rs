@@ -232,7 +232,7 @@ fn interrupted_scenario(config: &DestinationConfig) {
     // PostgreSQL's server lets the session's lock go a moment after the client closes.
     let started = std::time::Instant::now();
     loop {
-        let status = recent_runs(config, 1).unwrap()[0].status.clone();
+        let status = recent_runs(config, 1).unwrap()[0].status;
         if status == RunStatus::Interrupted {
             break;
         }

@@ -198,7 +198,7 @@ impl Build<'_> {
         ChangeRow {
             run_id: self.run_id.to_string(),
             changed_at: self.now.to_string(),
-            operation: op.into(),
+            operation: op,
             resource_type: resource_type.to_string(),
             fhir_version: row.fhir_version.to_string(),
             id: row.id.to_string(),

@@ -49,7 +49,7 @@ pub(crate) fn stored_version<B: SqlBackend>(backend: &mut B) -> Result<Option<u3
 impl<B: SqlBackend> SqlDestination<B> {
     /// The migrations, in order: the version each reaches and its step.
     fn migrations() -> [Migration<Self>; 1] {
-        [(2, Self::to_v2)]
+        [(2, Self::migrate_to_v2)]
     }
 
     /// Brings a target found at `found` ([`stored_version`], read before the bookkeeping DDL)
@@ -84,7 +84,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// 1 → 2: an unfinished run staged in an earlier layout (the single `_fhirsync_stage`
     /// table, PostgreSQL shadows not named per run or keyed) cannot be resumed, so it is
     /// abandoned and its staging dropped; SQLite type tables move to the split layout.
-    fn to_v2(&mut self) -> Result<()> {
+    fn migrate_to_v2(&mut self) -> Result<()> {
         self.drop_legacy_stage()?;
         self.split_legacy_tables()?;
         self.abandon_legacy_shadows()
