@@ -186,6 +186,12 @@ fn file_run_committed_before_crash() {
     runs[0]["report"] = serde_json::Value::Null;
     let before = serde_json::to_vec_pretty(&runs).unwrap();
     std::fs::write(&runs_file, &before).unwrap();
+    // The snapshot's own record, as earlier versions wrote it: without a start time.
+    let record_file = dir.path().join("versions").join(&metrics.run_id).join("_fhirsync").join("run.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
+    record["started_at"] = "".into();
+    std::fs::write(&record_file, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
 
     let shown = recent_runs(&config, 10).unwrap();
     assert_eq!(shown.len(), 1);
@@ -194,6 +200,10 @@ fn file_run_committed_before_crash() {
     let counts = shown[0].metrics.as_ref().expect("the snapshot's counts");
     assert_eq!((counts.staged, counts.inserted), (2, 2));
     assert!(shown[0].ended_at.is_some());
+    assert_eq!(
+        shown[0].started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        runs[0]["started_at"]
+    );
     assert_eq!(std::fs::read(&runs_file).unwrap(), before, "status does not repair, only reads");
 }
 
