@@ -89,9 +89,10 @@ impl StatusReport {
         render(&self.destination, &self.runs, self.detail.as_ref(), show_ids)
     }
 
-    /// The JSON form (`{destination, runs, detail}`): every listed run ([`RunJson`]) without
-    /// the report's scope lists (the cohort and the completed scopes, landing input that can
-    /// hold millions of entries).
+    /// The JSON form (`{destination, runs, detail}`): each run with its id, method and counts
+    /// inline (zero until it commits), then status, times, errors and its report without the
+    /// scope lists (the cohort and the completed scopes, landing input that can hold millions of
+    /// entries).
     pub fn to_json(&self) -> serde_json::Value {
         let runs: Vec<RunJson<'_>> = self.runs.iter().map(RunJson::of).collect();
         serde_json::json!({
