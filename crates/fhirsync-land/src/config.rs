@@ -1,9 +1,6 @@
 //! User-facing configuration: where to land ([`DestinationConfig`]), how ([`Method`]) and the
 //! knobs of a run ([`LandOptions`]).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 pub use crate::destinations::delta::DeltaConfig;
@@ -66,33 +63,17 @@ impl DestinationConfig {
     }
 }
 
-/// The update method of a run (Qlik's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Initial copy into an empty target; refuses a non-empty target unless `replace` is set.
-    FullLoad,
-    /// Re-read everything and apply it atomically; no change records.
-    Reload,
-    /// Re-read everything, compare by (FHIR version, type, id) and content hash, apply only the
-    /// differences and record each one in the change table.
-    ReloadAndCompare,
-}
-
-impl Method {
-    /// The CLI / config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::FullLoad => "full-load",
-            Method::Reload => "reload",
-            Method::ReloadAndCompare => "reload-and-compare",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+stored_names! {
+    /// The update method of a run (Qlik's names), stored in the run history as spelled in the
+    /// CLI and config.
+    pub enum Method (unknown: UnknownMethod) {
+        /// Initial copy into an empty target; refuses a non-empty target unless `replace` is set.
+        FullLoad => "full-load",
+        /// Re-read everything and apply it atomically; no change records.
+        Reload => "reload",
+        /// Re-read everything, compare by (FHIR version, type, id) and content hash, apply only
+        /// the differences and record each one in the change table.
+        ReloadAndCompare => "reload-and-compare",
     }
 }
 
@@ -100,18 +81,6 @@ impl fmt::Display for Method {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown update method `{0}`: use full-load, reload or reload-and-compare")]
 pub struct UnknownMethod(pub String);
-
-impl FromStr for Method {
-    type Err = UnknownMethod;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "full-load" => Ok(Method::FullLoad),
-            "reload" => Ok(Method::Reload),
-            "reload-and-compare" => Ok(Method::ReloadAndCompare),
-            other => Err(UnknownMethod(other.to_string())),
-        }
-    }
-}
 
 /// What to do with rows of patients who are in the target but not in this run's cohort.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,22 +24,6 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::config::{LandOptions, Method};
 
-/// Status of a committed run whose every planned scope completed.
-pub const STATUS_SUCCEEDED: &str = "succeeded";
-/// Status of a committed run with gaps: what it read is landed, but rows of its incomplete
-/// scopes were kept, not deleted.
-pub const STATUS_COMPLETED_WITH_GAPS: &str = "completed_with_gaps";
-
-/// The status a run committed with `scope` records.
-pub fn committed_status(scope: &RunScope) -> &'static str {
-    if scope.gaps > 0 { STATUS_COMPLETED_WITH_GAPS } else { STATUS_SUCCEEDED }
-}
-
-/// True for the statuses of committed runs.
-pub fn is_committed(status: &str) -> bool {
-    status == STATUS_SUCCEEDED || status == STATUS_COMPLETED_WITH_GAPS
-}
-
 /// What [`Destination::begin`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStart {
@@ -52,11 +36,15 @@ pub struct RunStart {
 }
 
 /// Counts of one committed run, also stored in `_fhirsync_runs`.
+///
+/// `method` is the [`Method`]'s stored spelling ([`Method::as_str`]) rather than the enum: the
+/// Delta destination also sums per-table counts in this type, with no method, and keeps them in
+/// its state folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMetrics {
     /// Run id.
     pub run_id: String,
-    /// Method used.
+    /// Method used ([`Method::as_str`]).
     pub method: String,
     /// Distinct resources staged (re-read) by the run.
     pub staged: u64,

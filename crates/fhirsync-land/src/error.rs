@@ -26,6 +26,42 @@ pub enum Error {
         /// The type table.
         table: String,
     },
+    /// The target was written by a newer fhirsync, in a layout this one does not know.
+    #[error(
+        "{destination} has schema version {found}, written by fhirsync {written_by}; this fhirsync {running} \
+         knows schema versions up to {supported}. Nothing was changed: upgrade fhirsync to {written_by} or \
+         later to use this target"
+    )]
+    SchemaTooNew {
+        /// Destination kind and location, without credentials.
+        destination: String,
+        /// The target's schema version.
+        found: u32,
+        /// The fhirsync version that wrote it.
+        written_by: String,
+        /// The highest schema version this fhirsync knows.
+        supported: u32,
+        /// This fhirsync's version.
+        running: &'static str,
+    },
+    /// The target's schema version record holds something that is not a version.
+    #[error("the schema version of {destination} cannot be read: `{value}` is not a version number")]
+    SchemaVersionUnreadable {
+        /// Destination kind and location, without credentials.
+        destination: String,
+        /// The stored value.
+        value: String,
+    },
+    /// A query that returns one number (a count, a version) returned something else.
+    #[error("{destination}: {what} returned {} instead of a number", found_text(.found))]
+    NotANumber {
+        /// Destination kind and location, without credentials.
+        destination: String,
+        /// What was being counted.
+        what: &'static str,
+        /// The value returned (`None`: no row or NULL).
+        found: Option<String>,
+    },
     /// A resource type that cannot become a table name.
     #[error(
         "resource type `{resource_type}` cannot be landed: resource types must be ASCII letters and digits starting with a letter"
@@ -323,6 +359,11 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+/// `nothing` or the value in backquotes, for [`Error::NotANumber`].
+fn found_text(found: &Option<String>) -> String {
+    found.as_deref().map_or_else(|| "nothing".to_string(), |v| format!("`{v}`"))
 }
 
 impl Error {

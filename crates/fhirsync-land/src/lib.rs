@@ -23,17 +23,19 @@
 //!   `id, patient_id, fhir_version, source, dataset, content_hash (SHA-256 hex), resource
 //!   (exact JSON; PostgreSQL `json`), first_seen_run, last_seen_run`, primary key
 //!   `(fhir_version, id)` (Epic ids are version-specific), index on `patient_id`;
-//! - `_fhirsync_runs`: `run_id, method, status (running|succeeded|completed_with_gaps|failed|abandoned|interrupted;
+//! - `_fhirsync_runs` ([`RunRecord`]): `run_id, method, status ([`RunStatus`]: running|succeeded|completed_with_gaps|failed|abandoned|interrupted;
 //!   `interrupted`: the process died mid-run, seen by the next run or `status` once its writer lock was gone), started_at,
 //!   ended_at, staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows,
 //!   errors, report (JSON)`;
-//! - `_fhirsync_changes`: `seq, run_id, changed_at, operation (I|U|D), resource_type,
+//! - `_fhirsync_changes`: `seq, run_id, changed_at, operation ([`ChangeOp`]: I|U|D), resource_type,
 //!   fhir_version, id, patient_id, before_hash, after_hash` (reload-and-compare);
 //! - `_fhirsync_history` (with `history = true`, reload-and-compare): `resource_type,
 //!   fhir_version, id, patient_id, content_hash, resource, valid_from, valid_from_run, valid_to,
 //!   valid_to_run` (open version: `valid_to IS NULL`);
 //! - `_fhirsync_cohort_exits`: `patient_id, first_flagged_run, last_flagged_run, flagged_at,
 //!   rows_deleted`;
+//! - `_fhirsync_schema_version`: `version, applied_at, fhirsync_version`, one row per schema
+//!   version the target reached (see [`SQL_SCHEMA_VERSION`] and `schema_version.rs`);
 //! - `view_<name>`: `_fhir_version, _id`, then the view's columns typed by their FHIR type, each
 //!   date/dateTime followed by a `<column>_text` companion (see `views.rs`); `_fhirsync_views`
 //!   registers them;
@@ -42,7 +44,8 @@
 //!
 //! File destinations keep the same columns: Parquet in
 //! `<dir>/current/resource_type=<Type>/part-0.parquet`, NDJSON in `<dir>/current/<Type>.ndjson`,
-//! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json`, cohort exits in
+//! changes in `<dir>/changes/run_id=<run>/`, runs in `<dir>/_fhirsync/runs.json` (one [`RunRecord`]
+//! each), the schema version in `<dir>/_fhirsync/schema.json`, cohort exits in
 //! `<dir>/current/_fhirsync/cohort_exits.json`, views in their own root
 //! `<dir>/current/views/<name>/part-0.parquet` or `<dir>/current/views/<name>.ndjson`. Reload
 //! and reload-and-compare keep the files of unchanged types and views (hard links);
@@ -53,12 +56,17 @@
 //! (`<uri>/view_<name>`), partitioned by `bucket`; changes are the tables' change data feed;
 //! runs, lock, staging and cohort exits in `<state>/_fhirsync/` (see `destinations::delta`).
 
+#[macro_use]
+mod names;
+
 mod config;
 mod destination;
 pub mod destinations;
 mod error;
 mod landing;
 mod lock;
+mod run;
+mod schema_version;
 mod status;
 mod views;
 
@@ -70,11 +78,10 @@ pub use config::{
     DEFAULT_CHECKPOINT_ROWS, DeltaConfig, DestinationConfig, LandOptions, Method, NdjsonConfig, OnCohortExit,
     SqliteConfig, UnknownMethod,
 };
-pub use destination::{
-    Destination, RunMetrics, RunStart, STATUS_COMPLETED_WITH_GAPS, STATUS_SUCCEEDED, committed_status,
-    is_committed,
-};
+pub use destination::{Destination, RunMetrics, RunStart};
 pub use destinations::open;
 pub use error::{Error, Result};
 pub use landing::{Landing, StageStats};
-pub use status::{RunRecord, recent_runs};
+pub use run::{ChangeOp, RunRecord, RunStatus, UnknownChangeOp, UnknownRunStatus};
+pub use schema_version::{FILES_SCHEMA_VERSION, SQL_SCHEMA_VERSION};
+pub use status::recent_runs;

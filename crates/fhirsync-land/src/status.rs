@@ -13,61 +13,32 @@
 //! - a run recorded as `running` whose writer lock is free (its process died) is shown as
 //!   `interrupted`, as the next run will record it;
 //! - a destination that exists but cannot be read (unreachable server, a folder where the
-//!   database file should be, a damaged `runs.json`) is an error.
+//!   database file should be, a damaged `runs.json`) is an error, and so is one written by a
+//!   newer fhirsync (its schema version, see [`crate::schema_version`], is above this one's).
 //!
 //! PostgreSQL drives its own single-threaded runtime, so call [`recent_runs`] from a blocking
 //! thread (e.g. `tokio::task::spawn_blocking`), never from inside an async task.
 
-use std::fs;
-
-use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
-
-use crate::config::DestinationConfig;
+use crate::config::{DestinationConfig, Method};
 use crate::destination::RunMetrics;
-use crate::destinations::files::RunRecord as FileRun;
+use crate::destinations::files::run_book::RunBook;
 use crate::destinations::files::{Layout, apply_committed};
 #[cfg(feature = "postgres")]
 use crate::destinations::postgres::PostgresBackend;
-use crate::destinations::sql::schema::{Dialect, RUNS, lit};
+use crate::destinations::sql::migrate::stored_version;
+use crate::destinations::sql::schema::{Dialect, RUNS};
 use crate::destinations::sql::{Cell, SqlBackend};
 use crate::destinations::sqlite::SqliteBackend;
+use crate::run::{RunRecord, RunStatus, stored_time};
 use crate::{Error, Result};
-
-/// One run of a destination, as recorded by the destination.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunRecord {
-    /// Run id, method and counts (zero until the run commits); serialised inline.
-    #[serde(flatten)]
-    pub metrics: RunMetrics,
-    /// `running`, `succeeded`, `completed_with_gaps`, `failed`, `abandoned` or `interrupted`
-    /// (its process died mid-run).
-    pub status: String,
-    /// When the run started.
-    pub started_at: DateTime<Utc>,
-    /// When it ended (`None` while running, or for a run killed before it ended).
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Error of a failed run.
-    pub errors: Option<String>,
-    /// The extraction report stored at commit (a serialised `fhirsync_extract::ExtractReport`:
-    /// `patients`, `resources`, `outcome_codes`, `gaps`, ...) without its `scope`; `None` until
-    /// the run commits.
-    pub report: Option<serde_json::Value>,
-}
-
-impl RunRecord {
-    /// Wall-clock time from start to end, if the run ended.
-    pub fn duration(&self) -> Option<TimeDelta> {
-        self.ended_at.map(|end| end - self.started_at)
-    }
-}
 
 /// The `limit` most recent runs of the destination, newest first (by start time, then run id).
 ///
 /// Read-only: never creates a database, schema or folder. A destination where nothing was
 /// landed yet gives an empty list. Fails if the destination exists but cannot be read
-/// ([`Error::Sqlite`], [`Error::Postgres`], [`Error::Io`], [`Error::CorruptState`]) or holds a
-/// value that is not a run record ([`Error::RunHistory`]).
+/// ([`Error::Sqlite`], [`Error::Postgres`], [`Error::Io`], [`Error::CorruptState`]), holds a
+/// value that is not a run record ([`Error::RunHistory`]), or was written by a newer fhirsync
+/// ([`Error::SchemaTooNew`]).
 pub fn recent_runs(config: &DestinationConfig, limit: usize) -> Result<Vec<RunRecord>> {
     let (mut runs, locked) = match config {
         DestinationConfig::Sqlite(c) => {
@@ -98,8 +69,8 @@ pub fn recent_runs(config: &DestinationConfig, limit: usize) -> Result<Vec<RunRe
         }
     };
     if !locked {
-        for run in runs.iter_mut().filter(|r| r.status == "running") {
-            run.status = "interrupted".to_string();
+        for run in runs.iter_mut().filter(|r| r.status == RunStatus::Running) {
+            run.status = RunStatus::Interrupted;
         }
     }
     Ok(runs)
@@ -125,21 +96,11 @@ const COLUMNS: [&str; 15] = [
 ];
 
 fn sql_runs<B: SqlBackend>(mut backend: B, limit: usize) -> Result<Vec<RunRecord>> {
-    let d = backend.dialect().clone();
-    let exists = match &d {
-        Dialect::Sqlite => {
-            format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = {}", lit(RUNS))
-        }
-        Dialect::Postgres { schema } => format!(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = {} AND table_name = {}",
-            lit(schema),
-            lit(RUNS)
-        ),
-    };
-    let found = backend.query(&exists)?;
-    if found.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("0") {
+    // Refuses a newer layout; `None`: fhirsync never wrote here.
+    if stored_version(&mut backend)?.is_none() {
         return Ok(Vec::new());
     }
+    let d = backend.dialect().clone();
     let columns: Vec<String> = COLUMNS.iter().map(|c| text_column(&d, c)).collect();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = backend.query(&format!(
@@ -177,10 +138,10 @@ fn parse_row(row: Vec<Cell>, destination: &str) -> Result<RunRecord> {
     let mut next = || cells.next().flatten();
     let mut required = |column: &str| next().ok_or_else(|| bad(column, "missing value".into()));
     let run_id = required("run_id")?;
-    let method = required("method")?;
-    let status = required("status")?;
-    let started_at = required("started_at")?;
-    let ended_at = next();
+    let method: Method = required("method")?.parse().map_err(|e| bad("method", format!("{e}")))?;
+    let status: RunStatus = required("status")?.parse().map_err(|e| bad("status", format!("{e}")))?;
+    let started_at = stored_time::parse(&required("started_at")?).map_err(|d| bad("started_at", d))?;
+    let ended_at = next().as_deref().map(stored_time::parse).transpose().map_err(|d| bad("ended_at", d))?;
     let mut counts = [0u64; 8];
     for (value, column) in counts.iter_mut().zip(&COLUMNS[5..13]) {
         if let Some(text) = next() {
@@ -192,73 +153,41 @@ fn parse_row(row: Vec<Cell>, destination: &str) -> Result<RunRecord> {
         .map(|text| serde_json::from_str(&text).map_err(|e| bad("report", format!("invalid JSON: {e}"))))
         .transpose()?;
     let [staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows] = counts;
-    Ok(RunRecord {
-        started_at: parse_time(&started_at).map_err(|d| bad("started_at", d))?,
-        ended_at: ended_at.as_deref().map(parse_time).transpose().map_err(|d| bad("ended_at", d))?,
-        metrics: RunMetrics {
-            run_id,
-            method,
-            staged,
-            inserted,
-            updated,
-            deleted,
-            unchanged,
-            kept,
-            cohort_exits,
-            view_rows,
-        },
-        status,
-        errors,
-        report,
-    })
-}
-
-fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
+    // A run has counts once it committed (uncommitted runs keep the columns' zero defaults).
+    let metrics = status.is_committed().then(|| RunMetrics {
+        run_id: run_id.clone(),
+        method: method.as_str().to_string(),
+        staged,
+        inserted,
+        updated,
+        deleted,
+        unchanged,
+        kept,
+        cohort_exits,
+        view_rows,
+    });
+    Ok(RunRecord { run_id, method, status, started_at, ended_at, metrics, errors, report })
 }
 
 fn file_runs(layout: &Layout, kind: &str, limit: usize) -> Result<Vec<RunRecord>> {
-    let path = layout.runs_file();
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("reading the run history", path)(e)),
-    };
-    let mut runs: Vec<FileRun> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::CorruptState { path: path.clone(), detail: e.to_string() })?;
+    let destination = format!("{kind} `{}`", layout.root().display());
+    // Refuses a newer layout before reading what it may have changed.
+    crate::schema_version::files_version(layout, &destination)?;
+    let mut runs = RunBook::new(layout).load()?;
     // A run killed between its snapshot switch and the `runs.json` update is committed.
     apply_committed(layout, &mut runs)?;
-    let destination = format!("{kind} `{}`", layout.root().display());
-    let mut records =
-        runs.into_iter().map(|run| file_record(run, &destination)).collect::<Result<Vec<_>>>()?;
-    records.sort_by(|a, b| (b.started_at, &b.metrics.run_id).cmp(&(a.started_at, &a.metrics.run_id)));
-    records.truncate(limit);
-    Ok(records)
-}
-
-fn file_record(run: FileRun, destination: &str) -> Result<RunRecord> {
-    let bad = |field: &str, detail: String| Error::RunHistory {
-        destination: destination.to_string(),
-        detail: format!("run {} `{field}`: {detail}", run.run_id),
-    };
-    let started_at = parse_time(&run.started_at).map_err(|d| bad("started_at", d))?;
-    let ended_at = run.ended_at.as_deref().map(parse_time).transpose().map_err(|d| bad("ended_at", d))?;
-    let metrics = RunMetrics { run_id: run.run_id, method: run.method, ..run.metrics.unwrap_or_default() };
-    Ok(RunRecord {
-        metrics,
-        status: run.status,
-        started_at,
-        ended_at,
-        errors: run.errors,
-        report: run.report.as_ref().map(crate::destinations::files::without_scope),
-    })
+    for run in &mut runs {
+        run.report = run.report.as_ref().map(crate::destinations::files::without_scope);
+    }
+    runs.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
+    runs.truncate(limit);
+    Ok(runs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     /// A run row with a non-numeric count is reported with the column, not silently zeroed.
     #[test]
@@ -273,6 +202,17 @@ mod tests {
         assert!(err.contains("staged") && err.contains("`x`"), "{err}");
     }
 
+    /// A stored status this fhirsync does not write is an error naming it, not a default.
+    #[test]
+    fn unknown_status_is_named() {
+        let row: Vec<Cell> = ["r1", "reload", "paused", "2026-01-01T00:00:00.000Z"]
+            .into_iter()
+            .map(|s| Some(s.to_string()))
+            .collect();
+        let err = parse_row(row, "sqlite `t.db`").unwrap_err().to_string();
+        assert!(err.contains("status") && err.contains("`paused`"), "{err}");
+    }
+
     /// A complete row parses, with its duration and its report as JSON.
     #[test]
     fn row_parses() {
@@ -285,7 +225,9 @@ mod tests {
         row.push(None);
         row.push(Some(r#"{"patients":3}"#.into()));
         let r = parse_row(row, "sqlite `t.db`").unwrap();
-        assert_eq!((r.metrics.staged, r.metrics.view_rows), (1, 8));
+        assert_eq!((r.method, r.status), (Method::Reload, RunStatus::Succeeded));
+        let metrics = r.metrics.as_ref().expect("a committed run has counts");
+        assert_eq!((metrics.staged, metrics.view_rows), (1, 8));
         assert_eq!(r.duration(), Some(TimeDelta::milliseconds(2500)));
         assert_eq!(r.report, Some(serde_json::json!({"patients": 3})));
     }

@@ -96,6 +96,19 @@ pub enum Error {
         #[source]
         source: Box<fhirsync_land::Error>,
     },
+    /// A value stored in a committed run's report cannot be read by this version.
+    #[error("the report of run {run_id} at {destination} holds an unreadable `{field}`")]
+    StoredReport {
+        /// Which destination.
+        destination: String,
+        /// The run whose report it is.
+        run_id: String,
+        /// The report field.
+        field: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// An input line of a file to flatten cannot be read.
     #[error("cannot read input line {line}")]
     Input {
@@ -253,7 +266,10 @@ impl Error {
             Error::Auth(source) => auth_kind(source),
             Error::Fhir(e) => fhir_kind(e),
             Error::Extract { source } | Error::ExtractSettings(source) => extract_kind(source),
-            Error::Destination { .. } | Error::History { .. } | Error::Ledger(_) => ErrorKind::Destination,
+            Error::Destination { .. }
+            | Error::History { .. }
+            | Error::StoredReport { .. }
+            | Error::Ledger(_) => ErrorKind::Destination,
             Error::Capabilities { .. } | Error::NoEndpoint { .. } | Error::ProbeCohort { .. } => {
                 ErrorKind::Source
             }

@@ -41,7 +41,7 @@ pub use config::{Config, SyncConfig, ViewsConfig};
 pub use discover::{Discover, DiscoverReport};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use fhirsync_extract::{ExtractReport, GapReason, ProgressSnapshot};
-pub use fhirsync_land::{DestinationConfig, Method, RunMetrics, RunRecord};
+pub use fhirsync_land::{DestinationConfig, Method, RunMetrics, RunRecord, RunStatus};
 pub use progress::ProgressSink;
 pub use push::{Push, PushReport};
 pub use status::{Status, StatusReport};

@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use fhirsync_core::ScopeKey;
-use fhirsync_land::{DestinationConfig, RunRecord};
-use serde::Deserialize;
+use fhirsync_land::{DestinationConfig, RunMetrics, RunRecord, RunStatus};
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -69,7 +70,7 @@ impl Status {
             .map_err(|source| Error::Task { task: "status reader", source })?
             .map_err(|source| Error::history(destination.clone(), source))?;
         let detail = match &self.run_id {
-            Some(id) => Some(runs.iter().find(|r| r.metrics.run_id == *id).cloned().ok_or_else(|| {
+            Some(id) => Some(runs.iter().find(|r| r.run_id == *id).cloned().ok_or_else(|| {
                 Error::config(format!(
                     "{destination} has no run `{id}`: run `fhirsync status` to list the run ids"
                 ))
@@ -88,24 +89,58 @@ impl StatusReport {
         render(&self.destination, &self.runs, self.detail.as_ref(), show_ids)
     }
 
-    /// The JSON form (`{destination, runs, detail}`): every listed run without the report's
+    /// The JSON form (`{destination, runs, detail}`): each run with its id, method and counts
+    /// inline (zero until it commits), then status, times, errors and its report without the
     /// scope lists (the cohort and the completed scopes, landing input that can hold millions of
     /// entries).
     pub fn to_json(&self) -> serde_json::Value {
-        let slim = |run: &RunRecord| {
-            let mut run = run.clone();
-            if let Some(serde_json::Value::Object(report)) = &mut run.report {
-                report.remove("scope");
-            }
-            run
-        };
-        let runs: Vec<RunRecord> = self.runs.iter().map(slim).collect();
+        let runs: Vec<RunJson<'_>> = self.runs.iter().map(RunJson::of).collect();
         serde_json::json!({
             "destination": self.destination,
             "runs": runs,
-            "detail": self.detail.as_ref().map(slim),
+            "detail": self.detail.as_ref().map(RunJson::of),
         })
     }
+}
+
+/// A run as `status --json` shows it: run id, method and counts inline (zero until the run
+/// commits), then status, times, errors and the report without its scope lists.
+#[derive(Debug, Serialize)]
+struct RunJson<'a> {
+    #[serde(flatten)]
+    counts: RunMetrics,
+    status: RunStatus,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    errors: &'a Option<String>,
+    report: Option<serde_json::Value>,
+}
+
+impl<'a> RunJson<'a> {
+    fn of(run: &'a RunRecord) -> RunJson<'a> {
+        let mut report = run.report.clone();
+        if let Some(serde_json::Value::Object(fields)) = &mut report {
+            fields.remove("scope");
+        }
+        RunJson {
+            counts: counts(run),
+            status: run.status,
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            errors: &run.errors,
+            report,
+        }
+    }
+}
+
+/// The run's id, method and counts; an uncommitted run has counted nothing yet.
+fn counts(run: &RunRecord) -> RunMetrics {
+    let none = || RunMetrics {
+        run_id: run.run_id.clone(),
+        method: run.method.as_str().into(),
+        ..RunMetrics::default()
+    };
+    run.metrics.clone().unwrap_or_else(none)
 }
 
 /// The parts of a stored `ExtractReport` that status shows. Lenient: a report written by an
@@ -191,8 +226,10 @@ impl ReasonView {
     }
 }
 
-fn report_of(run: &RunRecord) -> ReportView {
-    run.report.as_ref().and_then(|v| ReportView::deserialize(v).ok()).unwrap_or_default()
+/// The parts of the run's report status shows (none before the run commits); an error for a
+/// report whose known fields have the wrong shape.
+fn report_of(run: &RunRecord) -> Result<ReportView, serde_json::Error> {
+    run.report.as_ref().map_or_else(|| Ok(ReportView::default()), ReportView::deserialize)
 }
 
 /// Gaps grouped by (reason, dataset): how many scopes, a few patient ids, one example text.
@@ -265,21 +302,26 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>, sho
         "PATIENTS"
     );
     for run in runs {
-        let report = report_of(run);
+        // An unreadable report shows `?` here; the detail of the run names the problem.
+        let (resources, patients) = match report_of(run) {
+            Ok(report) => (opt(report.resources), opt(report.patients)),
+            Err(_) => ("?".into(), "?".into()),
+        };
+        let m = counts(run);
         let _ = writeln!(
             out,
             "{:<36}  {:<18}  {:<19}  {:<19}  {:>8}  {:>8}  {:>7}  {:>7}  {:>9}  {:>9}  {:>8}",
-            run.metrics.run_id,
-            run.metrics.method,
+            run.run_id,
+            run.method,
             run.status,
             run.started_at.format("%Y-%m-%d %H:%M:%S"),
             duration(run),
-            run.metrics.inserted,
-            run.metrics.updated,
-            run.metrics.deleted,
-            run.metrics.unchanged,
-            opt(report.resources),
-            opt(report.patients),
+            m.inserted,
+            m.updated,
+            m.deleted,
+            m.unchanged,
+            resources,
+            patients,
         );
     }
     render_detail(&mut out, detail, show_ids);
@@ -289,76 +331,85 @@ fn render(destination: &str, runs: &[RunRecord], detail: Option<&RunRecord>, sho
 /// Gaps, outcome codes and errors of one run.
 fn render_detail(out: &mut String, run: &RunRecord, show_ids: bool) {
     use std::fmt::Write;
-    let _ = writeln!(out, "\nrun {} ({}, {}):", run.metrics.run_id, run.metrics.method, run.status);
-    if run.metrics.kept > 0 || run.metrics.cohort_exits > 0 {
+    let _ = writeln!(out, "\nrun {} ({}, {}):", run.run_id, run.method, run.status);
+    let m = counts(run);
+    if m.kept > 0 || m.cohort_exits > 0 {
         let _ = writeln!(
             out,
             "  kept:      {} rows not re-read but kept; {} patients left the cohort",
-            run.metrics.kept, run.metrics.cohort_exits
+            m.kept, m.cohort_exits
         );
     }
-    if run.report.is_none() {
-        let _ = writeln!(out, "  report:    none (the run has not committed)");
-    } else {
-        let report = report_of(run);
-        if report.gaps.is_empty() {
-            let _ = writeln!(out, "  complete:  every scope fetched completely");
-        } else {
-            let _ = writeln!(
-                out,
-                "  GAPS:      {} scopes incomplete (no deletes applied there):",
-                report.gaps.len()
-            );
-            for ((label, dataset), mut g) in group_gaps(&report.gaps) {
-                if !show_ids {
-                    g.patients.clear();
-                }
-                let more = g.scopes.saturating_sub(g.patients.len());
-                let mut patients = g.patients.join(", ");
-                if more > 0 && !patients.is_empty() {
-                    let _ = write!(patients, ", ... {more} more");
-                }
-                let _ = write!(out, "    {label}  {dataset}: {}", plural(g.scopes, "scope"));
-                if !patients.is_empty() {
-                    let _ = write!(out, " (patients {patients})");
-                }
-                match g.example {
-                    Some(e) => {
-                        let _ = writeln!(out, "\n      e.g. {e}");
-                    }
-                    None => out.push('\n'),
-                }
-            }
+    match report_of(run) {
+        _ if run.report.is_none() => {
+            let _ = writeln!(out, "  report:    none (the run has not committed)");
         }
-        for e in &report.exclusions {
-            let _ = writeln!(out, "  excluded:  {}", e.describe(report.mode));
-        }
-        if !report.outcome_codes.is_empty() {
-            let codes: Vec<String> = report.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-            let _ = writeln!(out, "  outcomes:  {}", codes.join(", "));
+        Ok(report) => render_report(out, &report, show_ids),
+        Err(e) => {
+            let _ = writeln!(out, "  report:    cannot be read ({e})");
         }
     }
     let _ = writeln!(out, "  errors:    {}", run.errors.as_deref().unwrap_or("none"));
 }
 
+/// The gaps, exclusions and outcome codes of a committed run's report.
+fn render_report(out: &mut String, report: &ReportView, show_ids: bool) {
+    use std::fmt::Write;
+    if report.gaps.is_empty() {
+        let _ = writeln!(out, "  complete:  every scope fetched completely");
+    } else {
+        let _ =
+            writeln!(out, "  GAPS:      {} scopes incomplete (no deletes applied there):", report.gaps.len());
+        for ((label, dataset), mut g) in group_gaps(&report.gaps) {
+            if !show_ids {
+                g.patients.clear();
+            }
+            let more = g.scopes.saturating_sub(g.patients.len());
+            let mut patients = g.patients.join(", ");
+            if more > 0 && !patients.is_empty() {
+                let _ = write!(patients, ", ... {more} more");
+            }
+            let _ = write!(out, "    {label}  {dataset}: {}", plural(g.scopes, "scope"));
+            if !patients.is_empty() {
+                let _ = write!(out, " (patients {patients})");
+            }
+            match &g.example {
+                Some(e) => {
+                    let _ = writeln!(out, "\n      e.g. {e}");
+                }
+                None => out.push('\n'),
+            }
+        }
+    }
+    for e in &report.exclusions {
+        let _ = writeln!(out, "  excluded:  {}", e.describe(report.mode));
+    }
+    if !report.outcome_codes.is_empty() {
+        let codes: Vec<String> = report.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+        let _ = writeln!(out, "  outcomes:  {}", codes.join(", "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
-    use fhirsync_land::RunMetrics;
+    use chrono::TimeZone;
+    use fhirsync_land::Method;
 
     fn run(report: Option<serde_json::Value>, ms: i64) -> RunRecord {
         let start = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid time");
         RunRecord {
-            metrics: RunMetrics {
+            run_id: "r1".into(),
+            method: Method::Reload,
+            metrics: Some(RunMetrics {
                 run_id: "r1".into(),
                 method: "reload".into(),
                 staged: 5,
                 inserted: 4,
                 deleted: 1,
                 ..RunMetrics::default()
-            },
-            status: "succeeded".into(),
+            }),
+            status: RunStatus::Succeeded,
             started_at: start,
             ended_at: Some(start + chrono::TimeDelta::milliseconds(ms)),
             errors: None,
@@ -386,7 +437,7 @@ mod tests {
                 "exclusion": {"code": "59204", "resource_type": "Condition", "subtype": "Outside Record Problems"}}],
         });
         let mut r = run(Some(report), 10);
-        r.status = "completed_with_gaps".into();
+        r.status = RunStatus::CompletedWithGaps;
         let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r), true);
         assert!(text.contains("completed_with_gaps"), "{text}");
         assert!(text.contains("licence narrowed  R4 Condition:problem-list-item: 1 scope"), "{text}");
@@ -447,11 +498,49 @@ mod tests {
         assert_eq!(duration(&open), "-");
     }
 
+    /// A report whose known fields have the wrong shape is shown as unreadable, with the
+    /// parser's reason, not as an empty (complete) report.
+    #[test]
+    fn unreadable_report_is_named() {
+        let r = run(Some(serde_json::json!({"gaps": "not a list", "patients": 3})), 10);
+        let text = render("sqlite:x.db", std::slice::from_ref(&r), Some(&r), true);
+        assert!(text.contains("report:    cannot be read ("), "{text}");
+        assert!(!text.contains("complete:"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("r1")).expect("the run's row");
+        assert!(row.trim_end().ends_with('?'), "{row}");
+    }
+
+    /// The JSON form keeps its shape: run id, method and counts inline (zero for a run that
+    /// has not committed), status and times, and the report without its scope.
+    #[test]
+    fn json_form() {
+        let committed = run(Some(serde_json::json!({"patients": 2, "scope": {"cohort": ["p1"]}})), 1500);
+        let mut failed = run(None, 10);
+        (failed.status, failed.metrics, failed.errors) = (RunStatus::Failed, None, Some("boom".into()));
+        let report =
+            StatusReport { destination: "sqlite:x.db".into(), runs: vec![committed, failed], detail: None };
+        let json = report.to_json();
+        let expected = serde_json::json!({
+            "run_id": "r1", "method": "reload", "staged": 5, "inserted": 4, "updated": 0, "deleted": 1,
+            "unchanged": 0, "kept": 0, "cohort_exits": 0, "view_rows": 0, "status": "succeeded",
+            "started_at": "2026-01-02T03:04:05Z", "ended_at": "2026-01-02T03:04:06.500Z", "errors": null,
+            "report": {"patients": 2},
+        });
+        assert_eq!(json["runs"][0], expected);
+        assert_eq!(json["runs"][1]["inserted"], 0);
+        assert_eq!(
+            (json["runs"][1]["status"].as_str(), json["runs"][1]["errors"].as_str()),
+            (Some("failed"), Some("boom"))
+        );
+        assert_eq!(json["detail"], serde_json::Value::Null);
+    }
+
     /// A run without a report (failed before commit) says so and shows its error.
     #[test]
     fn failed_run_shows_error() {
         let mut failed = run(None, 10);
-        failed.status = "failed".into();
+        failed.status = RunStatus::Failed;
+        failed.metrics = None;
         failed.errors = Some("extraction failed: connection reset".into());
         let text = render("sqlite:x.db", std::slice::from_ref(&failed), Some(&failed), true);
         assert!(text.contains("report:    none"), "{text}");

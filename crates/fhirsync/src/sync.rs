@@ -12,6 +12,7 @@ use fhirsync_auth::TokenProvider;
 use fhirsync_extract::{ExclusionBaseline, ExtractReport, Extraction};
 use fhirsync_fhir::Recorder;
 use fhirsync_land::{Landing, Method, RunMetrics};
+use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -196,13 +197,17 @@ async fn exclusion_baseline(config: &Config) -> Result<Option<ExclusionBaseline>
             .map_err(|source| Error::Task { task: "run history reader", source })?
             .map_err(|source| Error::history(describe_destination(config), source))?;
         let read = runs.len();
-        if let Some(last) = runs.into_iter().find(|r| fhirsync_land::is_committed(&r.status)) {
-            let baseline = last
-                .report
-                .as_ref()
-                .and_then(|r| r.get("exclusion_baseline"))
-                .and_then(|b| serde_json::from_value::<ExclusionBaseline>(b.clone()).ok())
-                .unwrap_or_default();
+        if let Some(last) = runs.into_iter().find(|r| r.status.is_committed()) {
+            let Some(stored) = last.report.as_ref().and_then(|r| r.get("exclusion_baseline")) else {
+                // Committed before the rule: every exclusion counts as new once.
+                return Ok(Some(ExclusionBaseline::default()));
+            };
+            let baseline = ExclusionBaseline::deserialize(stored).map_err(|source| Error::StoredReport {
+                destination: describe_destination(config),
+                run_id: last.run_id.clone(),
+                field: "exclusion_baseline",
+                source,
+            })?;
             return Ok(Some(baseline));
         }
         if read < window {
@@ -265,14 +270,14 @@ impl SyncReport {
             r.http.requests,
             r.http.retries
         );
-        let _ = match m.method.as_str() {
+        let _ = match m.method == Method::ReloadAndCompare.as_str() {
             // Reload and full load do not compare: re-read rows are replaced, not classified.
-            "reload-and-compare" => writeln!(
+            true => writeln!(
                 out,
                 "  landed:    {} inserted, {} updated, {} deleted, {} kept (scope not complete this run), {} unchanged; {} view rows",
                 m.inserted, m.updated, m.deleted, m.kept, m.unchanged, m.view_rows
             ),
-            _ => writeln!(
+            false => writeln!(
                 out,
                 "  landed:    {} re-read and replaced ({} new), {} deleted, {} kept (scope not complete this run); {} view rows",
                 m.staged, m.inserted, m.deleted, m.kept, m.view_rows

@@ -197,3 +197,35 @@ async fn closed_fhir_port_says_connection_refused() {
     assert!(!all.contains("error sending request") && !all.contains("Auth Base URI"), "{all}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
 }
+
+/// A SQLite destination written by a newer fhirsync: `sync` and `status` exit 5 naming both
+/// schema versions and the fix, and nothing is written to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_of_a_newer_fhirsync_is_refused() {
+    let env = Env::start(1).await;
+    let config = env.config("");
+    rusqlite::Connection::open(env.db())
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE _fhirsync_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, \
+               fhirsync_version TEXT NOT NULL); \
+             INSERT INTO _fhirsync_schema_version VALUES (99, '2030-01-01T00:00:00.000Z', '9.0.0');",
+        )
+        .unwrap();
+    for args in [&["sync", "--no-progress"][..], &["status"][..]] {
+        let mut cmd = fhirsync();
+        cmd.arg("--config").arg(&config).args(args);
+        let out = output(cmd).await;
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", text(&out));
+        for part in ["schema version 99", "fhirsync 9.0.0", "upgrade fhirsync"] {
+            assert!(text(&out).contains(part), "{args:?} without `{part}`: {}", text(&out));
+        }
+    }
+    let tables: i64 = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name <> '_fhirsync_schema_version'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(tables, 0, "nothing was created");
+}

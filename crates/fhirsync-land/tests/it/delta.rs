@@ -458,6 +458,32 @@ mod delta_dest {
             .unwrap();
         let runs = fhirsync_land::recent_runs(&h.config(), 10).unwrap();
         assert_eq!(runs.len(), 1);
-        assert_eq!((runs[0].status.as_str(), runs[0].metrics.inserted), ("succeeded", 1));
+        let inserted = runs[0].metrics.as_ref().map(|m| m.inserted);
+        assert_eq!((runs[0].status.as_str(), inserted), ("succeeded", Some(1)));
+    }
+
+    /// A new state folder records the current schema version; one a newer fhirsync wrote is
+    /// refused by a writer and by `status`, naming both versions and the fix, and its run
+    /// history is not written.
+    #[test]
+    fn newer_state_folder_is_refused() {
+        let h = DeltaHarness::new();
+        land(&mut *h.open(), Method::FullLoad, &LandOptions::default(), &[patient("p1", "A")], all(&["p1"]))
+            .unwrap();
+        let schema = h.dir.path().join("_fhirsync").join("schema.json");
+        let record: Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
+        assert_eq!(record["schema_version"], fhirsync_land::FILES_SCHEMA_VERSION);
+        std::fs::write(&schema, r#"{"schema_version": 99, "fhirsync_version": "9.0.0"}"#).unwrap();
+        let runs_file = h.dir.path().join("_fhirsync").join("runs.json");
+        let before = std::fs::read(&runs_file).unwrap();
+        for err in [
+            fhirsync_land::open(&h.config()).err().expect("the open must fail"),
+            fhirsync_land::recent_runs(&h.config(), 10).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(matches!(err, fhirsync_land::Error::SchemaTooNew { found: 99, .. }), "{text}");
+            assert!(text.contains("fhirsync 9.0.0") && text.contains("upgrade fhirsync"), "{text}");
+        }
+        assert_eq!(std::fs::read(&runs_file).unwrap(), before);
     }
 }

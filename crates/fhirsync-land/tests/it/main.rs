@@ -8,6 +8,7 @@ mod files;
 mod pg_errors;
 mod postgres;
 mod scenario;
+mod schema_version;
 mod sqlite;
 mod status;
 mod support;

@@ -497,10 +497,12 @@ fn legacy_stage_is_abandoned_on_open() {
     .run_id;
     let before = h.rows();
     let o9 = obs("o9", "p1", "9");
-    // What an earlier version leaves behind when killed while staging.
+    // What an earlier version (before schema versions were recorded) leaves behind when killed
+    // while staging.
     h.conn()
         .execute_batch(&format!(
-            "CREATE TABLE _fhirsync_stage (run_id TEXT NOT NULL, resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, \
+            "DROP TABLE _fhirsync_schema_version;
+             CREATE TABLE _fhirsync_stage (run_id TEXT NOT NULL, resource_type TEXT NOT NULL, fhir_version TEXT NOT NULL, \
                id TEXT NOT NULL, patient_id TEXT, dataset TEXT NOT NULL, source TEXT NOT NULL, content_hash TEXT NOT NULL, \
                resource TEXT NOT NULL, PRIMARY KEY (resource_type, fhir_version, id));
              INSERT INTO _fhirsync_stage VALUES ('old-run', 'Observation', 'R4', 'o9', 'p1', '{lab}', '{SOURCE}', '{hash}', '{json}');
@@ -1082,6 +1084,19 @@ fn killed_full_load_into_empty_target_resumes() {
     assert_staging_empty(&h);
 }
 
+/// The full-load guard takes no database error for an empty target: when a registered type's
+/// table cannot be read, the full load fails with SQLite's error and starts no run.
+#[test]
+fn full_load_guard_fails_on_a_database_error() {
+    let h = SqliteHarness::new();
+    drop(h.open());
+    h.conn().execute_batch("INSERT INTO _fhirsync_types VALUES ('Observation', 'observation')").unwrap();
+    let err = h.open().begin(Method::FullLoad, &LandOptions::default()).unwrap_err();
+    assert!(matches!(err, fhirsync_land::Error::Sqlite { .. }), "{err}");
+    assert!(err.to_string().contains("no such table"), "{err}");
+    assert!(h.runs().is_empty(), "no run was started");
+}
+
 /// A full load that replaces a landed target keeps WAL mode while staging, so readers of the
 /// landed rows are never blocked.
 #[test]
@@ -1208,11 +1223,13 @@ fn history_opens_versions_for_rows_landed_without_it() {
 }
 
 /// Turns the file's `observation` into the one-table layout of earlier versions (same rows
-/// and row ids), with the `patient_id` index those versions created.
+/// and row ids), with the `patient_id` index those versions created; like them, the file
+/// records no schema version.
 fn to_legacy_layout(h: &SqliteHarness) {
     h.conn()
         .execute_batch(
-            "CREATE TABLE legacy (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, source TEXT NOT NULL, \
+            "DROP TABLE _fhirsync_schema_version; \
+             CREATE TABLE legacy (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, source TEXT NOT NULL, \
                dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource TEXT NOT NULL, first_seen_run TEXT NOT NULL, \
                last_seen_run TEXT NOT NULL, PRIMARY KEY (fhir_version, id)); \
              INSERT INTO legacy (rowid, id, patient_id, fhir_version, source, dataset, content_hash, resource, \
@@ -1266,6 +1283,7 @@ fn legacy_type_table_moves_to_split_layout() {
     assert_eq!(h.runs().iter().find(|r| r.run_id == "old-run").map(|r| r.status.as_str()), Some("abandoned"));
     assert_staging_empty(&h);
     assert!(column(&h, "SELECT name FROM sqlite_master WHERE name LIKE '%old%'").is_empty());
+    assert_eq!(column(&h, "SELECT version FROM _fhirsync_schema_version"), ["2"], "migrated once, to 2");
 
     let o3 = obs("o3", "p1", "3");
     let m = land(
@@ -1299,6 +1317,8 @@ fn legacy_type_table_with_user_index_blocks_upgrade() {
     assert!(err.contains("Drop them"), "{err}");
     assert_eq!(column(&h, "SELECT type FROM sqlite_master WHERE name = 'observation'"), ["table"]);
     assert_eq!(h.rows(), before);
+    let versions = "SELECT name FROM sqlite_master WHERE name = '_fhirsync_schema_version'";
+    assert!(column(&h, versions).is_empty(), "the target is still at version 1");
 }
 
 /// Rows kept unread (their scope incomplete) keep the `last_seen_run` an earlier reload gave

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fhirsync_land::{
-    DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, SqliteConfig, recent_runs,
+    DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig, RunStatus, SqliteConfig, recent_runs,
 };
 
 use crate::support::*;
@@ -46,17 +46,17 @@ fn history_scenario(config: &DestinationConfig) {
     let runs = recent_runs(config, 10).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (failed, ok) = (&runs[0], &runs[1]);
-    assert_eq!((failed.metrics.method.as_str(), failed.status.as_str()), ("reload-and-compare", "failed"));
+    assert_eq!((failed.method.as_str(), failed.status.as_str()), ("reload-and-compare", "failed"));
     assert_eq!(failed.errors.as_deref(), Some("extraction failed: connection reset"));
     assert_eq!(failed.report, None);
     assert!(failed.ended_at.is_some() && failed.started_at >= ok.started_at);
 
-    assert_eq!(ok.metrics.run_id, committed.run_id);
-    assert_eq!((ok.metrics.method.as_str(), ok.status.as_str()), ("full-load", "succeeded"));
-    assert_eq!(
-        (ok.metrics.staged, ok.metrics.inserted, ok.metrics.updated, ok.metrics.deleted),
-        (3, 3, 0, 0)
-    );
+    assert_eq!(failed.metrics, None, "an uncommitted run has no counts");
+    assert_eq!(ok.run_id, committed.run_id);
+    assert_eq!((ok.method.as_str(), ok.status.as_str()), ("full-load", "succeeded"));
+    let counts = ok.metrics.as_ref().expect("a committed run has counts");
+    assert_eq!(counts, &committed);
+    assert_eq!((counts.staged, counts.inserted, counts.updated, counts.deleted), (3, 3, 0, 0));
     assert_eq!(ok.errors, None);
     assert_eq!(ok.report, Some(report()));
     assert!(ok.duration().is_some_and(|d| d >= chrono::TimeDelta::zero()));
@@ -139,7 +139,7 @@ fn sqlite_hot_journal() {
         DestinationConfig::Sqlite(SqliteConfig { path: crashed.join("land.db"), ..SqliteConfig::default() });
     let runs = recent_runs(&config, 10).unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!((runs[0].metrics.run_id.as_str(), runs[0].status.as_str()), (m.run_id.as_str(), "succeeded"));
+    assert_eq!((runs[0].run_id.as_str(), runs[0].status.as_str()), (m.run_id.as_str(), "succeeded"));
 }
 
 /// Parquet: nothing landed leaves no folder behind; runs come back from `runs.json`.
@@ -186,13 +186,24 @@ fn file_run_committed_before_crash() {
     runs[0]["report"] = serde_json::Value::Null;
     let before = serde_json::to_vec_pretty(&runs).unwrap();
     std::fs::write(&runs_file, &before).unwrap();
+    // The snapshot's own record, as earlier versions wrote it: without a start time.
+    let record_file = dir.path().join("versions").join(&metrics.run_id).join("_fhirsync").join("run.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
+    record["started_at"] = "".into();
+    std::fs::write(&record_file, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
 
     let shown = recent_runs(&config, 10).unwrap();
     assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].metrics.run_id, metrics.run_id);
-    assert_eq!(shown[0].status, "succeeded");
-    assert_eq!((shown[0].metrics.staged, shown[0].metrics.inserted), (2, 2));
+    assert_eq!(shown[0].run_id, metrics.run_id);
+    assert_eq!(shown[0].status, RunStatus::Succeeded);
+    let counts = shown[0].metrics.as_ref().expect("the snapshot's counts");
+    assert_eq!((counts.staged, counts.inserted), (2, 2));
     assert!(shown[0].ended_at.is_some());
+    assert_eq!(
+        shown[0].started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        runs[0]["started_at"]
+    );
     assert_eq!(std::fs::read(&runs_file).unwrap(), before, "status does not repair, only reads");
 }
 
@@ -226,13 +237,13 @@ fn interrupted_scenario(config: &DestinationConfig) {
     let run = dest.begin(Method::Reload, &LandOptions::default()).unwrap().run_id;
     dest.stage(&[patient("p1", "Ng")]).unwrap();
     dest.checkpoint().unwrap();
-    assert_eq!(recent_runs(config, 1).unwrap()[0].status, "running", "its writer holds the lock");
+    assert_eq!(recent_runs(config, 1).unwrap()[0].status, RunStatus::Running, "its writer holds the lock");
     drop(dest);
     // PostgreSQL's server lets the session's lock go a moment after the client closes.
     let started = std::time::Instant::now();
     loop {
-        let status = recent_runs(config, 1).unwrap()[0].status.clone();
-        if status == "interrupted" {
+        let status = recent_runs(config, 1).unwrap()[0].status;
+        if status == RunStatus::Interrupted {
             break;
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "still {status}");

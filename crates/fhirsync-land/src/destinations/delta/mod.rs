@@ -9,6 +9,7 @@
 //! <uri>/<type>/_change_data/...      change data feed files of reload-and-compare runs
 //! <uri>/view_<name>/                 one table per view (bucket of the resource id)
 //! <state>/_fhirsync/runs.json        every run (as the file destinations), read by `status`
+//! <state>/_fhirsync/schema.json      the state folder's schema version (as the file destinations)
 //! <state>/_fhirsync/lock             the writer lock
 //! <state>/_fhirsync/staging/<run>/   durable staging of the unfinished run
 //! <state>/_fhirsync/commits/<run>/   counts of each table committed by the unfinished run

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 
@@ -10,9 +11,11 @@ use super::config::DeltaConfig;
 use super::{state_layout, store};
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
-use crate::destinations::files::layout::{Layout, mkdirs, remove_dir, write_atomic};
+use crate::destinations::files::apply_committed;
+use crate::destinations::files::layout::{Layout, mkdirs, remove_dir};
+use crate::destinations::files::run_book::{RunBook, RunSteps};
 use crate::destinations::files::staging::Staging;
-use crate::destinations::files::{RunRecord, apply_committed};
+use crate::run::RunRecord;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub(super) struct ActiveRun {
     pub id: String,
     pub method: Method,
     pub options: LandOptions,
+    /// When the run first started.
+    pub started_at: DateTime<Utc>,
 }
 
 /// The Delta Lake destination.
@@ -34,17 +39,16 @@ pub(crate) struct DeltaDestination {
     lock: crate::lock::WriterLock,
 }
 
-/// Whether a run record is unfinished (resumable, or abandoned by a fresh start).
-fn is_unfinished(status: &str) -> bool {
-    matches!(status, "running" | "failed" | "interrupted")
-}
-
 impl DeltaDestination {
+    /// Opens the destination: refuses a state folder written by a newer fhirsync before writing
+    /// anything, then takes the writer lock, records the schema version and connects.
     pub(crate) fn new(config: &DeltaConfig) -> Result<Self> {
         let layout = state_layout(config)?;
-        mkdirs(&layout.meta())?;
         let describe = format!("delta `{}`", config.uri);
+        crate::schema_version::files_version(&layout, &describe)?;
+        mkdirs(&layout.meta())?;
         let lock = crate::lock::WriterLock::acquire(&layout.lock_file(), &describe)?;
+        crate::schema_version::record_files_version(&layout, &describe)?;
         let store = store::Tables::connect(&config.uri)?;
         Ok(DeltaDestination {
             store,
@@ -57,20 +61,46 @@ impl DeltaDestination {
         })
     }
 
-    fn load_runs(&self) -> Result<Vec<RunRecord>> {
-        let path = self.layout.runs_file();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::CorruptState { path, detail: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io("reading runs", path)(e)),
-        }
+    /// The state folder's run history.
+    fn book(&self) -> RunBook {
+        RunBook::new(&self.layout)
     }
 
-    fn save_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(runs)
-            .map_err(|source| Error::Json { action: "encoding runs.json", source })?;
-        write_atomic(&self.layout.runs_file(), &bytes)
+    /// The folder of what each table committed by run `run_id` counted.
+    fn commits_dir(&self, run_id: &str) -> std::path::PathBuf {
+        self.layout.meta().join("commits").join(run_id)
+    }
+}
+
+impl RunSteps for DeltaDestination {
+    /// There is no `CURRENT` file here, so this only normalises; kept for a state folder shared
+    /// with a file destination's tooling.
+    fn recover(&mut self, runs: &mut [RunRecord]) -> Result<()> {
+        apply_committed(&self.layout, runs).map(drop)
+    }
+
+    fn resume(&mut self, run_id: &str) -> Result<BTreeSet<ScopeKey>> {
+        let (staging, completed_scopes) = Staging::resume(self.layout.staging(run_id), run_id)?;
+        self.staging = Some(staging);
+        Ok(completed_scopes)
+    }
+
+    fn discard(&mut self, run_id: &str) -> Result<()> {
+        remove_dir(&self.layout.staging(run_id))?;
+        remove_dir(&self.commits_dir(run_id))
+    }
+
+    fn holds_data(&mut self) -> Result<bool> {
+        self.store.holds_data()
+    }
+
+    fn create(&mut self, run_id: &str, _method: Method) -> Result<()> {
+        self.staging = Some(Staging::create(self.layout.staging(run_id), run_id, None)?);
+        Ok(())
+    }
+
+    fn describe_target(&self) -> String {
+        self.describe()
     }
 }
 
@@ -90,65 +120,15 @@ impl Destination for DeltaDestination {
         }
         self.run = None;
         self.staging = None;
-        let mut runs = self.load_runs()?;
-        // No CURRENT file here, so this only normalises; kept for a state folder shared with
-        // a file destination's tooling.
-        apply_committed(&self.layout, &mut runs)?;
-        let now = crate::destinations::sql::now();
-        let mut interrupted = false;
-        for r in runs.iter_mut().filter(|r| r.status == "running") {
-            tracing::warn!(run_id = %r.run_id, "The run before this one died mid-way; it is marked interrupted.");
-            r.status = "interrupted".into();
-            r.ended_at = Some(now.clone());
-            interrupted = true;
-        }
-        if interrupted {
-            self.save_runs(&runs)?;
-        }
-        let unfinished = runs.iter().rposition(|r| is_unfinished(&r.status));
-        if let Some(i) = unfinished
-            && options.resume
-            && runs[i].method == method.as_str()
-        {
-            let run_id = runs[i].run_id.clone();
-            let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
-            runs[i].status = "running".into();
-            runs[i].errors = None;
-            runs[i].ended_at = None;
-            self.save_runs(&runs)?;
-            self.lock.set_run(&run_id);
-            self.staging = Some(staging);
-            self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
-            tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
-            return Ok(RunStart { run_id, resumed: true, completed_scopes });
-        }
-        for r in runs.iter_mut().filter(|r| is_unfinished(&r.status)) {
-            r.status = "abandoned".into();
-            r.ended_at = Some(now.clone());
-            remove_dir(&self.layout.staging(&r.run_id))?;
-            remove_dir(&self.layout.meta().join("commits").join(&r.run_id))?;
-        }
-        if method == Method::FullLoad && !options.replace && self.store.holds_data()? {
-            self.save_runs(&runs)?;
-            return Err(Error::TargetNotEmpty { destination: self.describe() });
-        }
-        let run_id = uuid::Uuid::now_v7().to_string();
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, None)?);
-        runs.push(RunRecord {
-            run_id: run_id.clone(),
-            method: method.as_str().into(),
-            status: "running".into(),
-            started_at: now,
-            ended_at: None,
-            metrics: None,
-            errors: None,
-            report: None,
+        let begun = self.book().begin(self, method, options)?;
+        self.lock.set_run(&begun.start.run_id);
+        self.run = Some(ActiveRun {
+            id: begun.start.run_id.clone(),
+            method,
+            options: options.clone(),
+            started_at: begun.started_at,
         });
-        self.save_runs(&runs)?;
-        self.lock.set_run(&run_id);
-        self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
-        tracing::info!(run_id = %run_id, method = %method, "Run started.");
-        Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+        Ok(begun.start)
     }
 
     fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
@@ -182,25 +162,15 @@ impl Destination for DeltaDestination {
         let mut staging = self.staging.take().ok_or(Error::NoActiveRun("commit before begin"))?;
         staging.checkpoint()?;
         let metrics = self.apply(&run, &staging, scope, views)?;
-        let now = crate::destinations::sql::now();
-        let record = RunRecord {
-            run_id: run.id.clone(),
-            method: run.method.as_str().into(),
-            status: crate::destination::committed_status(scope).into(),
-            started_at: String::new(),
-            ended_at: Some(now),
-            metrics: Some(metrics.clone()),
-            errors: None,
-            report: Some(report.clone()),
-        };
-        let mut runs = self.load_runs()?;
-        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
-            let started_at = std::mem::take(&mut r.started_at);
-            *r = RunRecord { started_at, ..record };
-        }
-        self.save_runs(&runs)?;
+        self.book().commit(RunRecord::committed(
+            run.method,
+            run.started_at,
+            scope,
+            metrics.clone(),
+            report.clone(),
+        ))?;
         remove_dir(staging.dir())?;
-        remove_dir(&self.layout.meta().join("commits").join(&run.id))?;
+        remove_dir(&self.commits_dir(&run.id))?;
         self.run = None;
         metrics.log_committed();
         Ok(metrics)
@@ -211,14 +181,6 @@ impl Destination for DeltaDestination {
         if let Some(mut s) = self.staging.take() {
             s.checkpoint()?;
         }
-        let mut runs = self.load_runs()?;
-        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
-            r.status = "failed".into();
-            r.ended_at = Some(crate::destinations::sql::now());
-            r.errors = Some(error.to_string());
-        }
-        self.save_runs(&runs)?;
-        tracing::warn!(run_id = %run.id, "Run marked failed; staged data is kept for resume.");
-        Ok(())
+        self.book().fail(&run.id, error)
     }
 }

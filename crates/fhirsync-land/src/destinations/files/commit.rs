@@ -35,6 +35,7 @@ use super::{ActiveRun, Carry, ChangeRow, FileDestination, RowRef, RowSink, RunRe
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
+use crate::run::ChangeOp;
 use crate::views::{table_columns, view_signature};
 use crate::{Error, Result};
 
@@ -188,7 +189,7 @@ impl Build<'_> {
 
     fn change(
         &self,
-        op: &str,
+        op: ChangeOp,
         resource_type: &str,
         row: &RowRef<'_>,
         before: Option<String>,
@@ -197,7 +198,7 @@ impl Build<'_> {
         ChangeRow {
             run_id: self.run_id.to_string(),
             changed_at: self.now.to_string(),
-            operation: op.into(),
+            operation: op,
             resource_type: resource_type.to_string(),
             fhir_version: row.fhir_version.to_string(),
             id: row.id.to_string(),
@@ -359,16 +360,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             written_files,
             "Snapshot built: files of unchanged types and views kept, the others written."
         );
-        let record = RunRecord {
-            run_id: run.id.clone(),
-            method: run.method.as_str().into(),
-            status: crate::destination::committed_status(scope).into(),
-            started_at: String::new(),
-            ended_at: Some(now.clone()),
-            metrics: Some(m.clone()),
-            errors: None,
-            report: Some(report.clone()),
-        };
+        let record = RunRecord::committed(run.method, run.started_at, scope, m.clone(), report.clone());
         let record_json = serde_json::to_vec_pretty(&record)
             .map_err(|source| Error::Json { action: "encoding the run record", source })?;
         write_atomic(&tmp.join("_fhirsync").join("run.json"), &record_json)?;
@@ -381,12 +373,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         sync_dir(&self.layout.versions());
         self.layout.switch_to(&run.id)?;
 
-        let mut runs = self.load_runs()?;
-        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
-            let started_at = std::mem::take(&mut r.started_at);
-            *r = RunRecord { started_at, ..record };
-        }
-        self.save_runs(&runs)?;
+        self.book().commit(record)?;
         remove_dir(staging.dir())?;
         self.prune_versions(&run.id, old_current.as_deref())?;
         Ok(m)
@@ -502,7 +489,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                             drop_resource(&mut builds, key);
                             if b.compare {
                                 out.changes.push(b.change(
-                                    "D",
+                                    ChangeOp::Delete,
                                     t,
                                     &r,
                                     Some(r.content_hash.to_string()),
@@ -538,7 +525,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             let op = match replaced.get(&key) {
                 None => {
                     m.inserted += 1;
-                    Some(("I", None))
+                    Some((ChangeOp::Insert, None))
                 }
                 Some((old_hash, first_seen)) => {
                     row.first_seen_run = first_seen.clone();
@@ -547,7 +534,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
                         None
                     } else if *old_hash != row.content_hash {
                         m.updated += 1;
-                        Some(("U", Some(old_hash.clone())))
+                        Some((ChangeOp::Update, Some(old_hash.clone())))
                     } else {
                         m.unchanged += 1;
                         None

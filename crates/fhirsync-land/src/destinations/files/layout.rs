@@ -11,6 +11,7 @@
 //! <dir>/changes/run_id=<run>/...           reload-and-compare change records
 //! <dir>/_fhirsync/CURRENT                  name of the current version (the commit point)
 //! <dir>/_fhirsync/runs.json                every run: method, status, times, counts, errors
+//! <dir>/_fhirsync/schema.json              the folder's schema version (see `crate::schema_version`)
 //! <dir>/_fhirsync/staging/<run>/           durable staging of the unfinished run
 //! ```
 
@@ -42,6 +43,10 @@ impl Layout {
     }
     pub(crate) fn runs_file(&self) -> PathBuf {
         self.meta().join("runs.json")
+    }
+    /// The schema version record (see [`crate::schema_version`]).
+    pub(crate) fn schema_file(&self) -> PathBuf {
+        self.meta().join("schema.json")
     }
     pub(crate) fn current_file(&self) -> PathBuf {
         self.meta().join("CURRENT")

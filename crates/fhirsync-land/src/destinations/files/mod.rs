@@ -28,6 +28,7 @@ pub(crate) mod commit;
 mod index;
 pub(crate) mod layout;
 pub(crate) mod row;
+pub(crate) mod run_book;
 pub(crate) mod staging;
 mod views;
 
@@ -35,17 +36,22 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
+pub(crate) use crate::run::RunRecord;
+use crate::run::{ChangeOp, stored_time};
 use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 pub(crate) use layout::{Layout, views_dir};
-use layout::{mkdirs, remove_dir, write_atomic};
+use layout::{mkdirs, remove_dir};
 pub(crate) use row::{Head, Row};
+pub(crate) use run_book::without_scope;
+use run_book::{RunBook, RunSteps};
 use staging::{Known, Staging};
 
 /// One change record of reload-and-compare.
@@ -53,7 +59,7 @@ use staging::{Known, Staging};
 pub(crate) struct ChangeRow {
     pub run_id: String,
     pub changed_at: String,
-    pub operation: String,
+    pub operation: ChangeOp,
     pub resource_type: String,
     pub fhir_version: String,
     pub id: String,
@@ -180,25 +186,13 @@ pub(crate) trait SnapshotFormat: Send {
     ) -> Result<bool>;
 }
 
-/// One run in `_fhirsync/runs.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct RunRecord {
-    pub run_id: String,
-    pub method: String,
-    pub status: String,
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    #[serde(default)]
-    pub metrics: Option<RunMetrics>,
-    pub errors: Option<String>,
-    pub report: Option<serde_json::Value>,
-}
-
 #[derive(Debug, Clone)]
 struct ActiveRun {
     id: String,
     method: Method,
     options: LandOptions,
+    /// When the run first started (recorded in its snapshot's `run.json`).
+    started_at: DateTime<Utc>,
 }
 
 /// A file destination: the engine over one format.
@@ -214,63 +208,22 @@ pub(crate) struct FileDestination<F> {
     lock: crate::lock::WriterLock,
 }
 
-/// Whether a run record is unfinished (resumable, or abandoned by a fresh start).
-fn is_unfinished(status: &str) -> bool {
-    matches!(status, "running" | "failed" | "interrupted")
-}
-
 impl<F: SnapshotFormat> FileDestination<F> {
-    /// Opens (creating) the folder.
+    /// Opens (creating) the folder: refuses one written by a newer fhirsync before writing
+    /// anything, then takes the writer lock and records the schema version.
     pub(crate) fn new(format: F, dir: &Path) -> Result<Self> {
         let layout = Layout::new(dir);
+        let describe = format!("{} `{}`", format.kind(), layout.root().display());
+        crate::schema_version::files_version(&layout, &describe)?;
         mkdirs(&layout.meta())?;
-        let lock = crate::lock::WriterLock::acquire(
-            &layout.lock_file(),
-            &format!("{} `{}`", format.kind(), layout.root().display()),
-        )?;
+        let lock = crate::lock::WriterLock::acquire(&layout.lock_file(), &describe)?;
+        crate::schema_version::record_files_version(&layout, &describe)?;
         Ok(FileDestination { format, layout, run: None, staging: None, known: None, pending: 0, lock })
     }
 
-    fn load_runs(&self) -> Result<Vec<RunRecord>> {
-        let path = self.layout.runs_file();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::CorruptState { path, detail: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io("reading runs", path)(e)),
-        }
-    }
-
-    /// Writes `runs.json`. Reports are kept there without their `scope` (whose cohort list
-    /// grows with the cohort, once per run); the version folder's `run.json` has it whole.
-    fn save_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let runs: Vec<RunRecord> = runs
-            .iter()
-            .map(|r| RunRecord { report: r.report.as_ref().map(without_scope), ..r.clone() })
-            .collect();
-        let bytes = serde_json::to_vec_pretty(&runs)
-            .map_err(|source| Error::Json { action: "encoding runs.json", source })?;
-        write_atomic(&self.layout.runs_file(), &bytes)
-    }
-
-    /// Finishes the bookkeeping of a run that was switched in but killed before `runs.json`
-    /// was updated.
-    fn recover_committed(&self, runs: &mut [RunRecord]) -> Result<()> {
-        if let Some(current) = apply_committed(&self.layout, runs)? {
-            remove_dir(&self.layout.staging(&current))?;
-            tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
-        }
-        Ok(())
-    }
-}
-
-/// A stored report without its `scope` (the cohort and the completed scopes).
-pub(crate) fn without_scope(report: &serde_json::Value) -> serde_json::Value {
-    match report {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter().filter(|(k, _)| *k != "scope").map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ),
-        other => other.clone(),
+    /// The folder's run history.
+    fn book(&self) -> RunBook {
+        RunBook::new(&self.layout)
     }
 }
 
@@ -279,19 +232,74 @@ pub(crate) fn without_scope(report: &serde_json::Value) -> serde_json::Value {
 /// Keeps the start time from `runs.json`. Returns the id of the run it fixed. Read-only on disk.
 pub(crate) fn apply_committed(layout: &Layout, runs: &mut [RunRecord]) -> Result<Option<String>> {
     let Some(current) = layout.current_version()? else { return Ok(None) };
-    let Some(run) =
-        runs.iter_mut().find(|r| r.run_id == current && !crate::destination::is_committed(&r.status))
-    else {
+    let Some(run) = runs.iter_mut().find(|r| r.run_id == current && !r.status.is_committed()) else {
         return Ok(None);
     };
     let path = layout.version(&current).join("_fhirsync").join("run.json");
     let bytes = fs::read(&path).map_err(Error::io("reading a version's run record", &path))?;
-    let record: RunRecord =
-        serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState { path, detail: e.to_string() })?;
-    // The snapshot's record has no start time; runs.json has it.
-    let started_at = std::mem::take(&mut run.started_at);
-    *run = RunRecord { started_at, ..record };
+    let corrupt = |e: serde_json::Error| Error::CorruptState { path: path.clone(), detail: e.to_string() };
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    // Earlier versions wrote the snapshot's record without a start time (an empty string);
+    // runs.json has it.
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert("started_at".into(), stored_time::text(&run.started_at).into());
+    }
+    let record: RunRecord = serde_json::from_value(record).map_err(corrupt)?;
+    *run = RunRecord { started_at: run.started_at, ..record };
     Ok(Some(current))
+}
+
+impl<F: SnapshotFormat> RunSteps for FileDestination<F> {
+    /// Finishes the bookkeeping of a run that was switched in but killed before `runs.json`
+    /// was updated.
+    fn recover(&mut self, runs: &mut [RunRecord]) -> Result<()> {
+        if let Some(current) = apply_committed(&self.layout, runs)? {
+            remove_dir(&self.layout.staging(&current))?;
+            tracing::info!(run_id = %current, "Finished bookkeeping of a run committed before a crash.");
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, run_id: &str) -> Result<BTreeSet<ScopeKey>> {
+        let (staging, completed_scopes) = Staging::resume(self.layout.staging(run_id), run_id)?;
+        let current = self.layout.current_version()?;
+        if let Some(base) = staging.base()
+            && Some(base) != current.as_deref()
+        {
+            // Only a committed run switches the snapshot, and one that commits abandons any
+            // unfinished run first: a mismatch is damage, never a normal sequence.
+            return Err(Error::CorruptState {
+                path: self.layout.staging(run_id),
+                detail: format!(
+                    "staged against snapshot {base}, but the current one is {}; run with resume = false",
+                    current.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+        self.known = staging.base().map(|_| Known::default());
+        self.staging = Some(staging);
+        Ok(completed_scopes)
+    }
+
+    fn discard(&mut self, run_id: &str) -> Result<()> {
+        remove_dir(&self.layout.staging(run_id))
+    }
+
+    fn holds_data(&mut self) -> Result<bool> {
+        Ok(self.layout.current_version()?.is_some())
+    }
+
+    fn create(&mut self, run_id: &str, method: Method) -> Result<()> {
+        // Reload and reload-and-compare stage against the current snapshot.
+        let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
+        self.staging = Some(Staging::create(self.layout.staging(run_id), run_id, base.as_deref())?);
+        self.known = base.as_ref().map(|_| Known::default());
+        Ok(())
+    }
+
+    fn describe_target(&self) -> String {
+        self.describe()
+    }
 }
 
 impl<F: SnapshotFormat> Destination for FileDestination<F> {
@@ -310,81 +318,15 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         self.run = None;
         self.staging = None;
         self.known = None;
-        let mut runs = self.load_runs()?;
-        self.recover_committed(&mut runs)?;
-        let now = crate::destinations::sql::now();
-        // This process holds the writer lock: a run still `running` died with its process.
-        let mut interrupted = false;
-        for r in runs.iter_mut().filter(|r| r.status == "running") {
-            tracing::warn!(run_id = %r.run_id, "The run before this one died mid-way; it is marked interrupted.");
-            r.status = "interrupted".into();
-            r.ended_at = Some(now.clone());
-            interrupted = true;
-        }
-        if interrupted {
-            self.save_runs(&runs)?;
-        }
-        let unfinished = runs.iter().rposition(|r| is_unfinished(&r.status));
-        if let Some(i) = unfinished
-            && options.resume
-            && runs[i].method == method.as_str()
-        {
-            let run_id = runs[i].run_id.clone();
-            let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
-            let current = self.layout.current_version()?;
-            if let Some(base) = staging.base()
-                && Some(base) != current.as_deref()
-            {
-                // Only a committed run switches the snapshot, and one that commits abandons
-                // any unfinished run first: a mismatch is damage, never a normal sequence.
-                return Err(Error::CorruptState {
-                    path: self.layout.staging(&run_id),
-                    detail: format!(
-                        "staged against snapshot {base}, but the current one is {}; run with resume = false",
-                        current.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-            self.known = staging.base().map(|_| Known::default());
-            runs[i].status = "running".into();
-            runs[i].errors = None;
-            runs[i].ended_at = None;
-            self.save_runs(&runs)?;
-            self.lock.set_run(&run_id);
-            self.staging = Some(staging);
-            self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
-            tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
-            return Ok(RunStart { run_id, resumed: true, completed_scopes });
-        }
-        for r in runs.iter_mut().filter(|r| is_unfinished(&r.status)) {
-            r.status = "abandoned".into();
-            r.ended_at = Some(now.clone());
-            remove_dir(&self.layout.staging(&r.run_id))?;
-        }
-        if method == Method::FullLoad && !options.replace && self.layout.current_version()?.is_some() {
-            self.save_runs(&runs)?;
-            return Err(Error::TargetNotEmpty { destination: self.describe() });
-        }
-        let run_id = uuid::Uuid::now_v7().to_string();
-        // Reload and reload-and-compare stage against the current snapshot.
-        let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, base.as_deref())?);
-        self.known = base.as_ref().map(|_| Known::default());
-        runs.push(RunRecord {
-            run_id: run_id.clone(),
-            method: method.as_str().into(),
-            status: "running".into(),
-            started_at: now,
-            ended_at: None,
-            metrics: None,
-            errors: None,
-            report: None,
+        let begun = self.book().begin(self, method, options)?;
+        self.lock.set_run(&begun.start.run_id);
+        self.run = Some(ActiveRun {
+            id: begun.start.run_id.clone(),
+            method,
+            options: options.clone(),
+            started_at: begun.started_at,
         });
-        self.save_runs(&runs)?;
-        self.lock.set_run(&run_id);
-        self.run = Some(ActiveRun { id: run_id.clone(), method, options: options.clone() });
-        tracing::info!(run_id = %run_id, method = %method, "Run started.");
-        Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+        Ok(begun.start)
     }
 
     fn stage(&mut self, resources: &[RawResource]) -> Result<()> {
@@ -457,14 +399,6 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         if let Some(mut s) = self.staging.take() {
             s.checkpoint()?;
         }
-        let mut runs = self.load_runs()?;
-        if let Some(r) = runs.iter_mut().find(|r| r.run_id == run.id) {
-            r.status = "failed".into();
-            r.ended_at = Some(crate::destinations::sql::now());
-            r.errors = Some(error.to_string());
-        }
-        self.save_runs(&runs)?;
-        tracing::warn!(run_id = %run.id, "Run marked failed; staged data is kept for resume.");
-        Ok(())
+        self.book().fail(&run.id, error)
     }
 }

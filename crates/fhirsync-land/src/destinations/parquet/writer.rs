@@ -396,7 +396,7 @@ impl SnapshotFormat for ParquetFormat {
                 vec![
                     text(&c.run_id),
                     text(&c.changed_at),
-                    text(&c.operation),
+                    text(c.operation.as_str()),
                     text(&c.resource_type),
                     text(&c.fhir_version),
                     text(&c.id),

@@ -220,13 +220,19 @@ impl PostgresBackend {
             }
             None => "its advisory lock is held by another session".to_string(),
         };
-        let running = self
-            .query(&format!(
-                "SELECT run_id FROM {}._fhirsync_runs WHERE status = 'running' ORDER BY started_at DESC LIMIT 1",
-                crate::destinations::sql::schema::quote_ident(schema)
-            ))
-            .ok()
-            .and_then(|rows| rows.into_iter().next()?.into_iter().next()?);
+        // The holder's run, where its runs table can be read (a schema being created has none):
+        // naming it is a courtesy, the lock error stands either way.
+        let running = match self.query(&format!(
+            "SELECT run_id FROM {}._fhirsync_runs WHERE status = {} ORDER BY started_at DESC LIMIT 1",
+            crate::destinations::sql::schema::quote_ident(schema),
+            lit(crate::run::RunStatus::Running.as_str())
+        )) {
+            Ok(rows) => rows.into_iter().next().and_then(|r| r.into_iter().next()?),
+            Err(error) => {
+                tracing::debug!(%error, "Could not read the run of the writer lock's holder.");
+                None
+            }
+        };
         let holder = match running {
             Some(run) => format!("{holder}; its run {run}"),
             None => holder,

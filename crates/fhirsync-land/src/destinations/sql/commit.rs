@@ -7,11 +7,12 @@ use fhirsync_views::View;
 
 use super::schema::{
     self, CHANGES, COHORT, COLUMNS, EXITS, HISTORY, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES,
-    UPSERT, lit, type_table,
+    UPSERT, lit, lit_list, type_table,
 };
 use super::{SqlBackend, SqlDestination, insert_scopes_sql, now};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
+use crate::run::{ChangeOp, RunStatus};
 use crate::{Error, Result};
 
 /// Names and literals used by every statement of one commit.
@@ -48,8 +49,10 @@ impl<B: SqlBackend> SqlDestination<B> {
             self.backend.batch(&sql)?;
         }
         let text = d.text("count(*)");
-        let cohort_scopes =
-            self.count(&format!("SELECT {text} FROM {} WHERE patient_id = ''", d.t(STAGE_SCOPES)))? > 0;
+        let cohort_scopes = self.count(
+            "counting cohort-level scopes",
+            &format!("SELECT {text} FROM {} WHERE patient_id = ''", d.t(STAGE_SCOPES)),
+        )? > 0;
         let mut ctx = Ctx {
             run: lit(&run.id),
             run_id: run.id.clone(),
@@ -127,7 +130,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let report = serde_json::to_string(report)
             .map_err(|source| Error::Json { action: "storing the run report", source })?;
         self.backend.execute(&format!(
-            "UPDATE {runs} SET status = '{status}', ended_at = {now}, staged = {}, inserted = {}, updated = {}, \
+            "UPDATE {runs} SET status = {status}, ended_at = {now}, staged = {}, inserted = {}, updated = {}, \
              deleted = {}, unchanged = {}, kept = {}, cohort_exits = {}, view_rows = {}, errors = NULL, report = {} \
              WHERE run_id = {run}",
             m.staged,
@@ -140,7 +143,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             m.view_rows,
             lit(&report),
             runs = d.t(RUNS),
-            status = crate::destination::committed_status(scope),
+            status = lit(RunStatus::committed(scope).as_str()),
             now = ctx.now,
             run = ctx.run,
         ))?;
@@ -199,7 +202,10 @@ impl<B: SqlBackend> SqlDestination<B> {
             cohort = d.t(COHORT)
         ))?;
         let text = d.text("count(*)");
-        self.count(&format!("SELECT {text} FROM {} WHERE last_flagged_run = {}", d.t(EXITS), ctx.run))
+        self.count(
+            "counting cohort exits",
+            &format!("SELECT {text} FROM {} WHERE last_flagged_run = {}", d.t(EXITS), ctx.run),
+        )
     }
 
     /// Applies one resource type where one table holds its rows (PostgreSQL): change records,
@@ -227,7 +233,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         let (t, shadow) = (d.t(table), d.t(&shadow_name));
         let rt = lit(resource_type);
         let text = d.text("count(*)");
-        let staged = self.count(&format!("SELECT {text} FROM {shadow}"))?;
+        let staged = self.count("counting staged rows", &format!("SELECT {text} FROM {shadow}"))?;
         if swap {
             if ctx.history {
                 self.write_history(ctx, &rt, &format!("{shadow} s"))?;
@@ -248,7 +254,7 @@ impl<B: SqlBackend> SqlDestination<B> {
              (SELECT 1 FROM {shadow} s WHERE s.fhir_version = u.fhir_version AND s.id = u.id))"
         );
         let deletable = self.deletable_sql(ctx);
-        let before = self.count(&format!("SELECT {text} FROM {t}"))?;
+        let before = self.count("counting landed rows", &format!("SELECT {text} FROM {t}"))?;
         // Rows not re-read: how many go and how many stay, and the insert/update counts.
         let counts = if full_load {
             // The target becomes exactly the staged data.
@@ -342,12 +348,14 @@ impl<B: SqlBackend> SqlDestination<B> {
         // A key noted while staging may have been staged again since with the old content.
         self.backend.execute(&format!(
             "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-             SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN 'I' ELSE 'U' END, {rt}, s.fhir_version, s.id, \
+             SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN {insert} ELSE {update} END, {rt}, s.fhir_version, s.id, \
              s.patient_id, c.before_hash, s.content_hash \
              FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
              WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)",
             changes = d.t(CHANGES),
             stage_changes = d.t(STAGE_CHANGES),
+            insert = lit(ChangeOp::Insert.as_str()),
+            update = lit(ChangeOp::Update.as_str()),
         ))?;
         Ok(())
     }
@@ -358,8 +366,9 @@ impl<B: SqlBackend> SqlDestination<B> {
         let (run, now) = (&ctx.run, &ctx.now);
         self.backend.execute(&format!(
             "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
-             SELECT {run}, {now}, 'D', {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
-             FROM {rows} t WHERE {condition}"
+             SELECT {run}, {now}, {delete}, {rt}, t.fhir_version, t.id, t.patient_id, t.content_hash, NULL \
+             FROM {rows} t WHERE {condition}",
+            delete = lit(ChangeOp::Delete.as_str()),
         ))
     }
 
@@ -368,15 +377,22 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         let ops = self.backend.query(&format!(
             "SELECT operation, {} FROM {} WHERE run_id = {} AND resource_type = {rt} \
-             AND operation IN ('I', 'U') GROUP BY operation",
+             AND operation IN ({}) GROUP BY operation",
             d.text("count(*)"),
             d.t(CHANGES),
             ctx.run,
+            lit_list(&[ChangeOp::Insert, ChangeOp::Update], ChangeOp::as_str),
         ))?;
-        let op = |name: &str| {
-            ops.iter().find(|r| r.first().and_then(|c| c.as_deref()) == Some(name)).map_or(0, |r| cell(r, 1))
-        };
-        Ok((op("I"), op("U")))
+        let mut counts = (0, 0);
+        for row in &ops {
+            let n = self.cell(row, 1, "counting change records")?;
+            match row.first().and_then(|c| c.as_deref()) {
+                Some(op) if op == ChangeOp::Insert.as_str() => counts.0 = n,
+                Some(op) if op == ChangeOp::Update.as_str() => counts.1 = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
     }
 
     /// How many rows `t` of `rows` match `not_reread`, and how many of those are `deletable`.
@@ -387,13 +403,20 @@ impl<B: SqlBackend> SqlDestination<B> {
             d.text("count(*)"),
             d.text(&format!("COALESCE(SUM(CASE WHEN {deletable} THEN 1 ELSE 0 END), 0)"))
         ))?;
-        Ok(counts.first().map_or((0, 0), |r| (cell(r, 0), cell(r, 1))))
+        let row = counts.first().map_or(&[][..], Vec::as_slice);
+        Ok((self.cell(row, 0, "counting rows not re-read")?, self.cell(row, 1, "counting deletable rows")?))
+    }
+
+    /// Integer cell `i` of a query row; a missing cell or one that is not a number is an
+    /// error.
+    fn cell(&self, row: &[super::Cell], i: usize, what: &'static str) -> Result<u64> {
+        super::number(row.get(i).and_then(|c| c.as_deref()), what, || self.backend.describe())
     }
 
     /// Whether `table` (a rows table) carries indexes or triggers fhirsync did not create.
     pub(super) fn has_user_objects(&mut self, table: &str) -> Result<bool> {
         match self.d().user_objects_sql(table) {
-            Some(sql) => Ok(self.count(&sql)? > 0),
+            Some(sql) => Ok(self.count("counting user indexes and triggers", &sql)? > 0),
             None => Ok(false),
         }
     }
@@ -405,11 +428,12 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         let (h, changes) = (d.t(HISTORY), d.t(CHANGES));
         let (run, now) = (&ctx.run, &ctx.now);
+        let ops = lit_list(&[ChangeOp::Update, ChangeOp::Delete], ChangeOp::as_str);
         let closed = match ctx.method {
             Method::FullLoad => String::new(),
             _ => format!(
                 " AND EXISTS (SELECT 1 FROM {changes} c \
-                 WHERE c.run_id = {run} AND c.resource_type = {rt} AND c.operation IN ('U', 'D') \
+                 WHERE c.run_id = {run} AND c.resource_type = {rt} AND c.operation IN ({ops}) \
                  AND c.fhir_version = h.fhir_version AND c.id = h.id)"
             ),
         };
@@ -450,9 +474,4 @@ impl Counts {
             m.unchanged += staged.saturating_sub(self.inserted + self.updated);
         }
     }
-}
-
-/// Integer cell `i` of a query row (0 when absent).
-fn cell(row: &[super::Cell], i: usize) -> u64 {
-    row.get(i).and_then(|c| c.as_deref()).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

@@ -34,6 +34,7 @@
 //!   while staging), the commit does not search the table for rows that were not re-read.
 
 mod commit;
+pub(crate) mod migrate;
 pub(crate) mod schema;
 mod split;
 mod views;
@@ -45,11 +46,9 @@ use fhirsync_views::View;
 
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
+use crate::run::RunStatus;
 use crate::{Error, Result};
-use schema::{
-    Dialect, LEGACY_STAGE, ROW_COLUMNS, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit,
-    reread_table,
-};
+use schema::{Dialect, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, lit_list, reread_table};
 
 /// One text cell of a query result.
 pub(crate) type Cell = Option<String>;
@@ -209,8 +208,11 @@ pub(crate) struct SqlDestination<B> {
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
-    /// Wraps a connected backend and creates the bookkeeping tables.
+    /// Wraps a connected backend: refuses a target written by a newer fhirsync before writing
+    /// anything, then creates the bookkeeping tables and migrates an older target (see
+    /// `migrate.rs`).
     pub(crate) fn new(mut backend: B) -> Result<Self> {
+        let found = migrate::stored_version(&mut backend)?;
         let ddl = backend.dialect().bookkeeping_ddl();
         backend.batch(&ddl)?;
         let mut this = SqlDestination {
@@ -225,76 +227,8 @@ impl<B: SqlBackend> SqlDestination<B> {
             tallies: None,
             prebuilt: Default::default(),
         };
-        this.in_transaction(Self::drop_legacy_stage)?;
-        this.in_transaction(Self::split_legacy_tables)?;
+        this.migrate(found)?;
         Ok(this)
-    }
-
-    /// Earlier versions kept each type's rows, with `last_seen_run`, in the type table itself.
-    /// Where the backend splits rows ([`Dialect::splits_rows`]), such a table's rows move to the
-    /// split layout in one transaction, keeping their row ids, and its name becomes the view.
-    /// An unfinished run staged in the old layout cannot be resumed, so it is abandoned.
-    fn split_legacy_tables(&mut self) -> Result<()> {
-        let d = self.d().clone();
-        if !d.splits_rows() {
-            return Ok(());
-        }
-        let mut abandoned = false;
-        for (_, table) in self.registered_types()? {
-            if self.count(&d.table_count_sql(&table))? == 0 {
-                continue;
-            }
-            if self.has_user_objects(&table)? {
-                return Err(Error::UpgradeBlocked { table });
-            }
-            if !std::mem::replace(&mut abandoned, true) {
-                self.backend.execute(&format!(
-                    "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
-                    d.t(RUNS),
-                    d.ts_lit(&now())
-                ))?;
-                self.clear_staging()?;
-            }
-            let old = format!("_fhirsync_old_{table}");
-            // Legacy rename: user views naming the table are left as they are and resolve to
-            // the type's view by name.
-            self.backend.batch(&format!(
-                "PRAGMA legacy_alter_table = ON; ALTER TABLE {t} RENAME TO {old_q}; PRAGMA legacy_alter_table = OFF;\n\
-                 {ddl}\
-                 INSERT INTO {rows} (_row, {ROW_COLUMNS}) SELECT rowid, {ROW_COLUMNS} FROM {old_t};\n\
-                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
-                 DROP TABLE {old_t};",
-                t = d.t(&table),
-                old_q = schema::quote_ident(&old),
-                ddl = d.type_ddl(&table),
-                rows = d.t(&d.rows_table(&table)),
-                seen = d.t(&schema::seen_table(&table)),
-                old_t = d.t(&old),
-            ))?;
-            tracing::info!(table = %table, "Moved a type table to the split layout.");
-        }
-        Ok(())
-    }
-
-    /// Earlier versions staged every type in one `_fhirsync_stage` table. Its unfinished run
-    /// cannot be resumed by this version (its completed scopes would have no rows), so the run
-    /// is abandoned and the table dropped; the landed tables are untouched.
-    fn drop_legacy_stage(&mut self) -> Result<()> {
-        let d = self.d().clone();
-        if self.count(&d.table_count_sql(LEGACY_STAGE))? == 0 {
-            return Ok(());
-        }
-        tracing::warn!(
-            "Abandoning an unfinished run staged by an earlier fhirsync version; the next run starts afresh."
-        );
-        self.backend.batch(&format!(
-            "UPDATE {runs} SET status = 'abandoned', ended_at = {now} WHERE status IN ('running', 'failed', 'interrupted'); \
-             DELETE FROM {scopes}; DROP TABLE {legacy};",
-            runs = d.t(RUNS),
-            now = d.ts_lit(&now()),
-            scopes = d.t(STAGE_SCOPES),
-            legacy = d.t(LEGACY_STAGE),
-        ))
     }
 
     fn d(&self) -> &Dialect {
@@ -392,33 +326,70 @@ impl<B: SqlBackend> SqlDestination<B> {
             .collect())
     }
 
+    /// Whether the target holds landed data: a committed run, or a row in a type table (the
+    /// full-load guard). A query that fails or returns no count is an error, never "empty".
     fn target_has_data(&mut self) -> Result<bool> {
         let d = self.d().clone();
-        let succeeded = self.count(&format!(
-            "SELECT {} FROM {} WHERE status IN ('succeeded', 'completed_with_gaps')",
-            d.text("count(*)"),
-            d.t(RUNS)
-        ))?;
-        if succeeded > 0 {
+        let committed = self.count(
+            "counting committed runs",
+            &format!(
+                "SELECT {} FROM {} WHERE status IN ({})",
+                d.text("count(*)"),
+                d.t(RUNS),
+                lit_list(&RunStatus::COMMITTED, RunStatus::as_str)
+            ),
+        )?;
+        if committed > 0 {
             return Ok(true);
         }
         for (_, table) in self.registered_types()? {
-            if self.count(&format!("SELECT {} FROM {}", d.text("count(*)"), d.t(&table)))? > 0 {
+            let rows = format!("SELECT {} FROM {}", d.text("count(*)"), d.t(&table));
+            if self.count("counting landed rows", &rows)? > 0 {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Runs a one-cell integer query.
-    fn count(&mut self, sql: &str) -> Result<u64> {
-        let rows = self.backend.query(sql)?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.first())
-            .and_then(|c| c.as_deref())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0))
+    /// Runs a one-cell integer query ([`count`]).
+    fn count(&mut self, what: &'static str, sql: &str) -> Result<u64> {
+        count(&mut self.backend, what, sql)
+    }
+
+    /// Marks every unfinished run abandoned, in the open transaction.
+    fn abandon_unfinished(&mut self) -> Result<()> {
+        let d = self.d().clone();
+        self.backend.execute(&format!(
+            "UPDATE {} SET status = {}, ended_at = {} WHERE status IN ({})",
+            d.t(RUNS),
+            lit(RunStatus::Abandoned.as_str()),
+            d.ts_lit(&now()),
+            lit_list(&RunStatus::UNFINISHED, RunStatus::as_str)
+        ))?;
+        Ok(())
+    }
+
+    /// The latest unfinished run: its id and method.
+    fn latest_unfinished(&mut self) -> Result<Option<(String, Method)>> {
+        let d = self.d().clone();
+        let rows = self.backend.query(&format!(
+            "SELECT run_id, method FROM {} WHERE status IN ({}) ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            d.t(RUNS),
+            lit_list(&RunStatus::UNFINISHED, RunStatus::as_str)
+        ))?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let mut cells = row.into_iter();
+        let (Some(run_id), Some(method)) = (cells.next().flatten(), cells.next().flatten()) else {
+            return Err(Error::RunHistory {
+                destination: self.backend.describe(),
+                detail: "an unfinished run without its id or method".into(),
+            });
+        };
+        let method = method.parse().map_err(|e: crate::config::UnknownMethod| Error::RunHistory {
+            destination: self.backend.describe(),
+            detail: format!("run {run_id}: {e}"),
+        })?;
+        Ok(Some((run_id, method)))
     }
 
     /// Empties staging: drops every shadow table, forgets staged changes and scopes.
@@ -524,62 +495,26 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?))
     }
 
-    /// Whether every registered shadow has the name run `run_id` stages into (an earlier
-    /// version named PostgreSQL's shadows without the run; such a run cannot be resumed, its
-    /// staged rows would be missed, so it is abandoned and started afresh).
-    fn shadows_named_for(&mut self, run_id: &str) -> Result<bool> {
-        let d = self.d().clone();
-        let staged =
-            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
-        for row in staged {
-            let mut cells = row.into_iter().flatten();
-            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
-            let named = d.shadow_name(&schema::type_table(&resource_type)?, run_id) == shadow;
-            // PostgreSQL shadows of earlier versions were keyed, not append-only.
-            let append_only = match &d {
-                Dialect::Postgres { schema } => self.count(&format!(
-                    "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
-                         AND table_name = {} AND column_name = {}",
-                    lit(schema),
-                    lit(&shadow),
-                    lit(schema::SHADOW_SEQ)
-                ))? == 1,
-                Dialect::Sqlite => true,
-            };
-            if !named || !append_only {
-                tracing::warn!(run_id = %run_id, "The unfinished run was staged by an earlier fhirsync version; starting afresh.");
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
         let d = self.d().clone();
         // This process holds the writer lock: a run still `running` died with its process.
-        let dead =
-            self.backend.query(&format!("SELECT run_id FROM {} WHERE status = 'running'", d.t(RUNS)))?;
+        let dead = self.backend.query(&format!(
+            "SELECT run_id FROM {} WHERE status = {}",
+            d.t(RUNS),
+            lit(RunStatus::Running.as_str())
+        ))?;
         for run_id in dead.into_iter().filter_map(|r| r.into_iter().next()?) {
             tracing::warn!(run_id = %run_id, "The run before this one died mid-way; it is marked interrupted.");
-            self.backend.execute(&format!(
-                "UPDATE {} SET status = 'interrupted', ended_at = {} WHERE run_id = {}",
-                d.t(RUNS),
-                d.ts_lit(&now()),
-                lit(&run_id)
-            ))?;
+            self.set_status(&run_id, RunStatus::Interrupted, Some(&now()), None)?;
         }
-        let unfinished = self.backend.query(&format!(
-            "SELECT run_id, method FROM {} WHERE status IN ('running', 'failed', 'interrupted') ORDER BY started_at DESC, run_id DESC",
-            d.t(RUNS)
-        ))?;
-        if let Some([Some(run_id), Some(m)]) = unfinished.first().map(|r| [r[0].clone(), r[1].clone()])
+        if let Some((run_id, m)) = self.latest_unfinished()?
             && options.resume
-            && m == method.as_str()
-            && self.shadows_named_for(&run_id)?
+            && m == method
         {
             self.backend.execute(&format!(
-                "UPDATE {} SET status = 'running', errors = NULL, ended_at = NULL WHERE run_id = {}",
+                "UPDATE {} SET status = {}, errors = NULL, ended_at = NULL WHERE run_id = {}",
                 d.t(RUNS),
+                lit(RunStatus::Running.as_str()),
                 lit(&run_id)
             ))?;
             let scopes = self.backend.query(&format!(
@@ -593,26 +528,42 @@ impl<B: SqlBackend> SqlDestination<B> {
             tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
             return Ok(RunStart { run_id, resumed: true, completed_scopes });
         }
-        let now = now();
-        self.backend.execute(&format!(
-            "UPDATE {} SET status = 'abandoned', ended_at = {} WHERE status IN ('running', 'failed', 'interrupted')",
-            d.t(RUNS),
-            d.ts_lit(&now)
-        ))?;
+        self.abandon_unfinished()?;
         self.clear_staging()?;
         if method == Method::FullLoad && !options.replace && self.target_has_data()? {
             return Err(Error::TargetNotEmpty { destination: self.backend.describe() });
         }
         let run_id = uuid::Uuid::now_v7().to_string();
         self.backend.execute(&format!(
-            "INSERT INTO {} (run_id, method, status, started_at) VALUES ({}, {}, 'running', {})",
+            "INSERT INTO {} (run_id, method, status, started_at) VALUES ({}, {}, {}, {})",
             d.t(RUNS),
             lit(&run_id),
             lit(method.as_str()),
-            d.ts_lit(&now)
+            lit(RunStatus::Running.as_str()),
+            d.ts_lit(&now())
         ))?;
         tracing::info!(run_id = %run_id, method = %method, "Run started.");
         Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+    }
+
+    /// Sets run `run_id`'s status, end time and error (`NULL` where `None`).
+    fn set_status(
+        &mut self,
+        run_id: &str,
+        status: RunStatus,
+        ended_at: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let d = self.d().clone();
+        self.backend.execute(&format!(
+            "UPDATE {} SET status = {}, ended_at = {}, errors = {} WHERE run_id = {}",
+            d.t(RUNS),
+            lit(status.as_str()),
+            ended_at.map_or_else(|| "NULL".to_string(), |t| d.ts_lit(t)),
+            error.map_or_else(|| "NULL".to_string(), lit),
+            lit(run_id)
+        ))?;
+        Ok(())
     }
 }
 
@@ -686,15 +637,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     fn fail(&mut self, error: &str) -> Result<()> {
         let run_id = self.active("fail before begin")?.id.clone();
         self.commit_txn()?;
-        let d = self.d().clone();
-        let sql = format!(
-            "UPDATE {} SET status = 'failed', ended_at = {}, errors = {} WHERE run_id = {}",
-            d.t(RUNS),
-            d.ts_lit(&now()),
-            lit(error),
-            lit(&run_id)
-        );
-        self.backend.execute(&sql)?;
+        self.set_status(&run_id, RunStatus::Failed, Some(&now()), Some(error))?;
         self.run = None;
         tracing::warn!(run_id = %run_id, "Run marked failed; staged data is kept for resume.");
         Ok(())
@@ -734,7 +677,50 @@ fn parse_scope(row: Vec<Cell>) -> Option<ScopeKey> {
     Some(ScopeKey { fhir_version, patient_id: (!patient.is_empty()).then_some(patient), dataset })
 }
 
+/// Runs a query whose first row's first cell is a number (a count) and returns it; `what` says
+/// what is counted. A missing row, NULL or a cell that is not a number is
+/// [`Error::NotANumber`], never 0.
+pub(crate) fn count<B: SqlBackend>(backend: &mut B, what: &'static str, sql: &str) -> Result<u64> {
+    let rows = backend.query(sql)?;
+    let cell = rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten();
+    number(cell.as_deref(), what, || backend.describe())
+}
+
+/// `cell` as a number, else [`Error::NotANumber`] naming `what` and the destination.
+pub(crate) fn number(
+    cell: Option<&str>,
+    what: &'static str,
+    destination: impl FnOnce() -> String,
+) -> Result<u64> {
+    match cell.map(str::parse) {
+        Some(Ok(n)) => Ok(n),
+        _ => Err(Error::NotANumber { destination: destination(), what, found: cell.map(str::to_string) }),
+    }
+}
+
 /// Current time, RFC 3339 UTC with milliseconds.
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destinations::sqlite::{SqliteBackend, SqliteConfig};
+
+    /// A count query that returns no row, NULL or text is an error naming what was counted,
+    /// never 0; a number is the count.
+    #[test]
+    fn count_never_defaults_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SqliteConfig { path: dir.path().join("t.db"), ..SqliteConfig::default() };
+        let mut backend = SqliteBackend::open(&config).unwrap();
+        assert_eq!(count(&mut backend, "counting", "SELECT CAST(3 AS TEXT)").unwrap(), 3);
+        for sql in ["SELECT 1 WHERE 0", "SELECT NULL", "SELECT 'x'"] {
+            let err = count(&mut backend, "counting landed rows", sql).unwrap_err();
+            assert!(matches!(err, Error::NotANumber { what: "counting landed rows", .. }), "{sql}: {err}");
+        }
+        let err = count(&mut backend, "counting", "SELECT 'x'").unwrap_err().to_string();
+        assert!(err.contains("`x` instead of a number") && err.contains("t.db"), "{err}");
+    }
 }

@@ -6,7 +6,9 @@ use crate::{Error, Result};
 
 /// Runs table: one row per run.
 pub(crate) const RUNS: &str = "_fhirsync_runs";
-/// Staging table of earlier versions (one table for every type); dropped on open.
+/// Schema versions reached by the target, one row each (see [`crate::schema_version`]).
+pub(crate) const SCHEMA_VERSION: &str = "_fhirsync_schema_version";
+/// Staging table of schema version 1 (one table for every type); dropped by the migration to 2.
 pub(crate) const LEGACY_STAGE: &str = "_fhirsync_stage";
 /// Prefix of the shadow tables: durable staging of the current run, one per resource type,
 /// shaped like the type table (`_fhirsync_new_observation`).
@@ -174,6 +176,16 @@ impl Dialect {
             exits = self.t(EXITS),
             history = self.t(HISTORY),
             views = self.t(VIEWS),
+        )
+    }
+
+    /// DDL of the schema version table (created with its first row, in the same transaction).
+    pub(crate) fn schema_version_ddl(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, applied_at {} NOT NULL, \
+               fhirsync_version TEXT NOT NULL);\n",
+            self.t(SCHEMA_VERSION),
+            self.ts()
         )
     }
 
@@ -401,6 +413,11 @@ impl Dialect {
             Dialect::Postgres { .. } => None,
         }
     }
+}
+
+/// Comma-separated literals of stored names (`'running', 'failed'`), for `IN (...)`.
+pub(crate) fn lit_list<T: Copy>(values: &[T], as_str: fn(T) -> &'static str) -> String {
+    values.iter().map(|v| lit(as_str(*v))).collect::<Vec<_>>().join(", ")
 }
 
 /// Double-quoted identifier.

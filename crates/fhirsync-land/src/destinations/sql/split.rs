@@ -51,15 +51,18 @@ impl<B: SqlBackend> SqlDestination<B> {
         let rt = lit(resource_type);
         let text = d.text("count(*)");
         let full_load = ctx.method == Method::FullLoad;
-        let before = self.count(&format!("SELECT {text} FROM {rows}"))?;
-        let shadowed = self.count(&format!("SELECT {text} FROM {shadow}"))?;
+        let before = self.count("counting landed rows", &format!("SELECT {text} FROM {rows}"))?;
+        let shadowed = self.count("counting staged rows", &format!("SELECT {text} FROM {shadow}"))?;
         // Keys staged: the re-read rows, and the shadow's keys not among them.
-        let mut staged = self.count(&format!("SELECT {text} FROM {reread}"))?;
+        let mut staged = self.count("counting re-read rows", &format!("SELECT {text} FROM {reread}"))?;
         if shadowed > 0 {
-            staged += self.count(&format!(
-                "SELECT {text} FROM {shadow} s WHERE NOT EXISTS (SELECT 1 FROM {rows} t JOIN {reread} r \
+            staged += self.count(
+                "counting staged keys",
+                &format!(
+                    "SELECT {text} FROM {shadow} s WHERE NOT EXISTS (SELECT 1 FROM {rows} t JOIN {reread} r \
                  ON r._row = t._row WHERE t.fhir_version = s.fhir_version AND t.id = s.id)"
-            ))?;
+                ),
+            )?;
         }
         let all_reread = !full_load && has_shadow && self.all_reread(resource_type, table, staged, before)?;
         if ctx.compare {
@@ -99,7 +102,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let after = match swap {
             true => shadowed,
-            false => self.count(&format!("SELECT {text} FROM {rows}"))?,
+            false => self.count("counting landed rows", &format!("SELECT {text} FROM {rows}"))?,
         };
 
         // 3. Rows not re-read: change records, deletes and counts.
@@ -175,11 +178,14 @@ impl<B: SqlBackend> SqlDestination<B> {
             let (rows, shadow, next) =
                 (d.t(&rows_name), d.t(&shadow_table(&table)), d.t(&next_rows_table(&table)));
             let text = d.text("count(*)");
-            let before = self.count(&format!("SELECT {text} FROM {rows}"))?;
-            let updated = self.count(&format!(
-                "SELECT {text} FROM {shadow} s WHERE EXISTS (SELECT 1 FROM {rows} t \
+            let before = self.count("counting landed rows", &format!("SELECT {text} FROM {rows}"))?;
+            let updated = self.count(
+                "counting updated rows",
+                &format!(
+                    "SELECT {text} FROM {shadow} s WHERE EXISTS (SELECT 1 FROM {rows} t \
                  WHERE t.fhir_version = s.fhir_version AND t.id = s.id)"
-            ))?;
+                ),
+            )?;
             if before == 0 || updated * REBUILD_DIVISOR < before || self.has_user_objects(&rows_name)? {
                 continue;
             }
@@ -225,8 +231,10 @@ impl<B: SqlBackend> SqlDestination<B> {
     fn prebuilt_current(&mut self, table: &str, prebuilt: &Prebuilt) -> Result<bool> {
         let d = self.d().clone();
         let text = d.text("count(*)");
-        let rows = self.count(&format!("SELECT {text} FROM {}", d.t(&d.rows_table(table))))?;
-        let copied = self.count(&format!("SELECT {text} FROM {}", d.t(&next_rows_table(table))))?;
+        let rows =
+            self.count("counting landed rows", &format!("SELECT {text} FROM {}", d.t(&d.rows_table(table))))?;
+        let copied = self
+            .count("counting copied rows", &format!("SELECT {text} FROM {}", d.t(&next_rows_table(table))))?;
         Ok(rows == prebuilt.rows && copied == rows && self.last_row(table)? == prebuilt.last_row)
     }
 

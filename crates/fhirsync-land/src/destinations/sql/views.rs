@@ -25,10 +25,11 @@
 use chrono::{DateTime, Utc};
 use fhirsync_views::View;
 
-use super::schema::{CHANGES, Dialect, VIEWS, lit, quote_ident, type_table, view_table};
+use super::schema::{CHANGES, Dialect, VIEWS, lit, lit_list, quote_ident, type_table, view_table};
 use super::{ActiveRun, SqlBackend, SqlDestination, SqlValue};
 use crate::Result;
 use crate::config::Method;
+use crate::run::ChangeOp;
 use crate::views::{CellValue, ColumnKind, table_columns, table_row, view_signature};
 
 /// Resources read per page while flattening.
@@ -127,7 +128,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         if !source_exists {
             return Ok(0);
         }
-        let changed = |ops: &str| {
+        let changed = |ops: &[ChangeOp]| {
+            let ops = lit_list(ops, ChangeOp::as_str);
             format!(
                 "EXISTS (SELECT 1 FROM {changes} c WHERE c.run_id = {run} AND c.resource_type = {rt} \
                  AND c.operation IN ({ops}) AND c.fhir_version = {{v}} AND c.id = {{i}})",
@@ -140,9 +142,13 @@ impl<B: SqlBackend> SqlDestination<B> {
             self.backend.execute(&format!(
                 "DELETE FROM {} AS v WHERE {}",
                 d.t(&table),
-                changed("'U', 'D'").replace("{v}", "v._fhir_version").replace("{i}", "v._id")
+                changed(&[ChangeOp::Update, ChangeOp::Delete])
+                    .replace("{v}", "v._fhir_version")
+                    .replace("{i}", "v._id")
             ))?;
-            changed("'I', 'U'").replace("{v}", "t.fhir_version").replace("{i}", "t.id")
+            changed(&[ChangeOp::Insert, ChangeOp::Update])
+                .replace("{v}", "t.fhir_version")
+                .replace("{i}", "t.id")
         } else {
             "1 = 1".to_string()
         };
