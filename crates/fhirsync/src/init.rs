@@ -526,9 +526,9 @@ mod tests {
         let plan = resolve(&args(Some(Target::EpicSandbox)), None).unwrap();
         let c = loads(&plan);
         assert_eq!(c.connection.client_id.as_deref(), Some("abc-123"));
-        assert_eq!(c.connection.fhir_r4_endpoint.as_deref(), Some(SANDBOX_R4));
-        assert_eq!(c.connection.fhir_stu3_endpoint.as_deref(), Some(SANDBOX_STU3));
-        assert_eq!(c.connection.private_key.as_deref(), Some(DEFAULT_KEY_OUT));
+        assert_eq!(c.connection.fhir_r4_endpoint.as_ref().map(url::Url::as_str), Some(SANDBOX_R4));
+        assert_eq!(c.connection.fhir_stu3_endpoint.as_ref().map(url::Url::as_str), Some(SANDBOX_STU3));
+        assert_eq!(c.connection.private_key, Some(fhirsync_core::SecretRef::File(DEFAULT_KEY_OUT.into())));
         assert_eq!(c.extract.cohort.patient_ids.len(), SANDBOX_PATIENTS.len());
         assert_eq!(c.destination.kind(), "sqlite");
     }

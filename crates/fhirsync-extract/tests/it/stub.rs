@@ -253,7 +253,7 @@ pub async fn serve(stub: Arc<Stub>) -> String {
 pub fn connection(root: &str) -> ConnectionConfig {
     ConnectionConfig {
         client_id: Some("test-client".into()),
-        fhir_base_url: Some(root.to_string()),
+        fhir_base_url: Some(url::Url::parse(root).expect("stub root is a URL")),
         patient_list_identifier: Some("systemlist|6442".into()),
         ..ConnectionConfig::default()
     }

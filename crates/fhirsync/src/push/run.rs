@@ -137,7 +137,7 @@ impl Push {
     /// [`Error::PushStopped`].
     pub async fn run(self) -> Result<PushReport> {
         let (config, version, ty) = (&self.config, self.version, self.resource_type.clone());
-        let endpoints = config.connection.endpoints().map_err(Error::extract_settings)?;
+        let endpoints = config.connection.endpoints();
         let base = endpoints.get(version).cloned().ok_or_else(|| {
             Error::config(format!(
                 "no {version} endpoint is configured: set fhir_{}_endpoint in [connection]",
