@@ -374,108 +374,129 @@ fn binary<'a>(
     index: usize,
 ) -> EvalResult<Vec<Item<'a>>> {
     let lhs = eval(l, focus, env, index)?;
-    // Short-circuit the logic operators where the left side decides.
-    match op {
-        BinOp::And if truth(&lhs, "and")? == Some(false) => return Ok(vec![Item::Bool(false)]),
-        BinOp::Or if truth(&lhs, "or")? == Some(true) => return Ok(vec![Item::Bool(true)]),
-        BinOp::Implies if truth(&lhs, "implies")? == Some(false) => return Ok(vec![Item::Bool(true)]),
-        // `x = 'literal'` (the usual `where` criterion) without allocating the right side.
-        BinOp::Eq | BinOp::Ne if matches!(r, Node::Lit(_)) => {
-            let Node::Lit(lit) = r else { return Ok(Vec::new()) };
-            let eq = match lhs.as_slice() {
-                [] => return Ok(Vec::new()),
-                [one] => items_equal(one, &literal(lit)),
-                _ => Some(false),
-            };
-            return Ok(bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) }));
-        }
-        _ => {}
+    if let Some(decided) = decided_by_left(op, &lhs, r)? {
+        return Ok(decided);
     }
     let rhs = eval(r, focus, env, index)?;
-    Ok(match op {
-        BinOp::And => {
-            let (a, b) = (truth(&lhs, "and")?, truth(&rhs, "and")?);
-            bool_result(match (a, b) {
-                (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            })
-        }
-        BinOp::Or => {
-            let (a, b) = (truth(&lhs, "or")?, truth(&rhs, "or")?);
-            bool_result(match (a, b) {
-                (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            })
-        }
-        BinOp::Xor => {
-            let (a, b) = (truth(&lhs, "xor")?, truth(&rhs, "xor")?);
-            bool_result(a.zip(b).map(|(a, b)| a != b))
-        }
-        BinOp::Implies => {
-            let (a, b) = (truth(&lhs, "implies")?, truth(&rhs, "implies")?);
-            bool_result(match (a, b) {
-                (_, Some(true)) => Some(true),
-                (Some(true), b) => b,
-                _ => None,
-            })
-        }
-        BinOp::Eq | BinOp::Ne => {
-            if lhs.is_empty() || rhs.is_empty() {
-                return Ok(Vec::new());
-            }
-            let eq = if lhs.len() != rhs.len() {
-                Some(false)
-            } else {
-                lhs.iter().zip(&rhs).try_fold(true, |acc, (a, b)| items_equal(a, b).map(|e| acc && e))
-            };
-            bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) })
-        }
-        BinOp::Equiv | BinOp::NotEquiv => {
-            let eq = lhs.len() == rhs.len() && lhs.iter().zip(&rhs).all(|(a, b)| items_equivalent(a, b));
-            vec![Item::Bool(if op == BinOp::Equiv { eq } else { !eq })]
-        }
-        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-            let (Some(a), Some(b)) = (singleton(lhs, "comparison")?, singleton(rhs, "comparison")?) else {
-                return Ok(Vec::new());
-            };
-            let Some(ord) = compare(&a, &b) else { return Ok(Vec::new()) };
-            vec![Item::Bool(match op {
-                BinOp::Lt => ord == Ordering::Less,
-                BinOp::Gt => ord == Ordering::Greater,
-                BinOp::Le => ord != Ordering::Greater,
-                _ => ord != Ordering::Less,
-            })]
-        }
-        BinOp::Union => {
-            let mut out: Vec<Item<'a>> = Vec::with_capacity(lhs.len() + rhs.len());
-            for it in lhs.into_iter().chain(rhs) {
-                if !out.iter().any(|o| items_equal(o, &it) == Some(true)) {
-                    out.push(it);
-                }
-            }
-            out
-        }
-        BinOp::In | BinOp::Contains => {
-            let (needle, hay) = if op == BinOp::In { (lhs, rhs) } else { (rhs, lhs) };
-            match singleton(needle, "membership")? {
-                None => Vec::new(),
-                Some(n) => vec![Item::Bool(hay.iter().any(|h| items_equal(h, &n) == Some(true)))],
-            }
-        }
+    match op {
+        BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => logic(op, &lhs, &rhs),
+        BinOp::Eq | BinOp::Ne | BinOp::Equiv | BinOp::NotEquiv => Ok(equality(op, &lhs, &rhs)),
+        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => comparison(op, lhs, rhs),
+        BinOp::Union | BinOp::In | BinOp::Contains => collection(op, lhs, rhs),
         BinOp::Concat => {
             let text = |items: Vec<Item<'a>>| -> EvalResult<String> {
                 Ok(singleton(items, "&")?.and_then(|i| i.as_str().map(str::to_string)).unwrap_or_default())
             };
-            vec![Item::Str(Cow::Owned(text(lhs)? + &text(rhs)?))]
+            Ok(vec![Item::Str(Cow::Owned(text(lhs)? + &text(rhs)?))])
         }
         BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::IntDiv | BinOp::Mod => {
             let (Some(a), Some(b)) = (singleton(lhs, "arithmetic")?, singleton(rhs, "arithmetic")?) else {
                 return Ok(Vec::new());
             };
-            arithmetic(op, &a, &b)?.into_iter().collect()
+            Ok(arithmetic(op, &a, &b)?.into_iter().collect())
         }
+    }
+}
+
+/// The result when the left side decides alone: the logic operators' short circuits, and
+/// `x = 'literal'` (the usual `where` criterion) without allocating the right side.
+fn decided_by_left<'a>(op: BinOp, lhs: &[Item<'a>], r: &'a Node) -> EvalResult<Option<Vec<Item<'a>>>> {
+    Ok(match op {
+        BinOp::And if truth(lhs, "and")? == Some(false) => Some(vec![Item::Bool(false)]),
+        BinOp::Or if truth(lhs, "or")? == Some(true) => Some(vec![Item::Bool(true)]),
+        BinOp::Implies if truth(lhs, "implies")? == Some(false) => Some(vec![Item::Bool(true)]),
+        BinOp::Eq | BinOp::Ne => {
+            let Node::Lit(lit) = r else { return Ok(None) };
+            let eq = match lhs {
+                [] => return Ok(Some(Vec::new())),
+                [one] => items_equal(one, &literal(lit)),
+                _ => Some(false),
+            };
+            Some(bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) }))
+        }
+        _ => None,
+    })
+}
+
+/// `and`, `or`, `xor`, `implies` with FHIRPath's three-valued logic (empty = unknown).
+fn logic(op: BinOp, lhs: &[Item<'_>], rhs: &[Item<'_>]) -> EvalResult<Vec<Item<'static>>> {
+    let what = match op {
+        BinOp::And => "and",
+        BinOp::Or => "or",
+        BinOp::Xor => "xor",
+        _ => "implies",
+    };
+    let (a, b) = (truth(lhs, what)?, truth(rhs, what)?);
+    Ok(bool_result(match op {
+        BinOp::And => match (a, b) {
+            (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        BinOp::Or => match (a, b) {
+            (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        BinOp::Xor => a.zip(b).map(|(a, b)| a != b),
+        _ => match (a, b) {
+            (_, Some(true)) => Some(true),
+            (Some(true), b) => b,
+            _ => None,
+        },
+    }))
+}
+
+/// `=`, `!=` (empty when either side is empty) and `~`, `!~`.
+fn equality(op: BinOp, lhs: &[Item<'_>], rhs: &[Item<'_>]) -> Vec<Item<'static>> {
+    match op {
+        BinOp::Eq | BinOp::Ne => {
+            if lhs.is_empty() || rhs.is_empty() {
+                return Vec::new();
+            }
+            let eq = if lhs.len() != rhs.len() {
+                Some(false)
+            } else {
+                lhs.iter().zip(rhs).try_fold(true, |acc, (a, b)| items_equal(a, b).map(|e| acc && e))
+            };
+            bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) })
+        }
+        _ => {
+            let eq = lhs.len() == rhs.len() && lhs.iter().zip(rhs).all(|(a, b)| items_equivalent(a, b));
+            vec![Item::Bool(if op == BinOp::Equiv { eq } else { !eq })]
+        }
+    }
+}
+
+/// `<`, `>`, `<=`, `>=` of two single values (empty when either is empty or they do not compare).
+fn comparison<'a>(op: BinOp, lhs: Vec<Item<'a>>, rhs: Vec<Item<'a>>) -> EvalResult<Vec<Item<'a>>> {
+    let (Some(a), Some(b)) = (singleton(lhs, "comparison")?, singleton(rhs, "comparison")?) else {
+        return Ok(Vec::new());
+    };
+    let Some(ord) = compare(&a, &b) else { return Ok(Vec::new()) };
+    Ok(vec![Item::Bool(match op {
+        BinOp::Lt => ord == Ordering::Less,
+        BinOp::Gt => ord == Ordering::Greater,
+        BinOp::Le => ord != Ordering::Greater,
+        _ => ord != Ordering::Less,
+    })])
+}
+
+/// `|` (union without repeats), `in` and `contains` (membership of a single value).
+fn collection<'a>(op: BinOp, lhs: Vec<Item<'a>>, rhs: Vec<Item<'a>>) -> EvalResult<Vec<Item<'a>>> {
+    if op == BinOp::Union {
+        let mut out: Vec<Item<'a>> = Vec::with_capacity(lhs.len() + rhs.len());
+        for it in lhs.into_iter().chain(rhs) {
+            if !out.iter().any(|o| items_equal(o, &it) == Some(true)) {
+                out.push(it);
+            }
+        }
+        return Ok(out);
+    }
+    let (needle, hay) = if op == BinOp::In { (lhs, rhs) } else { (rhs, lhs) };
+    Ok(match singleton(needle, "membership")? {
+        None => Vec::new(),
+        Some(n) => vec![Item::Bool(hay.iter().any(|h| items_equal(h, &n) == Some(true)))],
     })
 }
 
