@@ -124,6 +124,9 @@ pub enum Error {
         /// The URL error.
         source: url::ParseError,
     },
+    /// A `[connection]` setting is wrong, or its secret reference cannot be read.
+    #[error(transparent)]
+    Connection(fhirsync_core::Error),
     /// A required setting is missing or invalid.
     #[error("setting `{setting}`: {problem}")]
     Config {
@@ -217,6 +220,7 @@ impl Error {
         matches!(
             self,
             Error::Config { .. }
+                | Error::Connection(_)
                 | Error::InvalidUrl { .. }
                 | Error::Key { .. }
                 | Error::Sign { .. }

@@ -10,7 +10,8 @@
 //! - [`StoredTokenAuth`] ([`store`]): the tokens of a standalone launch ([`launch`]), refreshed
 //!   with the refresh token.
 //!
-//! [`AuthSettings`] collects a connection's settings and builds the right provider; endpoints come
+//! [`AuthSettings`] borrows a connection's settings (the `[connection]` table,
+//! [`ConnectionConfig`](fhirsync_core::ConnectionConfig)) and builds the right provider; endpoints come
 //! from an explicit Auth Base URI or from discovery ([`discovery`]). Secrets are
 //! [`SecretString`](secrecy::SecretString)s: Debug prints `[REDACTED]`, and no error or log line carries a key, secret,
 //! token or authorization code.
@@ -20,14 +21,18 @@
 //! ```
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fhirsync_auth::{AuthSettings, KeyType, SigningKey, TokenProvider, generate_private_key, http_client};
+//! use fhirsync_core::{ConnectionConfig, FhirVersion};
 //! use fhirsync_sim::testing::{SimBuilder, backend_client};
 //!
 //! let pem = generate_private_key(KeyType::Rsa(2048))?; // `fhirsync keys generate`
 //! let key = SigningKey::from_pem(&pem, "demo key", None)?;
 //! // The JWK Set is what `fhirsync keys jwks` prints, registered as a JWK Set URL.
 //! let sim = SimBuilder::new().register(backend_client("demo-backend", key.jwks(), true)).try_start().await?;
-//! let mut settings = AuthSettings::new("demo-backend", sim.fhir_base(fhirsync_core::FhirVersion::R4).parse()?);
-//! settings.private_key_pem = Some(pem);
+//! let mut connection = ConnectionConfig::default(); // the `[connection]` table
+//! connection.client_id = Some("demo-backend".into());
+//! connection.fhir_r4_endpoint = Some(sim.fhir_base(FhirVersion::R4).parse()?);
+//! // The key in memory; from a file, set `connection.private_key` instead.
+//! let settings = AuthSettings::new(&connection)?.with_private_key(pem);
 //! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client()?).await?;
 //! let _token = provider.access_token().await?; // cached, renewed ~60 s before expiry
 //! # Ok(()) }

@@ -15,11 +15,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod connection;
 #[cfg(feature = "http")]
 pub mod net;
 pub mod secret;
 pub mod token;
 
+pub use connection::{ConnectionConfig, Endpoints, UrlError};
 #[cfg(feature = "http")]
 pub use net::NetworkFailure;
 pub use secret::{SecretError, SecretRef};
@@ -47,6 +49,57 @@ pub enum Error {
         #[from]
         source: serde_json::Error,
     },
+    /// A `[connection]` setting is missing or wrong.
+    #[error("invalid configuration `{key}`: {problem}")]
+    Setting {
+        /// Key, e.g. `connection.client_id`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        problem: &'static str,
+    },
+    /// A URL setting, or the `FHIRSYNC_*` variable overriding it, is not a usable URL.
+    #[error("invalid configuration `{key}`: {source}")]
+    InvalidUrl {
+        /// Key (`connection.https_proxy`) or environment variable (`FHIRSYNC_FHIR_R4_ENDPOINT`).
+        key: String,
+        /// Why the URL is refused.
+        #[source]
+        source: UrlError,
+    },
+    /// A secret was written inline in the configuration file.
+    #[error(
+        "`{key}` must not hold the secret itself: write `env:VARIABLE` (or set {env_override}) or `file:/path/to/secret`"
+    )]
+    InlineSecret {
+        /// Key, e.g. `connection.client_secret`.
+        key: &'static str,
+        /// The environment override that may carry the value directly.
+        env_override: &'static str,
+    },
+    /// A secret reference could not be resolved.
+    #[error("cannot read `{key}` from {origin}")]
+    SecretUnavailable {
+        /// Key.
+        key: &'static str,
+        /// `environment variable X` or a path.
+        origin: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+}
+
+impl Error {
+    /// Whether this is a configuration problem (a `[connection]` setting), not bad data.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Setting { .. }
+                | Error::InvalidUrl { .. }
+                | Error::InlineSecret { .. }
+                | Error::SecretUnavailable { .. }
+        )
+    }
 }
 
 /// `Result` with the core [`Error`].

@@ -85,7 +85,9 @@ fn sim(c: usize, latency: Duration) -> (Runtime, Sim) {
 fn sim_conn(sim: &Sim) -> ConnectionConfig {
     ConnectionConfig {
         client_id: Some("bench".into()),
-        fhir_r4_endpoint: Some(sim.fhir_base(fhirsync_core::FhirVersion::R4)),
+        fhir_r4_endpoint: Some(
+            url::Url::parse(&sim.fhir_base(fhirsync_core::FhirVersion::R4)).expect("simulator base is a URL"),
+        ),
         ..ConnectionConfig::default()
     }
 }
@@ -111,7 +113,7 @@ fn stub(latency: Duration) -> (Runtime, ConnectionConfig) {
     });
     let conn = ConnectionConfig {
         client_id: Some("bench".into()),
-        fhir_r4_endpoint: Some(root),
+        fhir_r4_endpoint: Some(url::Url::parse(&root).expect("stub base is a URL")),
         ..ConnectionConfig::default()
     };
     (rt, conn)

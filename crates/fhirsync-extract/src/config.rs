@@ -1,14 +1,8 @@
-//! Configuration: the `[connection]` and `[extract]` tables of the fhirsync TOML file.
+//! Configuration: the `[extract]` table of the fhirsync TOML file, and the `[connection]` table
+//! it reads the endpoints and the default patient list from ([`ConnectionConfig`], defined in
+//! `fhirsync-core` because authentication and the FHIR client borrow it too).
 //!
 //! ```toml
-//! [connection]
-//! client_id = "my-epic-client-id"
-//! auth_base_uri = "https://fhir.epic.com/interconnect-fhir-oauth/oauth2"
-//! fhir_r4_endpoint = "https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/R4"
-//! fhir_stu3_endpoint = "https://fhir.epic.com/interconnect-fhir-oauth/api/FHIR/STU3"
-//! private_key = "keys/epic.pem"          # or "env:EPIC_PRIVATE_KEY"
-//! patient_list_identifier = "systemlist|6442"
-//!
 //! [extract]
 //! mode = "search"
 //! datasets = ["Patient", "Observation:laboratory", "Condition"]
@@ -16,34 +10,22 @@
 //! rate_limit = 10.0
 //! ```
 //!
-//! Secrets are never written inline: `client_secret` and `private_key` take `env:VARIABLE`
-//! or `file:/path` (`private_key` also a bare path). Inline secrets are rejected by
-//! [`ConnectionConfig::validate`], because config files end up in backups, tickets and version
-//! control. The environment overrides (`FHIRSYNC_CLIENT_SECRET`, ...) may carry the value itself.
-//!
 //! Unknown keys are rejected with their name (`deny_unknown_fields`).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use fhirsync_auth::keys::KeySource;
 use fhirsync_core::FhirVersion;
-use fhirsync_core::{SecretError, SecretRef};
+pub use fhirsync_core::connection::{ConnectionConfig, ENV_PREFIX, Endpoints};
 use fhirsync_fhir::outage;
 use fhirsync_fhir::politeness::DEFAULT_LATENCY_FACTOR;
 use fhirsync_fhir::{
     ClientConfig, ConcurrencyConfig, OutagePolicy, RateLimit, RetryPolicy, SchedulePolicy, Window,
 };
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::error::{Error, Result};
 
-/// Environment variable prefix of the overrides.
-pub const ENV_PREFIX: &str = "FHIRSYNC_";
 /// Default `_count` page size (Epic's default and maximum).
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 /// Default number of concurrent requests (Epic asks apps to throttle themselves).
@@ -77,246 +59,6 @@ pub const DEFAULT_POLL_CEILING_SECS: u64 = 1800;
 pub const DEFAULT_BULK_TIMEOUT_SECS: u64 = 24 * 3600;
 /// Identifier system Epic uses for patient lists on R4 (`systemlist` is the STU3 spelling).
 pub const R4_PATIENT_LIST_SYSTEM: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.2.806567";
-
-/// How to reach and authenticate to Epic (`[connection]`).
-#[derive(Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionConfig {
-    /// Epic client id of the registered app (also sent as `Epic-Client-ID` on metadata calls).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Client secret for standalone launch: `env:VARIABLE` or `file:/path`. Never inline.
-    #[serde(default, skip_serializing)]
-    pub client_secret: Option<SecretString>,
-    /// OAuth base, e.g. `https://fhir.epic.com/interconnect-fhir-oauth/oauth2` (token and
-    /// authorize endpoints below it). When unset, discovered from the FHIR endpoint's metadata.
-    #[serde(default)]
-    pub auth_base_uri: Option<String>,
-    /// `aud` sent on authorize requests: the FHIR base URL of the resource server.
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// R4 FHIR base URL (Epic's primary API).
-    #[serde(default)]
-    pub fhir_r4_endpoint: Option<String>,
-    /// STU3 FHIR base URL (patient lists, STU3-only types).
-    #[serde(default)]
-    pub fhir_stu3_endpoint: Option<String>,
-    /// DSTU2 FHIR base URL (DSTU2-only types such as MedicationOrder).
-    #[serde(default)]
-    pub fhir_dstu2_endpoint: Option<String>,
-    /// Epic server root, e.g. `https://fhir.epic.com/interconnect-fhir-oauth`. Version endpoints
-    /// that are not set individually default to `{fhir_base_url}/api/FHIR/{R4|STU3|DSTU2}`.
-    #[serde(default)]
-    pub fhir_base_url: Option<String>,
-    /// Private key (PEM) for backend services: a path, `file:/path` or `env:VARIABLE`.
-    #[serde(default)]
-    pub private_key: Option<String>,
-    /// `kid` of the signing key in the app's JWK Set.
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// Patient list, `system|value` as in Epic (`systemlist|6442`).
-    #[serde(default)]
-    pub patient_list_identifier: Option<String>,
-    /// OAuth scope to request (Epic ignores it for backend services; the registration decides).
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// Redirect URI registered for standalone launch.
-    #[serde(default)]
-    pub redirect_uri: Option<String>,
-    /// File where tokens of a standalone launch are kept (created with mode 0600).
-    #[serde(default)]
-    pub token_store: Option<PathBuf>,
-    /// HTTPS proxy, e.g. `http://proxy.hospital.local:3128`.
-    #[serde(default)]
-    pub https_proxy: Option<String>,
-    /// PEM bundle of extra trusted CA certificates (hospital TLS inspection).
-    #[serde(default)]
-    pub ca_bundle: Option<PathBuf>,
-}
-
-/// Debug never shows the client secret.
-impl fmt::Debug for ConnectionConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionConfig")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
-            .field("auth_base_uri", &self.auth_base_uri)
-            .field("fhir_r4_endpoint", &self.fhir_r4_endpoint)
-            .field("fhir_stu3_endpoint", &self.fhir_stu3_endpoint)
-            .field("fhir_dstu2_endpoint", &self.fhir_dstu2_endpoint)
-            .field("fhir_base_url", &self.fhir_base_url)
-            .field("private_key", &self.private_key.as_ref().map(|k| KeySource::parse_path(k).describe()))
-            .field("patient_list_identifier", &self.patient_list_identifier)
-            .field("https_proxy", &self.https_proxy.as_ref().map(|_| "[set]"))
-            .field("ca_bundle", &self.ca_bundle)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The FHIR base URL of each configured version.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints(pub BTreeMap<FhirVersion, Url>);
-
-impl Endpoints {
-    /// Base URL of `version`, if configured.
-    pub fn get(&self, version: FhirVersion) -> Option<&Url> {
-        self.0.get(&version)
-    }
-    /// Configured versions, newest first.
-    pub fn versions(&self) -> Vec<FhirVersion> {
-        FhirVersion::ALL.into_iter().filter(|v| self.0.contains_key(v)).collect()
-    }
-    /// `R4, STU3` style list for messages.
-    pub fn describe(&self) -> String {
-        self.versions().iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
-    }
-}
-
-fn parse_url(key: &str, value: &str) -> Result<Url> {
-    let url = Url::parse(value.trim()).map_err(|e| Error::InvalidConfig {
-        key: format!("connection.{key}"),
-        problem: format!("not a URL ({e}); expected e.g. https://host/api/FHIR/R4"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Error::InvalidConfig {
-            key: format!("connection.{key}"),
-            problem: format!("scheme `{}` is not http or https", url.scheme()),
-        });
-    }
-    Ok(url)
-}
-
-impl ConnectionConfig {
-    /// Parses a `[connection]` table body.
-    pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text)
-            .map_err(|e| Error::ConfigSyntax { table: "connection", message: e.message().into() })
-    }
-
-    /// Applies `FHIRSYNC_*` overrides from the process environment.
-    pub fn apply_env(&mut self) {
-        self.apply_env_from(|k| std::env::var(k).ok());
-    }
-
-    /// Applies `FHIRSYNC_<KEY>` overrides read through `get` (testable without the process env).
-    pub fn apply_env_from(&mut self, get: impl Fn(&str) -> Option<String>) {
-        let var = |k: &str| get(&format!("{ENV_PREFIX}{k}")).filter(|v| !v.is_empty());
-        macro_rules! over {
-            ($($field:ident => $name:literal),* $(,)?) => {$(
-                if let Some(v) = var($name) { self.$field = Some(v.into()); }
-            )*};
-        }
-        over!(
-            client_id => "CLIENT_ID",
-            auth_base_uri => "AUTH_BASE_URI",
-            audience => "AUDIENCE",
-            fhir_r4_endpoint => "FHIR_R4_ENDPOINT",
-            fhir_stu3_endpoint => "FHIR_STU3_ENDPOINT",
-            fhir_dstu2_endpoint => "FHIR_DSTU2_ENDPOINT",
-            fhir_base_url => "FHIR_BASE_URL",
-            private_key => "PRIVATE_KEY",
-            key_id => "KEY_ID",
-            patient_list_identifier => "PATIENT_LIST_IDENTIFIER",
-            scope => "SCOPE",
-            redirect_uri => "REDIRECT_URI",
-            token_store => "TOKEN_STORE",
-            https_proxy => "HTTPS_PROXY",
-            ca_bundle => "CA_BUNDLE",
-        );
-    }
-
-    /// The FHIR endpoints, explicit ones first, then derived from `fhir_base_url`.
-    pub fn endpoints(&self) -> Result<Endpoints> {
-        let mut map = BTreeMap::new();
-        let explicit = [
-            (FhirVersion::R4, "fhir_r4_endpoint", &self.fhir_r4_endpoint),
-            (FhirVersion::Stu3, "fhir_stu3_endpoint", &self.fhir_stu3_endpoint),
-            (FhirVersion::Dstu2, "fhir_dstu2_endpoint", &self.fhir_dstu2_endpoint),
-        ];
-        for (version, key, value) in explicit {
-            if let Some(v) = value {
-                map.insert(version, parse_url(key, v)?);
-            } else if let Some(base) = &self.fhir_base_url {
-                let derived = format!("{}/api/FHIR/{}", base.trim_end_matches('/'), version.as_str());
-                map.insert(version, parse_url("fhir_base_url", &derived)?);
-            }
-        }
-        Ok(Endpoints(map))
-    }
-
-    /// Checks the settings the extraction needs; errors name the key and the fix.
-    pub fn validate(&self) -> Result<()> {
-        let endpoints = self.endpoints()?;
-        if endpoints.0.is_empty() {
-            return Err(Error::InvalidConfig {
-                key: "connection.fhir_r4_endpoint".into(),
-                problem: "no FHIR endpoint configured: set fhir_r4_endpoint (and optionally \
-                          fhir_stu3_endpoint, fhir_dstu2_endpoint) or fhir_base_url"
-                    .into(),
-            });
-        }
-        if self.client_id.as_deref().is_none_or(|c| c.trim().is_empty()) {
-            return Err(Error::InvalidConfig {
-                key: "connection.client_id".into(),
-                problem: "missing: the Epic client id of the registered app (or FHIRSYNC_CLIENT_ID)".into(),
-            });
-        }
-        for (key, v) in [("auth_base_uri", &self.auth_base_uri), ("audience", &self.audience)] {
-            if let Some(v) = v {
-                parse_url(key, v)?;
-            }
-        }
-        if let Some(p) = &self.https_proxy {
-            parse_url("https_proxy", p)?;
-        }
-        if let Some(secret) = &self.client_secret
-            && SecretRef::parse(secret.expose_secret()).is_err()
-        {
-            return Err(Error::InlineSecret {
-                key: "connection.client_secret",
-                env_override: "FHIRSYNC_CLIENT_SECRET",
-            });
-        }
-        if let Some(id) = &self.patient_list_identifier {
-            parse_list_identifier(id)?;
-        }
-        Ok(())
-    }
-
-    /// The client secret: the value of `FHIRSYNC_CLIENT_SECRET` if set, else read from the
-    /// `env:`/`file:` reference in `client_secret`.
-    pub fn resolve_client_secret(&self) -> Result<Option<SecretString>> {
-        self.resolve_client_secret_from(|k| std::env::var(k).ok())
-    }
-
-    /// [`Self::resolve_client_secret`] with environment lookups through `get`.
-    pub fn resolve_client_secret_from(
-        &self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<SecretString>> {
-        const KEY: &str = "connection.client_secret";
-        if let Some(v) = get(&format!("{ENV_PREFIX}CLIENT_SECRET")).filter(|v| !v.is_empty()) {
-            return Ok(Some(v.into()));
-        }
-        let Some(secret) = &self.client_secret else { return Ok(None) };
-        let reference = SecretRef::parse(secret.expose_secret())
-            .map_err(|_| Error::InlineSecret { key: KEY, env_override: "FHIRSYNC_CLIENT_SECRET" })?;
-        let value = reference.read_with(get, true).map_err(|e| Error::SecretUnavailable {
-            key: KEY,
-            origin: reference.describe(),
-            problem: match &e {
-                SecretError::File { source, .. } => source.to_string(),
-                SecretError::Unset(_) | SecretError::Inline => "not set".into(),
-            },
-        })?;
-        Ok(Some(value))
-    }
-
-    /// Where the private key comes from (`env:VAR`, `file:/path` or a bare path).
-    pub fn private_key_source(&self) -> Option<KeySource> {
-        self.private_key.as_deref().map(KeySource::parse_path)
-    }
-}
 
 /// Splits `system|value` (e.g. `systemlist|6442`).
 pub fn parse_list_identifier(id: &str) -> Result<(String, String)> {
@@ -668,6 +410,9 @@ impl ExtractConfig {
 
     /// Checks values; `connection` supplies the default patient list.
     pub fn validate(&self, connection: &ConnectionConfig) -> Result<()> {
+        if let Some(id) = &connection.patient_list_identifier {
+            parse_list_identifier(id)?;
+        }
         if self.concurrency == 0 {
             return Err(invalid("concurrency", "must be at least 1"));
         }
@@ -775,7 +520,7 @@ mod tests {
     fn conn() -> ConnectionConfig {
         ConnectionConfig {
             client_id: Some("c".into()),
-            fhir_r4_endpoint: Some("https://ehr.example/api/FHIR/R4".into()),
+            fhir_r4_endpoint: Some(url::Url::parse("https://ehr.example/api/FHIR/R4").unwrap()),
             ..ConnectionConfig::default()
         }
     }
@@ -792,66 +537,8 @@ mod tests {
     /// An unknown key in [connection] is named in the error.
     #[test]
     fn unknown_connection_key_is_named() {
-        let err = ConnectionConfig::from_toml("client_idd = \"x\"").unwrap_err();
+        let err = toml::from_str::<ConnectionConfig>("client_idd = \"x\"").unwrap_err();
         assert!(err.to_string().contains("client_idd"), "{err}");
-    }
-
-    /// A missing endpoint is reported with the key to set.
-    #[test]
-    fn missing_endpoint_is_explained() {
-        let c = ConnectionConfig { client_id: Some("c".into()), ..ConnectionConfig::default() };
-        let err = c.validate().unwrap_err();
-        assert!(err.to_string().contains("fhir_r4_endpoint"), "{err}");
-    }
-
-    /// An inline client secret is rejected without echoing it; env: references pass.
-    #[test]
-    fn inline_secret_rejected_without_echo() {
-        let mut c = conn();
-        c.client_secret = Some("s3cr3t-value".to_string().into());
-        let err = c.validate().unwrap_err();
-        assert!(!err.to_string().contains("s3cr3t"), "{err}");
-        assert!(err.to_string().contains("env:"), "{err}");
-        assert!(!format!("{c:?}").contains("s3cr3t"));
-        c.client_secret = Some("env:EPIC_SECRET".to_string().into());
-        c.validate().unwrap();
-    }
-
-    /// FHIRSYNC_* overrides win, and a secret given by env var is a value, not a reference.
-    #[test]
-    fn env_overrides_apply() {
-        let mut c = conn();
-        let env = BTreeMap::from([
-            ("FHIRSYNC_CLIENT_ID", "from-env"),
-            ("FHIRSYNC_FHIR_STU3_ENDPOINT", "https://ehr.example/api/FHIR/STU3"),
-            ("FHIRSYNC_CLIENT_SECRET", "plain"),
-        ]);
-        let get = |k: &str| env.get(k).map(|v| v.to_string());
-        c.apply_env_from(get);
-        assert_eq!(c.client_id.as_deref(), Some("from-env"));
-        assert_eq!(c.endpoints().unwrap().versions(), vec![FhirVersion::R4, FhirVersion::Stu3]);
-        c.validate().unwrap();
-        assert_eq!(c.resolve_client_secret_from(get).unwrap().unwrap().expose_secret(), "plain");
-        // Without the override, an env: reference is followed.
-        c.client_secret = Some("env:EPIC_SECRET".to_string().into());
-        let get = |k: &str| (k == "EPIC_SECRET").then(|| "referenced".to_string());
-        assert_eq!(c.resolve_client_secret_from(get).unwrap().unwrap().expose_secret(), "referenced");
-    }
-
-    /// fhir_base_url derives the version endpoints that are not set.
-    #[test]
-    fn base_url_derives_endpoints() {
-        let c = ConnectionConfig {
-            fhir_base_url: Some("https://ehr.example/interconnect-fhir-oauth/".into()),
-            fhir_r4_endpoint: Some("https://other.example/R4".into()),
-            ..ConnectionConfig::default()
-        };
-        let e = c.endpoints().unwrap();
-        assert_eq!(e.get(FhirVersion::R4).unwrap().as_str(), "https://other.example/R4");
-        assert_eq!(
-            e.get(FhirVersion::Dstu2).unwrap().as_str(),
-            "https://ehr.example/interconnect-fhir-oauth/api/FHIR/DSTU2"
-        );
     }
 
     /// Search mode needs a cohort; the connection's patient list is the default.

@@ -21,26 +21,9 @@ pub enum Error {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// A secret was written inline in the configuration file.
-    #[error(
-        "`{key}` must not hold the secret itself: write `env:VARIABLE` (or set {env_override}) or `file:/path/to/secret`"
-    )]
-    InlineSecret {
-        /// Key, e.g. `connection.client_secret`.
-        key: &'static str,
-        /// The environment override that may carry the value directly.
-        env_override: &'static str,
-    },
-    /// A secret reference could not be resolved.
-    #[error("cannot read `{key}` from {origin}: {problem}")]
-    SecretUnavailable {
-        /// Key.
-        key: &'static str,
-        /// `environment variable X` or a path.
-        origin: String,
-        /// Cause.
-        problem: String,
-    },
+    /// A `[connection]` setting is missing or wrong.
+    #[error(transparent)]
+    Connection(fhirsync_core::Error),
     /// A request to the FHIR server failed in a way that stops the whole step.
     #[error(transparent)]
     Fhir(#[from] fhirsync_fhir::Error),

@@ -12,10 +12,10 @@
 //! ```no_run
 //! # async fn demo(tokens: std::sync::Arc<dyn fhirsync_auth::TokenProvider>) -> fhirsync_extract::Result<()> {
 //! use fhirsync_extract::{ConnectionConfig, ExtractConfig, Extraction};
-//! let connection = ConnectionConfig::from_toml(r#"
+//! let connection: ConnectionConfig = toml::from_str(r#"
 //!     client_id = "abc"
 //!     fhir_r4_endpoint = "https://ehr.example/api/FHIR/R4"
-//!     patient_list_identifier = "systemlist|6442""#)?;
+//!     patient_list_identifier = "systemlist|6442""#).expect("a valid [connection] table");
 //! let config = ExtractConfig::default();
 //! let client = fhirsync_extract::build_client(&connection, &config, tokens)?;
 //! let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -82,11 +82,11 @@ pub struct Extraction {
 impl Extraction {
     /// Validates both configurations and prepares a run.
     pub fn new(client: FhirClient, connection: &ConnectionConfig, config: ExtractConfig) -> Result<Self> {
-        connection.validate()?;
+        connection.validate().map_err(Error::Connection)?;
         config.validate(connection)?;
         Ok(Extraction {
             client,
-            endpoints: connection.endpoints()?,
+            endpoints: connection.endpoints(),
             cohort: config.effective_cohort(connection),
             config,
             skip: BTreeSet::new(),

@@ -1,7 +1,7 @@
 //! The `fhirsync.toml` file: one table per stage of the data flow.
 //!
 //! ```toml
-//! [connection]   # how to reach and authenticate to Epic (fhirsync_extract::ConnectionConfig)
+//! [connection]   # how to reach and authenticate to Epic (fhirsync_core::ConnectionConfig)
 //! [extract]      # what to read and how politely (fhirsync_extract::ExtractConfig)
 //! [destination]  # where to land: kind = "sqlite" | "postgres" | "parquet" | "ndjson"
 //! [land]         # knobs of the update methods (fhirsync_land::LandOptions)
@@ -9,17 +9,19 @@
 //! [views]        # SQL-on-FHIR ViewDefinitions to materialise
 //! ```
 //!
-//! Unknown keys are rejected with their name; environment variables `FHIRSYNC_*` override the
-//! `[connection]` settings (see the README).
+//! The file is parsed and typed once ([`Config::from_toml`]): endpoints become URLs, and an
+//! unknown key or a bad value is refused with its key path and line. Environment variables
+//! `FHIRSYNC_*` override the `[connection]` settings (see the README). Each stage borrows the
+//! section it needs: authentication reads `[connection]` through [`Config::auth_settings`].
 
 use std::path::{Path, PathBuf};
 
-use fhirsync_auth::{AuthSettings, load_private_key};
-use fhirsync_extract::{ConnectionConfig, ExtractConfig};
+use fhirsync_auth::AuthSettings;
+use fhirsync_core::ConnectionConfig;
+use fhirsync_extract::ExtractConfig;
 use fhirsync_land::{DestinationConfig, LandOptions, Method};
 use fhirsync_views::View;
 use serde::Deserialize;
-use url::Url;
 
 use crate::{Error, Result};
 
@@ -132,15 +134,21 @@ impl ViewsConfig {
 }
 
 impl Config {
-    /// Parses TOML text (no environment overrides). A syntax error or unknown key is named with
-    /// its key path and line.
+    /// Parses TOML text (no environment overrides). A syntax error, an unknown key or a bad value
+    /// (a URL that does not parse) is named with its key path and line.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
-        toml::from_str(text).map_err(|e| {
+        let fail = |key: String, e: toml::de::Error| {
             Error::config(format!(
-                "{}: {}\nfix the key or value named above (see the configuration reference in the README)",
+                "{}: {key}{}\nfix the key or value named above (see the configuration reference in the README)",
                 origin.display(),
                 e.to_string().trim_end()
             ))
+        };
+        let document = toml::Deserializer::parse(text).map_err(|e| fail(String::new(), e))?;
+        serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { String::new() } else { format!("`{path}`: ") };
+            fail(key, e.into_inner())
         })
     }
 
@@ -162,13 +170,13 @@ impl Config {
             )
         })?;
         let mut config = Config::from_toml(&text, path)?;
-        config.connection.apply_env();
+        config.connection.apply_env().map_err(Error::connection)?;
         Ok(config)
     }
 
     /// Checks the settings together; errors name the setting and the fix.
     pub fn validate(&self) -> Result<()> {
-        self.connection.validate().map_err(Error::extract_settings)?;
+        self.connection.validate().map_err(Error::connection)?;
         self.extract.validate(&self.connection).map_err(Error::extract_settings)?;
         self.views.validate()?;
         if let fhirsync_land::DestinationConfig::Postgres(pg) = &self.destination {
@@ -180,49 +188,14 @@ impl Config {
     /// A token provider authenticating as `[connection]` says (backend services or the stored
     /// standalone login; discovery of the token endpoint happens here).
     pub async fn token_provider(&self) -> Result<std::sync::Arc<dyn fhirsync_auth::TokenProvider>> {
-        let settings = self.auth_settings()?;
         let http = fhirsync_auth::http_client()?;
-        Ok(settings.provider(&http).await?)
+        Ok(self.auth_settings()?.provider(&http).await?)
     }
 
-    /// Authentication settings derived from `[connection]`.
-    pub fn auth_settings(&self) -> Result<AuthSettings> {
-        let c = &self.connection;
-        let client_id = c.client_id.clone().ok_or_else(|| {
-            Error::config("[connection] client_id is missing: set it to the Epic app's client id")
-        })?;
-        let endpoints = c.endpoints().map_err(Error::extract_settings)?;
-        let fhir_base = endpoints
-            .get(fhirsync_core::FhirVersion::R4)
-            .or_else(|| endpoints.0.values().next())
-            .cloned()
-            .ok_or_else(|| Error::config("[connection] has no FHIR endpoint: set fhir_r4_endpoint"))?;
-        let mut settings = AuthSettings::new(client_id, fhir_base);
-        settings.client_secret = c.resolve_client_secret().map_err(Error::extract_settings)?;
-        settings.auth_base_uri = parse_url_opt("auth_base_uri", c.auth_base_uri.as_deref())?;
-        settings.audience = c.audience.clone();
-        settings.private_key_pem = match c.private_key_source() {
-            Some(source) => Some(load_private_key(&source)?),
-            None => None,
-        };
-        settings.key_id = c.key_id.clone();
-        settings.scope = c.scope.clone();
-        settings.redirect_uri = parse_url_opt("redirect_uri", c.redirect_uri.as_deref())?;
-        if let Some(store) = &c.token_store {
-            settings.token_store = store.clone();
-        }
-        Ok(settings)
+    /// The authentication of `[connection]`, borrowing it.
+    pub fn auth_settings(&self) -> Result<AuthSettings<'_>> {
+        Ok(AuthSettings::new(&self.connection)?)
     }
-}
-
-fn parse_url_opt(setting: &str, value: Option<&str>) -> Result<Option<Url>> {
-    value
-        .map(|v| {
-            Url::parse(v).map_err(|e| {
-                Error::config_from(format!("[connection] {setting} = {v:?} is not a valid URL"), e, None)
-            })
-        })
-        .transpose()
 }
 
 #[cfg(test)]
@@ -239,6 +212,21 @@ mod tests {
         assert!(msg.contains("paht"), "{msg}");
         let err = Config::from_toml("[extrakt]\n", Path::new("f.toml")).unwrap_err();
         assert!(err.to_string().contains("extrakt"));
+    }
+
+    /// A bad URL in `[connection]` is refused while the file is read, with its key path and
+    /// line; so is a URL whose scheme is not http(s).
+    #[test]
+    fn bad_url_names_key_path_and_line() {
+        let text = "[connection]\nclient_id = \"c\"\nfhir_r4_endpoint = \"nope\"\n";
+        let msg = Config::from_toml(text, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(msg.contains("f.toml: `connection.fhir_r4_endpoint`"), "{msg}");
+        assert!(msg.contains("line 3") && msg.contains("not a URL"), "{msg}");
+        let text = "[connection]\nauth_base_uri = \"ftp://h/oauth2\"\n";
+        let msg = Config::from_toml(text, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(msg.contains("`connection.auth_base_uri`") && msg.contains("scheme `ftp`"), "{msg}");
+        let ok = Config::from_toml("[connection]\nfhir_base_url = \"https://h/x\"\n", Path::new("f.toml"));
+        assert_eq!(ok.unwrap().connection.fhir_base().unwrap().as_str(), "https://h/x/api/FHIR/R4");
     }
 
     /// An empty file gives the documented defaults: SQLite, reload-and-compare, default views.

@@ -116,8 +116,8 @@ impl Discover {
         // Only the connection must be valid: discover needs no cohort with given patients or
         // without probing (probe_patients says what to pass when one is missing).
         let config = &self.config;
-        config.connection.validate().map_err(Error::extract_settings)?;
-        let endpoints = config.connection.endpoints().map_err(Error::extract_settings)?;
+        config.connection.validate().map_err(Error::connection)?;
+        let endpoints = config.connection.endpoints();
         let tokens = match self.tokens.clone() {
             Some(tokens) => tokens,
             None => config.token_provider().await?,
@@ -200,7 +200,7 @@ impl Discover {
             return Err(Error::config("--patient needs a patient FHIR id"));
         }
         let config = &self.config;
-        let endpoints = config.connection.endpoints().map_err(Error::extract_settings)?;
+        let endpoints = config.connection.endpoints();
         let cohort_config = config.extract.effective_cohort(&config.connection);
         if cohort_config.is_empty() {
             return Err(Error::config(

@@ -62,6 +62,9 @@ pub enum Error {
     /// A FHIR request failed.
     #[error(transparent)]
     Fhir(Box<fhirsync_fhir::Error>),
+    /// A `[connection]` setting is wrong.
+    #[error(transparent)]
+    Connection(Box<fhirsync_core::Error>),
     /// An extraction setting is wrong (found while building the client or the plan).
     #[error(transparent)]
     ExtractSettings(Box<fhirsync_extract::Error>),
@@ -260,6 +263,7 @@ impl Error {
             | Error::Metrics(_)
             | Error::InvalidLines { .. }
             | Error::Views(_)
+            | Error::Connection(_)
             | Error::DestinationSettings(_) => ErrorKind::Config,
             Error::File { .. } => ErrorKind::Config,
             Error::Authenticate { source } => source.downcast_ref().map_or(ErrorKind::Auth, auth_kind),
@@ -332,10 +336,7 @@ fn extract_kind(e: &fhirsync_extract::Error) -> ErrorKind {
     use fhirsync_extract::Error as E;
     match e {
         E::Fhir(f) => fhir_kind(f),
-        E::InvalidConfig { .. }
-        | E::ConfigSyntax { .. }
-        | E::InlineSecret { .. }
-        | E::SecretUnavailable { .. } => ErrorKind::Config,
+        E::InvalidConfig { .. } | E::ConfigSyntax { .. } | E::Connection(_) => ErrorKind::Config,
         _ => ErrorKind::Source,
     }
 }
@@ -372,6 +373,11 @@ impl Error {
     /// The run history of `destination` cannot be read.
     pub(crate) fn history(destination: impl Into<String>, source: fhirsync_land::Error) -> Error {
         Error::History { destination: destination.into(), source: Box::new(source) }
+    }
+
+    /// A `[connection]` setting is wrong.
+    pub(crate) fn connection(source: fhirsync_core::Error) -> Error {
+        Error::Connection(Box::new(source))
     }
 
     /// An extraction setting is wrong.

@@ -309,13 +309,20 @@ fn quoted_path(p: &Path) -> String {
 /// The commented configuration file.
 fn render(plan: &Plan, key: &Path) -> String {
     let mut t = String::new();
-    let epic = plan.target != Target::Smart;
     t.push_str(&format!(
         "# fhirsync configuration for {}, written by `fhirsync init`.\n\
          # Reference: the README's \"Configuration reference\". Unknown keys are rejected.\n\
          # Relative paths are relative to the folder fhirsync runs in.\n\n",
         plan.target.describe()
     ));
+    render_connection(plan, key, &mut t);
+    render_extract(plan, &mut t);
+    render_destination_and_rest(plan.target != Target::Smart, &mut t);
+    t
+}
+
+/// The `[connection]` table.
+fn render_connection(plan: &Plan, key: &Path, t: &mut String) {
     t.push_str("[connection]\n");
     t.push_str(&format!("client_id = {}\n", quoted(&plan.client_id)));
     t.push_str("# FHIR bases. The token endpoint is discovered from the server's metadata.\n");
@@ -346,7 +353,11 @@ fn render(plan: &Plan, key: &Path) -> String {
         "# https_proxy = \"http://proxy.hospital.local:3128\"\n\
          # ca_bundle = \"certs/hospital-ca.pem\"   # extra trusted CAs (TLS inspection)\n\n",
     );
+}
 
+/// The `[extract]` table and its cohort.
+fn render_extract(plan: &Plan, t: &mut String) {
+    let epic = plan.target != Target::Smart;
     t.push_str("[extract]\n");
     t.push_str(if epic {
         "server = \"auto\"                   # Epic's search rules when the CapabilityStatement says Epic\n"
@@ -381,7 +392,10 @@ fn render(plan: &Plan, key: &Path) -> String {
         ),
     }
     t.push('\n');
+}
 
+/// The `[destination]`, `[sync]` and `[views]` tables (the MRN hint only for Epic).
+fn render_destination_and_rest(epic: bool, t: &mut String) {
     t.push_str(
         "[destination]\n\
          kind = \"sqlite\"\n\
@@ -398,7 +412,6 @@ fn render(plan: &Plan, key: &Path) -> String {
     if epic {
         t.push_str("# mrn_identifier = \"urn:oid:...\"   # your MRN's identifier system (OIDs differ per customer)\n");
     }
-    t
 }
 
 /// Fails when `path` exists and `--force` was not given.
@@ -526,9 +539,9 @@ mod tests {
         let plan = resolve(&args(Some(Target::EpicSandbox)), None).unwrap();
         let c = loads(&plan);
         assert_eq!(c.connection.client_id.as_deref(), Some("abc-123"));
-        assert_eq!(c.connection.fhir_r4_endpoint.as_deref(), Some(SANDBOX_R4));
-        assert_eq!(c.connection.fhir_stu3_endpoint.as_deref(), Some(SANDBOX_STU3));
-        assert_eq!(c.connection.private_key.as_deref(), Some(DEFAULT_KEY_OUT));
+        assert_eq!(c.connection.fhir_r4_endpoint.as_ref().map(url::Url::as_str), Some(SANDBOX_R4));
+        assert_eq!(c.connection.fhir_stu3_endpoint.as_ref().map(url::Url::as_str), Some(SANDBOX_STU3));
+        assert_eq!(c.connection.private_key, Some(fhirsync_core::SecretRef::File(DEFAULT_KEY_OUT.into())));
         assert_eq!(c.extract.cohort.patient_ids.len(), SANDBOX_PATIENTS.len());
         assert_eq!(c.destination.kind(), "sqlite");
     }

@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fhirsync_auth::{KeyType, SigningKey, TokenProvider, generate_private_key};
-use fhirsync_core::FhirVersion;
+use fhirsync_core::{Endpoints, FhirVersion};
 use fhirsync_land::DestinationConfig;
 use fhirsync_sim::fhir::{ChurnSummary, FhirConfig, Members, RetryAfter};
 use fhirsync_sim::oauth::{ClientRegistration, OAuthConfig};
 use fhirsync_sim::{Sim, SimConfig};
 use secrecy::SecretString;
+use url::Url;
 
 use crate::{Config, Error, Result};
 
@@ -40,6 +41,8 @@ pub struct Sandbox {
     pub sim: Sim,
     key: SigningKey,
     pem: SecretString,
+    /// The simulator's FHIR base of every version.
+    endpoints: Endpoints,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -67,7 +70,12 @@ impl Sandbox {
             jwks_from_url: true,
             ..Default::default()
         });
-        Ok(Sandbox { sim, key, pem })
+        let endpoints = FhirVersion::ALL
+            .into_iter()
+            .map(|v| Ok((v, Url::parse(&sim.fhir_base(v))?)))
+            .collect::<Result<_, url::ParseError>>()
+            .map_err(|e| Error::config_from("the simulator's FHIR base is not a URL", e, None))?;
+        Ok(Sandbox { sim, key, pem, endpoints: Endpoints(endpoints) })
     }
 
     /// Key id of the registered key.
@@ -81,9 +89,10 @@ impl Sandbox {
         let mut config = Config::default();
         let c = &mut config.connection;
         c.client_id = Some(CLIENT_ID.into());
-        c.fhir_r4_endpoint = Some(self.sim.fhir_base(FhirVersion::R4));
-        c.fhir_stu3_endpoint = Some(self.sim.fhir_base(FhirVersion::Stu3));
-        c.fhir_dstu2_endpoint = Some(self.sim.fhir_base(FhirVersion::Dstu2));
+        let base = |version| self.endpoints.get(version).cloned();
+        c.fhir_r4_endpoint = base(FhirVersion::R4);
+        c.fhir_stu3_endpoint = base(FhirVersion::Stu3);
+        c.fhir_dstu2_endpoint = base(FhirVersion::Dstu2);
         c.patient_list_identifier = Some("systemlist|6442".into());
         config.destination = destination;
         config.sync.state_dir = state_dir;
@@ -95,8 +104,7 @@ impl Sandbox {
 
     /// SMART Backend Services tokens for `config` signed with the registered key.
     pub async fn tokens(&self, config: &Config) -> Result<Arc<dyn TokenProvider>> {
-        let mut settings = config.auth_settings()?;
-        settings.private_key_pem = Some(self.pem.clone());
+        let settings = config.auth_settings()?.with_private_key(self.pem.clone());
         let http = fhirsync_auth::http_client()?;
         Ok(settings.provider(&http).await?)
     }

@@ -240,9 +240,16 @@ impl SyncReport {
 impl SyncReport {
     /// The end-of-run summary: counts, then the gaps, then the exclusions. No patient ids.
     pub fn summary(&self) -> String {
+        let mut out = String::new();
+        self.write_counts(&mut out);
+        self.write_completeness(&mut out);
+        out
+    }
+
+    /// The status line, what was extracted and what was landed.
+    fn write_counts(&self, out: &mut String) {
         use std::fmt::Write as _;
         let outcome = self;
-        let mut out = String::new();
         let m = &outcome.metrics;
         let r = &outcome.report;
         let status = if outcome.has_gaps() { "completed with gaps" } else { "succeeded" };
@@ -283,6 +290,12 @@ impl SyncReport {
                 m.staged, m.inserted, m.deleted, m.kept, m.view_rows
             ),
         };
+    }
+
+    /// Cohort exits, types not offered, the gaps, the exclusions and the OperationOutcome codes.
+    fn write_completeness(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (m, r) = (&self.metrics, &self.report);
         if m.cohort_exits > 0 {
             let _ = writeln!(
                 out,
@@ -321,6 +334,5 @@ impl SyncReport {
             let codes: Vec<String> = r.outcome_codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
             let _ = writeln!(out, "  outcomes:  {}", codes.join(", "));
         }
-        out
     }
 }

@@ -8,6 +8,7 @@ use fhirsync_auth::{
     AuthSettings, AuthStatus, Callback, Error, LoopbackListener, PendingLogin, StoredTokenAuth,
     TokenProvider, TokenState, TokenStore, parse_pasted,
 };
+use fhirsync_core::ConnectionConfig;
 use fhirsync_sim::Sim;
 use fhirsync_sim::testing::{SimBuilder, launch_client};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,12 +29,20 @@ fn register(sim: &Sim, redirect: &str, refresh: bool) {
     sim.state().oauth.register_client(launch_client(CLIENT, SECRET, redirect, refresh));
 }
 
-async fn settings(sim: &Sim, redirect: &str, store: &std::path::Path) -> AuthSettings {
-    let mut s = AuthSettings::new(CLIENT, common::r4_base(sim));
-    s.client_secret = Some(SecretString::from(SECRET));
-    s.redirect_uri = Some(Url::parse(redirect).unwrap());
-    s.token_store = store.to_path_buf();
-    s
+/// The `[connection]` section of a standalone login to `sim`.
+fn connection(sim: &Sim, redirect: &str, store: &std::path::Path) -> ConnectionConfig {
+    ConnectionConfig {
+        client_id: Some(CLIENT.into()),
+        fhir_r4_endpoint: Some(common::r4_base(sim)),
+        redirect_uri: Some(Url::parse(redirect).unwrap()),
+        token_store: Some(store.to_path_buf()),
+        ..ConnectionConfig::default()
+    }
+}
+
+/// The settings of `connection` with the registered client secret.
+fn settings(connection: &ConnectionConfig) -> AuthSettings<'_> {
+    AuthSettings::new(connection).unwrap().with_client_secret(Some(SecretString::from(SECRET)))
 }
 
 async fn auto_sim() -> Sim {
@@ -58,7 +67,8 @@ async fn login_pasted(
 ) -> (TokenStore, fhirsync_auth::StoredTokens) {
     register(sim, REMOTE_REDIRECT, refresh);
     let http = reqwest::Client::new();
-    let settings = settings(sim, REMOTE_REDIRECT, &dir.path().join("tokens.json")).await;
+    let connection = connection(sim, REMOTE_REDIRECT, &dir.path().join("tokens.json"));
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let location = browse(pending.authorize_url()).await;
     let store = TokenStore::new(dir.path().join("tokens.json"));
@@ -72,7 +82,8 @@ async fn authorize_url_parameters() {
     let sim = auto_sim().await;
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(&sim, REMOTE_REDIRECT, &dir.path().join("t.json")).await;
+    let connection = connection(&sim, REMOTE_REDIRECT, &dir.path().join("t.json"));
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let url = pending.authorize_url();
     assert_eq!(
@@ -101,7 +112,8 @@ async fn loopback_login_end_to_end() {
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("sub").join("tokens.json");
-    let settings = settings(&sim, &redirect, &store_path).await;
+    let connection = connection(&sim, &redirect, &store_path);
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let listener = LoopbackListener::bind(pending.redirect_uri()).await.unwrap();
     let wait = tokio::spawn(listener.wait(Duration::from_secs(10)));
@@ -142,8 +154,8 @@ async fn loopback_page_reports_failed_exchange() {
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("tokens.json");
-    let mut settings = settings(&sim, &redirect, &store_path).await;
-    settings.client_secret = Some(SecretString::from("not-the-secret"));
+    let connection = connection(&sim, &redirect, &store_path);
+    let settings = settings(&connection).with_client_secret(Some(SecretString::from("not-the-secret")));
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let listener = LoopbackListener::bind(pending.redirect_uri()).await.unwrap();
     let wait = tokio::spawn(listener.wait(Duration::from_secs(10)));
@@ -190,7 +202,8 @@ async fn wrong_state_rejected() {
     register(&sim, REMOTE_REDIRECT, false);
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(&sim, REMOTE_REDIRECT, &dir.path().join("t.json")).await;
+    let connection = connection(&sim, REMOTE_REDIRECT, &dir.path().join("t.json"));
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let location = browse(pending.authorize_url()).await;
     let mut callback = parse_pasted(&location).unwrap();
@@ -210,7 +223,8 @@ async fn secret_must_be_url_encoded() {
     register(&sim, REMOTE_REDIRECT, false);
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(&sim, REMOTE_REDIRECT, &dir.path().join("t.json")).await;
+    let connection = connection(&sim, REMOTE_REDIRECT, &dir.path().join("t.json"));
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let location = browse(pending.authorize_url()).await;
     let callback = parse_pasted(&location).unwrap();
@@ -269,7 +283,8 @@ async fn sign_in_form() {
     register(&sim, REMOTE_REDIRECT, false);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(&sim, REMOTE_REDIRECT, &dir.path().join("t.json")).await;
+    let connection = connection(&sim, REMOTE_REDIRECT, &dir.path().join("t.json"));
+    let settings = settings(&connection);
     let pending = PendingLogin::new(settings.launch_settings(&http).await.unwrap()).unwrap();
     let page = http.get(pending.authorize_url().clone()).send().await.unwrap().text().await.unwrap();
     let id =
@@ -434,8 +449,8 @@ async fn debug_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let (store, tokens) = login_pasted(&sim, &dir, true).await;
     let http = reqwest::Client::new();
-    let mut settings = settings(&sim, REMOTE_REDIRECT, store.path()).await;
-    settings.private_key_pem = Some(SecretString::from(common::RSA_PKCS8));
+    let connection = connection(&sim, REMOTE_REDIRECT, store.path());
+    let settings = settings(&connection).with_private_key(SecretString::from(common::RSA_PKCS8));
     let launch = settings.launch_settings(&http).await.unwrap();
     let pending = PendingLogin::new(launch.clone()).unwrap();
     let callback = Callback { code: SecretString::from("the-code-123"), state: None };
@@ -459,15 +474,15 @@ async fn authorize_checks_redirect_and_aud() {
     register(&sim, REMOTE_REDIRECT, false);
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(&sim, "https://evil.example/callback", &dir.path().join("t.json")).await;
-    let pending = PendingLogin::new(s.launch_settings(&http).await.unwrap()).unwrap();
+    let mut c = connection(&sim, "https://evil.example/callback", &dir.path().join("t.json"));
+    let pending = PendingLogin::new(settings(&c).launch_settings(&http).await.unwrap()).unwrap();
     let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = no_redirect.get(pending.authorize_url().clone()).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
-    s.redirect_uri = Some(Url::parse(REMOTE_REDIRECT).unwrap());
-    s.audience = Some("https://other.example/FHIR/R4".into());
-    let pending = PendingLogin::new(s.launch_settings(&http).await.unwrap()).unwrap();
+    c.redirect_uri = Some(Url::parse(REMOTE_REDIRECT).unwrap());
+    c.audience = Some(Url::parse("https://other.example/FHIR/R4").unwrap());
+    let pending = PendingLogin::new(settings(&c).launch_settings(&http).await.unwrap()).unwrap();
     assert!(browse(pending.authorize_url()).await.contains("error=invalid_request"));
 }
 

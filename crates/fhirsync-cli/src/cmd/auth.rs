@@ -1,15 +1,17 @@
 //! `fhirsync auth ...`: SMART standalone launch (`login`, `status`) and a backend-services
-//! check (`test`). The logic lives in `fhirsync-auth`; this module only maps flags to
-//! [`AuthSettings`] and prints results (never a token, secret or code).
+//! check (`test`). The logic lives in `fhirsync-auth`; this module only lays the flags over the
+//! `[connection]` section, builds [`AuthSettings`] on it and prints results (never a token,
+//! secret or code).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use fhirsync::core::ConnectionConfig;
 use fhirsync_auth::launch::DEFAULT_LOGIN_TIMEOUT;
 use fhirsync_auth::{
     AuthSettings, AuthStatus, DEFAULT_TOKEN_STORE, KeySource, LoopbackListener, PendingLogin, TokenState,
-    TokenStore, http_client, is_loopback, load_private_key, parse_pasted,
+    TokenStore, http_client, is_loopback, parse_pasted,
 };
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -18,9 +20,6 @@ use super::Failure;
 use super::keys::local_error;
 use crate::Globals;
 use fhirsync::Config as FileConfig;
-
-/// Default environment variable holding the client secret.
-const DEFAULT_SECRET_ENV: &str = "FHIRSYNC_CLIENT_SECRET";
 
 /// Connection flags shared by the subcommands. Each overrides the `[connection]` setting of the
 /// configuration file; without a configuration file `--fhir-base` and `--client-id` are required.
@@ -68,9 +67,10 @@ pub struct LoginArgs {
     /// Redirect URI registered for the app; an http loopback URI is listened on directly.
     #[arg(long)]
     redirect_uri: Option<Url>,
-    /// `aud` of the authorize request (default: `[connection] audience`, else the FHIR base).
+    /// `aud` of the authorize request, a URL (default: `[connection] audience`, else the FHIR
+    /// base).
     #[arg(long)]
-    aud: Option<String>,
+    aud: Option<Url>,
     /// Token store file, written with mode 0600 (default: `[connection] token_store`).
     #[arg(long)]
     token_store: Option<PathBuf>,
@@ -93,44 +93,34 @@ pub struct TestArgs {
     kid: Option<String>,
 }
 
-/// Settings from the configuration file (if it exists) with the flags applied on top.
-fn settings(connection: Connection, globals: &Globals) -> anyhow::Result<AuthSettings> {
-    let from_file = if globals.config.exists() {
-        Some(FileConfig::load(&globals.config)?.auth_settings()?)
+/// The `[connection]` section of the configuration file (if it exists) with the flags applied
+/// on top; without a file, the flags alone.
+fn connection(flags: Connection, globals: &Globals) -> anyhow::Result<ConnectionConfig> {
+    let mut c = if globals.config.exists() {
+        FileConfig::load(&globals.config)?.connection
+    } else if flags.client_id.is_some() && flags.fhir_base.is_some() {
+        ConnectionConfig::default()
     } else {
-        None
+        return Err(Failure::config(format!(
+            "no configuration file {} and no --client-id/--fhir-base: pass both flags or write a \
+             [connection] table (see the README)",
+            globals.config.display()
+        )));
     };
-    let mut s = match (from_file, connection.client_id, connection.fhir_base) {
-        (Some(mut s), id, base) => {
-            if let Some(id) = id {
-                s.client_id = id;
-            }
-            if let Some(base) = base {
-                s.fhir_base = base;
-            }
-            s
-        }
-        (None, Some(id), Some(base)) => {
-            let mut s = AuthSettings::new(id, base);
-            s.client_secret =
-                std::env::var(DEFAULT_SECRET_ENV).ok().filter(|v| !v.is_empty()).map(SecretString::from);
-            s
-        }
-        (None, _, _) => {
-            return Err(Failure::config(format!(
-                "no configuration file {} and no --client-id/--fhir-base: pass both flags or write a \
-                 [connection] table (see the README)",
-                globals.config.display()
-            )));
-        }
-    };
-    if connection.auth_base_uri.is_some() {
-        s.auth_base_uri = connection.auth_base_uri;
+    let Connection { fhir_base, client_id, auth_base_uri, scope } = flags;
+    // The FHIR base authentication uses is the R4 endpoint when one is set.
+    set(&mut c.fhir_r4_endpoint, fhir_base);
+    set(&mut c.client_id, client_id);
+    set(&mut c.auth_base_uri, auth_base_uri);
+    set(&mut c.scope, scope);
+    Ok(c)
+}
+
+/// Replaces a setting by the flag given for it.
+fn set<T>(setting: &mut Option<T>, flag: Option<T>) {
+    if flag.is_some() {
+        *setting = flag;
     }
-    if connection.scope.is_some() {
-        s.scope = connection.scope;
-    }
-    Ok(s)
 }
 
 fn local_time(t: DateTime<Utc>) -> String {
@@ -141,19 +131,17 @@ fn local_time(t: DateTime<Utc>) -> String {
 pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
     match command {
         Command::Login(args) => {
-            let LoginArgs { connection, client_secret_env, redirect_uri, aud, token_store, timeout } = *args;
-            let mut s = settings(connection, globals)?;
+            let LoginArgs { connection: flags, client_secret_env, redirect_uri, aud, token_store, timeout } =
+                *args;
+            let mut c = connection(flags, globals)?;
+            set(&mut c.redirect_uri, redirect_uri);
+            set(&mut c.audience, aud);
+            set(&mut c.token_store, token_store);
+            let mut s = AuthSettings::new(&c).map_err(local_error)?;
             if let Some(var) = client_secret_env {
-                s.client_secret = std::env::var(&var).ok().filter(|v| !v.is_empty()).map(SecretString::from);
-            }
-            if redirect_uri.is_some() {
-                s.redirect_uri = redirect_uri;
-            }
-            if aud.is_some() {
-                s.audience = aud;
-            }
-            if let Some(store) = token_store {
-                s.token_store = store;
+                s = s.with_client_secret(
+                    std::env::var(&var).ok().filter(|v| !v.is_empty()).map(SecretString::from),
+                );
             }
             login(&s, Duration::from_secs(timeout)).await
         }
@@ -169,15 +157,11 @@ pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
             status(&TokenStore::new(path))
         }
         Command::Test(args) => {
-            let TestArgs { connection, private_key, kid } = *args;
-            let mut s = settings(connection, globals)?;
-            if let Some(key) = private_key {
-                s.private_key_pem =
-                    Some(load_private_key(&KeySource::parse_path(&key)).map_err(local_error)?);
-            }
-            if kid.is_some() {
-                s.key_id = kid;
-            }
+            let TestArgs { connection: flags, private_key, kid } = *args;
+            let mut c = connection(flags, globals)?;
+            set(&mut c.private_key, private_key.as_deref().map(KeySource::parse_path));
+            set(&mut c.key_id, kid);
+            let s = AuthSettings::new(&c).map_err(local_error)?;
             let http = http_client()?;
             let provider = s.backend_services(&http).await.map_err(local_error)?;
             let info = provider.token_info().await?;
@@ -194,11 +178,11 @@ pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
     }
 }
 
-async fn login(s: &AuthSettings, timeout: Duration) -> anyhow::Result<()> {
+async fn login(s: &AuthSettings<'_>, timeout: Duration) -> anyhow::Result<()> {
     let http = http_client()?;
     let pending =
         PendingLogin::new(s.launch_settings(&http).await.map_err(local_error)?).map_err(local_error)?;
-    let store = TokenStore::new(&s.token_store);
+    let store = TokenStore::new(s.token_store());
     let tokens = if is_loopback(pending.redirect_uri()) {
         let listener = LoopbackListener::bind(pending.redirect_uri()).await.map_err(local_error)?;
         eprintln!(

@@ -1,16 +1,14 @@
 //! `fhirsync auth` reads `[connection]` from the configuration file.
 
-use crate::util::{Env, fhirsync, output, text};
+use crate::util::{CLIENT_ID, Cli, Env, Run, edit, text, toml_path};
 
 /// `auth test` with only a config file gets a backend-services token and prints its scopes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_test_uses_the_config_file() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["auth", "test"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::config(&config).args(["auth", "test"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("Access token obtained"), "{}", text(&out));
     assert_eq!(env.sim.state().oauth.tokens_issued(), 1);
 }
@@ -19,15 +17,11 @@ async fn auth_test_uses_the_config_file() {
 /// database file, so no failed run that a rerun would "resume".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_create_nothing() {
-    let env = crate::util::Env::start(1).await;
+    let env = Env::start(1).await;
     let config = env.config("");
-    let text_config =
-        std::fs::read_to_string(&config).unwrap().replace(crate::util::CLIENT_ID, "unregistered-client");
-    std::fs::write(&config, text_config).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = crate::util::output(cmd).await;
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    edit(&config, |t| t.replace(CLIENT_ID, "unregistered-client"));
+    let out = Cli::sync(&config).run().await;
+    out.assert_code(3);
     assert!(text(&out).contains("nothing was changed at the destination"), "{}", text(&out));
     assert!(!text(&out).contains("rerun to resume"), "{}", text(&out));
     assert!(!env.db().exists(), "the database must not be created");
@@ -37,8 +31,8 @@ async fn refused_credentials_create_nothing() {
 #[test]
 fn auth_status_without_login() {
     let dir = tempfile::tempdir().unwrap();
-    let out = fhirsync().current_dir(dir.path()).args(["auth", "status"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = Cli::bare().current_dir(dir.path()).args(["auth", "status"]).run_now();
+    out.assert_code(3);
     assert!(text(&out).contains("Not authenticated"), "{}", text(&out));
 }
 
@@ -46,8 +40,8 @@ fn auth_status_without_login() {
 #[test]
 fn auth_login_without_config_or_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let out = fhirsync().current_dir(dir.path()).args(["auth", "login"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::bare().current_dir(dir.path()).args(["auth", "login"]).run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("--client-id"), "{}", text(&out));
 }
 
@@ -74,8 +68,8 @@ fn store_with(
     path
 }
 
-fn auth_status(dir: &std::path::Path, store: &std::path::Path) -> std::process::Output {
-    fhirsync().current_dir(dir).args(["auth", "status", "--token-store"]).arg(store).output().unwrap()
+fn auth_status(dir: &std::path::Path, store: &std::path::Path) -> Run {
+    Cli::bare().current_dir(dir).args(["auth", "status", "--token-store"]).arg(store).run_now()
 }
 
 /// Within the renewal margin `auth status` says "Renewing soon" (exit 0), not "expired".
@@ -84,7 +78,7 @@ fn auth_status_renewing_soon() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with(dir.path(), 20, None);
     let out = auth_status(dir.path(), &store);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    out.assert_code(0);
     assert!(text(&out).contains("Renewing soon"), "{}", text(&out));
     assert!(!text(&out).to_lowercase().contains("expired"), "{}", text(&out));
     let far = store_with(dir.path(), 3600, None);
@@ -114,12 +108,12 @@ fn auth_status_refresh_refused() {
 /// `auth status`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_rides_on_the_access_token_after_a_refused_refresh() {
-    let env = crate::util::Env::start(1).await;
+    let env = Env::start(1).await;
     let store_path = env.dir.path().join("tokens.json");
     let now = chrono::Utc::now();
-    let access = env.sim.state().oauth.issue_token(crate::util::CLIENT_ID, &["system/*.read"]);
+    let access = env.sim.state().oauth.issue_token(CLIENT_ID, &["system/*.read"]);
     let tokens = fhirsync_auth::StoredTokens {
-        client_id: crate::util::CLIENT_ID.into(),
+        client_id: CLIENT_ID.into(),
         token_url: url::Url::parse(&env.sim.token_url()).unwrap(),
         fhir_base: None,
         access_token: secrecy::SecretString::from(access.clone()),
@@ -132,20 +126,18 @@ async fn sync_rides_on_the_access_token_after_a_refused_refresh() {
     };
     fhirsync_auth::TokenStore::new(&store_path).save(&tokens).unwrap();
     let config = env.config("");
-    let key_line = format!("private_key = \"{}\"\n", crate::util::toml_path(&env.key_path));
-    let text_config = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&key_line, &format!("token_store = \"{}\"\n", crate::util::toml_path(&store_path)));
-    assert!(!text_config.contains("private_key"), "{text_config}");
-    std::fs::write(&config, text_config).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let key_line = format!("private_key = \"{}\"\n", toml_path(&env.key_path));
+    edit(&config, |t| {
+        let t = t.replace(&key_line, &format!("token_store = \"{}\"\n", toml_path(&store_path)));
+        assert!(!t.contains("private_key"), "{t}");
+        t
+    });
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     assert!(!text(&out).contains(&access) && !text(&out).contains("simrt-revoked"), "{}", text(&out));
     let saved = fhirsync_auth::TokenStore::new(&store_path).load().unwrap().unwrap();
     assert!(saved.refresh_refused.is_some(), "the refusal is recorded");
     let status = auth_status(env.dir.path(), &store_path);
-    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
+    status.assert_code(3);
     assert!(text(&status).contains("(login needed)"), "{}", text(&status));
 }

@@ -4,7 +4,7 @@
 
 use fhirsync_sim::fhir::{BulkConfig, BulkFaultKind, DEFAULT_GROUP_ID, FhirConfig};
 
-use crate::util::{Env, count, fhirsync, output, text};
+use crate::util::{Cli, Env, count, text};
 
 /// How the second run fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +48,9 @@ fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{prefix}` in\n{out}"))
 }
 
-/// Full load, then one Condition and one Encounter removed at the source and `case` armed:
-/// the reload exits 6, names the Condition gap, deletes the Encounter only, keeps the export;
-/// disarmed, the next reload deletes the Condition and then the export.
-async fn scenario(case: Case) {
+/// A simulator of 4 patients exporting Bulk files as `case` needs, and a bulk-mode config
+/// for its Group with quick polls and retries.
+async fn bulk_env(case: Case) -> (Env, std::path::PathBuf) {
     let bulk = BulkConfig {
         polls_before_ready: 1,
         retry_after_secs: 0,
@@ -69,14 +68,18 @@ async fn scenario(case: Case) {
              [extract.retry]\nbase_delay_ms = 1\nmax_delay_ms = 20\nmax_retries = 2\n"
         ),
     );
-    let sync = |method: &str| {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", method]);
-        cmd
-    };
+    (env, config)
+}
+
+/// Full load, then one Condition and one Encounter removed at the source and `case` armed:
+/// the reload exits 6, names the Condition gap, deletes the Encounter only, keeps the export;
+/// disarmed, the next reload deletes the Condition and then the export.
+async fn scenario(case: Case) {
+    let (env, config) = bulk_env(case).await;
+    let sync = |method: &str| Cli::sync(&config).args(["--method", method]);
     let fhir = &env.sim.state().fhir;
 
-    let out = output(sync("full-load")).await;
+    let out = sync("full-load").run().await;
     assert!(out.status.success(), "{case:?}: {}", text(&out));
     let first = text(&out);
     assert!(line(&first, "extracted:").starts_with("extracted: 4 patients"), "{case:?}: {first}");
@@ -98,7 +101,7 @@ async fn scenario(case: Case) {
     fhir.reset_bulk_window();
     fhir.faults.reset_log();
     arm(&env, case, 1000);
-    let out = output(sync("reload-and-compare")).await;
+    let out = sync("reload-and-compare").run().await;
     let second = text(&out);
     assert_eq!(out.status.code(), Some(6), "{case:?}: {second}");
     assert!(line(&second, "run ").contains("completed with gaps"), "{case:?}: {second}");
@@ -129,7 +132,7 @@ async fn scenario(case: Case) {
         fhir.reset_bulk_window();
     }
     fhir.faults.reset_log();
-    let out = output(sync("reload-and-compare")).await;
+    let out = sync("reload-and-compare").run().await;
     let third = text(&out);
     assert!(out.status.success(), "{case:?}: {third}");
     assert!(third.contains("every scope fetched completely"), "{case:?}: {third}");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::util::{Env, fhirsync, output, text};
+use crate::util::{Cli, Env, edit, text};
 
 /// Starts a simulator with `patients` patients whose test client is not licensed for `unlicensed`
 /// (`Type` → bare 403, `Type:category` → that sub-type dropped with a named 59204).
@@ -15,11 +15,7 @@ async fn env_without(patients: usize, unlicensed: &[&str]) -> Env {
 /// Condition category comes back as a 59204 next to the other categories' data, and Observation is
 /// fanned out to `observation` only; `extract` lines are added to `[extract]`.
 fn config_with(env: &Env, extract: &str, observation: &str) -> std::path::PathBuf {
-    let config = env.config(&format!("[extract.categories]\nObservation = {observation}\n"));
-    let text =
-        std::fs::read_to_string(&config).unwrap().replace("[extract]\n", &format!("[extract]\n{extract}"));
-    std::fs::write(&config, text).unwrap();
-    config
+    env.config_with(extract, &format!("[extract.categories]\nObservation = {observation}\n"))
 }
 
 /// The active `[extract] datasets` of a catalog file.
@@ -52,10 +48,8 @@ async fn discover_keeps_datasets_with_withheld_subtypes_and_drops_unlicensed() {
     let env = env_without(2, &["Condition:health-concern", "MedicationRequest"]).await;
     let config = config_with(&env, "", "[\"laboratory\", \"vital-signs\"]");
     let catalog = env.dir.path().join("catalog.toml");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["discover", "--out"]).arg(&catalog);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::config(&config).args(["discover", "--out"]).arg(&catalog).run().await;
+    out.assert_success();
     let table = text(&out);
     assert!(table.contains("probed with 2 patient(s)"), "{table}");
 
@@ -90,14 +84,9 @@ async fn discover_keeps_datasets_with_withheld_subtypes_and_drops_unlicensed() {
 
     // The selection is valid configuration and syncs.
     let list = toml::Value::Array(datasets.iter().map(|d| toml::Value::String(d.clone())).collect());
-    let cfg = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[extract]\n", &format!("[extract]\ndatasets = {list}\n"));
-    std::fs::write(&config, cfg).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    edit(&config, |t| t.replace("[extract]\n", &format!("[extract]\ndatasets = {list}\n")));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     assert!(
         text(&out).contains("every scope fetched completely"),
         "withheld sub-types are no gap: {}",
@@ -116,10 +105,12 @@ async fn discover_reads_every_page_of_every_probe_patient() {
     let env = env_without(4, &["Condition:health-concern", "MedicationRequest"]).await;
     let config = config_with(&env, &format!("page_size = {PAGE}\n"), "[\"laboratory\"]");
     let catalog = env.dir.path().join("catalog.toml");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["discover", "--patients", "2", "--json", "--out"]).arg(&catalog);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::config(&config)
+        .args(["discover", "--patients", "2", "--json", "--out"])
+        .arg(&catalog)
+        .run()
+        .await;
+    out.assert_success();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(report["patients_probed"], 2, "{report}");
     let dataset = |name: &str| {
@@ -185,10 +176,8 @@ async fn discover_no_probe_lists_without_searching() {
     let env = Env::start(1).await;
     let config = env.config("");
     let catalog = env.dir.path().join("c.toml");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["discover", "--no-probe", "--out"]).arg(&catalog);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::config(&config).args(["discover", "--no-probe", "--out"]).arg(&catalog).run().await;
+    out.assert_success();
     assert!(text(&out).contains("not probed"), "{}", text(&out));
     let log = env.sim.state().fhir.faults.request_log();
     assert!(log.iter().all(|r| r.uri.contains("/metadata")), "only metadata requests: {log:?}");
@@ -203,26 +192,20 @@ async fn discover_no_probe_lists_without_searching() {
 async fn discover_needs_no_cohort_with_patient_flag() {
     let env = Env::start(2).await;
     let config = env.config("");
-    let text_cfg = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("patient_list_identifier = \"systemlist|6442\"\n", "");
-    std::fs::write(&config, text_cfg).unwrap();
+    edit(&config, |t| t.replace("patient_list_identifier = \"systemlist|6442\"\n", ""));
     let patient = env.sim.state().fhir.patient_id(0);
-    let mut cmd = fhirsync();
-    cmd.arg("--config")
-        .arg(&config)
+    let out = Cli::config(&config)
         .args(["discover", "--patient", &patient, "--out"])
-        .arg(env.dir.path().join("catalog.toml"));
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+        .arg(env.dir.path().join("catalog.toml"))
+        .run()
+        .await;
+    out.assert_success();
     assert!(text(&out).contains("probed with 1 patient(s)"), "{}", text(&out));
     assert!(r4_row(&text(&out), "Observation:vital-signs").contains("licensed"), "{}", text(&out));
     let other = env.sim.state().fhir.patient_id(1);
     let log = env.sim.state().fhir.faults.request_log();
     assert!(!log.iter().any(|r| r.uri.contains(&other)), "only the given patient is probed");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("discover");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).arg("discover").run().await;
+    out.assert_code(2);
     assert!(text(&out).contains("--patient"), "{}", text(&out));
 }

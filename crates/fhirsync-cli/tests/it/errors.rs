@@ -1,13 +1,13 @@
 //! Bad input gets a clear message and a documented exit code, never a panic.
 
-use crate::util::{Env, fhirsync, output, text};
+use crate::util::{Cli, ConfigSpec, Env, edit, text};
 
 /// A missing config file: exit 2 and a message telling how to fix it.
 #[test]
 fn missing_config_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = fhirsync().current_dir(dir.path()).arg("sync").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::bare().current_dir(dir.path()).arg("sync").run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("--config"), "{}", text(&out));
 }
 
@@ -17,8 +17,8 @@ fn unknown_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("f.toml");
     std::fs::write(&config, "[destination]\nkind = \"sqlite\"\npaht = \"x.db\"\n").unwrap();
-    let out = fhirsync().arg("--config").arg(&config).arg("sync").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("paht"), "{}", text(&out));
 }
 
@@ -28,8 +28,8 @@ fn bad_toml() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("f.toml");
     std::fs::write(&config, "[connection\nclient_id = 1\n").unwrap();
-    let out = fhirsync().arg("--config").arg(&config).arg("sync").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("f.toml"), "{}", text(&out));
 }
 
@@ -39,10 +39,8 @@ async fn unreadable_private_key() {
     let env = Env::start(1).await;
     std::fs::remove_file(&env.key_path).unwrap();
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run().await;
+    out.assert_code(2);
     assert!(text(&out).contains("key"), "{}", text(&out));
 }
 
@@ -52,10 +50,8 @@ async fn wrong_pem() {
     let env = Env::start(1).await;
     std::fs::write(&env.key_path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run().await;
+    out.assert_code(2);
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
 
@@ -64,22 +60,15 @@ async fn wrong_pem() {
 async fn unreachable_host() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let text_cfg = std::fs::read_to_string(&config).unwrap();
-    let dead = "http://127.0.0.1:9/interconnect-fhir-oauth/api/FHIR/R4";
-    let text_cfg = text_cfg.replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), dead);
-    std::fs::write(&config, text_cfg).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    point_r4_at(&env, &config, "http://127.0.0.1:9/interconnect-fhir-oauth/api/FHIR/R4");
+    let out = Cli::config(&config).arg("sync").run().await;
+    out.assert_code(4);
     assert!(text(&out).contains("127.0.0.1:9"), "{}", text(&out));
 }
 
 /// Replaces the simulator's R4 base in the config with `base`.
 fn point_r4_at(env: &Env, config: &std::path::Path, base: &str) {
-    let text_cfg = std::fs::read_to_string(config).unwrap();
-    let text_cfg = text_cfg.replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), base);
-    std::fs::write(config, text_cfg).unwrap();
+    edit(config, |t| t.replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), base));
 }
 
 /// TLS to a server that does not speak TLS fails cleanly: exit 4, naming the URL.
@@ -89,10 +78,8 @@ async fn tls_error() {
     let config = env.config("");
     let https = env.sim.fhir_base(fhirsync_core::FhirVersion::R4).replace("http://", "https://");
     point_r4_at(&env, &config, &https);
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run().await;
+    out.assert_code(4);
     assert!(text(&out).contains("https://127.0.0.1"), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
@@ -109,10 +96,8 @@ async fn malformed_server_json() {
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     let config = env.config("");
     point_r4_at(&env, &config, &format!("http://{addr}/api/FHIR/R4"));
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = Cli::config(&config).arg("sync").run().await;
+    out.assert_code(4);
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
 
@@ -122,25 +107,15 @@ async fn malformed_server_json() {
 async fn oversized_ndjson_line() {
     let env = Env::start(2).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    assert!(output(cmd).await.status.success());
+    Cli::sync(&config).run().await.assert_success();
     let landed = crate::util::count(&env.db(), "SELECT COUNT(*) FROM observation");
-    let config = env.config(
-        "[extract]\nmode = \"bulk\"\nconcurrency = 8\nrate_limit = 1000.0\n[extract.bulk]\nmax_line_bytes = 64\npoll_floor_secs = 0\n\
+    let config = env.config_with(
+        "mode = \"bulk\"\n",
+        "[extract.bulk]\nmax_line_bytes = 64\npoll_floor_secs = 0\n\
          [extract.cohort]\ngroup = \"e3iabhmS8rsueyz7vaimuiaSmfGvi.QwjVXJANlPOgR83\"\n",
     );
-    // The second [extract] table replaces the first: rewrite the file without the first one.
-    let text_cfg = std::fs::read_to_string(&config).unwrap().replacen(
-        "[extract]\nconcurrency = 8\nrate_limit = 1000.0\n",
-        "",
-        1,
-    );
-    std::fs::write(&config, text_cfg).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = Cli::sync(&config).run().await;
+    out.assert_code(4);
     assert!(text(&out).contains("max_line_bytes"), "{}", text(&out));
     assert_eq!(crate::util::count(&env.db(), "SELECT COUNT(*) FROM observation"), landed);
 }
@@ -150,18 +125,10 @@ async fn oversized_ndjson_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_postgres_password_is_refused() {
     let env = Env::start(1).await;
-    let config = env.config("");
-    let text_before = std::fs::read_to_string(&config).unwrap();
-    let head = text_before.split("[destination]").next().unwrap();
-    std::fs::write(
-        &config,
-        format!("{head}[destination]\nkind = \"postgres\"\nurl = \"postgresql://fhirsync:hunter2@127.0.0.1:1/db\"\n"),
-    )
-    .unwrap();
+    let destination = "kind = \"postgres\"\nurl = \"postgresql://fhirsync:hunter2@127.0.0.1:1/db\"\n";
+    let config = env.write_config(&ConfigSpec { destination: destination.into(), ..env.spec() });
     for (args, code) in [(&["sync", "--no-progress"][..], 2), (&["status"][..], 5)] {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(args);
-        let out = output(cmd).await;
+        let out = Cli::config(&config).args(args).run().await;
         let all = text(&out);
         assert!(all.contains("password_env = \"FHIRSYNC_POSTGRES_PASSWORD\""), "{args:?}: {all}");
         assert!(!all.contains("hunter2"), "{args:?}: {all}");
@@ -180,16 +147,13 @@ async fn closed_fhir_port_says_connection_refused() {
         "[extract.retry]\nmax_retries = 1\nbase_delay_ms = 10\nmax_delay_ms = 20\nmax_outage_secs = 0\n",
     );
     let auth_base = env.sim.token_url().trim_end_matches("/token").to_string();
-    let text_before = std::fs::read_to_string(&config).unwrap();
-    let rewritten = text_before
-        .replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), &dead)
-        .replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::Stu3), &dead.replace("R4", "STU3"))
-        .replace("[connection]\n", &format!("[connection]\nauth_base_uri = \"{auth_base}\"\n"));
-    std::fs::write(&config, rewritten).unwrap();
+    edit(&config, |t| {
+        t.replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::R4), &dead)
+            .replace(&env.sim.fhir_base(fhirsync_core::FhirVersion::Stu3), &dead.replace("R4", "STU3"))
+            .replace("[connection]\n", &format!("[connection]\nauth_base_uri = \"{auth_base}\"\n"))
+    });
     let started = std::time::Instant::now();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("sync");
-    let out = output(cmd).await;
+    let out = Cli::config(&config).arg("sync").run().await;
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("connection refused") && all.contains("check the port"), "{all}");

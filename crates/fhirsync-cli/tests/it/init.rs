@@ -4,7 +4,7 @@
 use fhirsync_core::FhirVersion;
 use fhirsync_sim::oauth::ClientRegistration;
 
-use crate::util::{Env, count, fhirsync, output, text};
+use crate::util::{Cli, Env, count, text};
 
 /// The JWK Set printed by `init`: the first pretty-printed JSON object on stdout.
 fn printed_jwks(stdout: &str) -> serde_json::Value {
@@ -20,14 +20,18 @@ fn printed_jwks(stdout: &str) -> serde_json::Value {
 async fn init_then_auth_test_and_sync() {
     let env = Env::start(2).await;
     let work = tempfile::tempdir().unwrap();
-    let mut cmd = fhirsync();
-    cmd.current_dir(work.path()).args(["init", "--target", "epic-production", "--client-id", "init-client"]);
-    cmd.arg("--fhir-base").arg(env.sim.fhir_base(FhirVersion::R4));
-    cmd.arg("--stu3-base").arg(env.sim.fhir_base(FhirVersion::Stu3));
-    cmd.args(["--patient-list", "systemlist|6442"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = Cli::bare()
+        .current_dir(work.path())
+        .args(["init", "--target", "epic-production", "--client-id", "init-client"])
+        .arg("--fhir-base")
+        .arg(env.sim.fhir_base(FhirVersion::R4))
+        .arg("--stu3-base")
+        .arg(env.sim.fhir_base(FhirVersion::Stu3))
+        .args(["--patient-list", "systemlist|6442"])
+        .run()
+        .await;
+    out.assert_success();
+    let stdout = out.stdout_text();
     for expected in [
         "fhirsync keys serve --key keys/fhirsync.pem",
         "keys jwks",
@@ -56,14 +60,10 @@ async fn init_then_auth_test_and_sync() {
         ..Default::default()
     });
 
-    let mut cmd = fhirsync();
-    cmd.current_dir(work.path()).args(["auth", "test"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let mut cmd = fhirsync();
-    cmd.current_dir(work.path()).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::bare().current_dir(work.path()).args(["auth", "test"]).run().await;
+    out.assert_success();
+    let out = Cli::bare().current_dir(work.path()).args(["sync", "--no-progress"]).run().await;
+    out.assert_success();
     assert_eq!(count(&work.path().join("fhirsync.db"), "SELECT COUNT(*) FROM patient"), 2);
 }
 
@@ -73,15 +73,14 @@ async fn init_then_auth_test_and_sync() {
 fn init_refuses_to_overwrite_without_force() {
     let work = tempfile::tempdir().unwrap();
     let init = |extra: &[&str]| {
-        fhirsync()
+        Cli::bare()
             .current_dir(work.path())
             .args(["init", "--target", "epic-sandbox", "--client-id", "sandbox-client", "--ec"])
             .args(extra)
-            .output()
-            .unwrap()
+            .run_now()
     };
     let out = init(&[]);
-    assert!(out.status.success(), "{}", text(&out));
+    out.assert_success();
     let config = work.path().join("fhirsync.toml");
     let key = work.path().join("keys/fhirsync.pem");
     let (config_before, key_before) = (std::fs::read(&config).unwrap(), std::fs::read(&key).unwrap());
@@ -90,7 +89,7 @@ fn init_refuses_to_overwrite_without_force() {
     assert!(written.contains("# Camila Lopez"), "commented: {written}");
 
     let out = init(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    out.assert_code(2);
     assert!(
         text(&out).contains("fhirsync.toml already exists") && text(&out).contains("--force"),
         "{}",
@@ -98,7 +97,7 @@ fn init_refuses_to_overwrite_without_force() {
     );
     std::fs::remove_file(&config).unwrap();
     let out = init(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    out.assert_code(2);
     assert!(
         text(&out).contains("fhirsync.pem already exists") && text(&out).contains("--key-out"),
         "{}",
@@ -108,7 +107,7 @@ fn init_refuses_to_overwrite_without_force() {
     assert_eq!(std::fs::read(&key).unwrap(), key_before);
 
     let out = init(&["--force"]);
-    assert!(out.status.success(), "{}", text(&out));
+    out.assert_success();
     assert_ne!(std::fs::read(&key).unwrap(), key_before, "a new key with --force");
     assert_eq!(std::fs::read(&config).unwrap(), config_before, "same answers, same file");
 }
@@ -118,15 +117,14 @@ fn init_refuses_to_overwrite_without_force() {
 #[test]
 fn init_without_terminal_names_missing_flags() {
     let work = tempfile::tempdir().unwrap();
-    let out = fhirsync().current_dir(work.path()).args(["init", "--target", "smart"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::bare().current_dir(work.path()).args(["init", "--target", "smart"]).run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("--client-id is missing"), "{}", text(&out));
-    let out = fhirsync()
+    let out = Cli::bare()
         .current_dir(work.path())
         .args(["init", "--target", "smart", "--client-id", "c", "--fhir-base", "https://smart.example/fhir"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        .run_now();
+    out.assert_code(2);
     assert!(text(&out).contains("--patient-id"), "{}", text(&out));
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "nothing written");
 }

@@ -9,18 +9,17 @@ use std::time::{Duration, Instant};
 
 use fhirsync_land::DestinationConfig;
 
-use crate::util::{Env, count, fhirsync, output, text, toml_path};
+use crate::util::{Cli, ConfigSpec, Env, count, process, text, toml_path};
 
 /// The config of `env` with its `[destination]` section replaced by `destination` and its own
 /// state folder `state`.
 fn config_with(env: &Env, name: &str, state: &str, destination: &str) -> PathBuf {
-    let base = std::fs::read_to_string(env.config("")).unwrap();
-    let head = base.split("[sync]").next().unwrap();
-    let path = env.dir.path().join(name);
-    let state = toml_path(&env.dir.path().join(state));
-    std::fs::write(&path, format!("{head}[sync]\nstate_dir = \"{state}\"\n\n[destination]\n{destination}\n"))
-        .unwrap();
-    path
+    env.write_config(&ConfigSpec {
+        file: name.into(),
+        state: env.dir.path().join(state),
+        destination: destination.into(),
+        ..env.spec()
+    })
 }
 
 /// A destination held open (and so its writer lock) on a thread of this process.
@@ -57,19 +56,15 @@ async fn second_writer_refused(env: &Env, destination_toml: &str, destination: D
     let config = config_with(env, "second.toml", "other-state", destination_toml);
     let first = hold(destination);
     let started = Instant::now();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
+    let out = Cli::sync(&config).run().await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(5), "{all}");
     assert!(all.contains("another fhirsync run is writing"), "{all}");
     assert!(all.contains(&format!("pid {}", std::process::id())), "the holder is named: {all}");
     assert!(started.elapsed() < Duration::from_secs(20), "fails fast: {:?}", started.elapsed());
     first.release();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
 }
 
 /// SQLite: the second writer exits 5 naming the first (host, pid), then runs once it is gone.
@@ -98,7 +93,7 @@ async fn second_writer_on_parquet_exits_5() {
 fn postgres_toml(url: &str, schema: &str) -> String {
     let mut toml = format!("kind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"");
     if let Some(ca) = std::env::var_os("FHIRSYNC_TEST_POSTGRES_CA") {
-        toml.push_str(&format!("\nca_file = \"{}\"", crate::util::toml_path(std::path::Path::new(&ca))));
+        toml.push_str(&format!("\nca_file = \"{}\"", toml_path(std::path::Path::new(&ca))));
     }
     toml
 }
@@ -119,11 +114,8 @@ async fn second_writer_on_postgres_exits_5() {
 
 /// Whether `status --json` shows a run in progress.
 async fn run_in_progress(config: &Path) -> bool {
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(config).args(["status", "--json"]);
-    let out = output(cmd).await;
-    String::from_utf8_lossy(&out.stdout).contains("\"status\": \"running\"")
-        || String::from_utf8_lossy(&out.stdout).contains("\"status\":\"running\"")
+    let stdout = Cli::config(config).args(["status", "--json"]).run().await.stdout_text();
+    stdout.contains("\"status\": \"running\"") || stdout.contains("\"status\":\"running\"")
 }
 
 /// Starts a slowed-down sync with `config`, kills it (SIGKILL) once its run is recorded, checks
@@ -132,10 +124,7 @@ async fn run_in_progress(config: &Path) -> bool {
 async fn kill_and_rerun(env: &Env, config: &Path) -> String {
     let faults = &env.sim.state().fhir.faults;
     faults.set_latency(Duration::from_millis(150));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirsync"))
-        .env_remove("FHIRSYNC_CONFIG")
-        .env_remove("FHIRSYNC_LOG")
-        .env_remove("RUST_LOG")
+    let mut child = process()
         .arg("--config")
         .arg(config)
         .args(["sync", "--no-progress"])
@@ -154,16 +143,12 @@ async fn kill_and_rerun(env: &Env, config: &Path) -> String {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
 
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(config).arg("status");
-    let out = output(cmd).await;
+    let out = Cli::config(config).arg("status").run().await;
     assert!(text(&out).contains("interrupted"), "{}", text(&out));
 
     faults.set_latency(Duration::ZERO);
     let rerun = Instant::now();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
+    let out = Cli::sync(config).run().await;
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("marked interrupted"), "the dead run is named: {all}");

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::util::{CLIENT_ID, Env, count, fhirsync, output, text};
+use crate::util::{CLIENT_ID, Cli, Env, count, text};
 
 /// One parsed sample: metric name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
@@ -65,10 +65,8 @@ async fn metrics_file_after_good_and_failed_runs() {
     let env = Env::start(2).await;
     let config = env.config("");
     let prom = env.dir.path().join("fhirsync.prom");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--metrics-file"]).arg(&prom);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--metrics-file"]).arg(&prom).run().await;
+    out.assert_success();
     let written = std::fs::read_to_string(&prom).unwrap();
     let samples = parse(&written);
     for (_, labels, _) in &samples {
@@ -95,10 +93,8 @@ async fn metrics_file_after_good_and_failed_runs() {
     let bad = env.dir.path().join("bad.toml");
     let text_config = std::fs::read_to_string(&config).unwrap().replace(CLIENT_ID, "unregistered-client");
     std::fs::write(&bad, text_config).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&bad).args(["sync", "--no-progress", "--metrics-file"]).arg(&prom);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = Cli::sync(&bad).args(["--metrics-file"]).arg(&prom).run().await;
+    out.assert_code(3);
     let written = std::fs::read_to_string(&prom).unwrap();
     let samples = parse(&written);
     assert_eq!(value(&samples, "fhirsync_run_success"), Some(0.0), "{written}");
@@ -116,11 +112,12 @@ async fn metrics_file_after_good_and_failed_runs() {
 async fn metrics_file_in_missing_folder_fails_first() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--metrics-file"]);
-    cmd.arg(env.dir.path().join("no-such-dir/fhirsync.prom"));
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::sync(&config)
+        .arg("--metrics-file")
+        .arg(env.dir.path().join("no-such-dir/fhirsync.prom"))
+        .run()
+        .await;
+    out.assert_code(2);
     assert!(text(&out).contains("does not exist"), "{}", text(&out));
     assert!(!env.db().exists(), "nothing landed");
     assert_eq!(env.sim.state().oauth.tokens_issued(), 0);
@@ -134,18 +131,14 @@ async fn metrics_file_after_a_run_with_gaps() {
     let env = Env::start(2).await;
     let config = env.config("");
     let prom = env.dir.path().join("fhirsync.prom");
-    let sync = || {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--metrics-file"]).arg(&prom);
-        cmd
-    };
-    let out = output(sync()).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let sync = || Cli::sync(&config).arg("--metrics-file").arg(&prom);
+    let out = sync().run().await;
+    out.assert_success();
     let mut client = env.sim.state().oauth.client(CLIENT_ID).expect("registered");
     client.unauthorized_datasets.push("Condition:problem-list-item".into());
     env.sim.state().oauth.register_client(client);
-    let out = output(sync()).await;
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let out = sync().run().await;
+    out.assert_code(6);
     let written = std::fs::read_to_string(&prom).unwrap();
     let samples = parse(&written);
     assert_eq!(value(&samples, "fhirsync_run_success"), Some(1.0), "{written}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fhirsync_core::{ContentHash, FhirVersion};
 use serde_json::{Value, json};
 
-use crate::util::{Env, count, fhirsync, output, text};
+use crate::util::{Cli, Env, count, process, text};
 
 /// A vital-signs Observation for `patient`, unique by `value`.
 fn observation(patient: &str, value: u32) -> Value {
@@ -78,10 +78,9 @@ fn ledger_state(env: &Env, line_text: &str) -> Option<Value> {
     ledger_events(env).into_iter().rev().find(|e| e["hash"] == hash.as_str())
 }
 
-fn push(config: &Path, file: &Path, extra: &[&str]) -> assert_cmd::Command {
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(config).args(["push", "--type", "Observation"]).args(extra).arg(file);
-    cmd
+/// `push --type Observation EXTRA FILE` with `config`.
+fn push(config: &Path, file: &Path, extra: &[&str]) -> Cli {
+    Cli::config(config).args(["push", "--type", "Observation"]).args(extra).arg(file)
 }
 
 /// Valid lines are created (ids from Location in the result file and the ledger), then synced back;
@@ -93,8 +92,8 @@ async fn push_creates_resources_that_are_then_searchable() {
     let patient = env.sim.state().fhir.patient_id(0);
     let lines = [observation(&patient, 71).to_string(), observation(&patient, 72).to_string()];
     let file = ndjson(&env, "obs.ndjson", &lines);
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("2 filed, 0 already filed, 0 pending"), "{}", text(&out));
     let result = results(&env.dir.path().join("obs.results.ndjson"));
     assert_eq!(result.len(), 2);
@@ -111,10 +110,8 @@ async fn push_creates_resources_that_are_then_searchable() {
     }
     let ledger = std::fs::read_to_string(ledger_file(&env)).unwrap();
     assert!(!ledger.contains(&patient) && !ledger.contains("Heart rate"), "no resource content: {ledger}");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     for id in ids {
         assert_eq!(count(&env.db(), &format!("SELECT COUNT(*) FROM observation WHERE id = '{id}'")), 1);
     }
@@ -128,12 +125,12 @@ async fn rerun_of_completed_push_files_nothing() {
     let patient = env.sim.state().fhir.patient_id(0);
     let a = observation(&patient, 81).to_string();
     let file = ndjson(&env, "obs.ndjson", &[a.clone(), observation(&patient, 82).to_string(), a]);
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("2 filed") && text(&out).contains("1 repeated"), "{}", text(&out));
     assert_eq!(posts(&env), 2);
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("0 filed, 2 already filed, 0 pending"), "{}", text(&out));
     assert_eq!(posts(&env), 2, "nothing sent again");
     assert_eq!((copies(&env, 81), copies(&env, 82)), (1, 1));
@@ -154,10 +151,7 @@ async fn killed_between_post_and_ledger_write_is_reported_not_refiled() {
     let held = observation(&patient, 91).to_string();
     let file = ndjson(&env, "obs.ndjson", &[held.clone(), observation(&patient, 92).to_string()]);
     env.sim.state().fhir.faults.delay_next_creates(1, Duration::from_secs(60));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirsync"))
-        .env_remove("FHIRSYNC_CONFIG")
-        .env_remove("FHIRSYNC_LOG")
-        .env_remove("RUST_LOG")
+    let mut child = process()
         .arg("--config")
         .arg(&config)
         .args(["push", "--type", "Observation"])
@@ -180,8 +174,8 @@ async fn killed_between_post_and_ledger_write_is_reported_not_refiled() {
     child.wait().expect("reaped");
     assert_eq!(ledger_state(&env, &held).unwrap()["state"], "pending", "the answer was never recorded");
 
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     let all = text(&out);
     assert!(all.contains("1 filed, 0 already filed, 1 pending (not retried: line 1)"), "{all}");
     assert!(all.contains("--retry-pending"), "{all}");
@@ -190,7 +184,7 @@ async fn killed_between_post_and_ledger_write_is_reported_not_refiled() {
     let lines = results(&env.dir.path().join("obs.results.ndjson"));
     assert_eq!(lines[0]["status"], "pending", "{}", lines[0]);
 
-    let out = output(push(&config, &file, &[])).await;
+    let out = push(&config, &file, &[]).run().await;
     assert_eq!(out.status.code(), Some(5), "still pending: {}", text(&out));
     assert!(text(&out).contains("0 filed, 1 already filed, 1 pending"), "{}", text(&out));
     assert_eq!(posts(&env), 2);
@@ -208,15 +202,15 @@ async fn killed_between_post_and_ledger_write_is_reported_not_refiled() {
         .unwrap()
         .to_string();
     env.sim.state().fhir.delete_resource("Observation", &id).unwrap();
-    let out = output(push(&config, &file, &["--retry-pending"])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &["--retry-pending"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("1 filed, 1 already filed, 0 pending"), "{}", text(&out));
     assert_eq!(posts(&env), 3, "re-sent exactly once");
     assert_eq!(copies(&env, 91), 1);
     assert_eq!(ledger_state(&env, &held).unwrap()["state"], "done");
 
-    let out = output(push(&config, &file, &["--retry-pending"])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &["--retry-pending"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("0 filed, 2 already filed"), "{}", text(&out));
     assert_eq!(posts(&env), 3);
 }
@@ -229,7 +223,7 @@ async fn retry_pending_reads_a_recorded_id_before_resending() {
     let config = env.config("");
     let patient = env.sim.state().fhir.patient_id(0);
     let seed = ndjson(&env, "seed.ndjson", &[observation(&patient, 10).to_string()]);
-    assert!(output(push(&config, &seed, &[])).await.status.success());
+    push(&config, &seed, &[]).run().await.assert_success();
     // An earlier push was answered with a Location whose answer then broke off, and could not read it back.
     let (kept, lost) = (observation(&patient, 11), observation(&patient, 12));
     let kept_id = env.sim.state().fhir.add_resource(kept.clone()).unwrap();
@@ -246,8 +240,8 @@ async fn retry_pending_reads_a_recorded_id_before_resending() {
     let file = ndjson(&env, "obs.ndjson", &[kept.to_string(), lost.to_string()]);
     let before = posts(&env);
 
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     assert!(text(&out).contains("2 pending (not retried: lines 1, 2)"), "{}", text(&out));
     assert!(text(&out).contains(&format!("Observation/{kept_id}")), "{}", text(&out));
     assert_eq!(posts(&env), before);
@@ -262,8 +256,8 @@ async fn retry_pending_reads_a_recorded_id_before_resending() {
             .filter(|r| r.method == "GET" && r.uri.contains(id))
             .count()
     };
-    let out = output(push(&config, &file, &["--retry-pending"])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &["--retry-pending"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("1 filed, 1 already filed, 0 pending"), "{}", text(&out));
     assert_eq!((reads(&env, &kept_id), reads(&env, &lost_id)), (1, 1), "each recorded id is read once");
     assert_eq!(posts(&env), before + 1, "only the gone one is re-sent");
@@ -284,8 +278,8 @@ async fn duplicate_59141_counts_as_done() {
     let dup = observation(&patient, 31).to_string();
     let file = ndjson(&env, "obs.ndjson", &[dup.clone(), observation(&patient, 32).to_string()]);
     env.sim.state().fhir.faults.duplicate_next_creates(1);
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert!(
         text(&out)
             .contains("1 filed, 0 already filed, 0 pending (not retried), 1 duplicate (59141), 0 failed"),
@@ -298,8 +292,8 @@ async fn duplicate_59141_counts_as_done() {
     assert!(lines[0]["error"].as_str().unwrap().contains("59141"), "{}", lines[0]);
     assert_eq!(ledger_state(&env, &dup).unwrap()["state"], "duplicate");
     assert_eq!((copies(&env, 31), copies(&env, 32)), (0, 1));
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("0 filed, 2 already filed"), "{}", text(&out));
     assert_eq!(posts(&env), 2);
 }
@@ -317,8 +311,8 @@ async fn server_error_leaves_line_pending_and_stops() {
         &[observation(&patient, 55).to_string(), observation(&patient, 56).to_string()],
     );
     env.sim.state().fhir.faults.fail_next_creates(1, 500);
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     assert!(
         text(&out).contains("0 filed, 0 already filed, 1 pending (not retried: line 1)"),
         "{}",
@@ -331,13 +325,13 @@ async fn server_error_leaves_line_pending_and_stops() {
     assert!(lines[0]["error"].as_str().unwrap().contains("500"), "{}", lines[0]);
     assert_eq!(lines[1]["status"], "skipped");
 
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     assert!(text(&out).contains("1 filed, 0 already filed, 1 pending"), "{}", text(&out));
     assert_eq!(posts(&env), 2);
 
-    let out = output(push(&config, &file, &["--retry-pending"])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &["--retry-pending"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("1 filed, 1 already filed, 0 pending"), "{}", text(&out));
     assert_eq!(posts(&env), 3);
     assert_eq!((copies(&env, 55), copies(&env, 56)), (1, 1));
@@ -351,8 +345,8 @@ async fn broken_answer_after_location_is_confirmed_by_read() {
     let patient = env.sim.state().fhir.patient_id(0);
     let file = ndjson(&env, "obs.ndjson", &[observation(&patient, 99).to_string()]);
     env.sim.state().fhir.faults.drop_next_creates(1);
-    let out = output(push(&config, &file, &[])).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_success();
     assert_eq!(posts(&env), 1, "the create is never re-sent");
     let line = &results(&env.dir.path().join("obs.results.ndjson"))[0];
     assert_eq!(line["status"], "created", "{line}");
@@ -371,8 +365,8 @@ async fn refused_create_reports_outcome_and_fails() {
     let patient = env.sim.state().fhir.patient_id(0);
     let refused = observation("eUnknownPatient0", 61).to_string();
     let file = ndjson(&env, "obs.ndjson", &[observation(&patient, 60).to_string(), refused.clone()]);
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     let lines = results(&env.dir.path().join("obs.results.ndjson"));
     assert_eq!(lines[0]["status"], "created");
     assert_eq!(lines[1]["status"], "failed");
@@ -380,8 +374,8 @@ async fn refused_create_reports_outcome_and_fails() {
     assert!(text(&out).contains("1 filed") && text(&out).contains("1 failed"), "{}", text(&out));
     assert!(text(&out).contains("refused by the server (line 2;"), "{}", text(&out));
     assert_eq!(ledger_state(&env, &refused).unwrap()["state"], "failed");
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(5);
     assert_eq!(posts(&env), 3, "the refused line is sent again, the filed one is not");
 }
 
@@ -404,8 +398,8 @@ async fn push_rejects_invalid_lines_before_any_post() {
             no_subject.to_string(),
         ],
     );
-    let out = output(push(&config, &file, &[])).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = push(&config, &file, &[]).run().await;
+    out.assert_code(2);
     assert!(text(&out).contains("nothing was sent"), "{}", text(&out));
     assert_eq!(posts(&env), 0);
     assert!(!env.dir.path().join("state").join("push-ledger").exists());
@@ -424,10 +418,8 @@ async fn push_refuses_type_without_create_interaction() {
     let patient = env.sim.state().fhir.patient_id(0);
     let enc = json!({"resourceType": "Encounter", "status": "finished", "subject": {"reference": format!("Patient/{patient}")}});
     let file = ndjson(&env, "enc.ndjson", &[enc.to_string()]);
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["push", "--type", "Encounter"]).arg(&file);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = Cli::config(&config).args(["push", "--type", "Encounter"]).arg(&file).run().await;
+    out.assert_code(2);
     let all = text(&out);
     assert!(all.contains("Encounter cannot be created on the R4 endpoint"), "{all}");
     assert!(all.contains("Observation"), "allowed types are listed: {all}");

@@ -11,7 +11,7 @@ use fhirsync_core::FhirVersion;
 use fhirsync_sim::replay::ReplayServer;
 use url::Url;
 
-use crate::util::{CLIENT_ID, Env, count, fhirsync, output, text, toml_path};
+use crate::util::{Cli, ConfigSpec, Env, count, process, toml_path};
 
 /// One landed row: table, FHIR version, id, content hash.
 type Row = (String, String, String, String);
@@ -34,10 +34,8 @@ fn landed(db: &Path) -> BTreeSet<Row> {
 async fn record(env: &Env) -> PathBuf {
     let config = env.config("");
     let dir = env.dir.path().join("recording");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--record"]).arg(&dir);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--record"]).arg(&dir).run().await;
+    out.assert_success();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("holds patient data (PHI)"), "{stderr}");
     dir
@@ -51,29 +49,20 @@ fn replay_config(env: &Env, replay: &ReplayServer, name: &str) -> (PathBuf, Path
         format!("{}{}", replay.base_url(), recorded.path())
     };
     let db = env.dir.path().join(format!("{name}.db"));
-    let path = env.dir.path().join(format!("{name}.toml"));
-    let text = format!(
-        "[connection]\nclient_id = \"{CLIENT_ID}\"\nfhir_r4_endpoint = \"{}\"\nfhir_stu3_endpoint = \"{}\"\n\
-         private_key = \"{}\"\npatient_list_identifier = \"systemlist|6442\"\n\n\
-         [extract]\nconcurrency = 8\nrate_limit = 1000.0\n\n\
-         [sync]\nstate_dir = \"{}\"\n\n\
-         [destination]\nkind = \"sqlite\"\npath = \"{}\"\n",
-        on_replay(FhirVersion::R4),
-        on_replay(FhirVersion::Stu3),
-        toml_path(&env.key_path),
-        toml_path(&env.dir.path().join(format!("{name}-state"))),
-        toml_path(&db),
-    );
-    std::fs::write(&path, text).unwrap();
+    let path = env.write_config(&ConfigSpec {
+        file: format!("{name}.toml"),
+        r4: on_replay(FhirVersion::R4),
+        stu3: on_replay(FhirVersion::Stu3),
+        state: env.dir.path().join(format!("{name}-state")),
+        destination: format!("kind = \"sqlite\"\npath = \"{}\"\n", toml_path(&db)),
+        ..env.spec()
+    });
     (path, db)
 }
 
 /// Syncs with `config`; panics with the output when it fails.
 async fn sync(config: &Path) {
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    Cli::sync(config).run().await.assert_success();
 }
 
 /// Names of the files of a folder, sorted.
@@ -186,10 +175,9 @@ impl Drop for Server {
 
 /// Starts `fhirsync sandbox --replay DIR --port 0` and reads its address from stdout.
 fn sandbox_replay(dir: &Path) -> Server {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirsync"))
+    let child = process()
         .args(["sandbox", "--port", "0", "--replay"])
         .arg(dir)
-        .env_remove("FHIRSYNC_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -232,8 +220,8 @@ fn hand_written_fixture_replays() {
         ),
     )
     .unwrap();
-    let out = fhirsync().arg("--config").arg(&config).args(["sync", "--no-progress"]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).run_now();
+    out.assert_success();
     let ids = |table: &str| -> BTreeSet<String> {
         landed(&db).into_iter().filter(|r| r.0 == table).map(|r| r.2).collect()
     };

@@ -1,6 +1,6 @@
 //! The JSON run report is a documented, stable schema (`docs/run-report.md`).
 
-use crate::util::{Env, fhirsync, output, text};
+use crate::util::{Cli, Env};
 
 /// The documented tables: `(json path, keys)` for every `<!-- keys: PATH -->` marker, with the
 /// backticked first cell of each row of the table that follows.
@@ -47,14 +47,10 @@ async fn status_json_has_the_documented_keys() {
 
     let env = Env::start(2).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["status", "--json"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
+    let out = Cli::config(&config).args(["status", "--json"]).run().await;
+    out.assert_success();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     for (path, keys) in &tables {
         let object =

@@ -1,6 +1,6 @@
 //! Secrets never reach stdout/stderr, even with trace logging.
 
-use crate::util::{Env, fhirsync, output, text};
+use crate::util::{Cli, Env, text};
 
 /// True if `s` contains a simulator access token (`sim-` + 32 hex digits).
 fn contains_sim_token(s: &str) -> bool {
@@ -19,20 +19,16 @@ async fn verbose_commands_leak_no_secret() {
         env.key_pem.lines().filter(|l| !l.starts_with("-----")).map(str::to_string).collect();
     let secret = "s3cr3t/with+odd=chars%";
 
-    let mut runs = Vec::new();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["-vv", "sync", "--no-progress"]);
-    runs.push(output(cmd).await);
-    let mut cmd = fhirsync();
-    cmd.args(["-vv", "keys", "jwks", "--key"]).arg(&env.key_path);
-    runs.push(output(cmd).await);
-    let mut cmd = fhirsync();
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["-vv", "sync", "--no-progress"])
-        .env("FHIRSYNC_CLIENT_SECRET", secret)
-        .env("FHIRSYNC_PRIVATE_KEY", "env:NOT_SET_ANYWHERE");
-    runs.push(output(cmd).await);
+    let runs = [
+        Cli::config(&config).args(["-vv", "sync", "--no-progress"]).run().await,
+        Cli::bare().args(["-vv", "keys", "jwks", "--key"]).arg(&env.key_path).run().await,
+        Cli::config(&config)
+            .args(["-vv", "sync", "--no-progress"])
+            .env("FHIRSYNC_CLIENT_SECRET", secret)
+            .env("FHIRSYNC_PRIVATE_KEY", "env:NOT_SET_ANYWHERE")
+            .run()
+            .await,
+    ];
 
     assert!(runs[0].status.success(), "{}", text(&runs[0]));
     assert!(env.sim.state().oauth.tokens_issued() > 0, "a token was really issued");

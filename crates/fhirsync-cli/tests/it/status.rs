@@ -1,6 +1,6 @@
 //! `fhirsync status`: recent runs with counts and the latest run's completeness gaps.
 
-use crate::util::{Env, count, fhirsync, output, text, toml_path};
+use crate::util::{Cli, Env, count, text, toml_path};
 
 /// A sub-type withheld from the first run is an exclusion (the run succeeds, status names it);
 /// when the licence narrows before the next reload-and-compare, the newly withheld scopes are
@@ -13,13 +13,9 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
     })
     .await;
     let config = env.config("");
-    let sync = || {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-        cmd
-    };
-    let out = output(sync()).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let sync = || Cli::sync(&config);
+    let out = sync().run().await;
+    out.assert_success();
     assert!(
         text(&out).contains("excluded:  outside records withheld: Observation - Social History"),
         "{}",
@@ -32,9 +28,7 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
         .unwrap();
     assert!(inserted > 0);
 
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("status");
-    let out = output(cmd).await;
+    let out = Cli::config(&config).arg("status").run().await;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     let row = shown.lines().find(|l| l.starts_with(&run_id)).unwrap_or_else(|| panic!("run row: {shown}"));
@@ -59,8 +53,8 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
     let mut client = env.sim.state().oauth.client(crate::util::CLIENT_ID).expect("registered");
     client.unauthorized_datasets.push("Condition:problem-list-item".into());
     env.sim.state().oauth.register_client(client);
-    let out = output(sync()).await;
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let out = sync().run().await;
+    out.assert_code(6);
     assert!(text(&out).contains("completed with gaps"), "{}", text(&out));
     assert!(
         text(&out).contains("licence narrowed: newly withheld Condition - Problem List Item"),
@@ -70,19 +64,15 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
     assert_eq!(count(&env.db(), conditions), before, "nothing of a narrowed scope is deleted");
     assert_eq!(count(&env.db(), "SELECT deleted FROM _fhirsync_runs ORDER BY started_at DESC LIMIT 1"), 0);
 
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("status");
-    let out = output(cmd).await;
+    let out = Cli::config(&config).arg("status").run().await;
     let shown = text(&out);
     assert!(shown.contains("completed_with_gaps"), "{shown}");
     assert!(shown.contains("3 scopes incomplete"), "{shown}");
     assert!(shown.contains("licence narrowed  R4 Condition:problem-list-item: 3 scopes"), "{shown}");
     assert!(shown.contains("newly withheld: Condition - Problem List Item"), "{shown}");
 
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["status", "--json"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::config(&config).args(["status", "--json"]).run().await;
+    out.assert_success();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
     let gaps = json["detail"]["report"]["gaps"].as_array().expect("gaps");
     assert_eq!(gaps.len(), 3);
@@ -92,8 +82,8 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
 
     // The next run reads the narrowed licence as the licence: complete, and the rows it may no
     // longer see are deleted.
-    let out = output(sync()).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = sync().run().await;
+    out.assert_success();
     assert_eq!(count(&env.db(), conditions), 0);
 }
 
@@ -102,10 +92,8 @@ async fn status_shows_exclusions_and_a_narrowed_licence() {
 async fn status_with_nothing_landed() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("status");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = Cli::config(&config).arg("status").run().await;
+    out.assert_code(0);
     assert!(text(&out).contains("nothing landed yet at sqlite:"), "{}", text(&out));
     assert!(!env.db().exists(), "status must not create the database");
 }
@@ -116,10 +104,8 @@ async fn status_unreadable_destination_exits_5() {
     let env = Env::start(1).await;
     let config = env.config("");
     std::fs::write(env.db(), "not a database, just some text that fills more than a header").unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).arg("status");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = Cli::config(&config).arg("status").run().await;
+    out.assert_code(5);
     assert!(text(&out).contains("cannot read the run history of sqlite:"), "{}", text(&out));
 }
 
@@ -128,13 +114,9 @@ async fn status_unreadable_destination_exits_5() {
 async fn status_unknown_run() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    assert!(output(cmd).await.status.success());
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["status", "--run", "no-such-run"]);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    Cli::sync(&config).run().await.assert_success();
+    let out = Cli::config(&config).args(["status", "--run", "no-such-run"]).run().await;
+    out.assert_code(2);
     assert!(text(&out).contains("no run `no-such-run`"), "{}", text(&out));
 }
 
@@ -143,16 +125,12 @@ async fn status_unknown_run() {
 async fn status_needs_only_the_destination() {
     let env = Env::start(1).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    assert!(output(cmd).await.status.success());
+    Cli::sync(&config).run().await.assert_success();
     let only = env.dir.path().join("destination-only.toml");
     std::fs::write(&only, format!("[destination]\nkind = \"sqlite\"\npath = \"{}\"\n", toml_path(&env.db())))
         .unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&only).arg("status");
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = Cli::config(&only).arg("status").run().await;
+    out.assert_code(0);
     assert!(
         text(&out).contains("succeeded") && text(&out).contains("complete:  every scope"),
         "{}",

@@ -1,16 +1,14 @@
 //! `fhirsync sync` and `fhirsync demo` end to end against the simulator.
 
-use crate::util::{Env, count, fhirsync, output, text};
+use crate::util::{Cli, Env, count, edit, text};
 
 /// A sync from a config file lands every patient of the list, the views, and a run record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_lands_patient_list_into_sqlite() {
     let env = Env::start(4).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM patient"), 4);
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM view_patient"), 4);
     assert!(count(&env.db(), "SELECT COUNT(*) FROM observation") > 0);
@@ -23,17 +21,13 @@ async fn sync_lands_patient_list_into_sqlite() {
 async fn second_sync_applies_only_the_delete() {
     let env = Env::start(3).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    assert!(output(cmd).await.status.success());
+    Cli::sync(&config).run().await.assert_success();
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     let id: String =
         conn.query_row("SELECT id FROM condition ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
     env.sim.state().fhir.delete_resource("Condition", &id).unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload-and-compare"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--method", "reload-and-compare"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("0 inserted, 0 updated, 1 deleted"), "{}", text(&out));
     let deleted: i64 = conn
         .query_row("SELECT COUNT(*) FROM _fhirsync_changes WHERE operation = 'D' AND id = ?1", [&id], |r| {
@@ -48,14 +42,9 @@ async fn second_sync_applies_only_the_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patient_view_has_the_epi_mrn() {
     let env = Env::start(10).await;
-    let config = env.config("");
-    let text_cfg = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text_cfg.replacen("[extract]\n", "[extract]\ndatasets = [\"Patient\"]\n", 1))
-        .unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let config = env.config_with("datasets = [\"Patient\"]\n", "");
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     let mrn = |id: &str| -> Option<String> {
         conn.query_row("SELECT mrn FROM view_patient WHERE _id = ?1", [id], |r| r.get(0)).unwrap()
@@ -71,20 +60,16 @@ async fn patient_view_has_the_epi_mrn() {
 async fn reload_summary_counts_what_it_replaced() {
     let env = Env::start(2).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
-    assert!(output(cmd).await.status.success());
+    Cli::sync(&config).args(["--method", "full-load"]).run().await.assert_success();
     let landed = count(&env.db(), "SELECT staged FROM _fhirsync_runs");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--method", "reload"]).run().await;
+    out.assert_success();
     assert!(
         text(&out).contains(&format!("{landed} re-read and replaced (0 new), 0 deleted")),
         "{}",
         text(&out)
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("unchanged"), "{}", text(&out));
+    assert!(!out.stdout_text().contains("unchanged"), "{}", text(&out));
     assert!(!out.stderr.is_empty() && !out.stderr.contains(&0x1b), "ANSI escape in piped logs");
 }
 
@@ -110,10 +95,8 @@ const CLINICAL_TYPES: [&str; 9] = [
 async fn deletes_propagate_for_every_clinical_type() {
     let env = Env::start(6).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--method", "full-load"]).run().await;
+    out.assert_success();
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     let mut removed = Vec::new();
     for ty in CLINICAL_TYPES {
@@ -128,10 +111,8 @@ async fn deletes_propagate_for_every_clinical_type() {
         env.sim.state().fhir.delete_resource(ty, &id).unwrap();
         removed.push((ty, table, id));
     }
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "reload-and-compare"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--method", "reload-and-compare"]).run().await;
+    out.assert_success();
     assert!(text(&out).contains("0 inserted, 0 updated, 9 deleted, 0 kept"), "{}", text(&out));
     let mut propagated = 0;
     for (ty, table, id) in &removed {
@@ -161,12 +142,8 @@ async fn deletes_propagate_for_every_clinical_type() {
 async fn narrowed_licence_deletes_nothing_in_its_scope() {
     let env = Env::start(4).await;
     let config = env.config("");
-    let sync = |method: &str| {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", method]);
-        cmd
-    };
-    assert!(output(sync("full-load")).await.status.success());
+    let sync = |method: &str| Cli::sync(&config).args(["--method", method]);
+    sync("full-load").run().await.assert_success();
     let problems = "SELECT COUNT(*) FROM condition WHERE dataset = 'Condition:problem-list-item'";
     let before = count(&env.db(), problems);
     assert!(before >= 4, "{before} problems");
@@ -178,7 +155,7 @@ async fn narrowed_licence_deletes_nothing_in_its_scope() {
         .state()
         .narrow_licence(crate::util::CLIENT_ID, "Condition:problem-list-item", "Sensitive Problems")
         .unwrap();
-    let out = output(sync("reload-and-compare")).await;
+    let out = sync("reload-and-compare").run().await;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(6), "{shown}");
     assert!(shown.contains("completed with gaps"), "{shown}");
@@ -203,9 +180,7 @@ async fn generic_server_defaults_miss_nothing() {
         (0..3).map(|i| keys.iter().map(|k| fhir.generated_count(i, k).unwrap_or(0) as i64).sum::<i64>()).sum()
     };
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
+    let out = Cli::sync(&config).run().await;
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("every scope fetched completely"), "{shown}");
@@ -223,16 +198,9 @@ async fn generic_server_defaults_miss_nothing() {
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM condition"), conditions);
     assert!(shown.contains("not offered by the server's statement") && shown.contains("CareTeam"), "{shown}");
 
-    let text_cfg = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text_cfg.replace("[extract]\n", "[extract]\ndatasets = [\"Patient\", \"CareTeam\"]\n"),
-    )
-    .unwrap();
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress"]);
-    let out = output(cmd).await;
-    assert!(out.status.success(), "{}", text(&out));
+    edit(&config, |t| t.replace("[extract]\n", "[extract]\ndatasets = [\"Patient\", \"CareTeam\"]\n"));
+    let out = Cli::sync(&config).run().await;
+    out.assert_success();
     let teams = generated(&["CareTeam"]);
     assert!(teams > 0, "the generic simulator holds care teams");
     assert_eq!(count(&env.db(), "SELECT COUNT(*) FROM careteam"), teams);
@@ -244,18 +212,14 @@ async fn generic_server_defaults_miss_nothing() {
 async fn full_load_refuses_non_empty_target() {
     let env = Env::start(2).await;
     let config = env.config("");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
-    assert!(output(cmd).await.status.success());
+    Cli::sync(&config).args(["--method", "full-load"]).run().await.assert_success();
     let mode: String = rusqlite::Connection::open(env.db())
         .unwrap()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    let mut cmd = fhirsync();
-    cmd.arg("--config").arg(&config).args(["sync", "--no-progress", "--method", "full-load"]);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let out = Cli::sync(&config).args(["--method", "full-load"]).run().await;
+    out.assert_code(5);
     assert!(text(&out).contains("replace"), "{}", text(&out));
 }
 
@@ -265,13 +229,9 @@ async fn full_load_refuses_non_empty_target() {
 fn demo_lands_and_shows_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let out = fhirsync()
-        .current_dir(dir.path())
-        .args(["demo", "--patients", "3", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let out =
+        Cli::bare().current_dir(dir.path()).args(["demo", "--patients", "3", "--db"]).arg(&db).run_now();
+    out.assert_success();
     let all = text(&out);
     assert!(all.contains("1 inserted, 1 updated, 1 deleted"), "{all}");
     // The landed tables it lists are the ones to query: `patient`, not its inner tables.

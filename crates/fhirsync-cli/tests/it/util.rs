@@ -1,6 +1,9 @@
-//! Shared helpers: the binary under test, an in-process simulator with a registered backend
-//! client, and a config file pointing at it.
+//! The harness of the CLI tests: [`Cli`] builds and runs a command line of the binary and
+//! gives a [`Run`] to assert on; [`Env`] starts an in-process simulator with a registered
+//! backend client and writes configurations pointing at it ([`ConfigSpec`]); [`edit`] rewrites
+//! one; [`count`] reads the SQLite destination.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -15,21 +18,139 @@ use secrecy::ExposeSecret;
 /// Client id registered by [`Env::start`].
 pub const CLIENT_ID: &str = "cli-test-client";
 
-/// The binary under test.
-pub fn fhirsync() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("fhirsync").expect("binary built");
+/// A command line of the binary under test, built by value: [`Cli::config`] or [`Cli::sync`]
+/// for the usual `--config FILE ...`, then [`Cli::run`] (tests with a simulator) or
+/// [`Cli::run_now`]. The variables that would change its behaviour are removed.
+pub struct Cli(assert_cmd::Command);
+
+impl Cli {
+    /// `fhirsync` without arguments.
+    pub fn bare() -> Cli {
+        let mut cmd = assert_cmd::Command::cargo_bin("fhirsync").expect("binary built");
+        cmd.env_remove("FHIRSYNC_CONFIG").env_remove("FHIRSYNC_LOG").env_remove("RUST_LOG");
+        Cli(cmd)
+    }
+
+    /// `fhirsync --config CONFIG`.
+    pub fn config(config: &Path) -> Cli {
+        Cli::bare().arg("--config").arg(config)
+    }
+
+    /// `fhirsync --config CONFIG sync --no-progress`.
+    pub fn sync(config: &Path) -> Cli {
+        Cli::config(config).args(["sync", "--no-progress"])
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cli {
+        self.0.arg(arg);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Cli {
+        self.0.args(args);
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cli {
+        self.0.env(key, value);
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn current_dir(mut self, dir: &Path) -> Cli {
+        self.0.current_dir(dir);
+        self
+    }
+
+    /// Runs on the blocking pool (the simulator keeps serving on the runtime).
+    pub async fn run(self) -> Run {
+        let mut cmd = self.0;
+        tokio::task::spawn_blocking(move || Run(cmd.output().expect("command runs"))).await.expect("join")
+    }
+
+    /// Runs on this thread (tests without a simulator).
+    pub fn run_now(mut self) -> Run {
+        Run(self.0.output().expect("command runs"))
+    }
+}
+
+/// The binary as a child process, for tests that kill it or read it while it runs; the same
+/// variables are removed as for [`Cli`].
+pub fn process() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fhirsync"));
     cmd.env_remove("FHIRSYNC_CONFIG").env_remove("FHIRSYNC_LOG").env_remove("RUST_LOG");
     cmd
 }
 
-/// Runs a command on the blocking pool (the simulator keeps serving on the runtime).
-pub async fn output(mut cmd: assert_cmd::Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("command runs")).await.expect("join")
+/// A finished run: its exit status and both output streams (it derefs to the [`Output`]).
+pub struct Run(Output);
+
+impl std::ops::Deref for Run {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.0
+    }
+}
+
+impl Run {
+    /// Both output streams as one string.
+    pub fn text(&self) -> String {
+        text(&self.0)
+    }
+
+    /// Standard output as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    /// Asserts that the run succeeded (showing both streams when it did not); returns them.
+    #[track_caller]
+    pub fn assert_success(&self) -> String {
+        let all = self.text();
+        assert!(self.0.status.success(), "{all}");
+        all
+    }
+
+    /// Asserts the exit code (showing both streams when it differs); returns them.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> String {
+        let all = self.text();
+        assert_eq!(self.0.status.code(), Some(code), "{all}");
+        all
+    }
 }
 
 /// Both output streams as one string.
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Rewrites a text file (a configuration) through `edit`.
+pub fn edit(path: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).expect("read file to edit");
+    std::fs::write(path, edit(text)).expect("write edited file");
+}
+
+/// What a configuration written by [`Env::write_config`] reads and where it lands; start from
+/// [`Env::spec`] and change what the test needs.
+pub struct ConfigSpec {
+    /// File name in the env's folder.
+    pub file: String,
+    /// R4 endpoint.
+    pub r4: String,
+    /// STU3 endpoint.
+    pub stu3: String,
+    /// Lines added to `[extract]` (e.g. `mode = "bulk"`).
+    pub extract: String,
+    /// Run state folder.
+    pub state: PathBuf,
+    /// Body of `[destination]`.
+    pub destination: String,
+    /// TOML appended at the end.
+    pub extra: String,
 }
 
 /// A simulator, a registered backend client with a key on disk, and a temp dir.
@@ -81,18 +202,39 @@ impl Env {
 
     /// [`Env::config`] with `extract` lines added to the `[extract]` table (e.g. `mode = "bulk"`).
     pub fn config_with(&self, extract: &str, extra: &str) -> PathBuf {
-        let path = self.dir.path().join("fhirsync.toml");
+        self.write_config(&ConfigSpec { extract: extract.into(), extra: extra.into(), ..self.spec() })
+    }
+
+    /// The configuration of [`Env::config`]: `fhirsync.toml` reading this simulator's R4 and STU3
+    /// endpoints and patient list with the registered key, landing into [`Env::db`].
+    pub fn spec(&self) -> ConfigSpec {
+        ConfigSpec {
+            file: "fhirsync.toml".into(),
+            r4: self.sim.fhir_base(FhirVersion::R4),
+            stu3: self.sim.fhir_base(FhirVersion::Stu3),
+            extract: String::new(),
+            state: self.dir.path().join("state"),
+            destination: format!("kind = \"sqlite\"\npath = \"{}\"\n", toml_path(&self.db())),
+            extra: String::new(),
+        }
+    }
+
+    /// Writes the configuration `spec` describes; returns its path.
+    pub fn write_config(&self, spec: &ConfigSpec) -> PathBuf {
+        let path = self.dir.path().join(&spec.file);
         let text = format!(
             "[connection]\nclient_id = \"{CLIENT_ID}\"\nfhir_r4_endpoint = \"{}\"\nfhir_stu3_endpoint = \"{}\"\n\
              private_key = \"{}\"\npatient_list_identifier = \"systemlist|6442\"\n\n\
-             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n{extract}\n\
+             [extract]\nconcurrency = 8\nrate_limit = 1000.0\n{}\n\
              [sync]\nstate_dir = \"{}\"\n\n\
-             [destination]\nkind = \"sqlite\"\npath = \"{}\"\n\n{extra}",
-            self.sim.fhir_base(FhirVersion::R4),
-            self.sim.fhir_base(FhirVersion::Stu3),
+             [destination]\n{}\n{}",
+            spec.r4,
+            spec.stu3,
             toml_path(&self.key_path),
-            toml_path(&self.dir.path().join("state")),
-            toml_path(&self.db()),
+            spec.extract,
+            toml_path(&spec.state),
+            spec.destination,
+            spec.extra,
         );
         std::fs::write(&path, text).expect("write config");
         path

@@ -102,7 +102,7 @@ async fn cohort_from_r4_list() {
     let root = serve(stub.clone()).await;
     let conn = connection(&root);
     let cfg = extract_config();
-    let endpoints = conn.endpoints().unwrap();
+    let endpoints = conn.endpoints();
     let cohort = CohortConfig {
         patient_list: Some("systemlist|6442".into()),
         patient_ids: vec!["p0".into(), "p2".into()],

@@ -29,7 +29,7 @@ pub async fn start(patients: usize, page: usize, unlicensed: &[&str], bulk: Bulk
 pub fn connection(sim: &Sim) -> ConnectionConfig {
     ConnectionConfig {
         client_id: Some(CLIENT.into()),
-        fhir_base_url: Some(sim.epic_root()),
+        fhir_base_url: Some(url::Url::parse(&sim.epic_root()).expect("simulator root is a URL")),
         patient_list_identifier: Some("systemlist|6442".into()),
         ..ConnectionConfig::default()
     }
@@ -307,9 +307,8 @@ async fn plan_from_sim_capability_statements() {
     let sim = start(1, 1000, &[], BulkConfig::default()).await;
     let conn = connection(&sim);
     let cfg = config(&[]);
-    let plan = fhirsync_extract::plan::plan(&client(&sim, &conn, &cfg), &conn.endpoints().unwrap(), &cfg)
-        .await
-        .unwrap();
+    let plan =
+        fhirsync_extract::plan::plan(&client(&sim, &conn, &cfg), &conn.endpoints(), &cfg).await.unwrap();
     let names = plan.dataset_names();
     for want in [
         "Observation:laboratory@R4",
@@ -350,7 +349,7 @@ async fn cohort_from_sim_lists_stu3_and_r4() {
     let conn = connection(&sim);
     let cfg = config(&[]);
     let c = client(&sim, &conn, &cfg);
-    let endpoints = conn.endpoints().unwrap();
+    let endpoints = conn.endpoints();
     let all = sim.state().fhir.patient_ids();
     for version in [FhirVersion::Stu3, FhirVersion::R4] {
         let cohort = CohortConfig {
@@ -619,9 +618,8 @@ async fn search_cohort_from_urn_uuid_group() {
     let conn = connection(&sim);
     let cfg = config(&[]);
     let cohort = CohortConfig { group: Some(DEFAULT_GROUP_ID.into()), ..CohortConfig::default() };
-    let ids =
-        fhirsync_extract::cohort::resolve(&client(&sim, &conn, &cfg), &conn.endpoints().unwrap(), &cohort)
-            .await
-            .unwrap();
+    let ids = fhirsync_extract::cohort::resolve(&client(&sim, &conn, &cfg), &conn.endpoints(), &cohort)
+        .await
+        .unwrap();
     assert_eq!(ids, sim.state().fhir.patient_ids());
 }

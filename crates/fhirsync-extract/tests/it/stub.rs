@@ -119,121 +119,123 @@ async fn handler(
     }
     match ty.as_str() {
         "metadata" => fhir(StatusCode::OK, capability()),
-        "List" => {
-            let ident = q.get("identifier").cloned().unwrap_or_default();
-            let ok = match ver.as_str() {
-                "STU3" => {
-                    q.get("code").map(String::as_str) == Some("patientlist") && ident == "systemlist|6442"
-                }
-                _ => {
-                    q.get("code").map(String::as_str) == Some("patients")
-                        && ident == "urn:oid:1.2.840.114350.1.13.0.1.7.2.806567|6442"
-                }
-            };
-            if !ok && session.is_none() {
-                return fhir(StatusCode::OK, bundle(&[], &[oo("4101", "no results")], None));
-            }
-            // Two pages; members overlap to prove de-duplication.
-            match session.as_deref() {
-                None => fhir(
-                    StatusCode::OK,
-                    bundle(&[list("l1", &["p1", "p2", "p1"])], &[], Some("List?sessionID=L2".into())),
-                ),
-                _ => fhir(StatusCode::OK, bundle(&[list("l2", &["p3", "p2"])], &[], None)),
-            }
-        }
+        "List" => list_page(&ver, &q, session),
         "Patient" => {
             let id = q.get("_id").cloned().unwrap_or_default();
             fhir(StatusCode::OK, bundle(&[format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)], &[], None))
         }
-        "Observation" => {
-            let patient = q.get("patient").or(session.as_ref()).cloned().unwrap_or_default();
-            let patient = patient.split(':').next().unwrap_or_default().to_string();
-            if s.failing_patients.contains(&patient) {
-                return fhir(StatusCode::INTERNAL_SERVER_ERROR, oo("59999", "boom"));
-            }
-            match session {
-                None => {
-                    let cat = q.get("category").cloned().unwrap_or_default();
-                    if cat == "social-history" {
-                        return fhir(
-                            StatusCode::OK,
-                            bundle(&[], &[oo("4101", "Resource request returns no results.")], None),
-                        );
-                    }
-                    let rs = vec![
-                        resource("Observation", &format!("{patient}-{cat}-1"), &patient),
-                        resource("Observation", &format!("{patient}-{cat}-2"), &patient),
-                    ];
-                    fhir(
-                        StatusCode::OK,
-                        bundle(&rs, &[], Some(format!("Observation?sessionID={patient}:{cat}"))),
-                    )
-                }
-                Some(sess) => {
-                    let (patient, cat) = sess.split_once(':').unwrap_or_default();
-                    fhir(
-                        StatusCode::OK,
-                        bundle(&[resource("Observation", &format!("{patient}-{cat}-3"), patient)], &[], None),
-                    )
-                }
-            }
-        }
-        "Condition" => {
-            let patient = q.get("patient").cloned().unwrap_or_default();
-            match q.get("category").map(String::as_str) {
-                // As production Epic: a named Outside-Record sub-type withheld next to the data.
-                Some("problem-list-item") => fhir(
-                    StatusCode::OK,
-                    bundle(
-                        &[resource("Condition", &format!("{patient}-c"), &patient)],
-                        &[oo(
-                            "59204",
-                            "Client not authorized for Condition - Outside Record Problems. Search results of this type have not been included.",
-                        )],
-                        None,
-                    ),
-                ),
-                // A suppression that names no sub-type: what is missing is unknown.
-                Some("encounter-diagnosis") => fhir(
-                    StatusCode::OK,
-                    bundle(&[], &[oo("59204", "Client not authorized for a sub-resource.")], None),
-                ),
-                _ => fhir(StatusCode::OK, bundle(&[], &[oo("4101", "none")], None)),
-            }
-        }
-        "Encounter" => {
-            let patient = q.get("patient").cloned().or(session.clone()).unwrap_or_default();
-            match session {
-                None => fhir(
-                    StatusCode::OK,
-                    bundle(
-                        &[resource("Encounter", &format!("{patient}-e1"), &patient)],
-                        &[],
-                        Some(format!("Encounter?sessionID={patient}")),
-                    ),
-                ),
-                Some(p) => {
-                    let mut exp = s.expired.lock().unwrap();
-                    let n = exp.entry(p.clone()).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        // Epic: the cached search session expired → re-issue the search.
-                        fhir(
-                            StatusCode::BAD_REQUEST,
-                            oo("4113", "Session ID for cached search results has expired."),
-                        )
-                    } else {
-                        fhir(
-                            StatusCode::OK,
-                            bundle(&[resource("Encounter", &format!("{p}-e2"), &p)], &[], None),
-                        )
-                    }
-                }
-            }
-        }
+        "Observation" => observation_page(&s, &q, session),
+        "Condition" => condition_page(&q),
+        "Encounter" => encounter_page(&s, &q, session),
         _ => {
             (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], "<html>404</html>").into_response()
+        }
+    }
+}
+
+/// Epic's patient list (STU3 `patientlist` or R4 `patients` code), two pages.
+fn list_page(ver: &str, q: &HashMap<String, String>, session: Option<String>) -> Response {
+    let ident = q.get("identifier").cloned().unwrap_or_default();
+    let ok = match ver {
+        "STU3" => q.get("code").map(String::as_str) == Some("patientlist") && ident == "systemlist|6442",
+        _ => {
+            q.get("code").map(String::as_str) == Some("patients")
+                && ident == "urn:oid:1.2.840.114350.1.13.0.1.7.2.806567|6442"
+        }
+    };
+    if !ok && session.is_none() {
+        return fhir(StatusCode::OK, bundle(&[], &[oo("4101", "no results")], None));
+    }
+    // Two pages; members overlap to prove de-duplication.
+    match session.as_deref() {
+        None => fhir(
+            StatusCode::OK,
+            bundle(&[list("l1", &["p1", "p2", "p1"])], &[], Some("List?sessionID=L2".into())),
+        ),
+        _ => fhir(StatusCode::OK, bundle(&[list("l2", &["p3", "p2"])], &[], None)),
+    }
+}
+
+/// Two pages of Observations per patient and category; `social-history` is empty, a failing
+/// patient answers 500.
+fn observation_page(s: &Stub, q: &HashMap<String, String>, session: Option<String>) -> Response {
+    let patient = q.get("patient").or(session.as_ref()).cloned().unwrap_or_default();
+    let patient = patient.split(':').next().unwrap_or_default().to_string();
+    if s.failing_patients.contains(&patient) {
+        return fhir(StatusCode::INTERNAL_SERVER_ERROR, oo("59999", "boom"));
+    }
+    match session {
+        None => {
+            let cat = q.get("category").cloned().unwrap_or_default();
+            if cat == "social-history" {
+                return fhir(
+                    StatusCode::OK,
+                    bundle(&[], &[oo("4101", "Resource request returns no results.")], None),
+                );
+            }
+            let rs = vec![
+                resource("Observation", &format!("{patient}-{cat}-1"), &patient),
+                resource("Observation", &format!("{patient}-{cat}-2"), &patient),
+            ];
+            fhir(StatusCode::OK, bundle(&rs, &[], Some(format!("Observation?sessionID={patient}:{cat}"))))
+        }
+        Some(sess) => {
+            let (patient, cat) = sess.split_once(':').unwrap_or_default();
+            fhir(
+                StatusCode::OK,
+                bundle(&[resource("Observation", &format!("{patient}-{cat}-3"), patient)], &[], None),
+            )
+        }
+    }
+}
+
+/// Conditions with a named and an unnamed suppression.
+fn condition_page(q: &HashMap<String, String>) -> Response {
+    let patient = q.get("patient").cloned().unwrap_or_default();
+    match q.get("category").map(String::as_str) {
+        // As production Epic: a named Outside-Record sub-type withheld next to the data.
+        Some("problem-list-item") => fhir(
+            StatusCode::OK,
+            bundle(
+                &[resource("Condition", &format!("{patient}-c"), &patient)],
+                &[oo(
+                    "59204",
+                    "Client not authorized for Condition - Outside Record Problems. Search results of this type have not been included.",
+                )],
+                None,
+            ),
+        ),
+        // A suppression that names no sub-type: what is missing is unknown.
+        Some("encounter-diagnosis") => fhir(
+            StatusCode::OK,
+            bundle(&[], &[oo("59204", "Client not authorized for a sub-resource.")], None),
+        ),
+        _ => fhir(StatusCode::OK, bundle(&[], &[oo("4101", "none")], None)),
+    }
+}
+
+/// Two pages of Encounters; the first follow-up of each session answers Epic's 4113.
+fn encounter_page(s: &Stub, q: &HashMap<String, String>, session: Option<String>) -> Response {
+    let patient = q.get("patient").cloned().or(session.clone()).unwrap_or_default();
+    match session {
+        None => fhir(
+            StatusCode::OK,
+            bundle(
+                &[resource("Encounter", &format!("{patient}-e1"), &patient)],
+                &[],
+                Some(format!("Encounter?sessionID={patient}")),
+            ),
+        ),
+        Some(p) => {
+            let mut exp = s.expired.lock().unwrap();
+            let n = exp.entry(p.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                // Epic: the cached search session expired → re-issue the search.
+                fhir(StatusCode::BAD_REQUEST, oo("4113", "Session ID for cached search results has expired."))
+            } else {
+                fhir(StatusCode::OK, bundle(&[resource("Encounter", &format!("{p}-e2"), &p)], &[], None))
+            }
         }
     }
 }
@@ -253,7 +255,7 @@ pub async fn serve(stub: Arc<Stub>) -> String {
 pub fn connection(root: &str) -> ConnectionConfig {
     ConnectionConfig {
         client_id: Some("test-client".into()),
-        fhir_base_url: Some(root.to_string()),
+        fhir_base_url: Some(url::Url::parse(root).expect("stub root is a URL")),
         patient_list_identifier: Some("systemlist|6442".into()),
         ..ConnectionConfig::default()
     }

@@ -10,11 +10,14 @@ const RESOURCE_HEADER: &[&str] =
     &["id", "meta", "implicitRules", "language", "text", "contained", "extension", "modifierExtension"];
 const ELEMENT_HEADER: &[&str] = &["id", "extension", "modifierExtension"];
 
-fn resource_order(resource_type: &str) -> &'static [&'static str] {
-    match resource_type {
-        "Bundle" => &["identifier", "type", "timestamp", "total", "link", "entry", "signature"],
-        "OperationOutcome" => &["issue"],
-        "Patient" => &[
+/// Element order of each resource type after [`RESOURCE_HEADER`], by type name (DSTU2/STU3
+/// names beside the R4 ones).
+const RESOURCE_ORDERS: &[(&[&str], &[&str])] = &[
+    (&["Bundle"], &["identifier", "type", "timestamp", "total", "link", "entry", "signature"]),
+    (&["OperationOutcome"], &["issue"]),
+    (
+        &["Patient"],
+        &[
             "identifier",
             "active",
             "name",
@@ -33,7 +36,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "managingOrganization",
             "link",
         ],
-        "Observation" => &[
+    ),
+    (
+        &["Observation"],
+        &[
             "identifier",
             "basedOn",
             "partOf",
@@ -62,7 +68,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "derivedFrom",
             "component",
         ],
-        "Condition" => &[
+    ),
+    (
+        &["Condition"],
+        &[
             "identifier",
             "patient",
             "encounter",
@@ -84,7 +93,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "evidence",
             "note",
         ],
-        "Encounter" => &[
+    ),
+    (
+        &["Encounter"],
+        &[
             "identifier",
             "status",
             "statusHistory",
@@ -109,7 +121,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "serviceProvider",
             "partOf",
         ],
-        "MedicationRequest" => &[
+    ),
+    (
+        &["MedicationRequest"],
+        &[
             "identifier",
             "status",
             "statusReason",
@@ -129,7 +144,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "dispenseRequest",
             "substitution",
         ],
-        "MedicationOrder" => &[
+    ),
+    (
+        &["MedicationOrder"],
+        &[
             "identifier",
             "dateWritten",
             "status",
@@ -145,7 +163,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "dispenseRequest",
             "substitution",
         ],
-        "AllergyIntolerance" => &[
+    ),
+    (
+        &["AllergyIntolerance"],
+        &[
             "identifier",
             "clinicalStatus",
             "verificationStatus",
@@ -166,7 +187,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "note",
             "reaction",
         ],
-        "Procedure" => &[
+    ),
+    (
+        &["Procedure"],
+        &[
             "identifier",
             "basedOn",
             "partOf",
@@ -184,7 +208,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "location",
             "reasonCode",
         ],
-        "Immunization" => &[
+    ),
+    (
+        &["Immunization"],
+        &[
             "identifier",
             "status",
             "notGiven",
@@ -202,7 +229,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "manufacturer",
             "lotNumber",
         ],
-        "DiagnosticReport" => &[
+    ),
+    (
+        &["DiagnosticReport"],
+        &[
             "identifier",
             "basedOn",
             "status",
@@ -218,7 +248,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "result",
             "conclusion",
         ],
-        "DocumentReference" => &[
+    ),
+    (
+        &["DocumentReference"],
+        &[
             "masterIdentifier",
             "identifier",
             "status",
@@ -237,7 +270,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "content",
             "context",
         ],
-        "CarePlan" => &[
+    ),
+    (
+        &["CarePlan"],
+        &[
             "identifier",
             "instantiatesCanonical",
             "basedOn",
@@ -261,7 +297,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "activity",
             "note",
         ],
-        "CareTeam" => &[
+    ),
+    (
+        &["CareTeam"],
+        &[
             "identifier",
             "status",
             "category",
@@ -276,7 +315,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "telecom",
             "note",
         ],
-        "List" => &[
+    ),
+    (
+        &["List"],
+        &[
             "identifier",
             "status",
             "mode",
@@ -291,7 +333,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "entry",
             "emptyReason",
         ],
-        "Group" => &[
+    ),
+    (
+        &["Group"],
+        &[
             "identifier",
             "active",
             "type",
@@ -303,7 +348,10 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "characteristic",
             "member",
         ],
-        "CapabilityStatement" | "Conformance" => &[
+    ),
+    (
+        &["CapabilityStatement", "Conformance"],
+        &[
             "url",
             "version",
             "name",
@@ -324,8 +372,11 @@ fn resource_order(resource_type: &str) -> &'static [&'static str] {
             "patchFormat",
             "rest",
         ],
-        _ => &[],
-    }
+    ),
+];
+
+fn resource_order(resource_type: &str) -> &'static [&'static str] {
+    RESOURCE_ORDERS.iter().find(|(types, _)| types.contains(&resource_type)).map_or(&[], |(_, order)| order)
 }
 
 /// Datatypes and backbone elements, chosen by the JSON property name (or shape).

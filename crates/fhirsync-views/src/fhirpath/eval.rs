@@ -8,9 +8,8 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::ast::{BinOp, Call, Lit, Node, Step};
-use super::boundary;
+use super::functions::call_fn;
 use super::value::{Item, Num, compare, items_equal, items_equivalent, suffix_type};
-use crate::Decimal;
 
 /// Evaluation failure (wrapped with the expression text by the caller).
 pub(crate) type EvalResult<T> = std::result::Result<T, String>;
@@ -257,7 +256,7 @@ fn walk<'a>(item: &Item<'a>, steps: &'a [Step], at_root: bool, env: &Env<'a>, ou
 }
 
 /// The non-null elements of a JSON value seen as a FHIRPath collection.
-fn elements(v: &Value) -> impl Iterator<Item = &Value> {
+pub(super) fn elements(v: &Value) -> impl Iterator<Item = &Value> {
     let slice = match v {
         Value::Array(a) => a.as_slice(),
         other => std::slice::from_ref(other),
@@ -289,7 +288,7 @@ fn retain<'a>(
 
 /// Evaluates a criterion on one item as a boolean (`None` = empty), without allocating for the
 /// common shapes (`and`/`or`/`not`, `=`/`!=` against a literal, `exists()`, `empty()`).
-fn eval_bool<'a>(
+pub(super) fn eval_bool<'a>(
     node: &'a Node,
     item: &Item<'a>,
     env: &Env<'a>,
@@ -361,7 +360,8 @@ pub(crate) fn truth(items: &[Item<'_>], what: &str) -> EvalResult<Option<bool>> 
     }
 }
 
-fn bool_result(b: Option<bool>) -> Vec<Item<'static>> {
+/// An optional boolean as a collection (`None` is empty).
+pub(super) fn bool_result(b: Option<bool>) -> Vec<Item<'static>> {
     b.map(|b| vec![Item::Bool(b)]).unwrap_or_default()
 }
 
@@ -374,108 +374,129 @@ fn binary<'a>(
     index: usize,
 ) -> EvalResult<Vec<Item<'a>>> {
     let lhs = eval(l, focus, env, index)?;
-    // Short-circuit the logic operators where the left side decides.
-    match op {
-        BinOp::And if truth(&lhs, "and")? == Some(false) => return Ok(vec![Item::Bool(false)]),
-        BinOp::Or if truth(&lhs, "or")? == Some(true) => return Ok(vec![Item::Bool(true)]),
-        BinOp::Implies if truth(&lhs, "implies")? == Some(false) => return Ok(vec![Item::Bool(true)]),
-        // `x = 'literal'` (the usual `where` criterion) without allocating the right side.
-        BinOp::Eq | BinOp::Ne if matches!(r, Node::Lit(_)) => {
-            let Node::Lit(lit) = r else { return Ok(Vec::new()) };
-            let eq = match lhs.as_slice() {
-                [] => return Ok(Vec::new()),
-                [one] => items_equal(one, &literal(lit)),
-                _ => Some(false),
-            };
-            return Ok(bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) }));
-        }
-        _ => {}
+    if let Some(decided) = decided_by_left(op, &lhs, r)? {
+        return Ok(decided);
     }
     let rhs = eval(r, focus, env, index)?;
-    Ok(match op {
-        BinOp::And => {
-            let (a, b) = (truth(&lhs, "and")?, truth(&rhs, "and")?);
-            bool_result(match (a, b) {
-                (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            })
-        }
-        BinOp::Or => {
-            let (a, b) = (truth(&lhs, "or")?, truth(&rhs, "or")?);
-            bool_result(match (a, b) {
-                (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            })
-        }
-        BinOp::Xor => {
-            let (a, b) = (truth(&lhs, "xor")?, truth(&rhs, "xor")?);
-            bool_result(a.zip(b).map(|(a, b)| a != b))
-        }
-        BinOp::Implies => {
-            let (a, b) = (truth(&lhs, "implies")?, truth(&rhs, "implies")?);
-            bool_result(match (a, b) {
-                (_, Some(true)) => Some(true),
-                (Some(true), b) => b,
-                _ => None,
-            })
-        }
-        BinOp::Eq | BinOp::Ne => {
-            if lhs.is_empty() || rhs.is_empty() {
-                return Ok(Vec::new());
-            }
-            let eq = if lhs.len() != rhs.len() {
-                Some(false)
-            } else {
-                lhs.iter().zip(&rhs).try_fold(true, |acc, (a, b)| items_equal(a, b).map(|e| acc && e))
-            };
-            bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) })
-        }
-        BinOp::Equiv | BinOp::NotEquiv => {
-            let eq = lhs.len() == rhs.len() && lhs.iter().zip(&rhs).all(|(a, b)| items_equivalent(a, b));
-            vec![Item::Bool(if op == BinOp::Equiv { eq } else { !eq })]
-        }
-        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-            let (Some(a), Some(b)) = (singleton(lhs, "comparison")?, singleton(rhs, "comparison")?) else {
-                return Ok(Vec::new());
-            };
-            let Some(ord) = compare(&a, &b) else { return Ok(Vec::new()) };
-            vec![Item::Bool(match op {
-                BinOp::Lt => ord == Ordering::Less,
-                BinOp::Gt => ord == Ordering::Greater,
-                BinOp::Le => ord != Ordering::Greater,
-                _ => ord != Ordering::Less,
-            })]
-        }
-        BinOp::Union => {
-            let mut out: Vec<Item<'a>> = Vec::with_capacity(lhs.len() + rhs.len());
-            for it in lhs.into_iter().chain(rhs) {
-                if !out.iter().any(|o| items_equal(o, &it) == Some(true)) {
-                    out.push(it);
-                }
-            }
-            out
-        }
-        BinOp::In | BinOp::Contains => {
-            let (needle, hay) = if op == BinOp::In { (lhs, rhs) } else { (rhs, lhs) };
-            match singleton(needle, "membership")? {
-                None => Vec::new(),
-                Some(n) => vec![Item::Bool(hay.iter().any(|h| items_equal(h, &n) == Some(true)))],
-            }
-        }
+    match op {
+        BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => logic(op, &lhs, &rhs),
+        BinOp::Eq | BinOp::Ne | BinOp::Equiv | BinOp::NotEquiv => Ok(equality(op, &lhs, &rhs)),
+        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => comparison(op, lhs, rhs),
+        BinOp::Union | BinOp::In | BinOp::Contains => collection(op, lhs, rhs),
         BinOp::Concat => {
             let text = |items: Vec<Item<'a>>| -> EvalResult<String> {
                 Ok(singleton(items, "&")?.and_then(|i| i.as_str().map(str::to_string)).unwrap_or_default())
             };
-            vec![Item::Str(Cow::Owned(text(lhs)? + &text(rhs)?))]
+            Ok(vec![Item::Str(Cow::Owned(text(lhs)? + &text(rhs)?))])
         }
         BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::IntDiv | BinOp::Mod => {
             let (Some(a), Some(b)) = (singleton(lhs, "arithmetic")?, singleton(rhs, "arithmetic")?) else {
                 return Ok(Vec::new());
             };
-            arithmetic(op, &a, &b)?.into_iter().collect()
+            Ok(arithmetic(op, &a, &b)?.into_iter().collect())
         }
+    }
+}
+
+/// The result when the left side decides alone: the logic operators' short circuits, and
+/// `x = 'literal'` (the usual `where` criterion) without allocating the right side.
+fn decided_by_left<'a>(op: BinOp, lhs: &[Item<'a>], r: &'a Node) -> EvalResult<Option<Vec<Item<'a>>>> {
+    Ok(match op {
+        BinOp::And if truth(lhs, "and")? == Some(false) => Some(vec![Item::Bool(false)]),
+        BinOp::Or if truth(lhs, "or")? == Some(true) => Some(vec![Item::Bool(true)]),
+        BinOp::Implies if truth(lhs, "implies")? == Some(false) => Some(vec![Item::Bool(true)]),
+        BinOp::Eq | BinOp::Ne => {
+            let Node::Lit(lit) = r else { return Ok(None) };
+            let eq = match lhs {
+                [] => return Ok(Some(Vec::new())),
+                [one] => items_equal(one, &literal(lit)),
+                _ => Some(false),
+            };
+            Some(bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) }))
+        }
+        _ => None,
+    })
+}
+
+/// `and`, `or`, `xor`, `implies` with FHIRPath's three-valued logic (empty = unknown).
+fn logic(op: BinOp, lhs: &[Item<'_>], rhs: &[Item<'_>]) -> EvalResult<Vec<Item<'static>>> {
+    let what = match op {
+        BinOp::And => "and",
+        BinOp::Or => "or",
+        BinOp::Xor => "xor",
+        _ => "implies",
+    };
+    let (a, b) = (truth(lhs, what)?, truth(rhs, what)?);
+    Ok(bool_result(match op {
+        BinOp::And => match (a, b) {
+            (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        BinOp::Or => match (a, b) {
+            (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        BinOp::Xor => a.zip(b).map(|(a, b)| a != b),
+        _ => match (a, b) {
+            (_, Some(true)) => Some(true),
+            (Some(true), b) => b,
+            _ => None,
+        },
+    }))
+}
+
+/// `=`, `!=` (empty when either side is empty) and `~`, `!~`.
+fn equality(op: BinOp, lhs: &[Item<'_>], rhs: &[Item<'_>]) -> Vec<Item<'static>> {
+    match op {
+        BinOp::Eq | BinOp::Ne => {
+            if lhs.is_empty() || rhs.is_empty() {
+                return Vec::new();
+            }
+            let eq = if lhs.len() != rhs.len() {
+                Some(false)
+            } else {
+                lhs.iter().zip(rhs).try_fold(true, |acc, (a, b)| items_equal(a, b).map(|e| acc && e))
+            };
+            bool_result(if op == BinOp::Eq { eq } else { eq.map(|e| !e) })
+        }
+        _ => {
+            let eq = lhs.len() == rhs.len() && lhs.iter().zip(rhs).all(|(a, b)| items_equivalent(a, b));
+            vec![Item::Bool(if op == BinOp::Equiv { eq } else { !eq })]
+        }
+    }
+}
+
+/// `<`, `>`, `<=`, `>=` of two single values (empty when either is empty or they do not compare).
+fn comparison<'a>(op: BinOp, lhs: Vec<Item<'a>>, rhs: Vec<Item<'a>>) -> EvalResult<Vec<Item<'a>>> {
+    let (Some(a), Some(b)) = (singleton(lhs, "comparison")?, singleton(rhs, "comparison")?) else {
+        return Ok(Vec::new());
+    };
+    let Some(ord) = compare(&a, &b) else { return Ok(Vec::new()) };
+    Ok(vec![Item::Bool(match op {
+        BinOp::Lt => ord == Ordering::Less,
+        BinOp::Gt => ord == Ordering::Greater,
+        BinOp::Le => ord != Ordering::Greater,
+        _ => ord != Ordering::Less,
+    })])
+}
+
+/// `|` (union without repeats), `in` and `contains` (membership of a single value).
+fn collection<'a>(op: BinOp, lhs: Vec<Item<'a>>, rhs: Vec<Item<'a>>) -> EvalResult<Vec<Item<'a>>> {
+    if op == BinOp::Union {
+        let mut out: Vec<Item<'a>> = Vec::with_capacity(lhs.len() + rhs.len());
+        for it in lhs.into_iter().chain(rhs) {
+            if !out.iter().any(|o| items_equal(o, &it) == Some(true)) {
+                out.push(it);
+            }
+        }
+        return Ok(out);
+    }
+    let (needle, hay) = if op == BinOp::In { (lhs, rhs) } else { (rhs, lhs) };
+    Ok(match singleton(needle, "membership")? {
+        None => Vec::new(),
+        Some(n) => vec![Item::Bool(hay.iter().any(|h| items_equal(h, &n) == Some(true)))],
     })
 }
 
@@ -516,259 +537,6 @@ fn arithmetic<'a>(op: BinOp, a: &Item<'a>, b: &Item<'a>) -> EvalResult<Option<It
             Some(out.ok_or_else(overflow)?)
         }
     })
-}
-
-fn call_fn<'a>(call: &'a Call, input: &[Item<'a>], env: &Env<'a>, index: usize) -> EvalResult<Vec<Item<'a>>> {
-    // Evaluates a non-lambda argument against the function's input.
-    let arg = |node: &'a Node| eval(node, input, env, index);
-    let arg_str = |node: &'a Node, what: &str| -> EvalResult<Option<String>> {
-        Ok(singleton(arg(node)?, what)?.and_then(|i| i.as_str().map(str::to_string)))
-    };
-    let arg_int = |node: &'a Node, what: &str| -> EvalResult<usize> {
-        match singleton(arg(node)?, what)?.and_then(|i| i.as_num()) {
-            Some(Num::Int(i)) => Ok(i.max(0) as usize),
-            _ => Err(format!("{what} needs an integer argument")),
-        }
-    };
-    let single = |what: &str| singleton(input.to_vec(), what);
-    Ok(match call {
-        Call::Where(crit) => {
-            let mut out = Vec::new();
-            for (i, item) in input.iter().enumerate() {
-                if eval_bool(crit, item, env, i, "where()")? == Some(true) {
-                    out.push(item.clone());
-                }
-            }
-            out
-        }
-        Call::Select(expr) => {
-            let mut out = Vec::new();
-            for (i, item) in input.iter().enumerate() {
-                out.extend(eval(expr, std::slice::from_ref(item), env, i)?);
-            }
-            out
-        }
-        Call::Repeat(expr) => {
-            let mut out: Vec<Item<'a>> = Vec::new();
-            let mut queue: Vec<Item<'a>> = input.to_vec();
-            while !queue.is_empty() {
-                let mut next = Vec::new();
-                for (i, item) in queue.iter().enumerate() {
-                    next.extend(eval(expr, std::slice::from_ref(item), env, i)?);
-                }
-                out.extend(next.iter().cloned());
-                queue = next;
-            }
-            out
-        }
-        Call::Exists(None) => vec![Item::Bool(!input.is_empty())],
-        Call::Exists(Some(crit)) => {
-            let mut any = false;
-            for (i, item) in input.iter().enumerate() {
-                if truth(&eval(crit, std::slice::from_ref(item), env, i)?, "exists()")? == Some(true) {
-                    any = true;
-                    break;
-                }
-            }
-            vec![Item::Bool(any)]
-        }
-        Call::All(crit) => {
-            let mut all = true;
-            for (i, item) in input.iter().enumerate() {
-                if truth(&eval(crit, std::slice::from_ref(item), env, i)?, "all()")? != Some(true) {
-                    all = false;
-                    break;
-                }
-            }
-            vec![Item::Bool(all)]
-        }
-        Call::Empty => vec![Item::Bool(input.is_empty())],
-        Call::First => input.first().cloned().into_iter().collect(),
-        Call::Last => input.last().cloned().into_iter().collect(),
-        Call::Tail => input.iter().skip(1).cloned().collect(),
-        Call::Skip(n) => input.iter().skip(arg_int(n, "skip()")?).cloned().collect(),
-        Call::Take(n) => input.iter().take(arg_int(n, "take()")?).cloned().collect(),
-        Call::Count => vec![Item::Int(input.len() as i64)],
-        Call::Distinct => {
-            let mut out: Vec<Item<'a>> = Vec::new();
-            for it in input {
-                if !out.iter().any(|o| items_equal(o, it) == Some(true)) {
-                    out.push(it.clone());
-                }
-            }
-            out
-        }
-        Call::OfType(ty) | Call::As(ty) => input.iter().filter(|i| i.is_type(ty)).cloned().collect(),
-        Call::Is(ty) => single("is()")?.map(|i| Item::Bool(i.is_type(ty))).into_iter().collect(),
-        Call::Extension(url) => {
-            let url = arg_str(url, "extension()")?.ok_or("extension() needs a url string")?;
-            let mut out = Vec::new();
-            for item in input {
-                let Some(Value::Array(exts)) = item.as_object().and_then(|o| o.get("extension")) else {
-                    continue;
-                };
-                for ext in exts {
-                    if ext.get("url").and_then(Value::as_str) == Some(url.as_str()) {
-                        out.push(Item::Json(ext, Some("Extension")));
-                    }
-                }
-            }
-            out
-        }
-        Call::Join(sep) => {
-            let sep = match sep {
-                Some(s) => arg_str(s, "join()")?.unwrap_or_default(),
-                None => String::new(),
-            };
-            let parts: Vec<&str> = input.iter().filter_map(Item::as_str).collect();
-            vec![Item::Str(Cow::Owned(parts.join(&sep)))]
-        }
-        Call::ResourceKey => input
-            .iter()
-            .filter_map(|i| i.as_object()?.get("id")?.as_str())
-            .map(|id| Item::Str(Cow::Borrowed(id)))
-            .collect(),
-        Call::ReferenceKey(ty) => input
-            .iter()
-            .filter_map(|i| {
-                let reference = i.as_object()?.get("reference")?.as_str()?;
-                reference_key(reference, ty.as_deref())
-            })
-            .map(|id| Item::Str(Cow::Borrowed(id)))
-            .collect(),
-        Call::LowBoundary | Call::HighBoundary => {
-            let high = matches!(call, Call::HighBoundary);
-            single("boundary")?.and_then(|i| boundary::boundary(&i, high)).into_iter().collect()
-        }
-        Call::Not => bool_result(truth(input, "not()")?.map(|b| !b)),
-        Call::HasValue => {
-            vec![Item::Bool(matches!(input, [one] if one.as_object().is_none()))]
-        }
-        Call::Iif(cond, then, otherwise) => {
-            if truth(&arg(cond)?, "iif()")? == Some(true) {
-                arg(then)?
-            } else {
-                match otherwise {
-                    Some(o) => arg(o)?,
-                    None => Vec::new(),
-                }
-            }
-        }
-        Call::ToString => {
-            single("toString()")?.and_then(|i| to_text(&i)).map(Item::Str).into_iter().collect()
-        }
-        Call::StartsWith(s) | Call::EndsWith(s) | Call::ContainsStr(s) => {
-            let Some(text) = single("string function")? else { return Ok(Vec::new()) };
-            let Some(text) = text.as_str() else { return Err("string function on a non-string".into()) };
-            let Some(needle) = arg_str(s, "string function")? else { return Ok(Vec::new()) };
-            vec![Item::Bool(match call {
-                Call::StartsWith(_) => text.starts_with(&needle),
-                Call::EndsWith(_) => text.ends_with(&needle),
-                _ => text.contains(&needle),
-            })]
-        }
-        Call::Lower | Call::Upper => single("lower()/upper()")?
-            .and_then(|i| {
-                i.as_str()
-                    .map(|s| if matches!(call, Call::Lower) { s.to_lowercase() } else { s.to_uppercase() })
-            })
-            .map(|s| Item::Str(Cow::Owned(s)))
-            .into_iter()
-            .collect(),
-        Call::Length => single("length()")?
-            .and_then(|i| i.as_str().map(|s| Item::Int(s.chars().count() as i64)))
-            .into_iter()
-            .collect(),
-        Call::AllTrue => vec![Item::Bool(input.iter().all(|i| i.as_bool() == Some(true)))],
-        Call::AnyTrue => vec![Item::Bool(input.iter().any(|i| i.as_bool() == Some(true)))],
-        Call::AllFalse => vec![Item::Bool(input.iter().all(|i| i.as_bool() == Some(false)))],
-        Call::AnyFalse => vec![Item::Bool(input.iter().any(|i| i.as_bool() == Some(false)))],
-        Call::Substring(start, len) => {
-            let Some(text) = single("substring()")? else { return Ok(Vec::new()) };
-            let Some(text) = text.as_str() else { return Err("substring() on a non-string".into()) };
-            let start = arg_int(start, "substring()")?;
-            let chars: Vec<char> = text.chars().collect();
-            if start >= chars.len() {
-                return Ok(Vec::new());
-            }
-            let end = match len {
-                Some(l) => start.saturating_add(arg_int(l, "substring()")?).min(chars.len()),
-                None => chars.len(),
-            };
-            vec![Item::Str(Cow::Owned(chars[start..end].iter().collect()))]
-        }
-        Call::Replace(pattern, with) => {
-            let Some(text) = single("replace()")? else { return Ok(Vec::new()) };
-            let Some(text) = text.as_str() else { return Err("replace() on a non-string".into()) };
-            let (Some(pattern), Some(with)) = (arg_str(pattern, "replace()")?, arg_str(with, "replace()")?)
-            else {
-                return Ok(Vec::new());
-            };
-            vec![Item::Str(Cow::Owned(text.replace(&pattern, &with)))]
-        }
-        Call::ToInteger => match single("toInteger()")? {
-            None => Vec::new(),
-            Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
-                (Some(Num::Int(n)), _, _) => vec![Item::Int(n)],
-                (_, Some(s), _) => s.parse::<i64>().ok().map(Item::Int).into_iter().collect(),
-                (_, _, Some(b)) => vec![Item::Int(i64::from(b))],
-                _ => Vec::new(),
-            },
-        },
-        Call::ToDecimal => match single("toDecimal()")? {
-            None => Vec::new(),
-            Some(i) => match (i.as_num(), i.as_str(), i.as_bool()) {
-                (Some(n), _, _) => vec![Item::Dec(n.as_decimal())],
-                (_, Some(s), _) => s.trim().parse::<Decimal>().ok().map(Item::Dec).into_iter().collect(),
-                (_, _, Some(b)) => {
-                    Decimal::new(if b { 10 } else { 0 }, 1).map(Item::Dec).into_iter().collect()
-                }
-                _ => Vec::new(),
-            },
-        },
-        Call::Children => {
-            let mut out = Vec::new();
-            for item in input {
-                children(item, &mut out);
-            }
-            out
-        }
-        Call::Descendants => {
-            let mut out: Vec<Item<'a>> = Vec::new();
-            let mut queue: Vec<Item<'a>> = input.to_vec();
-            while !queue.is_empty() {
-                let mut next = Vec::new();
-                for item in &queue {
-                    children(item, &mut next);
-                }
-                out.extend(next.iter().cloned());
-                queue = next;
-            }
-            out
-        }
-    })
-}
-
-fn children<'a>(item: &Item<'a>, out: &mut Vec<Item<'a>>) {
-    if let Some(obj) = item.as_object() {
-        for v in obj.values() {
-            out.extend(elements(v).map(|x| Item::Json(x, None)));
-        }
-    }
-}
-
-fn to_text<'a>(item: &Item<'a>) -> Option<Cow<'a, str>> {
-    match item {
-        Item::Json(Value::String(s), _) => Some(Cow::Borrowed(s.as_str())),
-        Item::Str(s) | Item::Temporal(_, s) => Some(s.clone()),
-        Item::Json(Value::Number(n), _) => Some(Cow::Owned(n.to_string())),
-        Item::Json(Value::Bool(b), _) | Item::Bool(b) => {
-            Some(Cow::Borrowed(if *b { "true" } else { "false" }))
-        }
-        Item::Int(i) => Some(Cow::Owned(i.to_string())),
-        Item::Dec(d) => Some(Cow::Owned(d.to_string())),
-        Item::Json(..) => None,
-    }
 }
 
 /// The id part of a reference (`Patient/123`, `https://x/fhir/Patient/123/_history/2`), if its

@@ -39,92 +39,109 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Spanned>> {
     let chars: Vec<char> = src.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err =
-        |pos: usize, problem: String| Error::Syntax { expression: src.to_string(), position: pos, problem };
     while i < chars.len() {
-        let c = chars[i];
+        if skip_trivia(&chars, &mut i) {
+            continue;
+        }
         let start = i;
-        if c.is_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == '/' && chars.get(i + 1) == Some(&'*') {
-            i += 2;
-            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
-                i += 1;
-            }
-            i += 2;
-            continue;
-        }
-        let tok = if c.is_ascii_alphabetic() || c == '_' {
-            let s = take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric() || c == '_');
-            Tok::Ident(s)
-        } else if c == '`' {
-            Tok::Ident(quoted(&chars, &mut i, '`').map_err(|p| err(start, p))?)
-        } else if c == '\'' {
-            Tok::Str(quoted(&chars, &mut i, '\'').map_err(|p| err(start, p))?)
-        } else if c.is_ascii_digit() {
-            let int = take_while(&chars, &mut i, |c| c.is_ascii_digit());
-            if chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
-                i += 1;
-                let frac = take_while(&chars, &mut i, |c| c.is_ascii_digit());
-                Tok::Dec(format!("{int}.{frac}"))
-            } else {
-                if chars.get(i) == Some(&'L') {
-                    i += 1;
-                }
-                Tok::Int(int.parse().map_err(|_| err(start, format!("integer `{int}` is too large")))?)
-            }
-        } else if c == '@' {
-            i += 1;
-            let s = take_while(&chars, &mut i, |c| {
-                c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+')
-            });
-            if s.is_empty() || !(s.starts_with('T') || s.as_bytes()[0].is_ascii_digit()) {
-                return Err(err(
-                    start,
-                    "`@` must start a date/time literal such as @2020-01-01 or @T10:00".into(),
-                ));
-            }
-            Tok::Temporal(s)
-        } else if c == '%' {
-            i += 1;
-            let name = match chars.get(i) {
-                Some('`') => quoted(&chars, &mut i, '`').map_err(|p| err(start, p))?,
-                Some('\'') => quoted(&chars, &mut i, '\'').map_err(|p| err(start, p))?,
-                _ => take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric() || c == '_'),
-            };
-            if name.is_empty() {
-                return Err(err(start, "`%` must be followed by a variable name".into()));
-            }
-            Tok::Env(name)
-        } else if c == '$' {
-            i += 1;
-            let name = take_while(&chars, &mut i, |c| c.is_ascii_alphanumeric());
-            if !matches!(name.as_str(), "this" | "index" | "total") {
-                return Err(err(start, format!("unknown special variable `${name}`")));
-            }
-            Tok::Special(name)
-        } else if c == '{' && chars.get(i + 1) == Some(&'}') {
-            i += 2;
-            Tok::Sym("{}")
-        } else {
-            let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
-            let Some(sym) = SYMBOLS.iter().find(|s| rest.starts_with(**s)) else {
-                return Err(err(start, format!("unexpected character `{c}`")));
-            };
-            i += sym.len();
-            Tok::Sym(sym)
-        };
+        let tok = next_token(&chars, &mut i).map_err(|problem| Error::Syntax {
+            expression: src.to_string(),
+            position: start,
+            problem,
+        })?;
         out.push(Spanned { tok, pos: start });
     }
     Ok(out)
+}
+
+/// Skips one whitespace character or comment at `i`; false when a token starts there.
+fn skip_trivia(chars: &[char], i: &mut usize) -> bool {
+    let c = chars[*i];
+    if c.is_whitespace() {
+        *i += 1;
+    } else if c == '/' && chars.get(*i + 1) == Some(&'/') {
+        while *i < chars.len() && chars[*i] != '\n' {
+            *i += 1;
+        }
+    } else if c == '/' && chars.get(*i + 1) == Some(&'*') {
+        *i += 2;
+        while *i + 1 < chars.len() && !(chars[*i] == '*' && chars[*i + 1] == '/') {
+            *i += 1;
+        }
+        *i += 2;
+    } else {
+        return false;
+    }
+    true
+}
+
+/// Reads the token starting at `i`; the error is the problem, reported at the token's start.
+fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+    let c = chars[*i];
+    Ok(if c.is_ascii_alphabetic() || c == '_' {
+        Tok::Ident(take_while(chars, i, |c| c.is_ascii_alphanumeric() || c == '_'))
+    } else if c == '`' {
+        Tok::Ident(quoted(chars, i, '`')?)
+    } else if c == '\'' {
+        Tok::Str(quoted(chars, i, '\'')?)
+    } else if c.is_ascii_digit() {
+        number(chars, i)?
+    } else if c == '@' {
+        *i += 1;
+        let s = take_while(chars, i, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+'));
+        if s.is_empty() || !(s.starts_with('T') || s.as_bytes()[0].is_ascii_digit()) {
+            return Err("`@` must start a date/time literal such as @2020-01-01 or @T10:00".into());
+        }
+        Tok::Temporal(s)
+    } else if c == '%' {
+        *i += 1;
+        let name = match chars.get(*i) {
+            Some('`') => quoted(chars, i, '`')?,
+            Some('\'') => quoted(chars, i, '\'')?,
+            _ => take_while(chars, i, |c| c.is_ascii_alphanumeric() || c == '_'),
+        };
+        if name.is_empty() {
+            return Err("`%` must be followed by a variable name".into());
+        }
+        Tok::Env(name)
+    } else if c == '$' {
+        *i += 1;
+        let name = take_while(chars, i, |c| c.is_ascii_alphanumeric());
+        if !matches!(name.as_str(), "this" | "index" | "total") {
+            return Err(format!("unknown special variable `${name}`"));
+        }
+        Tok::Special(name)
+    } else {
+        symbol(chars, i)?
+    })
+}
+
+/// An integer (optionally with the `L` suffix) or a decimal.
+fn number(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+    let int = take_while(chars, i, |c| c.is_ascii_digit());
+    if chars.get(*i) == Some(&'.') && chars.get(*i + 1).is_some_and(|c| c.is_ascii_digit()) {
+        *i += 1;
+        let frac = take_while(chars, i, |c| c.is_ascii_digit());
+        return Ok(Tok::Dec(format!("{int}.{frac}")));
+    }
+    if chars.get(*i) == Some(&'L') {
+        *i += 1;
+    }
+    Ok(Tok::Int(int.parse().map_err(|_| format!("integer `{int}` is too large"))?))
+}
+
+/// `{}` or one of [`SYMBOLS`].
+fn symbol(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+    if chars[*i] == '{' && chars.get(*i + 1) == Some(&'}') {
+        *i += 2;
+        return Ok(Tok::Sym("{}"));
+    }
+    let rest: String = chars[*i..chars.len().min(*i + 2)].iter().collect();
+    let Some(sym) = SYMBOLS.iter().find(|s| rest.starts_with(**s)) else {
+        return Err(format!("unexpected character `{}`", chars[*i]));
+    };
+    *i += sym.len();
+    Ok(Tok::Sym(sym))
 }
 
 fn take_while(chars: &[char], i: &mut usize, pred: impl Fn(char) -> bool) -> String {

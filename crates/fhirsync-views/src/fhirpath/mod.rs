@@ -22,6 +22,7 @@
 mod ast;
 mod boundary;
 mod eval;
+mod functions;
 mod lexer;
 mod parser;
 mod value;

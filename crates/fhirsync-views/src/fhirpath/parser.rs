@@ -257,16 +257,35 @@ impl Parser<'_> {
     fn call(&mut self, name: &str) -> Result<Call> {
         // Type-specifier arguments are names, not expressions.
         if matches!(name, "ofType" | "is" | "as" | "getReferenceKey") {
-            let ty = if self.peek() == Some(&Tok::Sym(")")) { None } else { Some(self.type_specifier()?) };
-            self.expect(")")?;
-            return match (name, ty) {
-                ("getReferenceKey", ty) => Ok(Call::ReferenceKey(ty)),
-                ("ofType", Some(t)) => Ok(Call::OfType(t)),
-                ("is", Some(t)) => Ok(Call::Is(t)),
-                ("as", Some(t)) => Ok(Call::As(t)),
-                _ => Err(self.func_err(format!("`{name}()` needs a type name argument"))),
-            };
+            return self.type_call(name);
         }
+        let args = self.arguments()?;
+        let n = args.len();
+        match call_of(name, args) {
+            Some(call) => Ok(call),
+            None if KNOWN_FUNCTIONS.contains(&name) => {
+                Err(self.func_err(format!("`{name}()` does not take {n} argument(s)")))
+            }
+            None => Err(self.func_err(format!("function `{name}()` is not supported"))),
+        }
+    }
+
+    /// The type-name argument of `ofType`, `is`, `as` (required) or `getReferenceKey` (optional),
+    /// up to and including `)`.
+    fn type_call(&mut self, name: &str) -> Result<Call> {
+        let ty = if self.peek() == Some(&Tok::Sym(")")) { None } else { Some(self.type_specifier()?) };
+        self.expect(")")?;
+        match (name, ty) {
+            ("getReferenceKey", ty) => Ok(Call::ReferenceKey(ty)),
+            ("ofType", Some(t)) => Ok(Call::OfType(t)),
+            ("is", Some(t)) => Ok(Call::Is(t)),
+            ("as", Some(t)) => Ok(Call::As(t)),
+            _ => Err(self.func_err(format!("`{name}()` needs a type name argument"))),
+        }
+    }
+
+    /// Comma-separated expressions up to and including `)`.
+    fn arguments(&mut self) -> Result<Vec<Node>> {
         let mut args = Vec::new();
         if self.peek() != Some(&Tok::Sym(")")) {
             loop {
@@ -279,65 +298,67 @@ impl Parser<'_> {
             }
         }
         self.expect(")")?;
-        let n = args.len();
-        let mut args = args.into_iter();
-        let mut arg = || args.next();
-        let call = match (name, n) {
-            ("where", 1) => Call::Where(arg().unwrap_or(Node::Empty)),
-            ("select", 1) => Call::Select(arg().unwrap_or(Node::Empty)),
-            ("repeat", 1) => Call::Repeat(arg().unwrap_or(Node::Empty)),
-            ("exists", 0 | 1) => Call::Exists(arg()),
-            ("all", 1) => Call::All(arg().unwrap_or(Node::Empty)),
-            ("empty", 0) => Call::Empty,
-            ("first", 0) => Call::First,
-            ("last", 0) => Call::Last,
-            ("tail", 0) => Call::Tail,
-            ("skip", 1) => Call::Skip(arg().unwrap_or(Node::Empty)),
-            ("take", 1) => Call::Take(arg().unwrap_or(Node::Empty)),
-            ("count", 0) => Call::Count,
-            ("distinct", 0) => Call::Distinct,
-            ("extension", 1) => Call::Extension(arg().unwrap_or(Node::Empty)),
-            ("join", 0 | 1) => Call::Join(arg()),
-            ("getResourceKey", 0) => Call::ResourceKey,
-            ("lowBoundary", 0) => Call::LowBoundary,
-            ("highBoundary", 0) => Call::HighBoundary,
-            ("not", 0) => Call::Not,
-            ("hasValue", 0) => Call::HasValue,
-            ("iif", 2 | 3) => {
-                let cond = arg().unwrap_or(Node::Empty);
-                let then = arg().unwrap_or(Node::Empty);
-                Call::Iif(cond, then, arg())
-            }
-            ("toString", 0) => Call::ToString,
-            ("startsWith", 1) => Call::StartsWith(arg().unwrap_or(Node::Empty)),
-            ("endsWith", 1) => Call::EndsWith(arg().unwrap_or(Node::Empty)),
-            ("contains", 1) => Call::ContainsStr(arg().unwrap_or(Node::Empty)),
-            ("lower", 0) => Call::Lower,
-            ("upper", 0) => Call::Upper,
-            ("length", 0) => Call::Length,
-            ("allTrue", 0) => Call::AllTrue,
-            ("anyTrue", 0) => Call::AnyTrue,
-            ("allFalse", 0) => Call::AllFalse,
-            ("anyFalse", 0) => Call::AnyFalse,
-            ("children", 0) => Call::Children,
-            ("descendants", 0) => Call::Descendants,
-            ("substring", 1 | 2) => {
-                let start = arg().unwrap_or(Node::Empty);
-                Call::Substring(start, arg())
-            }
-            ("replace", 2) => {
-                let pattern = arg().unwrap_or(Node::Empty);
-                Call::Replace(pattern, arg().unwrap_or(Node::Empty))
-            }
-            ("toInteger", 0) => Call::ToInteger,
-            ("toDecimal", 0) => Call::ToDecimal,
-            _ if KNOWN_FUNCTIONS.contains(&name) => {
-                return Err(self.func_err(format!("`{name}()` does not take {n} argument(s)")));
-            }
-            _ => return Err(self.func_err(format!("function `{name}()` is not supported"))),
-        };
-        Ok(call)
+        Ok(args)
     }
+}
+
+/// The function `name` applied to `args`; `None` when the name or the number of arguments is
+/// not one FHIRPath (as supported here) defines.
+fn call_of(name: &str, args: Vec<Node>) -> Option<Call> {
+    let n = args.len();
+    let mut args = args.into_iter();
+    let mut arg = || args.next();
+    Some(match (name, n) {
+        ("where", 1) => Call::Where(arg().unwrap_or(Node::Empty)),
+        ("select", 1) => Call::Select(arg().unwrap_or(Node::Empty)),
+        ("repeat", 1) => Call::Repeat(arg().unwrap_or(Node::Empty)),
+        ("exists", 0 | 1) => Call::Exists(arg()),
+        ("all", 1) => Call::All(arg().unwrap_or(Node::Empty)),
+        ("empty", 0) => Call::Empty,
+        ("first", 0) => Call::First,
+        ("last", 0) => Call::Last,
+        ("tail", 0) => Call::Tail,
+        ("skip", 1) => Call::Skip(arg().unwrap_or(Node::Empty)),
+        ("take", 1) => Call::Take(arg().unwrap_or(Node::Empty)),
+        ("count", 0) => Call::Count,
+        ("distinct", 0) => Call::Distinct,
+        ("extension", 1) => Call::Extension(arg().unwrap_or(Node::Empty)),
+        ("join", 0 | 1) => Call::Join(arg()),
+        ("getResourceKey", 0) => Call::ResourceKey,
+        ("lowBoundary", 0) => Call::LowBoundary,
+        ("highBoundary", 0) => Call::HighBoundary,
+        ("not", 0) => Call::Not,
+        ("hasValue", 0) => Call::HasValue,
+        ("iif", 2 | 3) => {
+            let cond = arg().unwrap_or(Node::Empty);
+            let then = arg().unwrap_or(Node::Empty);
+            Call::Iif(cond, then, arg())
+        }
+        ("toString", 0) => Call::ToString,
+        ("startsWith", 1) => Call::StartsWith(arg().unwrap_or(Node::Empty)),
+        ("endsWith", 1) => Call::EndsWith(arg().unwrap_or(Node::Empty)),
+        ("contains", 1) => Call::ContainsStr(arg().unwrap_or(Node::Empty)),
+        ("lower", 0) => Call::Lower,
+        ("upper", 0) => Call::Upper,
+        ("length", 0) => Call::Length,
+        ("allTrue", 0) => Call::AllTrue,
+        ("anyTrue", 0) => Call::AnyTrue,
+        ("allFalse", 0) => Call::AllFalse,
+        ("anyFalse", 0) => Call::AnyFalse,
+        ("children", 0) => Call::Children,
+        ("descendants", 0) => Call::Descendants,
+        ("substring", 1 | 2) => {
+            let start = arg().unwrap_or(Node::Empty);
+            Call::Substring(start, arg())
+        }
+        ("replace", 2) => {
+            let pattern = arg().unwrap_or(Node::Empty);
+            Call::Replace(pattern, arg().unwrap_or(Node::Empty))
+        }
+        ("toInteger", 0) => Call::ToInteger,
+        ("toDecimal", 0) => Call::ToDecimal,
+        _ => return None,
+    })
 }
 
 /// Every function name [`Parser::call`] accepts (for arity errors).

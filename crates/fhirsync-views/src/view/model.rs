@@ -167,6 +167,27 @@ fn select(json: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Re
         return Err(Error::EmptySelect { at: at.to_string() });
     }
     let start = out.len();
+    let iteration = iteration(obj, at, names)?;
+    let columns = match obj.get("column") {
+        Some(cols) => columns(cols, at, names, out)?,
+        None => Vec::new(),
+    };
+    let mut selects = Vec::new();
+    if let Some(list) = obj.get("select") {
+        let list = list.as_array().ok_or_else(|| wrong("select", at, "an array"))?;
+        for (i, s) in list.iter().enumerate() {
+            selects.push(select(s, &format!("{at}.select[{i}]"), names, out)?);
+        }
+    }
+    let union = match obj.get("unionAll") {
+        Some(list) => union_all(list, at, names, out)?,
+        None => Vec::new(),
+    };
+    Ok(SelectNode { iteration, columns, selects, union, width: out.len() - start })
+}
+
+/// How a select iterates: once, `forEach`, `forEachOrNull` or `repeat` (at most one of them).
+fn iteration(obj: &Map<String, Value>, at: &str, names: &[String]) -> Result<Iteration> {
     let expr_field = |field: &'static str| -> Result<Option<Expr>> {
         match obj.get(field) {
             None => Ok(None),
@@ -187,77 +208,83 @@ fn select(json: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Re
         ),
         Some(_) => return Err(wrong("repeat", at, "a non-empty array of FHIRPath strings")),
     };
-    let iteration = match (for_each, for_each_or_null, repeat) {
-        (None, None, None) => Iteration::Once,
-        (Some(e), None, None) => Iteration::ForEach(e),
-        (None, Some(e), None) => Iteration::ForEachOrNull(e),
-        (None, None, Some(r)) => Iteration::Repeat(r),
-        _ => return Err(wrong("forEach", at, "alone: use only one of forEach, forEachOrNull and repeat")),
-    };
+    match (for_each, for_each_or_null, repeat) {
+        (None, None, None) => Ok(Iteration::Once),
+        (Some(e), None, None) => Ok(Iteration::ForEach(e)),
+        (None, Some(e), None) => Ok(Iteration::ForEachOrNull(e)),
+        (None, None, Some(r)) => Ok(Iteration::Repeat(r)),
+        _ => Err(wrong("forEach", at, "alone: use only one of forEach, forEachOrNull and repeat")),
+    }
+}
 
-    let mut columns = Vec::new();
-    if let Some(cols) = obj.get("column") {
-        let cols = cols.as_array().ok_or_else(|| wrong("column", at, "an array"))?;
-        for (i, c) in cols.iter().enumerate() {
-            let cat = format!("{at}.column[{i}]");
-            let c = c.as_object().ok_or_else(|| wrong("column", &cat, "an object"))?;
-            check_keys(c, COLUMN_KEYS, &cat)?;
-            let name = req_str(c, "name", &cat)?;
-            if !valid_name(name) {
-                return Err(Error::InvalidColumnName { name: name.to_string(), at: cat });
-            }
-            let expr = Expr::compile(req_str(c, "path", &cat)?, names)?;
-            let collection = match c.get("collection") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(wrong("collection", &cat, "true or false")),
-            };
-            let ty = match c.get("type") {
-                None => ColumnType::String,
-                Some(Value::String(t)) => column_type(t),
-                Some(_) => return Err(wrong("type", &cat, "a FHIR type name string")),
-            };
-            out.push(Column { name: name.to_string(), ty, collection });
-            columns.push(ColumnNode { name: name.to_string(), expr, collection });
-        }
+/// Compiles a select's `column` array, appending the output columns to `out`.
+fn columns(cols: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Result<Vec<ColumnNode>> {
+    let cols = cols.as_array().ok_or_else(|| wrong("column", at, "an array"))?;
+    let mut nodes = Vec::new();
+    for (i, c) in cols.iter().enumerate() {
+        let (column, node) = column(c, &format!("{at}.column[{i}]"), names)?;
+        out.push(column);
+        nodes.push(node);
     }
-    let mut selects = Vec::new();
-    if let Some(list) = obj.get("select") {
-        let list = list.as_array().ok_or_else(|| wrong("select", at, "an array"))?;
-        for (i, s) in list.iter().enumerate() {
-            selects.push(select(s, &format!("{at}.select[{i}]"), names, out)?);
-        }
+    Ok(nodes)
+}
+
+/// Compiles one column at `cat`: its output description and its expression.
+fn column(c: &Value, cat: &str, names: &[String]) -> Result<(Column, ColumnNode)> {
+    let c = c.as_object().ok_or_else(|| wrong("column", cat, "an object"))?;
+    check_keys(c, COLUMN_KEYS, cat)?;
+    let name = req_str(c, "name", cat)?;
+    if !valid_name(name) {
+        return Err(Error::InvalidColumnName { name: name.to_string(), at: cat.to_string() });
     }
+    let expr = Expr::compile(req_str(c, "path", cat)?, names)?;
+    let collection = match c.get("collection") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(wrong("collection", cat, "true or false")),
+    };
+    let ty = match c.get("type") {
+        None => ColumnType::String,
+        Some(Value::String(t)) => column_type(t),
+        Some(_) => return Err(wrong("type", cat, "a FHIR type name string")),
+    };
+    Ok((
+        Column { name: name.to_string(), ty, collection },
+        ColumnNode { name: name.to_string(), expr, collection },
+    ))
+}
+
+/// Compiles a `unionAll` array; every branch must have the same column names, which are
+/// appended to `out` once.
+fn union_all(list: &Value, at: &str, names: &[String], out: &mut Vec<Column>) -> Result<Vec<SelectNode>> {
+    let list = list
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| wrong("unionAll", at, "a non-empty array"))?;
     let mut union = Vec::new();
-    if let Some(list) = obj.get("unionAll") {
-        let list = list
-            .as_array()
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| wrong("unionAll", at, "a non-empty array"))?;
-        let mut first: Option<Vec<Column>> = None;
-        for (i, s) in list.iter().enumerate() {
-            let mut branch_cols = Vec::new();
-            union.push(select(s, &format!("{at}.unionAll[{i}]"), names, &mut branch_cols)?);
-            match &first {
-                None => first = Some(branch_cols),
-                Some(f) => {
-                    let same = f.len() == branch_cols.len()
-                        && f.iter().zip(&branch_cols).all(|(a, b)| a.name == b.name);
-                    if !same {
-                        let list =
-                            |cs: &[Column]| cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-                        return Err(Error::UnionMismatch {
-                            at: at.to_string(),
-                            first: list(f),
-                            other: list(&branch_cols),
-                        });
-                    }
+    let mut first: Option<Vec<Column>> = None;
+    for (i, s) in list.iter().enumerate() {
+        let mut branch_cols = Vec::new();
+        union.push(select(s, &format!("{at}.unionAll[{i}]"), names, &mut branch_cols)?);
+        match &first {
+            None => first = Some(branch_cols),
+            Some(f) => {
+                let same =
+                    f.len() == branch_cols.len() && f.iter().zip(&branch_cols).all(|(a, b)| a.name == b.name);
+                if !same {
+                    let list =
+                        |cs: &[Column]| cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+                    return Err(Error::UnionMismatch {
+                        at: at.to_string(),
+                        first: list(f),
+                        other: list(&branch_cols),
+                    });
                 }
             }
         }
-        out.extend(first.unwrap_or_default());
     }
-    Ok(SelectNode { iteration, columns, selects, union, width: out.len() - start })
+    out.extend(first.unwrap_or_default());
+    Ok(union)
 }
 
 /// Elements of a `select`.

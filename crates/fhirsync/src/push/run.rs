@@ -8,6 +8,8 @@ use std::sync::Arc;
 use fhirsync_auth::TokenProvider;
 use fhirsync_core::FhirVersion;
 use fhirsync_extract::plan::Capabilities;
+use fhirsync_fhir::FhirClient;
+use url::Url;
 
 use super::guard::push_line;
 use super::ledger::{Ledger, State};
@@ -137,7 +139,7 @@ impl Push {
     /// [`Error::PushStopped`].
     pub async fn run(self) -> Result<PushReport> {
         let (config, version, ty) = (&self.config, self.version, self.resource_type.clone());
-        let endpoints = config.connection.endpoints().map_err(Error::extract_settings)?;
+        let endpoints = config.connection.endpoints();
         let base = endpoints.get(version).cloned().ok_or_else(|| {
             Error::config(format!(
                 "no {version} endpoint is configured: set fhir_{}_endpoint in [connection]",
@@ -156,21 +158,7 @@ impl Push {
             None => config.token_provider().await?,
         };
         let client = fhirsync_extract::build_client(&config.connection, &config.extract, tokens)?;
-        let metadata = client.metadata(&base).await?;
-        let caps =
-            Capabilities::parse(&metadata).map_err(|source| Error::Capabilities { version, source })?;
-        if !caps.create.contains(&ty) {
-            let allowed: Vec<&str> = caps.create.iter().map(String::as_str).collect();
-            return Err(Error::config(format!(
-                "{ty} cannot be created on the {version} endpoint: its CapabilityStatement has no create \
-                 interaction for {ty}; types it can create: {}",
-                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
-            )));
-        }
-        let rules = Rules {
-            resource_type: ty.clone(),
-            needs_patient: ty != "Patient" && caps.patient_param(&ty).is_some(),
-        };
+        let rules = self.rules(&client, &base).await?;
         let (valid, invalid) = validate_all(&text, &rules);
         if valid.is_empty() && invalid.is_empty() {
             return Err(Error::config(format!("{} holds no resources", self.file.display())));
@@ -220,6 +208,27 @@ impl Push {
             });
         }
         Ok(report(results, Some(ledger.path().to_path_buf()), None))
+    }
+
+    /// The checks every line must pass, from the endpoint's CapabilityStatement; fails when the
+    /// endpoint cannot create the resource type.
+    async fn rules(&self, client: &FhirClient, base: &Url) -> Result<Rules> {
+        let (version, ty) = (self.version, &self.resource_type);
+        let metadata = client.metadata(base).await?;
+        let caps =
+            Capabilities::parse(&metadata).map_err(|source| Error::Capabilities { version, source })?;
+        if !caps.create.contains(ty) {
+            let allowed: Vec<&str> = caps.create.iter().map(String::as_str).collect();
+            return Err(Error::config(format!(
+                "{ty} cannot be created on the {version} endpoint: its CapabilityStatement has no create \
+                 interaction for {ty}; types it can create: {}",
+                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+            )));
+        }
+        Ok(Rules {
+            resource_type: ty.clone(),
+            needs_patient: ty != "Patient" && caps.patient_param(ty).is_some(),
+        })
     }
 
     /// Sends the valid lines in file order; a repeated line is sent once; after a line without a
