@@ -177,12 +177,9 @@ async fn destination_of_a_newer_fhirsync_is_refused() {
         )
         .unwrap();
     for args in [&["sync", "--no-progress"][..], &["status"][..]] {
-        let mut cmd = fhirsync();
-        cmd.arg("--config").arg(&config).args(args);
-        let out = output(cmd).await;
-        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", text(&out));
+        let all = Cli::config(&config).args(args).run().await.assert_code(5);
         for part in ["schema version 99", "fhirsync 9.0.0", "upgrade fhirsync"] {
-            assert!(text(&out).contains(part), "{args:?} without `{part}`: {}", text(&out));
+            assert!(all.contains(part), "{args:?} without `{part}`: {all}");
         }
     }
     let tables: i64 = rusqlite::Connection::open(env.db())
