@@ -46,7 +46,7 @@ pub type KeySource = SecretRef;
 pub fn load_private_key(source: &KeySource) -> Result<SecretString> {
     source.read(false).map_err(|e| match e {
         SecretError::File { path, source } => Error::File { action: "read private key", path, source },
-        SecretError::Unset(_) | SecretError::Inline => Error::Key {
+        SecretError::Unset { .. } | SecretError::Inline => Error::Key {
             origin: source.describe(),
             problem: "the variable is unset or empty; put the PEM text of the private key in it".into(),
         },

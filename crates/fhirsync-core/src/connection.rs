@@ -123,15 +123,18 @@ pub enum UrlError {
     #[error("not a URL ({0}); write the full address, e.g. https://host/api/FHIR/R4")]
     Parse(url::ParseError),
     /// The URL's scheme is not `http` or `https`.
-    #[error("scheme `{0}` is not http or https")]
-    Scheme(String),
+    #[error("scheme `{scheme}` is not http or https")]
+    Scheme {
+        /// The scheme given (e.g. `ftp`).
+        scheme: String,
+    },
 }
 
 /// Parses an absolute URL; with `http_only`, its scheme must be `http` or `https`.
 fn parse_url(text: &str, http_only: bool) -> Result<Url, UrlError> {
     let url = Url::parse(text.trim()).map_err(UrlError::Parse)?;
     if http_only && !matches!(url.scheme(), "http" | "https") {
-        return Err(UrlError::Scheme(url.scheme().to_string()));
+        return Err(UrlError::Scheme { scheme: url.scheme().to_string() });
     }
     Ok(url)
 }

@@ -23,8 +23,11 @@ pub enum SecretError {
     #[error("the value is not an `env:VARIABLE` or `file:PATH` reference")]
     Inline,
     /// The referenced environment variable is unset or empty.
-    #[error("environment variable {0} is not set")]
-    Unset(String),
+    #[error("environment variable {variable} is not set")]
+    Unset {
+        /// The variable's name.
+        variable: String,
+    },
     /// The referenced file cannot be read.
     #[error("cannot read {}", path.display())]
     File {
@@ -62,9 +65,9 @@ impl SecretRef {
         trim: bool,
     ) -> Result<SecretString, SecretError> {
         let text = match self {
-            SecretRef::Env(var) => {
-                get(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| SecretError::Unset(var.clone()))?
-            }
+            SecretRef::Env(var) => get(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| SecretError::Unset { variable: var.clone() })?,
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map_err(|source| SecretError::File { path: path.clone(), source })?,
         };
@@ -119,7 +122,9 @@ mod tests {
         let env = SecretRef::Env("X".into());
         let got = env.read_with(|k| (k == "X").then(|| "v".to_string()), true).unwrap();
         assert_eq!(got.expose_secret(), "v");
-        assert!(matches!(env.read_with(|_| None, true), Err(SecretError::Unset(v)) if v == "X"));
+        assert!(
+            matches!(env.read_with(|_| None, true), Err(SecretError::Unset { variable }) if variable == "X")
+        );
         let dir = std::env::temp_dir().join(format!("fhirsync-secret-{}", std::process::id()));
         std::fs::write(&dir, "abc\n").unwrap();
         let file = SecretRef::File(dir.clone());

@@ -484,8 +484,9 @@ impl ExtractConfig {
         c
     }
 
-    /// The HTTP client settings these options and `connection` describe.
-    pub fn client_config(&self, connection: &ConnectionConfig) -> ClientConfig {
+    /// The FHIR client settings these options describe (the client reads the transport
+    /// settings of `[connection]` itself: [`fhirsync_fhir::FhirClient::with_connection`]).
+    pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             concurrency: ConcurrencyConfig {
                 max: self.concurrency.max(1),
@@ -505,9 +506,6 @@ impl ExtractConfig {
             outage: self.retry.outage_policy(),
             schedule: self.schedule.policy(),
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
-            epic_client_id: connection.client_id.clone(),
-            https_proxy: connection.https_proxy.clone(),
-            ca_bundle: connection.ca_bundle.clone(),
             ..ClientConfig::default()
         }
     }
@@ -576,7 +574,7 @@ mod tests {
         .unwrap();
         assert_eq!(x.mode, Mode::Bulk);
         assert_eq!(x.retry.max_retries, 2);
-        assert!(x.client_config(&conn()).rate_limit.is_none());
+        assert!(x.client_config().rate_limit.is_none());
         x.validate(&conn()).unwrap();
     }
 
@@ -601,7 +599,7 @@ mod tests {
         let mut c = conn();
         c.patient_list_identifier = Some("systemlist|6442".into());
         x.validate(&c).unwrap();
-        let cc = x.client_config(&c);
+        let cc = x.client_config();
         let o = cc.outage.unwrap();
         assert_eq!(o.max_outage, Duration::from_secs(120));
         assert_eq!(o.consecutive_failures, 4);
@@ -613,11 +611,11 @@ mod tests {
         assert_eq!(cc.schedule.off_peak_rate, Some(10.0));
         assert_eq!(cc.schedule.daily_request_budget, Some(50000));
         // Defaults: outage policy on (900 s), no schedule; 0 switches the policy off.
-        let d = ExtractConfig::default().client_config(&c);
+        let d = ExtractConfig::default().client_config();
         assert_eq!(d.outage.unwrap().max_outage, Duration::from_secs(900));
         assert_eq!(d.schedule, SchedulePolicy::default());
         let off = ExtractConfig::from_toml("[retry]\nmax_outage_secs = 0").unwrap();
-        assert!(off.client_config(&c).outage.is_none());
+        assert!(off.client_config().outage.is_none());
     }
 
     /// Bad schedule and outage values are refused with the key and the expected form.

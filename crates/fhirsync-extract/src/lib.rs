@@ -62,7 +62,7 @@ pub fn build_client(
     config: &ExtractConfig,
     tokens: Arc<dyn TokenProvider>,
 ) -> Result<FhirClient> {
-    Ok(FhirClient::new(config.client_config(connection), tokens)?)
+    Ok(FhirClient::with_connection(config.client_config(), connection, tokens)?)
 }
 
 /// One extraction run, configured builder-style, consumed by [`Extraction::run`].

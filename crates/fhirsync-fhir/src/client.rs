@@ -1,12 +1,11 @@
 //! The HTTP client: bearer auth, politeness, retries, paging.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fhirsync_core::TokenProvider;
+use fhirsync_core::{ConnectionConfig, TokenProvider};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -53,7 +52,9 @@ impl Default for RateLimit {
     }
 }
 
-/// Settings of [`FhirClient`].
+/// Settings of [`FhirClient`] that come from `[extract]` (politeness, retries, timeouts). The
+/// transport settings of `[connection]` (proxy, CA bundle, client id) are read from the section
+/// itself by [`FhirClient::with_connection`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Concurrency ceiling and adaptation.
@@ -71,12 +72,6 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Sent as `Epic-Client-ID` on metadata calls when set.
-    pub epic_client_id: Option<String>,
-    /// HTTPS proxy URL (e.g. `http://proxy.hospital.local:3128`).
-    pub https_proxy: Option<String>,
-    /// PEM bundle of extra trusted CA certificates (added to the built-in roots).
-    pub ca_bundle: Option<PathBuf>,
     /// `User-Agent` header.
     pub user_agent: String,
 }
@@ -91,12 +86,39 @@ impl Default for ClientConfig {
             schedule: SchedulePolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            epic_client_id: None,
-            https_proxy: None,
-            ca_bundle: None,
             user_agent: concat!("fhirsync/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
+}
+
+/// The HTTP client of `config` and `connection` (proxy, extra CA roots, timeouts, user agent).
+fn http_client(config: &ClientConfig, connection: &ConnectionConfig) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .timeout(config.request_timeout)
+        .connect_timeout(config.connect_timeout)
+        .pool_max_idle_per_host(config.concurrency.max.max(1));
+    if let Some(proxy) = &connection.https_proxy {
+        let p =
+            reqwest::Proxy::https(proxy).map_err(|source| Error::Proxy { url: redact_str(proxy), source })?;
+        builder = builder.proxy(p);
+    }
+    if let Some(path) = &connection.ca_bundle {
+        let pem = std::fs::read(path).map_err(|source| Error::CaBundleRead { path: path.clone(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|source| Error::CaBundleParse { path: path.clone(), source })?;
+        if certs.is_empty() {
+            return Err(Error::CaBundleRead {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no `-----BEGIN CERTIFICATE-----` block found",
+                ),
+            });
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(Error::Build)
 }
 
 /// Request counters since the client was built.
@@ -231,6 +253,8 @@ struct Inner {
     http: reqwest::Client,
     tokens: Arc<dyn TokenProvider>,
     config: ClientConfig,
+    /// `[connection] client_id` as the `Epic-Client-ID` header of metadata calls.
+    epic_client_id: Option<HeaderValue>,
     rate: Option<RateLimiter>,
     rate_peak: Option<RateLimiter>,
     rate_off_peak: Option<RateLimiter>,
@@ -339,35 +363,25 @@ struct Failure {
 }
 
 impl FhirClient {
-    /// Builds a client. Fails on an unreadable CA bundle, a bad proxy URL or TLS setup errors.
+    /// Builds a client without `[connection]` transport settings: no proxy, only the built-in
+    /// CA roots, no `Epic-Client-ID` (tests, benchmarks, the simulator). Fails on TLS setup errors.
     pub fn new(config: ClientConfig, tokens: Arc<dyn TokenProvider>) -> Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.concurrency.max.max(1));
-        if let Some(proxy) = &config.https_proxy {
-            let p = reqwest::Proxy::https(proxy)
-                .map_err(|source| Error::Proxy { url: redact_str(proxy), source })?;
-            builder = builder.proxy(p);
-        }
-        if let Some(path) = &config.ca_bundle {
-            let pem =
-                std::fs::read(path).map_err(|source| Error::CaBundleRead { path: path.clone(), source })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|source| Error::CaBundleParse { path: path.clone(), source })?;
-            if certs.is_empty() {
-                return Err(Error::CaBundleRead {
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "no `-----BEGIN CERTIFICATE-----` block found",
-                    ),
-                });
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder.build().map_err(Error::Build)?;
+        FhirClient::with_connection(config, &ConnectionConfig::default(), tokens)
+    }
+
+    /// Builds a client for the `[connection]` section: requests go through its `https_proxy`,
+    /// trust its `ca_bundle` besides the built-in roots, and metadata calls send its `client_id`
+    /// as `Epic-Client-ID`. Nothing else of the section (secrets, endpoints) is kept.
+    ///
+    /// Fails if: the CA bundle cannot be read or holds no certificate, the proxy URL is bad,
+    /// or TLS cannot be set up.
+    pub fn with_connection(
+        config: ClientConfig,
+        connection: &ConnectionConfig,
+        tokens: Arc<dyn TokenProvider>,
+    ) -> Result<Self> {
+        let http = http_client(&config, connection)?;
+        let epic_client_id = connection.client_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok());
         let base = config.rate_limit.map(|r| RateLimiter::new(r.per_second, r.burst));
         let burst = config.rate_limit.map_or(crate::client::DEFAULT_RATE_BURST, |r| r.burst);
         let period_rate = |rate: Option<f64>| match rate {
@@ -385,6 +399,7 @@ impl FhirClient {
                 http,
                 tokens,
                 config,
+                epic_client_id,
                 rate: base,
                 rate_peak,
                 rate_off_peak,
@@ -460,10 +475,8 @@ impl FhirClient {
     pub async fn metadata(&self, base: &Url) -> Result<Bytes> {
         let url = join(base, "metadata")?;
         let mut req = Request::get(url);
-        if let Some(id) = &self.inner.config.epic_client_id
-            && let Ok(v) = HeaderValue::from_str(id)
-        {
-            req = req.header(EPIC_CLIENT_ID.clone(), v);
+        if let Some(id) = &self.inner.epic_client_id {
+            req = req.header(EPIC_CLIENT_ID.clone(), id.clone());
         }
         Ok(self.execute(&req).await?.body)
     }

@@ -25,7 +25,7 @@ pub use client::{
 };
 pub use error::{Error, NetworkFailure, Result, WorkLeft};
 /// The token seam (defined in `fhirsync-core`, implemented by `fhirsync-auth`).
-pub use fhirsync_core::{BoxFuture, StaticToken, TokenError, TokenProvider};
+pub use fhirsync_core::{BoxFuture, ConnectionConfig, StaticToken, TokenError, TokenProvider};
 pub use outage::OutagePolicy;
 pub use outcome::{EPIC_CODE_SYSTEM, Effect, Exclusion, Outcome, codes};
 pub use politeness::ConcurrencyConfig;

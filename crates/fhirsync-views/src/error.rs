@@ -1,6 +1,10 @@
-//! The one error type of the views crate.
+//! The one error type of the views crate. The FHIRPath variants keep the engine's own error
+//! ([`SyntaxError`], [`FunctionError`], [`EvalError`]) as their `source` and quote it, so a
+//! caller that prints the source chain once per distinct text shows it once.
 
 use std::path::PathBuf;
+
+use crate::fhirpath::{EvalError, FunctionError, SyntaxError};
 
 /// Errors of the view runner: invalid ViewDefinitions, FHIRPath syntax errors, and evaluation
 /// failures the specification requires to be reported (non-singleton columns, non-boolean `where`).
@@ -84,39 +88,43 @@ pub enum Error {
     },
     /// An expression refers to a `%constant` the view does not define.
     #[error(
-        "FHIRPath `{expression}` uses `%{name}`, which is not defined; add it to the view's `constant` list"
+        "FHIRPath `{expression}` uses `%{name}` at character {position}, which is not defined; add it to the view's `constant` list"
     )]
     UndefinedConstant {
         /// The referenced name.
         name: String,
         /// The expression.
         expression: String,
+        /// 0-based character offset of the `%`.
+        position: usize,
     },
     /// FHIRPath syntax error.
-    #[error("FHIRPath syntax error in `{expression}` at character {position}: {problem}")]
+    #[error("FHIRPath syntax error in `{expression}` at character {position}: {source}")]
     Syntax {
         /// The expression.
         expression: String,
         /// 0-based character offset.
         position: usize,
-        /// What was expected.
-        problem: String,
+        /// What is wrong there.
+        source: SyntaxError,
     },
     /// A FHIRPath function that is not supported or has the wrong number of arguments.
-    #[error("FHIRPath `{expression}`: {problem}")]
+    #[error("FHIRPath `{expression}` at character {position}: {source}")]
     Function {
         /// The expression.
         expression: String,
+        /// 0-based character offset of the function's name.
+        position: usize,
         /// The problem, naming the function.
-        problem: String,
+        source: FunctionError,
     },
     /// A FHIRPath expression failed while evaluating (type mismatch the spec makes an error).
-    #[error("FHIRPath `{expression}` failed: {problem}")]
+    #[error("FHIRPath `{expression}` failed: {source}")]
     Evaluation {
         /// The expression.
         expression: String,
         /// What went wrong.
-        problem: String,
+        source: EvalError,
     },
     /// A column without `collection: true` produced more than one value.
     #[error(

@@ -126,7 +126,7 @@ impl ViewsConfig {
         };
         if let Some(dir) = &self.dir {
             let extra = fhirsync_views::load_dir(dir)
-                .map_err(|e| Error::config(format!("views folder {}: {e}", dir.display())))?;
+                .map_err(|e| Error::config_from(format!("views folder {}", dir.display()), e, None))?;
             views.extend(extra);
         }
         Ok(views)

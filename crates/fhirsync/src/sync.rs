@@ -118,6 +118,9 @@ async fn sync(
 ) -> Result<SyncReport> {
     let started = Instant::now();
     let destination = describe_destination(config);
+    // The views are compiled before anything is read: a bad FHIRPath in a user's view fails the
+    // run at once, not after the extraction.
+    let views = config.views.load()?;
 
     // Authenticate before the destination is opened: refused credentials create nothing there
     // (no database, no failed run to "resume").
@@ -173,7 +176,6 @@ async fn sync(
         }
     };
 
-    let views = config.views.load()?;
     let report_json = serde_json::to_value(&report).map_err(|e| Error::Config {
         problem: "cannot serialise the run report".into(),
         fix: None,

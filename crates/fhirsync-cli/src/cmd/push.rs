@@ -42,8 +42,9 @@ pub struct Args {
     pub retry_pending: bool,
 }
 
-fn parse_version(s: &str) -> Result<FhirVersion, String> {
-    s.parse::<FhirVersion>().map_err(|e| e.to_string())
+/// `--fhir-version` values (clap prints the parser's error).
+fn parse_version(s: &str) -> Result<FhirVersion, <FhirVersion as std::str::FromStr>::Err> {
+    s.parse::<FhirVersion>()
 }
 
 /// Runs the command.

@@ -163,7 +163,7 @@ fn report_recording(recorder: &Recorder) {
     tracing::info!(written = recorder.written(), failed = recorder.failed(), "Recording finished.");
 }
 
-/// `--method` values.
-pub fn parse_method(s: &str) -> Result<Method, String> {
-    s.parse::<Method>().map_err(|e| e.to_string())
+/// `--method` values (clap prints the parser's error, which lists the valid names).
+pub fn parse_method(s: &str) -> Result<Method, <Method as std::str::FromStr>::Err> {
+    s.parse::<Method>()
 }

@@ -14,3 +14,4 @@ mod secrets;
 mod status;
 mod sync;
 mod util;
+mod views;

@@ -9,9 +9,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fhirsync_fhir::{Error, FhirClient, RetryReason, codes};
+use fhirsync_fhir::{ConnectionConfig, Error, FhirClient, RetryReason, codes};
 
-use crate::stub::{RotatingToken, client, fast_config, outcome, page, raw_server, serve};
+use crate::stub::{RotatingToken, client, fast_config, outcome, page, raw_server, serve, token};
 
 type Params = Query<std::collections::HashMap<String, String>>;
 
@@ -323,27 +323,47 @@ async fn too_recently_is_not_retried() {
 async fn bad_ca_bundle_is_reported() {
     let dir = std::env::temp_dir().join(format!("fhirsync-ca-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let missing = dir.join("missing.pem");
-    let mut cfg = fast_config(1);
-    cfg.ca_bundle = Some(missing.clone());
-    let err = FhirClient::new(cfg.clone(), Arc::new(fhirsync_fhir::StaticToken("t".to_string().into())))
-        .unwrap_err();
+    let mut connection = ConnectionConfig { ca_bundle: Some(dir.join("missing.pem")), ..Default::default() };
+    let err = FhirClient::with_connection(fast_config(1), &connection, token()).unwrap_err();
     assert!(err.to_string().contains("missing.pem"), "{err}");
     let empty = dir.join("empty.pem");
     std::fs::write(&empty, "not a certificate").unwrap();
-    cfg.ca_bundle = Some(empty);
-    let err = FhirClient::new(cfg, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap_err();
+    connection.ca_bundle = Some(empty);
+    let err = FhirClient::with_connection(fast_config(1), &connection, token()).unwrap_err();
     assert!(err.to_string().contains("empty.pem"), "{err}");
     assert!(err.is_fatal_for_run());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The `[connection] client_id` goes out as `Epic-Client-ID` on metadata calls; a client built
+/// without the section sends none.
+#[tokio::test]
+async fn metadata_sends_the_connection_client_id() {
+    let app = Router::new().route(
+        "/api/FHIR/R4/metadata",
+        get(|headers: HeaderMap| async move {
+            let id = headers.get("epic-client-id").map(|v| v.to_str().unwrap_or("?").to_string());
+            fhir(
+                StatusCode::OK,
+                serde_json::json!({"resourceType": "CapabilityStatement", "id": id}).to_string(),
+            )
+        }),
+    );
+    let base = serve(app).await;
+    let connection = ConnectionConfig { client_id: Some("app-1".into()), ..Default::default() };
+    let with = FhirClient::with_connection(fast_config(1), &connection, token()).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&with.metadata(&base).await.unwrap()).unwrap();
+    assert_eq!(body["id"], "app-1");
+    let body: serde_json::Value =
+        serde_json::from_slice(&client(fast_config(1)).metadata(&base).await.unwrap()).unwrap();
+    assert_eq!(body["id"], serde_json::Value::Null);
+}
+
 /// An HTTPS proxy URL that cannot be parsed is rejected when the client is built.
 #[tokio::test]
 async fn bad_proxy_is_reported() {
-    let mut cfg = fast_config(1);
-    cfg.https_proxy = Some("http://[::1".into());
-    let err = FhirClient::new(cfg, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap_err();
+    let connection = ConnectionConfig { https_proxy: Some("http://[::1".into()), ..Default::default() };
+    let err = FhirClient::with_connection(fast_config(1), &connection, token()).unwrap_err();
     assert!(matches!(err, Error::Proxy { .. }), "{err}");
 }
 
@@ -362,8 +382,8 @@ async fn https_requests_go_through_proxy() {
     });
     let mut cfg = fast_config(1);
     cfg.retry.max_retries = 0;
-    cfg.https_proxy = Some(format!("http://{addr}"));
-    let c = client(cfg);
+    let connection = ConnectionConfig { https_proxy: Some(format!("http://{addr}")), ..Default::default() };
+    let c = FhirClient::with_connection(cfg, &connection, token()).unwrap();
     let base = url::Url::parse("https://ehr.example/api/FHIR/R4").unwrap();
     assert!(c.search(&base, "Patient", &[]).await.is_err());
     let request = seen.await.unwrap();

@@ -67,7 +67,12 @@ pub fn fast_config(max: usize) -> ClientConfig {
 
 /// A client with a fixed token.
 pub fn client(config: ClientConfig) -> FhirClient {
-    FhirClient::new(config, Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))).unwrap()
+    FhirClient::new(config, token()).unwrap()
+}
+
+/// A provider that always hands out the token `t`.
+pub fn token() -> Arc<dyn TokenProvider> {
+    Arc::new(fhirsync_fhir::StaticToken("t".to_string().into()))
 }
 
 /// Hands out `t1`, then `t2` after an invalidation; counts invalidations.

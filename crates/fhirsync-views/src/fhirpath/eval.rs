@@ -8,11 +8,13 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::ast::{BinOp, Call, Lit, Node, Step};
+use super::error::EvalError;
 use super::functions::call_fn;
 use super::value::{Item, Num, compare, items_equal, items_equivalent, suffix_type};
 
-/// Evaluation failure (wrapped with the expression text by the caller).
-pub(crate) type EvalResult<T> = std::result::Result<T, String>;
+/// Evaluation failure (wrapped with the expression text by the caller). Boxed: the error is
+/// rare and the `Result` of every step stays as small as the collection it carries.
+pub(crate) type EvalResult<T> = std::result::Result<T, Box<EvalError>>;
 
 /// A view constant: its value and FHIR type (from the `value[x]` suffix).
 #[derive(Debug, Clone)]
@@ -112,7 +114,7 @@ pub(crate) fn eval<'a>(
         Node::Index => vec![Item::Int(index as i64)],
         Node::Const(i) => match env.constants.get(*i) {
             Some(c) => vec![Item::Json(&c.value, Some(c.ty))],
-            None => return Err(format!("constant #{i} is not defined")),
+            None => return Err(Box::new(EvalError::UndefinedConstant { index: *i })),
         },
         Node::RowIndex => vec![Item::Int(env.row_index as i64)],
         Node::Resource => vec![Item::Json(env.resource, None)],
@@ -144,7 +146,7 @@ pub(crate) fn eval<'a>(
                     vec![items.swap_remove(i as usize)]
                 }
                 Some(Num::Int(_)) | None => Vec::new(),
-                Some(Num::Dec(_)) => return Err("an index must be an integer".into()),
+                Some(Num::Dec(_)) => return Err(Box::new(EvalError::DecimalIndex)),
             }
         }
         Node::Neg(inner) => match singleton(eval(inner, focus, env, index)?, "unary minus")? {
@@ -152,7 +154,7 @@ pub(crate) fn eval<'a>(
             Some(it) => match it.as_num() {
                 Some(Num::Int(i)) => i.checked_neg().map(Item::Int).into_iter().collect(),
                 Some(Num::Dec(d)) => d.checked_neg().map(Item::Dec).into_iter().collect(),
-                None => return Err(format!("cannot negate {}", it.kind())),
+                None => return Err(Box::new(EvalError::CannotNegate { found: it.kind() })),
             },
         },
         Node::Bin(op, l, r) => binary(*op, l, r, focus, env, index)?,
@@ -293,7 +295,7 @@ pub(super) fn eval_bool<'a>(
     item: &Item<'a>,
     env: &Env<'a>,
     index: usize,
-    what: &str,
+    what: &'static str,
 ) -> EvalResult<Option<bool>> {
     let focus = std::slice::from_ref(item);
     match node {
@@ -343,20 +345,20 @@ pub(super) fn eval_bool<'a>(
 }
 
 /// The only item of a collection (`None` when empty); more than one is an error.
-pub(crate) fn singleton<'a>(mut items: Vec<Item<'a>>, what: &str) -> EvalResult<Option<Item<'a>>> {
+pub(crate) fn singleton<'a>(mut items: Vec<Item<'a>>, what: &'static str) -> EvalResult<Option<Item<'a>>> {
     match items.len() {
         0 => Ok(None),
         1 => Ok(items.pop()),
-        n => Err(format!("{what} expects a single value but got {n}")),
+        count => Err(Box::new(EvalError::NotSingle { operation: what, count })),
     }
 }
 
 /// Boolean view of a collection: empty → unknown; a single non-boolean counts as `true`.
-pub(crate) fn truth(items: &[Item<'_>], what: &str) -> EvalResult<Option<bool>> {
+pub(crate) fn truth(items: &[Item<'_>], what: &'static str) -> EvalResult<Option<bool>> {
     match items {
         [] => Ok(None),
         [one] => Ok(Some(one.as_bool().unwrap_or(true))),
-        many => Err(format!("{what} expects a single boolean but got {} values", many.len())),
+        many => Err(Box::new(EvalError::NotSingleBoolean { operation: what, count: many.len() })),
     }
 }
 
@@ -507,11 +509,10 @@ fn arithmetic<'a>(op: BinOp, a: &Item<'a>, b: &Item<'a>) -> EvalResult<Option<It
         return Ok(Some(Item::Str(Cow::Owned(format!("{x}{y}")))));
     }
     let (Some(x), Some(y)) = (a.as_num(), b.as_num()) else {
-        return Err(format!("cannot apply arithmetic to {} and {}", a.kind(), b.kind()));
+        return Err(Box::new(EvalError::Arithmetic { left: a.kind(), right: b.kind() }));
     };
     // Integer overflow yields empty (as before); decimal overflow past 38 digits is an error,
     // and division by zero is empty, as FHIRPath specifies.
-    let overflow = || "the result of decimal arithmetic exceeds 38 digits".to_string();
     Ok(match (x, y) {
         (Num::Int(x), Num::Int(y)) if op != BinOp::Div => match op {
             BinOp::Add => x.checked_add(y).map(Item::Int),
@@ -534,7 +535,7 @@ fn arithmetic<'a>(op: BinOp, a: &Item<'a>, b: &Item<'a>) -> EvalResult<Option<It
                 BinOp::IntDiv => x.checked_div_trunc(y).map(Item::Int),
                 _ => x.checked_rem(y).map(Item::Dec),
             };
-            Some(out.ok_or_else(overflow)?)
+            Some(out.ok_or(EvalError::DecimalOverflow)?)
         }
     })
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::ast::{Call, Node};
 use super::boundary;
+use super::error::EvalError;
 use super::eval::{Env, EvalResult, bool_result, elements, eval, eval_bool, reference_key, singleton, truth};
 use super::value::{Item, Num, items_equal};
 use crate::Decimal;
@@ -26,20 +27,20 @@ impl<'a> Args<'_, 'a> {
     }
 
     /// A single string argument (`None` when empty or not a string).
-    fn arg_str(&self, node: &'a Node, what: &str) -> EvalResult<Option<String>> {
+    fn arg_str(&self, node: &'a Node, what: &'static str) -> EvalResult<Option<String>> {
         Ok(singleton(self.arg(node)?, what)?.and_then(|i| i.as_str().map(str::to_string)))
     }
 
     /// A single integer argument, negative counted as 0.
-    fn arg_int(&self, node: &'a Node, what: &str) -> EvalResult<usize> {
+    fn arg_int(&self, node: &'a Node, what: &'static str) -> EvalResult<usize> {
         match singleton(self.arg(node)?, what)?.and_then(|i| i.as_num()) {
             Some(Num::Int(i)) => Ok(i.max(0) as usize),
-            _ => Err(format!("{what} needs an integer argument")),
+            _ => Err(Box::new(EvalError::NeedsInteger { operation: what })),
         }
     }
 
     /// The input as a single item (`None` when empty).
-    fn single(&self, what: &str) -> EvalResult<Option<Item<'a>>> {
+    fn single(&self, what: &'static str) -> EvalResult<Option<Item<'a>>> {
         singleton(self.input.to_vec(), what)
     }
 
@@ -91,7 +92,8 @@ pub(super) fn call_fn<'a>(
         Call::ReferenceKey(ty) => reference_keys(input, ty.as_deref()),
         Call::LowBoundary | Call::HighBoundary => {
             let high = matches!(call, Call::HighBoundary);
-            a.single("boundary")?.and_then(|i| boundary::boundary(&i, high)).into_iter().collect()
+            let what = if high { "highBoundary()" } else { "lowBoundary()" };
+            a.single(what)?.and_then(|i| boundary::boundary(&i, high)).into_iter().collect()
         }
         Call::Children => children_of(input),
         Call::Descendants => descendants(input),
@@ -108,11 +110,11 @@ pub(super) fn call_fn<'a>(
         Call::ToString => {
             a.single("toString()")?.and_then(|i| to_text(&i)).map(Item::Str).into_iter().collect()
         }
-        Call::StartsWith(s) => string_test(s, &a, |text, needle| text.starts_with(needle))?,
-        Call::EndsWith(s) => string_test(s, &a, |text, needle| text.ends_with(needle))?,
-        Call::ContainsStr(s) => string_test(s, &a, |text, needle| text.contains(needle))?,
-        Call::Lower => change_case(&a, str::to_lowercase)?,
-        Call::Upper => change_case(&a, str::to_uppercase)?,
+        Call::StartsWith(s) => string_test(s, &a, "startsWith()", |text, needle| text.starts_with(needle))?,
+        Call::EndsWith(s) => string_test(s, &a, "endsWith()", |text, needle| text.ends_with(needle))?,
+        Call::ContainsStr(s) => string_test(s, &a, "contains()", |text, needle| text.contains(needle))?,
+        Call::Lower => change_case(&a, "lower()", str::to_lowercase)?,
+        Call::Upper => change_case(&a, "upper()", str::to_uppercase)?,
         Call::Length => a
             .single("length()")?
             .and_then(|i| i.as_str().map(|s| Item::Int(s.chars().count() as i64)))
@@ -163,7 +165,7 @@ fn repeat<'a>(expr: &'a Node, a: &Args<'_, 'a>) -> EvalResult<Vec<Item<'a>>> {
 }
 
 /// `exists(criterion)`: whether the criterion is true for some item (stops at the first).
-fn any<'a>(crit: &'a Node, a: &Args<'_, 'a>, what: &str) -> EvalResult<bool> {
+fn any<'a>(crit: &'a Node, a: &Args<'_, 'a>, what: &'static str) -> EvalResult<bool> {
     let mut any = false;
     a.each(crit, |items| {
         any = truth(&items, what)? == Some(true);
@@ -195,7 +197,8 @@ fn distinct<'a>(input: &[Item<'a>]) -> Vec<Item<'a>> {
 
 /// `extension(url)`: the items' extensions with that URL.
 fn extensions<'a>(url: &'a Node, a: &Args<'_, 'a>) -> EvalResult<Vec<Item<'a>>> {
-    let url = a.arg_str(url, "extension()")?.ok_or("extension() needs a url string")?;
+    const WHAT: &str = "extension()";
+    let url = a.arg_str(url, WHAT)?.ok_or(EvalError::NeedsUrl { operation: WHAT })?;
     let mut out = Vec::new();
     for item in a.input {
         let Some(Value::Array(exts)) = item.as_object().and_then(|o| o.get("extension")) else {
@@ -297,22 +300,29 @@ fn to_text<'a>(item: &Item<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
-/// `startsWith()`, `endsWith()`, `contains()`: `test` of the input string and the argument.
+/// `startsWith()`, `endsWith()`, `contains()` (named `what`): `test` of the input string and
+/// the argument.
 fn string_test<'a>(
     needle: &'a Node,
     a: &Args<'_, 'a>,
+    what: &'static str,
     test: impl Fn(&str, &str) -> bool,
 ) -> EvalResult<Vec<Item<'a>>> {
-    const WHAT: &str = "string function";
-    let Some(text) = a.single(WHAT)? else { return Ok(Vec::new()) };
-    let Some(text) = text.as_str() else { return Err(format!("{WHAT} on a non-string")) };
-    let Some(needle) = a.arg_str(needle, WHAT)? else { return Ok(Vec::new()) };
+    let Some(text) = a.single(what)? else { return Ok(Vec::new()) };
+    let Some(text) = text.as_str() else {
+        return Err(Box::new(EvalError::NotAString { operation: what, found: text.kind() }));
+    };
+    let Some(needle) = a.arg_str(needle, what)? else { return Ok(Vec::new()) };
     Ok(vec![Item::Bool(test(text, &needle))])
 }
 
-/// `lower()`, `upper()`: the input string recased (empty for a non-string).
-fn change_case<'a>(a: &Args<'_, 'a>, recase: impl Fn(&str) -> String) -> EvalResult<Vec<Item<'a>>> {
-    Ok(a.single("lower()/upper()")?
+/// `lower()`, `upper()` (named `what`): the input string recased (empty for a non-string).
+fn change_case<'a>(
+    a: &Args<'_, 'a>,
+    what: &'static str,
+    recase: impl Fn(&str) -> String,
+) -> EvalResult<Vec<Item<'a>>> {
+    Ok(a.single(what)?
         .and_then(|i| i.as_str().map(&recase))
         .map(|s| Item::Str(Cow::Owned(s)))
         .into_iter()
@@ -322,7 +332,9 @@ fn change_case<'a>(a: &Args<'_, 'a>, recase: impl Fn(&str) -> String) -> EvalRes
 /// `substring(start, length?)`, counted in characters.
 fn substring<'a>(start: &'a Node, len: Option<&'a Node>, a: &Args<'_, 'a>) -> EvalResult<Vec<Item<'a>>> {
     let Some(text) = a.single("substring()")? else { return Ok(Vec::new()) };
-    let Some(text) = text.as_str() else { return Err("substring() on a non-string".into()) };
+    let Some(text) = text.as_str() else {
+        return Err(Box::new(EvalError::NotAString { operation: "substring()", found: text.kind() }));
+    };
     let start = a.arg_int(start, "substring()")?;
     let chars: Vec<char> = text.chars().collect();
     if start >= chars.len() {
@@ -338,7 +350,9 @@ fn substring<'a>(start: &'a Node, len: Option<&'a Node>, a: &Args<'_, 'a>) -> Ev
 /// `replace(pattern, substitution)`: every occurrence replaced.
 fn replace<'a>(pattern: &'a Node, with: &'a Node, a: &Args<'_, 'a>) -> EvalResult<Vec<Item<'a>>> {
     let Some(text) = a.single("replace()")? else { return Ok(Vec::new()) };
-    let Some(text) = text.as_str() else { return Err("replace() on a non-string".into()) };
+    let Some(text) = text.as_str() else {
+        return Err(Box::new(EvalError::NotAString { operation: "replace()", found: text.kind() }));
+    };
     let (Some(pattern), Some(with)) = (a.arg_str(pattern, "replace()")?, a.arg_str(with, "replace()")?)
     else {
         return Ok(Vec::new());

@@ -1,5 +1,6 @@
 //! FHIRPath tokenizer: turns an expression into tokens with character offsets.
 
+use super::error::SyntaxError;
 use crate::error::{Error, Result};
 
 /// One token.
@@ -44,10 +45,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Spanned>> {
             continue;
         }
         let start = i;
-        let tok = next_token(&chars, &mut i).map_err(|problem| Error::Syntax {
+        let tok = next_token(&chars, &mut i).map_err(|source| Error::Syntax {
             expression: src.to_string(),
             position: start,
-            problem,
+            source,
         })?;
         out.push(Spanned { tok, pos: start });
     }
@@ -76,7 +77,7 @@ fn skip_trivia(chars: &[char], i: &mut usize) -> bool {
 }
 
 /// Reads the token starting at `i`; the error is the problem, reported at the token's start.
-fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, SyntaxError> {
     let c = chars[*i];
     Ok(if c.is_ascii_alphabetic() || c == '_' {
         Tok::Ident(take_while(chars, i, |c| c.is_ascii_alphanumeric() || c == '_'))
@@ -90,7 +91,7 @@ fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, String> {
         *i += 1;
         let s = take_while(chars, i, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.' | '+'));
         if s.is_empty() || !(s.starts_with('T') || s.as_bytes()[0].is_ascii_digit()) {
-            return Err("`@` must start a date/time literal such as @2020-01-01 or @T10:00".into());
+            return Err(SyntaxError::BareAt);
         }
         Tok::Temporal(s)
     } else if c == '%' {
@@ -101,14 +102,14 @@ fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, String> {
             _ => take_while(chars, i, |c| c.is_ascii_alphanumeric() || c == '_'),
         };
         if name.is_empty() {
-            return Err("`%` must be followed by a variable name".into());
+            return Err(SyntaxError::MissingVariableName);
         }
         Tok::Env(name)
     } else if c == '$' {
         *i += 1;
         let name = take_while(chars, i, |c| c.is_ascii_alphanumeric());
         if !matches!(name.as_str(), "this" | "index" | "total") {
-            return Err(format!("unknown special variable `${name}`"));
+            return Err(SyntaxError::UnknownSpecialVariable { name });
         }
         Tok::Special(name)
     } else {
@@ -117,7 +118,7 @@ fn next_token(chars: &[char], i: &mut usize) -> Result<Tok, String> {
 }
 
 /// An integer (optionally with the `L` suffix) or a decimal.
-fn number(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+fn number(chars: &[char], i: &mut usize) -> Result<Tok, SyntaxError> {
     let int = take_while(chars, i, |c| c.is_ascii_digit());
     if chars.get(*i) == Some(&'.') && chars.get(*i + 1).is_some_and(|c| c.is_ascii_digit()) {
         *i += 1;
@@ -127,18 +128,21 @@ fn number(chars: &[char], i: &mut usize) -> Result<Tok, String> {
     if chars.get(*i) == Some(&'L') {
         *i += 1;
     }
-    Ok(Tok::Int(int.parse().map_err(|_| format!("integer `{int}` is too large"))?))
+    match int.parse() {
+        Ok(i) => Ok(Tok::Int(i)),
+        Err(_) => Err(SyntaxError::IntegerTooLarge { digits: int }),
+    }
 }
 
 /// `{}` or one of [`SYMBOLS`].
-fn symbol(chars: &[char], i: &mut usize) -> Result<Tok, String> {
+fn symbol(chars: &[char], i: &mut usize) -> Result<Tok, SyntaxError> {
     if chars[*i] == '{' && chars.get(*i + 1) == Some(&'}') {
         *i += 2;
         return Ok(Tok::Sym("{}"));
     }
     let rest: String = chars[*i..chars.len().min(*i + 2)].iter().collect();
     let Some(sym) = SYMBOLS.iter().find(|s| rest.starts_with(**s)) else {
-        return Err(format!("unexpected character `{}`", chars[*i]));
+        return Err(SyntaxError::UnexpectedCharacter { found: chars[*i] });
     };
     *i += sym.len();
     Ok(Tok::Sym(sym))
@@ -153,7 +157,7 @@ fn take_while(chars: &[char], i: &mut usize, pred: impl Fn(char) -> bool) -> Str
 }
 
 /// Reads a quoted string starting at `chars[*i] == quote`, resolving escapes.
-fn quoted(chars: &[char], i: &mut usize, quote: char) -> Result<String, String> {
+fn quoted(chars: &[char], i: &mut usize, quote: char) -> Result<String, SyntaxError> {
     *i += 1;
     let mut s = String::new();
     while *i < chars.len() {
@@ -175,17 +179,16 @@ fn quoted(chars: &[char], i: &mut usize, quote: char) -> Result<String, String> 
             'f' => s.push('\u{c}'),
             'u' => {
                 let hex: String = chars.get(*i..*i + 4).unwrap_or_default().iter().collect();
-                let ch = u32::from_str_radix(&hex, 16)
-                    .ok()
-                    .and_then(char::from_u32)
-                    .ok_or_else(|| format!("invalid unicode escape `\\u{hex}`"))?;
+                let Some(ch) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) else {
+                    return Err(SyntaxError::InvalidUnicodeEscape { hex });
+                };
                 s.push(ch);
                 *i += 4;
             }
             other => s.push(other),
         }
     }
-    Err(format!("unterminated {quote}-quoted text"))
+    Err(SyntaxError::Unterminated { quote })
 }
 
 #[cfg(test)]
@@ -221,6 +224,9 @@ mod tests {
     /// A stray `@` is a syntax error, not a panic.
     #[test]
     fn rejects_bare_at() {
-        assert!(matches!(tokenize("@@"), Err(Error::Syntax { position: 0, .. })));
+        assert!(matches!(
+            tokenize("@@"),
+            Err(Error::Syntax { position: 0, source: SyntaxError::BareAt, .. })
+        ));
     }
 }

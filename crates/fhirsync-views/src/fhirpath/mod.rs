@@ -21,6 +21,7 @@
 
 mod ast;
 mod boundary;
+mod error;
 mod eval;
 mod functions;
 mod lexer;
@@ -29,6 +30,7 @@ mod value;
 
 use serde_json::Value;
 
+pub use error::{EvalError, Found, FunctionError, SyntaxError};
 pub(crate) use eval::{Constant, Env};
 pub(crate) use value::{Item, static_type};
 
@@ -59,14 +61,18 @@ impl Expr {
         env: &Env<'a>,
         out: &mut Vec<Item<'a>>,
     ) -> Result<()> {
-        eval::eval_into(&self.node, focus, env, 0, out)
-            .map_err(|problem| Error::Evaluation { expression: self.text.clone(), problem })
+        eval::eval_into(&self.node, focus, env, 0, out).map_err(|source| self.failed(*source))
     }
 
     /// Evaluates with `focus` as the input collection.
     pub(crate) fn eval<'a>(&'a self, focus: &[Item<'a>], env: &Env<'a>) -> Result<Vec<Item<'a>>> {
-        eval::eval(&self.node, focus, env, 0)
-            .map_err(|problem| Error::Evaluation { expression: self.text.clone(), problem })
+        eval::eval(&self.node, focus, env, 0).map_err(|source| self.failed(*source))
+    }
+
+    /// The crate error for a failed evaluation of this expression.
+    #[cold]
+    fn failed(&self, source: EvalError) -> Error {
+        Error::Evaluation { expression: self.text.clone(), source }
     }
 }
 
@@ -141,5 +147,16 @@ mod tests {
     fn multi_valued_comparison_fails() {
         let p = json!({"name": [{"family": "a"}, {"family": "b"}]});
         assert!(evaluate_json("name.family > 'a'", &p).is_err());
+    }
+
+    /// The typed evaluation error costs the success path nothing: a step's `Result` is no
+    /// larger than the collection it carries (the error is boxed, and only built on failure).
+    #[test]
+    fn eval_result_is_as_small_as_its_collection() {
+        use std::mem::size_of;
+        assert_eq!(
+            size_of::<super::eval::EvalResult<Vec<super::Item<'static>>>>(),
+            size_of::<Vec<super::Item<'static>>>()
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! `or xor`, `implies`.
 
 use super::ast::{BinOp, Call, Lit, Node, Step};
+use super::error::{Found, FunctionError, SyntaxError};
 use super::lexer::{Spanned, Tok, tokenize};
 use super::value::{Temporal, choice_suffixes};
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub(crate) fn parse(src: &str, constants: &[String]) -> Result<Node> {
     let mut p = Parser { src, toks, at: 0, constants };
     let node = p.expr(0)?;
     if let Some(t) = p.toks.get(p.at) {
-        return Err(p.syntax(t.pos, format!("unexpected {}", describe(&t.tok))));
+        return Err(p.syntax(t.pos, SyntaxError::Unexpected { found: Found(Some(t.tok.clone())) }));
     }
     Ok(node)
 }
@@ -30,19 +31,6 @@ struct Parser<'s> {
     toks: Vec<Spanned>,
     at: usize,
     constants: &'s [String],
-}
-
-fn describe(t: &Tok) -> String {
-    match t {
-        Tok::Ident(s) => format!("identifier `{s}`"),
-        Tok::Str(s) => format!("string '{s}'"),
-        Tok::Int(i) => format!("number {i}"),
-        Tok::Dec(d) => format!("number {d}"),
-        Tok::Temporal(s) => format!("@{s}"),
-        Tok::Env(s) => format!("%{s}"),
-        Tok::Special(s) => format!("${s}"),
-        Tok::Sym(s) => format!("`{s}`"),
-    }
 }
 
 /// Infix operator binding powers (left, right).
@@ -79,12 +67,12 @@ fn infix(t: &Tok) -> Option<(BinOp, u8, u8)> {
 const TYPE_OP_BP: u8 = 16;
 
 impl Parser<'_> {
-    fn syntax(&self, position: usize, problem: String) -> Error {
-        Error::Syntax { expression: self.src.to_string(), position, problem }
+    fn syntax(&self, position: usize, source: SyntaxError) -> Error {
+        Error::Syntax { expression: self.src.to_string(), position, source }
     }
 
-    fn func_err(&self, problem: String) -> Error {
-        Error::Function { expression: self.src.to_string(), problem }
+    fn func_err(&self, position: usize, source: FunctionError) -> Error {
+        Error::Function { expression: self.src.to_string(), position, source }
     }
 
     fn peek(&self) -> Option<&Tok> {
@@ -96,16 +84,25 @@ impl Parser<'_> {
     }
 
     fn next(&mut self) -> Result<Tok> {
-        let t = self.toks.get(self.at).ok_or_else(|| self.syntax(self.pos(), "unexpected end".into()))?;
+        let t = self
+            .toks
+            .get(self.at)
+            .ok_or_else(|| self.syntax(self.pos(), SyntaxError::Unexpected { found: Found(None) }))?;
         self.at += 1;
         Ok(t.tok.clone())
     }
 
     fn expect(&mut self, sym: &'static str) -> Result<()> {
         let pos = self.pos();
-        match self.next()? {
-            Tok::Sym(s) if s == sym => Ok(()),
-            other => Err(self.syntax(pos, format!("expected `{sym}`, found {}", describe(&other)))),
+        match self.peek() {
+            Some(Tok::Sym(s)) if *s == sym => {
+                self.at += 1;
+                Ok(())
+            }
+            other => {
+                let found = Found(other.cloned());
+                Err(self.syntax(pos, SyntaxError::Expected { expected: sym, found }))
+            }
         }
     }
 
@@ -122,13 +119,12 @@ impl Parser<'_> {
                     let name = match self.next()? {
                         Tok::Ident(n) => n,
                         other => {
-                            return Err(self.syntax(
-                                pos,
-                                format!("expected a name after `.`, found {}", describe(&other)),
-                            ));
+                            return Err(
+                                self.syntax(pos, SyntaxError::ExpectedName { found: Found(Some(other)) })
+                            );
                         }
                     };
-                    lhs = self.member_or_call(Some(lhs), name)?;
+                    lhs = self.member_or_call(Some(lhs), name, pos)?;
                 }
                 Tok::Sym("[") => {
                     if POSTFIX_BP < min_bp {
@@ -167,18 +163,22 @@ impl Parser<'_> {
         Ok(match self.next()? {
             Tok::Int(i) => Node::Lit(Lit::Int(i)),
             Tok::Dec(d) => {
-                Node::Lit(Lit::Dec(d.parse().map_err(|_| self.syntax(pos, format!("bad number `{d}`")))?))
+                let Ok(d) = d.parse() else {
+                    return Err(self.syntax(pos, SyntaxError::BadNumber { text: d }));
+                };
+                Node::Lit(Lit::Dec(d))
             }
             Tok::Str(s) => Node::Lit(Lit::Str(s)),
-            Tok::Temporal(s) => {
-                temporal_literal(&s).ok_or_else(|| self.syntax(pos, format!("bad date/time `@{s}`")))?
-            }
+            Tok::Temporal(s) => match temporal_literal(&s) {
+                Some(node) => node,
+                None => return Err(self.syntax(pos, SyntaxError::BadDateTime { text: s })),
+            },
             Tok::Special(s) => match s.as_str() {
                 "this" => Node::This,
                 "index" => Node::Index,
-                _ => return Err(self.func_err("`$total` (aggregate) is not supported".into())),
+                _ => return Err(self.func_err(pos, FunctionError::Total)),
             },
-            Tok::Env(name) => self.env(name)?,
+            Tok::Env(name) => self.env(name, pos)?,
             Tok::Sym("(") => {
                 let inner = self.expr(0)?;
                 self.expect(")")?;
@@ -190,13 +190,14 @@ impl Parser<'_> {
             Tok::Ident(name) => match name.as_str() {
                 "true" => Node::Lit(Lit::Bool(true)),
                 "false" => Node::Lit(Lit::Bool(false)),
-                _ => self.member_or_call(None, name)?,
+                _ => self.member_or_call(None, name, pos)?,
             },
-            other => return Err(self.syntax(pos, format!("unexpected {}", describe(&other)))),
+            other => return Err(self.syntax(pos, SyntaxError::Unexpected { found: Found(Some(other)) })),
         })
     }
 
-    fn env(&self, name: String) -> Result<Node> {
+    /// `%name` at `position`: a view constant, a standard variable, or an error.
+    fn env(&self, name: String, position: usize) -> Result<Node> {
         if let Some(i) = self.constants.iter().position(|c| *c == name) {
             return Ok(Node::Const(i));
         }
@@ -206,7 +207,7 @@ impl Parser<'_> {
             "ucum" => Node::Lit(Lit::Str("http://unitsofmeasure.org".into())),
             "sct" => Node::Lit(Lit::Str("http://snomed.info/sct".into())),
             "loinc" => Node::Lit(Lit::Str("http://loinc.org".into())),
-            _ => return Err(Error::UndefinedConstant { name, expression: self.src.to_string() }),
+            _ => return Err(Error::UndefinedConstant { name, expression: self.src.to_string(), position }),
         })
     }
 
@@ -218,7 +219,7 @@ impl Parser<'_> {
             match self.next()? {
                 Tok::Ident(n) => parts.push(n),
                 other => {
-                    return Err(self.syntax(pos, format!("expected a type name, found {}", describe(&other))));
+                    return Err(self.syntax(pos, SyntaxError::ExpectedTypeName { found: Found(Some(other)) }));
                 }
             }
             if self.peek() == Some(&Tok::Sym(".")) {
@@ -230,7 +231,8 @@ impl Parser<'_> {
         Ok(canonical_type(&parts.join(".")))
     }
 
-    fn member_or_call(&mut self, base: Option<Node>, name: String) -> Result<Node> {
+    /// `name` (at `pos`) after `base`: a path step, or a call when `(` follows.
+    fn member_or_call(&mut self, base: Option<Node>, name: String, pos: usize) -> Result<Node> {
         if self.peek() != Some(&Tok::Sym("(")) {
             // Fold `a.b.c` into one path.
             return Ok(match base {
@@ -242,7 +244,7 @@ impl Parser<'_> {
             });
         }
         self.at += 1;
-        let call = self.call(&name)?;
+        let call = self.call(&name, pos)?;
         // `x.name.ofType(T)` becomes a direct choice lookup.
         if let (Call::OfType(ty), Some(Node::Path(b, mut steps))) = (&call, base.clone())
             && let Some(Step::Child(last)) = steps.pop()
@@ -253,26 +255,29 @@ impl Parser<'_> {
         Ok(Node::Call(base.map(Box::new), Box::new(call)))
     }
 
-    /// Parses the arguments of `name(` up to and including `)`.
-    fn call(&mut self, name: &str) -> Result<Call> {
+    /// Parses the arguments of `name(` (`name` at `pos`) up to and including `)`.
+    fn call(&mut self, name: &str, pos: usize) -> Result<Call> {
         // Type-specifier arguments are names, not expressions.
         if matches!(name, "ofType" | "is" | "as" | "getReferenceKey") {
-            return self.type_call(name);
+            return self.type_call(name, pos);
         }
         let args = self.arguments()?;
-        let n = args.len();
+        let count = args.len();
         match call_of(name, args) {
             Some(call) => Ok(call),
-            None if KNOWN_FUNCTIONS.contains(&name) => {
-                Err(self.func_err(format!("`{name}()` does not take {n} argument(s)")))
-            }
-            None => Err(self.func_err(format!("function `{name}()` is not supported"))),
+            None => Err(self.func_err(
+                pos,
+                match KNOWN_FUNCTIONS.iter().find(|f| **f == name) {
+                    Some(function) => FunctionError::Arity { function, count },
+                    None => FunctionError::Unsupported { function: name.to_string() },
+                },
+            )),
         }
     }
 
     /// The type-name argument of `ofType`, `is`, `as` (required) or `getReferenceKey` (optional),
     /// up to and including `)`.
-    fn type_call(&mut self, name: &str) -> Result<Call> {
+    fn type_call(&mut self, name: &str, pos: usize) -> Result<Call> {
         let ty = if self.peek() == Some(&Tok::Sym(")")) { None } else { Some(self.type_specifier()?) };
         self.expect(")")?;
         match (name, ty) {
@@ -280,7 +285,12 @@ impl Parser<'_> {
             ("ofType", Some(t)) => Ok(Call::OfType(t)),
             ("is", Some(t)) => Ok(Call::Is(t)),
             ("as", Some(t)) => Ok(Call::As(t)),
-            _ => Err(self.func_err(format!("`{name}()` needs a type name argument"))),
+            (_, None) => {
+                Err(self.func_err(pos, FunctionError::NeedsTypeName { function: type_function(name) }))
+            }
+            (other, Some(_)) => {
+                Err(self.func_err(pos, FunctionError::Unsupported { function: other.to_string() }))
+            }
         }
     }
 
@@ -405,6 +415,15 @@ const KNOWN_FUNCTIONS: [&str; 41] = [
     "is",
     "as",
 ];
+
+/// The `'static` name of a type function (`ofType`, `is`, `as`) for its errors.
+fn type_function(name: &str) -> &'static str {
+    match name {
+        "is" => "is",
+        "as" => "as",
+        _ => "ofType",
+    }
+}
 
 /// Maps `FHIR.X` to `X` and `System.String` style names to FHIR primitive names.
 fn canonical_type(name: &str) -> String {

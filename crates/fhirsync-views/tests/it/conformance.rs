@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use fhirsync_views::View;
+use fhirsync_views::{Error, View};
 use serde_json::{Map, Value};
 
 /// Number of suite cases that must pass (all 134 in the vendored suite).
@@ -30,12 +30,12 @@ enum Outcome {
 /// Column names and rows (as `{column: value}` objects) of one view run.
 type Table = (Vec<String>, Vec<Map<String, Value>>);
 
-fn run_view(view: &Value, resources: &[Value]) -> Result<Table, String> {
-    let view = View::from_json(view).map_err(|e| e.to_string())?;
+fn run_view(view: &Value, resources: &[Value]) -> Result<Table, Error> {
+    let view = View::from_json(view)?;
     let names: Vec<String> = view.columns().iter().map(|c| c.name.clone()).collect();
     let mut rows = Vec::new();
     for r in resources {
-        for row in view.evaluate(r).map_err(|e| e.to_string())? {
+        for row in view.evaluate(r)? {
             rows.push(names.iter().cloned().zip(row).collect());
         }
     }

@@ -1,5 +1,8 @@
 //! ViewDefinition validation and evaluation errors beyond the official suite, and `load_dir`.
 
+use std::error::Error as _;
+
+use fhirsync_views::fhirpath::{EvalError, FunctionError, SyntaxError};
 use fhirsync_views::{Error, View, load_dir};
 use serde_json::{Value, json};
 
@@ -39,6 +42,86 @@ fn bad_expressions_are_rejected_at_compile_time() {
     assert!(matches!(err, Error::Function { .. }), "{err}");
     let err = compile(with_columns(json!([{"name": "a"}]))).expect_err("no path");
     assert!(matches!(err, Error::MissingField { field: "path", .. }), "{err}");
+}
+
+/// A syntax error names the expression, the character where it is and the token found there,
+/// and keeps the engine's typed error as its source.
+#[test]
+fn syntax_errors_carry_position_and_token() {
+    let err =
+        compile(with_columns(json!([{"name": "a", "path": "name.where(use = 'x'"}]))).expect_err("open");
+    let Error::Syntax { ref expression, position: 20, source: SyntaxError::Expected { expected: ")", .. } } =
+        err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(expression, "name.where(use = 'x'");
+    assert_eq!(
+        err.to_string(),
+        "FHIRPath syntax error in `name.where(use = 'x'` at character 20: expected `)`, found end of expression"
+    );
+    let source = err.source().and_then(|s| s.downcast_ref::<SyntaxError>()).expect("typed source");
+    assert_eq!(source.to_string(), "expected `)`, found end of expression");
+
+    let err =
+        compile(with_columns(json!([{"name": "a", "path": "name.given given"}]))).expect_err("two names");
+    assert!(err.to_string().ends_with("at character 11: unexpected identifier `given`"), "{err}");
+}
+
+/// A function error names the function, the number of arguments and where the call starts.
+#[test]
+fn function_errors_name_the_function_and_position() {
+    let err = compile(with_columns(json!([{"name": "a", "path": "name.first(1)"}]))).expect_err("arity");
+    assert!(
+        matches!(
+            err,
+            Error::Function { position: 5, source: FunctionError::Arity { function: "first", count: 1 }, .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "FHIRPath `name.first(1)` at character 5: `first()` does not take 1 argument(s)"
+    );
+    let err = compile(with_columns(json!([{"name": "a", "path": "%nope"}]))).expect_err("constant");
+    assert!(
+        matches!(err, Error::UndefinedConstant { position: 0, ref name, .. } if name == "nope"),
+        "{err:?}"
+    );
+}
+
+/// An evaluation error names the operation, the offending kinds or counts, and the expression.
+#[test]
+fn evaluation_errors_name_operation_and_operands() {
+    let view =
+        compile(with_columns(json!([{"name": "a", "path": "name.family.substring(1)"}]))).expect("valid");
+    let err =
+        view.evaluate(&json!({"resourceType": "Patient", "name": [{"family": 7}]})).expect_err("number");
+    assert!(
+        matches!(
+            err,
+            Error::Evaluation {
+                source: EvalError::NotAString { operation: "substring()", found: "a number" },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "FHIRPath `name.family.substring(1)` failed: substring() on a non-string (a number)"
+    );
+    let view = compile(with_columns(json!([{"name": "a", "path": "name.family > 'a'"}]))).expect("valid");
+    let err = view
+        .evaluate(&json!({"resourceType": "Patient", "name": [{"family": "a"}, {"family": "b"}]}))
+        .expect_err("two");
+    assert!(
+        matches!(
+            err,
+            Error::Evaluation { source: EvalError::NotSingle { operation: "comparison", count: 2 }, .. }
+        ),
+        "{err:?}"
+    );
 }
 
 /// A select may iterate in only one way.

@@ -165,7 +165,7 @@ impl Push {
         }
         let mut results: Vec<LineResult> = invalid
             .iter()
-            .map(|b| LineResult::new(b.line, Status::Invalid, Vec::new()).with_error(b.problem.clone()))
+            .map(|b| LineResult::new(b.line, Status::Invalid, Vec::new()).with_error(b.problem.to_string()))
             .collect();
         results.iter().for_each(|r| self.emit(r));
         let report = |results, ledger_path, dry_run| PushReport {

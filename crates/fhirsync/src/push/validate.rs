@@ -34,12 +34,61 @@ impl std::fmt::Debug for Prepared {
 }
 
 /// A line that cannot be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Invalid {
     /// 1-based line number.
     pub line: usize,
     /// What is wrong and how to fix it.
-    pub problem: String,
+    pub problem: LineProblem,
+}
+
+/// Why a line of a push file cannot be sent; the text names the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineProblem {
+    /// The line is not JSON.
+    #[error("not valid JSON: {source}")]
+    NotJson {
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// The line is JSON, but not an object.
+    #[error("not a JSON object: each line must be one FHIR resource")]
+    NotAnObject,
+    /// The resource is of another type than `--type`.
+    #[error("resourceType is {found}, expected {expected} (--type {expected})")]
+    WrongType {
+        /// The line's `resourceType`.
+        found: String,
+        /// The type pushed.
+        expected: String,
+    },
+    /// The resource has no `resourceType`.
+    #[error("no resourceType: add \"resourceType\": \"{expected}\"")]
+    NoResourceType {
+        /// The type pushed.
+        expected: String,
+    },
+    /// A per-patient type without a usable patient reference.
+    #[error("{source}: set subject.reference (or patient.reference) to \"Patient/<FHIR id>\"")]
+    NoPatient {
+        /// What is wrong with the references.
+        source: PatientReferenceError,
+    },
+}
+
+/// Why a resource yields no patient id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatientReferenceError {
+    /// Neither `subject.reference` nor `patient.reference` is set.
+    #[error("no patient reference")]
+    Missing,
+    /// The reference is set but not to a Patient (e.g. `Group/1`).
+    #[error("{field}.reference does not point to a Patient")]
+    NotAPatient {
+        /// `subject` or `patient`.
+        field: &'static str,
+    },
 }
 
 /// Validates every line of `text`; blank lines are skipped.
@@ -64,31 +113,29 @@ pub fn validate_all(text: &str, rules: &Rules) -> (Vec<Prepared>, Vec<Invalid>) 
 
 type Checked = (Map<String, Value>, Vec<String>);
 
-fn validate_line(raw: &str, rules: &Rules) -> Result<Checked, String> {
-    let value: Value = serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}"))?;
+fn validate_line(raw: &str, rules: &Rules) -> Result<Checked, LineProblem> {
+    let value: Value = serde_json::from_str(raw).map_err(|source| LineProblem::NotJson { source })?;
     let Value::Object(mut resource) = value else {
-        return Err("not a JSON object: each line must be one FHIR resource".into());
+        return Err(LineProblem::NotAnObject);
     };
     let ty = &rules.resource_type;
     match resource.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == ty => {}
-        Some(t) => return Err(format!("resourceType is {t}, expected {ty} (--type {ty})")),
-        None => return Err(format!("no resourceType: add \"resourceType\": \"{ty}\"")),
+        Some(t) => return Err(LineProblem::WrongType { found: t.to_string(), expected: ty.clone() }),
+        None => return Err(LineProblem::NoResourceType { expected: ty.clone() }),
     }
     let mut notes = Vec::new();
     if resource.remove("id").is_some() {
         notes.push("client id dropped: the server assigns ids".to_string());
     }
     if rules.needs_patient && ty != "Patient" {
-        patient_reference(&resource).map_err(|p| {
-            format!("{p}: set subject.reference (or patient.reference) to \"Patient/<FHIR id>\"")
-        })?;
+        patient_reference(&resource).map_err(|source| LineProblem::NoPatient { source })?;
     }
     Ok((resource, notes))
 }
 
 /// The patient id of `subject.reference` or `patient.reference`.
-pub fn patient_reference(resource: &Map<String, Value>) -> Result<String, String> {
+pub fn patient_reference(resource: &Map<String, Value>) -> Result<String, PatientReferenceError> {
     let mut seen = None;
     for field in ["subject", "patient"] {
         let Some(reference) = resource.get(field).and_then(|v| v.get("reference")).and_then(Value::as_str)
@@ -97,10 +144,10 @@ pub fn patient_reference(resource: &Map<String, Value>) -> Result<String, String
         };
         match patient_id_of_reference(reference) {
             Some(id) => return Ok(id.to_string()),
-            None => seen = Some(format!("{field}.reference does not point to a Patient")),
+            None => seen = Some(PatientReferenceError::NotAPatient { field }),
         }
     }
-    Err(seen.unwrap_or_else(|| "no patient reference".to_string()))
+    Err(seen.unwrap_or(PatientReferenceError::Missing))
 }
 
 #[cfg(test)]
@@ -120,11 +167,16 @@ mod tests {
         assert!(ok.is_empty());
         let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
         assert_eq!(lines, vec![1, 2, 3, 5, 6]);
-        assert!(bad[0].problem.contains("not valid JSON"));
-        assert!(bad[1].problem.contains("not a JSON object"));
-        assert!(bad[2].problem.contains("resourceType is Condition"), "{}", bad[2].problem);
-        assert!(bad[3].problem.contains("no patient reference"), "{}", bad[3].problem);
-        assert!(bad[4].problem.contains("does not point to a Patient"), "{}", bad[4].problem);
+        let problems: Vec<String> = bad.iter().map(|b| b.problem.to_string()).collect();
+        assert!(problems[0].contains("not valid JSON"));
+        assert!(problems[1].contains("not a JSON object"));
+        assert!(problems[2].contains("resourceType is Condition"), "{}", problems[2]);
+        assert!(problems[3].contains("no patient reference"), "{}", problems[3]);
+        assert!(problems[4].contains("does not point to a Patient"), "{}", problems[4]);
+        assert!(matches!(
+            bad[4].problem,
+            LineProblem::NoPatient { source: PatientReferenceError::NotAPatient { field: "subject" } }
+        ));
     }
 
     /// A valid line loses its id; its key is the SHA-256 of the line as written, so any edit changes it.
