@@ -28,6 +28,9 @@ pub enum Error {
         /// Cause, stripped of its URL.
         source: reqwest::Error,
     },
+    /// The `[connection]` proxy or CA bundle could not be applied.
+    #[error(transparent)]
+    TransportSetup(#[from] fhirsync_core::TransportSetupError),
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot set up the HTTP client: {source}")]
     HttpClient {
@@ -221,6 +224,7 @@ impl Error {
             self,
             Error::Config { .. }
                 | Error::Connection(_)
+                | Error::TransportSetup(_)
                 | Error::InvalidUrl { .. }
                 | Error::Key { .. }
                 | Error::Sign { .. }

@@ -33,7 +33,7 @@
 //! connection.fhir_r4_endpoint = Some(sim.fhir_base(FhirVersion::R4).parse()?);
 //! // The key in memory; from a file, set `connection.private_key` instead.
 //! let settings = AuthSettings::new(&connection)?.with_private_key(pem);
-//! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client()?).await?;
+//! let provider: std::sync::Arc<dyn TokenProvider> = settings.provider(&http_client(settings.connection())?).await?;
 //! let _token = provider.access_token().await?; // cached, renewed ~60 s before expiry
 //! # Ok(()) }
 //! ```

@@ -163,12 +163,14 @@ impl<'a> AuthSettings<'a> {
     }
 }
 
-/// The HTTP client used for auth calls (timeouts, user agent, no redirects followed).
-pub fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The HTTP client used for auth calls (timeouts, user agent, no redirects followed), through
+/// `connection`'s `https_proxy` and trusting its `ca_bundle`, as the FHIR requests do.
+pub fn http_client(connection: &ConnectionConfig) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
         .user_agent(concat!("fhirsync/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    fhirsync_core::transport::with_connection(builder, connection)?
         .build()
         .map_err(|source| Error::HttpClient { source })
 }

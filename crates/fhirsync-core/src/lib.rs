@@ -20,12 +20,16 @@ pub mod connection;
 pub mod net;
 pub mod secret;
 pub mod token;
+#[cfg(feature = "http")]
+pub mod transport;
 
 pub use connection::{ConnectionConfig, Endpoints, UrlError};
 #[cfg(feature = "http")]
 pub use net::NetworkFailure;
 pub use secret::{SecretError, SecretRef};
 pub use token::{BoxFuture, StaticToken, TokenError, TokenProvider};
+#[cfg(feature = "http")]
+pub use transport::TransportSetupError;
 
 /// Errors of the core model.
 #[derive(Debug, thiserror::Error)]

@@ -93,31 +93,12 @@ impl Default for ClientConfig {
 
 /// The HTTP client of `config` and `connection` (proxy, extra CA roots, timeouts, user agent).
 fn http_client(config: &ClientConfig, connection: &ConnectionConfig) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(config.user_agent.clone())
         .timeout(config.request_timeout)
         .connect_timeout(config.connect_timeout)
         .pool_max_idle_per_host(config.concurrency.max.max(1));
-    if let Some(proxy) = &connection.https_proxy {
-        let p =
-            reqwest::Proxy::https(proxy).map_err(|source| Error::Proxy { url: redact_str(proxy), source })?;
-        builder = builder.proxy(p);
-    }
-    if let Some(path) = &connection.ca_bundle {
-        let pem = std::fs::read(path).map_err(|source| Error::CaBundleRead { path: path.clone(), source })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|source| Error::CaBundleParse { path: path.clone(), source })?;
-        if certs.is_empty() {
-            return Err(Error::CaBundleRead {
-                path: path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "no `-----BEGIN CERTIFICATE-----` block found",
-                ),
-            });
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
+    let builder = fhirsync_core::transport::with_connection(builder, connection)?;
     builder.build().map_err(Error::Build)
 }
 

@@ -17,30 +17,9 @@ pub enum Error {
         /// Cause.
         source: url::ParseError,
     },
-    /// The CA bundle file could not be read.
-    #[error("cannot read CA bundle {path}: {source}")]
-    CaBundleRead {
-        /// File path.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The CA bundle file is not PEM certificates.
-    #[error("CA bundle {path} is not a PEM certificate bundle: {source}")]
-    CaBundleParse {
-        /// File path.
-        path: PathBuf,
-        /// Cause.
-        source: reqwest::Error,
-    },
-    /// The HTTPS proxy URL is not usable.
-    #[error("invalid HTTPS proxy `{url}`: {source}")]
-    Proxy {
-        /// Proxy URL (redacted).
-        url: String,
-        /// Cause.
-        source: reqwest::Error,
-    },
+    /// The `[connection]` proxy or CA bundle could not be applied.
+    #[error(transparent)]
+    TransportSetup(#[from] fhirsync_core::TransportSetupError),
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
@@ -246,9 +225,7 @@ impl Error {
             Error::Token(_)
                 | Error::Unauthorized { .. }
                 | Error::Build(_)
-                | Error::CaBundleRead { .. }
-                | Error::CaBundleParse { .. }
-                | Error::Proxy { .. }
+                | Error::TransportSetup(_)
                 | Error::ServerUnavailable { .. }
                 | Error::BudgetExhausted { .. }
         )

@@ -188,7 +188,7 @@ impl Config {
     /// A token provider authenticating as `[connection]` says (backend services or the stored
     /// standalone login; discovery of the token endpoint happens here).
     pub async fn token_provider(&self) -> Result<std::sync::Arc<dyn fhirsync_auth::TokenProvider>> {
-        let http = fhirsync_auth::http_client()?;
+        let http = fhirsync_auth::http_client(&self.connection)?;
         Ok(self.auth_settings()?.provider(&http).await?)
     }
 

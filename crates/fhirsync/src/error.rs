@@ -327,6 +327,7 @@ fn fhir_kind(e: &fhirsync_fhir::Error) -> ErrorKind {
     use fhirsync_fhir::Error as E;
     match e {
         E::Token(_) | E::Unauthorized { .. } => ErrorKind::Auth,
+        E::TransportSetup(_) => ErrorKind::Config,
         _ => ErrorKind::Source,
     }
 }

@@ -105,7 +105,7 @@ impl Sandbox {
     /// SMART Backend Services tokens for `config` signed with the registered key.
     pub async fn tokens(&self, config: &Config) -> Result<Arc<dyn TokenProvider>> {
         let settings = config.auth_settings()?.with_private_key(self.pem.clone());
-        let http = fhirsync_auth::http_client()?;
+        let http = fhirsync_auth::http_client(&config.connection)?;
         Ok(settings.provider(&http).await?)
     }
 }

@@ -134,7 +134,7 @@ async fn unreachable_server_says_refused_not_auth_base_uri() {
         listener.local_addr().unwrap().port()
     };
     let base = url::Url::parse(&format!("http://127.0.0.1:{port}/api/FHIR/R4")).unwrap();
-    let http = fhirsync_auth::http_client().unwrap();
+    let http = fhirsync_auth::http_client(&Default::default()).unwrap();
     let err = fhirsync_auth::discovery::discover(&http, &base, "client").await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, fhirsync_auth::Error::Unreachable { .. }), "{text}");
@@ -146,7 +146,43 @@ async fn unreachable_server_says_refused_not_auth_base_uri() {
 #[tokio::test]
 async fn unknown_host_says_dns() {
     let base = url::Url::parse("http://fhirsync-test.invalid/api/FHIR/R4").unwrap();
-    let http = fhirsync_auth::http_client().unwrap();
+    let http = fhirsync_auth::http_client(&Default::default()).unwrap();
     let text = fhirsync_auth::discovery::discover(&http, &base, "client").await.unwrap_err().to_string();
     assert!(text.contains("host not found (DNS lookup failed)"), "{text}");
+}
+
+/// The auth client takes `[connection] https_proxy` as the FHIR client does: discovery of an
+/// HTTPS server is tunnelled through the proxy (CONNECT), not sent around it.
+#[tokio::test]
+async fn discovery_goes_through_the_https_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = sock.read(&mut buf).await.unwrap();
+        let _ = sock.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
+    let connection =
+        fhirsync_core::ConnectionConfig { https_proxy: Some(format!("http://{addr}")), ..Default::default() };
+    let http = fhirsync_auth::http_client(&connection).unwrap();
+    let base = url::Url::parse("https://ehr.example/api/FHIR/R4").unwrap();
+    assert!(discover(&http, &base, "client").await.is_err());
+    let request = seen.await.unwrap();
+    assert!(request.starts_with("CONNECT ehr.example:443"), "{request}");
+}
+
+/// A CA bundle that holds no certificate is a configuration error naming the file, before any
+/// request is sent.
+#[test]
+fn bad_ca_bundle_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corp-ca.pem");
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let connection = fhirsync_core::ConnectionConfig { ca_bundle: Some(path), ..Default::default() };
+    let err = fhirsync_auth::http_client(&connection).unwrap_err();
+    assert!(err.is_config(), "{err}");
+    assert!(err.to_string().contains("corp-ca.pem"), "{err}");
 }

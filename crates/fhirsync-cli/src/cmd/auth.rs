@@ -162,7 +162,7 @@ pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
             set(&mut c.private_key, private_key.as_deref().map(KeySource::parse_path));
             set(&mut c.key_id, kid);
             let s = AuthSettings::new(&c).map_err(local_error)?;
-            let http = http_client()?;
+            let http = http_client(&c)?;
             let provider = s.backend_services(&http).await.map_err(local_error)?;
             let info = provider.token_info().await?;
             let expires: DateTime<Utc> = info.expires_at.into();
@@ -179,7 +179,7 @@ pub async fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
 }
 
 async fn login(s: &AuthSettings<'_>, timeout: Duration) -> anyhow::Result<()> {
-    let http = http_client()?;
+    let http = http_client(s.connection())?;
     let pending =
         PendingLogin::new(s.launch_settings(&http).await.map_err(local_error)?).map_err(local_error)?;
     let store = TokenStore::new(s.token_store());

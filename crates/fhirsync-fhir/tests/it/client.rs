@@ -364,7 +364,7 @@ async fn metadata_sends_the_connection_client_id() {
 async fn bad_proxy_is_reported() {
     let connection = ConnectionConfig { https_proxy: Some("http://[::1".into()), ..Default::default() };
     let err = FhirClient::with_connection(fast_config(1), &connection, token()).unwrap_err();
-    assert!(matches!(err, Error::Proxy { .. }), "{err}");
+    assert!(matches!(err, Error::TransportSetup(fhirsync_core::TransportSetupError::Proxy { .. })), "{err}");
 }
 
 /// With `https_proxy` set, HTTPS requests are tunnelled through the proxy (CONNECT).
