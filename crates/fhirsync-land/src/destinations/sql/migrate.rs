@@ -4,10 +4,8 @@
 //! [`SQL_SCHEMA_VERSION`] step by step, recording each version reached, and records the
 //! current version in a new target.
 
-use super::schema::{
-    self, Dialect, LEGACY_STAGE, ROW_COLUMNS, SCHEMA_VERSION, STAGE_SCOPES, STAGE_TYPES, lit,
-};
-use super::{SqlBackend, SqlDestination, count, now};
+use super::schema::{self, Dialect, LEGACY_STAGE, ROW_COLUMNS, SCHEMA_VERSION, STAGE_SCOPES, STAGE_TYPES};
+use super::{Params, SqlBackend, SqlDestination, count, now};
 use crate::schema_version::{FHIRSYNC_VERSION, SQL_SCHEMA_VERSION, UNVERSIONED, refuse_newer};
 use crate::{Error, Result};
 
@@ -21,12 +19,15 @@ type Migration<S> = (u32, fn(&mut S) -> Result<()>);
 /// [`Error::SchemaVersionUnreadable`] for a version record that is not a number.
 pub(crate) fn stored_version<B: SqlBackend>(backend: &mut B) -> Result<Option<u32>> {
     let d = backend.dialect().clone();
-    if count(backend, "looking for the schema version table", &d.table_count_sql(SCHEMA_VERSION))? > 0 {
-        let rows = backend.query(&format!(
-            "SELECT {}, fhirsync_version FROM {} ORDER BY version DESC LIMIT 1",
-            d.text("version"),
-            d.t(SCHEMA_VERSION)
-        ))?;
+    if table_exists(backend, "looking for the schema version table", SCHEMA_VERSION)? {
+        let rows = backend.query(
+            &format!(
+                "SELECT {}, fhirsync_version FROM {} ORDER BY version DESC LIMIT 1",
+                d.text("version"),
+                d.t(SCHEMA_VERSION)
+            ),
+            &[],
+        )?;
         if let Some(row) = rows.into_iter().next() {
             let mut cells = row.into_iter();
             let (value, written_by) = (cells.next().flatten(), cells.next().flatten());
@@ -42,8 +43,16 @@ pub(crate) fn stored_version<B: SqlBackend>(backend: &mut B) -> Result<Option<u3
             return Ok(Some(version));
         }
     }
-    let has_runs = count(backend, "looking for the runs table", &d.table_count_sql(schema::RUNS))? > 0;
+    let has_runs = table_exists(backend, "looking for the runs table", schema::RUNS)?;
     Ok(has_runs.then_some(UNVERSIONED))
+}
+
+/// Whether the destination has a table named `name`; `what` names the look-up.
+fn table_exists<B: SqlBackend>(backend: &mut B, what: &'static str, name: &str) -> Result<bool> {
+    let d = backend.dialect().clone();
+    let mut p = Params::new(&d);
+    let sql = d.table_count_sql(name, &mut p);
+    Ok(count(backend, what, &sql, p.values())? > 0)
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -72,13 +81,17 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// Records that the target reached `version`, in the open transaction.
     fn record_version(&mut self, version: u32) -> Result<()> {
         let d = self.d().clone();
-        self.backend.batch(&format!(
-            "{}INSERT INTO {} (version, applied_at, fhirsync_version) VALUES ({version}, {}, {}) ON CONFLICT DO NOTHING;",
-            d.schema_version_ddl(),
+        self.backend.batch(&d.schema_version_ddl())?;
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "INSERT INTO {} (version, applied_at, fhirsync_version) VALUES ({}, {}, {}) ON CONFLICT DO NOTHING",
             d.t(SCHEMA_VERSION),
-            d.ts_lit(&now()),
-            lit(FHIRSYNC_VERSION)
-        ))
+            p.bind(i64::from(version)),
+            p.bind_time(Some(&now())),
+            p.bind(FHIRSYNC_VERSION)
+        );
+        self.backend.execute(&sql, p.values())?;
+        Ok(())
     }
 
     /// 1 → 2: an unfinished run staged in an earlier layout (the single `_fhirsync_stage`
@@ -95,7 +108,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// is abandoned and the table dropped; the landed tables are untouched.
     fn drop_legacy_stage(&mut self) -> Result<()> {
         let d = self.d().clone();
-        if self.count("looking for the legacy staging table", &d.table_count_sql(LEGACY_STAGE))? == 0 {
+        if !table_exists(&mut self.backend, "looking for the legacy staging table", LEGACY_STAGE)? {
             return Ok(());
         }
         tracing::warn!(
@@ -116,7 +129,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let mut abandoned = false;
         for (_, table) in self.registered_types()? {
-            if self.count("looking for a type table", &d.table_count_sql(&table))? == 0 {
+            if !table_exists(&mut self.backend, "looking for a type table", &table)? {
                 continue;
             }
             if self.has_user_objects(&table)? {
@@ -155,22 +168,24 @@ impl<B: SqlBackend> SqlDestination<B> {
         let d = self.d().clone();
         let Dialect::Postgres { schema: pg_schema } = &d else { return Ok(()) };
         let latest = self.latest_unfinished()?.map(|(run_id, _)| run_id);
-        let staged =
-            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let staged = self
+            .backend
+            .query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)), &[])?;
         let mut resumable = true;
         for row in staged {
             let mut cells = row.into_iter().flatten();
             let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
             let table = schema::type_table(&resource_type)?;
             let named = latest.as_deref().is_some_and(|run_id| d.shadow_name(&table, run_id) == shadow);
+            let mut p = Params::new(&d);
             let copy_numbers = format!(
                 "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
                  AND table_name = {} AND column_name = {}",
-                lit(pg_schema),
-                lit(&shadow),
-                lit(schema::SHADOW_SEQ)
+                p.bind(pg_schema),
+                p.bind(&shadow),
+                p.bind(schema::SHADOW_SEQ)
             );
-            if !named || self.count("looking for a shadow's copy numbers", &copy_numbers)? != 1 {
+            if !named || self.count("looking for a shadow's copy numbers", &copy_numbers, &p)? != 1 {
                 resumable = false;
                 break;
             }

@@ -35,6 +35,7 @@
 
 mod commit;
 pub(crate) mod migrate;
+mod params;
 pub(crate) mod schema;
 mod split;
 mod views;
@@ -48,25 +49,11 @@ use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::run::RunStatus;
 use crate::{Error, Result};
-use schema::{Dialect, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, lit, lit_list, reread_table};
+pub(crate) use params::{Params, SqlValue};
+use schema::{Dialect, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, reread_table};
 
 /// One text cell of a query result.
 pub(crate) type Cell = Option<String>;
-
-/// One cell bound by [`SqlBackend::insert_rows`]. Typed view cells arrive here as text in the
-/// form each backend's column type takes (see `views.rs`): PostgreSQL coerces the literal to
-/// the column's `numeric`, `date` or `timestamptz`; SQLite keeps it as text.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SqlValue {
-    /// NULL.
-    Null,
-    /// Text.
-    Text(String),
-    /// Integer.
-    Int(i64),
-    /// Boolean (SQLite: 0/1).
-    Bool(bool),
-}
 
 /// What a SQL backend provides to the engine.
 pub(crate) trait SqlBackend: Send {
@@ -76,12 +63,14 @@ pub(crate) trait SqlBackend: Send {
     fn describe(&self) -> String;
     /// Called once the run id is known, to name it in the writer lock.
     fn run_started(&mut self, _run_id: &str) {}
-    /// Runs statements that return nothing (may be several, `;`-separated).
+    /// Runs statements that take no values, such as DDL (may be several, `;`-separated).
     fn batch(&mut self, sql: &str) -> Result<()>;
-    /// Runs one statement and returns the number of rows it changed.
-    fn execute(&mut self, sql: &str) -> Result<u64>;
-    /// Runs a query whose columns are all text (cast them in SQL).
-    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>>;
+    /// Runs one statement with the values of its placeholders ([`Params`]) and returns the
+    /// number of rows it changed. A statement that repeats is prepared once.
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64>;
+    /// Runs one query with the values of its placeholders ([`Params`]); its columns must all
+    /// be text (cast them in SQL).
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<Cell>>>;
     /// Stages resources of one type inside the open transaction (later copies win): into its
     /// shadow table, with `first_seen_run` (and `last_seen_run`) set to `run_id`, except that a
     /// row found unchanged in [`StageTarget::lookup`] is only noted as re-read.
@@ -248,12 +237,11 @@ impl<B: SqlBackend> SqlDestination<B> {
         if !self.pending_scopes.is_empty() {
             let run_id = self.active("scope_complete before begin")?.id.clone();
             self.open_txn()?;
-            let sql = insert_scopes_sql(self.d(), &run_id, &self.pending_scopes);
-            if let Err(e) = self.backend.batch(&sql) {
+            let scopes = std::mem::take(&mut self.pending_scopes);
+            if let Err(e) = self.insert_scopes(&run_id, &scopes) {
                 self.rollback_txn();
                 return Err(e);
             }
-            self.pending_scopes.clear();
         }
         if self.in_txn {
             // A failed COMMIT (PostgreSQL: a staged copy failed) leaves nothing open.
@@ -317,7 +305,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             format!("SELECT resource_type, table_name FROM {} ORDER BY resource_type", self.d().t(TYPES));
         Ok(self
             .backend
-            .query(&sql)?
+            .query(&sql, &[])?
             .into_iter()
             .filter_map(|r| {
                 let mut it = r.into_iter();
@@ -330,53 +318,55 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// full-load guard). A query that fails or returns no count is an error, never "empty".
     fn target_has_data(&mut self) -> Result<bool> {
         let d = self.d().clone();
-        let committed = self.count(
-            "counting committed runs",
-            &format!(
-                "SELECT {} FROM {} WHERE status IN ({})",
-                d.text("count(*)"),
-                d.t(RUNS),
-                lit_list(&RunStatus::COMMITTED, RunStatus::as_str)
-            ),
-        )?;
-        if committed > 0 {
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE status IN ({})",
+            d.text("count(*)"),
+            d.t(RUNS),
+            p.bind_list(RunStatus::COMMITTED.map(RunStatus::as_str))
+        );
+        if self.count("counting committed runs", &sql, &p)? > 0 {
             return Ok(true);
         }
         for (_, table) in self.registered_types()? {
             let rows = format!("SELECT {} FROM {}", d.text("count(*)"), d.t(&table));
-            if self.count("counting landed rows", &rows)? > 0 {
+            if self.count("counting landed rows", &rows, &Params::new(&d))? > 0 {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Runs a one-cell integer query ([`count`]).
-    fn count(&mut self, what: &'static str, sql: &str) -> Result<u64> {
-        count(&mut self.backend, what, sql)
+    /// Runs a one-cell integer query with its values ([`count`]).
+    fn count(&mut self, what: &'static str, sql: &str, params: &Params) -> Result<u64> {
+        count(&mut self.backend, what, sql, params.values())
     }
 
     /// Marks every unfinished run abandoned, in the open transaction.
     fn abandon_unfinished(&mut self) -> Result<()> {
         let d = self.d().clone();
-        self.backend.execute(&format!(
+        let mut p = Params::new(&d);
+        let sql = format!(
             "UPDATE {} SET status = {}, ended_at = {} WHERE status IN ({})",
             d.t(RUNS),
-            lit(RunStatus::Abandoned.as_str()),
-            d.ts_lit(&now()),
-            lit_list(&RunStatus::UNFINISHED, RunStatus::as_str)
-        ))?;
+            p.bind(RunStatus::Abandoned.as_str()),
+            p.bind_time(Some(&now())),
+            p.bind_list(RunStatus::UNFINISHED.map(RunStatus::as_str))
+        );
+        self.backend.execute(&sql, p.values())?;
         Ok(())
     }
 
     /// The latest unfinished run: its id and method.
     fn latest_unfinished(&mut self) -> Result<Option<(String, Method)>> {
         let d = self.d().clone();
-        let rows = self.backend.query(&format!(
+        let mut p = Params::new(&d);
+        let sql = format!(
             "SELECT run_id, method FROM {} WHERE status IN ({}) ORDER BY started_at DESC, run_id DESC LIMIT 1",
             d.t(RUNS),
-            lit_list(&RunStatus::UNFINISHED, RunStatus::as_str)
-        ))?;
+            p.bind_list(RunStatus::UNFINISHED.map(RunStatus::as_str))
+        );
+        let rows = self.backend.query(&sql, p.values())?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let mut cells = row.into_iter();
         let (Some(run_id), Some(method)) = (cells.next().flatten(), cells.next().flatten()) else {
@@ -395,8 +385,9 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// Empties staging: drops every shadow table, forgets staged changes and scopes.
     fn clear_staging(&mut self) -> Result<()> {
         let d = self.d().clone();
-        let staged =
-            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let staged = self
+            .backend
+            .query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)), &[])?;
         let mut sql = String::new();
         for row in staged {
             let mut cells = row.into_iter().flatten();
@@ -427,13 +418,15 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let d = self.d().clone();
         let shadow = d.shadow_name(table, run_id);
-        self.backend.batch(&format!(
-            "{}INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
-            d.shadow_table_ddl(table, run_id),
+        self.backend.batch(&d.shadow_table_ddl(table, run_id)?)?;
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING",
             d.t(STAGE_TYPES),
-            lit(resource_type),
-            lit(&shadow)
-        ))?;
+            p.bind(resource_type),
+            p.bind(&shadow)
+        );
+        self.backend.execute(&sql, p.values())?;
         self.shadows.insert(resource_type.to_string());
         Ok(())
     }
@@ -492,41 +485,16 @@ impl<B: SqlBackend> SqlDestination<B> {
         let Some(sql) = self.d().last_row_sql(table) else {
             return Ok(None);
         };
-        Ok(self.backend.query(&sql)?.into_iter().next().and_then(|r| r.into_iter().next()?))
+        Ok(self.backend.query(&sql, &[])?.into_iter().next().and_then(|r| r.into_iter().next()?))
     }
 
     fn start_or_resume(&mut self, method: Method, options: &LandOptions) -> Result<RunStart> {
-        let d = self.d().clone();
-        // This process holds the writer lock: a run still `running` died with its process.
-        let dead = self.backend.query(&format!(
-            "SELECT run_id FROM {} WHERE status = {}",
-            d.t(RUNS),
-            lit(RunStatus::Running.as_str())
-        ))?;
-        for run_id in dead.into_iter().filter_map(|r| r.into_iter().next()?) {
-            tracing::warn!(run_id = %run_id, "The run before this one died mid-way; it is marked interrupted.");
-            self.set_status(&run_id, RunStatus::Interrupted, Some(&now()), None)?;
-        }
+        self.interrupt_dead_runs()?;
         if let Some((run_id, m)) = self.latest_unfinished()?
             && options.resume
             && m == method
         {
-            self.backend.execute(&format!(
-                "UPDATE {} SET status = {}, errors = NULL, ended_at = NULL WHERE run_id = {}",
-                d.t(RUNS),
-                lit(RunStatus::Running.as_str()),
-                lit(&run_id)
-            ))?;
-            let scopes = self.backend.query(&format!(
-                "SELECT fhir_version, patient_id, dataset FROM {} WHERE run_id = {}",
-                d.t(STAGE_SCOPES),
-                lit(&run_id)
-            ))?;
-            let completed_scopes = scopes.into_iter().filter_map(parse_scope).collect();
-            let shadows = self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)))?;
-            self.shadows = shadows.into_iter().filter_map(|r| r.into_iter().next()?).collect();
-            tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
-            return Ok(RunStart { run_id, resumed: true, completed_scopes });
+            return self.resume(run_id, method);
         }
         self.abandon_unfinished()?;
         self.clear_staging()?;
@@ -534,16 +502,63 @@ impl<B: SqlBackend> SqlDestination<B> {
             return Err(Error::TargetNotEmpty { destination: self.backend.describe() });
         }
         let run_id = uuid::Uuid::now_v7().to_string();
-        self.backend.execute(&format!(
+        let d = self.d().clone();
+        let mut p = Params::new(&d);
+        let sql = format!(
             "INSERT INTO {} (run_id, method, status, started_at) VALUES ({}, {}, {}, {})",
             d.t(RUNS),
-            lit(&run_id),
-            lit(method.as_str()),
-            lit(RunStatus::Running.as_str()),
-            d.ts_lit(&now())
-        ))?;
+            p.bind(&run_id),
+            p.bind(method.as_str()),
+            p.bind(RunStatus::Running.as_str()),
+            p.bind_time(Some(&now()))
+        );
+        self.backend.execute(&sql, p.values())?;
         tracing::info!(run_id = %run_id, method = %method, "Run started.");
         Ok(RunStart { run_id, resumed: false, completed_scopes: BTreeSet::new() })
+    }
+
+    /// Marks every run still `running` interrupted: this process holds the writer lock, so such
+    /// a run died with its process.
+    fn interrupt_dead_runs(&mut self) -> Result<()> {
+        let d = self.d().clone();
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "SELECT run_id FROM {} WHERE status = {}",
+            d.t(RUNS),
+            p.bind(RunStatus::Running.as_str())
+        );
+        let dead = self.backend.query(&sql, p.values())?;
+        for run_id in dead.into_iter().filter_map(|r| r.into_iter().next()?) {
+            tracing::warn!(run_id = %run_id, "The run before this one died mid-way; it is marked interrupted.");
+            self.set_status(&run_id, RunStatus::Interrupted, Some(&now()), None)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes unfinished run `run_id`: running again, with its completed scopes and the
+    /// types it staged.
+    fn resume(&mut self, run_id: String, method: Method) -> Result<RunStart> {
+        let d = self.d().clone();
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "UPDATE {} SET status = {}, errors = NULL, ended_at = NULL WHERE run_id = {}",
+            d.t(RUNS),
+            p.bind(RunStatus::Running.as_str()),
+            p.bind(&run_id)
+        );
+        self.backend.execute(&sql, p.values())?;
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "SELECT fhir_version, patient_id, dataset FROM {} WHERE run_id = {}",
+            d.t(STAGE_SCOPES),
+            p.bind(&run_id)
+        );
+        let scopes = self.backend.query(&sql, p.values())?;
+        let completed_scopes = scopes.into_iter().filter_map(parse_scope).collect();
+        let shadows = self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)), &[])?;
+        self.shadows = shadows.into_iter().filter_map(|r| r.into_iter().next()?).collect();
+        tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
+        Ok(RunStart { run_id, resumed: true, completed_scopes })
     }
 
     /// Sets run `run_id`'s status, end time and error (`NULL` where `None`).
@@ -555,17 +570,50 @@ impl<B: SqlBackend> SqlDestination<B> {
         error: Option<&str>,
     ) -> Result<()> {
         let d = self.d().clone();
-        self.backend.execute(&format!(
+        let mut p = Params::new(&d);
+        let sql = format!(
             "UPDATE {} SET status = {}, ended_at = {}, errors = {} WHERE run_id = {}",
             d.t(RUNS),
-            lit(status.as_str()),
-            ended_at.map_or_else(|| "NULL".to_string(), |t| d.ts_lit(t)),
-            error.map_or_else(|| "NULL".to_string(), lit),
-            lit(run_id)
-        ))?;
+            p.bind(status.as_str()),
+            p.bind_time(ended_at),
+            p.bind(error),
+            p.bind(run_id)
+        );
+        self.backend.execute(&sql, p.values())?;
+        Ok(())
+    }
+
+    /// Records completed scopes of run `run_id` (ignoring ones already recorded), in the open
+    /// transaction: multi-row inserts of [`SCOPES_PER_INSERT`] scopes.
+    fn insert_scopes(&mut self, run_id: &str, scopes: &[ScopeKey]) -> Result<()> {
+        let d = self.d().clone();
+        for chunk in scopes.chunks(SCOPES_PER_INSERT) {
+            let mut p = Params::new(&d);
+            let run = p.bind(run_id);
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|s| {
+                    format!(
+                        "({run}, {}, {}, {})",
+                        p.bind(s.fhir_version.as_str()),
+                        p.bind(s.patient_id.as_deref().unwrap_or("")),
+                        p.bind(s.dataset.to_string())
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} (run_id, fhir_version, patient_id, dataset) VALUES {} ON CONFLICT DO NOTHING",
+                d.t(STAGE_SCOPES),
+                values.join(", ")
+            );
+            self.backend.execute(&sql, p.values())?;
+        }
         Ok(())
     }
 }
+
+/// Scopes per multi-row insert (3 values each, plus the run id).
+const SCOPES_PER_INSERT: usize = 500;
 
 impl<B: SqlBackend> Destination for SqlDestination<B> {
     fn describe(&self) -> String {
@@ -644,31 +692,6 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     }
 }
 
-/// `INSERT` of completed scopes (ignoring ones already recorded).
-fn insert_scopes_sql(d: &Dialect, run_id: &str, scopes: &[ScopeKey]) -> String {
-    let mut sql = String::new();
-    for chunk in scopes.chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|s| {
-                format!(
-                    "({}, {}, {}, {})",
-                    lit(run_id),
-                    lit(s.fhir_version.as_str()),
-                    lit(s.patient_id.as_deref().unwrap_or("")),
-                    lit(&s.dataset.to_string())
-                )
-            })
-            .collect();
-        sql.push_str(&format!(
-            "INSERT INTO {} (run_id, fhir_version, patient_id, dataset) VALUES {} ON CONFLICT DO NOTHING;\n",
-            d.t(STAGE_SCOPES),
-            values.join(", ")
-        ));
-    }
-    sql
-}
-
 fn parse_scope(row: Vec<Cell>) -> Option<ScopeKey> {
     let mut it = row.into_iter();
     let fhir_version: FhirVersion = it.next()??.parse().ok()?;
@@ -677,11 +700,17 @@ fn parse_scope(row: Vec<Cell>) -> Option<ScopeKey> {
     Some(ScopeKey { fhir_version, patient_id: (!patient.is_empty()).then_some(patient), dataset })
 }
 
-/// Runs a query whose first row's first cell is a number (a count) and returns it; `what` says
+/// Runs a query (with the values of its placeholders) whose first row's first cell is a number
+/// (a count) and returns it; `what` says
 /// what is counted. A missing row, NULL or a cell that is not a number is
 /// [`Error::NotANumber`], never 0.
-pub(crate) fn count<B: SqlBackend>(backend: &mut B, what: &'static str, sql: &str) -> Result<u64> {
-    let rows = backend.query(sql)?;
+pub(crate) fn count<B: SqlBackend>(
+    backend: &mut B,
+    what: &'static str,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<u64> {
+    let rows = backend.query(sql, params)?;
     let cell = rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten();
     number(cell.as_deref(), what, || backend.describe())
 }
@@ -715,12 +744,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = SqliteConfig { path: dir.path().join("t.db"), ..SqliteConfig::default() };
         let mut backend = SqliteBackend::open(&config).unwrap();
-        assert_eq!(count(&mut backend, "counting", "SELECT CAST(3 AS TEXT)").unwrap(), 3);
+        assert_eq!(
+            count(&mut backend, "counting", "SELECT CAST(?1 AS TEXT)", &[SqlValue::Int(3)]).unwrap(),
+            3
+        );
         for sql in ["SELECT 1 WHERE 0", "SELECT NULL", "SELECT 'x'"] {
-            let err = count(&mut backend, "counting landed rows", sql).unwrap_err();
+            let err = count(&mut backend, "counting landed rows", sql, &[]).unwrap_err();
             assert!(matches!(err, Error::NotANumber { what: "counting landed rows", .. }), "{sql}: {err}");
         }
-        let err = count(&mut backend, "counting", "SELECT 'x'").unwrap_err().to_string();
+        let err = count(&mut backend, "counting", "SELECT 'x'", &[]).unwrap_err().to_string();
         assert!(err.contains("`x` instead of a number") && err.contains("t.db"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! Table layout of the SQL destinations and the small dialect differences between SQLite and
-//! PostgreSQL. All statements are built here from trusted identifiers (validated table names)
-//! and escaped literals; resource data itself is bound through prepared statements or COPY.
+//! PostgreSQL. Statements are built from identifiers quoted by [`quote_ident`] (table names
+//! validated by [`type_table`] and [`view_table`]); every value is bound ([`Params`]), and
+//! resource data goes through prepared statements or COPY.
 
+use super::params::{Params, run_id_default};
 use crate::{Error, Result};
 
 /// Runs table: one row per run.
@@ -118,14 +120,6 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres { .. } => "BEGIN",
-        }
-    }
-
-    /// A timestamp literal.
-    pub(crate) fn ts_lit(&self, rfc3339: &str) -> String {
-        match self {
-            Dialect::Sqlite => lit(rfc3339),
-            Dialect::Postgres { .. } => format!("CAST({} AS timestamptz)", lit(rfc3339)),
         }
     }
 
@@ -295,8 +289,8 @@ impl Dialect {
     /// append-only shadow (no index, so `COPY` only appends; `_seq` numbers the copies, the run
     /// columns default to the run), which the commit reduces to the last copy of each key and
     /// keys (see [`Dialect::shadow_finish_sql`]).
-    pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
-        match self {
+    pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> Result<String> {
+        Ok(match self {
             Dialect::Sqlite => {
                 let rows = self.rows_table(table);
                 let index = format!("{rows}_patient_id_{}", run_suffix(run_id));
@@ -314,9 +308,9 @@ impl Dialect {
                    {SHADOW_SEQ} bigint GENERATED ALWAYS AS IDENTITY);\n",
                 t = self.t(&self.shadow_name(table, run_id)),
                 json = self.json(),
-                run = lit(run_id),
+                run = run_id_default(run_id)?,
             ),
-        }
+        })
     }
 
     /// PostgreSQL: reduces an append-only shadow (`name` unquoted) to the last copy of each
@@ -382,52 +376,42 @@ impl Dialect {
         )
     }
 
-    /// Counts the tables named `name` (0 or 1) in the destination.
-    pub(crate) fn table_count_sql(&self, name: &str) -> String {
+    /// Counts the tables named `name` (0 or 1) in the destination, binding into `p`.
+    pub(crate) fn table_count_sql(&self, name: &str, p: &mut Params) -> String {
         match self {
             Dialect::Sqlite => format!(
                 "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'table' AND name = {}",
-                lit(name)
+                p.bind(name)
             ),
             Dialect::Postgres { schema } => format!(
                 "SELECT CAST(count(*) AS TEXT) FROM information_schema.tables WHERE table_schema = {} \
                  AND table_name = {}",
-                lit(schema),
-                lit(name)
+                p.bind(schema),
+                p.bind(name)
             ),
         }
     }
 
     /// Counts indexes and triggers on `table` (a rows table, or a type table of an earlier
     /// layout) that fhirsync did not create (its own are the primary key and
-    /// `<table>_patient_id[_<run>]`); `None` where tables are never swapped.
-    pub(crate) fn user_objects_sql(&self, table: &str) -> Option<String> {
+    /// `<table>_patient_id[_<run>]`), binding into `p`; `None` where tables are never swapped.
+    pub(crate) fn user_objects_sql(&self, table: &str, p: &mut Params) -> Option<String> {
         match self {
             Dialect::Sqlite => Some(format!(
                 "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type IN ('index', 'trigger') \
                  AND tbl_name = {} AND sql IS NOT NULL AND name <> {} AND name NOT LIKE {} ESCAPE '\\'",
-                lit(table),
-                lit(&format!("{table}_patient_id")),
-                lit(&format!("{}\\_patient\\_id\\_%", table.replace('_', "\\_")))
+                p.bind(table),
+                p.bind(format!("{table}_patient_id")),
+                p.bind(format!("{}\\_patient\\_id\\_%", table.replace('_', "\\_")))
             )),
             Dialect::Postgres { .. } => None,
         }
     }
 }
 
-/// Comma-separated literals of stored names (`'running', 'failed'`), for `IN (...)`.
-pub(crate) fn lit_list<T: Copy>(values: &[T], as_str: fn(T) -> &'static str) -> String {
-    values.iter().map(|v| lit(as_str(*v))).collect::<Vec<_>>().join(", ")
-}
-
 /// Double-quoted identifier.
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Single-quoted string literal.
-pub(crate) fn lit(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Longest accepted resource type (the longest FHIR type has 30 letters); keeps shadow-table
@@ -493,10 +477,9 @@ pub(crate) fn view_table(name: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    /// Literals escape quotes, identifiers escape double quotes.
+    /// Identifiers escape double quotes.
     #[test]
     fn quoting() {
-        assert_eq!(lit("o'brien"), "'o''brien'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 

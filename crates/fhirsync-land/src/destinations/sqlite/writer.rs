@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fhirsync_core::{FhirVersion, RawResource};
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, params};
 
 use super::config::SqliteConfig;
@@ -134,14 +134,15 @@ impl SqlBackend for SqliteBackend {
         self.conn.execute_batch(sql).map_err(err("running a statement"))
     }
 
-    fn execute(&mut self, sql: &str) -> Result<u64> {
-        Ok(self.conn.execute(sql, []).map_err(err("running a statement"))? as u64)
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err("preparing a statement"))?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params)).map_err(err("running a statement"))? as u64)
     }
 
-    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>> {
-        let mut stmt = self.conn.prepare(sql).map_err(err("preparing a query"))?;
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<Cell>>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err("preparing a query"))?;
         let n = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(err("running a query"))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err("running a query"))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(err("reading a query result"))? {
             let mut cells = Vec::with_capacity(n);
@@ -309,14 +310,20 @@ impl SqlBackend for SqliteBackend {
             format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", "));
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err("preparing a view insert"))?;
         for row in rows {
-            let values = row.iter().map(|v| match v {
-                SqlValue::Null => rusqlite::types::Value::Null,
-                SqlValue::Text(s) => rusqlite::types::Value::Text(s.clone()),
-                SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
-                SqlValue::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
-            });
-            stmt.execute(rusqlite::params_from_iter(values)).map_err(err("inserting a view row"))?;
+            stmt.execute(rusqlite::params_from_iter(row)).map_err(err("inserting a view row"))?;
         }
         Ok(())
+    }
+}
+
+/// Text is bound borrowed (no copy), a boolean as 0/1.
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Owned(Value::Null),
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            SqlValue::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            SqlValue::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+        })
     }
 }
