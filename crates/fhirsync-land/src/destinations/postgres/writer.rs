@@ -1,20 +1,20 @@
 //! The PostgreSQL backend of the SQL engine.
 //!
-//! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread),
-//! so the backend owns a small runtime (one worker thread) and drives every call with
-//! `block_on`. The worker runs the connection task and a copy task in the background.
+//! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread), so
+//! the backend owns a small runtime (one worker thread) and drives every call with `block_on`. The
+//! worker runs the connection task and a copy task in the background.
 //!
 //! # Staging: binary COPY, pipelined
 //!
 //! Staged rows are encoded in `COPY ... (FORMAT binary)` format (the format tokio-postgres'
-//! `BinaryCopyInWriter` writes, encoded straight from the borrowed rows so none is cloned) into
-//! one buffer per shadow table. A full buffer ([`FLUSH_BYTES`]) is handed to the copy task,
-//! which streams it into the shadow while staging goes on: the landing thread never waits for
-//! the server per batch. The shadows are append-only (`_seq` numbers the copies in order; the
-//! commit keeps the last copy of each key). Every other statement first hands over the
-//! remaining buffers and waits until the copy task has written them, so statements and copies
-//! reach the server in the order they were made: a `COMMIT` (one per checkpoint of
-//! `checkpoint_rows`) commits exactly the rows and scopes staged before it.
+//! `BinaryCopyInWriter` writes, encoded straight from the borrowed rows so none is cloned) into one
+//! buffer per new-rows table. A full buffer ([`FLUSH_BYTES`]) is handed to the copy task, which
+//! streams it into the new-rows table while staging goes on: the landing thread never waits for the
+//! server per batch. The new-rows tables are append-only (`_seq` numbers the copies in order; the
+//! commit keeps the last copy of each key). Every other statement first hands over the remaining
+//! buffers and waits until the copy task has written them, so statements and copies reach the
+//! server in the order they were made: a `COMMIT` (one per checkpoint of `checkpoint_rows`) commits
+//! exactly the rows and scopes staged before it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,10 +43,10 @@ use crate::{Error, Result};
 const FLUSH_BYTES: usize = 512 << 10;
 
 /// `COPY` buffers queued for the copy task beyond the one it is writing: bounds the memory of
-/// staging to a few [`FLUSH_BYTES`] per open shadow plus this many.
+/// staging to a few [`FLUSH_BYTES`] per open new-rows table plus this many.
 const COPY_QUEUE: usize = 2;
 
-/// Columns a shadow is copied into (its run columns come from defaults, `_seq` from its
+/// Columns a new-rows table is copied into (its run columns come from defaults, `_seq` from its
 /// identity).
 const COPY_COLUMNS: &str = "id, patient_id, fhir_version, source, dataset, content_hash, resource";
 
@@ -367,9 +367,9 @@ impl PostgresBackend {
     /// first copy that failed. Called before every other statement, so the server sees
     /// statements and copies in the order they were made.
     fn sync(&mut self) -> Result<()> {
-        let shadows: Vec<String> = self.buffers.keys().cloned().collect();
-        for shadow in shadows {
-            self.hand_over(&shadow)?;
+        let new_rows_tables: Vec<String> = self.buffers.keys().cloned().collect();
+        for new_rows in new_rows_tables {
+            self.hand_over(&new_rows)?;
         }
         if !std::mem::take(&mut self.copying) {
             return Ok(());
@@ -531,26 +531,26 @@ impl SqlBackend for PostgresBackend {
             .collect()
     }
 
-    /// Encodes the rows into the shadow's `COPY` buffer, handed to the copy task once full.
-    /// Keys are not looked up: the shadow is append-only and the commit compares set-based.
+    /// Encodes the rows into the new-rows table's `COPY` buffer, handed to the copy task once full.
+    /// Keys are not looked up: the new-rows table is append-only and the commit compares set-based.
     fn stage_rows(&mut self, _run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
         if rows.is_empty() {
             return Ok(Staged::default());
         }
-        let shadow = &target.shadow;
-        let pending = self.buffers.entry(shadow.clone()).or_insert_with(|| {
+        let new_rows = &target.new_rows;
+        let pending = self.buffers.entry(new_rows.clone()).or_insert_with(|| {
             let mut data = BytesMut::with_capacity(64 << 10);
             data.put_slice(COPY_HEADER);
-            let sql = format!("COPY {shadow} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
+            let sql = format!("COPY {new_rows} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
             Pending { sql, binary: true, data }
         });
         for r in rows {
             put_row(&mut pending.data, r)?;
         }
         if pending.data.len() >= FLUSH_BYTES {
-            self.hand_over(&target.shadow)?;
+            self.hand_over(&target.new_rows)?;
         }
-        Ok(Staged { found: 0, shadowed: rows.len() as u64 })
+        Ok(Staged { found: 0, written: rows.len() as u64 })
     }
 
     fn discard_pending(&mut self) {

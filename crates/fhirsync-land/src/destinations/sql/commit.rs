@@ -241,34 +241,34 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     /// Applies one resource type where one table holds its rows (PostgreSQL): change records,
-    /// deletes, then a merge of the shadow into the table, and counts.
+    /// deletes, then a merge of the new-rows table into the table, and counts.
     fn apply_type(
         &mut self,
         ctx: &Ctx,
         resource_type: &str,
         table: &str,
-        has_shadow: bool,
+        has_new_rows: bool,
         m: &mut RunMetrics,
     ) -> Result<()> {
         let d = self.d().clone();
-        let shadow_name = d.shadow_name(table, &ctx.run_id);
+        let new_rows_name = d.new_rows_name(table, &ctx.run_id);
         let full_load = ctx.method == Method::FullLoad;
-        // A full load into a table this commit created: the shadow itself becomes the table
+        // A full load into a table this commit created: the new-rows table itself becomes the table
         // (nothing can depend on the new, empty one), so every row is written once.
-        let swap = full_load && has_shadow && ctx.created.contains(resource_type);
-        match has_shadow {
-            // Nothing staged: an empty shadow lets the same statements find the deletes.
-            false => self.backend.batch(&d.rows_ddl(&shadow_name, None))?,
-            true => self.backend.batch(&d.shadow_finish_sql(&shadow_name, !swap))?,
+        let swap = full_load && has_new_rows && ctx.created.contains(resource_type);
+        match has_new_rows {
+            // Nothing staged: an empty new-rows table lets the same statements find the deletes.
+            false => self.backend.batch(&d.rows_ddl(&new_rows_name, None))?,
+            true => self.backend.batch(&d.new_rows_finish_sql(&new_rows_name, !swap))?,
         }
-        let (t, shadow) = (d.t(table), d.t(&shadow_name));
-        let staged = self.count_rows("counting staged rows", &shadow)?;
+        let (t, new_rows) = (d.t(table), d.t(&new_rows_name));
+        let staged = self.count_rows("counting staged rows", &new_rows)?;
         if swap {
             if ctx.history {
-                self.write_history(ctx, resource_type, &format!("{shadow} s"))?;
+                self.write_history(ctx, resource_type, &format!("{new_rows} s"))?;
             }
             self.backend.batch(&format!(
-                "DROP TABLE {t}; ALTER TABLE {shadow} RENAME TO {name}; \
+                "DROP TABLE {t}; ALTER TABLE {new_rows} RENAME TO {name}; \
                  ALTER TABLE {t} ADD PRIMARY KEY (fhir_version, id);\n{ddl}",
                 name = schema::quote_ident(table),
                 ddl = d.type_ddl(table),
@@ -276,19 +276,19 @@ impl<B: SqlBackend> SqlDestination<B> {
             Counts { inserted: staged, ..Counts::default() }.add_to(m, staged, ctx.compare);
             return Ok(());
         }
-        // Keys of rows that were not re-read. Only key columns are read, so the database can
+        // Keys of rows that were not staged again. Only key columns are read, so the database can
         // answer from the primary-key index instead of scanning the (wide) table rows.
         let not_staged = format!(
             "(t.fhir_version, t.id) IN (SELECT u.fhir_version, u.id FROM {t} u WHERE NOT EXISTS \
-             (SELECT 1 FROM {shadow} s WHERE s.fhir_version = u.fhir_version AND s.id = u.id))"
+             (SELECT 1 FROM {new_rows} s WHERE s.fhir_version = u.fhir_version AND s.id = u.id))"
         );
-        let one = OneTable { resource_type, t, shadow, not_staged, staged };
+        let one = OneTable { resource_type, t, new_rows, not_staged, staged };
         let deletable = self.deletable(ctx);
         let counts = match (full_load, ctx.compare) {
             // The target becomes exactly the staged data.
             (true, _) => {
                 if ctx.history {
-                    self.write_history(ctx, resource_type, &format!("{} s", one.shadow))?;
+                    self.write_history(ctx, resource_type, &format!("{} s", one.new_rows))?;
                 }
                 Counts { inserted: staged, ..Counts::default() }
             }
@@ -301,14 +301,14 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     /// Reload-and-compare of one table: change records of the staged keys and of the rows not
-    /// re-read that go, history, and the counts.
+    /// staged again that go, history, and the counts.
     fn compare_one_table(&mut self, ctx: &Ctx, one: &OneTable<'_>, deletable: &Condition) -> Result<Counts> {
         let d = self.d().clone();
-        let OneTable { resource_type, t, shadow, not_staged, staged } = one;
+        let OneTable { resource_type, t, new_rows, not_staged, staged } = one;
         let mut p = Params::new(&d);
         let sql = format!(
             "INSERT INTO {stage_changes} (resource_type, fhir_version, id, before_hash) \
-             SELECT {rt}, s.fhir_version, s.id, t.content_hash FROM {shadow} s \
+             SELECT {rt}, s.fhir_version, s.id, t.content_hash FROM {new_rows} s \
              LEFT JOIN {t} t ON t.fhir_version = s.fhir_version AND t.id = s.id \
              WHERE t.id IS NULL OR t.content_hash <> s.content_hash",
             stage_changes = d.t(STAGE_CHANGES),
@@ -316,30 +316,30 @@ impl<B: SqlBackend> SqlDestination<B> {
         );
         self.backend.execute(&sql, p.values())?;
         let before = self.count_rows("counting landed rows", t)?;
-        self.write_changes(ctx, resource_type, shadow)?;
+        self.write_changes(ctx, resource_type, new_rows)?;
         let gone = self.write_deletes(ctx, resource_type, t, &deletable.after(not_staged))?;
         if ctx.history {
-            self.write_history(ctx, resource_type, &format!("{shadow} s"))?;
+            self.write_history(ctx, resource_type, &format!("{new_rows} s"))?;
         }
         let (inserted, updated) = self.inserted_updated(ctx, resource_type)?;
-        // Rows before = re-read (staged but not inserted) + gone + kept.
+        // Rows before = staged again (staged but not inserted) + gone + kept.
         let kept = before.saturating_sub(staged.saturating_sub(inserted) + gone);
         Ok(Counts { inserted, updated, gone, kept })
     }
 
-    /// Plain reload of one table: the counts of the rows not re-read, of those that go, and of
+    /// Plain reload of one table: the counts of the rows not staged again, of those that go, and of
     /// the new ones.
     fn reload_one_table(&mut self, one: &OneTable<'_>, deletable: &Condition) -> Result<Counts> {
         let before = self.count_rows("counting landed rows", &one.t)?;
-        let (not_staged, gone) = self.not_reread(&one.t, &one.not_staged, deletable)?;
+        let (not_staged, gone) = self.not_restaged(&one.t, &one.not_staged, deletable)?;
         let kept = not_staged.saturating_sub(gone);
-        // Rows before = re-read + gone + kept; the rest of the staged rows are new.
+        // Rows before = staged again + gone + kept; the rest of the staged rows are new.
         let inserted = one.staged.saturating_sub(before.saturating_sub(gone + kept));
         Ok(Counts { inserted, updated: 0, gone, kept })
     }
 
-    /// Deletes the rows that go (a full load: every row) and upserts the shadow into the
-    /// table, then drops the shadow.
+    /// Deletes the rows that go (a full load: every row) and upserts the new-rows table into the
+    /// table, then drops the new-rows table.
     fn merge_one_table(
         &mut self,
         one: &OneTable<'_>,
@@ -347,7 +347,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         full_load: bool,
         gone: u64,
     ) -> Result<()> {
-        let OneTable { t, shadow, not_staged, .. } = one;
+        let OneTable { t, new_rows, not_staged, .. } = one;
         if full_load {
             self.backend.execute(&format!("DELETE FROM {t}"), &[])?;
         } else if gone > 0 {
@@ -358,12 +358,12 @@ impl<B: SqlBackend> SqlDestination<B> {
         // `WHERE TRUE`: SQLite would read `ON CONFLICT` as a join constraint without it.
         self.backend.execute(
             &format!(
-                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {shadow} s WHERE TRUE \
+                "INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM {new_rows} s WHERE TRUE \
                  {UPSERT}, last_seen_run = excluded.last_seen_run"
             ),
             &[],
         )?;
-        self.backend.batch(&format!("DROP TABLE {shadow}"))
+        self.backend.batch(&format!("DROP TABLE {new_rows}"))
     }
 
     /// The rows of `table` (quoted), counted; `what` names the count.
@@ -372,7 +372,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         self.count(what, &format!("SELECT {} FROM {table}", d.text("count(*)")), &Params::new(&d))
     }
 
-    /// Whether a row `t` not re-read may be deleted: its scope completed in this run, or a
+    /// Whether a row `t` not staged again may be deleted: its scope completed in this run, or a
     /// patient-less scope of its (version, dataset) completed and the row has no patient or its
     /// patient is in this run's cohort, or (with `on_cohort_exit = delete`) its patient left the
     /// cohort.
@@ -414,8 +414,8 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     /// Writes the `I` and `U` change records of type `resource_type` from the changes noted
-    /// for it and the staged rows in `shadow`.
-    pub(super) fn write_changes(&mut self, ctx: &Ctx, resource_type: &str, shadow: &str) -> Result<()> {
+    /// for it and the staged rows in `new_rows`.
+    pub(super) fn write_changes(&mut self, ctx: &Ctx, resource_type: &str, new_rows: &str) -> Result<()> {
         let d = self.d().clone();
         let mut p = Params::new(&d);
         // A key noted while staging may have been staged again since with the old content.
@@ -423,7 +423,7 @@ impl<B: SqlBackend> SqlDestination<B> {
             "INSERT INTO {changes} (run_id, changed_at, operation, resource_type, fhir_version, id, patient_id, before_hash, after_hash) \
              SELECT {run}, {now}, CASE WHEN c.before_hash IS NULL THEN {insert} ELSE {update} END, {rt}, s.fhir_version, s.id, \
              s.patient_id, c.before_hash, s.content_hash \
-             FROM {stage_changes} c JOIN {shadow} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
+             FROM {stage_changes} c JOIN {new_rows} s ON s.fhir_version = c.fhir_version AND s.id = c.id \
              WHERE c.resource_type = {rt} AND (c.before_hash IS NULL OR c.before_hash <> s.content_hash)",
             changes = d.t(CHANGES),
             stage_changes = d.t(STAGE_CHANGES),
@@ -437,7 +437,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// Writes a `D` change record for every row `t` of `rows` matching `condition`; returns how many.
+    /// Writes a `D` change record for every row `t` of `rows` matching `condition`; returns how
+    /// many.
     pub(super) fn write_deletes(
         &mut self,
         ctx: &Ctx,
@@ -486,16 +487,16 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(counts)
     }
 
-    /// How many rows `t` of `rows` match `not_reread`, and how many of those are `deletable`.
-    pub(super) fn not_reread(
+    /// How many rows `t` of `rows` match `not_restaged`, and how many of those are `deletable`.
+    pub(super) fn not_restaged(
         &mut self,
         rows: &str,
-        not_reread: &str,
+        not_restaged: &str,
         deletable: &Condition,
     ) -> Result<(u64, u64)> {
         let d = self.d().clone();
         let sql = format!(
-            "SELECT {}, {} FROM {rows} t WHERE {not_reread}",
+            "SELECT {}, {} FROM {rows} t WHERE {not_restaged}",
             d.text("count(*)"),
             d.text(&format!("COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0)", deletable.sql))
         );
@@ -559,8 +560,8 @@ struct OneTable<'a> {
     resource_type: &'a str,
     /// The type table, quoted.
     t: String,
-    /// The shadow, quoted.
-    shadow: String,
+    /// The new-rows table, quoted.
+    new_rows: String,
     /// The condition on a row `t` of the table that its key was not staged.
     not_staged: String,
     /// Keys staged.
@@ -587,9 +588,9 @@ impl Condition {
 pub(super) struct Counts {
     pub(super) inserted: u64,
     pub(super) updated: u64,
-    /// Rows not re-read that were deleted.
+    /// Rows not staged again that were deleted.
     pub(super) gone: u64,
-    /// Rows not re-read that were kept.
+    /// Rows not staged again that were kept.
     pub(super) kept: u64,
 }
 

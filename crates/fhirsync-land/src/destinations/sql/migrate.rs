@@ -95,12 +95,12 @@ impl<B: SqlBackend> SqlDestination<B> {
     }
 
     /// 1 → 2: an unfinished run staged in an earlier layout (the single `_fhirsync_stage`
-    /// table, PostgreSQL shadows not named per run or keyed) cannot be resumed, so it is
+    /// table, PostgreSQL new-rows tables not named per run or keyed) cannot be resumed, so it is
     /// abandoned and its staging dropped; SQLite type tables move to the split layout.
     fn migrate_to_v2(&mut self) -> Result<()> {
         self.drop_legacy_stage()?;
         self.split_legacy_tables()?;
-        self.abandon_legacy_shadows()
+        self.abandon_legacy_new_rows_tables()
     }
 
     /// Early versions staged every type in one `_fhirsync_stage` table. Its unfinished run
@@ -146,13 +146,13 @@ impl<B: SqlBackend> SqlDestination<B> {
                 "PRAGMA legacy_alter_table = ON; ALTER TABLE {t} RENAME TO {old_q}; PRAGMA legacy_alter_table = OFF;\n\
                  {ddl}\
                  INSERT INTO {rows} (_row, {ROW_COLUMNS}) SELECT rowid, {ROW_COLUMNS} FROM {old_t};\n\
-                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
+                 INSERT INTO {last_seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
                  DROP TABLE {old_t};",
                 t = d.t(&table),
                 old_q = schema::quote_ident(&old),
                 ddl = d.type_ddl(&table),
                 rows = d.t(&d.rows_table(&table)),
-                seen = d.t(&schema::seen_table(&table)),
+                last_seen = d.t(&schema::last_seen_table(&table)),
                 old_t = d.t(&old),
             ))?;
             tracing::info!(table = %table, "Moved a type table to the split layout.");
@@ -160,11 +160,11 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// PostgreSQL shadows of version 1 were named without their run, or keyed instead of
+    /// PostgreSQL new-rows tables of version 1 were named without their run, or keyed instead of
     /// append-only (no `_seq` copy number). The latest unfinished run's staging is resumable
-    /// only if every registered shadow is the append-only one named for it; otherwise its
+    /// only if every registered new-rows table is the append-only one named for it; otherwise its
     /// staged rows would be missed, so the run is abandoned and its staging dropped.
-    fn abandon_legacy_shadows(&mut self) -> Result<()> {
+    fn abandon_legacy_new_rows_tables(&mut self) -> Result<()> {
         let d = self.d().clone();
         let Dialect::Postgres { schema: pg_schema } = &d else { return Ok(()) };
         let latest = self.latest_unfinished()?.map(|(run_id, _)| run_id);
@@ -174,18 +174,20 @@ impl<B: SqlBackend> SqlDestination<B> {
         let mut resumable = true;
         for row in staged {
             let mut cells = row.into_iter().flatten();
-            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
+            let (Some(resource_type), Some(new_rows)) = (cells.next(), cells.next()) else { continue };
             let table = schema::type_table(&resource_type)?;
-            let named = latest.as_deref().is_some_and(|run_id| d.shadow_name(&table, run_id) == shadow);
+            let named = latest.as_deref().is_some_and(|run_id| d.new_rows_name(&table, run_id) == new_rows);
             let mut p = Params::new(&d);
             let copy_numbers = format!(
                 "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
                  AND table_name = {} AND column_name = {}",
                 p.bind(pg_schema),
-                p.bind(&shadow),
-                p.bind(schema::SHADOW_SEQ)
+                p.bind(&new_rows),
+                p.bind(schema::COPY_SEQ)
             );
-            if !named || self.count("looking for a shadow's copy numbers", &copy_numbers, &p)? != 1 {
+            if !named
+                || self.count("looking for the copy numbers of a new-rows table", &copy_numbers, &p)? != 1
+            {
                 resumable = false;
                 break;
             }

@@ -1,37 +1,37 @@
 //! The engine shared by the SQL destinations (SQLite, PostgreSQL).
 //!
-//! Staging writes each new or changed resource once, into a *shadow table* per resource type
-//! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`; one row per (FHIR
-//! version, id), later copies win). Completed scopes are noted in memory until the next
-//! checkpoint and go to `_fhirsync_stage_scopes` in its transaction, with the rows staged before
-//! them, so a killed run resumes exactly where its last checkpoint ended.
+//! Staging writes each new or changed resource once, into a *new-rows table* per resource type
+//! (`_fhirsync_new_observation`, registered in `_fhirsync_stage_types`; one row per (FHIR version,
+//! id), later copies win). Completed scopes are noted in memory until the next checkpoint and go to
+//! `_fhirsync_stage_scopes` in its transaction, with the rows staged before them, so a killed run
+//! resumes exactly where its last checkpoint ended.
 //!
 //! SQLite keeps a type's rows and their `last_seen_run` in two tables under a view
 //! ([`schema::Dialect::splits_rows`]) and looks each staged key up while staging: a row with the
-//! landed hash is only noted as re-read (`_fhirsync_reread_observation`), and reload-and-compare
-//! notes new and changed keys in `_fhirsync_stage_changes`. PostgreSQL streams every row into
-//! an append-only shadow (pipelined binary `COPY`, see its backend), keeps the last copy of each
-//! key at commit and compares set-based. The commit is one transaction:
+//! landed hash is only noted in the restaged table (`_fhirsync_reread_observation`), and
+//! reload-and-compare notes new and changed keys in `_fhirsync_stage_changes`. PostgreSQL streams
+//! every row into an append-only new-rows table (pipelined binary `COPY`, see its backend), keeps
+//! the last copy of each key at commit and compares set-based. The commit is one transaction:
 //!
 //! 1. completed scopes of [`RunScope::complete`] are added to the staged ones; the cohort is
 //!    written to `_fhirsync_cohort`; patients in the target but not in the cohort are flagged in
 //!    `_fhirsync_cohort_exits`;
-//! 2. per resource type: reload-and-compare writes `I`/`U` change records (new and changed
-//!    keys) and `D` records; rows that were not re-read although their scope completed (or
-//!    whose patient left the cohort, with `on_cohort_exit = delete`) go. Rows of incomplete
-//!    scopes are kept, so a failed page never deletes anything. The shadow is merged into the
-//!    table (SQLite: see `split`; PostgreSQL: delete and upsert);
+//! 2. per resource type: reload-and-compare writes `I`/`U` change records (new and changed keys)
+//!    and `D` records; rows that were not staged again although their scope completed (or whose
+//!    patient left the cohort, with `on_cohort_exit = delete`) go. Rows of incomplete scopes are
+//!    kept, so a failed page never deletes anything. The new-rows table is merged into the table
+//!    (SQLite: see `split`; PostgreSQL: delete and upsert);
 //! 3. views are re-materialised, the run row is finished and staging is emptied.
 //!
-//! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL
-//! MVCC both hide the open transaction.
+//! Readers see either the previous state or the new one: SQLite in WAL mode and PostgreSQL MVCC
+//! both hide the open transaction.
 //!
 //! Two shortcuts, each taken only when it cannot change the result:
-//! - a full load into an empty target lets the backend use a write mode that is only safe
-//!   without readers ([`SqlBackend::begin_bulk_load`]: SQLite's rollback journal, which writes
-//!   each new page once instead of to the WAL and again at its checkpoint);
+//! - a full load into an empty target lets the backend use a write mode that is only safe without
+//!   readers ([`SqlBackend::begin_bulk_load`]: SQLite's rollback journal, which writes each new
+//!   page once instead of to the WAL and again at its checkpoint);
 //! - when this process staged every row of a type table again (SQLite counts the keys it finds
-//!   while staging), the commit does not search the table for rows that were not re-read.
+//!   while staging), the commit does not search the table for rows that were not staged again.
 
 mod commit;
 pub(crate) mod migrate;
@@ -50,7 +50,7 @@ use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::run::RunStatus;
 use crate::{Error, Result};
 pub(crate) use params::{Params, SqlValue};
-use schema::{Dialect, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, reread_table};
+use schema::{Dialect, RUNS, STAGE_CHANGES, STAGE_SCOPES, STAGE_TYPES, TYPES, restaged_table};
 
 /// One text cell of a query result.
 pub(crate) type Cell = Option<String>;
@@ -72,8 +72,8 @@ pub(crate) trait SqlBackend: Send {
     /// be text (cast them in SQL).
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<Cell>>>;
     /// Stages resources of one type inside the open transaction (later copies win): into its
-    /// shadow table, with `first_seen_run` (and `last_seen_run`) set to `run_id`, except that a
-    /// row found unchanged in [`StageTarget::lookup`] is only noted as re-read.
+    /// new-rows table, with `first_seen_run` (and `last_seen_run`) set to `run_id`, except that a
+    /// row found unchanged in [`StageTarget::lookup`] is only noted in the restaged table.
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged>;
     /// Drops rows staged but not yet sent (the transaction is being rolled back).
     fn discard_pending(&mut self) {}
@@ -92,14 +92,14 @@ pub(crate) trait SqlBackend: Send {
 
 /// Where one resource type's rows are staged, and what to look up while staging.
 pub(crate) struct StageTarget {
-    /// The shadow table, quoted and qualified.
-    pub shadow: String,
+    /// The new-rows table, quoted and qualified.
+    pub new_rows: String,
     /// Set when the backend splits rows ([`Dialect::splits_rows`]), the type has a table and
     /// the method keeps rows.
     pub lookup: Option<Lookup>,
-    /// The shadow holds no row of this run (known when this process staged all of it): an
+    /// The new-rows table holds no row of this run (known when this process staged all of it): an
     /// unchanged row then needs no removal from it.
-    pub shadow_empty: bool,
+    pub new_rows_empty: bool,
     /// Reload-and-compare: record keys missing from the rows table, or with another hash, in
     /// `_fhirsync_stage_changes`.
     pub changes: bool,
@@ -109,10 +109,10 @@ pub(crate) struct StageTarget {
 pub(crate) struct Lookup {
     /// The rows table, quoted.
     pub rows: String,
-    /// The re-read table (quoted) that takes the `_row` of a row staged with its landed
-    /// content; such a row is not written to the shadow, and a copy staged there earlier is
+    /// The restaged table (quoted) that takes the `_row` of a row staged with its landed
+    /// content; such a row is not written to the new-rows table, and a copy staged there earlier is
     /// removed.
-    pub reread: String,
+    pub restaged: String,
 }
 
 /// What [`SqlBackend::stage_rows`] did with a slice of rows.
@@ -120,8 +120,8 @@ pub(crate) struct Lookup {
 pub(crate) struct Staged {
     /// Rows whose key was found in [`Lookup::rows`].
     pub found: u64,
-    /// Rows written to the shadow.
-    pub shadowed: u64,
+    /// Rows written to the new-rows table.
+    pub written: u64,
 }
 
 /// The resources of one type in a staged batch, in order.
@@ -150,17 +150,17 @@ impl<'a> TypeRows<'a> {
     }
 }
 
-/// What this process staged of one type in the current run: tells staging whether the shadow
-/// is still empty, and (with [`StageTarget::lookup`]) lets the commit skip its search for rows
-/// that were not re-read.
+/// What this process staged of one type in the current run: tells staging whether the new-rows
+/// table is still empty, and (with [`StageTarget::lookup`]) lets the commit skip its search for
+/// rows that were not staged again.
 #[derive(Debug, Clone, Default)]
 struct Tally {
     /// Rows staged (a key staged twice counts twice).
     rows: u64,
     /// Rows whose key was found in the type table.
     found: u64,
-    /// Rows written to the shadow.
-    shadowed: u64,
+    /// Rows written to the new-rows table.
+    written: u64,
     /// The type table's [`Dialect::last_row_sql`] when staging of the type began.
     last_row: Option<String>,
 }
@@ -183,8 +183,8 @@ pub(crate) struct SqlDestination<B> {
     /// Scopes completed since the last checkpoint: written with it, in the transaction that
     /// makes their rows durable (one multi-row insert instead of a statement per scope).
     pending_scopes: Vec<ScopeKey>,
-    /// Resource types with a shadow table in the current run.
-    shadows: BTreeSet<String>,
+    /// Resource types with a new-rows table in the current run.
+    new_rows_tables: BTreeSet<String>,
     /// Resource types with a type table (registered in `_fhirsync_types`) when the run began.
     tables: BTreeSet<String>,
     /// The backend is in its bulk-load mode ([`SqlBackend::begin_bulk_load`]).
@@ -193,7 +193,7 @@ pub(crate) struct SqlDestination<B> {
     /// run staged rows before, or a staging transaction rolled back).
     tallies: Option<std::collections::BTreeMap<String, Tally>>,
     /// Per resource type, the rows table rewritten ahead of the commit ([`split`]).
-    prebuilt: std::collections::BTreeMap<String, split::Prebuilt>,
+    rebuilt: std::collections::BTreeMap<String, split::RebuildStart>,
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -210,11 +210,11 @@ impl<B: SqlBackend> SqlDestination<B> {
             in_txn: false,
             pending: 0,
             pending_scopes: Vec::new(),
-            shadows: BTreeSet::new(),
+            new_rows_tables: BTreeSet::new(),
             tables: BTreeSet::new(),
             bulk_load: false,
             tallies: None,
-            prebuilt: Default::default(),
+            rebuilt: Default::default(),
         };
         this.migrate(found)?;
         Ok(this)
@@ -259,8 +259,8 @@ impl<B: SqlBackend> SqlDestination<B> {
         // Scopes noted since the last checkpoint go with the rows staged since then.
         self.pending_scopes.clear();
         if self.in_txn {
-            // Shadow tables created in this transaction are gone; re-check on next use.
-            self.shadows.clear();
+            // New-rows tables created in this transaction are gone; re-check on next use.
+            self.new_rows_tables.clear();
             self.tallies = None;
             self.backend.discard_pending();
             // Best effort: the connection is reset by the driver if this fails.
@@ -382,7 +382,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(Some((run_id, method)))
     }
 
-    /// Empties staging: drops every shadow table, forgets staged changes and scopes.
+    /// Empties staging: drops every new-rows table, forgets staged changes and scopes.
     fn clear_staging(&mut self) -> Result<()> {
         let d = self.d().clone();
         let staged = self
@@ -391,11 +391,11 @@ impl<B: SqlBackend> SqlDestination<B> {
         let mut sql = String::new();
         for row in staged {
             let mut cells = row.into_iter().flatten();
-            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
-            sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&shadow)));
+            let (Some(resource_type), Some(new_rows)) = (cells.next(), cells.next()) else { continue };
+            sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&new_rows)));
             if d.splits_rows() {
                 let table = schema::type_table(&resource_type)?;
-                for staging in [reread_table(&table), schema::next_rows_table(&table)] {
+                for staging in [restaged_table(&table), schema::rebuilt_rows_table(&table)] {
                     sql.push_str(&format!("DROP TABLE IF EXISTS {};\n", d.t(&staging)));
                 }
             }
@@ -407,27 +407,27 @@ impl<B: SqlBackend> SqlDestination<B> {
             d.t(STAGE_SCOPES)
         ));
         self.backend.batch(&sql)?;
-        self.shadows.clear();
+        self.new_rows_tables.clear();
         Ok(())
     }
 
-    /// Creates the shadow of type table `table` in the open transaction unless it exists.
-    fn ensure_shadow(&mut self, run_id: &str, resource_type: &str, table: &str) -> Result<()> {
-        if self.shadows.contains(resource_type) {
+    /// Creates the new-rows table of type table `table` in the open transaction unless it exists.
+    fn ensure_new_rows_table(&mut self, run_id: &str, resource_type: &str, table: &str) -> Result<()> {
+        if self.new_rows_tables.contains(resource_type) {
             return Ok(());
         }
         let d = self.d().clone();
-        let shadow = d.shadow_name(table, run_id);
-        self.backend.batch(&d.shadow_table_ddl(table, run_id)?)?;
+        let new_rows = d.new_rows_name(table, run_id);
+        self.backend.batch(&d.new_rows_ddl(table, run_id)?)?;
         let mut p = Params::new(&d);
         let sql = format!(
             "INSERT INTO {} (resource_type, table_name) VALUES ({}, {}) ON CONFLICT DO NOTHING",
             d.t(STAGE_TYPES),
             p.bind(resource_type),
-            p.bind(&shadow)
+            p.bind(&new_rows)
         );
         self.backend.execute(&sql, p.values())?;
-        self.shadows.insert(resource_type.to_string());
+        self.new_rows_tables.insert(resource_type.to_string());
         Ok(())
     }
 
@@ -435,10 +435,11 @@ impl<B: SqlBackend> SqlDestination<B> {
     fn stage_batch(&mut self, run: &ActiveRun, by_type: Vec<TypeRows<'_>>) -> Result<()> {
         let d = self.d().clone();
         for TypeRows { resource_type, table, rows } in by_type {
-            self.ensure_shadow(&run.id, resource_type, &table)?;
-            let lookup =
-                (d.splits_rows() && run.method != Method::FullLoad && self.tables.contains(resource_type))
-                    .then(|| Lookup { rows: d.t(&d.rows_table(&table)), reread: d.t(&reread_table(&table)) });
+            self.ensure_new_rows_table(&run.id, resource_type, &table)?;
+            let lookup = (d.splits_rows()
+                && run.method != Method::FullLoad
+                && self.tables.contains(resource_type))
+            .then(|| Lookup { rows: d.t(&d.rows_table(&table)), restaged: d.t(&restaged_table(&table)) });
             if self.tallies.as_ref().is_some_and(|t| !t.contains_key(resource_type)) {
                 let last_row = match lookup.is_some() {
                     true => self.last_row(&table)?,
@@ -450,26 +451,26 @@ impl<B: SqlBackend> SqlDestination<B> {
             }
             let tally = self.tallies.as_ref().and_then(|t| t.get(resource_type));
             let target = StageTarget {
-                shadow: d.t(&d.shadow_name(&table, &run.id)),
+                new_rows: d.t(&d.new_rows_name(&table, &run.id)),
                 lookup,
-                shadow_empty: tally.is_some_and(|t| t.shadowed == 0),
+                new_rows_empty: tally.is_some_and(|t| t.written == 0),
                 changes: run.method == Method::ReloadAndCompare,
             };
             let staged = self.backend.stage_rows(&run.id, &target, &rows)?;
             if let Some(tally) = self.tallies.as_mut().and_then(|t| t.get_mut(resource_type)) {
                 tally.rows += rows.len() as u64;
                 tally.found += staged.found;
-                tally.shadowed += staged.shadowed;
+                tally.written += staged.written;
             }
         }
         Ok(())
     }
 
     /// Whether every row of type table `table` was staged again in this run, so no row needs
-    /// looking for among the ones not re-read: this process staged all of the `staged` keys
+    /// looking for among the ones not staged again: this process staged all of the `staged` keys
     /// (no key twice) with lookups, found as many keys in the table as it holds (`before`
     /// rows), and no row was added to the table since.
-    fn all_reread(&mut self, resource_type: &str, table: &str, staged: u64, before: u64) -> Result<bool> {
+    fn all_restaged(&mut self, resource_type: &str, table: &str, staged: u64, before: u64) -> Result<bool> {
         let Some(tally) = self.tallies.as_ref().and_then(|t| t.get(resource_type)).cloned() else {
             return Ok(false);
         };
@@ -555,8 +556,9 @@ impl<B: SqlBackend> SqlDestination<B> {
         );
         let scopes = self.backend.query(&sql, p.values())?;
         let completed_scopes = scopes.into_iter().filter_map(parse_scope).collect();
-        let shadows = self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)), &[])?;
-        self.shadows = shadows.into_iter().filter_map(|r| r.into_iter().next()?).collect();
+        let new_rows_tables =
+            self.backend.query(&format!("SELECT resource_type FROM {}", d.t(STAGE_TYPES)), &[])?;
+        self.new_rows_tables = new_rows_tables.into_iter().filter_map(|r| r.into_iter().next()?).collect();
         tracing::info!(run_id = %run_id, method = %method, "Resuming unfinished run.");
         Ok(RunStart { run_id, resumed: true, completed_scopes })
     }
@@ -673,7 +675,7 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     fn commit(&mut self, scope: &RunScope, views: &[View], report: &serde_json::Value) -> Result<RunMetrics> {
         let run = self.active("commit before begin")?.clone();
         if self.d().splits_rows() && run.method != Method::FullLoad {
-            self.prebuild_rows(&run.id, run.options.checkpoint_rows.max(1))?;
+            self.rebuild_rows_ahead(&run.id, run.options.checkpoint_rows.max(1))?;
         }
         let metrics = self.in_transaction(|this| this.apply(&run, scope, views, report))?;
         self.run = None;

@@ -200,24 +200,24 @@ impl SqlBackend for SqliteBackend {
         let mut insert = prepare(
             format!(
                 "INSERT INTO {} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}",
-                target.shadow
+                target.new_rows
             ),
             "preparing the staging insert",
         )?;
-        // The landed row of a key, the note that it was re-read, and the removal of a copy
+        // The landed row of a key, the note that it was staged again, and the removal of a copy
         // staged earlier in the run.
         let mut lookup = match &target.lookup {
-            Some(Lookup { rows, reread }) => Some((
+            Some(Lookup { rows, restaged }) => Some((
                 prepare(
                     format!("SELECT _row, content_hash FROM {rows} WHERE fhir_version = ?1 AND id = ?2"),
                     "preparing the staging lookup",
                 )?,
                 prepare(
-                    format!("INSERT INTO {reread} (_row) VALUES (?1) ON CONFLICT DO NOTHING"),
-                    "preparing the re-read note",
+                    format!("INSERT INTO {restaged} (_row) VALUES (?1) ON CONFLICT DO NOTHING"),
+                    "preparing the note of a row staged unchanged",
                 )?,
                 prepare(
-                    format!("DELETE FROM {} WHERE fhir_version = ?1 AND id = ?2", target.shadow),
+                    format!("DELETE FROM {} WHERE fhir_version = ?1 AND id = ?2", target.new_rows),
                     "preparing the staging removal",
                 )?,
             )),
@@ -226,8 +226,9 @@ impl SqlBackend for SqliteBackend {
         let mut note_change = match target.changes {
             true => Some(prepare(
                 format!(
-                    "INSERT INTO {STAGE_CHANGES} (resource_type, fhir_version, id, before_hash) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {} (resource_type, fhir_version, id, before_hash) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    self.dialect.t(STAGE_CHANGES)
                 ),
                 "preparing the staging change note",
             )?),
@@ -236,7 +237,7 @@ impl SqlBackend for SqliteBackend {
         // Parameters that rows of a page share (FHIR version, source, dataset, run) stay bound
         // from row to row and are bound again only when they change; the rest are bound per row.
         let mut shared: Option<(FhirVersion, &str, &fhirsync_core::Dataset)> = None;
-        let mut shadow_empty = target.shadow_empty;
+        let mut new_rows_empty = target.new_rows_empty;
         let mut staged = Staged::default();
         let bind = |stmt: &mut rusqlite::Statement<'_>, i: usize, v: &str| {
             stmt.raw_bind_parameter(i, v).map_err(err("binding a staged value"))
@@ -258,7 +259,7 @@ impl SqlBackend for SqliteBackend {
             // The landed row: its `_row`, and its hash when that differs.
             let mut found = false;
             let mut before_hash: Option<String> = None;
-            if let Some((find, reread, unstage)) = lookup.as_mut() {
+            if let Some((find, restaged, unstage)) = lookup.as_mut() {
                 bind(find, 2, &r.id)?;
                 let mut hits = find.raw_query();
                 let mut unchanged = None;
@@ -275,9 +276,9 @@ impl SqlBackend for SqliteBackend {
                 }
                 drop(hits);
                 if let Some(landed_row) = unchanged {
-                    reread.raw_bind_parameter(1, landed_row).map_err(err("binding a staged value"))?;
-                    reread.raw_execute().map_err(err("noting a re-read row"))?;
-                    if !shadow_empty {
+                    restaged.raw_bind_parameter(1, landed_row).map_err(err("binding a staged value"))?;
+                    restaged.raw_execute().map_err(err("noting a row staged unchanged"))?;
+                    if !new_rows_empty {
                         bind(unstage, 2, &r.id)?;
                         unstage.raw_execute().map_err(err("removing an earlier staged copy"))?;
                     }
@@ -289,8 +290,8 @@ impl SqlBackend for SqliteBackend {
             bind(&mut insert, 6, hash.as_str())?;
             bind(&mut insert, 7, &r.json)?;
             insert.raw_execute().map_err(err("staging a resource"))?;
-            shadow_empty = false;
-            staged.shadowed += 1;
+            new_rows_empty = false;
+            staged.written += 1;
             if let Some(stmt) = note_change.as_mut()
                 && (!found || before_hash.is_some())
             {
