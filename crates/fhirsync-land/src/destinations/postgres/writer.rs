@@ -276,25 +276,10 @@ impl PostgresBackend {
         if let Some(password) = &password {
             pg.password(password);
         }
-        let host = pg
-            .get_hosts()
-            .first()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            })
-            .unwrap_or_default();
+        let host = host_of(&pg);
         let describe =
             format!("postgres `{host}/{}` schema `{}`", pg.get_dbname().unwrap_or_default(), config.schema);
-        if pg.get_application_name().is_none() {
-            // Names this process to whoever finds the schema locked (63 bytes at most).
-            let mut name = format!("fhirsync {} pid {}", crate::lock::host_name(), std::process::id());
-            while name.len() > 63 {
-                name.remove(9);
-            }
-            pg.application_name(&name);
-        }
+        name_session(&mut pg);
         let user = pg.get_user().unwrap_or_default().to_string();
         let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -396,6 +381,30 @@ impl Drop for PostgresBackend {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// The (first) host of `pg`, for messages.
+fn host_of(pg: &tokio_postgres::Config) -> String {
+    pg.get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default()
+}
+
+/// Unless the URL names the application, names this process (host and pid, 63 bytes at most)
+/// to whoever finds the schema locked.
+fn name_session(pg: &mut tokio_postgres::Config) {
+    if pg.get_application_name().is_none() {
+        let mut name = format!("fhirsync {} pid {}", crate::lock::host_name(), std::process::id());
+        while name.len() > 63 {
+            name.remove(9);
+        }
+        pg.application_name(&name);
     }
 }
 
