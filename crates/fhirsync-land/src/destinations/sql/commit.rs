@@ -502,7 +502,10 @@ impl<B: SqlBackend> SqlDestination<B> {
         );
         let counts = self.backend.query(&sql, deletable.params.values())?;
         let row = counts.first().map_or(&[][..], Vec::as_slice);
-        Ok((self.cell(row, 0, "counting rows not re-read")?, self.cell(row, 1, "counting deletable rows")?))
+        Ok((
+            self.cell(row, 0, "counting rows not staged again")?,
+            self.cell(row, 1, "counting deletable rows")?,
+        ))
     }
 
     /// Integer cell `i` of a query row; a missing cell or one that is not a number is an

@@ -119,7 +119,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// them.
     fn split_staged_keys(&mut self, tables: &SplitTables, written: u64) -> Result<u64> {
         let SplitTables { rows, new_rows, restaged, .. } = tables;
-        let mut staged = self.count_rows("counting re-read rows", restaged)?;
+        let mut staged = self.count_rows("counting restaged rows", restaged)?;
         if written > 0 {
             let d = self.d().clone();
             let sql = format!(
