@@ -192,7 +192,8 @@ pub(crate) struct SqlDestination<B> {
     /// Per resource type, what this process staged; `None` once it cannot be trusted (a resumed
     /// run staged rows before, or a staging transaction rolled back).
     tallies: Option<std::collections::BTreeMap<String, Tally>>,
-    /// Per resource type, the rows table rewritten ahead of the commit ([`split`]).
+    /// Per resource type whose rows table was rebuilt ahead of the commit ([`split`]), that
+    /// table's state when the copy began.
     rebuilt: std::collections::BTreeMap<String, split::RebuildStart>,
 }
 
