@@ -78,6 +78,13 @@ pub enum Error {
         /// The rejected name.
         name: String,
     },
+    /// A run id (read back from the runs table) that is not the text of a UUID, so it cannot
+    /// be written as a column default in DDL.
+    #[error("run id `{run_id}` is not one fhirsync writes: run ids are UUIDs (letters, digits and `-`)")]
+    InvalidRunId {
+        /// The rejected id.
+        run_id: String,
+    },
     /// An option combination the destination does not support.
     #[error("the {destination} destination does not support {option}: {fix}")]
     Unsupported {

@@ -39,7 +39,7 @@
 //! - `view_<name>`: `_fhir_version, _id`, then the view's columns typed by their FHIR type, each
 //!   date/dateTime followed by a `<column>_text` companion (see `views.rs`); `_fhirsync_views`
 //!   registers them;
-//! - internal: `_fhirsync_new_<type>` (a run's shadow of a type table), `_fhirsync_stage_types`,
+//! - internal: `_fhirsync_new_<type>` (a run's new-rows table of a type), `_fhirsync_stage_types`,
 //!   `_fhirsync_stage_scopes`, `_fhirsync_stage_changes`, `_fhirsync_types`, `_fhirsync_cohort`.
 //!
 //! File destinations keep the same columns: Parquet in

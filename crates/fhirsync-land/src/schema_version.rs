@@ -17,7 +17,7 @@
 //!
 //! 1. Every layout before versions were recorded: it may hold the single staging table
 //!    `_fhirsync_stage` of early versions, SQLite type tables that hold their rows and
-//!    `last_seen_run` themselves (before the rows/seen split), or PostgreSQL shadows named
+//!    `last_seen_run` themselves (before the rows/last-seen split), or PostgreSQL new-rows tables named
 //!    without their run or keyed instead of append-only.
 //! 2. The current layout (see `destinations/sql/mod.rs`). Migration from 1: the unfinished run
 //!    of an earlier staging layout is abandoned and its staging dropped (it cannot be resumed),

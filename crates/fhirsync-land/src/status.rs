@@ -27,7 +27,7 @@ use crate::destinations::files::{Layout, apply_committed};
 use crate::destinations::postgres::PostgresBackend;
 use crate::destinations::sql::migrate::stored_version;
 use crate::destinations::sql::schema::{Dialect, RUNS};
-use crate::destinations::sql::{Cell, SqlBackend};
+use crate::destinations::sql::{Cell, Params, SqlBackend};
 use crate::destinations::sqlite::SqliteBackend;
 use crate::run::{RunRecord, RunStatus, stored_time};
 use crate::{Error, Result};
@@ -102,12 +102,14 @@ fn sql_runs<B: SqlBackend>(mut backend: B, limit: usize) -> Result<Vec<RunRecord
     }
     let d = backend.dialect().clone();
     let columns: Vec<String> = COLUMNS.iter().map(|c| text_column(&d, c)).collect();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = backend.query(&format!(
-        "SELECT {} FROM {} ORDER BY started_at DESC, run_id DESC LIMIT {limit}",
+    let mut p = Params::new(&d);
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY started_at DESC, run_id DESC LIMIT {}",
         columns.join(", "),
-        d.t(RUNS)
-    ))?;
+        d.t(RUNS),
+        p.bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    );
+    let rows = backend.query(&sql, p.values())?;
     let destination = backend.describe();
     rows.into_iter().map(|row| parse_row(row, &destination)).collect()
 }
@@ -135,21 +137,22 @@ fn parse_row(row: Vec<Cell>, destination: &str) -> Result<RunRecord> {
         detail: format!("column `{column}`: {detail}"),
     };
     let mut cells = row.into_iter();
-    let mut next = || cells.next().flatten();
-    let mut required = |column: &str| next().ok_or_else(|| bad(column, "missing value".into()));
+    let mut next_cell = || cells.next().flatten();
+    let mut required = |column: &str| next_cell().ok_or_else(|| bad(column, "missing value".into()));
     let run_id = required("run_id")?;
     let method: Method = required("method")?.parse().map_err(|e| bad("method", format!("{e}")))?;
     let status: RunStatus = required("status")?.parse().map_err(|e| bad("status", format!("{e}")))?;
     let started_at = stored_time::parse(&required("started_at")?).map_err(|d| bad("started_at", d))?;
-    let ended_at = next().as_deref().map(stored_time::parse).transpose().map_err(|d| bad("ended_at", d))?;
+    let ended_at =
+        next_cell().as_deref().map(stored_time::parse).transpose().map_err(|d| bad("ended_at", d))?;
     let mut counts = [0u64; 8];
     for (value, column) in counts.iter_mut().zip(&COLUMNS[5..13]) {
-        if let Some(text) = next() {
+        if let Some(text) = next_cell() {
             *value = text.parse().map_err(|_| bad(column, format!("`{text}` is not a count")))?;
         }
     }
-    let errors = next();
-    let report = next()
+    let errors = next_cell();
+    let report = next_cell()
         .map(|text| serde_json::from_str(&text).map_err(|e| bad("report", format!("invalid JSON: {e}"))))
         .transpose()?;
     let [staged, inserted, updated, deleted, unchanged, kept, cohort_exits, view_rows] = counts;

@@ -2,6 +2,7 @@
 //! destination (`sqlite.rs`, `postgres.rs`, ...), each module providing a [`support::Harness`]
 //! that reads the landed data back with the destination's own tools.
 
+mod bound_values;
 #[cfg(feature = "delta")]
 mod delta;
 mod files;

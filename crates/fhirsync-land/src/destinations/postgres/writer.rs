@@ -1,20 +1,20 @@
 //! The PostgreSQL backend of the SQL engine.
 //!
-//! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread),
-//! so the backend owns a small runtime (one worker thread) and drives every call with
-//! `block_on`. The worker runs the connection task and a copy task in the background.
+//! tokio-postgres is async; the destination API is synchronous (it runs on a blocking thread), so
+//! the backend owns a small runtime (one worker thread) and drives every call with `block_on`. The
+//! worker runs the connection task and a copy task in the background.
 //!
 //! # Staging: binary COPY, pipelined
 //!
 //! Staged rows are encoded in `COPY ... (FORMAT binary)` format (the format tokio-postgres'
-//! `BinaryCopyInWriter` writes, encoded straight from the borrowed rows so none is cloned) into
-//! one buffer per shadow table. A full buffer ([`FLUSH_BYTES`]) is handed to the copy task,
-//! which streams it into the shadow while staging goes on: the landing thread never waits for
-//! the server per batch. The shadows are append-only (`_seq` numbers the copies in order; the
-//! commit keeps the last copy of each key). Every other statement first hands over the
-//! remaining buffers and waits until the copy task has written them, so statements and copies
-//! reach the server in the order they were made: a `COMMIT` (one per checkpoint of
-//! `checkpoint_rows`) commits exactly the rows and scopes staged before it.
+//! `BinaryCopyInWriter` writes, encoded straight from the borrowed rows so none is cloned) into one
+//! buffer per new-rows table. A full buffer ([`FLUSH_BYTES`]) is handed to the copy task, which
+//! streams it into the new-rows table while staging goes on: the landing thread never waits for the
+//! server per batch. The new-rows tables are append-only (`_seq` numbers the copies in order; the
+//! commit keeps the last copy of each key). Every other statement first hands over the remaining
+//! buffers and waits until the copy task has written them, so statements and copies reach the
+//! server in the order they were made: a `COMMIT` (one per checkpoint of `checkpoint_rows`) commits
+//! exactly the rows and scopes staged before it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,23 +28,25 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresConfig;
 use crate::destination::Destination;
-use crate::destinations::sql::schema::{Dialect, lit};
+use crate::destinations::sql::schema::{Dialect, RUNS, quote_ident};
 use crate::destinations::sql::{Cell, SqlBackend, SqlDestination, SqlValue, StageTarget, Staged};
+use crate::run::RunStatus;
 use crate::{Error, Result};
 
 /// Bytes of encoded rows per `COPY` handed to the copy task.
 const FLUSH_BYTES: usize = 512 << 10;
 
 /// `COPY` buffers queued for the copy task beyond the one it is writing: bounds the memory of
-/// staging to a few [`FLUSH_BYTES`] per open shadow plus this many.
+/// staging to a few [`FLUSH_BYTES`] per open new-rows table plus this many.
 const COPY_QUEUE: usize = 2;
 
-/// Columns a shadow is copied into (its run columns come from defaults, `_seq` from its
+/// Columns a new-rows table is copied into (its run columns come from defaults, `_seq` from its
 /// identity).
 const COPY_COLUMNS: &str = "id, patient_id, fhir_version, source, dataset, content_hash, resource";
 
@@ -187,7 +189,7 @@ impl PostgresBackend {
         backend.lock_schema(&config.schema)?;
         backend.batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}, public;",
-            schema = crate::destinations::sql::schema::quote_ident(&config.schema)
+            schema = quote_ident(&config.schema)
         ))?;
         Ok(backend)
     }
@@ -195,19 +197,37 @@ impl PostgresBackend {
     /// Takes the session-level advisory lock of `schema`, held by this connection until it
     /// closes (with the process, however it ends), or fails naming the session that holds it.
     fn lock_schema(&mut self, schema: &str) -> Result<()> {
-        let key = lock_key_sql(schema);
-        let got = self.query(&format!("SELECT pg_try_advisory_lock({key})::text"))?;
-        if got.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("true") {
+        if self.try_lock(schema)? {
             return Ok(());
         }
-        // Who: the application name carries the holder's host and pid (see `connect_existing`).
-        let rows = self.query(&format!(
-            "SELECT a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local socket'), \
-             a.pid::text, a.backend_start::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-             AND ((l.classid::bigint << 32) | l.objid::bigint) = ({key})::bigint"
-        ))?;
-        let holder = match rows.first() {
+        let holder = self.lock_holder(schema)?;
+        let holder = match self.holder_run(schema) {
+            Some(run) => format!("{holder}; its run {run}"),
+            None => holder,
+        };
+        Err(Error::Locked { destination: self.describe.clone(), holder })
+    }
+
+    /// Tries the advisory lock of `schema` (see [`LOCK_KEY`]); whether it was taken.
+    fn try_lock(&mut self, schema: &str) -> Result<bool> {
+        let got =
+            self.query(&format!("SELECT pg_try_advisory_lock({LOCK_KEY})::text"), &[lock_key(schema)])?;
+        Ok(got.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("true"))
+    }
+
+    /// Who holds the advisory lock of `schema`: the application name carries the holder's host
+    /// and pid (see `connect_existing`).
+    fn lock_holder(&mut self, schema: &str) -> Result<String> {
+        let rows = self.query(
+            &format!(
+                "SELECT a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local socket'), \
+                 a.pid::text, a.backend_start::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                 AND ((l.classid::bigint << 32) | l.objid::bigint) = ({LOCK_KEY})::bigint"
+            ),
+            &[lock_key(schema)],
+        )?;
+        Ok(match rows.first() {
             Some(r) => {
                 let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
                 format!(
@@ -219,34 +239,28 @@ impl PostgresBackend {
                 )
             }
             None => "its advisory lock is held by another session".to_string(),
-        };
-        // The holder's run, where its runs table can be read (a schema being created has none):
-        // naming it is a courtesy, the lock error stands either way.
-        let running = match self.query(&format!(
-            "SELECT run_id FROM {}._fhirsync_runs WHERE status = {} ORDER BY started_at DESC LIMIT 1",
-            crate::destinations::sql::schema::quote_ident(schema),
-            lit(crate::run::RunStatus::Running.as_str())
-        )) {
+        })
+    }
+
+    /// The running run of the lock holder, where its runs table can be read (a schema being
+    /// created has none): naming it is a courtesy, the lock error stands either way.
+    fn holder_run(&mut self, schema: &str) -> Option<String> {
+        let runs = Dialect::Postgres { schema: schema.to_string() }.t(RUNS);
+        let sql = format!("SELECT run_id FROM {runs} WHERE status = $1 ORDER BY started_at DESC LIMIT 1");
+        match self.query(&sql, &[RunStatus::Running.as_str().into()]) {
             Ok(rows) => rows.into_iter().next().and_then(|r| r.into_iter().next()?),
             Err(error) => {
                 tracing::debug!(%error, "Could not read the run of the writer lock's holder.");
                 None
             }
-        };
-        let holder = match running {
-            Some(run) => format!("{holder}; its run {run}"),
-            None => holder,
-        };
-        Err(Error::Locked { destination: self.describe.clone(), holder })
+        }
     }
 
     /// Whether a live session holds the writer lock of `schema` (for `status`): tries it and
     /// lets it go at once.
     pub(crate) fn schema_locked(&mut self, schema: &str) -> Result<bool> {
-        let key = lock_key_sql(schema);
-        let got = self.query(&format!("SELECT pg_try_advisory_lock({key})::text"))?;
-        if got.first().and_then(|r| r.first()).and_then(|c| c.as_deref()) == Some("true") {
-            self.query(&format!("SELECT pg_advisory_unlock({key})::text"))?;
+        if self.try_lock(schema)? {
+            self.query(&format!("SELECT pg_advisory_unlock({LOCK_KEY})::text"), &[lock_key(schema)])?;
             return Ok(false);
         }
         Ok(true)
@@ -262,25 +276,10 @@ impl PostgresBackend {
         if let Some(password) = &password {
             pg.password(password);
         }
-        let host = pg
-            .get_hosts()
-            .first()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            })
-            .unwrap_or_default();
+        let host = host_of(&pg);
         let describe =
             format!("postgres `{host}/{}` schema `{}`", pg.get_dbname().unwrap_or_default(), config.schema);
-        if pg.get_application_name().is_none() {
-            // Names this process to whoever finds the schema locked (63 bytes at most).
-            let mut name = format!("fhirsync {} pid {}", crate::lock::host_name(), std::process::id());
-            while name.len() > 63 {
-                name.remove(9);
-            }
-            pg.application_name(&name);
-        }
+        name_session(&mut pg);
         let user = pg.get_user().unwrap_or_default().to_string();
         let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -353,9 +352,9 @@ impl PostgresBackend {
     /// first copy that failed. Called before every other statement, so the server sees
     /// statements and copies in the order they were made.
     fn sync(&mut self) -> Result<()> {
-        let shadows: Vec<String> = self.buffers.keys().cloned().collect();
-        for shadow in shadows {
-            self.hand_over(&shadow)?;
+        let new_rows_tables: Vec<String> = self.buffers.keys().cloned().collect();
+        for new_rows in new_rows_tables {
+            self.hand_over(&new_rows)?;
         }
         if !std::mem::take(&mut self.copying) {
             return Ok(());
@@ -382,6 +381,30 @@ impl Drop for PostgresBackend {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// The (first) host of `pg`, for messages.
+fn host_of(pg: &tokio_postgres::Config) -> String {
+    pg.get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default()
+}
+
+/// Unless the URL names the application, names this process (host and pid, 63 bytes at most)
+/// to whoever finds the schema locked.
+fn name_session(pg: &mut tokio_postgres::Config) {
+    if pg.get_application_name().is_none() {
+        let mut name = format!("fhirsync {} pid {}", crate::lock::host_name(), std::process::id());
+        while name.len() > 63 {
+            name.remove(9);
+        }
+        pg.application_name(&name);
     }
 }
 
@@ -412,9 +435,12 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// The advisory lock key of `schema`, as SQL.
-fn lock_key_sql(schema: &str) -> String {
-    format!("hashtext({})", lit(&format!("fhirsync:{schema}")))
+/// The advisory lock key of a schema, as SQL of its one parameter, [`lock_key`].
+const LOCK_KEY: &str = "hashtext($1)";
+
+/// The text whose hash is the advisory lock key of `schema`.
+fn lock_key(schema: &str) -> SqlValue {
+    SqlValue::Text(format!("fhirsync:{schema}"))
 }
 
 /// Whether the server asked for a password and none was given.
@@ -439,6 +465,44 @@ fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
     false
 }
 
+/// The PostgreSQL type a parameter is bound as: text (NULL too: a NULL timestamp is cast
+/// like a text one, see [`crate::destinations::sql::Params::bind_time`]), `bigint` or
+/// `boolean`. Integer columns narrower than `bigint` take it by assignment.
+fn pg_type(value: &SqlValue) -> Type {
+    match value {
+        SqlValue::Null | SqlValue::Text(_) => Type::TEXT,
+        SqlValue::Int(_) => Type::INT8,
+        SqlValue::Bool(_) => Type::BOOL,
+    }
+}
+
+/// `params` with their [`pg_type`]s, as tokio-postgres takes them.
+fn typed(params: &[SqlValue]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params.iter().map(|p| (p as &(dyn ToSql + Sync), pg_type(p))).collect()
+}
+
+/// Encodes a parameter bound as its [`pg_type`].
+impl ToSql for SqlValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            SqlValue::Null => Ok(IsNull::Yes),
+            SqlValue::Text(s) => s.as_str().to_sql(ty, out),
+            SqlValue::Int(i) => i.to_sql(ty, out),
+            SqlValue::Bool(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty) || <bool as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
 impl SqlBackend for PostgresBackend {
     fn dialect(&self) -> &Dialect {
         &self.dialect
@@ -453,53 +517,49 @@ impl SqlBackend for PostgresBackend {
         self.rt().block_on(self.client.batch_execute(sql)).map_err(err("running a statement"))
     }
 
-    fn execute(&mut self, sql: &str) -> Result<u64> {
+    /// One round trip: the statement is parsed with the parameter types of [`pg_type`], bound
+    /// and run unnamed.
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
         self.sync()?;
-        let messages =
-            self.rt().block_on(self.client.simple_query(sql)).map_err(err("running a statement"))?;
-        Ok(messages
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            })
-            .sum())
+        let params = typed(params);
+        self.rt().block_on(self.client.execute_typed(sql, &params)).map_err(err("running a statement"))
     }
 
-    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>> {
+    /// One round trip, as [`PostgresBackend::execute`]; every column must be text.
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<Cell>>> {
         self.sync()?;
-        let messages = self.rt().block_on(self.client.simple_query(sql)).map_err(err("running a query"))?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => {
-                    Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
+        let params = typed(params);
+        let rows =
+            self.rt().block_on(self.client.query_typed(sql, &params)).map_err(err("running a query"))?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| row.try_get::<_, Option<String>>(i).map_err(err("reading a query result")))
+                    .collect()
             })
-            .collect())
+            .collect()
     }
 
-    /// Encodes the rows into the shadow's `COPY` buffer, handed to the copy task once full.
-    /// Keys are not looked up: the shadow is append-only and the commit compares set-based.
+    /// Encodes the rows into the new-rows table's `COPY` buffer, handed to the copy task once full.
+    /// Keys are not looked up: the new-rows table is append-only and the commit compares set-based.
     fn stage_rows(&mut self, _run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
         if rows.is_empty() {
             return Ok(Staged::default());
         }
-        let shadow = &target.shadow;
-        let pending = self.buffers.entry(shadow.clone()).or_insert_with(|| {
+        let new_rows = &target.new_rows;
+        let pending = self.buffers.entry(new_rows.clone()).or_insert_with(|| {
             let mut data = BytesMut::with_capacity(64 << 10);
             data.put_slice(COPY_HEADER);
-            let sql = format!("COPY {shadow} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
+            let sql = format!("COPY {new_rows} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
             Pending { sql, binary: true, data }
         });
         for r in rows {
             put_row(&mut pending.data, r)?;
         }
         if pending.data.len() >= FLUSH_BYTES {
-            self.hand_over(&target.shadow)?;
+            self.hand_over(&target.new_rows)?;
         }
-        Ok(Staged { found: 0, shadowed: rows.len() as u64 })
+        Ok(Staged { found: 0, written: rows.len() as u64 })
     }
 
     fn discard_pending(&mut self) {

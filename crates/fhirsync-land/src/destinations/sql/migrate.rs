@@ -4,10 +4,8 @@
 //! [`SQL_SCHEMA_VERSION`] step by step, recording each version reached, and records the
 //! current version in a new target.
 
-use super::schema::{
-    self, Dialect, LEGACY_STAGE, ROW_COLUMNS, SCHEMA_VERSION, STAGE_SCOPES, STAGE_TYPES, lit,
-};
-use super::{SqlBackend, SqlDestination, count, now};
+use super::schema::{self, Dialect, LEGACY_STAGE, ROW_COLUMNS, SCHEMA_VERSION, STAGE_SCOPES, STAGE_TYPES};
+use super::{Params, SqlBackend, SqlDestination, count, now};
 use crate::schema_version::{FHIRSYNC_VERSION, SQL_SCHEMA_VERSION, UNVERSIONED, refuse_newer};
 use crate::{Error, Result};
 
@@ -21,12 +19,15 @@ type Migration<S> = (u32, fn(&mut S) -> Result<()>);
 /// [`Error::SchemaVersionUnreadable`] for a version record that is not a number.
 pub(crate) fn stored_version<B: SqlBackend>(backend: &mut B) -> Result<Option<u32>> {
     let d = backend.dialect().clone();
-    if count(backend, "looking for the schema version table", &d.table_count_sql(SCHEMA_VERSION))? > 0 {
-        let rows = backend.query(&format!(
-            "SELECT {}, fhirsync_version FROM {} ORDER BY version DESC LIMIT 1",
-            d.text("version"),
-            d.t(SCHEMA_VERSION)
-        ))?;
+    if table_exists(backend, "looking for the schema version table", SCHEMA_VERSION)? {
+        let rows = backend.query(
+            &format!(
+                "SELECT {}, fhirsync_version FROM {} ORDER BY version DESC LIMIT 1",
+                d.text("version"),
+                d.t(SCHEMA_VERSION)
+            ),
+            &[],
+        )?;
         if let Some(row) = rows.into_iter().next() {
             let mut cells = row.into_iter();
             let (value, written_by) = (cells.next().flatten(), cells.next().flatten());
@@ -42,8 +43,16 @@ pub(crate) fn stored_version<B: SqlBackend>(backend: &mut B) -> Result<Option<u3
             return Ok(Some(version));
         }
     }
-    let has_runs = count(backend, "looking for the runs table", &d.table_count_sql(schema::RUNS))? > 0;
+    let has_runs = table_exists(backend, "looking for the runs table", schema::RUNS)?;
     Ok(has_runs.then_some(UNVERSIONED))
+}
+
+/// Whether the destination has a table named `name`; `what` names the look-up.
+fn table_exists<B: SqlBackend>(backend: &mut B, what: &'static str, name: &str) -> Result<bool> {
+    let d = backend.dialect().clone();
+    let mut p = Params::new(&d);
+    let sql = d.table_count_sql(name, &mut p);
+    Ok(count(backend, what, &sql, p.values())? > 0)
 }
 
 impl<B: SqlBackend> SqlDestination<B> {
@@ -72,22 +81,26 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// Records that the target reached `version`, in the open transaction.
     fn record_version(&mut self, version: u32) -> Result<()> {
         let d = self.d().clone();
-        self.backend.batch(&format!(
-            "{}INSERT INTO {} (version, applied_at, fhirsync_version) VALUES ({version}, {}, {}) ON CONFLICT DO NOTHING;",
-            d.schema_version_ddl(),
+        self.backend.batch(&d.schema_version_ddl())?;
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "INSERT INTO {} (version, applied_at, fhirsync_version) VALUES ({}, {}, {}) ON CONFLICT DO NOTHING",
             d.t(SCHEMA_VERSION),
-            d.ts_lit(&now()),
-            lit(FHIRSYNC_VERSION)
-        ))
+            p.bind(i64::from(version)),
+            p.bind_time(Some(&now())),
+            p.bind(FHIRSYNC_VERSION)
+        );
+        self.backend.execute(&sql, p.values())?;
+        Ok(())
     }
 
     /// 1 → 2: an unfinished run staged in an earlier layout (the single `_fhirsync_stage`
-    /// table, PostgreSQL shadows not named per run or keyed) cannot be resumed, so it is
+    /// table, PostgreSQL new-rows tables not named per run or keyed) cannot be resumed, so it is
     /// abandoned and its staging dropped; SQLite type tables move to the split layout.
     fn migrate_to_v2(&mut self) -> Result<()> {
         self.drop_legacy_stage()?;
         self.split_legacy_tables()?;
-        self.abandon_legacy_shadows()
+        self.abandon_legacy_new_rows_tables()
     }
 
     /// Early versions staged every type in one `_fhirsync_stage` table. Its unfinished run
@@ -95,7 +108,7 @@ impl<B: SqlBackend> SqlDestination<B> {
     /// is abandoned and the table dropped; the landed tables are untouched.
     fn drop_legacy_stage(&mut self) -> Result<()> {
         let d = self.d().clone();
-        if self.count("looking for the legacy staging table", &d.table_count_sql(LEGACY_STAGE))? == 0 {
+        if !table_exists(&mut self.backend, "looking for the legacy staging table", LEGACY_STAGE)? {
             return Ok(());
         }
         tracing::warn!(
@@ -116,7 +129,7 @@ impl<B: SqlBackend> SqlDestination<B> {
         }
         let mut abandoned = false;
         for (_, table) in self.registered_types()? {
-            if self.count("looking for a type table", &d.table_count_sql(&table))? == 0 {
+            if !table_exists(&mut self.backend, "looking for a type table", &table)? {
                 continue;
             }
             if self.has_user_objects(&table)? {
@@ -133,13 +146,13 @@ impl<B: SqlBackend> SqlDestination<B> {
                 "PRAGMA legacy_alter_table = ON; ALTER TABLE {t} RENAME TO {old_q}; PRAGMA legacy_alter_table = OFF;\n\
                  {ddl}\
                  INSERT INTO {rows} (_row, {ROW_COLUMNS}) SELECT rowid, {ROW_COLUMNS} FROM {old_t};\n\
-                 INSERT INTO {seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
+                 INSERT INTO {last_seen} (_row, last_seen_run) SELECT rowid, last_seen_run FROM {old_t};\n\
                  DROP TABLE {old_t};",
                 t = d.t(&table),
                 old_q = schema::quote_ident(&old),
                 ddl = d.type_ddl(&table),
                 rows = d.t(&d.rows_table(&table)),
-                seen = d.t(&schema::seen_table(&table)),
+                last_seen = d.t(&schema::last_seen_table(&table)),
                 old_t = d.t(&old),
             ))?;
             tracing::info!(table = %table, "Moved a type table to the split layout.");
@@ -147,30 +160,34 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(())
     }
 
-    /// PostgreSQL shadows of version 1 were named without their run, or keyed instead of
+    /// PostgreSQL new-rows tables of version 1 were named without their run, or keyed instead of
     /// append-only (no `_seq` copy number). The latest unfinished run's staging is resumable
-    /// only if every registered shadow is the append-only one named for it; otherwise its
+    /// only if every registered new-rows table is the append-only one named for it; otherwise its
     /// staged rows would be missed, so the run is abandoned and its staging dropped.
-    fn abandon_legacy_shadows(&mut self) -> Result<()> {
+    fn abandon_legacy_new_rows_tables(&mut self) -> Result<()> {
         let d = self.d().clone();
         let Dialect::Postgres { schema: pg_schema } = &d else { return Ok(()) };
         let latest = self.latest_unfinished()?.map(|(run_id, _)| run_id);
-        let staged =
-            self.backend.query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)))?;
+        let staged = self
+            .backend
+            .query(&format!("SELECT resource_type, table_name FROM {}", d.t(STAGE_TYPES)), &[])?;
         let mut resumable = true;
         for row in staged {
             let mut cells = row.into_iter().flatten();
-            let (Some(resource_type), Some(shadow)) = (cells.next(), cells.next()) else { continue };
+            let (Some(resource_type), Some(new_rows)) = (cells.next(), cells.next()) else { continue };
             let table = schema::type_table(&resource_type)?;
-            let named = latest.as_deref().is_some_and(|run_id| d.shadow_name(&table, run_id) == shadow);
+            let named = latest.as_deref().is_some_and(|run_id| d.new_rows_name(&table, run_id) == new_rows);
+            let mut p = Params::new(&d);
             let copy_numbers = format!(
                 "SELECT CAST(count(*) AS TEXT) FROM information_schema.columns WHERE table_schema = {} \
                  AND table_name = {} AND column_name = {}",
-                lit(pg_schema),
-                lit(&shadow),
-                lit(schema::SHADOW_SEQ)
+                p.bind(pg_schema),
+                p.bind(&new_rows),
+                p.bind(schema::COPY_SEQ)
             );
-            if !named || self.count("looking for a shadow's copy numbers", &copy_numbers)? != 1 {
+            if !named
+                || self.count("looking for the copy numbers of a new-rows table", &copy_numbers, &p)? != 1
+            {
                 resumable = false;
                 break;
             }

@@ -1,7 +1,9 @@
 //! Table layout of the SQL destinations and the small dialect differences between SQLite and
-//! PostgreSQL. All statements are built here from trusted identifiers (validated table names)
-//! and escaped literals; resource data itself is bound through prepared statements or COPY.
+//! PostgreSQL. Statements are built from identifiers quoted by [`quote_ident`] (table names
+//! validated by [`type_table`] and [`view_table`]); every value is bound ([`Params`]), and
+//! resource data goes through prepared statements or COPY.
 
+use super::params::{Params, run_id_default};
 use crate::{Error, Result};
 
 /// Runs table: one row per run.
@@ -10,10 +12,12 @@ pub(crate) const RUNS: &str = "_fhirsync_runs";
 pub(crate) const SCHEMA_VERSION: &str = "_fhirsync_schema_version";
 /// Staging table of schema version 1 (one table for every type); dropped by the migration to 2.
 pub(crate) const LEGACY_STAGE: &str = "_fhirsync_stage";
-/// Prefix of the shadow tables: durable staging of the current run, one per resource type,
-/// shaped like the type table (`_fhirsync_new_observation`).
-const SHADOW_PREFIX: &str = "_fhirsync_new_";
-/// Registry of the current run's shadow tables.
+/// Prefix of the new-rows tables: durable staging of the current run, one per resource type,
+/// shaped like the type table (`_fhirsync_new_observation`). SQLite's holds the new and changed
+/// rows, PostgreSQL's every staged row. Stored name ("new": of this run), kept so that a run
+/// staged by an earlier version resumes.
+const NEW_ROWS_PREFIX: &str = "_fhirsync_new_";
+/// Registry of the current run's new-rows tables.
 pub(crate) const STAGE_TYPES: &str = "_fhirsync_stage_types";
 /// Keys staged by reload-and-compare that are new or whose hash differs from the target's
 /// (with the target's hash), found while staging.
@@ -33,28 +37,33 @@ pub(crate) const HISTORY: &str = "_fhirsync_history";
 /// Registry of materialised view tables.
 pub(crate) const VIEWS: &str = "_fhirsync_views";
 
-/// Columns of a type table, in order (and of a PostgreSQL shadow).
+/// Columns of a type table, in order (and of a PostgreSQL new-rows table).
 pub(crate) const COLUMNS: &str =
     "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run, last_seen_run";
 
-/// Columns of a SQLite rows table and shadow: a type table's without `last_seen_run`, which the
-/// seen table holds (see [`Dialect::splits_rows`]).
+/// Columns of a SQLite rows table and new-rows table: a type table's without `last_seen_run`,
+/// which the last-seen table holds (see [`Dialect::splits_rows`]).
 pub(crate) const ROW_COLUMNS: &str =
     "id, patient_id, fhir_version, source, dataset, content_hash, resource, first_seen_run";
 
 /// Prefix of SQLite's rows tables (`_fhirsync_rows_observation`).
 const ROWS_PREFIX: &str = "_fhirsync_rows_";
-/// Prefix of SQLite's seen tables (`_fhirsync_seen_observation`).
-const SEEN_PREFIX: &str = "_fhirsync_seen_";
-/// Prefix of SQLite's re-read tables: the rows staged unchanged in the current run.
-const REREAD_PREFIX: &str = "_fhirsync_reread_";
-/// Prefix of the table a commit builds to replace a rows table (lives inside the commit).
-const NEXT_PREFIX: &str = "_fhirsync_next_";
-/// Copy number of a row in a PostgreSQL shadow (later copies of a key win).
-pub(crate) const SHADOW_SEQ: &str = "_seq";
+/// Prefix of SQLite's last-seen tables: the `last_seen_run` of each row of a rows table
+/// (`_fhirsync_seen_observation`; stored name).
+const LAST_SEEN_PREFIX: &str = "_fhirsync_seen_";
+/// Prefix of SQLite's restaged tables: the `_row` of each landed row whose key the current run
+/// staged again (while staging: the unchanged ones; from the commit's merge on: all of them).
+/// Stored name ("re-read": read again from the server), kept so that a staged run resumes.
+const RESTAGED_PREFIX: &str = "_fhirsync_reread_";
+/// Prefix of the rebuilt rows tables: the copy of a rows table with the new rows' content that
+/// SQLite writes ahead of a commit to swap in for it (stored name: "next" rows table).
+const REBUILT_PREFIX: &str = "_fhirsync_next_";
+/// Copy number of a row in a PostgreSQL new-rows table (later copies of a key win).
+pub(crate) const COPY_SEQ: &str = "_seq";
 
-/// Conflict clause of an insert into a type table or shadow: a later copy of a key replaces the
-/// content and keeps `first_seen_run` (callers merging into the table add `last_seen_run`).
+/// Conflict clause of an insert into a type table or new-rows table: a later copy of a key
+/// replaces the content and keeps `first_seen_run` (callers merging into the table add
+/// `last_seen_run`).
 pub(crate) const UPSERT: &str = "ON CONFLICT (fhir_version, id) DO UPDATE SET patient_id = excluded.patient_id, \
      source = excluded.source, dataset = excluded.dataset, content_hash = excluded.content_hash, \
      resource = excluded.resource";
@@ -121,14 +130,6 @@ impl Dialect {
         }
     }
 
-    /// A timestamp literal.
-    pub(crate) fn ts_lit(&self, rfc3339: &str) -> String {
-        match self {
-            Dialect::Sqlite => lit(rfc3339),
-            Dialect::Postgres { .. } => format!("CAST({} AS timestamptz)", lit(rfc3339)),
-        }
-    }
-
     /// Casts any expression to text in query results.
     pub(crate) fn text(&self, expr: &str) -> String {
         format!("CAST({expr} AS TEXT)")
@@ -191,20 +192,20 @@ impl Dialect {
 
     /// Whether resource rows and their `last_seen_run` live in two tables (SQLite).
     ///
-    /// Every run changes every re-read row's `last_seen_run`. In one table an unchanged reload
-    /// would rewrite every (wide) row; SQLite in WAL mode then writes each page twice. So SQLite
-    /// keeps the rows in `_fhirsync_rows_<type>` (with an explicit `_row` key, which `VACUUM`
-    /// keeps) and `last_seen_run` in the narrow `_fhirsync_seen_<type>` keyed by `_row`. The type
-    /// table's name is a view joining the two, with exactly a type table's columns. A reload
-    /// writes only the rows that changed, and a new seen table.
+    /// Every run changes the `last_seen_run` of every row it stages again. In one table an
+    /// unchanged reload would rewrite every (wide) row; SQLite in WAL mode then writes each page
+    /// twice. So SQLite keeps the rows in `_fhirsync_rows_<type>` (with an explicit `_row` key,
+    /// which `VACUUM` keeps) and `last_seen_run` in the narrow `_fhirsync_seen_<type>` keyed by
+    /// `_row`. The type table's name is a view joining the two, with exactly a type table's
+    /// columns. A reload writes only the rows that changed, and a new last-seen table.
     ///
-    /// Every column of the view is a plain column reference, so it keeps its declared type
-    /// (`PRAGMA table_info`), which readers such as DuckDB's SQLite scanner map to their types;
-    /// so every row has a seen row. The view's join is a left join: a row never hides.
+    /// Every column of the view is a plain column reference, so it keeps its declared type (`PRAGMA
+    /// table_info`), which readers such as DuckDB's SQLite scanner map to their types; so every row
+    /// has a last-seen row. The view's join is a left join: a row never hides.
     ///
-    /// Staging looks each key up in the rows table (a local index probe in SQLite), so an
-    /// unchanged row is only noted as re-read. PostgreSQL updates rows in place with MVCC,
-    /// keeps one table, and compares in set-based statements at commit.
+    /// Staging looks each key up in the rows table (a local index probe in SQLite), so an unchanged
+    /// row is only noted in the restaged table. PostgreSQL updates rows in place with MVCC, keeps
+    /// one table, and compares in set-based statements at commit.
     pub(crate) fn splits_rows(&self) -> bool {
         matches!(self, Dialect::Sqlite)
     }
@@ -219,19 +220,19 @@ impl Dialect {
     }
 
     /// DDL of one resource type (`table` unquoted, already validated): the type table, or
-    /// where [`Dialect::splits_rows`] its rows table, seen table and view.
+    /// where [`Dialect::splits_rows`] its rows table, last-seen table and view.
     pub(crate) fn type_ddl(&self, table: &str) -> String {
         let rows = self.rows_table(table);
         let mut ddl = self.rows_ddl(&rows, Some(&format!("{rows}_patient_id")));
         if self.splits_rows() {
             ddl.push_str(&format!(
-                "{seen}CREATE VIEW IF NOT EXISTS {t} AS SELECT d.id, d.patient_id, d.fhir_version, d.source, \
+                "{last_seen}CREATE VIEW IF NOT EXISTS {t} AS SELECT d.id, d.patient_id, d.fhir_version, d.source, \
                    d.dataset, d.content_hash, d.resource, d.first_seen_run, s.last_seen_run \
-                   FROM {rows} d LEFT JOIN {seen_t} s ON s._row = d._row;\n",
-                seen = self.seen_ddl(&seen_table(table)),
+                   FROM {rows} d LEFT JOIN {last_seen_t} s ON s._row = d._row;\n",
+                last_seen = self.last_seen_ddl(&last_seen_table(table)),
                 t = self.t(table),
                 rows = self.t(&rows),
-                seen_t = self.t(&seen_table(table)),
+                last_seen_t = self.t(&last_seen_table(table)),
             ));
         }
         ddl
@@ -244,13 +245,13 @@ impl Dialect {
                 "DROP VIEW IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
                 self.t(table),
                 self.t(&self.rows_table(table)),
-                self.t(&seen_table(table))
+                self.t(&last_seen_table(table))
             ),
             Dialect::Postgres { .. } => format!("DROP TABLE IF EXISTS {};", self.t(table)),
         }
     }
 
-    /// DDL of a table shaped like type `table`'s rows table (or a shadow of it), with a
+    /// DDL of a table shaped like type `table`'s rows table (or a new-rows table of it), with a
     /// `patient_id` index named `index` (none when `None`).
     pub(crate) fn rows_ddl(&self, name: &str, index: Option<&str>) -> String {
         let mut ddl = match self {
@@ -278,32 +279,32 @@ impl Dialect {
         ddl
     }
 
-    /// DDL of a seen table (SQLite): `last_seen_run` of each row of a rows table.
-    pub(crate) fn seen_ddl(&self, name: &str) -> String {
+    /// DDL of a last-seen table (SQLite): `last_seen_run` of each row of a rows table.
+    pub(crate) fn last_seen_ddl(&self, name: &str) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY, last_seen_run TEXT NOT NULL);\n",
             self.t(name)
         )
     }
 
-    /// DDL of the shadow table staging `table` in run `run_id`.
+    /// DDL of the new-rows table staging `table` in run `run_id`.
     ///
-    /// SQLite swaps the shadow in as the rows table when that is empty or replaced (a full
-    /// load), so it carries the `patient_id` index, named per run because SQLite cannot rename
-    /// an index and the table's current index keeps its name. SQLite also records the rows it
-    /// staged unchanged in a re-read table. PostgreSQL copies every staged row into an
-    /// append-only shadow (no index, so `COPY` only appends; `_seq` numbers the copies, the run
-    /// columns default to the run), which the commit reduces to the last copy of each key and
-    /// keys (see [`Dialect::shadow_finish_sql`]).
-    pub(crate) fn shadow_table_ddl(&self, table: &str, run_id: &str) -> String {
-        match self {
+    /// SQLite swaps the new-rows table in as the rows table when that is empty or replaced (a full
+    /// load), so it carries the `patient_id` index, named per run because SQLite cannot rename an
+    /// index and the table's current index keeps its name. SQLite also records the rows it staged
+    /// unchanged in a restaged table. PostgreSQL copies every staged row into an append-only
+    /// new-rows table (no index, so `COPY` only appends; `_seq` numbers the copies, the run columns
+    /// default to the run), which the commit reduces to the last copy of each key and keys (see
+    /// [`Dialect::new_rows_finish_sql`]).
+    pub(crate) fn new_rows_ddl(&self, table: &str, run_id: &str) -> Result<String> {
+        Ok(match self {
             Dialect::Sqlite => {
                 let rows = self.rows_table(table);
                 let index = format!("{rows}_patient_id_{}", run_suffix(run_id));
-                let mut ddl = self.rows_ddl(&shadow_table(table), Some(&index));
+                let mut ddl = self.rows_ddl(&new_rows_table(table), Some(&index));
                 ddl.push_str(&format!(
                     "CREATE TABLE IF NOT EXISTS {} (_row INTEGER PRIMARY KEY);\n",
-                    self.t(&reread_table(table))
+                    self.t(&restaged_table(table))
                 ));
                 ddl
             }
@@ -311,51 +312,51 @@ impl Dialect {
                 "CREATE TABLE IF NOT EXISTS {t} (id TEXT NOT NULL, patient_id TEXT, fhir_version TEXT NOT NULL, \
                    source TEXT NOT NULL, dataset TEXT NOT NULL, content_hash TEXT NOT NULL, resource {json} NOT NULL, \
                    first_seen_run TEXT NOT NULL DEFAULT {run}, last_seen_run TEXT NOT NULL DEFAULT {run}, \
-                   {SHADOW_SEQ} bigint GENERATED ALWAYS AS IDENTITY);\n",
-                t = self.t(&self.shadow_name(table, run_id)),
+                   {COPY_SEQ} bigint GENERATED ALWAYS AS IDENTITY);\n",
+                t = self.t(&self.new_rows_name(table, run_id)),
                 json = self.json(),
-                run = lit(run_id),
+                run = run_id_default(run_id)?,
             ),
-        }
+        })
     }
 
-    /// PostgreSQL: reduces an append-only shadow (`name` unquoted) to the last copy of each
+    /// PostgreSQL: reduces an append-only new-rows table (`name` unquoted) to the last copy of each
     /// key, then drops its copy numbers and run defaults, which leaves exactly a type table's
     /// columns; with `keyed`, adds the primary key the commit's joins use.
-    pub(crate) fn shadow_finish_sql(&self, name: &str, keyed: bool) -> String {
+    pub(crate) fn new_rows_finish_sql(&self, name: &str, keyed: bool) -> String {
         let t = self.t(name);
         let key = match keyed {
             true => ", ADD PRIMARY KEY (fhir_version, id)",
             false => "",
         };
         format!(
-            "DELETE FROM {t} s USING (SELECT fhir_version, id, max({SHADOW_SEQ}) AS last FROM {t} \
+            "DELETE FROM {t} s USING (SELECT fhir_version, id, max({COPY_SEQ}) AS last FROM {t} \
                GROUP BY fhir_version, id HAVING count(*) > 1) d \
-               WHERE s.fhir_version = d.fhir_version AND s.id = d.id AND s.{SHADOW_SEQ} < d.last;\n\
-             ALTER TABLE {t} DROP COLUMN {SHADOW_SEQ}, ALTER COLUMN first_seen_run DROP DEFAULT, \
+               WHERE s.fhir_version = d.fhir_version AND s.id = d.id AND s.{COPY_SEQ} < d.last;\n\
+             ALTER TABLE {t} DROP COLUMN {COPY_SEQ}, ALTER COLUMN first_seen_run DROP DEFAULT, \
                ALTER COLUMN last_seen_run DROP DEFAULT{key};\n"
         )
     }
 
-    /// The shadow of type table `table` in run `run_id`. PostgreSQL names it per run
+    /// The new-rows table of type table `table` in run `run_id`. PostgreSQL names it per run
     /// (`_fhirsync_new_observation_<8 characters of the run id>`, at most 63 bytes), so two
-    /// processes can never meet in one shadow; SQLite keeps `_fhirsync_new_<table>`, which its
-    /// split layout swaps in by name (its file has one writer at a time).
-    pub(crate) fn shadow_name(&self, table: &str, run_id: &str) -> String {
+    /// processes can never meet in one new-rows table; SQLite keeps `_fhirsync_new_<table>`, which
+    /// its split layout swaps in by name (its file has one writer at a time).
+    pub(crate) fn new_rows_name(&self, table: &str, run_id: &str) -> String {
         match self {
-            Dialect::Sqlite => shadow_table(table),
+            Dialect::Sqlite => new_rows_table(table),
             Dialect::Postgres { .. } => {
                 let suffix: String = run_suffix(run_id).chars().take(8).collect();
-                format!("{}_{suffix}", shadow_table(table))
+                format!("{}_{suffix}", new_rows_table(table))
             }
         }
     }
 
     /// DDL of the table that replaces type `table`'s rows table when run `run_id` rewrites it
-    /// (SQLite); its `patient_id` index is named per run, like the shadow's.
-    pub(crate) fn next_rows_ddl(&self, table: &str, run_id: &str) -> String {
+    /// (SQLite); its `patient_id` index is named per run, like the new-rows table's.
+    pub(crate) fn rebuilt_rows_ddl(&self, table: &str, run_id: &str) -> String {
         let index = format!("{}_patient_id_{}n", self.rows_table(table), run_suffix(run_id));
-        self.rows_ddl(&next_rows_table(table), Some(&index))
+        self.rows_ddl(&rebuilt_rows_table(table), Some(&index))
     }
 
     /// The highest `_row` of type `table`'s rows as text, where the backend splits rows: a row
@@ -382,42 +383,37 @@ impl Dialect {
         )
     }
 
-    /// Counts the tables named `name` (0 or 1) in the destination.
-    pub(crate) fn table_count_sql(&self, name: &str) -> String {
+    /// Counts the tables named `name` (0 or 1) in the destination, binding into `p`.
+    pub(crate) fn table_count_sql(&self, name: &str, p: &mut Params) -> String {
         match self {
             Dialect::Sqlite => format!(
                 "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'table' AND name = {}",
-                lit(name)
+                p.bind(name)
             ),
             Dialect::Postgres { schema } => format!(
                 "SELECT CAST(count(*) AS TEXT) FROM information_schema.tables WHERE table_schema = {} \
                  AND table_name = {}",
-                lit(schema),
-                lit(name)
+                p.bind(schema),
+                p.bind(name)
             ),
         }
     }
 
     /// Counts indexes and triggers on `table` (a rows table, or a type table of an earlier
     /// layout) that fhirsync did not create (its own are the primary key and
-    /// `<table>_patient_id[_<run>]`); `None` where tables are never swapped.
-    pub(crate) fn user_objects_sql(&self, table: &str) -> Option<String> {
+    /// `<table>_patient_id[_<run>]`), binding into `p`; `None` where tables are never swapped.
+    pub(crate) fn user_objects_sql(&self, table: &str, p: &mut Params) -> Option<String> {
         match self {
             Dialect::Sqlite => Some(format!(
                 "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type IN ('index', 'trigger') \
                  AND tbl_name = {} AND sql IS NOT NULL AND name <> {} AND name NOT LIKE {} ESCAPE '\\'",
-                lit(table),
-                lit(&format!("{table}_patient_id")),
-                lit(&format!("{}\\_patient\\_id\\_%", table.replace('_', "\\_")))
+                p.bind(table),
+                p.bind(format!("{table}_patient_id")),
+                p.bind(format!("{}\\_patient\\_id\\_%", table.replace('_', "\\_")))
             )),
             Dialect::Postgres { .. } => None,
         }
     }
-}
-
-/// Comma-separated literals of stored names (`'running', 'failed'`), for `IN (...)`.
-pub(crate) fn lit_list<T: Copy>(values: &[T], as_str: fn(T) -> &'static str) -> String {
-    values.iter().map(|v| lit(as_str(*v))).collect::<Vec<_>>().join(", ")
 }
 
 /// Double-quoted identifier.
@@ -425,12 +421,7 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Single-quoted string literal.
-pub(crate) fn lit(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// Longest accepted resource type (the longest FHIR type has 30 letters); keeps shadow-table
+/// Longest accepted resource type (the longest FHIR type has 30 letters); keeps new-rows-table
 /// and index names within PostgreSQL's 63-byte identifiers.
 const MAX_TYPE_LEN: usize = 40;
 
@@ -450,9 +441,9 @@ pub(crate) fn type_table(resource_type: &str) -> Result<String> {
     }
 }
 
-/// Shadow table of a type table (`observation` → `_fhirsync_new_observation`).
-pub(crate) fn shadow_table(table: &str) -> String {
-    format!("{SHADOW_PREFIX}{table}")
+/// New-rows table of a type table (`observation` → `_fhirsync_new_observation`).
+pub(crate) fn new_rows_table(table: &str) -> String {
+    format!("{NEW_ROWS_PREFIX}{table}")
 }
 
 /// The last 12 letters and digits of a run id, reversed (UUIDv7 ids differ at the end): names
@@ -462,18 +453,18 @@ fn run_suffix(run_id: &str) -> String {
 }
 
 /// The table a run builds to replace a type's rows table (SQLite).
-pub(crate) fn next_rows_table(table: &str) -> String {
-    format!("{NEXT_PREFIX}{table}")
+pub(crate) fn rebuilt_rows_table(table: &str) -> String {
+    format!("{REBUILT_PREFIX}{table}")
 }
 
-/// Seen table of a type table (SQLite, see [`Dialect::splits_rows`]).
-pub(crate) fn seen_table(table: &str) -> String {
-    format!("{SEEN_PREFIX}{table}")
+/// Last-seen table of a type table (SQLite, see [`Dialect::splits_rows`]).
+pub(crate) fn last_seen_table(table: &str) -> String {
+    format!("{LAST_SEEN_PREFIX}{table}")
 }
 
-/// Re-read table of a type table: the rows staged unchanged in the current run (SQLite).
-pub(crate) fn reread_table(table: &str) -> String {
-    format!("{REREAD_PREFIX}{table}")
+/// Restaged table of a type table: the rows staged unchanged in the current run (SQLite).
+pub(crate) fn restaged_table(table: &str) -> String {
+    format!("{RESTAGED_PREFIX}{table}")
 }
 
 /// Table name of a view: `view_<name>` lower-cased.
@@ -493,10 +484,9 @@ pub(crate) fn view_table(name: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    /// Literals escape quotes, identifiers escape double quotes.
+    /// Identifiers escape double quotes.
     #[test]
     fn quoting() {
-        assert_eq!(lit("o'brien"), "'o''brien'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 

@@ -25,8 +25,9 @@
 use chrono::{DateTime, Utc};
 use fhirsync_views::View;
 
-use super::schema::{CHANGES, Dialect, VIEWS, lit, lit_list, quote_ident, type_table, view_table};
-use super::{ActiveRun, SqlBackend, SqlDestination, SqlValue};
+use super::commit::Condition;
+use super::schema::{CHANGES, Dialect, VIEWS, quote_ident, type_table, view_table};
+use super::{ActiveRun, Params, SqlBackend, SqlDestination, SqlValue};
 use crate::Result;
 use crate::config::Method;
 use crate::run::ChangeOp;
@@ -90,109 +91,165 @@ impl<B: SqlBackend> SqlDestination<B> {
         Ok(written)
     }
 
+    /// Materialises one view into its table: rebuilt from every row of its resource type, or
+    /// after reload-and-compare with an unchanged definition, re-flattened for the resources
+    /// the run changed only. Returns the number of rows written.
     fn materialise_view(&mut self, run: &ActiveRun, view: &View) -> Result<u64> {
         let d = self.d().clone();
         let table = view_table(view.name())?;
-        let source = type_table(view.resource())?;
+        let source = d.t(&type_table(view.resource())?);
         let signature = view_signature(view);
-        let registry = d.t(VIEWS);
-        let known = self
-            .backend
-            .query(&format!("SELECT signature FROM {registry} WHERE view_name = {}", lit(view.name())))?;
-        let unchanged_definition =
-            known.first().is_some_and(|r| r.first().and_then(|c| c.as_deref()) == Some(&signature[..]));
-        let incremental = unchanged_definition && run.method == Method::ReloadAndCompare;
+        let incremental = run.method == Method::ReloadAndCompare && self.view_defined_as(view, &signature)?;
         let layout = table_columns(view)?;
         if !incremental {
-            let mut ddl = format!(
-                "DROP TABLE IF EXISTS {t};\nCREATE TABLE {t} (_fhir_version TEXT NOT NULL, _id TEXT NOT NULL",
-                t = d.t(&table)
-            );
-            for c in &layout[2..] {
-                ddl.push_str(&format!(", {} {}", quote_ident(&c.name), column_type(&d, c.kind)));
-            }
-            ddl.push_str(&format!(
-                ");\nCREATE INDEX {} ON {} (_fhir_version, _id);\n\
-                 DELETE FROM {registry} WHERE view_name = {name};\n\
-                 INSERT INTO {registry} (view_name, resource_type, table_name, signature) VALUES ({name}, {rt}, {tn}, {sig});\n",
-                quote_ident(&format!("{table}_resource")),
-                d.t(&table),
-                name = lit(view.name()),
-                sig = lit(&signature),
-                tn = lit(&table),
-                rt = lit(view.resource()),
-            ));
-            self.backend.batch(&ddl)?;
+            self.create_view_table(view, &table, &layout, &signature)?;
         }
         let source_exists = self.registered_types()?.iter().any(|(t, _)| t == view.resource());
         if !source_exists {
             return Ok(0);
         }
-        let changed = |ops: &[ChangeOp]| {
-            let ops = lit_list(ops, ChangeOp::as_str);
-            format!(
-                "EXISTS (SELECT 1 FROM {changes} c WHERE c.run_id = {run} AND c.resource_type = {rt} \
-                 AND c.operation IN ({ops}) AND c.fhir_version = {{v}} AND c.id = {{i}})",
-                changes = d.t(CHANGES),
-                run = lit(&run.id),
-                rt = lit(view.resource()),
-            )
-        };
-        let filter = if incremental {
-            self.backend.execute(&format!(
-                "DELETE FROM {} AS v WHERE {}",
-                d.t(&table),
-                changed(&[ChangeOp::Update, ChangeOp::Delete])
-                    .replace("{v}", "v._fhir_version")
-                    .replace("{i}", "v._id")
-            ))?;
-            changed(&[ChangeOp::Insert, ChangeOp::Update])
-                .replace("{v}", "t.fhir_version")
-                .replace("{i}", "t.id")
-        } else {
-            "1 = 1".to_string()
+        let filter = match incremental {
+            true => {
+                let goes = changed(
+                    &d,
+                    run,
+                    view,
+                    &[ChangeOp::Update, ChangeOp::Delete],
+                    ("v._fhir_version", "v._id"),
+                );
+                let sql = format!("DELETE FROM {} AS v WHERE {}", d.t(&table), goes.sql);
+                self.backend.execute(&sql, goes.params.values())?;
+                changed(&d, run, view, &[ChangeOp::Insert, ChangeOp::Update], ("t.fhir_version", "t.id"))
+            }
+            false => Condition { sql: "1 = 1".to_string(), params: Params::new(&d) },
         };
         let columns: Vec<String> = layout.iter().map(|c| quote_ident(&c.name)).collect();
-        let target = d.t(&table);
+        self.flatten_into(view, &source, &filter, (&d.t(&table), &columns))
+    }
+
+    /// Whether view `view` is registered with definition `signature`.
+    fn view_defined_as(&mut self, view: &View, signature: &str) -> Result<bool> {
+        let d = self.d().clone();
+        let mut p = Params::new(&d);
+        let sql = format!("SELECT signature FROM {} WHERE view_name = {}", d.t(VIEWS), p.bind(view.name()));
+        let known = self.backend.query(&sql, p.values())?;
+        Ok(known.first().is_some_and(|r| r.first().and_then(|c| c.as_deref()) == Some(signature)))
+    }
+
+    /// Creates the (empty) table `table` of view `view` with its columns `layout`, replacing
+    /// any earlier one, and registers the view with its definition `signature`.
+    fn create_view_table(
+        &mut self,
+        view: &View,
+        table: &str,
+        layout: &[crate::views::TableColumn],
+        signature: &str,
+    ) -> Result<()> {
+        let d = self.d().clone();
+        let mut ddl = format!(
+            "DROP TABLE IF EXISTS {t};\nCREATE TABLE {t} (_fhir_version TEXT NOT NULL, _id TEXT NOT NULL",
+            t = d.t(table)
+        );
+        for c in &layout[2..] {
+            ddl.push_str(&format!(", {} {}", quote_ident(&c.name), column_type(&d, c.kind)));
+        }
+        ddl.push_str(&format!(
+            ");\nCREATE INDEX {} ON {} (_fhir_version, _id);\n",
+            quote_ident(&format!("{table}_resource")),
+            d.t(table),
+        ));
+        self.backend.batch(&ddl)?;
+        let registry = d.t(VIEWS);
+        let mut p = Params::new(&d);
+        let sql = format!("DELETE FROM {registry} WHERE view_name = {}", p.bind(view.name()));
+        self.backend.execute(&sql, p.values())?;
+        let mut p = Params::new(&d);
+        let sql = format!(
+            "INSERT INTO {registry} (view_name, resource_type, table_name, signature) VALUES ({}, {}, {}, {})",
+            p.bind(view.name()),
+            p.bind(view.resource()),
+            p.bind(table),
+            p.bind(signature),
+        );
+        self.backend.execute(&sql, p.values())?;
+        Ok(())
+    }
+
+    /// Flattens the rows `t` of type table `source` (view `view`'s resource type) that match
+    /// `filter` into view table `target` with `columns` (all quoted), [`PAGE_ROWS`] resources
+    /// at a time in key order; returns the number of rows written.
+    fn flatten_into(
+        &mut self,
+        view: &View,
+        source: &str,
+        filter: &Condition,
+        (target, columns): (&str, &[String]),
+    ) -> Result<u64> {
+        let d = self.d().clone();
         let mut written = 0u64;
         let mut after: Option<(String, String)> = None;
         loop {
+            let mut p = filter.params.clone();
             // A row-value comparison: both databases seek the primary key to it (PostgreSQL
             // scans the key from its start for the equivalent `OR`, every page).
             let key = match &after {
-                Some((v, i)) => format!("AND (t.fhir_version, t.id) > ({}, {})", lit(v), lit(i)),
+                Some((v, i)) => format!("AND (t.fhir_version, t.id) > ({}, {})", p.bind(v), p.bind(i)),
                 None => String::new(),
             };
-            let page = self.backend.query(&format!(
-                "SELECT t.fhir_version, t.id, {} FROM {} t WHERE {filter} {key} ORDER BY t.fhir_version, t.id LIMIT {PAGE_ROWS}",
+            let sql = format!(
+                "SELECT t.fhir_version, t.id, {} FROM {source} t WHERE {} {key} ORDER BY t.fhir_version, t.id LIMIT {}",
                 d.text("t.resource"),
-                d.t(&source),
-            ))?;
+                filter.sql,
+                p.bind(PAGE_ROWS as u64),
+            );
+            let page = self.backend.query(&sql, p.values())?;
             let Some(last) = page.last() else { break };
             after = Some((
                 last.first().cloned().flatten().unwrap_or_default(),
                 last.get(1).cloned().flatten().unwrap_or_default(),
             ));
             let full = page.len() == PAGE_ROWS;
-            let mut rows = Vec::new();
-            for r in page {
-                let mut it = r.into_iter();
-                let (Some(Some(version)), Some(Some(id)), Some(Some(json))) =
-                    (it.next(), it.next(), it.next())
-                else {
-                    continue;
-                };
-                for row in crate::views::flatten(view, &id, &json)? {
-                    let cells = table_row(view, &version, &id, row)?;
-                    rows.push(cells.into_iter().map(|c| sql_value(&d, c)).collect());
-                }
-            }
+            let rows = flatten_page(&d, view, page)?;
             written += rows.len() as u64;
-            self.backend.insert_rows(&target, &columns, &rows)?;
+            self.backend.insert_rows(target, columns, &rows)?;
             if !full {
                 break;
             }
         }
         Ok(written)
     }
+}
+
+/// The view rows of one page of resources (version, id, JSON), as bound cells.
+fn flatten_page(d: &Dialect, view: &View, page: Vec<Vec<super::Cell>>) -> Result<Vec<Vec<SqlValue>>> {
+    let mut rows = Vec::new();
+    for r in page {
+        let mut it = r.into_iter();
+        let (Some(Some(version)), Some(Some(id)), Some(Some(json))) = (it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        for row in crate::views::flatten(view, &id, &json)? {
+            let cells = table_row(view, &version, &id, row)?;
+            rows.push(cells.into_iter().map(|c| sql_value(d, c)).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// The condition that run `run` wrote a change record with one of `ops` for the resource
+/// whose version and id are the columns `key` of a row of view `view`'s resource type.
+fn changed(d: &Dialect, run: &ActiveRun, view: &View, ops: &[ChangeOp], key: (&str, &str)) -> Condition {
+    let mut params = Params::new(d);
+    let sql = format!(
+        "EXISTS (SELECT 1 FROM {changes} c WHERE c.run_id = {run} AND c.resource_type = {rt} \
+         AND c.operation IN ({ops}) AND c.fhir_version = {version} AND c.id = {id})",
+        changes = d.t(CHANGES),
+        run = params.bind(&run.id),
+        rt = params.bind(view.resource()),
+        ops = params.bind_list(ops.iter().map(|op| op.as_str())),
+        version = key.0,
+        id = key.1,
+    );
+    Condition { sql, params }
 }

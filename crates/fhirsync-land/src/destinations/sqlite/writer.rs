@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fhirsync_core::{FhirVersion, RawResource};
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{CachedStatement, Connection, params};
 
 use super::config::SqliteConfig;
 use crate::destination::Destination;
@@ -134,14 +134,15 @@ impl SqlBackend for SqliteBackend {
         self.conn.execute_batch(sql).map_err(err("running a statement"))
     }
 
-    fn execute(&mut self, sql: &str) -> Result<u64> {
-        Ok(self.conn.execute(sql, []).map_err(err("running a statement"))? as u64)
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err("preparing a statement"))?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params)).map_err(err("running a statement"))? as u64)
     }
 
-    fn query(&mut self, sql: &str) -> Result<Vec<Vec<Cell>>> {
-        let mut stmt = self.conn.prepare(sql).map_err(err("preparing a query"))?;
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<Cell>>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err("preparing a query"))?;
         let n = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(err("running a query"))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err("running a query"))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(err("reading a query result"))? {
             let mut cells = Vec::with_capacity(n);
@@ -195,105 +196,39 @@ impl SqlBackend for SqliteBackend {
     }
 
     fn stage_rows(&mut self, run_id: &str, target: &StageTarget, rows: &[&RawResource]) -> Result<Staged> {
-        let prepare = |sql: String, action: &'static str| self.conn.prepare_cached(&sql).map_err(err(action));
-        let mut insert = prepare(
-            format!(
-                "INSERT INTO {} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}",
-                target.shadow
-            ),
-            "preparing the staging insert",
-        )?;
-        // The landed row of a key, the note that it was re-read, and the removal of a copy
-        // staged earlier in the run.
-        let mut lookup = match &target.lookup {
-            Some(Lookup { rows, reread }) => Some((
-                prepare(
-                    format!("SELECT _row, content_hash FROM {rows} WHERE fhir_version = ?1 AND id = ?2"),
-                    "preparing the staging lookup",
-                )?,
-                prepare(
-                    format!("INSERT INTO {reread} (_row) VALUES (?1) ON CONFLICT DO NOTHING"),
-                    "preparing the re-read note",
-                )?,
-                prepare(
-                    format!("DELETE FROM {} WHERE fhir_version = ?1 AND id = ?2", target.shadow),
-                    "preparing the staging removal",
-                )?,
-            )),
-            None => None,
-        };
-        let mut note_change = match target.changes {
-            true => Some(prepare(
-                format!(
-                    "INSERT INTO {STAGE_CHANGES} (resource_type, fhir_version, id, before_hash) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
-                ),
-                "preparing the staging change note",
-            )?),
-            false => None,
-        };
+        let mut st = Staging::prepare(&self.conn, &self.dialect, target)?;
         // Parameters that rows of a page share (FHIR version, source, dataset, run) stay bound
         // from row to row and are bound again only when they change; the rest are bound per row.
         let mut shared: Option<(FhirVersion, &str, &fhirsync_core::Dataset)> = None;
-        let mut shadow_empty = target.shadow_empty;
+        let mut new_rows_empty = target.new_rows_empty;
         let mut staged = Staged::default();
-        let bind = |stmt: &mut rusqlite::Statement<'_>, i: usize, v: &str| {
-            stmt.raw_bind_parameter(i, v).map_err(err("binding a staged value"))
-        };
         for r in rows {
-            let version = r.fhir_version.as_str();
             if shared != Some((r.fhir_version, r.source.as_str(), &r.dataset)) {
                 shared = Some((r.fhir_version, r.source.as_str(), &r.dataset));
-                bind(&mut insert, 3, version)?;
-                bind(&mut insert, 4, &r.source)?;
-                bind(&mut insert, 5, &r.dataset.to_string())?;
-                bind(&mut insert, 8, run_id)?;
-                if let Some((find, _, unstage)) = lookup.as_mut() {
-                    bind(find, 1, version)?;
-                    bind(unstage, 1, version)?;
-                }
+                st.bind_shared(r, run_id)?;
             }
             let hash = r.hash.hex();
-            // The landed row: its `_row`, and its hash when that differs.
-            let mut found = false;
-            let mut before_hash: Option<String> = None;
-            if let Some((find, reread, unstage)) = lookup.as_mut() {
-                bind(find, 2, &r.id)?;
-                let mut hits = find.raw_query();
-                let mut unchanged = None;
-                if let Some(row) = hits.next().map_err(err("looking a staged resource up"))? {
-                    let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, Option<String>)> {
-                        let landed_hash = row.get_ref(1)?.as_str()?;
-                        Ok((row.get(0)?, (landed_hash != hash.as_str()).then(|| landed_hash.to_string())))
-                    };
-                    let (landed_row, differs) = read(row).map_err(err("reading a landed row"))?;
-                    unchanged = differs.is_none().then_some(landed_row);
-                    before_hash = differs;
-                    found = true;
-                    staged.found += 1;
-                }
-                drop(hits);
-                if let Some(landed_row) = unchanged {
-                    reread.raw_bind_parameter(1, landed_row).map_err(err("binding a staged value"))?;
-                    reread.raw_execute().map_err(err("noting a re-read row"))?;
-                    if !shadow_empty {
-                        bind(unstage, 2, &r.id)?;
-                        unstage.raw_execute().map_err(err("removing an earlier staged copy"))?;
+            // The landed row's hash where it differs; a row landed unchanged is only noted.
+            let before_hash = match st.lookup.as_mut() {
+                Some(lookup) => match lookup.find(&r.id, hash.as_str())? {
+                    Some(Landed::Unchanged(landed_row)) => {
+                        staged.found += 1;
+                        lookup.note_unchanged(landed_row, &r.id, !new_rows_empty)?;
+                        continue;
                     }
-                    continue;
-                }
-            }
-            bind(&mut insert, 1, &r.id)?;
-            insert.raw_bind_parameter(2, r.patient_id.as_deref()).map_err(err("binding a staged value"))?;
-            bind(&mut insert, 6, hash.as_str())?;
-            bind(&mut insert, 7, &r.json)?;
-            insert.raw_execute().map_err(err("staging a resource"))?;
-            shadow_empty = false;
-            staged.shadowed += 1;
-            if let Some(stmt) = note_change.as_mut()
-                && (!found || before_hash.is_some())
-            {
-                stmt.execute(params![r.resource_type, version, r.id, before_hash])
+                    Some(Landed::Changed(before_hash)) => {
+                        staged.found += 1;
+                        Some(before_hash)
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            st.insert(r, hash.as_str())?;
+            new_rows_empty = false;
+            staged.written += 1;
+            if let Some(stmt) = st.note_change.as_mut() {
+                stmt.execute(params![r.resource_type, r.fhir_version.as_str(), r.id, before_hash])
                     .map_err(err("noting a staged change"))?;
             }
         }
@@ -309,14 +244,149 @@ impl SqlBackend for SqliteBackend {
             format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", "));
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err("preparing a view insert"))?;
         for row in rows {
-            let values = row.iter().map(|v| match v {
-                SqlValue::Null => rusqlite::types::Value::Null,
-                SqlValue::Text(s) => rusqlite::types::Value::Text(s.clone()),
-                SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
-                SqlValue::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
-            });
-            stmt.execute(rusqlite::params_from_iter(values)).map_err(err("inserting a view row"))?;
+            stmt.execute(rusqlite::params_from_iter(row)).map_err(err("inserting a view row"))?;
         }
         Ok(())
+    }
+}
+
+/// The prepared statements of one [`SqliteBackend::stage_rows`] call.
+struct Staging<'c> {
+    /// The insert into the new-rows table (later copies win).
+    insert: CachedStatement<'c>,
+    /// The look-ups of [`StageTarget::lookup`].
+    lookup: Option<LookupStatements<'c>>,
+    /// Reload-and-compare: the note of a new or changed key in `_fhirsync_stage_changes`.
+    note_change: Option<CachedStatement<'c>>,
+}
+
+/// The statements of [`StageTarget::lookup`]: the landed row of a key, the note that it was
+/// staged unchanged, and the removal of a copy staged earlier in the run.
+struct LookupStatements<'c> {
+    find: CachedStatement<'c>,
+    restaged: CachedStatement<'c>,
+    unstage: CachedStatement<'c>,
+}
+
+/// A staged key's landed row.
+enum Landed {
+    /// With the staged content: its `_row`.
+    Unchanged(i64),
+    /// With other content: its hash.
+    Changed(String),
+}
+
+/// Binds text parameter `i` of `stmt`.
+fn bind_text(stmt: &mut rusqlite::Statement<'_>, i: usize, value: &str) -> Result<()> {
+    stmt.raw_bind_parameter(i, value).map_err(err("binding a staged value"))
+}
+
+impl<'c> Staging<'c> {
+    /// Prepares (or takes from the cache) the statements staging into `target`.
+    fn prepare(conn: &'c Connection, d: &Dialect, target: &StageTarget) -> Result<Self> {
+        let prepare = |sql: String, action: &'static str| conn.prepare_cached(&sql).map_err(err(action));
+        let new_rows = &target.new_rows;
+        let insert = prepare(
+            format!(
+                "INSERT INTO {new_rows} ({ROW_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {UPSERT}"
+            ),
+            "preparing the staging insert",
+        )?;
+        let lookup = match &target.lookup {
+            Some(Lookup { rows, restaged }) => Some(LookupStatements {
+                find: prepare(
+                    format!("SELECT _row, content_hash FROM {rows} WHERE fhir_version = ?1 AND id = ?2"),
+                    "preparing the staging lookup",
+                )?,
+                restaged: prepare(
+                    format!("INSERT INTO {restaged} (_row) VALUES (?1) ON CONFLICT DO NOTHING"),
+                    "preparing the note of a row staged unchanged",
+                )?,
+                unstage: prepare(
+                    format!("DELETE FROM {new_rows} WHERE fhir_version = ?1 AND id = ?2"),
+                    "preparing the staging removal",
+                )?,
+            }),
+            None => None,
+        };
+        let note_change = match target.changes {
+            true => Some(prepare(
+                format!(
+                    "INSERT INTO {} (resource_type, fhir_version, id, before_hash) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    d.t(STAGE_CHANGES)
+                ),
+                "preparing the staging change note",
+            )?),
+            false => None,
+        };
+        Ok(Staging { insert, lookup, note_change })
+    }
+
+    /// Binds the parameters `r` shares with the rows around it (FHIR version, source, dataset,
+    /// run).
+    fn bind_shared(&mut self, r: &RawResource, run_id: &str) -> Result<()> {
+        let version = r.fhir_version.as_str();
+        bind_text(&mut self.insert, 3, version)?;
+        bind_text(&mut self.insert, 4, &r.source)?;
+        bind_text(&mut self.insert, 5, &r.dataset.to_string())?;
+        bind_text(&mut self.insert, 8, run_id)?;
+        if let Some(lookup) = self.lookup.as_mut() {
+            bind_text(&mut lookup.find, 1, version)?;
+            bind_text(&mut lookup.unstage, 1, version)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `r` (content hash `hash`) to the new-rows table.
+    fn insert(&mut self, r: &RawResource, hash: &str) -> Result<()> {
+        bind_text(&mut self.insert, 1, &r.id)?;
+        self.insert.raw_bind_parameter(2, r.patient_id.as_deref()).map_err(err("binding a staged value"))?;
+        bind_text(&mut self.insert, 6, hash)?;
+        bind_text(&mut self.insert, 7, &r.json)?;
+        self.insert.raw_execute().map_err(err("staging a resource"))?;
+        Ok(())
+    }
+}
+
+impl LookupStatements<'_> {
+    /// The landed row of key `id` (version bound by [`Staging::bind_shared`]), compared with
+    /// the staged content's `hash`.
+    fn find(&mut self, id: &str, hash: &str) -> Result<Option<Landed>> {
+        bind_text(&mut self.find, 2, id)?;
+        let mut hits = self.find.raw_query();
+        let Some(row) = hits.next().map_err(err("looking a staged resource up"))? else { return Ok(None) };
+        let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Landed> {
+            let landed_hash = row.get_ref(1)?.as_str()?;
+            Ok(match landed_hash == hash {
+                true => Landed::Unchanged(row.get(0)?),
+                false => Landed::Changed(landed_hash.to_string()),
+            })
+        };
+        read(row).map(Some).map_err(err("reading a landed row"))
+    }
+
+    /// Notes landed row `landed_row` (key `id`) as staged unchanged; with `unstage`, removes a
+    /// copy of the key staged earlier in the run.
+    fn note_unchanged(&mut self, landed_row: i64, id: &str, unstage: bool) -> Result<()> {
+        self.restaged.raw_bind_parameter(1, landed_row).map_err(err("binding a staged value"))?;
+        self.restaged.raw_execute().map_err(err("noting a row staged unchanged"))?;
+        if unstage {
+            bind_text(&mut self.unstage, 2, id)?;
+            self.unstage.raw_execute().map_err(err("removing an earlier staged copy"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Text is bound borrowed (no copy), a boolean as 0/1.
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Owned(Value::Null),
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            SqlValue::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            SqlValue::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+        })
     }
 }
