@@ -55,7 +55,9 @@ impl DestinationConfig {
     pub fn describe(&self) -> String {
         match self {
             DestinationConfig::Sqlite(c) => format!("sqlite:{}", c.path.display()),
+            #[cfg(feature = "postgres")]
             DestinationConfig::Postgres(c) => format!("postgres:{}", c.schema),
+            #[cfg(feature = "parquet")]
             DestinationConfig::Parquet(c) => format!("parquet:{}", c.dir.display()),
             DestinationConfig::Ndjson(c) => format!("ndjson:{}", c.dir.display()),
             DestinationConfig::Delta(c) => format!("delta:{}", c.uri),

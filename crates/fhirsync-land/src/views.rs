@@ -73,6 +73,7 @@ pub(crate) enum CellValue {
 
 impl CellValue {
     /// The kind of cell, for error messages (never the data).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             CellValue::Null => "null",
