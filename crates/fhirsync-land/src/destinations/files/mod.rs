@@ -125,8 +125,8 @@ pub(crate) trait SnapshotFormat: Send {
     fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
         self.read(path, &mut |row| f(row.head()))
     }
-    /// Writes a run's change records into `dir`.
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
+    /// Starts writing a run's change records into the folder `dir` (created).
+    fn changes_writer(&self, dir: &Path) -> Result<Box<dyn ChangeSink>>;
     /// Starts a new type file at `path` with the rows of the type file `old`, each as `decide`
     /// says; returns its writer (for more rows) and the number of rows written so far. Formats
     /// that can copy unchanged columns without decoding rows override this.
@@ -153,22 +153,23 @@ pub(crate) trait SnapshotFormat: Send {
     /// Parquet, the Arrow fields): part of the definition a view file is kept or carried by, so
     /// that a changed mapping rebuilds it.
     fn view_format(&self, columns: &[TableColumn]) -> String;
-    /// The file or folder that [`SnapshotFormat::write_view`] writes for view `name` in the
+    /// The file or folder that [`SnapshotFormat::view_writer`] writes for view `name` in the
     /// version folder `version` (under its view root, [`views_dir`]).
     fn view_path(&self, version: &Path, name: &str) -> PathBuf;
-    /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
-    /// into `dir`, the version's view root.
-    fn write_view(
+    /// Starts a materialised view table `name` (columns of [`crate::views::table_columns`])
+    /// in `dir`, the version's view root. A format that types its columns by their values
+    /// (Parquet decimals) may keep the rows in the scratch file `spill` until the sink finishes.
+    fn view_writer(
         &self,
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        rows: &[Vec<CellValue>],
-    ) -> Result<()>;
-    /// Writes view table `name` into the view root `dir` as the rows of `old` (a file this
+        spill: &Path,
+    ) -> Result<Box<dyn ViewSink>>;
+    /// Starts view table `name` in the view root `dir` with the rows of `old` (a file this
     /// format wrote for the same view definition) whose `(_fhir_version, _id)` `keep` accepts,
-    /// as they are, followed by `rows`. Returns `false`, having written nothing, if `rows` do not
-    /// fit the old file's column types (then the caller builds the view in full).
+    /// as they are; the sink takes the rows that follow them. `None`, having written nothing,
+    /// if `old` is not a file of these columns (then the caller builds the view in full).
     fn carry_view(
         &self,
         old: &Path,
@@ -176,8 +177,25 @@ pub(crate) trait SnapshotFormat: Send {
         name: &str,
         columns: &[TableColumn],
         keep: &mut dyn FnMut(&str, &str) -> bool,
-        rows: &[Vec<CellValue>],
-    ) -> Result<bool>;
+    ) -> Result<Option<Box<dyn ViewSink>>>;
+}
+
+/// Receives the rows of one view file, one at a time; it holds a bounded number of them.
+pub(crate) trait ViewSink {
+    /// Takes one row (cells in the view's column order).
+    fn write(&mut self, row: Vec<CellValue>) -> Result<()>;
+    /// Completes and fsyncs the file. `false` if the rows of a carried view did not fit the
+    /// old file's column types (a Parquet decimal needing more digits): the file is then
+    /// incomplete, and the caller builds the view in full.
+    fn finish(self: Box<Self>) -> Result<bool>;
+}
+
+/// Receives a run's change records, one at a time; it holds a bounded number of them.
+pub(crate) trait ChangeSink {
+    /// Takes one record.
+    fn write(&mut self, change: ChangeRow) -> Result<()>;
+    /// Completes and fsyncs the file.
+    fn finish(self: Box<Self>) -> Result<()>;
 }
 
 /// One run in `_fhirsync/runs.json`.

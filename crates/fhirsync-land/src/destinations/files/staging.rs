@@ -164,7 +164,10 @@ impl Staging {
         mkdirs(&dir)?;
         for entry in fs::read_dir(&dir).map_err(Error::io("listing staging", &dir))? {
             let path = entry.map_err(Error::io("listing staging", &dir))?.path();
-            truncate_torn_line(&path)?;
+            // The commit's scratch folder is rebuilt by every commit attempt.
+            if path.is_file() {
+                truncate_torn_line(&path)?;
+            }
         }
         let base_path = dir.join(BASE);
         let base = match fs::read_to_string(&base_path) {
