@@ -5,6 +5,7 @@
 #[cfg(feature = "delta")]
 mod delta;
 mod files;
+mod memory;
 mod pg_errors;
 mod postgres;
 mod scenario;
@@ -12,3 +13,7 @@ mod sqlite;
 mod status;
 mod support;
 mod typed;
+
+/// Counts each thread's heap, for `memory.rs`.
+#[global_allocator]
+static ALLOCATOR: memory::Tracking = memory::Tracking;

@@ -645,7 +645,7 @@ impl SnapshotFormat for ParquetFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::views::ColumnKind;
+    use crate::destinations::parquet::arrow::view_schema;
 
     fn columns(kinds: &[ColumnKind]) -> Vec<TableColumn> {
         kinds.iter().map(|&kind| TableColumn { name: "c".into(), kind }).collect()
@@ -663,5 +663,117 @@ mod tests {
         assert_ne!(text, f.view_format(&columns(&[ColumnKind::Json])));
         assert_ne!(text, date);
         assert_eq!(text, f.view_format(&columns(&[ColumnKind::Text])));
+    }
+
+    /// The columns of a view table with text keys and one column of each typed kind.
+    fn typed_columns() -> Vec<TableColumn> {
+        let kinds = [
+            ("_fhir_version", ColumnKind::Text),
+            ("_id", ColumnKind::Text),
+            ("value", ColumnKind::Decimal),
+            ("count", ColumnKind::Integer),
+            ("day", ColumnKind::Date),
+            ("at", ColumnKind::Timestamp),
+            ("flag", ColumnKind::Boolean),
+        ];
+        kinds.iter().map(|(name, kind)| TableColumn { name: name.to_string(), kind: *kind }).collect()
+    }
+
+    /// Row `i`; every 7th value is null, and the last row's decimal has the most fraction digits.
+    fn typed_row(i: usize, last: usize, decimal: &str) -> Vec<CellValue> {
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(i as u64 % 400);
+        let value = match i {
+            _ if i == last => CellValue::Decimal(decimal.to_string()),
+            _ if i % 7 == 0 => CellValue::Null,
+            _ => CellValue::Decimal(format!("{}.{}", i, i % 10)),
+        };
+        vec![
+            CellValue::Text("R4".into()),
+            CellValue::Text(format!("obs-{i}")),
+            value,
+            CellValue::Int(i as i64),
+            CellValue::Date(day),
+            CellValue::Timestamp(day.and_hms_opt(10, 0, 0).unwrap().and_utc()),
+            CellValue::Bool(i % 2 == 0),
+        ]
+    }
+
+    /// The file the writer made before views streamed: every row in memory, typed at once,
+    /// written [`BATCH_ROWS`] rows per batch.
+    fn in_memory_file(path: &Path, rows: &[Vec<CellValue>], columns: &[TableColumn], row_group_rows: usize) {
+        let schema = view_schema(columns, rows);
+        let mut file = FileWriter::create(path, schema.clone(), row_group_rows).unwrap();
+        for chunk in rows.chunks(BATCH_ROWS) {
+            file.write(&cells_batch(&schema, chunk).unwrap()).unwrap();
+        }
+        file.finish().unwrap();
+    }
+
+    /// A view streamed row by row (decimals typed after the last value, through the scratch
+    /// stream) is byte for byte the file written from all rows in memory, with several row
+    /// groups; a decimal that fits no Decimal128 keeps the column as text; a view without
+    /// decimals is written directly. The scratch file is gone afterwards.
+    #[test]
+    fn streamed_view_is_the_in_memory_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = ParquetFormat { row_group_rows: 1000 };
+        let n = 3 * BATCH_ROWS + 17;
+        let no_decimal: Vec<TableColumn> =
+            typed_columns().into_iter().filter(|c| c.kind != ColumnKind::Decimal).collect();
+        let cases = [
+            ("scaled", typed_columns(), "0.125"),
+            ("wide", typed_columns(), "12345678901234567890123456789012345678"),
+            ("plain", no_decimal, ""),
+        ];
+        for (name, columns, decimal) in cases {
+            let has_decimal = !decimal.is_empty();
+            let rows: Vec<Vec<CellValue>> = (0..n)
+                .map(|i| {
+                    let mut row = typed_row(i, n - 1, decimal);
+                    if !has_decimal {
+                        row.remove(2);
+                    }
+                    row
+                })
+                .collect();
+            let spill = dir.path().join(format!("{name}.arrows"));
+            let mut sink = f.view_writer(dir.path(), name, &columns, &spill).unwrap();
+            for row in rows.iter().cloned() {
+                sink.write(row).unwrap();
+            }
+            assert!(sink.finish().unwrap());
+            assert!(!spill.exists(), "{name}");
+            let reference = dir.path().join(format!("{name}-reference.parquet"));
+            in_memory_file(&reference, &rows, &columns, 1000);
+            let streamed = fs::read(view_file(dir.path(), name)).unwrap();
+            assert_eq!(streamed, fs::read(&reference).unwrap(), "{name}");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&reference).unwrap()).unwrap();
+            assert_eq!(reader.metadata().num_row_groups(), n.div_ceil(1000), "{name}");
+            if has_decimal {
+                let want = if name == "wide" { DataType::Utf8 } else { DataType::Decimal128(38, 3) };
+                assert_eq!(reader.schema().field(2).data_type(), &want, "{name}");
+            }
+        }
+    }
+
+    /// A carried view whose new rows need more fraction digits than the old file's decimal
+    /// column holds reports so at the end instead of rounding.
+    #[test]
+    fn carried_view_reports_a_misfit() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = ParquetFormat { row_group_rows: 1000 };
+        let columns = typed_columns();
+        let old_rows: Vec<Vec<CellValue>> = (0..10).map(|i| typed_row(i, 100, "")).collect();
+        let old = dir.path().join("old.parquet");
+        in_memory_file(&old, &old_rows, &columns, 1000);
+        let out = dir.path().join("new");
+        for (decimal, fits) in [("1.5", true), ("1.55", false)] {
+            let mut sink = f.carry_view(&old, &out, "v", &columns, &mut |_, id| id != "obs-3").unwrap().unwrap();
+            sink.write(typed_row(20, 20, decimal)).unwrap();
+            assert_eq!(sink.finish().unwrap(), fits, "{decimal}");
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(view_file(&out, "v")).unwrap());
+        // The last (misfit) attempt left no complete file.
+        assert!(reader.is_err());
     }
 }
