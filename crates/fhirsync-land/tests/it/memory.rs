@@ -84,8 +84,8 @@ fn observations(n: usize, edited: bool) -> Vec<fhirsync_core::RawResource> {
 }
 
 /// The heap the commits of a full load, then of a reload-and-compare that changes every row,
-/// of `n` Observations with the shipped views peak at (small row groups, so that the writers'
-/// open row groups stay small too).
+/// of `n` Observations with the shipped views peak at (row groups of 1,024 rows, so that the
+/// writers' open row groups stay small too).
 fn commit_peaks(config: &dyn Fn(&std::path::Path) -> DestinationConfig, n: usize) -> (i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let views = fhirsync_views::default_views();
@@ -105,24 +105,27 @@ fn commit_peaks(config: &dyn Fn(&std::path::Path) -> DestinationConfig, n: usize
 }
 
 /// Four times the Observations (with four times the view rows and change records) raise the
-/// peak heap of a commit by less than 64 bytes per added row, on both file formats: the rows
-/// held before streaming (a view row, or a change record, is several hundred bytes) would add
-/// far more.
+/// peak heap of a full load's commit by less than 64 bytes per added row, and of a
+/// reload-and-compare that changes every row by less than 256, on both file formats. What
+/// still grows is the index of staged keys (24 bytes per row), the Parquet footer (per row
+/// group) and, in the compare, the records of replaced rows kept for the pass over staging
+/// (about 170 bytes each, in memory below an 8 MiB budget, then on disk). A view row held in
+/// memory is about a kilobyte, a change record about 450 bytes.
 #[test]
 fn commit_heap_does_not_grow_with_view_rows() {
     let parquet = |dir: &std::path::Path| {
-        DestinationConfig::Parquet(ParquetConfig { row_group_rows: 256, ..ParquetConfig::new(dir) })
+        DestinationConfig::Parquet(ParquetConfig { row_group_rows: 1024, ..ParquetConfig::new(dir) })
     };
     let ndjson = |dir: &std::path::Path| DestinationConfig::Ndjson(NdjsonConfig::new(dir));
     let formats: [(&str, &dyn Fn(&std::path::Path) -> DestinationConfig); 2] =
         [("parquet", &parquet), ("ndjson", &ndjson)];
     for (name, config) in formats {
-        let (n, m) = (1_000, 4_000);
+        let (n, m) = (1_500, 6_000);
         let (full_n, compare_n) = commit_peaks(config, n);
         let (full_m, compare_m) = commit_peaks(config, m);
         let added = (m - n) as i64;
         eprintln!("{name}: full load {full_n} -> {full_m}, compare {compare_n} -> {compare_m} bytes");
         assert!(full_m - full_n < 64 * added, "{name} full load: {full_n} -> {full_m}");
-        assert!(compare_m - compare_n < 64 * added, "{name} compare: {compare_n} -> {compare_m}");
+        assert!(compare_m - compare_n < 256 * added, "{name} compare: {compare_n} -> {compare_m}");
     }
 }

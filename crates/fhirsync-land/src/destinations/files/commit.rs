@@ -19,8 +19,9 @@
 //! under another one are never kept), and per view the definition and column mapping its file
 //! was built with.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use fhirsync_core::{ContentHash, RunScope};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::index::Index;
 use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
+use super::sorted::{Record, Sorted, SpillSort, read_record_bytes, read_string, sort_dir};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
 use super::views::{ViewBuild, ViewMode, flatten, flatten_row, view_name};
 use super::{
@@ -140,15 +142,32 @@ fn definition(format: &impl SnapshotFormat, view: &View) -> Result<String> {
 }
 
 /// What the commit remembers about a staged line (the last one of its key wins).
+#[derive(Debug, Clone, Copy)]
 struct Staged {
     line: u64,
     /// A row line (new or changed resource); else a seen line.
     full: bool,
 }
 
-/// The staged lines of one resource type, by key: the last line of each key wins.
+/// One key of [`StagedIndex`]: 24 bytes (a `u128` would be aligned to 32).
+#[derive(Clone, Copy)]
+struct StagedKey {
+    key: [u64; 2],
+    /// The line, with [`FULL_BIT`] set for a row line.
+    line: u64,
+}
+
+/// Marks a row line in [`StagedKey::line`].
+const FULL_BIT: u64 = 1 << 63;
+
+fn split_key(key: u128) -> [u64; 2] {
+    [(key >> 64) as u64, key as u64]
+}
+
+/// The staged lines of one resource type, by key: the last line of each key wins. Held as a
+/// sorted array, 24 bytes per key (a hash map of the same keys takes about 66).
 struct StagedIndex {
-    lines: HashMap<u128, Staged>,
+    keys: Vec<StagedKey>,
     /// Keys whose last line is a row line.
     full: u64,
     /// Keys whose last line is a seen line.
@@ -158,23 +177,74 @@ struct StagedIndex {
 impl StagedIndex {
     /// Reads the heads of `t`'s staged lines.
     fn of(b: &Build<'_>, staging: &Staging, t: &str) -> Result<Self> {
-        let mut lines = HashMap::new();
+        let mut keys = Vec::new();
         staging.scan_heads(t, &mut |line, head| {
             let (key, full) = match &head {
-                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), true),
-                LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), false),
+                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), FULL_BIT),
+                LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), 0),
             };
-            lines.insert(key, Staged { line, full });
+            keys.push(StagedKey { key: split_key(key), line: line | full });
             Ok(())
         })?;
-        let full = lines.values().filter(|s| s.full).count() as u64;
-        Ok(StagedIndex { seen: lines.len() as u64 - full, full, lines })
+        // By key, the last line first; then the first of each key stays.
+        keys.sort_unstable_by_key(|k| (k.key, std::cmp::Reverse(k.line & !FULL_BIT)));
+        keys.dedup_by_key(|k| k.key);
+        keys.shrink_to_fit();
+        let full = keys.iter().filter(|k| k.line & FULL_BIT != 0).count() as u64;
+        Ok(StagedIndex { seen: keys.len() as u64 - full, full, keys })
     }
 
-    fn get(&self, key: u128) -> Option<&Staged> {
-        self.lines.get(&key)
+    fn get(&self, key: u128) -> Option<Staged> {
+        let key = split_key(key);
+        let i = self.keys.binary_search_by_key(&key, |k| k.key).ok()?;
+        let line = self.keys[i].line;
+        Some(Staged { line: line & !FULL_BIT, full: line & FULL_BIT != 0 })
     }
 }
+
+/// What a staged row takes from the previous row it replaces, found in the pass over the
+/// previous file and used, by staged line, in the pass over staging.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Replaced {
+    /// The staged line.
+    line: u64,
+    /// The previous row's place in its file (of two previous rows of a key, the last wins).
+    seq: u64,
+    content_hash: String,
+    first_seen_run: String,
+}
+
+impl Record for Replaced {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.line.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        for s in [&self.content_hash, &self.first_seen_run] {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut head = [0u8; 24];
+        if !read_record_bytes(input, &mut head)? {
+            return Ok(None);
+        }
+        let word = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let (line, seq) = (word(0), word(1));
+        let content_hash = read_string(input, word(2) as usize)?;
+        let mut len = [0u8; 8];
+        input.read_exact(&mut len)?;
+        let first_seen_run = read_string(input, u64::from_le_bytes(len) as usize)?;
+        Ok(Some(Replaced { line, seq, content_hash, first_seen_run }))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.content_hash.len() + self.first_seen_run.len()
+    }
+}
+
+/// Memory budget of a commit's [`SpillSort`] of replaced rows.
+const REPLACED_BUDGET: usize = 8 << 20;
 
 /// The scratch index's file (the completed scopes) inside the staging folder.
 const INDEX_FILE: &str = "commit-index.sqlite";
@@ -278,11 +348,13 @@ struct Rewrite<'a, 'v> {
     /// The previous file's manifest entry.
     prev_entry: Option<&'a TypeFile>,
     builds: Vec<ViewBuild<'v>>,
-    /// Hash and first-seen run of the previous rows that a staged row replaces.
-    replaced: HashMap<u128, (String, String)>,
-    /// The previous rows deleted.
-    deleted: HashSet<u128>,
+    /// What the staged rows take from the previous rows they replace, by staged line.
+    replaced: SpillSort<Replaced>,
+    /// The keys of the previous rows deleted (sorted once they are all known).
+    deleted: Vec<[u64; 2]>,
     seen_matched: u64,
+    /// Previous rows read.
+    read: u64,
     /// Rows written to the new file.
     rows: u64,
 }
@@ -290,6 +362,7 @@ struct Rewrite<'a, 'v> {
 impl Rewrite<'_, '_> {
     /// Decides a row of the previous file.
     fn previous_row(&mut self, r: RowRef<'_>, out: &mut Built) -> Result<Carry> {
+        self.read += 1;
         let key = self.b.hasher.key(r.fhir_version, r.id);
         match self.staged.get(key) {
             Some(s) if !s.full => {
@@ -301,8 +374,13 @@ impl Rewrite<'_, '_> {
                 flatten(&mut self.builds, r.fhir_version, r.id, r.resource, false)?;
                 Ok(Carry::LastSeen(self.b.run_id.to_string()))
             }
-            Some(_) => {
-                self.replaced.insert(key, (r.content_hash.to_string(), r.first_seen_run.to_string()));
+            Some(s) => {
+                self.replaced.push(Replaced {
+                    line: s.line,
+                    seq: self.read,
+                    content_hash: r.content_hash.to_string(),
+                    first_seen_run: r.first_seen_run.to_string(),
+                })?;
                 Ok(Carry::Drop)
             }
             None => self.unread_row(key, r, out),
@@ -319,7 +397,7 @@ impl Rewrite<'_, '_> {
         }
         if fate.deletable {
             out.m.deleted += 1;
-            self.deleted.insert(key);
+            self.deleted.push(split_key(key));
             if let Some(changes) = &mut out.changes {
                 changes.write(self.b.change("D", self.t, &r, Some(r.content_hash.to_string()), None))?;
             }
@@ -335,32 +413,43 @@ impl Rewrite<'_, '_> {
     }
 
     /// Whether the previous view rows of the resource `(fhir_version, id)` are carried: its
-    /// previous row was neither replaced nor deleted.
+    /// previous row was neither replaced (its staged line is a row line) nor deleted.
     fn keeps(&self, fhir_version: &str, id: &str) -> bool {
         let key = self.b.hasher.key(fhir_version, id);
-        !self.replaced.contains_key(&key) && !self.deleted.contains(&key)
+        !self.staged.get(key).is_some_and(|s| s.full) && self.deleted.binary_search(&split_key(key)).is_err()
     }
 
     /// The row a staged line adds to the new file: `None` for a seen line or a superseded copy.
-    fn staged_row(&mut self, line: u64, staged: Line, out: &mut Built) -> Result<Option<Row>> {
+    /// `replaced` holds what the rows replaced by lines from `line` on left.
+    fn staged_row(
+        &mut self,
+        line: u64,
+        staged: Line,
+        replaced: &mut Sorted<Replaced>,
+        out: &mut Built,
+    ) -> Result<Option<Row>> {
         let Line::Row(mut row) = staged else { return Ok(None) };
         let key = self.b.hasher.key(&row.fhir_version, &row.id);
         if self.staged.get(key).is_none_or(|s| s.line != line) {
             return Ok(None);
         }
         out.m.staged += 1;
-        let op = match self.replaced.get(&key) {
+        let mut prev = None;
+        while replaced.peek().is_some_and(|r| r.line <= line) {
+            prev = replaced.pop()?.filter(|r| r.line == line);
+        }
+        let op = match prev {
             None => {
                 out.m.inserted += 1;
                 Some(("I", None))
             }
-            Some((old_hash, first_seen)) => {
-                row.first_seen_run = first_seen.clone();
+            Some(Replaced { content_hash: old_hash, first_seen_run, .. }) => {
+                row.first_seen_run = first_seen_run;
                 if !self.b.compare {
                     None
-                } else if *old_hash != row.content_hash {
+                } else if old_hash != row.content_hash {
                     out.m.updated += 1;
-                    Some(("U", Some(old_hash.clone())))
+                    Some(("U", Some(old_hash)))
                 } else {
                     out.m.unchanged += 1;
                     None
@@ -623,9 +712,10 @@ impl<F: SnapshotFormat> FileDestination<F> {
             staged: &staged,
             prev_entry,
             builds: self.rewrite_builds(b, t, &type_views, old_path.is_some())?,
-            replaced: HashMap::new(),
-            deleted: HashSet::new(),
+            replaced: SpillSort::new(sort_dir(&b.scratch, "replaced"), REPLACED_BUDGET),
+            deleted: Vec::new(),
             seen_matched: 0,
+            read: 0,
             rows: 0,
         };
         self.rewrite_type(rw, staging, old_path.as_deref(), out)
@@ -723,11 +813,14 @@ impl<F: SnapshotFormat> FileDestination<F> {
         }
         check_seen(staging, t, rw.seen_matched, rw.staged.seen)?;
         // The previous rows are decided: the carried views take theirs.
+        rw.deleted.sort_unstable();
         let mut builds = std::mem::take(&mut rw.builds);
         self.open_carried(&mut builds, &b.tmp, &mut |fhir_version, id| rw.keeps(fhir_version, id))?;
         rw.builds = builds;
+        let sort = std::mem::replace(&mut rw.replaced, SpillSort::new(PathBuf::new(), 0));
+        let mut replaced = sort.sorted()?;
         staging.scan(t, &mut |line, staged| {
-            let Some(row) = rw.staged_row(line, staged, out)? else { return Ok(()) };
+            let Some(row) = rw.staged_row(line, staged, &mut replaced, out)? else { return Ok(()) };
             let sink = match &mut sink {
                 Some(sink) => sink,
                 None => sink.insert(self.format.writer(&path)?),

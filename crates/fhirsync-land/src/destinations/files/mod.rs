@@ -28,6 +28,7 @@ pub(crate) mod commit;
 mod index;
 pub(crate) mod layout;
 pub(crate) mod row;
+mod sorted;
 pub(crate) mod staging;
 mod views;
 
