@@ -364,7 +364,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
                     ),
                 });
             }
-            self.known = staging.base().map(|_| Known::default());
+            self.known = staging.known()?;
             runs[i].status = "running".into();
             runs[i].errors = None;
             runs[i].ended_at = None;
@@ -387,8 +387,9 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         let run_id = uuid::Uuid::now_v7().to_string();
         // Reload and reload-and-compare stage against the current snapshot.
         let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
-        self.staging = Some(Staging::create(self.layout.staging(&run_id), &run_id, base.as_deref())?);
-        self.known = base.as_ref().map(|_| Known::default());
+        let staging = Staging::create(self.layout.staging(&run_id), &run_id, base.as_deref())?;
+        self.known = staging.known()?;
+        self.staging = Some(staging);
         runs.push(RunRecord {
             run_id: run_id.clone(),
             method: method.as_str().into(),

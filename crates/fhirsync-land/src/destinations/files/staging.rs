@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
+use super::sorted::{Record, SpillSort, read_record_bytes};
 use super::row::{Head, Row, read_line, with_head, write_line};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
@@ -34,6 +35,8 @@ const STAGING_BUFFER: usize = 64 << 10;
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
 const BASE: &str = "base";
+/// The folder of the [`Known`] files inside the staging folder.
+const KNOWN_DIR: &str = "known";
 /// How a seen line starts (a row line is an object).
 const SEEN_PREFIX: &str = "[";
 
@@ -54,21 +57,127 @@ impl KeyHasher {
     }
 }
 
-/// What staging knows of a landed row of the base snapshot.
+/// What staging knows of a landed row of the base snapshot: one record of a [`Known`] file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct KnownRow {
+    key: [u64; 2],
+    /// The row's place in the base file (of two rows of a key, the last wins).
+    seq: u64,
     /// First 16 bytes of the content hash.
     hash: [u8; 16],
     meta: u64,
 }
 
+/// Bytes of a [`KnownRow`] in a file (its `seq` is not stored).
+const KNOWN_ROW: usize = 40;
+/// Rows per block of a [`Known`] file: one read per lookup.
+const KNOWN_BLOCK_ROWS: usize = 100;
+/// Memory budget of the sort that writes a [`Known`] file.
+const KNOWN_SORT_BUDGET: usize = 8 << 20;
+
+impl KnownRow {
+    fn bytes(&self) -> [u8; KNOWN_ROW] {
+        let mut out = [0u8; KNOWN_ROW];
+        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
+        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
+        out[16..32].copy_from_slice(&self.hash);
+        out[32..].copy_from_slice(&self.meta.to_le_bytes());
+        out
+    }
+
+    fn key_of(bytes: &[u8]) -> [u64; 2] {
+        let word = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+        [word(0), word(8)]
+    }
+}
+
+impl Record for KnownRow {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut b = [0u8; KNOWN_ROW + 8];
+        if !read_record_bytes(input, &mut b)? {
+            return Ok(None);
+        }
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&b[16..32]);
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Ok(Some(KnownRow { key: KnownRow::key_of(&b), seq: word(KNOWN_ROW), hash, meta: word(32) }))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+/// The base snapshot's rows of one type: a file of [`KnownRow`]s sorted by key, found through
+/// the first key of each block.
+struct KnownType {
+    /// `None`: the base has no rows of the type.
+    file: Option<(File, PathBuf)>,
+    blocks: Vec<[u64; 2]>,
+    rows: u64,
+}
+
+impl KnownType {
+    /// The row of `key`, if the base has it.
+    fn find(&self, key: [u64; 2]) -> Result<Option<([u8; 16], u64)>> {
+        let Some((file, path)) = &self.file else { return Ok(None) };
+        let block = match self.blocks.partition_point(|first| *first <= key) {
+            0 => return Ok(None),
+            n => n - 1,
+        };
+        let start = block * KNOWN_BLOCK_ROWS;
+        let count = KNOWN_BLOCK_ROWS.min(self.rows as usize - start);
+        let mut buf = [0u8; KNOWN_ROW * KNOWN_BLOCK_ROWS];
+        let buf = &mut buf[..count * KNOWN_ROW];
+        read_at(file, buf, (start * KNOWN_ROW) as u64).map_err(Error::io("reading known rows", path))?;
+        let rows: Vec<&[u8]> = buf.chunks_exact(KNOWN_ROW).collect();
+        let Ok(i) = rows.binary_search_by_key(&key, |r| KnownRow::key_of(r)) else { return Ok(None) };
+        let r = rows[i];
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&r[16..32]);
+        Ok(Some((hash, u64::from_le_bytes(r[32..].try_into().unwrap_or_default()))))
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset`.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Seek;
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
+}
+
 /// The rows of the base snapshot, per resource type, loaded when the type is first staged.
-#[derive(Default)]
+///
+/// Each type's rows go to a file in the staging folder's `known/`, sorted by key; memory holds
+/// the first key of every block of [`KNOWN_BLOCK_ROWS`] rows (0.16 bytes a row), and a lookup
+/// reads one block. The files are rebuilt by every process that stages the run.
 pub(crate) struct Known {
+    dir: PathBuf,
     hasher: KeyHasher,
-    types: HashMap<String, HashMap<u128, KnownRow>>,
+    types: HashMap<String, KnownType>,
 }
 
 impl Known {
+    /// Nothing loaded; the files go to the folder `dir` (emptied first).
+    fn new(dir: PathBuf) -> Result<Self> {
+        super::layout::remove_dir(&dir)?;
+        mkdirs(&dir)?;
+        Ok(Known { dir, hasher: KeyHasher::default(), types: HashMap::new() })
+    }
+
     /// Whether `resource_type` is loaded.
     pub(crate) fn has(&self, resource_type: &str) -> bool {
         self.types.contains_key(resource_type)
@@ -80,27 +189,54 @@ impl Known {
     where
         R: FnOnce(&mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()>,
     {
-        let mut rows = HashMap::new();
+        let mut known = KnownType { file: None, blocks: Vec::new(), rows: 0 };
         if let Some(read) = read {
-            let hasher = &self.hasher;
+            let mut sort = SpillSort::new(self.dir.join(format!("{resource_type}.sort")), KNOWN_SORT_BUDGET);
+            let (hasher, mut seq) = (&self.hasher, 0u64);
             read(&mut |h: Head<'_>| {
-                if let Some(hash) = hash_prefix(h.content_hash) {
-                    let meta = hasher.meta(h.source, h.dataset, h.patient_id);
-                    rows.insert(hasher.key(h.fhir_version, h.id), KnownRow { hash, meta });
-                }
-                Ok(())
+                seq += 1;
+                let Some(hash) = hash_prefix(h.content_hash) else { return Ok(()) };
+                let meta = hasher.meta(h.source, h.dataset, h.patient_id);
+                let key = hasher.key(h.fhir_version, h.id);
+                sort.push(KnownRow { key: [(key >> 64) as u64, key as u64], seq, hash, meta })
             })?;
+            known = self.write_type(resource_type, sort)?;
         }
-        self.types.insert(resource_type.to_string(), rows);
+        self.types.insert(resource_type.to_string(), known);
         Ok(())
     }
 
+    /// Writes the sorted rows of a type to its file, the last row of each key.
+    fn write_type(&self, resource_type: &str, sort: SpillSort<KnownRow>) -> Result<KnownType> {
+        let path = self.dir.join(format!("{resource_type}.known"));
+        let file = File::create(&path).map_err(Error::io("writing known rows", &path))?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        let (mut blocks, mut rows) = (Vec::new(), 0u64);
+        let mut sorted = sort.sorted()?;
+        while let Some(r) = sorted.pop()? {
+            if sorted.peek().is_some_and(|next| next.key == r.key) {
+                continue;
+            }
+            if rows.is_multiple_of(KNOWN_BLOCK_ROWS as u64) {
+                blocks.push(r.key);
+            }
+            out.write_all(&r.bytes()).map_err(Error::io("writing known rows", &path))?;
+            rows += 1;
+        }
+        out.flush().map_err(Error::io("writing known rows", &path))?;
+        drop(out);
+        let file = File::open(&path).map_err(Error::io("reading known rows", &path))?;
+        blocks.shrink_to_fit();
+        Ok(KnownType { file: Some((file, path)), blocks, rows })
+    }
+
     /// Whether the base holds `r` exactly (content, source, dataset, patient).
-    fn unchanged(&self, r: &RawResource) -> bool {
-        let Some(rows) = self.types.get(&r.resource_type) else { return false };
-        let Some(known) = rows.get(&self.hasher.key(r.fhir_version.as_str(), &r.id)) else { return false };
-        known.hash[..] == r.hash.0[..16]
-            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref())
+    fn unchanged(&self, r: &RawResource) -> Result<bool> {
+        let Some(rows) = self.types.get(&r.resource_type) else { return Ok(false) };
+        let key = self.hasher.key(r.fhir_version.as_str(), &r.id);
+        let Some((hash, meta)) = rows.find([(key >> 64) as u64, key as u64])? else { return Ok(false) };
+        Ok(hash[..] == r.hash.0[..16]
+            && meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref()))
     }
 }
 
@@ -197,13 +333,20 @@ impl Staging {
         self.base.as_deref()
     }
 
+    /// An empty [`Known`] of the base snapshot's rows, if staging stages against one.
+    pub(crate) fn known(&self) -> Result<Option<Known>> {
+        self.base.as_ref().map(|_| Known::new(self.dir.join(KNOWN_DIR))).transpose()
+    }
+
     /// Appends resources (buffered until [`Staging::checkpoint`]); those `known` holds
     /// unchanged as seen lines.
     pub(crate) fn stage(&mut self, resources: &[RawResource], known: Option<&Known>) -> Result<()> {
         for r in resources {
             type_table(&r.resource_type)?;
             self.buf.clear();
-            if known.is_some_and(|k| k.unchanged(r)) {
+            if let Some(k) = known
+                && k.unchanged(r)?
+            {
                 serde_json::to_writer(&mut self.buf, &(r.fhir_version.as_str(), &r.id))
                     .map_err(|source| Error::Json { action: "encoding a seen line", source })?;
                 self.buf.push(b'\n');
