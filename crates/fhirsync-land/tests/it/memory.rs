@@ -5,6 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::path::Path;
 
 use fhirsync_land::{DestinationConfig, LandOptions, Method, NdjsonConfig, ParquetConfig};
 
@@ -27,9 +28,9 @@ fn count(delta: i64) {
     });
 }
 
+#[allow(unsafe_code)] // An allocator is an unsafe trait; the only way to count the heap exactly.
 // SAFETY: every call goes to `System` with the caller's arguments unchanged; the counters only
 // read the sizes.
-#[allow(unsafe_code)] // An allocator is an unsafe trait; the only way to count the heap exactly.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `alloc`'s contract, passed on as it is.
@@ -73,6 +74,9 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, i64) {
     (out, PEAK.with(Cell::get) - start)
 }
 
+/// A destination config for a folder.
+type Config = fn(&Path) -> DestinationConfig;
+
 /// `n` Observations of 20 patients; `edited` changes every value.
 fn observations(n: usize, edited: bool) -> Vec<fhirsync_core::RawResource> {
     (0..n)
@@ -86,13 +90,15 @@ fn observations(n: usize, edited: bool) -> Vec<fhirsync_core::RawResource> {
 /// The heap the commits of a full load, then of a reload-and-compare that changes every row,
 /// of `n` Observations with the shipped views peak at (row groups of 1,024 rows, so that the
 /// writers' open row groups stay small too).
-fn commit_peaks(config: &dyn Fn(&std::path::Path) -> DestinationConfig, n: usize) -> (i64, i64) {
+fn commit_peaks(config: Config, n: usize) -> (i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let views = fhirsync_views::default_views();
     let patients: Vec<String> = (0..20).map(|p| format!("p{p}")).collect();
     let cohort: Vec<&str> = patients.iter().map(String::as_str).collect();
     let mut peaks = [0; 2];
-    for (peak, (method, edited)) in peaks.iter_mut().zip([(Method::FullLoad, false), (Method::ReloadAndCompare, true)]) {
+    for (peak, (method, edited)) in
+        peaks.iter_mut().zip([(Method::FullLoad, false), (Method::ReloadAndCompare, true)])
+    {
         let mut dest = fhirsync_land::open(&config(dir.path())).unwrap();
         dest.begin(method, &LandOptions { replace: true, ..LandOptions::default() }).unwrap();
         dest.stage(&observations(n, edited)).unwrap();
@@ -113,13 +119,10 @@ fn commit_peaks(config: &dyn Fn(&std::path::Path) -> DestinationConfig, n: usize
 /// memory is about a kilobyte, a change record about 450 bytes.
 #[test]
 fn commit_heap_does_not_grow_with_view_rows() {
-    let parquet = |dir: &std::path::Path| {
-        DestinationConfig::Parquet(ParquetConfig { row_group_rows: 1024, ..ParquetConfig::new(dir) })
-    };
-    let ndjson = |dir: &std::path::Path| DestinationConfig::Ndjson(NdjsonConfig::new(dir));
-    let formats: [(&str, &dyn Fn(&std::path::Path) -> DestinationConfig); 2] =
-        [("parquet", &parquet), ("ndjson", &ndjson)];
-    for (name, config) in formats {
+    let parquet: Config =
+        |dir| DestinationConfig::Parquet(ParquetConfig { row_group_rows: 1024, ..ParquetConfig::new(dir) });
+    let ndjson: Config = |dir| DestinationConfig::Ndjson(NdjsonConfig::new(dir));
+    for (name, config) in [("parquet", parquet), ("ndjson", ndjson)] {
         let (n, m) = (1_500, 6_000);
         let (full_n, compare_n) = commit_peaks(config, n);
         let (full_m, compare_m) = commit_peaks(config, m);

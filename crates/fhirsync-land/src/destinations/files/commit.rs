@@ -561,7 +561,11 @@ impl<F: SnapshotFormat> FileDestination<F> {
             None
         };
         Ok(Built {
-            m: RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() },
+            m: RunMetrics {
+                run_id: run.id.clone(),
+                method: run.method.as_str().into(),
+                ..Default::default()
+            },
             changes,
             flagged: BTreeSet::new(),
             manifest: Manifest::new(self.format.kind()),

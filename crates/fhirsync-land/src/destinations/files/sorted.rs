@@ -78,7 +78,12 @@ impl<T: Record> SpillSort<T> {
         if self.runs.is_empty() {
             self.records.sort_unstable();
             let records = std::mem::take(&mut self.records);
-            return Ok(Sorted { memory: records.into_iter(), runs: Vec::new(), heap: BinaryHeap::new(), sort: self });
+            return Ok(Sorted {
+                memory: records.into_iter(),
+                runs: Vec::new(),
+                heap: BinaryHeap::new(),
+                sort: self,
+            });
         }
         if !self.records.is_empty() {
             self.spill()?;

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
-use super::sorted::{Record, SpillSort, read_record_bytes};
 use super::row::{Head, Row, read_line, with_head, write_line};
+use super::sorted::{Record, SpillSort, read_record_bytes};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 

@@ -149,7 +149,12 @@ impl<F: SnapshotFormat> FileDestination<F> {
     /// Completes the built views in `version` (whose type files are complete); a carried view
     /// whose new rows outgrew the previous file's columns is built in full from the new type
     /// file. Returns the number of rows flattened.
-    pub(super) fn finish_views(&self, version: &Path, builds: Vec<ViewBuild<'_>>, spill: &Path) -> Result<u64> {
+    pub(super) fn finish_views(
+        &self,
+        version: &Path,
+        builds: Vec<ViewBuild<'_>>,
+        spill: &Path,
+    ) -> Result<u64> {
         let mut flattened = 0;
         for mut b in builds {
             let carried = match b.sink.take() {

@@ -187,7 +187,7 @@ struct TableSink {
 /// Where a [`TableSink`]'s batches go.
 enum TableOut {
     /// Into the file (its schema is known).
-    File(FileWriter),
+    File(Box<FileWriter>),
     /// Into a scratch Arrow IPC stream with every decimal column as its literals, until all
     /// values are seen; then typed by `fits` and written to `target`.
     Spill(Box<Spill>),
@@ -243,9 +243,7 @@ impl TableSink {
         };
         match &mut self.out {
             TableOut::File(file) => file.write(&batch),
-            TableOut::Spill(spill) => {
-                spill.writer.write(&batch).map_err(arrow_err("spilling view rows"))
-            }
+            TableOut::Spill(spill) => spill.writer.write(&batch).map_err(arrow_err("spilling view rows")),
         }
     }
 
@@ -292,7 +290,8 @@ impl Spill {
                 .zip(schema.fields())
                 .map(|(column, field)| typed_decimals(column, field))
                 .collect::<Result<Vec<ArrayRef>>>()?;
-            let typed = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
+            let typed =
+                RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))?;
             file.write(&typed)?;
         }
         file.finish()?;
@@ -538,10 +537,11 @@ impl SnapshotFormat for ParquetFormat {
     }
 
     fn changes_writer(&self, dir: &Path) -> Result<Box<dyn ChangeSink>> {
-        let fields: Vec<Field> = CHANGE_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+        let fields: Vec<Field> =
+            CHANGE_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect();
         let schema = Arc::new(Schema::new(fields));
         let file = FileWriter::create(&dir.join(PART), schema.clone(), self.row_group_rows)?;
-        Ok(Box::new(TableSink::new(schema, TableOut::File(file))))
+        Ok(Box::new(TableSink::new(schema, TableOut::File(Box::new(file)))))
     }
 
     /// A view without decimal columns is written as its rows come; one with them goes through
@@ -559,7 +559,7 @@ impl SnapshotFormat for ParquetFormat {
         if !columns.iter().any(|c| c.kind == ColumnKind::Decimal) {
             let schema = Arc::new(Schema::new(fields));
             let file = FileWriter::create(&target, schema.clone(), self.row_group_rows)?;
-            return Ok(Box::new(TableSink::new(schema, TableOut::File(file))));
+            return Ok(Box::new(TableSink::new(schema, TableOut::File(Box::new(file)))));
         }
         // Decimal columns spill as text (the literal, exactly as a Utf8 decimal column holds it).
         let spill_fields: Vec<Field> = fields
@@ -577,7 +577,8 @@ impl SnapshotFormat for ParquetFormat {
         let file = File::create(spill).map_err(Error::io("spilling view rows", spill))?;
         let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
             .map_err(arrow_err("spilling view rows"))?;
-        let fits = columns.iter().map(|c| (c.kind == ColumnKind::Decimal).then(DecimalFit::default)).collect();
+        let fits =
+            columns.iter().map(|c| (c.kind == ColumnKind::Decimal).then(DecimalFit::default)).collect();
         let spill = Spill {
             path: spill.to_path_buf(),
             writer,
@@ -636,7 +637,7 @@ impl SnapshotFormat for ParquetFormat {
                 }
             }
         }
-        let mut sink = TableSink::new(schema, TableOut::File(out));
+        let mut sink = TableSink::new(schema, TableOut::File(Box::new(out)));
         sink.misfit = Some(false);
         Ok(Some(Box::new(sink)))
     }
@@ -684,7 +685,7 @@ mod tests {
         let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(i as u64 % 400);
         let value = match i {
             _ if i == last => CellValue::Decimal(decimal.to_string()),
-            _ if i % 7 == 0 => CellValue::Null,
+            _ if i.is_multiple_of(7) => CellValue::Null,
             _ => CellValue::Decimal(format!("{}.{}", i, i % 10)),
         };
         vec![
@@ -694,7 +695,7 @@ mod tests {
             CellValue::Int(i as i64),
             CellValue::Date(day),
             CellValue::Timestamp(day.and_hms_opt(10, 0, 0).unwrap().and_utc()),
-            CellValue::Bool(i % 2 == 0),
+            CellValue::Bool(i.is_multiple_of(2)),
         ]
     }
 
@@ -768,7 +769,8 @@ mod tests {
         in_memory_file(&old, &old_rows, &columns, 1000);
         let out = dir.path().join("new");
         for (decimal, fits) in [("1.5", true), ("1.55", false)] {
-            let mut sink = f.carry_view(&old, &out, "v", &columns, &mut |_, id| id != "obs-3").unwrap().unwrap();
+            let mut sink =
+                f.carry_view(&old, &out, "v", &columns, &mut |_, id| id != "obs-3").unwrap().unwrap();
             sink.write(typed_row(20, 20, decimal)).unwrap();
             assert_eq!(sink.finish().unwrap(), fits, "{decimal}");
         }
