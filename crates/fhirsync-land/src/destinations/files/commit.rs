@@ -821,8 +821,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let mut builds = std::mem::take(&mut rw.builds);
         self.open_carried(&mut builds, &b.tmp, &mut |fhir_version, id| rw.keeps(fhir_version, id))?;
         rw.builds = builds;
-        let sort = std::mem::replace(&mut rw.replaced, SpillSort::new(PathBuf::new(), 0));
-        let mut replaced = sort.sorted()?;
+        let mut replaced = rw.replaced.sorted()?;
         staging.scan(t, &mut |line, staged| {
             let Some(row) = rw.staged_row(line, staged, &mut replaced, out)? else { return Ok(()) };
             let sink = match &mut sink {

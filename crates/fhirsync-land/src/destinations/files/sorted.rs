@@ -73,32 +73,35 @@ impl<T: Record> SpillSort<T> {
         Ok(())
     }
 
-    /// The records in order.
-    pub(super) fn sorted(mut self) -> Result<Sorted<T>> {
+    /// The records in order; the sort is left empty.
+    pub(super) fn sorted(&mut self) -> Result<Sorted<T>> {
         if self.runs.is_empty() {
-            self.records.sort_unstable();
-            let records = std::mem::take(&mut self.records);
+            let mut records = std::mem::take(&mut self.records);
+            records.sort_unstable();
+            self.held = 0;
+            let runs = Runs { dir: self.dir.clone(), paths: Vec::new() };
             return Ok(Sorted {
                 memory: records.into_iter(),
-                runs: Vec::new(),
+                readers: Vec::new(),
                 heap: BinaryHeap::new(),
-                sort: self,
+                runs,
             });
         }
         if !self.records.is_empty() {
             self.spill()?;
         }
-        let mut runs = Vec::with_capacity(self.runs.len());
-        let mut heap = BinaryHeap::with_capacity(self.runs.len());
-        for (i, path) in self.runs.iter().enumerate() {
+        let runs = Runs { dir: self.dir.clone(), paths: std::mem::take(&mut self.runs) };
+        let mut readers = Vec::with_capacity(runs.paths.len());
+        let mut heap = BinaryHeap::with_capacity(runs.paths.len());
+        for (i, path) in runs.paths.iter().enumerate() {
             let file = File::open(path).map_err(Error::io("reading a sort run", path))?;
             let mut reader = BufReader::with_capacity(RUN_BUFFER, file);
             if let Some(r) = T::decode(&mut reader).map_err(Error::io("reading a sort run", path))? {
                 heap.push(Reverse((r, i)));
             }
-            runs.push(reader);
+            readers.push(reader);
         }
-        Ok(Sorted { memory: Vec::new().into_iter(), runs, heap, sort: self })
+        Ok(Sorted { memory: Vec::new().into_iter(), readers, heap, runs })
     }
 }
 
@@ -110,15 +113,28 @@ impl<T> Drop for SpillSort<T> {
     }
 }
 
+/// The run files of a sort, removed with their folder when dropped.
+struct Runs {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        if !self.paths.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// The records of a [`SpillSort`] in order, merged from its runs.
 pub(super) struct Sorted<T> {
     /// The records, when they all fitted in memory.
     memory: std::vec::IntoIter<T>,
-    runs: Vec<BufReader<File>>,
+    readers: Vec<BufReader<File>>,
     /// The next record of each run, with the run's index.
     heap: BinaryHeap<Reverse<(T, usize)>>,
-    /// Holds the runs' folder until the records are read.
-    sort: SpillSort<T>,
+    runs: Runs,
 }
 
 impl<T: Record> Sorted<T> {
@@ -133,8 +149,8 @@ impl<T: Record> Sorted<T> {
     /// Takes the next record.
     pub(super) fn pop(&mut self) -> Result<Option<T>> {
         let Some(Reverse((r, i))) = self.heap.pop() else { return Ok(self.memory.next()) };
-        let path = &self.sort.runs[i];
-        if let Some(next) = T::decode(&mut self.runs[i]).map_err(Error::io("reading a sort run", path))? {
+        let path = &self.runs.paths[i];
+        if let Some(next) = T::decode(&mut self.readers[i]).map_err(Error::io("reading a sort run", path))? {
             self.heap.push(Reverse((next, i)));
         }
         Ok(Some(r))
@@ -195,6 +211,7 @@ mod tests {
             sort.push(Num((i * 7919) % 1000, format!("v{i}"))).unwrap();
         }
         let mut sorted = sort.sorted().unwrap();
+        drop(sort);
         let mut out = Vec::new();
         while let Some(first) = sorted.peek().map(|n| n.0) {
             let r = sorted.pop().unwrap().unwrap();

@@ -207,7 +207,7 @@ impl Known {
     }
 
     /// Writes the sorted rows of a type to its file, the last row of each key.
-    fn write_type(&self, resource_type: &str, sort: SpillSort<KnownRow>) -> Result<KnownType> {
+    fn write_type(&self, resource_type: &str, mut sort: SpillSort<KnownRow>) -> Result<KnownType> {
         let path = self.dir.join(format!("{resource_type}.known"));
         let file = File::create(&path).map_err(Error::io("writing known rows", &path))?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
