@@ -336,7 +336,8 @@ struct Plan {
     /// Every re-read row carries the file's `seen_as` and no other row does.
     marks_match: bool,
     seen_matched: u64,
-    flagged: Vec<String>,
+    /// The patients of kept rows who left the cohort (each once, not per row).
+    flagged: BTreeSet<String>,
 }
 
 /// One resource type being rewritten: what the pass over its previous rows found, and the
@@ -862,7 +863,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             if fate.exited
                 && let Some(p) = h.patient_id
             {
-                plan.flagged.push(p.to_string());
+                plan.flagged.insert(p.to_string());
             }
             if fate.deletable {
                 plan.deletes = true;
