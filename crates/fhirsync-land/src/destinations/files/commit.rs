@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use super::index::Index;
 use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
-use super::sorted::{Record, Sorted, SpillSort, read_record_bytes, read_string, sort_dir};
+use super::sorted::{
+    KeyIndex, Keyed, Record, Sorted, SpillSort, key_of, read_record_bytes, read_string, sort_dir,
+};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
 use super::views::{ViewBuild, ViewMode, flatten, flatten_row, view_name};
 use super::{
@@ -149,8 +151,8 @@ struct Staged {
     full: bool,
 }
 
-/// One key of [`StagedIndex`]: 24 bytes (a `u128` would be aligned to 32).
-#[derive(Clone, Copy)]
+/// One staged line's key, in the sort that builds a [`StagedIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StagedKey {
     key: [u64; 2],
     /// The line, with [`FULL_BIT`] set for a row line.
@@ -160,14 +162,70 @@ struct StagedKey {
 /// Marks a row line in [`StagedKey::line`].
 const FULL_BIT: u64 = 1 << 63;
 
+impl Ord for StagedKey {
+    /// By key, the last line first (the one a [`KeyIndex`] keeps).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let line = |k: &StagedKey| std::cmp::Reverse(k.line & !FULL_BIT);
+        (self.key, line(self)).cmp(&(other.key, line(other)))
+    }
+}
+
+impl PartialOrd for StagedKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Record for StagedKey {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut b = [0u8; 24];
+        self.put(&mut b);
+        out.extend_from_slice(&b);
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut b = [0u8; 24];
+        Ok(read_record_bytes(input, &mut b)?.then(|| StagedKey::get(&b)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+impl Keyed for StagedKey {
+    const SIZE: usize = 24;
+
+    fn key(&self) -> [u64; 2] {
+        self.key
+    }
+
+    fn put(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
+        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
+        out[16..24].copy_from_slice(&self.line.to_le_bytes());
+    }
+
+    fn get(bytes: &[u8]) -> Self {
+        let line = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
+        StagedKey { key: key_of(bytes), line }
+    }
+}
+
 fn split_key(key: u128) -> [u64; 2] {
     [(key >> 64) as u64, key as u64]
 }
 
-/// The staged lines of one resource type, by key: the last line of each key wins. Held as a
-/// sorted array, 24 bytes per key (a hash map of the same keys takes about 66).
+/// Memory budget of a type's staged keys (24 bytes each): beyond it they are looked up in a
+/// file, one read per previous row.
+const STAGED_BUDGET: usize = 8 << 20;
+
+/// The staged lines of one resource type, by key: the last line of each key wins. The keys are
+/// a [`KeyIndex`] (in memory up to [`STAGED_BUDGET`]), the winning lines a bitmap.
 struct StagedIndex {
-    keys: Vec<StagedKey>,
+    keys: KeyIndex<StagedKey>,
+    /// Bit `n`: line `n` is the last of its key.
+    winners: Vec<u64>,
     /// Keys whose last line is a row line.
     full: u64,
     /// Keys whose last line is a seen line.
@@ -177,28 +235,36 @@ struct StagedIndex {
 impl StagedIndex {
     /// Reads the heads of `t`'s staged lines.
     fn of(b: &Build<'_>, staging: &Staging, t: &str) -> Result<Self> {
-        let mut keys = Vec::new();
+        let mut sort = SpillSort::new(sort_dir(&b.scratch, "staged"), STAGED_BUDGET);
+        let mut lines = 0u64;
         staging.scan_heads(t, &mut |line, head| {
             let (key, full) = match &head {
                 LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), FULL_BIT),
                 LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), 0),
             };
-            keys.push(StagedKey { key: split_key(key), line: line | full });
-            Ok(())
+            lines = line + 1;
+            sort.push(StagedKey { key: split_key(key), line: line | full })
         })?;
-        // By key, the last line first; then the first of each key stays.
-        keys.sort_unstable_by_key(|k| (k.key, std::cmp::Reverse(k.line & !FULL_BIT)));
-        keys.dedup_by_key(|k| k.key);
-        keys.shrink_to_fit();
-        let full = keys.iter().filter(|k| k.line & FULL_BIT != 0).count() as u64;
-        Ok(StagedIndex { seen: keys.len() as u64 - full, full, keys })
+        let mut winners = vec![0u64; lines.div_ceil(64) as usize];
+        let (mut full, mut seen) = (0, 0);
+        let path = b.scratch.join(format!("staged-{t}.keys"));
+        let keys = KeyIndex::build(&mut sort, &path, STAGED_BUDGET, &mut |k| {
+            let line = k.line & !FULL_BIT;
+            winners[(line / 64) as usize] |= 1 << (line % 64);
+            if k.line & FULL_BIT != 0 { full += 1 } else { seen += 1 }
+        })?;
+        Ok(StagedIndex { keys, winners, full, seen })
     }
 
-    fn get(&self, key: u128) -> Option<Staged> {
-        let key = split_key(key);
-        let i = self.keys.binary_search_by_key(&key, |k| k.key).ok()?;
-        let line = self.keys[i].line;
-        Some(Staged { line: line & !FULL_BIT, full: line & FULL_BIT != 0 })
+    /// The winning line of `key`, if it was staged.
+    fn get(&self, key: u128) -> Result<Option<Staged>> {
+        let found = self.keys.find(split_key(key))?;
+        Ok(found.map(|k| Staged { line: k.line & !FULL_BIT, full: k.line & FULL_BIT != 0 }))
+    }
+
+    /// Whether `line` is the last line of its key.
+    fn wins(&self, line: u64) -> bool {
+        self.winners.get((line / 64) as usize).is_some_and(|w| w & (1 << (line % 64)) != 0)
     }
 }
 
@@ -365,7 +431,7 @@ impl Rewrite<'_, '_> {
     fn previous_row(&mut self, r: RowRef<'_>, out: &mut Built) -> Result<Carry> {
         self.read += 1;
         let key = self.b.hasher.key(r.fhir_version, r.id);
-        match self.staged.get(key) {
+        match self.staged.get(key)? {
             Some(s) if !s.full => {
                 self.seen_matched += 1;
                 out.m.staged += 1;
@@ -415,9 +481,10 @@ impl Rewrite<'_, '_> {
 
     /// Whether the previous view rows of the resource `(fhir_version, id)` are carried: its
     /// previous row was neither replaced (its staged line is a row line) nor deleted.
-    fn keeps(&self, fhir_version: &str, id: &str) -> bool {
+    fn keeps(&self, fhir_version: &str, id: &str) -> Result<bool> {
         let key = self.b.hasher.key(fhir_version, id);
-        !self.staged.get(key).is_some_and(|s| s.full) && self.deleted.binary_search(&split_key(key)).is_err()
+        let replaced = self.staged.get(key)?.is_some_and(|s| s.full);
+        Ok(!replaced && self.deleted.binary_search(&split_key(key)).is_err())
     }
 
     /// The row a staged line adds to the new file: `None` for a seen line or a superseded copy.
@@ -430,8 +497,7 @@ impl Rewrite<'_, '_> {
         out: &mut Built,
     ) -> Result<Option<Row>> {
         let Line::Row(mut row) = staged else { return Ok(None) };
-        let key = self.b.hasher.key(&row.fhir_version, &row.id);
-        if self.staged.get(key).is_none_or(|s| s.line != line) {
+        if !self.staged.wins(line) {
             return Ok(None);
         }
         out.m.staged += 1;
@@ -853,7 +919,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let mut plan = Plan { marks_match: true, ..Plan::default() };
         self.format.read_heads(old, &mut |h| {
             let marked = h.last_seen_run == entry.seen_as;
-            if staged.get(b.hasher.key(h.fhir_version, h.id)).is_some() {
+            if staged.get(b.hasher.key(h.fhir_version, h.id))?.is_some() {
                 plan.seen_matched += 1;
                 plan.marks_match &= marked;
                 return Ok(());

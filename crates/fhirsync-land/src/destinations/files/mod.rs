@@ -177,7 +177,7 @@ pub(crate) trait SnapshotFormat: Send {
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        keep: &mut dyn FnMut(&str, &str) -> bool,
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
     ) -> Result<Option<Box<dyn ViewSink>>>;
 }
 

@@ -3,6 +3,9 @@
 //! writes each full batch sorted to a run file of its own folder, and merges the runs when read
 //! back ([`Sorted`]). The folder is scratch: it is removed when the sort is dropped, and a
 //! killed commit's is removed by the next attempt with the rest of the commit's scratch folder.
+//!
+//! [`KeyIndex`] looks records up by a 128-bit key: in memory while they fit a budget, else in
+//! a file sorted by key, of which memory holds one key per 4 KiB block (a lookup reads one).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -138,6 +141,17 @@ pub(super) struct Sorted<T> {
 }
 
 impl<T: Record> Sorted<T> {
+    /// Sorted `records` (already in order), as a sort that held them all gives them.
+    fn of(records: Vec<T>) -> Self {
+        let runs = Runs { dir: PathBuf::new(), paths: Vec::new() };
+        Sorted { memory: records.into_iter(), readers: Vec::new(), heap: BinaryHeap::new(), runs }
+    }
+
+    /// All the records, if the sort held them all in memory (nothing is left to read then).
+    fn take_memory(&mut self) -> Option<Vec<T>> {
+        self.runs.paths.is_empty().then(|| std::mem::take(&mut self.memory).collect())
+    }
+
     /// The next record, without taking it.
     pub(super) fn peek(&self) -> Option<&T> {
         match self.heap.peek() {
@@ -154,6 +168,136 @@ impl<T: Record> Sorted<T> {
             self.heap.push(Reverse((next, i)));
         }
         Ok(Some(r))
+    }
+}
+
+/// A [`Record`] with a 128-bit key and a fixed size in a [`KeyIndex`] file. Among records of
+/// one key, the index keeps the first in sort order.
+pub(super) trait Keyed: Record + Clone {
+    /// Bytes of the record in a file.
+    const SIZE: usize;
+    fn key(&self) -> [u64; 2];
+    /// Writes [`Keyed::SIZE`] bytes, the key first (big-endian, as [`key_of`] reads it).
+    fn put(&self, out: &mut [u8]);
+    /// Reads what [`Keyed::put`] wrote.
+    fn get(bytes: &[u8]) -> Self;
+}
+
+/// The key at the start of a record's bytes.
+pub(super) fn key_of(bytes: &[u8]) -> [u64; 2] {
+    let word = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+    [word(0), word(8)]
+}
+
+/// Bytes read per lookup in a [`KeyIndex`] file.
+const BLOCK_BYTES: usize = 4096;
+
+/// Records by key (see the module docs).
+pub(super) enum KeyIndex<R> {
+    Memory(Vec<R>),
+    /// `blocks`: the first key of each block; the file is removed with the index.
+    File {
+        file: File,
+        path: PathBuf,
+        blocks: Vec<[u64; 2]>,
+        rows: usize,
+    },
+}
+
+impl<R: Keyed> KeyIndex<R> {
+    /// The records of `sort`, the first of each key; `each` sees every one kept, in key
+    /// order. They stay in memory if the sort held them all and they take at most `memory`
+    /// bytes; else they go to the file `path`.
+    pub(super) fn build(
+        sort: &mut SpillSort<R>,
+        path: &Path,
+        memory: usize,
+        each: &mut dyn FnMut(&R),
+    ) -> Result<Self> {
+        let mut sorted = sort.sorted()?;
+        if let Some(mut records) = sorted.take_memory() {
+            records.dedup_by_key(|r| r.key());
+            if records.len() * std::mem::size_of::<R>() <= memory {
+                records.iter().for_each(each);
+                records.shrink_to_fit();
+                return Ok(KeyIndex::Memory(records));
+            }
+            sorted = Sorted::of(records);
+        }
+        Self::write(&mut sorted, path, each)
+    }
+
+    /// Writes the sorted records to the file `path`.
+    fn write(sorted: &mut Sorted<R>, path: &Path, each: &mut dyn FnMut(&R)) -> Result<Self> {
+        let per_block = BLOCK_BYTES / R::SIZE;
+        let file = File::create(path).map_err(Error::io("writing a key index", path))?;
+        let mut out = BufWriter::with_capacity(RUN_BUFFER, file);
+        let (mut blocks, mut rows, mut last) = (Vec::new(), 0usize, None);
+        let mut buf = vec![0u8; R::SIZE];
+        while let Some(r) = sorted.pop()? {
+            let key = r.key();
+            if last == Some(key) {
+                continue;
+            }
+            last = Some(key);
+            each(&r);
+            if rows.is_multiple_of(per_block) {
+                blocks.push(key);
+            }
+            r.put(&mut buf);
+            out.write_all(&buf).map_err(Error::io("writing a key index", path))?;
+            rows += 1;
+        }
+        out.flush().map_err(Error::io("writing a key index", path))?;
+        drop(out);
+        let file = File::open(path).map_err(Error::io("reading a key index", path))?;
+        blocks.shrink_to_fit();
+        Ok(KeyIndex::File { file, path: path.to_path_buf(), blocks, rows })
+    }
+
+    /// The record of `key`, if any.
+    pub(super) fn find(&self, key: [u64; 2]) -> Result<Option<R>> {
+        let (file, path, blocks, rows) = match self {
+            KeyIndex::Memory(records) => {
+                let i = records.binary_search_by_key(&key, Keyed::key);
+                return Ok(i.ok().map(|i| records[i].clone()));
+            }
+            KeyIndex::File { file, path, blocks, rows } => (file, path, blocks, *rows),
+        };
+        let block = match blocks.partition_point(|first| *first <= key) {
+            0 => return Ok(None),
+            n => n - 1,
+        };
+        let per_block = BLOCK_BYTES / R::SIZE;
+        let start = block * per_block;
+        let mut buf = [0u8; BLOCK_BYTES];
+        let buf = &mut buf[..per_block.min(rows - start) * R::SIZE];
+        read_at(file, buf, (start * R::SIZE) as u64).map_err(Error::io("reading a key index", path))?;
+        let records: Vec<&[u8]> = buf.chunks_exact(R::SIZE).collect();
+        Ok(records.binary_search_by_key(&key, |r| key_of(r)).ok().map(|i| R::get(records[i])))
+    }
+}
+
+impl<R> Drop for KeyIndex<R> {
+    fn drop(&mut self) {
+        if let KeyIndex::File { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset`.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek};
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        f.read_exact(buf)
     }
 }
 
@@ -232,5 +376,69 @@ mod tests {
         assert!(in_memory.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(in_memory, spilled);
         assert!(!dir.path().join("s").exists());
+    }
+
+    /// A keyed record: the key, then which copy it is (the lower copy sorts first and is kept).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    struct Pair([u64; 2], u64);
+
+    impl Record for Pair {
+        fn encode(&self, out: &mut Vec<u8>) {
+            let mut b = [0u8; 24];
+            self.put(&mut b);
+            out.extend_from_slice(&b);
+        }
+        fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+            let mut b = [0u8; 24];
+            Ok(read_record_bytes(input, &mut b)?.then(|| Pair::get(&b)))
+        }
+        fn size(&self) -> usize {
+            24
+        }
+    }
+
+    impl Keyed for Pair {
+        const SIZE: usize = 24;
+        fn key(&self) -> [u64; 2] {
+            self.0
+        }
+        fn put(&self, out: &mut [u8]) {
+            out[..8].copy_from_slice(&self.0[0].to_be_bytes());
+            out[8..16].copy_from_slice(&self.0[1].to_be_bytes());
+            out[16..].copy_from_slice(&self.1.to_le_bytes());
+        }
+        fn get(bytes: &[u8]) -> Self {
+            Pair(key_of(bytes), u64::from_le_bytes(bytes[16..24].try_into().unwrap()))
+        }
+    }
+
+    /// In memory or in a file (many blocks, runs on disk), an index finds every key's first
+    /// copy in sort order, finds no absent key (before, between and after the stored ones), and
+    /// shows each kept record once; the file goes with the index.
+    #[test]
+    fn key_index_finds_the_first_copy_in_memory_and_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |i: u64| [i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i + 1];
+        for (memory, budget) in [(usize::MAX, usize::MAX), (0, 1000)] {
+            let mut sort = SpillSort::new(dir.path().join("sort"), budget);
+            for i in 0..2000u64 {
+                // Every key twice, the copy to keep (1) pushed last.
+                sort.push(Pair(key(i * 2), 2)).unwrap();
+                sort.push(Pair(key(i * 2), 1)).unwrap();
+            }
+            let path = dir.path().join("index");
+            let mut seen = 0;
+            let index = KeyIndex::build(&mut sort, &path, memory, &mut |_| seen += 1).unwrap();
+            assert_eq!(seen, 2000);
+            assert_eq!(matches!(index, KeyIndex::File { .. }), memory == 0);
+            for i in 0..2000u64 {
+                assert_eq!(index.find(key(i * 2)).unwrap(), Some(Pair(key(i * 2), 1)), "{i}");
+                assert_eq!(index.find(key(i * 2 + 1)).unwrap(), None, "{i}");
+            }
+            assert_eq!(index.find([0, 0]).unwrap(), None);
+            assert_eq!(index.find([u64::MAX, u64::MAX]).unwrap(), None);
+            drop(index);
+            assert!(!path.exists());
+        }
     }
 }

@@ -25,7 +25,7 @@ use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
 use super::row::{Head, Row, read_line, with_head, write_line};
-use super::sorted::{Record, SpillSort, read_record_bytes};
+use super::sorted::{KeyIndex, Keyed, Record, SpillSort, key_of, read_record_bytes};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
@@ -57,55 +57,51 @@ impl KeyHasher {
     }
 }
 
-/// What staging knows of a landed row of the base snapshot: one record of a [`Known`] file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What staging knows of a landed row of the base snapshot: one record of a [`Known`] index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KnownRow {
     key: [u64; 2],
-    /// The row's place in the base file (of two rows of a key, the last wins).
+    /// The row's place in the base file (of two rows of a key, the last wins; not stored).
     seq: u64,
     /// First 16 bytes of the content hash.
     hash: [u8; 16],
     meta: u64,
 }
 
-/// Bytes of a [`KnownRow`] in a file (its `seq` is not stored).
-const KNOWN_ROW: usize = 40;
-/// Rows per block of a [`Known`] file: one read per lookup.
-const KNOWN_BLOCK_ROWS: usize = 100;
-/// Memory budget of the sort that writes a [`Known`] file.
+/// Memory budget of the sort that indexes one type's known rows.
 const KNOWN_SORT_BUDGET: usize = 8 << 20;
+/// Memory of the known rows of all types together; the types loaded beyond it are looked up
+/// in files.
+const KNOWN_MEMORY: usize = 8 << 20;
 
-impl KnownRow {
-    fn bytes(&self) -> [u8; KNOWN_ROW] {
-        let mut out = [0u8; KNOWN_ROW];
-        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
-        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
-        out[16..32].copy_from_slice(&self.hash);
-        out[32..].copy_from_slice(&self.meta.to_le_bytes());
-        out
+impl Ord for KnownRow {
+    /// By key, the last row first (the one a [`KeyIndex`] keeps).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.key, std::cmp::Reverse(self.seq)).cmp(&(other.key, std::cmp::Reverse(other.seq)))
     }
+}
 
-    fn key_of(bytes: &[u8]) -> [u64; 2] {
-        let word = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
-        [word(0), word(8)]
+impl PartialOrd for KnownRow {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl Record for KnownRow {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.bytes());
+        let mut b = [0u8; Self::SIZE];
+        self.put(&mut b);
+        out.extend_from_slice(&b);
         out.extend_from_slice(&self.seq.to_le_bytes());
     }
 
     fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
-        let mut b = [0u8; KNOWN_ROW + 8];
+        let mut b = [0u8; Self::SIZE + 8];
         if !read_record_bytes(input, &mut b)? {
             return Ok(None);
         }
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(&b[16..32]);
-        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        Ok(Some(KnownRow { key: KnownRow::key_of(&b), seq: word(KNOWN_ROW), hash, meta: word(32) }))
+        let seq = u64::from_le_bytes(b[Self::SIZE..].try_into().unwrap_or_default());
+        Ok(Some(KnownRow { seq, ..KnownRow::get(&b) }))
     }
 
     fn size(&self) -> usize {
@@ -113,61 +109,40 @@ impl Record for KnownRow {
     }
 }
 
-/// The base snapshot's rows of one type: a file of [`KnownRow`]s sorted by key, found through
-/// the first key of each block.
-struct KnownType {
-    /// `None`: the base has no rows of the type.
-    file: Option<(File, PathBuf)>,
-    blocks: Vec<[u64; 2]>,
-    rows: u64,
-}
+impl Keyed for KnownRow {
+    const SIZE: usize = 40;
 
-impl KnownType {
-    /// The row of `key`, if the base has it.
-    fn find(&self, key: [u64; 2]) -> Result<Option<([u8; 16], u64)>> {
-        let Some((file, path)) = &self.file else { return Ok(None) };
-        let block = match self.blocks.partition_point(|first| *first <= key) {
-            0 => return Ok(None),
-            n => n - 1,
-        };
-        let start = block * KNOWN_BLOCK_ROWS;
-        let count = KNOWN_BLOCK_ROWS.min(self.rows as usize - start);
-        let mut buf = [0u8; KNOWN_ROW * KNOWN_BLOCK_ROWS];
-        let buf = &mut buf[..count * KNOWN_ROW];
-        read_at(file, buf, (start * KNOWN_ROW) as u64).map_err(Error::io("reading known rows", path))?;
-        let rows: Vec<&[u8]> = buf.chunks_exact(KNOWN_ROW).collect();
-        let Ok(i) = rows.binary_search_by_key(&key, |r| KnownRow::key_of(r)) else { return Ok(None) };
-        let r = rows[i];
+    fn key(&self) -> [u64; 2] {
+        self.key
+    }
+
+    fn put(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
+        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
+        out[16..32].copy_from_slice(&self.hash);
+        out[32..40].copy_from_slice(&self.meta.to_le_bytes());
+    }
+
+    fn get(bytes: &[u8]) -> Self {
         let mut hash = [0u8; 16];
-        hash.copy_from_slice(&r[16..32]);
-        Ok(Some((hash, u64::from_le_bytes(r[32..].try_into().unwrap_or_default()))))
-    }
-}
-
-/// Reads `buf.len()` bytes at `offset`.
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::Seek;
-        let mut f = file;
-        f.seek(std::io::SeekFrom::Start(offset))?;
-        f.read_exact(buf)
+        hash.copy_from_slice(&bytes[16..32]);
+        let meta = u64::from_le_bytes(bytes[32..40].try_into().unwrap_or_default());
+        KnownRow { key: key_of(bytes), seq: 0, hash, meta }
     }
 }
 
 /// The rows of the base snapshot, per resource type, loaded when the type is first staged.
 ///
-/// Each type's rows go to a file in the staging folder's `known/`, sorted by key; memory holds
-/// the first key of every block of [`KNOWN_BLOCK_ROWS`] rows (0.16 bytes a row), and a lookup
-/// reads one block. The files are rebuilt by every process that stages the run.
+/// Each type's rows are a [`KeyIndex`]: in memory while all types together take at most
+/// [`KNOWN_MEMORY`], else a file in the staging folder's `known/`, sorted by key, of which
+/// memory holds one key per block (a lookup reads one). The files are rebuilt by every process
+/// that stages the run.
 pub(crate) struct Known {
     dir: PathBuf,
     hasher: KeyHasher,
-    types: HashMap<String, KnownType>,
+    types: HashMap<String, KeyIndex<KnownRow>>,
+    /// Of [`KNOWN_MEMORY`], what the types in memory leave.
+    memory_left: usize,
 }
 
 impl Known {
@@ -175,7 +150,7 @@ impl Known {
     fn new(dir: PathBuf) -> Result<Self> {
         super::layout::remove_dir(&dir)?;
         mkdirs(&dir)?;
-        Ok(Known { dir, hasher: KeyHasher::default(), types: HashMap::new() })
+        Ok(Known { dir, hasher: KeyHasher::default(), types: HashMap::new(), memory_left: KNOWN_MEMORY })
     }
 
     /// Whether `resource_type` is loaded.
@@ -189,9 +164,8 @@ impl Known {
     where
         R: FnOnce(&mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()>,
     {
-        let mut known = KnownType { file: None, blocks: Vec::new(), rows: 0 };
+        let mut sort = SpillSort::new(self.dir.join(format!("{resource_type}.sort")), KNOWN_SORT_BUDGET);
         if let Some(read) = read {
-            let mut sort = SpillSort::new(self.dir.join(format!("{resource_type}.sort")), KNOWN_SORT_BUDGET);
             let (hasher, mut seq) = (&self.hasher, 0u64);
             read(&mut |h: Head<'_>| {
                 seq += 1;
@@ -200,43 +174,23 @@ impl Known {
                 let key = hasher.key(h.fhir_version, h.id);
                 sort.push(KnownRow { key: [(key >> 64) as u64, key as u64], seq, hash, meta })
             })?;
-            known = self.write_type(resource_type, sort)?;
         }
-        self.types.insert(resource_type.to_string(), known);
-        Ok(())
-    }
-
-    /// Writes the sorted rows of a type to its file, the last row of each key.
-    fn write_type(&self, resource_type: &str, mut sort: SpillSort<KnownRow>) -> Result<KnownType> {
         let path = self.dir.join(format!("{resource_type}.known"));
-        let file = File::create(&path).map_err(Error::io("writing known rows", &path))?;
-        let mut out = BufWriter::with_capacity(1 << 16, file);
-        let (mut blocks, mut rows) = (Vec::new(), 0u64);
-        let mut sorted = sort.sorted()?;
-        while let Some(r) = sorted.pop()? {
-            if sorted.peek().is_some_and(|next| next.key == r.key) {
-                continue;
-            }
-            if rows.is_multiple_of(KNOWN_BLOCK_ROWS as u64) {
-                blocks.push(r.key);
-            }
-            out.write_all(&r.bytes()).map_err(Error::io("writing known rows", &path))?;
-            rows += 1;
+        let rows = KeyIndex::build(&mut sort, &path, self.memory_left, &mut |_| {})?;
+        if let KeyIndex::Memory(records) = &rows {
+            self.memory_left -= records.len() * std::mem::size_of::<KnownRow>();
         }
-        out.flush().map_err(Error::io("writing known rows", &path))?;
-        drop(out);
-        let file = File::open(&path).map_err(Error::io("reading known rows", &path))?;
-        blocks.shrink_to_fit();
-        Ok(KnownType { file: Some((file, path)), blocks, rows })
+        self.types.insert(resource_type.to_string(), rows);
+        Ok(())
     }
 
     /// Whether the base holds `r` exactly (content, source, dataset, patient).
     fn unchanged(&self, r: &RawResource) -> Result<bool> {
         let Some(rows) = self.types.get(&r.resource_type) else { return Ok(false) };
         let key = self.hasher.key(r.fhir_version.as_str(), &r.id);
-        let Some((hash, meta)) = rows.find([(key >> 64) as u64, key as u64])? else { return Ok(false) };
-        Ok(hash[..] == r.hash.0[..16]
-            && meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref()))
+        let Some(known) = rows.find([(key >> 64) as u64, key as u64])? else { return Ok(false) };
+        Ok(known.hash[..] == r.hash.0[..16]
+            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref()))
     }
 }
 

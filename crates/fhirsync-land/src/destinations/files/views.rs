@@ -135,7 +135,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
         &self,
         builds: &mut [ViewBuild<'_>],
         version: &Path,
-        keep: &mut dyn FnMut(&str, &str) -> bool,
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
     ) -> Result<()> {
         for b in builds {
             if let ViewMode::Carry { old } = &b.mode {

@@ -234,7 +234,7 @@ impl SnapshotFormat for NdjsonFormat {
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        keep: &mut dyn FnMut(&str, &str) -> bool,
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
     ) -> Result<Option<Box<dyn ViewSink>>> {
         let mut lines = JsonLines::create(&view_file(dir, name))?;
         let file = File::open(old).map_err(Error::io("reading NDJSON", old))?;
@@ -247,7 +247,7 @@ impl SnapshotFormat for NdjsonFormat {
             }
             let key: ViewKey = serde_json::from_str(&line)
                 .map_err(|e| Error::CorruptState { path: old.to_path_buf(), detail: e.to_string() })?;
-            if keep(&key.fhir_version, &key.id) {
+            if keep(&key.fhir_version, &key.id)? {
                 // The line as it is (it ends with its newline).
                 lines.out.write_all(line.as_bytes()).map_err(Error::io("writing NDJSON", &lines.path))?;
             }

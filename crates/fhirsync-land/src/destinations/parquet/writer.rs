@@ -609,7 +609,7 @@ impl SnapshotFormat for ParquetFormat {
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        keep: &mut dyn FnMut(&str, &str) -> bool,
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
     ) -> Result<Option<Box<dyn ViewSink>>> {
         let perr = |source| Error::Parquet { path: old.to_path_buf(), source };
         let file = File::open(old).map_err(Error::io("reading Parquet", old))?;
@@ -628,7 +628,7 @@ impl SnapshotFormat for ParquetFormat {
             // Copy the runs of kept rows as slices of the batch.
             let mut start = 0;
             for i in 0..=batch.num_rows() {
-                let kept = i < batch.num_rows() && keep(keys[0].value(i), keys[1].value(i));
+                let kept = i < batch.num_rows() && keep(keys[0].value(i), keys[1].value(i))?;
                 if !kept {
                     if i > start {
                         out.write(&batch.slice(start, i - start))?;
@@ -770,7 +770,7 @@ mod tests {
         let out = dir.path().join("new");
         for (decimal, fits) in [("1.5", true), ("1.55", false)] {
             let mut sink =
-                f.carry_view(&old, &out, "v", &columns, &mut |_, id| id != "obs-3").unwrap().unwrap();
+                f.carry_view(&old, &out, "v", &columns, &mut |_, id| Ok(id != "obs-3")).unwrap().unwrap();
             sink.write(typed_row(20, 20, decimal)).unwrap();
             assert_eq!(sink.finish().unwrap(), fits, "{decimal}");
         }
