@@ -23,6 +23,11 @@
 //! is rewritten whole (Parquet copies its unchanged rows as Arrow slices); the views over it are
 //! carried: their previous rows of unchanged resources are copied, only the changed resources
 //! are flattened (`views.rs`).
+//!
+//! Memory does not grow with the volume: view rows and change records go to their files as they
+//! are made ([`ViewSink`], [`ChangeSink`]), and what a commit or staging looks up per row (the
+//! staged keys, the base snapshot's rows, what replaced rows pass on) is held in memory up to a
+//! budget and on disk beyond it (`sorted.rs`).
 
 pub(crate) mod commit;
 mod index;

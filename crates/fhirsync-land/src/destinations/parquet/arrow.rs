@@ -1,6 +1,7 @@
 //! Arrow schema and record batches of view tables (and of any table of [`CellValue`]s), shared
-//! by every Arrow-based writer: [`view_schema`] types the columns, [`cells_batch`] builds a
-//! batch for a schema.
+//! by every Arrow-based writer: `view_schema` types the columns of rows held in memory,
+//! [`DecimalFit`] a decimal column one value at a time (for a writer that streams its rows), and
+//! [`cells_batch`] builds a batch for a schema.
 //!
 //! | [`ColumnKind`] | Arrow type |
 //! |---|---|
@@ -78,7 +79,7 @@ fn decimal_type<'a>(cells: impl Iterator<Item = Option<&'a CellValue>>) -> DataT
 }
 
 /// The Arrow type a decimal column's values need, taken one value at a time (so a writer can
-/// type a column without holding its values): what [`view_schema`] gives for the same cells.
+/// type a column without holding its values): what `view_schema` gives for the same cells.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DecimalFit {
     scale: u32,

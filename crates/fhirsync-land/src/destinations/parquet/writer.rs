@@ -546,7 +546,7 @@ impl SnapshotFormat for ParquetFormat {
 
     /// A view without decimal columns is written as its rows come; one with them goes through
     /// a scratch Arrow IPC stream at `spill` (decimals as their literals) until every value is
-    /// seen, then each decimal column is typed as [`view_schema`] types it.
+    /// seen, then each decimal column is typed as `view_schema` types it.
     fn view_writer(
         &self,
         dir: &Path,
