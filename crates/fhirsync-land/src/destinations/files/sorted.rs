@@ -273,8 +273,17 @@ impl<R: Keyed> KeyIndex<R> {
         let mut buf = [0u8; BLOCK_BYTES];
         let buf = &mut buf[..per_block.min(rows - start) * R::SIZE];
         read_at(file, buf, (start * R::SIZE) as u64).map_err(Error::io("reading a key index", path))?;
-        let records: Vec<&[u8]> = buf.chunks_exact(R::SIZE).collect();
-        Ok(records.binary_search_by_key(&key, |r| key_of(r)).ok().map(|i| R::get(records[i])))
+        let record = |i: usize| &buf[i * R::SIZE..(i + 1) * R::SIZE];
+        let (mut lo, mut hi) = (0, buf.len() / R::SIZE);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match key_of(record(mid)).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(R::get(record(mid)))),
+            }
+        }
+        Ok(None)
     }
 }
 
