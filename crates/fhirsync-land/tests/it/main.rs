@@ -6,6 +6,7 @@ mod bound_values;
 #[cfg(feature = "delta")]
 mod delta;
 mod files;
+mod memory;
 mod pg_errors;
 mod postgres;
 mod scenario;
@@ -14,3 +15,7 @@ mod sqlite;
 mod status;
 mod support;
 mod typed;
+
+/// Counts each thread's heap, for `memory.rs`.
+#[global_allocator]
+static ALLOCATOR: memory::Tracking = memory::Tracking;

@@ -19,8 +19,9 @@
 //! under another one are never kept), and per view the definition and column mapping its file
 //! was built with.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use fhirsync_core::{ContentHash, RunScope};
@@ -29,9 +30,14 @@ use serde::{Deserialize, Serialize};
 
 use super::index::Index;
 use super::layout::{mkdirs, remove_dir, sync_dir, views_dir, write_atomic};
+use super::sorted::{
+    KeyIndex, Keyed, Record, Sorted, SpillSort, key_of, read_record_bytes, read_string, sort_dir,
+};
 use super::staging::{KeyHasher, Line, LineHead, Staging};
-use super::views::{ViewBuild, ViewMode, drop_resource, flatten, flatten_row, view_name};
-use super::{ActiveRun, Carry, ChangeRow, FileDestination, RowRef, RowSink, RunRecord, SnapshotFormat};
+use super::views::{ViewBuild, ViewMode, flatten, flatten_row, view_name};
+use super::{
+    ActiveRun, Carry, ChangeRow, ChangeSink, FileDestination, Row, RowRef, RowSink, RunRecord, SnapshotFormat,
+};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::sql::now;
@@ -139,14 +145,181 @@ fn definition(format: &impl SnapshotFormat, view: &View) -> Result<String> {
 }
 
 /// What the commit remembers about a staged line (the last one of its key wins).
+#[derive(Debug, Clone, Copy)]
 struct Staged {
     line: u64,
     /// A row line (new or changed resource); else a seen line.
     full: bool,
 }
 
+/// One staged line's key, in the sort that builds a [`StagedIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StagedKey {
+    key: [u64; 2],
+    /// The line, with [`FULL_BIT`] set for a row line.
+    line: u64,
+}
+
+/// Marks a row line in [`StagedKey::line`].
+const FULL_BIT: u64 = 1 << 63;
+
+impl Ord for StagedKey {
+    /// By key, the last line first (the one a [`KeyIndex`] keeps).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let line = |k: &StagedKey| std::cmp::Reverse(k.line & !FULL_BIT);
+        (self.key, line(self)).cmp(&(other.key, line(other)))
+    }
+}
+
+impl PartialOrd for StagedKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Record for StagedKey {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut b = [0u8; 24];
+        self.put(&mut b);
+        out.extend_from_slice(&b);
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut b = [0u8; 24];
+        Ok(read_record_bytes(input, &mut b)?.then(|| StagedKey::get(&b)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+impl Keyed for StagedKey {
+    const SIZE: usize = 24;
+
+    fn key(&self) -> [u64; 2] {
+        self.key
+    }
+
+    fn put(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
+        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
+        out[16..24].copy_from_slice(&self.line.to_le_bytes());
+    }
+
+    fn get(bytes: &[u8]) -> Self {
+        let line = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
+        StagedKey { key: key_of(bytes), line }
+    }
+}
+
+fn split_key(key: u128) -> [u64; 2] {
+    [(key >> 64) as u64, key as u64]
+}
+
+/// Memory budget of a type's staged keys (24 bytes each): beyond it they are looked up in a
+/// file, one read per previous row.
+const STAGED_BUDGET: usize = 8 << 20;
+
+/// The staged lines of one resource type, by key: the last line of each key wins. The keys are
+/// a [`KeyIndex`] (in memory up to [`STAGED_BUDGET`]), the winning lines a bitmap.
+struct StagedIndex {
+    keys: KeyIndex<StagedKey>,
+    /// Bit `n`: line `n` is the last of its key.
+    winners: Vec<u64>,
+    /// Keys whose last line is a row line.
+    full: u64,
+    /// Keys whose last line is a seen line.
+    seen: u64,
+}
+
+impl StagedIndex {
+    /// Reads the heads of `t`'s staged lines.
+    fn of(b: &Build<'_>, staging: &Staging, t: &str) -> Result<Self> {
+        let mut sort = SpillSort::new(sort_dir(&b.scratch, "staged"), STAGED_BUDGET);
+        let mut lines = 0u64;
+        staging.scan_heads(t, &mut |line, head| {
+            let (key, full) = match &head {
+                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), FULL_BIT),
+                LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), 0),
+            };
+            lines = line + 1;
+            sort.push(StagedKey { key: split_key(key), line: line | full })
+        })?;
+        let mut winners = vec![0u64; lines.div_ceil(64) as usize];
+        let (mut full, mut seen) = (0, 0);
+        let path = b.scratch.join(format!("staged-{t}.keys"));
+        let keys = KeyIndex::build(&mut sort, &path, STAGED_BUDGET, &mut |k| {
+            let line = k.line & !FULL_BIT;
+            winners[(line / 64) as usize] |= 1 << (line % 64);
+            if k.line & FULL_BIT != 0 { full += 1 } else { seen += 1 }
+        })?;
+        Ok(StagedIndex { keys, winners, full, seen })
+    }
+
+    /// The winning line of `key`, if it was staged.
+    fn get(&self, key: u128) -> Result<Option<Staged>> {
+        let found = self.keys.find(split_key(key))?;
+        Ok(found.map(|k| Staged { line: k.line & !FULL_BIT, full: k.line & FULL_BIT != 0 }))
+    }
+
+    /// Whether `line` is the last line of its key.
+    fn wins(&self, line: u64) -> bool {
+        self.winners.get((line / 64) as usize).is_some_and(|w| w & (1 << (line % 64)) != 0)
+    }
+}
+
+/// What a staged row takes from the previous row it replaces, found in the pass over the
+/// previous file and used, by staged line, in the pass over staging.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Replaced {
+    /// The staged line.
+    line: u64,
+    /// The previous row's place in its file (of two previous rows of a key, the last wins).
+    seq: u64,
+    content_hash: String,
+    first_seen_run: String,
+}
+
+impl Record for Replaced {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.line.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        for s in [&self.content_hash, &self.first_seen_run] {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut head = [0u8; 24];
+        if !read_record_bytes(input, &mut head)? {
+            return Ok(None);
+        }
+        let word = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let (line, seq) = (word(0), word(1));
+        let content_hash = read_string(input, word(2) as usize)?;
+        let mut len = [0u8; 8];
+        input.read_exact(&mut len)?;
+        let first_seen_run = read_string(input, u64::from_le_bytes(len) as usize)?;
+        Ok(Some(Replaced { line, seq, content_hash, first_seen_run }))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.content_hash.len() + self.first_seen_run.len()
+    }
+}
+
+/// Memory budget of a commit's [`SpillSort`] of replaced rows.
+const REPLACED_BUDGET: usize = 8 << 20;
+
 /// The scratch index's file (the completed scopes) inside the staging folder.
 const INDEX_FILE: &str = "commit-index.sqlite";
+/// The commit's scratch folder inside the staging folder: the change records until the
+/// snapshot is complete, and the scratch files of view tables.
+const SCRATCH_DIR: &str = "commit";
+/// The change records' folder inside [`SCRATCH_DIR`].
+const CHANGES_DIR: &str = "changes";
 
 /// What becomes of a previous row that was not re-read.
 struct Fate {
@@ -172,6 +345,8 @@ struct Build<'a> {
     /// The previous snapshot's manifest, if its files may be kept.
     prev_manifest: Option<Manifest>,
     tmp: PathBuf,
+    /// The commit's scratch folder ([`SCRATCH_DIR`]).
+    scratch: PathBuf,
     hasher: KeyHasher,
 }
 
@@ -212,7 +387,8 @@ impl Build<'_> {
 /// What the types built so far add up to.
 struct Built {
     m: RunMetrics,
-    changes: Vec<ChangeRow>,
+    /// The change records (reload-and-compare), written as they are found.
+    changes: Option<Box<dyn ChangeSink>>,
     flagged: BTreeSet<String>,
     manifest: Manifest,
     kept_files: u64,
@@ -227,15 +403,151 @@ struct Plan {
     /// Every re-read row carries the file's `seen_as` and no other row does.
     marks_match: bool,
     seen_matched: u64,
-    flagged: Vec<String>,
+    /// The patients of kept rows who left the cohort (each once, not per row).
+    flagged: BTreeSet<String>,
+}
+
+/// One resource type being rewritten: what the pass over its previous rows found, and the
+/// views built with it.
+struct Rewrite<'a, 'v> {
+    b: &'a Build<'a>,
+    t: &'a str,
+    staged: &'a StagedIndex,
+    /// The previous file's manifest entry.
+    prev_entry: Option<&'a TypeFile>,
+    builds: Vec<ViewBuild<'v>>,
+    /// What the staged rows take from the previous rows they replace, by staged line.
+    replaced: SpillSort<Replaced>,
+    /// The keys of the previous rows deleted (sorted once they are all known).
+    deleted: Vec<[u64; 2]>,
+    seen_matched: u64,
+    /// Previous rows read.
+    read: u64,
+    /// Rows written to the new file.
+    rows: u64,
+}
+
+impl Rewrite<'_, '_> {
+    /// Decides a row of the previous file.
+    fn previous_row(&mut self, r: RowRef<'_>, out: &mut Built) -> Result<Carry> {
+        self.read += 1;
+        let key = self.b.hasher.key(r.fhir_version, r.id);
+        match self.staged.get(key)? {
+            Some(s) if !s.full => {
+                self.seen_matched += 1;
+                out.m.staged += 1;
+                if self.b.compare {
+                    out.m.unchanged += 1;
+                }
+                flatten(&mut self.builds, r.fhir_version, r.id, r.resource, false)?;
+                Ok(Carry::LastSeen(self.b.run_id.to_string()))
+            }
+            Some(s) => {
+                self.replaced.push(Replaced {
+                    line: s.line,
+                    seq: self.read,
+                    content_hash: r.content_hash.to_string(),
+                    first_seen_run: r.first_seen_run.to_string(),
+                })?;
+                Ok(Carry::Drop)
+            }
+            None => self.unread_row(key, r, out),
+        }
+    }
+
+    /// Decides a previous row that was not re-read: kept as it is, or deleted.
+    fn unread_row(&mut self, key: u128, r: RowRef<'_>, out: &mut Built) -> Result<Carry> {
+        let fate = self.b.fate(r.fhir_version, r.patient_id, r.dataset)?;
+        if fate.exited
+            && let Some(p) = r.patient_id
+        {
+            out.flagged.insert(p.to_string());
+        }
+        if fate.deletable {
+            out.m.deleted += 1;
+            self.deleted.push(split_key(key));
+            if let Some(changes) = &mut out.changes {
+                changes.write(self.b.change(
+                    ChangeOp::Delete,
+                    self.t,
+                    &r,
+                    Some(r.content_hash.to_string()),
+                    None,
+                ))?;
+            }
+            return Ok(Carry::Drop);
+        }
+        out.m.kept += 1;
+        flatten(&mut self.builds, r.fhir_version, r.id, r.resource, false)?;
+        // Marked as seen by the previous snapshot's run: name that run.
+        Ok(match (self.prev_entry, &self.b.prev_run) {
+            (Some(entry), Some(prev)) if r.last_seen_run == entry.seen_as => Carry::LastSeen(prev.clone()),
+            _ => Carry::Keep,
+        })
+    }
+
+    /// Whether the previous view rows of the resource `(fhir_version, id)` are carried: its
+    /// previous row was neither replaced (its staged line is a row line) nor deleted.
+    fn keeps(&self, fhir_version: &str, id: &str) -> Result<bool> {
+        let key = self.b.hasher.key(fhir_version, id);
+        let replaced = self.staged.get(key)?.is_some_and(|s| s.full);
+        Ok(!replaced && self.deleted.binary_search(&split_key(key)).is_err())
+    }
+
+    /// The row a staged line adds to the new file: `None` for a seen line or a superseded copy.
+    /// `replaced` holds what the rows replaced by lines from `line` on left.
+    fn staged_row(
+        &mut self,
+        line: u64,
+        staged: Line,
+        replaced: &mut Sorted<Replaced>,
+        out: &mut Built,
+    ) -> Result<Option<Row>> {
+        let Line::Row(mut row) = staged else { return Ok(None) };
+        if !self.staged.wins(line) {
+            return Ok(None);
+        }
+        out.m.staged += 1;
+        let mut prev = None;
+        while replaced.peek().is_some_and(|r| r.line <= line) {
+            prev = replaced.pop()?.filter(|r| r.line == line);
+        }
+        let op = match prev {
+            None => {
+                out.m.inserted += 1;
+                Some((ChangeOp::Insert, None))
+            }
+            Some(Replaced { content_hash: old_hash, first_seen_run, .. }) => {
+                row.first_seen_run = first_seen_run;
+                if !self.b.compare {
+                    None
+                } else if old_hash != row.content_hash {
+                    out.m.updated += 1;
+                    Some((ChangeOp::Update, Some(old_hash)))
+                } else {
+                    out.m.unchanged += 1;
+                    None
+                }
+            }
+        };
+        if let (Some(changes), Some((op, before))) = (&mut out.changes, op) {
+            let after = Some(row.content_hash.clone());
+            changes.write(self.b.change(op, self.t, &RowRef::of(&row), before, after))?;
+        }
+        flatten_row(&mut self.builds, &row, true)?;
+        self.rows += 1;
+        Ok(Some(row))
+    }
 }
 
 impl<F: SnapshotFormat> FileDestination<F> {
     /// Writes the new snapshot and switches readers to it.
     ///
     /// Memory stays flat whatever the volume: rows stream from the staging files and the
-    /// previous snapshot into the new one, the keys and completed scopes looked up per row are
-    /// in an on-disk [`Index`], and change records and view rows are written in chunks.
+    /// previous snapshot into the new one, the completed scopes looked up per row are in an
+    /// on-disk [`Index`], and change records and view rows go to their files as they are made
+    /// (a Parquet view with decimal columns through a scratch file, typed once every value is
+    /// seen).
     pub(super) fn apply(
         &mut self,
         run: &ActiveRun,
@@ -245,21 +557,35 @@ impl<F: SnapshotFormat> FileDestination<F> {
         report: &serde_json::Value,
     ) -> Result<RunMetrics> {
         let now = now();
-        let compare = run.method == Method::ReloadAndCompare;
-        let carry = run.method != Method::FullLoad;
         let old_current = self.layout.current_version()?;
-        let prev = if carry { old_current.clone() } else { None };
-        if let Some(base) = staging.base()
-            && Some(base) != prev.as_deref()
-        {
-            return Err(Error::CorruptState {
-                path: staging.dir().to_path_buf(),
-                detail: format!(
-                    "staged against snapshot {base}, but the current one is {}; run with resume = false",
-                    prev.as_deref().unwrap_or("none")
-                ),
-            });
+        let prev = if run.method != Method::FullLoad { old_current.clone() } else { None };
+        check_base(staging, prev.as_deref())?;
+        let b = self.prepare(run, staging, scope, prev, &now)?;
+        let mut out = self.start_built(run, &b)?;
+        let mut types: BTreeSet<String> = staging.types()?.into_iter().collect();
+        if let Some(dir) = &b.prev_dir {
+            types.extend(self.format.types_in(dir)?);
         }
+        for t in &types {
+            self.build_type(&b, t, staging, views, &mut out)?;
+        }
+        self.build_views_without_rows(&b, views, &types, &mut out)?;
+        let (m, record) = self.finish_snapshot(&b, run, scope, report, out)?;
+        self.publish(run, &b.tmp, record, staging, old_current.as_deref())?;
+        Ok(m)
+    }
+
+    /// The run-wide inputs of the commit: the completed scopes indexed, the previous snapshot
+    /// (`prev`, when carried) and its manifest, and empty temporary and scratch folders.
+    fn prepare<'a>(
+        &self,
+        run: &'a ActiveRun,
+        staging: &Staging,
+        scope: &'a RunScope,
+        prev: Option<String>,
+        now: &'a str,
+    ) -> Result<Build<'a>> {
+        let carry = run.method != Method::FullLoad;
         let prev_dir = prev.as_ref().map(|v| self.layout.version(v));
         let prev_manifest = match &prev_dir {
             Some(dir) => read_manifest(dir)?.filter(|m| m.reusable(self.format.kind())),
@@ -273,73 +599,100 @@ impl<F: SnapshotFormat> FileDestination<F> {
         for s in &scope.complete {
             add(s)?;
         }
-        let evaluate_exits = carry && !scope.cohort.is_empty();
         if carry && scope.cohort.is_empty() {
             tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
         }
         let tmp = self.layout.versions().join(format!(".{}.tmp", run.id));
         remove_dir(&tmp)?;
         mkdirs(&tmp.join("_fhirsync"))?;
-        let mut types: BTreeSet<String> = staging.types()?.into_iter().collect();
-        if let Some(dir) = &prev_dir {
-            types.extend(self.format.types_in(dir)?);
-        }
-
-        let b = Build {
+        let scratch = staging.dir().join(SCRATCH_DIR);
+        remove_dir(&scratch)?;
+        mkdirs(&scratch)?;
+        Ok(Build {
             run_id: &run.id,
-            now: &now,
-            compare,
+            now,
+            compare: run.method == Method::ReloadAndCompare,
             scope,
             complete,
-            evaluate_exits,
+            evaluate_exits: carry && !scope.cohort.is_empty(),
             delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
-            prev_run: prev.clone(),
+            prev_run: prev,
             prev_dir,
             prev_manifest,
             tmp,
+            scratch,
             hasher: KeyHasher::default(),
+        })
+    }
+
+    /// Nothing built yet; reload-and-compare starts its change records.
+    fn start_built(&self, run: &ActiveRun, b: &Build<'_>) -> Result<Built> {
+        let changes = if b.compare {
+            let dir = b.scratch.join(CHANGES_DIR);
+            mkdirs(&dir)?;
+            Some(self.format.changes_writer(&dir)?)
+        } else {
+            None
         };
-        let mut out = Built {
+        Ok(Built {
             m: RunMetrics {
                 run_id: run.id.clone(),
                 method: run.method.as_str().into(),
                 ..Default::default()
             },
-            changes: Vec::new(),
+            changes,
             flagged: BTreeSet::new(),
             manifest: Manifest::new(self.format.kind()),
             kept_files: 0,
             written_files: 0,
-        };
-        for t in &types {
-            self.build_type(&b, t, staging, views, &mut out)?;
-        }
-        // Views over types without rows, here or before.
+        })
+    }
+
+    /// Keeps or builds the views over types without rows, here or before.
+    fn build_views_without_rows(
+        &self,
+        b: &Build<'_>,
+        views: &[View],
+        types: &BTreeSet<String>,
+        out: &mut Built,
+    ) -> Result<()> {
         for view in views.iter().filter(|v| !types.contains(v.resource())) {
             let name = view_name(view)?;
             let def = definition(&self.format, view)?;
-            match self.kept_view(&b, &name, view, &def)? {
+            match self.kept_view(b, &name, view, &def)? {
                 Some(entry) => {
                     out.manifest.views.insert(name, entry);
                     out.kept_files += 1;
                 }
                 None => {
-                    let build = ViewBuild::new(view, ViewMode::Full)?;
-                    self.write_built_views(&b, vec![build], &mut out)?;
+                    let build = self.view_build(view, ViewMode::Full, &b.tmp, &b.scratch)?;
+                    self.complete_views(b, vec![build], out)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes the snapshot's metadata (cohort exits, manifest, run record) and puts the change
+    /// records in place; returns the run's metrics and record.
+    fn finish_snapshot(
+        &self,
+        b: &Build<'_>,
+        run: &ActiveRun,
+        scope: &RunScope,
+        report: &serde_json::Value,
+        out: Built,
+    ) -> Result<(RunMetrics, RunRecord)> {
         let Built { mut m, changes, flagged, manifest, kept_files, written_files } = out;
         let tmp = &b.tmp;
-
         m.cohort_exits = flagged.len() as u64;
         let exits = self.next_exits(
             b.prev_dir.as_deref(),
             scope,
-            evaluate_exits,
+            b.evaluate_exits,
             &flagged,
             &run.id,
-            &now,
+            b.now,
             b.delete_exits,
         )?;
         let exits_json = serde_json::to_vec_pretty(&exits)
@@ -348,11 +701,9 @@ impl<F: SnapshotFormat> FileDestination<F> {
         let manifest_json = serde_json::to_vec_pretty(&manifest)
             .map_err(|source| Error::Json { action: "encoding the snapshot manifest", source })?;
         write_atomic(&tmp.join("_fhirsync").join(FILES_MANIFEST), &manifest_json)?;
-        if compare {
-            let dir = self.layout.changes(&run.id);
-            remove_dir(&dir)?;
-            mkdirs(&dir)?;
-            self.format.write_changes(&dir, &changes)?;
+        if let Some(changes) = changes {
+            changes.finish()?;
+            self.place_changes(b, &run.id)?;
         }
         tracing::info!(
             run_id = %run.id,
@@ -365,8 +716,30 @@ impl<F: SnapshotFormat> FileDestination<F> {
             .map_err(|source| Error::Json { action: "encoding the run record", source })?;
         write_atomic(&tmp.join("_fhirsync").join("run.json"), &record_json)?;
         sync_dir(tmp);
+        Ok((m, record))
+    }
 
-        // Publish: rename the finished folder into place, then switch (the commit point).
+    /// Moves the finished change records from the scratch folder to `changes/run_id=<run>/`.
+    fn place_changes(&self, b: &Build<'_>, run_id: &str) -> Result<()> {
+        let dir = self.layout.changes(run_id);
+        remove_dir(&dir)?;
+        let parent = dir.parent().unwrap_or(self.layout.root());
+        mkdirs(parent)?;
+        fs::rename(b.scratch.join(CHANGES_DIR), &dir).map_err(Error::io("placing change records", &dir))?;
+        sync_dir(parent);
+        Ok(())
+    }
+
+    /// Renames the finished folder `tmp` into place and switches readers to it (the commit
+    /// point), then records the run and removes its staging and the old versions.
+    fn publish(
+        &self,
+        run: &ActiveRun,
+        tmp: &Path,
+        record: RunRecord,
+        staging: &Staging,
+        old_current: Option<&str>,
+    ) -> Result<()> {
         let final_dir = self.layout.version(&run.id);
         remove_dir(&final_dir)?;
         fs::rename(tmp, &final_dir).map_err(Error::io("publishing a snapshot", &final_dir))?;
@@ -375,8 +748,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
 
         self.book().commit(record)?;
         remove_dir(staging.dir())?;
-        self.prune_versions(&run.id, old_current.as_deref())?;
-        Ok(m)
+        self.prune_versions(&run.id, old_current)
     }
 
     /// Builds one resource type's file (kept or rewritten) and the files of its views.
@@ -388,59 +760,88 @@ impl<F: SnapshotFormat> FileDestination<F> {
         views: &[View],
         out: &mut Built,
     ) -> Result<()> {
-        // The staged lines: the last one of each key wins.
-        let mut idx: HashMap<u128, Staged> = HashMap::new();
-        staging.scan_heads(t, &mut |line, head| {
-            let (key, full) = match &head {
-                LineHead::Row(h) => (b.hasher.key(h.fhir_version, h.id), true),
-                LineHead::Seen { fhir_version, id } => (b.hasher.key(fhir_version, id), false),
-            };
-            idx.insert(key, Staged { line, full });
-            Ok(())
-        })?;
-        let full_lines = idx.values().filter(|s| s.full).count() as u64;
-        let seen_lines = idx.len() as u64 - full_lines;
+        let staged = StagedIndex::of(b, staging, t)?;
         let old_path = b.prev_dir.as_ref().map(|d| self.format.type_path(d, t)).filter(|p| p.exists());
         let prev_entry = b.prev_manifest.as_ref().and_then(|m| m.types.get(t));
-        let path = self.format.type_path(&b.tmp, t);
         let type_views: Vec<&View> = views.iter().filter(|v| v.resource() == t).collect();
-
-        if full_lines == 0
+        if staged.full == 0
             && let (Some(old), Some(entry)) = (&old_path, prev_entry)
+            && self.keep_type(b, t, staging, old, entry, &staged, &type_views, out)?
         {
-            let plan = self.plan_keep(b, old, entry, &idx)?;
-            check_seen(staging, t, plan.seen_matched, seen_lines)?;
-            if !plan.deletes && plan.marks_match {
-                link_tree(old, &path)?;
-                out.kept_files += 1;
-                out.m.staged += seen_lines;
-                if b.compare {
-                    out.m.unchanged += seen_lines;
+            return Ok(());
+        }
+        let rw = Rewrite {
+            b,
+            t,
+            staged: &staged,
+            prev_entry,
+            builds: self.rewrite_builds(b, t, &type_views, old_path.is_some())?,
+            replaced: SpillSort::new(sort_dir(&b.scratch, "replaced"), REPLACED_BUDGET),
+            deleted: Vec::new(),
+            seen_matched: 0,
+            read: 0,
+            rows: 0,
+        };
+        self.rewrite_type(rw, staging, old_path.as_deref(), out)
+    }
+
+    /// Keeps the previous file `old` of `t` (hard-linked) if no row of it goes and its rows
+    /// were re-read as it marks them; keeps or builds the views over it. `false`: not kept.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_type(
+        &self,
+        b: &Build<'_>,
+        t: &str,
+        staging: &Staging,
+        old: &Path,
+        entry: &TypeFile,
+        staged: &StagedIndex,
+        type_views: &[&View],
+        out: &mut Built,
+    ) -> Result<bool> {
+        let plan = self.plan_keep(b, old, entry, staged)?;
+        check_seen(staging, t, plan.seen_matched, staged.seen)?;
+        if plan.deletes || !plan.marks_match {
+            return Ok(false);
+        }
+        let path = self.format.type_path(&b.tmp, t);
+        link_tree(old, &path)?;
+        out.kept_files += 1;
+        out.m.staged += staged.seen;
+        if b.compare {
+            out.m.unchanged += staged.seen;
+        }
+        out.m.kept += plan.kept;
+        out.flagged.extend(plan.flagged);
+        out.manifest.types.insert(t.to_string(), entry.clone());
+        let mut fresh = Vec::new();
+        for view in type_views {
+            let name = view_name(view)?;
+            match self.kept_view(b, &name, view, &definition(&self.format, view)?)? {
+                Some(entry) => {
+                    out.manifest.views.insert(name, entry);
+                    out.kept_files += 1;
                 }
-                out.m.kept += plan.kept;
-                out.flagged.extend(plan.flagged);
-                out.manifest.types.insert(t.to_string(), entry.clone());
-                let mut fresh = Vec::new();
-                for view in type_views {
-                    let name = view_name(view)?;
-                    match self.kept_view(b, &name, view, &definition(&self.format, view)?)? {
-                        Some(entry) => {
-                            out.manifest.views.insert(name, entry);
-                            out.kept_files += 1;
-                        }
-                        None => fresh.push(ViewBuild::new(view, ViewMode::Full)?),
-                    }
-                }
-                if !fresh.is_empty() {
-                    self.flatten_file(Some(&path), &mut fresh)?;
-                    self.write_built_views(b, fresh, out)?;
-                }
-                return Ok(());
+                None => fresh.push(self.view_build(view, ViewMode::Full, &b.tmp, &b.scratch)?),
             }
         }
+        if !fresh.is_empty() {
+            self.flatten_file(Some(&path), &mut fresh)?;
+            self.complete_views(b, fresh, out)?;
+        }
+        Ok(true)
+    }
 
-        // Rewrite. Views whose previous file matches their definition are carried.
-        let mut builds = Vec::new();
+    /// The builds of the views over a rewritten type: carried where the previous file matches
+    /// their definition (and the type had a file), else in full.
+    fn rewrite_builds<'v>(
+        &self,
+        b: &Build<'_>,
+        t: &str,
+        type_views: &[&'v View],
+        had_file: bool,
+    ) -> Result<Vec<ViewBuild<'v>>> {
+        let mut builds = Vec::with_capacity(type_views.len());
         for view in type_views {
             let name = view_name(view)?;
             let def = definition(&self.format, view)?;
@@ -448,116 +849,51 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 m.view(&name, t, &def).map(|_| self.format.view_path(dir, &name)).filter(|p| p.exists())
             });
             let mode = match old_view {
-                Some(old) if old_path.is_some() => ViewMode::Carry { old, drop: HashSet::new() },
+                Some(old) if had_file => ViewMode::Carry { old },
                 _ => ViewMode::Full,
             };
-            builds.push(ViewBuild::new(view, mode)?);
+            builds.push(self.view_build(view, mode, &b.tmp, &b.scratch)?);
         }
+        Ok(builds)
+    }
+
+    /// Rewrites the file of a type: the previous rows (from `old`) as [`Rewrite::previous_row`]
+    /// decides, then the new and changed rows in staging order, skipping superseded copies.
+    fn rewrite_type(
+        &self,
+        mut rw: Rewrite<'_, '_>,
+        staging: &Staging,
+        old: Option<&Path>,
+        out: &mut Built,
+    ) -> Result<()> {
+        let (b, t) = (rw.b, rw.t);
+        let path = self.format.type_path(&b.tmp, t);
         remove_path(&path)?;
-        let m = &mut out.m;
-        // Hash and first-seen run of the previous rows that a staged row replaces.
-        let mut replaced: HashMap<u128, (String, String)> = HashMap::new();
-        let mut seen_matched = 0u64;
         let mut sink: Option<Box<dyn RowSink>> = None;
-        let mut rows = 0u64;
-        if let Some(old) = &old_path {
-            let (carried, n) = self.format.carry_rows(old, &path, &mut |r| {
-                let key = b.hasher.key(r.fhir_version, r.id);
-                match idx.get(&key) {
-                    Some(s) if !s.full => {
-                        seen_matched += 1;
-                        m.staged += 1;
-                        if b.compare {
-                            m.unchanged += 1;
-                        }
-                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
-                        Ok(Carry::LastSeen(b.run_id.to_string()))
-                    }
-                    Some(_) => {
-                        replaced.insert(key, (r.content_hash.to_string(), r.first_seen_run.to_string()));
-                        Ok(Carry::Drop)
-                    }
-                    None => {
-                        let fate = b.fate(r.fhir_version, r.patient_id, r.dataset)?;
-                        if fate.exited
-                            && let Some(p) = r.patient_id
-                        {
-                            out.flagged.insert(p.to_string());
-                        }
-                        if fate.deletable {
-                            m.deleted += 1;
-                            drop_resource(&mut builds, key);
-                            if b.compare {
-                                out.changes.push(b.change(
-                                    ChangeOp::Delete,
-                                    t,
-                                    &r,
-                                    Some(r.content_hash.to_string()),
-                                    None,
-                                ));
-                            }
-                            return Ok(Carry::Drop);
-                        }
-                        m.kept += 1;
-                        flatten(&mut builds, r.fhir_version, r.id, r.resource, false)?;
-                        // Marked as seen by the previous snapshot's run: name that run.
-                        Ok(match (prev_entry, &b.prev_run) {
-                            (Some(entry), Some(prev)) if r.last_seen_run == entry.seen_as => {
-                                Carry::LastSeen(prev.clone())
-                            }
-                            _ => Carry::Keep,
-                        })
-                    }
-                }
-            })?;
+        if let Some(old) = old {
+            let (carried, n) = self.format.carry_rows(old, &path, &mut |r| rw.previous_row(r, out))?;
             sink = Some(carried);
-            rows = n;
+            rw.rows = n;
         }
-        check_seen(staging, t, seen_matched, seen_lines)?;
-        // The new and changed rows, in staging order, skipping superseded copies.
+        check_seen(staging, t, rw.seen_matched, rw.staged.seen)?;
+        // The previous rows are decided: the carried views take theirs.
+        rw.deleted.sort_unstable();
+        let mut builds = std::mem::take(&mut rw.builds);
+        self.open_carried(&mut builds, &b.tmp, &mut |fhir_version, id| rw.keeps(fhir_version, id))?;
+        rw.builds = builds;
+        let mut replaced = rw.replaced.sorted()?;
         staging.scan(t, &mut |line, staged| {
-            let Line::Row(mut row) = staged else { return Ok(()) };
-            let key = b.hasher.key(&row.fhir_version, &row.id);
-            if idx.get(&key).is_none_or(|s| s.line != line) {
-                return Ok(());
-            }
-            m.staged += 1;
-            let op = match replaced.get(&key) {
-                None => {
-                    m.inserted += 1;
-                    Some((ChangeOp::Insert, None))
-                }
-                Some((old_hash, first_seen)) => {
-                    row.first_seen_run = first_seen.clone();
-                    drop_resource(&mut builds, key);
-                    if !b.compare {
-                        None
-                    } else if *old_hash != row.content_hash {
-                        m.updated += 1;
-                        Some((ChangeOp::Update, Some(old_hash.clone())))
-                    } else {
-                        m.unchanged += 1;
-                        None
-                    }
-                }
+            let Some(row) = rw.staged_row(line, staged, &mut replaced, out)? else { return Ok(()) };
+            let sink = match &mut sink {
+                Some(sink) => sink,
+                None => sink.insert(self.format.writer(&path)?),
             };
-            if b.compare
-                && let Some((op, before)) = op
-            {
-                let after = Some(row.content_hash.clone());
-                out.changes.push(b.change(op, t, &RowRef::of(&row), before, after));
-            }
-            flatten_row(&mut builds, &row, true)?;
-            if sink.is_none() {
-                sink = Some(self.format.writer(&path)?);
-            }
-            rows += 1;
-            sink.as_mut().map_or(Ok(()), |s| s.write(row))
+            sink.write(row)
         })?;
         if let Some(sink) = sink {
             sink.finish()?;
         }
-        if rows == 0 {
+        if rw.rows == 0 {
             // Every row went: the type has no file, as if it never had rows.
             remove_path(&path)?;
         } else {
@@ -568,21 +904,15 @@ impl<F: SnapshotFormat> FileDestination<F> {
                 TypeFile { written_by: b.run_id.to_string(), seen_as: b.run_id.to_string() },
             );
         }
-        self.write_built_views(b, builds, out)
+        self.complete_views(b, rw.builds, out)
     }
 
     /// Reads the heads of the previous file of `t` to decide whether it can be kept.
-    fn plan_keep(
-        &self,
-        b: &Build<'_>,
-        old: &Path,
-        entry: &TypeFile,
-        idx: &HashMap<u128, Staged>,
-    ) -> Result<Plan> {
+    fn plan_keep(&self, b: &Build<'_>, old: &Path, entry: &TypeFile, staged: &StagedIndex) -> Result<Plan> {
         let mut plan = Plan { marks_match: true, ..Plan::default() };
         self.format.read_heads(old, &mut |h| {
             let marked = h.last_seen_run == entry.seen_as;
-            if idx.contains_key(&b.hasher.key(h.fhir_version, h.id)) {
+            if staged.get(b.hasher.key(h.fhir_version, h.id))?.is_some() {
                 plan.seen_matched += 1;
                 plan.marks_match &= marked;
                 return Ok(());
@@ -592,7 +922,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             if fate.exited
                 && let Some(p) = h.patient_id
             {
-                plan.flagged.push(p.to_string());
+                plan.flagged.insert(p.to_string());
             }
             if fate.deletable {
                 plan.deletes = true;
@@ -617,10 +947,9 @@ impl<F: SnapshotFormat> FileDestination<F> {
         Ok(Some(entry.clone()))
     }
 
-    /// Writes the built views into the new snapshot and registers them.
-    fn write_built_views(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
+    /// Completes the built views in the new snapshot and registers them.
+    fn complete_views(&self, b: &Build<'_>, builds: Vec<ViewBuild<'_>>, out: &mut Built) -> Result<()> {
         for build in &builds {
-            remove_path(&self.format.view_path(&b.tmp, &build.name))?;
             out.written_files += 1;
             out.manifest.views.insert(
                 build.name.clone(),
@@ -632,7 +961,7 @@ impl<F: SnapshotFormat> FileDestination<F> {
             );
         }
         let paths: Vec<PathBuf> = builds.iter().map(|v| self.format.view_path(&b.tmp, &v.name)).collect();
-        out.m.view_rows += self.write_views(&b.tmp, builds, &b.hasher)?;
+        out.m.view_rows += self.finish_views(&b.tmp, builds, &b.scratch)?;
         for p in &paths {
             sync_parent(p);
         }
@@ -692,6 +1021,20 @@ impl<F: SnapshotFormat> FileDestination<F> {
     }
 }
 
+/// Fails if staging was staged against another snapshot than `prev`, the one carried.
+fn check_base(staging: &Staging, prev: Option<&str>) -> Result<()> {
+    match staging.base() {
+        Some(base) if Some(base) != prev => Err(Error::CorruptState {
+            path: staging.dir().to_path_buf(),
+            detail: format!(
+                "staged against snapshot {base}, but the current one is {}; run with resume = false",
+                prev.unwrap_or("none")
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Fails if some seen lines of `t` found no row in the base snapshot (they would be lost).
 fn check_seen(staging: &Staging, t: &str, matched: u64, seen_lines: u64) -> Result<()> {
     if matched == seen_lines {
@@ -731,7 +1074,7 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Removes a file or folder if present, so that a new file never writes through a hard link.
-fn remove_path(path: &Path) -> Result<()> {
+pub(super) fn remove_path(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => remove_dir(path),
         Ok(_) => fs::remove_file(path).map_err(Error::io("removing a file", path)),

@@ -23,12 +23,18 @@
 //! is rewritten whole (Parquet copies its unchanged rows as Arrow slices); the views over it are
 //! carried: their previous rows of unchanged resources are copied, only the changed resources
 //! are flattened (`views.rs`).
+//!
+//! Memory does not grow with the volume: view rows and change records go to their files as they
+//! are made ([`ViewSink`], [`ChangeSink`]), and what a commit or staging looks up per row (the
+//! staged keys, the base snapshot's rows, what replaced rows pass on) is held in memory up to a
+//! budget and on disk beyond it (`sorted.rs`).
 
 pub(crate) mod commit;
 mod index;
 pub(crate) mod layout;
 pub(crate) mod row;
 pub(crate) mod run_book;
+mod sorted;
 pub(crate) mod staging;
 mod views;
 
@@ -131,8 +137,8 @@ pub(crate) trait SnapshotFormat: Send {
     fn read_heads(&self, path: &Path, f: &mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()> {
         self.read(path, &mut |row| f(row.head()))
     }
-    /// Writes a run's change records into `dir`.
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()>;
+    /// Starts writing a run's change records into the folder `dir` (created).
+    fn changes_writer(&self, dir: &Path) -> Result<Box<dyn ChangeSink>>;
     /// Starts a new type file at `path` with the rows of the type file `old`, each as `decide`
     /// says; returns its writer (for more rows) and the number of rows written so far. Formats
     /// that can copy unchanged columns without decoding rows override this.
@@ -159,31 +165,49 @@ pub(crate) trait SnapshotFormat: Send {
     /// Parquet, the Arrow fields): part of the definition a view file is kept or carried by, so
     /// that a changed mapping rebuilds it.
     fn view_format(&self, columns: &[TableColumn]) -> String;
-    /// The file or folder that [`SnapshotFormat::write_view`] writes for view `name` in the
+    /// The file or folder that [`SnapshotFormat::view_writer`] writes for view `name` in the
     /// version folder `version` (under its view root, [`views_dir`]).
     fn view_path(&self, version: &Path, name: &str) -> PathBuf;
-    /// Writes a materialised view table `name` (columns of [`crate::views::table_columns`])
-    /// into `dir`, the version's view root.
-    fn write_view(
+    /// Starts a materialised view table `name` (columns of [`crate::views::table_columns`])
+    /// in `dir`, the version's view root. A format that types its columns by their values
+    /// (Parquet decimals) may keep the rows in the scratch file `spill` until the sink finishes.
+    fn view_writer(
         &self,
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        rows: &[Vec<CellValue>],
-    ) -> Result<()>;
-    /// Writes view table `name` into the view root `dir` as the rows of `old` (a file this
+        spill: &Path,
+    ) -> Result<Box<dyn ViewSink>>;
+    /// Starts view table `name` in the view root `dir` with the rows of `old` (a file this
     /// format wrote for the same view definition) whose `(_fhir_version, _id)` `keep` accepts,
-    /// as they are, followed by `rows`. Returns `false`, having written nothing, if `rows` do not
-    /// fit the old file's column types (then the caller builds the view in full).
+    /// as they are; the sink takes the rows that follow them. `None`, having written nothing,
+    /// if `old` is not a file of these columns (then the caller builds the view in full).
     fn carry_view(
         &self,
         old: &Path,
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        keep: &mut dyn FnMut(&str, &str) -> bool,
-        rows: &[Vec<CellValue>],
-    ) -> Result<bool>;
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
+    ) -> Result<Option<Box<dyn ViewSink>>>;
+}
+
+/// Receives the rows of one view file, one at a time; it holds a bounded number of them.
+pub(crate) trait ViewSink {
+    /// Takes one row (cells in the view's column order).
+    fn write(&mut self, row: Vec<CellValue>) -> Result<()>;
+    /// Completes and fsyncs the file. `false` if the rows of a carried view did not fit the
+    /// old file's column types (a Parquet decimal needing more digits): the file is then
+    /// incomplete, and the caller builds the view in full.
+    fn finish(self: Box<Self>) -> Result<bool>;
+}
+
+/// Receives a run's change records, one at a time; it holds a bounded number of them.
+pub(crate) trait ChangeSink {
+    /// Takes one record.
+    fn write(&mut self, change: ChangeRow) -> Result<()>;
+    /// Completes and fsyncs the file.
+    fn finish(self: Box<Self>) -> Result<()>;
 }
 
 #[derive(Debug, Clone)]
@@ -276,7 +300,7 @@ impl<F: SnapshotFormat> RunSteps for FileDestination<F> {
                 ),
             });
         }
-        self.known = staging.base().map(|_| Known::default());
+        self.known = staging.known()?;
         self.staging = Some(staging);
         Ok(completed_scopes)
     }
@@ -292,8 +316,9 @@ impl<F: SnapshotFormat> RunSteps for FileDestination<F> {
     fn create(&mut self, run_id: &str, method: Method) -> Result<()> {
         // Reload and reload-and-compare stage against the current snapshot.
         let base = if method == Method::FullLoad { None } else { self.layout.current_version()? };
-        self.staging = Some(Staging::create(self.layout.staging(run_id), run_id, base.as_deref())?);
-        self.known = base.as_ref().map(|_| Known::default());
+        let staging = Staging::create(self.layout.staging(run_id), run_id, base.as_deref())?;
+        self.known = staging.known()?;
+        self.staging = Some(staging);
         Ok(())
     }
 

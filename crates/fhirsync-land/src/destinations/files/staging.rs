@@ -25,6 +25,7 @@ use fhirsync_core::{RawResource, ScopeKey};
 
 use super::layout::{mkdirs, sync_dir, write_atomic};
 use super::row::{Head, Row, read_line, with_head, write_line};
+use super::sorted::{KeyIndex, Keyed, Record, SpillSort, key_of, read_record_bytes};
 use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
@@ -34,6 +35,8 @@ const STAGING_BUFFER: usize = 64 << 10;
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
 const BASE: &str = "base";
+/// The folder of the [`Known`] files inside the staging folder.
+const KNOWN_DIR: &str = "known";
 /// How a seen line starts (a row line is an object).
 const SEEN_PREFIX: &str = "[";
 
@@ -54,21 +57,102 @@ impl KeyHasher {
     }
 }
 
-/// What staging knows of a landed row of the base snapshot.
+/// What staging knows of a landed row of the base snapshot: one record of a [`Known`] index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KnownRow {
+    key: [u64; 2],
+    /// The row's place in the base file (of two rows of a key, the last wins; not stored).
+    seq: u64,
     /// First 16 bytes of the content hash.
     hash: [u8; 16],
     meta: u64,
 }
 
+/// Memory budget of the sort that indexes one type's known rows.
+const KNOWN_SORT_BUDGET: usize = 8 << 20;
+/// Memory of the known rows of all types together; the types loaded beyond it are looked up
+/// in files.
+const KNOWN_MEMORY: usize = 8 << 20;
+
+impl Ord for KnownRow {
+    /// By key, the last row first (the one a [`KeyIndex`] keeps).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.key, std::cmp::Reverse(self.seq)).cmp(&(other.key, std::cmp::Reverse(other.seq)))
+    }
+}
+
+impl PartialOrd for KnownRow {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Record for KnownRow {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut b = [0u8; Self::SIZE];
+        self.put(&mut b);
+        out.extend_from_slice(&b);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+    }
+
+    fn decode(input: &mut dyn BufRead) -> std::io::Result<Option<Self>> {
+        let mut b = [0u8; Self::SIZE + 8];
+        if !read_record_bytes(input, &mut b)? {
+            return Ok(None);
+        }
+        let seq = u64::from_le_bytes(b[Self::SIZE..].try_into().unwrap_or_default());
+        Ok(Some(KnownRow { seq, ..KnownRow::get(&b) }))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+impl Keyed for KnownRow {
+    const SIZE: usize = 40;
+
+    fn key(&self) -> [u64; 2] {
+        self.key
+    }
+
+    fn put(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.key[0].to_be_bytes());
+        out[8..16].copy_from_slice(&self.key[1].to_be_bytes());
+        out[16..32].copy_from_slice(&self.hash);
+        out[32..40].copy_from_slice(&self.meta.to_le_bytes());
+    }
+
+    fn get(bytes: &[u8]) -> Self {
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&bytes[16..32]);
+        let meta = u64::from_le_bytes(bytes[32..40].try_into().unwrap_or_default());
+        KnownRow { key: key_of(bytes), seq: 0, hash, meta }
+    }
+}
+
 /// The rows of the base snapshot, per resource type, loaded when the type is first staged.
-#[derive(Default)]
+///
+/// Each type's rows are a [`KeyIndex`]: in memory while all types together take at most
+/// [`KNOWN_MEMORY`], else a file in the staging folder's `known/`, sorted by key, of which
+/// memory holds one key per block (a lookup reads one). The files are rebuilt by every process
+/// that stages the run.
 pub(crate) struct Known {
+    dir: PathBuf,
     hasher: KeyHasher,
-    types: HashMap<String, HashMap<u128, KnownRow>>,
+    types: HashMap<String, KeyIndex<KnownRow>>,
+    /// Of [`KNOWN_MEMORY`], what the types in memory leave.
+    memory_left: usize,
 }
 
 impl Known {
+    /// Nothing loaded; the files go to the folder `dir` (emptied first).
+    fn new(dir: PathBuf) -> Result<Self> {
+        super::layout::remove_dir(&dir)?;
+        mkdirs(&dir)?;
+        Ok(Known { dir, hasher: KeyHasher::default(), types: HashMap::new(), memory_left: KNOWN_MEMORY })
+    }
+
     /// Whether `resource_type` is loaded.
     pub(crate) fn has(&self, resource_type: &str) -> bool {
         self.types.contains_key(resource_type)
@@ -80,27 +164,33 @@ impl Known {
     where
         R: FnOnce(&mut dyn FnMut(Head<'_>) -> Result<()>) -> Result<()>,
     {
-        let mut rows = HashMap::new();
+        let mut sort = SpillSort::new(self.dir.join(format!("{resource_type}.sort")), KNOWN_SORT_BUDGET);
         if let Some(read) = read {
-            let hasher = &self.hasher;
+            let (hasher, mut seq) = (&self.hasher, 0u64);
             read(&mut |h: Head<'_>| {
-                if let Some(hash) = hash_prefix(h.content_hash) {
-                    let meta = hasher.meta(h.source, h.dataset, h.patient_id);
-                    rows.insert(hasher.key(h.fhir_version, h.id), KnownRow { hash, meta });
-                }
-                Ok(())
+                seq += 1;
+                let Some(hash) = hash_prefix(h.content_hash) else { return Ok(()) };
+                let meta = hasher.meta(h.source, h.dataset, h.patient_id);
+                let key = hasher.key(h.fhir_version, h.id);
+                sort.push(KnownRow { key: [(key >> 64) as u64, key as u64], seq, hash, meta })
             })?;
+        }
+        let path = self.dir.join(format!("{resource_type}.known"));
+        let rows = KeyIndex::build(&mut sort, &path, self.memory_left, &mut |_| {})?;
+        if let KeyIndex::Memory(records) = &rows {
+            self.memory_left -= records.len() * std::mem::size_of::<KnownRow>();
         }
         self.types.insert(resource_type.to_string(), rows);
         Ok(())
     }
 
     /// Whether the base holds `r` exactly (content, source, dataset, patient).
-    fn unchanged(&self, r: &RawResource) -> bool {
-        let Some(rows) = self.types.get(&r.resource_type) else { return false };
-        let Some(known) = rows.get(&self.hasher.key(r.fhir_version.as_str(), &r.id)) else { return false };
-        known.hash[..] == r.hash.0[..16]
-            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref())
+    fn unchanged(&self, r: &RawResource) -> Result<bool> {
+        let Some(rows) = self.types.get(&r.resource_type) else { return Ok(false) };
+        let key = self.hasher.key(r.fhir_version.as_str(), &r.id);
+        let Some(known) = rows.find([(key >> 64) as u64, key as u64])? else { return Ok(false) };
+        Ok(known.hash[..] == r.hash.0[..16]
+            && known.meta == self.hasher.meta(&r.source, &r.dataset.to_string(), r.patient_id.as_deref()))
     }
 }
 
@@ -164,7 +254,10 @@ impl Staging {
         mkdirs(&dir)?;
         for entry in fs::read_dir(&dir).map_err(Error::io("listing staging", &dir))? {
             let path = entry.map_err(Error::io("listing staging", &dir))?.path();
-            truncate_torn_line(&path)?;
+            // The commit's scratch folder is rebuilt by every commit attempt.
+            if path.is_file() {
+                truncate_torn_line(&path)?;
+            }
         }
         let base_path = dir.join(BASE);
         let base = match fs::read_to_string(&base_path) {
@@ -194,13 +287,20 @@ impl Staging {
         self.base.as_deref()
     }
 
+    /// An empty [`Known`] of the base snapshot's rows, if staging stages against one.
+    pub(crate) fn known(&self) -> Result<Option<Known>> {
+        self.base.as_ref().map(|_| Known::new(self.dir.join(KNOWN_DIR))).transpose()
+    }
+
     /// Appends resources (buffered until [`Staging::checkpoint`]); those `known` holds
     /// unchanged as seen lines.
     pub(crate) fn stage(&mut self, resources: &[RawResource], known: Option<&Known>) -> Result<()> {
         for r in resources {
             type_table(&r.resource_type)?;
             self.buf.clear();
-            if known.is_some_and(|k| k.unchanged(r)) {
+            if let Some(k) = known
+                && k.unchanged(r)?
+            {
                 serde_json::to_writer(&mut self.buf, &(r.fhir_version.as_str(), &r.id))
                     .map_err(|source| Error::Json { action: "encoding a seen line", source })?;
                 self.buf.push(b'\n');

@@ -8,18 +8,20 @@
 //! types, a Parquet decimal needing more digits, the view is flattened in full instead). A new
 //! or redefined view, or one without a previous file of this layout, is flattened from every
 //! row of its type.
+//!
+//! Rows go to their file as they are flattened (the format's sink holds a bounded number, see
+//! [`super::ViewSink`]), so a commit's memory does not grow with its views' rows.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use fhirsync_views::View;
 use serde_json::Value;
 
+use super::commit::remove_path;
 use super::layout::views_dir;
-use super::staging::KeyHasher;
-use super::{FileDestination, Row, SnapshotFormat};
+use super::{FileDestination, Row, SnapshotFormat, ViewSink};
 use crate::destinations::sql::schema::view_table;
-use crate::views::{CellValue, TableColumn, table_columns, table_row};
+use crate::views::{TableColumn, table_columns, table_row};
 use crate::{Error, Result};
 
 /// The name of `view`'s file in the view root: its name in lower case, validated as the SQL
@@ -33,12 +35,13 @@ pub(super) fn view_name(view: &View) -> Result<String> {
 pub(super) enum ViewMode {
     /// From every row of its type.
     Full,
-    /// From the previous file `old`, minus the rows of the resources in `drop`, plus the
-    /// changed resources.
-    Carry { old: PathBuf, drop: HashSet<u128> },
+    /// From the previous file `old`, minus the rows of the resources that changed or went, plus
+    /// the changed resources.
+    Carry { old: PathBuf },
 }
 
-/// One view being built during the commit of its type.
+/// One view being built during the commit of its type. Its rows go to its file as they are
+/// flattened (the sink holds a bounded number of them), never all at once in memory.
 pub(super) struct ViewBuild<'v> {
     pub view: &'v View,
     /// The file name ([`view_name`]).
@@ -46,16 +49,15 @@ pub(super) struct ViewBuild<'v> {
     /// The table's columns ([`table_columns`]).
     pub columns: Vec<TableColumn>,
     pub mode: ViewMode,
-    /// The flattened rows, cells in `columns` order.
-    pub rows: Vec<Vec<CellValue>>,
+    /// Where the rows go: from the start when built in full; when carried, once the previous
+    /// rows are copied ([`FileDestination::open_carried`]). A carried view without one (the
+    /// old file has other columns) is built in full when its type file is complete.
+    sink: Option<Box<dyn ViewSink>>,
+    /// The rows flattened for it.
+    pub flattened: u64,
 }
 
 impl<'v> ViewBuild<'v> {
-    /// A build of `view` with no rows yet.
-    pub(super) fn new(view: &'v View, mode: ViewMode) -> Result<Self> {
-        Ok(ViewBuild { view, name: view_name(view)?, columns: table_columns(view)?, mode, rows: Vec::new() })
-    }
-
     /// Whether a row must be flattened for this view: always when built in full, else only a
     /// changed one.
     fn wants(&self, changed: bool) -> bool {
@@ -86,53 +88,91 @@ pub(super) fn flatten(
             source: Box::new(source),
         })?;
         for values in rows {
-            b.rows.push(table_row(view, fhir_version, id, values)?);
+            let row = table_row(view, fhir_version, id, values)?;
+            b.flattened += 1;
+            if let Some(sink) = &mut b.sink {
+                sink.write(row)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Marks a resource's view rows for removal from every carried view.
-pub(super) fn drop_resource(builds: &mut [ViewBuild<'_>], key: u128) {
-    for b in builds {
-        if let ViewMode::Carry { drop, .. } = &mut b.mode {
-            drop.insert(key);
-        }
-    }
-}
-
 impl<F: SnapshotFormat> FileDestination<F> {
-    /// Writes the built views into the view root of `version` (whose type files are complete);
-    /// returns the number of rows flattened.
-    pub(super) fn write_views(
+    /// A build of `view` in `mode` into the version folder `version`; one built in full starts
+    /// its file (`spill`: a folder for scratch files).
+    pub(super) fn view_build<'v>(
+        &self,
+        view: &'v View,
+        mode: ViewMode,
+        version: &Path,
+        spill: &Path,
+    ) -> Result<ViewBuild<'v>> {
+        let (name, columns) = (view_name(view)?, table_columns(view)?);
+        let sink = match mode {
+            ViewMode::Full => Some(self.full_view_sink(version, &name, &columns, spill)?),
+            ViewMode::Carry { .. } => None,
+        };
+        Ok(ViewBuild { view, name, columns, mode, sink, flattened: 0 })
+    }
+
+    /// Starts the file of a view built in full (never written through a kept file's link).
+    fn full_view_sink(
+        &self,
+        version: &Path,
+        name: &str,
+        columns: &[TableColumn],
+        spill: &Path,
+    ) -> Result<Box<dyn ViewSink>> {
+        remove_path(&self.format.view_path(version, name))?;
+        let spill = spill.join(format!("view-{name}.arrows"));
+        self.format.view_writer(&views_dir(version), name, columns, &spill)
+    }
+
+    /// Starts the files of the carried builds with the previous rows of the resources `keep`
+    /// accepts by `(fhir_version, id)`.
+    pub(super) fn open_carried(
+        &self,
+        builds: &mut [ViewBuild<'_>],
+        version: &Path,
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
+    ) -> Result<()> {
+        for b in builds {
+            if let ViewMode::Carry { old } = &b.mode {
+                remove_path(&self.format.view_path(version, &b.name))?;
+                b.sink = self.format.carry_view(old, &views_dir(version), &b.name, &b.columns, keep)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the built views in `version` (whose type files are complete); a carried view
+    /// whose new rows outgrew the previous file's columns is built in full from the new type
+    /// file. Returns the number of rows flattened.
+    pub(super) fn finish_views(
         &self,
         version: &Path,
         builds: Vec<ViewBuild<'_>>,
-        hasher: &KeyHasher,
+        spill: &Path,
     ) -> Result<u64> {
-        let dir = views_dir(version);
         let mut flattened = 0;
-        for b in builds {
-            flattened += b.rows.len() as u64;
-            let carried = match &b.mode {
-                ViewMode::Full => {
-                    self.format.write_view(&dir, &b.name, &b.columns, &b.rows)?;
-                    true
-                }
-                ViewMode::Carry { old, drop } => {
-                    let mut keep =
-                        |fhir_version: &str, id: &str| !drop.contains(&hasher.key(fhir_version, id));
-                    self.format.carry_view(old, &dir, &b.name, &b.columns, &mut keep, &b.rows)?
-                }
+        for mut b in builds {
+            let carried = match b.sink.take() {
+                Some(sink) => sink.finish()?,
+                None => false,
             };
+            flattened += b.flattened;
             if !carried {
                 // The changed rows outgrew the previous file's columns: flatten the new type file.
-                let mut full = [ViewBuild { mode: ViewMode::Full, rows: Vec::new(), ..b }];
+                let sink = self.full_view_sink(version, &b.name, &b.columns, spill)?;
+                let mut full = [ViewBuild { mode: ViewMode::Full, sink: Some(sink), flattened: 0, ..b }];
                 let source = self.format.type_path(version, full[0].view.resource());
                 self.flatten_file(source.exists().then_some(source.as_path()), &mut full)?;
                 let [full] = full;
-                flattened += full.rows.len() as u64;
-                self.format.write_view(&dir, &full.name, &full.columns, &full.rows)?;
+                flattened += full.flattened;
+                if let Some(sink) = full.sink {
+                    sink.finish()?;
+                }
             }
         }
         Ok(flattened)

@@ -10,7 +10,9 @@ use super::config::NdjsonConfig;
 use crate::destination::Destination;
 use crate::destinations::files::row::{read_line, with_head, write_line};
 use crate::destinations::files::views_dir;
-use crate::destinations::files::{ChangeRow, FileDestination, Head, Row, RowSink, SnapshotFormat};
+use crate::destinations::files::{
+    ChangeRow, ChangeSink, FileDestination, Head, Row, RowSink, SnapshotFormat, ViewSink,
+};
 use crate::views::{CellValue, TableColumn};
 use crate::{Error, Result};
 
@@ -52,23 +54,54 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 20, f))
 }
 
-fn write_json_lines<T: serde::Serialize>(path: &Path, items: impl Iterator<Item = T>) -> Result<()> {
-    let mut out = create(path)?;
-    append_json_lines(&mut out, path, items)?;
-    finish(out, path)
+/// A file of JSON lines being written: view rows or change records.
+struct JsonLines {
+    path: PathBuf,
+    out: BufWriter<File>,
 }
 
-fn append_json_lines<T: serde::Serialize>(
-    out: &mut BufWriter<File>,
-    path: &Path,
-    items: impl Iterator<Item = T>,
-) -> Result<()> {
-    for item in items {
-        serde_json::to_writer(&mut *out, &item)
-            .map_err(|source| Error::Json { action: "encoding NDJSON", source })?;
-        out.write_all(b"\n").map_err(Error::io("writing NDJSON", path))?;
+impl JsonLines {
+    fn create(path: &Path) -> Result<Self> {
+        Ok(JsonLines { path: path.to_path_buf(), out: create(path)? })
     }
-    Ok(())
+
+    fn append(&mut self, item: &impl serde::Serialize) -> Result<()> {
+        serde_json::to_writer(&mut self.out, item)
+            .map_err(|source| Error::Json { action: "encoding NDJSON", source })?;
+        self.out.write_all(b"\n").map_err(Error::io("writing NDJSON", &self.path))
+    }
+
+    fn finish(self) -> Result<()> {
+        finish(self.out, &self.path)
+    }
+}
+
+/// The rows of a view file, written as they come.
+struct ViewLines {
+    lines: JsonLines,
+    columns: Vec<TableColumn>,
+}
+
+impl ViewSink for ViewLines {
+    fn write(&mut self, row: Vec<CellValue>) -> Result<()> {
+        self.lines.append(&view_object(&self.columns, &row))
+    }
+
+    fn finish(self: Box<Self>) -> Result<bool> {
+        self.lines.finish()?;
+        // JSON has no column types to outgrow: every row fits.
+        Ok(true)
+    }
+}
+
+impl ChangeSink for JsonLines {
+    fn write(&mut self, change: ChangeRow) -> Result<()> {
+        self.append(&change)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        JsonLines::finish(*self)
+    }
 }
 
 fn finish(out: BufWriter<File>, path: &Path) -> Result<()> {
@@ -170,18 +203,19 @@ impl SnapshotFormat for NdjsonFormat {
         }
     }
 
-    fn write_changes(&self, dir: &Path, changes: &[ChangeRow]) -> Result<()> {
-        write_json_lines(&dir.join(format!("changes.{EXT}")), changes.iter())
+    fn changes_writer(&self, dir: &Path) -> Result<Box<dyn ChangeSink>> {
+        Ok(Box::new(JsonLines::create(&dir.join(format!("changes.{EXT}")))?))
     }
 
-    fn write_view(
+    fn view_writer(
         &self,
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        rows: &[Vec<CellValue>],
-    ) -> Result<()> {
-        write_json_lines(&view_file(dir, name), rows.iter().map(|row| view_object(columns, row)))
+        _spill: &Path,
+    ) -> Result<Box<dyn ViewSink>> {
+        let lines = JsonLines::create(&view_file(dir, name))?;
+        Ok(Box::new(ViewLines { lines, columns: columns.to_vec() }))
     }
 
     fn view_format(&self, columns: &[TableColumn]) -> String {
@@ -200,11 +234,9 @@ impl SnapshotFormat for NdjsonFormat {
         dir: &Path,
         name: &str,
         columns: &[TableColumn],
-        keep: &mut dyn FnMut(&str, &str) -> bool,
-        rows: &[Vec<CellValue>],
-    ) -> Result<bool> {
-        let path = view_file(dir, name);
-        let mut out = create(&path)?;
+        keep: &mut dyn FnMut(&str, &str) -> Result<bool>,
+    ) -> Result<Option<Box<dyn ViewSink>>> {
+        let mut lines = JsonLines::create(&view_file(dir, name))?;
         let file = File::open(old).map_err(Error::io("reading NDJSON", old))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line = String::new();
@@ -215,14 +247,11 @@ impl SnapshotFormat for NdjsonFormat {
             }
             let key: ViewKey = serde_json::from_str(&line)
                 .map_err(|e| Error::CorruptState { path: old.to_path_buf(), detail: e.to_string() })?;
-            if keep(&key.fhir_version, &key.id) {
+            if keep(&key.fhir_version, &key.id)? {
                 // The line as it is (it ends with its newline).
-                out.write_all(line.as_bytes()).map_err(Error::io("writing NDJSON", &path))?;
+                lines.out.write_all(line.as_bytes()).map_err(Error::io("writing NDJSON", &lines.path))?;
             }
         }
-        append_json_lines(&mut out, &path, rows.iter().map(|row| view_object(columns, row)))?;
-        finish(out, &path)?;
-        // JSON has no column types to outgrow: every carry succeeds.
-        Ok(true)
+        Ok(Some(Box::new(ViewLines { lines, columns: columns.to_vec() })))
     }
 }

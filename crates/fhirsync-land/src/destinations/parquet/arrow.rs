@@ -1,6 +1,7 @@
 //! Arrow schema and record batches of view tables (and of any table of [`CellValue`]s), shared
-//! by every Arrow-based writer: [`view_schema`] types the columns, [`cells_batch`] builds a
-//! batch for a schema.
+//! by every Arrow-based writer: `view_schema` types the columns of rows held in memory,
+//! [`DecimalFit`] a decimal column one value at a time (for a writer that streams its rows), and
+//! [`cells_batch`] builds a batch for a schema.
 //!
 //! | [`ColumnKind`] | Arrow type |
 //! |---|---|
@@ -19,14 +20,19 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, StringBuilder};
+use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{ArrayRef, PrimitiveArray, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+#[cfg(any(feature = "delta", test))]
+use arrow_schema::Schema;
+use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
 use fhirsync_views::Decimal;
 use fhirsync_views::decimal::MAX_DIGITS;
 
-use crate::views::{CellValue, ColumnKind, TableColumn};
+#[cfg(any(feature = "delta", test))]
+use crate::views::TableColumn;
+use crate::views::{CellValue, ColumnKind};
 use crate::{Error, Result};
 
 /// Time zone of timestamp columns.
@@ -34,6 +40,8 @@ pub(crate) const UTC: &str = "UTC";
 
 /// The Arrow schema of a table with `columns`, decimals sized to the decimals in `rows`
 /// (cells in `columns` order). Every column is nullable except `_fhir_version` and `_id`.
+/// (The Parquet view writer types its decimal columns one value at a time with [`DecimalFit`].)
+#[cfg(any(feature = "delta", test))]
 pub(crate) fn view_schema(columns: &[TableColumn], rows: &[Vec<CellValue>]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
@@ -63,18 +71,85 @@ pub(crate) fn arrow_type<'a>(
 
 /// `Decimal128(38, s)` for the largest scale `s` of the decimals, or `Utf8` when they do not fit.
 fn decimal_type<'a>(cells: impl Iterator<Item = Option<&'a CellValue>>) -> DataType {
-    let (mut scale, mut int_digits) = (0u32, 1u32);
-    for cell in cells {
-        let Some(CellValue::Decimal(text)) = cell else { continue };
-        let Ok(d) = text.parse::<Decimal>() else { return DataType::Utf8 };
-        scale = scale.max(d.scale());
-        int_digits = int_digits.max(d.integer_digits());
+    let mut fit = DecimalFit::default();
+    for cell in cells.flatten() {
+        fit.add(cell);
     }
-    if int_digits + scale > MAX_DIGITS {
-        return DataType::Utf8;
+    fit.data_type()
+}
+
+/// The Arrow type a decimal column's values need, taken one value at a time (so a writer can
+/// type a column without holding its values): what `view_schema` gives for the same cells.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecimalFit {
+    scale: u32,
+    /// Digits before the point beyond the first (0: one digit at most).
+    more_int_digits: u32,
+    /// A value that is no Decimal128 (more than 38 digits): the column is text.
+    text: bool,
+    /// The kind of the first cell that is neither a decimal nor null (it fits no Decimal128).
+    foreign: Option<&'static str>,
+}
+
+impl DecimalFit {
+    /// Takes one cell of the column.
+    pub(crate) fn add(&mut self, cell: &CellValue) {
+        match cell {
+            CellValue::Decimal(text) if !self.text => match text.parse::<Decimal>() {
+                Ok(d) => {
+                    self.scale = self.scale.max(d.scale());
+                    self.more_int_digits = self.more_int_digits.max(d.integer_digits().saturating_sub(1));
+                }
+                Err(_) => self.text = true,
+            },
+            CellValue::Decimal(_) | CellValue::Null => {}
+            other => {
+                self.foreign.get_or_insert(other.kind());
+            }
+        }
     }
-    // Both fit in u8/i8: at most 38.
-    DataType::Decimal128(MAX_DIGITS as u8, scale as i8)
+
+    /// `Decimal128(38, s)` for the largest scale `s` of the values, or `Utf8` when they do not fit.
+    pub(crate) fn data_type(&self) -> DataType {
+        if self.text || 1 + self.more_int_digits + self.scale > MAX_DIGITS {
+            return DataType::Utf8;
+        }
+        // Both fit in u8/i8: at most 38.
+        DataType::Decimal128(MAX_DIGITS as u8, self.scale as i8)
+    }
+
+    /// The kind of a cell the column holds that its [`DecimalFit::data_type`] cannot, if any
+    /// ([`cells_batch`] would refuse it).
+    pub(crate) fn misfit(&self) -> Option<&'static str> {
+        self.foreign.filter(|_| self.data_type() != DataType::Utf8)
+    }
+}
+
+/// The decimal column `text` (the exact literals, as [`cells_batch`] writes a decimal column
+/// typed `Utf8`) as the array [`cells_batch`] builds for `field` (`Decimal128(38, s)`, or `Utf8`
+/// kept as it is).
+///
+/// Fails if a value does not fit the field, as [`cells_batch`] does.
+pub(crate) fn typed_decimals(text: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let DataType::Decimal128(_, scale) = field.data_type() else { return Ok(text.clone()) };
+    let misfit = || Error::CellType {
+        column: field.name().clone(),
+        arrow_type: field.data_type().to_string(),
+        cell: "decimal",
+    };
+    let text = text.as_string_opt::<i32>().ok_or_else(misfit)?;
+    let scale = u32::try_from(*scale).unwrap_or(0);
+    let values = text.iter().map(|v| match v {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<Decimal>()
+            .ok()
+            .and_then(|d| d.rescaled(scale))
+            .map(|d| Some(d.mantissa()))
+            .ok_or_else(misfit),
+    });
+    let array = values.collect::<Result<PrimitiveArray<Decimal128Type>>>()?;
+    Ok(Arc::new(array.with_data_type(field.data_type().clone())))
 }
 
 /// A record batch of `rows` (cells in schema order) for `schema`.
