@@ -53,7 +53,17 @@
 mod commit;
 pub(crate) mod config;
 #[cfg(feature = "delta")]
+mod plan;
+#[cfg(feature = "delta")]
+mod rows;
+#[cfg(feature = "delta")]
+mod spill;
+#[cfg(feature = "delta")]
+mod staged;
+#[cfg(feature = "delta")]
 mod store;
+#[cfg(feature = "delta")]
+mod views;
 #[cfg(feature = "delta")]
 mod writer;
 
