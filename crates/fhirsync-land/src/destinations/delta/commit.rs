@@ -27,11 +27,11 @@ use fhirsync_core::{RunScope, ScopeKey};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Ctx, Plan, scope_key};
+use super::plan::{Change, Ctx, Interner, Plan, Write, scope_key};
 use super::rows::{BucketFiles, file_schema};
 use super::store::{BUCKET, DataFile, NewTable, SOURCE_PROPERTY, Table, Tables, run_version};
 use super::writer::{ActiveRun, DeltaDestination};
-use super::{plan, staged};
+use super::{load, plan, staged};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
 use crate::destinations::files::commit::{ExitRecord, read_exits};
@@ -42,6 +42,9 @@ use crate::{Error, Result};
 
 /// File (inside a state's `_fhirsync/`) with the patients flagged as having left the cohort.
 const EXITS_FILE: &str = "cohort_exits.json";
+/// A bucket's planned lines are read with one sequential read of its staging file when they
+/// are at least 1/`SPARSE_SHARE` of its bytes, else one by one.
+const SPARSE_SHARE: u64 = 8;
 
 /// `schema` with the partition column `bucket`.
 pub(super) fn with_bucket(schema: &SchemaRef) -> SchemaRef {
@@ -258,41 +261,26 @@ fn apply_type(
             ),
         });
     }
-    let mut staged_bytes = 0;
-    for stem in stems {
-        staged_bytes += staging.file_len(stem)?;
-    }
+    let staged_bytes = plan::staged_bytes(staging, stems)?;
     if let Some(done) = already_committed(ctx, tables, table, result_path)?
         && done.staged_bytes == staged_bytes
     {
         tracing::info!(table = %table.name, "Table already committed by this run before a restart; skipped.");
         return Ok(done);
     }
-    let prev_run = tables.block_on(table.latest_run())?;
     let files = table.files()?;
     let work = work.join(&table.name);
-    let input = plan::Inputs {
-        tables,
-        table,
-        staging,
-        stems,
-        files: &files,
-        prev_run: prev_run.as_deref(),
-        work: &work,
+    let (actions, m, flagged) = if ctx.method == Method::FullLoad {
+        let (mut actions, m) = load::full_load(ctx, tables, table, staging, stems, &work)?;
+        actions.extend(files.iter().map(|f| Action::Remove(f.remove.clone())));
+        (actions, m, BTreeSet::new())
+    } else {
+        carry(ctx, tables, table, staging, stems, &files, &work)?
     };
-    let mut plan = plan::plan(ctx, &input)?;
-    let cdc = ctx.compare() && !plan.touched.is_empty();
-    let mut actions: Vec<Action> =
-        plan.touched.iter().map(|&i| Action::Remove(files[i as usize].remove.clone())).collect();
-    for (bucket, stem) in stems.iter().enumerate() {
-        let out = BucketFiles::new(tables, table, ctx.run_id, bucket as i32, cdc);
-        actions.extend(write_bucket(ctx, &input, &mut plan, bucket, stem, out)?);
-    }
     remove_dir(&work)?;
-    let m = plan.metrics;
     let compare = ctx.compare();
     let changed = m.inserted + m.updated + m.deleted > 0 || (!compare && (!files.is_empty() || m.staged > 0));
-    let result = TableResult { staged_bytes, metrics: m, flagged: plan.flagged, changed };
+    let result = TableResult { staged_bytes, metrics: m, flagged, changed };
     save_result(result_path, &result)?;
     let schema = with_bucket(&file_schema());
     let resource_type = table.property(SOURCE_PROPERTY).unwrap_or_else(|| source_of(stems));
@@ -305,6 +293,30 @@ fn apply_type(
 /// The resource type of a type's staging stems.
 fn source_of(stems: &[String]) -> String {
     stems.first().and_then(|s| staged::parse_stem(s)).map(|(t, _, _)| t.to_string()).unwrap_or_default()
+}
+
+/// A reload or reload-and-compare of one type table: plans, then writes bucket by bucket;
+/// returns the actions (removed and added files), the counts and the flagged patients.
+fn carry(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    table: &Table,
+    staging: &Staging,
+    stems: &[String],
+    files: &[DataFile],
+    work: &Path,
+) -> Result<(Vec<Action>, RunMetrics, BTreeSet<String>)> {
+    let prev_run = tables.block_on(table.latest_run())?;
+    let input = plan::Inputs { tables, table, staging, stems, files, prev_run: prev_run.as_deref(), work };
+    let mut plan = plan::plan(ctx, &input)?;
+    let cdc = ctx.compare() && !plan.touched.is_empty();
+    let mut actions: Vec<Action> =
+        plan.touched.iter().map(|&i| Action::Remove(files[i as usize].remove.clone())).collect();
+    for (bucket, stem) in stems.iter().enumerate() {
+        let out = BucketFiles::new(tables, table, ctx.run_id, bucket as i32, cdc);
+        actions.extend(write_bucket(ctx, &input, &mut plan, bucket, stem, out)?);
+    }
+    Ok((actions, plan.metrics, plan.flagged))
 }
 
 /// One bucket's pass: its staged lines the plan writes, then its files with changed rows;
@@ -324,24 +336,7 @@ fn write_bucket(
     if writes.is_empty() && fixes.is_empty() {
         return Ok(Vec::new());
     }
-    let strings = &plan.strings;
-    if !writes.is_empty() {
-        let mut next = writes.iter().peekable();
-        input.staging.scan_lines(stem, &mut |_, line| {
-            let corrupt =
-                |detail: String| Error::CorruptState { path: input.staging.dir().join(stem), detail };
-            let seq = staged::seq_of(line).ok_or_else(|| corrupt("a staged line without its seq".into()))?;
-            let Some(w) = next.next_if(|w| w.seq == seq) else { return Ok(()) };
-            let (head, resource) = staged::parse(line).map_err(corrupt)?;
-            out.stage(&head, resource, w.first_seen, w.change, strings)
-        })?;
-        if next.peek().is_some() {
-            return Err(Error::CorruptState {
-                path: input.staging.dir().join(stem),
-                detail: "a staged line went missing during the commit".into(),
-            });
-        }
-    }
+    write_planned(&input.staging.file(stem), &mut out, &plan.strings, &writes)?;
     let keep_others = ctx.compare();
     for chunk in fixes.chunk_by(|a, b| a.file == b.file) {
         let file: &DataFile = &input.files[chunk[0].file as usize];
@@ -349,9 +344,64 @@ fn write_bucket(
         let mut batches = input.tables.block_on(input.table.read(&file.path, None))?;
         let mut row = 0u32;
         while let Some(batch) = input.tables.block_on(batches.next())? {
-            out.rewrite(&batch, row, &mut it, keep_others, strings, &input.table.name)?;
+            out.rewrite(&batch, row, &mut it, keep_others, &plan.strings, &input.table.name)?;
             row += batch.num_rows() as u32;
         }
     }
     out.finish()
+}
+
+/// Writes the staged lines of bucket file `path` that `pick(head, offset, line)` chooses, in
+/// one sequential read, as new rows of this run.
+pub(super) fn write_all_lines(
+    path: &Path,
+    out: &mut BucketFiles<'_>,
+    strings: &Interner,
+    pick: &mut dyn FnMut(&staged::Head<'_>, u64, &[u8]) -> Result<bool>,
+) -> Result<()> {
+    staged::scan(path, &mut |offset, line| {
+        let corrupt = |detail: String| Error::CorruptState { path: path.to_path_buf(), detail };
+        let (head, resource) = staged::parse(line).map_err(corrupt)?;
+        if !pick(&head, offset, line)? {
+            return Ok(());
+        }
+        let resource = staged::resource_text(resource).map_err(corrupt)?;
+        out.stage(&head, resource, plan::NONE, Change::None, strings)
+    })
+}
+
+/// Writes the planned lines `writes` (in `seq` order) of bucket file `path`: with one
+/// sequential read when they are a good share of the file, else reading only them.
+fn write_planned(path: &Path, out: &mut BucketFiles<'_>, strings: &Interner, writes: &[Write]) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let corrupt = |detail: String| Error::CorruptState { path: path.to_path_buf(), detail };
+    let mut write = |line: &[u8], w: &Write| -> Result<()> {
+        let (head, resource) = staged::parse(line).map_err(corrupt)?;
+        if head.seq() != w.seq {
+            return Err(corrupt("a staged line moved during the commit".into()));
+        }
+        let resource = staged::resource_text(resource).map_err(corrupt)?;
+        out.stage(&head, resource, w.first_seen, w.change, strings)
+    };
+    let wanted: u64 = writes.iter().map(|w| u64::from(w.len) + 1).sum();
+    if wanted * SPARSE_SHARE >= staged::file_len(path)? {
+        let mut next = writes.iter().peekable();
+        staged::scan(path, &mut |_, line| match next.next_if(|w| Some(w.seq) == staged::seq_of(line)) {
+            Some(w) => write(line, w),
+            None => Ok(()),
+        })?;
+        if next.peek().is_none() {
+            return Ok(());
+        }
+        return Err(corrupt("a staged line went missing during the commit".into()));
+    }
+    let file = std::fs::File::open(path).map_err(Error::io("reading a staging file", path))?;
+    let mut buf = Vec::new();
+    for w in writes {
+        staged::read_at(&file, path, w.offset, w.len, &mut buf)?;
+        write(&buf, w)?;
+    }
+    Ok(())
 }

@@ -53,6 +53,8 @@
 mod commit;
 pub(crate) mod config;
 #[cfg(feature = "delta")]
+mod load;
+#[cfg(feature = "delta")]
 mod plan;
 #[cfg(feature = "delta")]
 mod rows;

@@ -94,26 +94,59 @@ impl Interner {
     }
 }
 
-/// A staged line's key.
+/// A staged line's key, and where the line is.
 #[derive(Debug, Clone, Copy)]
-struct StagedKey {
-    key: u128,
-    seq: u64,
-    bucket: u32,
-    hash: [u8; 16],
+pub(super) struct StagedKey {
+    pub key: u128,
+    pub seq: u64,
+    pub bucket: u32,
+    pub hash: [u8; 16],
+    /// Offset and length (without the newline) of the line in its bucket's staging file.
+    pub offset: u64,
+    pub len: u32,
 }
 
 impl Record for StagedKey {
-    const SIZE: usize = 44;
+    const SIZE: usize = 56;
     fn write(&self, out: &mut Vec<u8>) {
         put_u128(out, self.key);
         put_u64(out, self.seq);
         put_u32(out, self.bucket);
         out.extend_from_slice(&self.hash);
+        put_u64(out, self.offset);
+        put_u32(out, self.len);
     }
     fn read(bytes: &[u8]) -> Self {
         let mut f = Fields(bytes);
-        StagedKey { key: f.u128(), seq: f.u64(), bucket: f.u32(), hash: f.bytes16() }
+        StagedKey {
+            key: f.u128(),
+            seq: f.u64(),
+            bucket: f.u32(),
+            hash: f.bytes16(),
+            offset: f.u64(),
+            len: f.u32(),
+        }
+    }
+}
+
+impl StagedKey {
+    /// The key of staged line `line` at `offset` of bucket `bucket`'s file.
+    pub(super) fn of(
+        hasher: &KeyHasher,
+        head: &staged::Head<'_>,
+        bucket: usize,
+        offset: u64,
+        line: &[u8],
+    ) -> std::result::Result<StagedKey, String> {
+        let hash = hash_prefix(head.content_hash()).ok_or("a staged content hash that is not hex")?;
+        Ok(StagedKey {
+            key: hasher.key(head.fhir_version(), head.id()),
+            seq: head.seq(),
+            bucket: bucket as u32,
+            hash,
+            offset,
+            len: line.len() as u32,
+        })
     }
 }
 
@@ -171,27 +204,32 @@ pub(super) enum Change {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Write {
     pub seq: u64,
+    /// Offset and length of the line in its bucket's staging file.
+    pub offset: u64,
+    pub len: u32,
     /// Interned, or [`NONE`] for the run itself.
     pub first_seen: u32,
     pub change: Change,
 }
 
 impl Record for Write {
-    const SIZE: usize = 13;
+    const SIZE: usize = 25;
     fn write(&self, out: &mut Vec<u8>) {
         put_u64(out, self.seq);
+        put_u64(out, self.offset);
+        put_u32(out, self.len);
         put_u32(out, self.first_seen);
         out.push(self.change as u8);
     }
     fn read(bytes: &[u8]) -> Self {
         let mut f = Fields(bytes);
-        let (seq, first_seen) = (f.u64(), f.u32());
+        let (seq, offset, len, first_seen) = (f.u64(), f.u64(), f.u32(), f.u32());
         let change = match f.u8() {
             1 => Change::Insert,
             2 => Change::PostImage,
             _ => Change::None,
         };
-        Write { seq, first_seen, change }
+        Write { seq, offset, len, first_seen, change }
     }
 }
 
@@ -265,27 +303,18 @@ pub(super) struct Inputs<'a> {
     pub work: &'a std::path::Path,
 }
 
-/// Decides what the run does to every row of the table (see the module docs).
+/// Decides what a reload or reload-and-compare does to every row of the table (see the module
+/// docs; a full load needs no plan, see `load.rs`).
 pub(super) fn plan(ctx: &Ctx<'_>, input: &Inputs<'_>) -> Result<Plan> {
     let buckets = input.stems.len();
-    let old_rows: u64 = if ctx.method == Method::FullLoad {
-        0
-    } else {
-        input.files.iter().map(|f| f.rows.unwrap_or(BATCH_ROWS as u64)).sum()
-    };
-    let mut staged_bytes = 0;
-    for stem in input.stems {
-        staged_bytes += input.staging.file_len(stem)?;
-    }
-    let groups = ((old_rows + staged_bytes / MIN_LINE_BYTES) / GROUP_RECORDS + 1).min(4096) as usize;
+    let old_rows: u64 = input.files.iter().map(|f| f.rows.unwrap_or(BATCH_ROWS as u64)).sum();
+    let groups = groups(old_rows, staged_bytes(input.staging, input.stems)?);
     let hasher = KeyHasher::default();
     let mut strings = Interner::default();
     let mut staged: Spill<StagedKey> = Spill::new(input.work, "staged", groups);
     scan_staged(input, &hasher, &mut staged)?;
     let mut old: Spill<OldKey> = Spill::new(input.work, "old", groups);
-    if ctx.method != Method::FullLoad {
-        scan_old(ctx, input, &hasher, &mut strings, &mut old)?;
-    }
+    scan_old(ctx, input, &hasher, &mut strings, &mut old)?;
     let prev = input.prev_run.map(|r| strings.id(r));
     let mut join = Join {
         ctx,
@@ -304,14 +333,29 @@ pub(super) fn plan(ctx: &Ctx<'_>, input: &Inputs<'_>) -> Result<Plan> {
     for g in 0..groups {
         join.group(staged.take(g)?, old.take(g)?)?;
     }
-    if ctx.method != Method::ReloadAndCompare {
+    if !ctx.compare() {
+        // A reload replaces every file.
         join.plan.touched = (0..input.files.len() as u32).collect();
     }
     Ok(join.plan)
 }
 
+/// Bytes staged in `stems`.
+pub(super) fn staged_bytes(staging: &Staging, stems: &[String]) -> Result<u64> {
+    let mut bytes = 0;
+    for stem in stems {
+        bytes += staged::file_len(&staging.file(stem))?;
+    }
+    Ok(bytes)
+}
+
+/// How many key groups hold the keys of `old_rows` landed rows and `staged_bytes` of staging.
+pub(super) fn groups(old_rows: u64, staged_bytes: u64) -> usize {
+    ((old_rows + staged_bytes / MIN_LINE_BYTES) / GROUP_RECORDS + 1).min(4096) as usize
+}
+
 /// The key group of a key.
-fn group(key: u128, groups: usize) -> usize {
+pub(super) fn group(key: u128, groups: usize) -> usize {
     (key as u64 % groups as u64) as usize
 }
 
@@ -319,14 +363,13 @@ fn group(key: u128, groups: usize) -> usize {
 fn scan_staged(input: &Inputs<'_>, hasher: &KeyHasher, out: &mut Spill<StagedKey>) -> Result<()> {
     let groups = out.parts();
     for (bucket, stem) in input.stems.iter().enumerate() {
-        input.staging.scan_lines(stem, &mut |_, line| {
-            let corrupt =
-                |detail: String| Error::CorruptState { path: input.staging.dir().join(stem), detail };
+        let path = input.staging.file(stem);
+        staged::scan(&path, &mut |offset, line| {
+            let corrupt = |detail: String| Error::CorruptState { path: path.clone(), detail };
             let (head, _) = staged::parse(line).map_err(corrupt)?;
-            let hash = hash_prefix(head.content_hash())
-                .ok_or_else(|| corrupt("a staged content hash that is not hex".into()))?;
-            let key = hasher.key(head.fhir_version(), head.id());
-            out.push(group(key, groups), &StagedKey { key, seq: head.seq(), bucket: bucket as u32, hash })
+            let key =
+                StagedKey::of(hasher, &head, bucket, offset, line).map_err(|e| corrupt(e.to_string()))?;
+            out.push(group(key.key, groups), &key)
         })?;
     }
     Ok(())
@@ -438,7 +481,8 @@ impl Join<'_> {
         let m = &mut self.plan.metrics;
         m.staged += 1;
         let compare = self.ctx.compare();
-        let write = |first_seen, change| Write { seq: s.seq, first_seen, change };
+        let write =
+            |first_seen, change| Write { seq: s.seq, offset: s.offset, len: s.len, first_seen, change };
         let w = match old {
             None => {
                 m.inserted += 1;

@@ -23,6 +23,8 @@ use crate::{Error, Result};
 const BUFFER_BYTES: usize = 1 << 20;
 /// The change data feed column.
 pub(super) const CHANGE_TYPE: &str = "_change_type";
+/// Index of `resource` in [`COLUMNS`].
+const RESOURCE: usize = 6;
 /// Index of `last_seen_run` in [`COLUMNS`].
 const LAST_SEEN: usize = 8;
 
@@ -66,7 +68,17 @@ struct Buffer {
 
 impl Buffer {
     fn new(columns: usize) -> Self {
-        Buffer { columns: (0..columns).map(|_| StringBuilder::new()).collect(), rows: 0, bytes: 0 }
+        Buffer { columns: Self::builders(columns), rows: 0, bytes: 0 }
+    }
+
+    /// Builders sized for a full buffer, so appending never copies what they hold.
+    fn builders(columns: usize) -> Vec<StringBuilder> {
+        (0..columns)
+            .map(|i| {
+                let bytes = if i == RESOURCE { BUFFER_BYTES + (64 << 10) } else { BATCH_ROWS * 64 };
+                StringBuilder::with_capacity(BATCH_ROWS, bytes)
+            })
+            .collect()
     }
 
     fn push(&mut self, head: &Head<'_>, resource: &str, first_seen: &str, change: Option<&str>) {
@@ -92,8 +104,10 @@ impl Buffer {
     }
 
     fn batch(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let fresh = Self::builders(self.columns.len());
+        let builders = std::mem::replace(&mut self.columns, fresh);
         let columns: Vec<ArrayRef> =
-            self.columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+            builders.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err("building a batch"))
@@ -114,11 +128,11 @@ pub(super) struct BucketFiles<'a> {
 impl<'a> BucketFiles<'a> {
     pub(super) fn new(tables: &'a Tables, table: &Table, run_id: &'a str, bucket: i32, cdc: bool) -> Self {
         let schema = file_schema();
-        let cdc = cdc.then(|| FileWriter::new(table.store(), with_change_type(&schema), bucket, true));
+        let cdc = cdc.then(|| FileWriter::new(table, with_change_type(&schema), bucket, true));
         BucketFiles {
             tables,
             run_id,
-            data: FileWriter::new(table.store(), schema, bucket, false),
+            data: FileWriter::new(table, schema, bucket, false),
             cdc,
             staged: Buffer::new(COLUMNS.len()),
             changes: Buffer::new(COLUMNS.len() + 1),

@@ -12,6 +12,10 @@
 //! first tab of a line ends it; the resource is never parsed again.
 
 use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use fhirsync_core::RawResource;
 use serde::Deserialize;
@@ -22,6 +26,8 @@ use crate::{Error, Result};
 
 /// Bits of `seq` below the generation.
 const GENERATION_SHIFT: u32 = 40;
+/// Read buffer of a staging scan.
+const READ_BUFFER: usize = 1 << 20;
 /// File in the staging folder holding the run's generation.
 const GENERATION_FILE: &str = "delta-generation";
 
@@ -74,38 +80,73 @@ impl Head<'_> {
     }
 }
 
-/// Appends the staged line of `r` (with its newline) to `out`.
-pub(super) fn encode(out: &mut Vec<u8>, seq: u64, r: &RawResource) -> Result<()> {
-    let head = (
-        seq,
-        &r.id,
-        r.patient_id.as_deref(),
-        r.fhir_version.as_str(),
-        &r.source,
-        r.dataset.to_string(),
-        r.hash.to_hex(),
-    );
+/// Appends the head of `r`'s staged line and its tab to `out` (the line is the head, the
+/// resource's JSON and a newline); `dataset` is `r.dataset` as text.
+pub(super) fn encode_head(out: &mut Vec<u8>, seq: u64, r: &RawResource, dataset: &str) -> Result<()> {
+    let hash = r.hash.hex();
+    let head =
+        (seq, &r.id, r.patient_id.as_deref(), r.fhir_version.as_str(), &r.source, dataset, hash.as_str());
     serde_json::to_writer(&mut *out, &head)
         .map_err(|source| Error::Json { action: "encoding a staged line", source })?;
     out.push(b'\t');
-    out.extend_from_slice(r.json.as_bytes());
-    out.push(b'\n');
     Ok(())
 }
 
-/// Splits a staged line into its head and resource.
-pub(super) fn parse(line: &str) -> std::result::Result<(Head<'_>, &str), String> {
-    let (head, resource) =
-        line.split_once('\t').ok_or_else(|| "a staged line without its tab".to_string())?;
-    let head: Head<'_> = serde_json::from_str(head).map_err(|e| e.to_string())?;
-    Ok((head, resource))
+/// Splits a staged line (without its newline) into its head and resource bytes.
+pub(super) fn parse(line: &[u8]) -> std::result::Result<(Head<'_>, &[u8]), String> {
+    let tab =
+        line.iter().position(|&b| b == b'\t').ok_or_else(|| "a staged line without its tab".to_string())?;
+    let head: Head<'_> = serde_json::from_slice(&line[..tab]).map_err(|e| e.to_string())?;
+    Ok((head, &line[tab + 1..]))
+}
+
+/// The resource of a staged line as text.
+pub(super) fn resource_text(resource: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(resource).map_err(|e| e.to_string())
 }
 
 /// The `seq` of a staged line, read without parsing the rest of it.
-pub(super) fn seq_of(line: &str) -> Option<u64> {
-    let digits = line.strip_prefix('[')?;
-    let end = digits.find(',')?;
-    digits[..end].parse().ok()
+pub(super) fn seq_of(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"[")?;
+    let end = digits.iter().position(|&b| b == b',')?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+/// Bytes of staging file `path` (0 if there is none).
+pub(super) fn file_len(path: &Path) -> Result<u64> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io("reading a staging file", path)(e)),
+    }
+}
+
+/// Calls `f(offset, line)` for every line of staging file `path` (none if there is no file),
+/// the line without its newline.
+pub(super) fn scan(path: &Path, f: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading a staging file", path)(e)),
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER, file);
+    let mut line = Vec::with_capacity(1 << 16);
+    let mut offset = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(Error::io("reading a staging file", path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        f(offset, line.strip_suffix(b"\n").unwrap_or(&line))?;
+        offset += n as u64;
+    }
+}
+
+/// Reads the line of `len` bytes (without its newline) at `offset` of `file` into `buf`.
+pub(super) fn read_at(file: &File, path: &Path, offset: u64, len: u32, buf: &mut Vec<u8>) -> Result<()> {
+    buf.resize(len as usize, 0);
+    file.read_exact_at(buf, offset).map_err(Error::io("reading a staging file", path))
 }
 
 /// The first `seq` of this process: the staging folder's generation, one more than the last
@@ -156,17 +197,17 @@ mod tests {
         let json = "{\"resourceType\":\"Observation\",\t\"id\":\"a\\tb\\\"c\",\"v\":1.50}";
         let r = RawResource::from_json(json, None, Dataset::new("Observation"), FhirVersion::R4, "https://s")
             .unwrap();
-        let mut out = Vec::new();
-        encode(&mut out, (3 << GENERATION_SHIFT) + 7, &r).unwrap();
-        let line = std::str::from_utf8(&out).unwrap().strip_suffix('\n').unwrap();
-        let (head, resource) = parse(line).unwrap();
-        assert_eq!(resource, json);
+        let mut line = Vec::new();
+        encode_head(&mut line, (3 << GENERATION_SHIFT) + 7, &r, "Observation").unwrap();
+        line.extend_from_slice(json.as_bytes());
+        let (head, resource) = parse(&line).unwrap();
+        assert_eq!(resource_text(resource).unwrap(), json);
         assert_eq!((head.id(), head.patient_id(), head.fhir_version()), ("a\tb\"c", None, "R4"));
         assert_eq!((head.source(), head.dataset()), ("https://s", "Observation"));
         assert_eq!(head.content_hash(), r.hash.to_hex());
-        assert_eq!(seq_of(line), Some(head.seq()));
+        assert_eq!(seq_of(&line), Some(head.seq()));
         assert_eq!(head.seq(), (3 << GENERATION_SHIFT) + 7);
-        assert!(parse("[1,\"x\"]").is_err());
+        assert!(parse(b"[1,\"x\"]").is_err());
     }
 
     /// Bucket stems name their type and bucket; the earlier one-file-per-type stems do not parse.

@@ -40,8 +40,10 @@ pub(crate) const SIGNATURE_PROPERTY: &str = "fhirsync.viewSignature";
 const APP_ID: &str = "fhirsync";
 /// Commit-info key with the run id.
 const RUN_KEY: &str = "fhirsync.runId";
-/// Rows per Arrow batch handed to a writer.
+/// Rows per Arrow batch handed to a writer, or read from a file's key columns.
 pub(crate) const BATCH_ROWS: usize = 4096;
+/// Rows per batch read with every column.
+const ROW_BATCH_ROWS: usize = 1024;
 /// zstd level of every file.
 const ZSTD_LEVEL: i32 = 1;
 /// File name extension of every data and change file.
@@ -49,14 +51,17 @@ const EXTENSION: &str = "zstd.parquet";
 /// Rows per row group at most.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Data and dictionary page size limit.
-const PAGE_BYTES: usize = 1 << 20;
-/// Buffer of an object-store upload (a multipart upload's part size once exceeded; 5 MiB is
-/// S3's least part size).
-const UPLOAD_BYTES: usize = 5 << 20;
+const PAGE_BYTES: usize = 256 << 10;
+/// Buffer of an upload to an object store (a multipart upload's part size once exceeded;
+/// 5 MiB is S3's least part size), and to a local folder.
+const REMOTE_UPLOAD_BYTES: usize = 5 << 20;
+const LOCAL_UPLOAD_BYTES: usize = 1 << 20;
+/// Parts of a multipart upload in flight at once.
+const UPLOADS: usize = 2;
 /// A checkpoint every this many commits (as delta-rs's own writers do).
 const CHECKPOINT_EVERY: u64 = 100;
-/// Bytes after which a row group is flushed: bounds a writer's memory.
-const ROW_GROUP_BYTES: usize = 8 << 20;
+/// Encoded bytes after which a row group is flushed: a writer holds its open row group.
+const ROW_GROUP_BYTES: usize = 4 << 20;
 
 fn delta_err(action: &'static str, table: &str) -> impl FnOnce(DeltaTableError) -> Error + use<> {
     let table = table.to_string();
@@ -195,7 +200,7 @@ impl Tables {
             Err(DeltaTableError::NotATable(_)) => false,
             Err(e) => return Err(delta_err("loading", name)(e)),
         };
-        Ok(Table { name: name.to_string(), delta, exists })
+        Ok(Table { name: name.to_string(), delta, exists, remote: self.remote.is_some() })
     }
 
     /// Names of the folders right under the root that hold a Delta table.
@@ -319,6 +324,8 @@ pub(crate) struct Table {
     pub delta: DeltaTable,
     /// False until the table's first commit.
     pub exists: bool,
+    /// Whether it lives in an object store (not a local folder).
+    pub remote: bool,
 }
 
 /// Metadata of a new table.
@@ -336,6 +343,12 @@ impl Table {
     /// The table's object store (rooted at the table folder).
     pub(crate) fn store(&self) -> Arc<DynObjectStore> {
         self.delta.object_store()
+    }
+
+    /// Deletes a file this run wrote but will not commit (`path` relative to the table).
+    pub(crate) async fn delete_file(&self, path: &str) -> Result<()> {
+        let path = StorePath::from(path);
+        self.store().delete(&path).await.map_err(store_err("deleting an uncommitted file", &path))
     }
 
     /// The files of the current version (none before the first commit).
@@ -396,14 +409,16 @@ impl Table {
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store(), path.clone());
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(parquet_err(path))?;
-        let builder = match columns {
+        let builder = match &columns {
             Some(cols) => {
                 let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
                 builder.with_projection(mask)
             }
             None => builder,
         };
-        let stream = builder.with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))?;
+        // Whole rows are about 1 KB each; key columns a few dozen bytes.
+        let rows = if columns.is_some() { BATCH_ROWS } else { ROW_BATCH_ROWS };
+        let stream = builder.with_batch_size(rows).build().map_err(parquet_err(path))?;
         Ok(Batches { path: path.clone(), stream })
     }
 
@@ -494,6 +509,7 @@ pub(crate) struct FileWriter {
     cdc: bool,
     open: Option<(StorePath, AsyncArrowWriter<BufWriter>)>,
     rows: u64,
+    upload_bytes: usize,
 }
 
 /// Writer settings of every file (see the README's Delta section for the readers checked).
@@ -516,8 +532,10 @@ fn writer_properties() -> Result<WriterProperties> {
 }
 
 impl FileWriter {
-    pub(crate) fn new(store: Arc<DynObjectStore>, schema: SchemaRef, bucket: i32, cdc: bool) -> Self {
-        FileWriter { store, schema, bucket, cdc, open: None, rows: 0 }
+    /// A writer into `table`'s bucket `bucket`.
+    pub(crate) fn new(table: &Table, schema: SchemaRef, bucket: i32, cdc: bool) -> Self {
+        let upload_bytes = if table.remote { REMOTE_UPLOAD_BYTES } else { LOCAL_UPLOAD_BYTES };
+        FileWriter { store: table.store(), schema, bucket, cdc, open: None, rows: 0, upload_bytes }
     }
 
     /// The file schema.
@@ -539,7 +557,8 @@ impl FileWriter {
             } else {
                 StorePath::from(dir.as_str()).join(name.as_str())
             };
-            let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), UPLOAD_BYTES);
+            let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), self.upload_bytes)
+                .with_max_concurrency(UPLOADS);
             let arrow = AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(writer_properties()?))
                 .map_err(parquet_err(&path))?;
             self.open = Some((path, arrow));

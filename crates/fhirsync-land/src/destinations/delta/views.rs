@@ -253,7 +253,7 @@ fn write_view(tables: &Tables, table: &Table, spilled: &Spilled) -> Result<Vec<A
         let file = File::open(path).map_err(Error::io("reading a view spill", path))?;
         let reader =
             StreamReader::try_new(BufReader::new(file), None).map_err(arrow_err("reading a view spill"))?;
-        let mut writer = FileWriter::new(table.store(), spilled.schema.clone(), bucket as i32, false);
+        let mut writer = FileWriter::new(table, spilled.schema.clone(), bucket as i32, false);
         for batch in reader {
             let batch = batch.map_err(arrow_err("reading a view spill"))?;
             let typed = typed_batch(&spilled.schema, &spilled.spill_schema, &batch)?;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fhirsync_core::{RawResource, RunScope, ScopeKey};
+use fhirsync_core::{Dataset, RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 
 use super::config::DeltaConfig;
@@ -35,8 +35,10 @@ pub(crate) struct DeltaDestination {
     seq: u64,
     /// Staging stems of each type staged by the run, one per bucket.
     stems: HashMap<String, Vec<String>>,
-    /// Encoding buffer of one staged line.
+    /// Encoding buffer of one staged line's head.
     line: Vec<u8>,
+    /// The last staged resource's dataset and its text.
+    dataset: (Dataset, String),
     /// The writer lock `<state>/_fhirsync/lock`, held while the destination is open.
     lock: crate::lock::WriterLock,
 }
@@ -63,6 +65,7 @@ impl DeltaDestination {
             seq: 0,
             stems: HashMap::new(),
             line: Vec::new(),
+            dataset: (Dataset::new(""), String::new()),
             lock,
         })
     }
@@ -174,10 +177,13 @@ impl Destination for DeltaDestination {
         for r in resources {
             let stems = type_stems(&mut self.stems, &self.store, self.buckets, &r.resource_type)?;
             let bucket = store::row_bucket(r.patient_id.as_deref(), &r.id, stems.len() as u32);
+            if self.dataset.0 != r.dataset {
+                self.dataset = (r.dataset.clone(), r.dataset.to_string());
+            }
             self.line.clear();
-            staged::encode(&mut self.line, self.seq, r)?;
+            staged::encode_head(&mut self.line, self.seq, r, &self.dataset.1)?;
             self.seq += 1;
-            staging.append(&stems[bucket as usize], &self.line)?;
+            staging.append(&stems[bucket as usize], &[&self.line, r.json.as_bytes(), b"\n"])?;
         }
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {

@@ -219,12 +219,16 @@ impl Staging {
         Ok(())
     }
 
-    /// Appends one encoded line (ending in a newline) to the staging file `stem`, for a
-    /// destination that encodes its own lines and splits a type over several files (Delta:
-    /// one per type and bucket). Buffered until [`Staging::checkpoint`], as [`Staging::stage`].
-    pub(crate) fn append(&mut self, stem: &str, line: &[u8]) -> Result<()> {
+    /// Appends one line, the concatenation of `parts` (the last ending in a newline), to the
+    /// staging file `stem`, for a destination that encodes its own lines and splits a type
+    /// over several files (Delta: one per type and bucket). Buffered until
+    /// [`Staging::checkpoint`], as [`Staging::stage`].
+    pub(crate) fn append(&mut self, stem: &str, parts: &[&[u8]]) -> Result<()> {
         let w = open_writer(&mut self.writers, &mut self.unsynced, &self.dir, stem)?;
-        w.write_all(line).map_err(Error::io("writing a staging file", &self.dir))
+        for part in parts {
+            w.write_all(part).map_err(Error::io("writing a staging file", &self.dir))?;
+        }
+        Ok(())
     }
 
     /// Records a completed scope (persisted at the next checkpoint).
@@ -338,20 +342,10 @@ impl Staging {
         })
     }
 
-    /// Calls `f(line_number, line)` for every line of staging file `stem` as written with
-    /// [`Staging::append`] (without its newline), in order.
-    pub(crate) fn scan_lines(&self, stem: &str, f: &mut dyn FnMut(u64, &str) -> Result<()>) -> Result<()> {
-        self.lines(stem, &mut |n, line, _| f(n, line))
-    }
-
-    /// Bytes in staging file `stem` as of the last flush (0 if there is none).
-    pub(crate) fn file_len(&self, stem: &str) -> Result<u64> {
-        let path = self.data_path(stem);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(Error::io("reading a staging file", path)(e)),
-        }
+    /// The staging file of `stem` (a destination that reads its own [`Staging::append`]
+    /// lines); it holds every line up to the last flush.
+    pub(crate) fn file(&self, stem: &str) -> PathBuf {
+        self.data_path(stem)
     }
 
     fn lines(&self, resource_type: &str, f: &mut dyn FnMut(u64, &str, &Path) -> Result<()>) -> Result<()> {
