@@ -42,7 +42,7 @@ const APP_ID: &str = "fhirsync";
 const RUN_KEY: &str = "fhirsync.runId";
 /// Rows per Arrow batch handed to a writer, or read from a file's key columns.
 pub(crate) const BATCH_ROWS: usize = 4096;
-/// Rows per batch read with every column.
+/// Rows per batch read with the `resource` column.
 const ROW_BATCH_ROWS: usize = 1024;
 /// zstd level of every file.
 const ZSTD_LEVEL: i32 = 1;
@@ -416,8 +416,11 @@ impl Table {
             }
             None => builder,
         };
-        // Whole rows are about 1 KB each; key columns a few dozen bytes.
-        let rows = if columns.is_some() { BATCH_ROWS } else { ROW_BATCH_ROWS };
+        // Rows with their resource are about 1 KB each; key columns a few dozen bytes.
+        let rows = match columns {
+            Some(cols) if !cols.contains(&"resource") => BATCH_ROWS,
+            _ => ROW_BATCH_ROWS,
+        };
         let stream = builder.with_batch_size(rows).build().map_err(parquet_err(path))?;
         Ok(Batches { path: path.clone(), stream })
     }

@@ -22,7 +22,7 @@ use fhirsync_views::{Decimal, View};
 use super::commit::{TableResult, already_committed, merge_op, overwrite_op, save_result};
 use super::plan::Ctx;
 use super::rows::strings;
-use super::store::{BATCH_ROWS, FileWriter, NewTable, SIGNATURE_PROPERTY, Table, Tables, bucket_of};
+use super::store::{FileWriter, NewTable, SIGNATURE_PROPERTY, Table, Tables, bucket_of};
 use super::writer::DeltaDestination;
 use crate::destination::RunMetrics;
 use crate::destinations::files::layout::{mkdirs, remove_dir};
@@ -30,6 +30,9 @@ use crate::destinations::parquet::arrow::{arrow_type, cells_batch, view_schema};
 use crate::destinations::sql::schema::{type_table, view_table};
 use crate::views::{CellValue, ColumnKind, TableColumn, flatten, table_columns, table_row, view_signature};
 use crate::{Error, Result};
+
+/// View rows a bucket buffers before they go to its spill file as one batch.
+const SPILL_ROWS: usize = 256;
 
 fn arrow_err(action: &'static str) -> impl FnOnce(arrow_schema::ArrowError) -> Error {
     move |source| Error::Arrow { action, source }
@@ -166,7 +169,7 @@ struct SpillWriters {
 impl SpillWriters {
     fn push(&mut self, bucket: usize, row: Vec<CellValue>) -> Result<()> {
         self.pending[bucket].push(row);
-        if self.pending[bucket].len() >= BATCH_ROWS {
+        if self.pending[bucket].len() >= SPILL_ROWS {
             self.flush(bucket)?;
         }
         Ok(())
