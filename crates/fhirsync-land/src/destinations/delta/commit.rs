@@ -351,13 +351,16 @@ fn write_bucket(
     out.finish()
 }
 
+/// Chooses a staged line by its head, offset and bytes.
+pub(super) type Pick<'p> = dyn FnMut(&staged::Head<'_>, u64, &[u8]) -> Result<bool> + 'p;
+
 /// Writes the staged lines of bucket file `path` that `pick(head, offset, line)` chooses, in
 /// one sequential read, as new rows of this run.
 pub(super) fn write_all_lines(
     path: &Path,
     out: &mut BucketFiles<'_>,
     strings: &Interner,
-    pick: &mut dyn FnMut(&staged::Head<'_>, u64, &[u8]) -> Result<bool>,
+    pick: &mut Pick<'_>,
 ) -> Result<()> {
     staged::scan(path, &mut |offset, line| {
         let corrupt = |detail: String| Error::CorruptState { path: path.to_path_buf(), detail };

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use arrow_array::Array;
+
 use fhirsync_core::RunScope;
 
 use super::spill::{Fields, Record, Spill, put_u32, put_u64, put_u128};
@@ -138,7 +140,8 @@ impl StagedKey {
         offset: u64,
         line: &[u8],
     ) -> std::result::Result<StagedKey, String> {
-        let hash = hash_prefix(head.content_hash()).ok_or("a staged content hash that is not hex")?;
+        let hash = hash_prefix(head.content_hash())
+            .ok_or_else(|| "a staged content hash that is not hex".to_string())?;
         Ok(StagedKey {
             key: hasher.key(head.fhir_version(), head.id()),
             seq: head.seq(),
@@ -367,12 +370,36 @@ fn scan_staged(input: &Inputs<'_>, hasher: &KeyHasher, out: &mut Spill<StagedKey
         staged::scan(&path, &mut |offset, line| {
             let corrupt = |detail: String| Error::CorruptState { path: path.clone(), detail };
             let (head, _) = staged::parse(line).map_err(corrupt)?;
-            let key =
-                StagedKey::of(hasher, &head, bucket, offset, line).map_err(|e| corrupt(e.to_string()))?;
+            let key = StagedKey::of(hasher, &head, bucket, offset, line).map_err(corrupt)?;
             out.push(group(key.key, groups), &key)
         })?;
     }
     Ok(())
+}
+
+/// [`Ctx::unread`] of the rows of one patient and dataset, which come together: the last
+/// answer is reused.
+#[derive(Default)]
+struct UnreadMemo {
+    /// Scratch for the scope key.
+    key: String,
+    /// Version, patient and dataset of the last answer, and the answer.
+    last: Option<(String, Option<String>, String)>,
+    answer: (bool, bool),
+}
+
+impl UnreadMemo {
+    fn get(&mut self, ctx: &Ctx<'_>, version: &str, patient: Option<&str>, dataset: &str) -> (bool, bool) {
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(v, p, d)| v == version && p.as_deref() == patient && d == dataset);
+        if !same {
+            self.answer = ctx.unread(&mut self.key, version, patient, dataset);
+            self.last = Some((version.to_string(), patient.map(str::to_string), dataset.to_string()));
+        }
+        self.answer
+    }
 }
 
 /// Spills the key of every row of the table's files, with what the join needs of it.
@@ -385,9 +412,7 @@ fn scan_old(
 ) -> Result<()> {
     let groups = out.parts();
     let name = &input.table.name;
-    let mut scope = String::new();
-    // Rows of one patient and dataset come together: the last answer is reused.
-    let mut last: Option<(String, Option<String>, String, (bool, bool))> = None;
+    let mut memo = UnreadMemo::default();
     for (file, f) in input.files.iter().enumerate() {
         let mut batches = input.tables.block_on(input.table.read(&f.path, Some(&KEY_COLUMNS)))?;
         let mut row = 0u32;
@@ -403,17 +428,9 @@ fn scan_old(
                 col("last_seen_run")?,
             );
             for r in 0..batch.num_rows() {
-                use arrow_array::Array;
                 let p = (!patient.is_null(r)).then(|| patient.value(r));
                 let (v, d) = (version.value(r), dataset.value(r));
-                let fate = match &last {
-                    Some((lv, lp, ld, fate)) if lv == v && lp.as_deref() == p && ld == d => *fate,
-                    _ => {
-                        let fate = ctx.unread(&mut scope, v, p, d);
-                        last = Some((v.to_string(), p.map(str::to_string), d.to_string(), fate));
-                        fate
-                    }
-                };
+                let (deletable, exited) = memo.get(ctx, v, p, d);
                 let hash = hash_prefix(hash.value(r)).ok_or_else(|| Error::CorruptState {
                     path: name.into(),
                     detail: "a content hash that is not hex".into(),
@@ -426,8 +443,8 @@ fn scan_old(
                     hash,
                     first_seen: strings.id(first.value(r)),
                     last_seen: if last_seen.is_null(r) { NONE } else { strings.id(last_seen.value(r)) },
-                    deletable: fate.0,
-                    exited: match (fate.1, p) {
+                    deletable,
+                    exited: match (exited, p) {
                         (true, Some(p)) => strings.id(p),
                         _ => NONE,
                     },

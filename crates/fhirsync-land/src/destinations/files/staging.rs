@@ -29,9 +29,9 @@ use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
-/// Write buffer of each open staging file (one per staged type, or per [`Staging::append`] stem).
+/// Write buffer of each open staging file (one per staged type, or per `Staging::append` stem).
 const STAGING_BUFFER: usize = 64 << 10;
-/// Staging files open for writing at once (see [`Staging::append`]).
+/// Staging files open for writing at once (see `Staging::append`).
 const MAX_OPEN_WRITERS: usize = 128;
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
@@ -223,6 +223,7 @@ impl Staging {
     /// staging file `stem`, for a destination that encodes its own lines and splits a type
     /// over several files (Delta: one per type and bucket). Buffered until
     /// [`Staging::checkpoint`], as [`Staging::stage`].
+    #[cfg(feature = "delta")]
     pub(crate) fn append(&mut self, stem: &str, parts: &[&[u8]]) -> Result<()> {
         let w = open_writer(&mut self.writers, &mut self.unsynced, &self.dir, stem)?;
         for part in parts {
@@ -292,7 +293,7 @@ impl Staging {
         Ok(())
     }
 
-    /// Resource types with a staging file (the stems of [`Staging::append`]'s files).
+    /// Resource types with a staging file (the stems of `Staging::append`'s files).
     pub(crate) fn types(&self) -> Result<Vec<String>> {
         let mut types = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(Error::io("listing staging", &self.dir))? {
@@ -342,8 +343,9 @@ impl Staging {
         })
     }
 
-    /// The staging file of `stem` (a destination that reads its own [`Staging::append`]
+    /// The staging file of `stem` (a destination that reads its own `Staging::append`
     /// lines); it holds every line up to the last flush.
+    #[cfg(feature = "delta")]
     pub(crate) fn file(&self, stem: &str) -> PathBuf {
         self.data_path(stem)
     }
