@@ -158,6 +158,9 @@ impl DeltaDestination {
         let tables = &self.store;
         let mut types: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
         for stem in staging.types()? {
+            if staged::parse_keys_stem(&stem).is_some() {
+                continue;
+            }
             let (t, _, buckets) = staged::parse_stem(&stem).ok_or_else(|| Error::CorruptState {
                 path: staging.dir().to_path_buf(),
                 detail: format!("staging file `{stem}` is not a Delta bucket file"),
@@ -307,7 +310,17 @@ fn carry(
     work: &Path,
 ) -> Result<(Vec<Action>, RunMetrics, BTreeSet<String>)> {
     let prev_run = tables.block_on(table.latest_run())?;
-    let input = plan::Inputs { tables, table, staging, stems, files, prev_run: prev_run.as_deref(), work };
+    let keys = staged::keys_stem(&source_of(stems));
+    let input = plan::Inputs {
+        tables,
+        table,
+        staging,
+        stems,
+        keys: &keys,
+        files,
+        prev_run: prev_run.as_deref(),
+        work,
+    };
     let mut plan = plan::plan(ctx, &input)?;
     let cdc = ctx.compare() && !plan.touched.is_empty();
     let mut actions: Vec<Action> =

@@ -56,7 +56,7 @@
 //! the others committed.
 //!
 //! Files: `config.rs` (user config), `writer.rs` (the [`Destination`]: runs and staging),
-//! `staged.rs` (the staged line format), `store.rs` (tables, Parquet files, commits),
+//! `staged.rs` (the staging format), `stager.rs` (staging), `store.rs` (tables, Parquet files, commits),
 //! `commit.rs` (what a run writes into each table), `plan.rs` (the key join of reload and
 //! reload-and-compare), `load.rs` (full load), `rows.rs` (one bucket's rows), `spill.rs`
 //! (records spilled to disk), `views.rs` (view tables).
@@ -74,6 +74,8 @@ mod rows;
 mod spill;
 #[cfg(feature = "delta")]
 mod staged;
+#[cfg(feature = "delta")]
+mod stager;
 #[cfg(feature = "delta")]
 mod store;
 #[cfg(feature = "delta")]

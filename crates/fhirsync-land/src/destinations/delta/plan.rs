@@ -299,6 +299,8 @@ pub(super) struct Inputs<'a> {
     pub staging: &'a Staging,
     /// The staging stem of each bucket.
     pub stems: &'a [String],
+    /// The staging stem of the type's keys file.
+    pub keys: &'a str,
     pub files: &'a [DataFile],
     /// The run of the table's latest commit.
     pub prev_run: Option<&'a str>,
@@ -362,19 +364,28 @@ pub(super) fn group(key: u128, groups: usize) -> usize {
     (key as u64 % groups as u64) as usize
 }
 
-/// Spills the key of every staged line.
+/// Spills the key of every staged line, from the type's keys file.
 fn scan_staged(input: &Inputs<'_>, hasher: &KeyHasher, out: &mut Spill<StagedKey>) -> Result<()> {
     let groups = out.parts();
-    for (bucket, stem) in input.stems.iter().enumerate() {
-        let path = input.staging.file(stem);
-        staged::scan(&path, &mut |offset, line| {
-            let corrupt = |detail: String| Error::CorruptState { path: path.clone(), detail };
-            let (head, _) = staged::parse(line).map_err(corrupt)?;
-            let key = StagedKey::of(hasher, &head, bucket, offset, line).map_err(corrupt)?;
-            out.push(group(key.key, groups), &key)
-        })?;
+    let path = input.staging.file(input.keys);
+    if !path.exists() && staged_bytes(input.staging, input.stems)? > 0 {
+        return Err(Error::CorruptState { path, detail: "staged lines without their keys file".into() });
     }
-    Ok(())
+    staged::scan(&path, &mut |_, line| {
+        let corrupt = |detail: String| Error::CorruptState { path: path.clone(), detail };
+        let k = staged::parse_key(line).map_err(corrupt)?;
+        let hash = hash_prefix(k.content_hash())
+            .ok_or_else(|| corrupt("a staged content hash that is not hex".into()))?;
+        let key = StagedKey {
+            key: hasher.key(k.fhir_version(), k.id()),
+            seq: k.seq(),
+            bucket: k.bucket(),
+            hash,
+            offset: k.offset(),
+            len: k.len(),
+        };
+        out.push(group(key.key, groups), &key)
+    })
 }
 
 /// [`Ctx::unread`] of the rows of one patient and dataset, which come together: the last

@@ -1,19 +1,19 @@
 //! The [`Destination`] of the Delta Lake destination: runs, staging and the lock as the file
 //! destinations keep them; the commit is in `commit.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use fhirsync_core::{Dataset, RawResource, RunScope, ScopeKey};
+use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 
 use super::config::DeltaConfig;
-use super::{staged, state_layout, store};
+use super::stager::Stager;
+use super::{state_layout, store};
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::destinations::files::layout::{Layout, mkdirs, remove_dir, write_atomic};
 use crate::destinations::files::staging::Staging;
 use crate::destinations::files::{RunRecord, apply_committed};
-use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -31,14 +31,8 @@ pub(crate) struct DeltaDestination {
     run: Option<ActiveRun>,
     staging: Option<Staging>,
     pending: usize,
-    /// The next staged line's `seq` (see `staged.rs`).
-    seq: u64,
-    /// Staging stems of each type staged by the run, one per bucket.
-    stems: HashMap<String, Vec<String>>,
-    /// Encoding buffer of one staged line's head.
-    line: Vec<u8>,
-    /// The last staged resource's dataset and its text.
-    dataset: (Dataset, String),
+    /// Stages into `staging` (Delta's layout, see `staged.rs`).
+    stager: Option<Stager>,
     /// The writer lock `<state>/_fhirsync/lock`, held while the destination is open.
     lock: crate::lock::WriterLock,
 }
@@ -62,10 +56,7 @@ impl DeltaDestination {
             run: None,
             staging: None,
             pending: 0,
-            seq: 0,
-            stems: HashMap::new(),
-            line: Vec::new(),
-            dataset: (Dataset::new(""), String::new()),
+            stager: None,
             lock,
         })
     }
@@ -125,9 +116,7 @@ impl Destination for DeltaDestination {
         {
             let run_id = runs[i].run_id.clone();
             let (staging, completed_scopes) = Staging::resume(self.layout.staging(&run_id), &run_id)?;
-            staged::check_layout(&staging)?;
-            self.seq = staged::first_seq(&staging, true)?;
-            self.stems = staged_stems(&staging)?;
+            self.stager = Some(Stager::start(&staging, true, method != Method::FullLoad)?);
             runs[i].status = "running".into();
             runs[i].errors = None;
             runs[i].ended_at = None;
@@ -150,8 +139,7 @@ impl Destination for DeltaDestination {
         }
         let run_id = uuid::Uuid::now_v7().to_string();
         let staging = Staging::create(self.layout.staging(&run_id), &run_id, None)?;
-        self.seq = staged::first_seq(&staging, false)?;
-        self.stems = HashMap::new();
+        self.stager = Some(Stager::start(&staging, false, method != Method::FullLoad)?);
         self.staging = Some(staging);
         runs.push(RunRecord {
             run_id: run_id.clone(),
@@ -174,17 +162,8 @@ impl Destination for DeltaDestination {
         let checkpoint_rows =
             self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
         let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
-        for r in resources {
-            let stems = type_stems(&mut self.stems, &self.store, self.buckets, &r.resource_type)?;
-            let bucket = store::row_bucket(r.patient_id.as_deref(), &r.id, stems.len() as u32);
-            if self.dataset.0 != r.dataset {
-                self.dataset = (r.dataset.clone(), r.dataset.to_string());
-            }
-            self.line.clear();
-            staged::encode_head(&mut self.line, self.seq, r, &self.dataset.1)?;
-            self.seq += 1;
-            staging.append(&stems[bucket as usize], &[&self.line, r.json.as_bytes(), b"\n"])?;
-        }
+        let stager = self.stager.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
+        stager.stage(staging, &self.store, self.buckets, resources)?;
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {
             staging.checkpoint()?;
@@ -250,34 +229,4 @@ impl Destination for DeltaDestination {
         tracing::warn!(run_id = %run.id, "Run marked failed; staged data is kept for resume.");
         Ok(())
     }
-}
-
-/// The staging stems of each type already staged (a resumed run keeps its bucket counts).
-fn staged_stems(staging: &Staging) -> Result<HashMap<String, Vec<String>>> {
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for stem in staging.types()? {
-        if let Some((resource_type, _, buckets)) = staged::parse_stem(&stem) {
-            out.entry(resource_type.to_string()).or_insert_with(|| {
-                (0..buckets).map(|b| staged::stem(resource_type, b as i32, buckets)).collect()
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The staging stems of `resource_type`, one per bucket of its table (the table's own count,
-/// or `default_buckets` for a new table), known from the type's first staged resource on.
-fn type_stems<'a>(
-    stems: &'a mut HashMap<String, Vec<String>>,
-    tables: &store::Tables,
-    default_buckets: u32,
-    resource_type: &str,
-) -> Result<&'a [String]> {
-    if !stems.contains_key(resource_type) {
-        let table = tables.block_on(tables.open(&type_table(resource_type)?))?;
-        let buckets = table.buckets(default_buckets).max(1);
-        let list = (0..buckets).map(|b| staged::stem(resource_type, b as i32, buckets)).collect();
-        stems.insert(resource_type.to_string(), list);
-    }
-    Ok(&stems[resource_type])
 }
