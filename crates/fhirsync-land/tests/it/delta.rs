@@ -493,6 +493,46 @@ mod delta_dest {
         assert_eq!(only(&h), vec![(Some("p1".to_string()), a.hash.to_hex())]);
     }
 
+    /// After a reload-and-compare a view table is rewritten only in the bucket of the changed
+    /// resource; a changed value with more decimals than its column holds rebuilds the table
+    /// with the wider column.
+    #[test]
+    fn views_update_only_the_changed_buckets() {
+        let h = DeltaHarness::new();
+        let views = [crate::scenario::obs_view()];
+        let mut res = vec![patient("p1", "A")];
+        res.extend((0..40).map(|i| obs(&format!("o{i:02}"), "p1", "1.5")));
+        let mut dest = h.open();
+        let compare = LandOptions::default();
+        land_with_views(&mut *dest, Method::FullLoad, &compare, &res, all(&["p1"]), &views).unwrap();
+        let table = h.root().join("view_obs_values");
+        let before = Log::read(&table).active;
+        res[1] = obs("o00", "p1", "2.5");
+        let m = land_with_views(&mut *dest, Method::ReloadAndCompare, &compare, &res, all(&["p1"]), &views)
+            .unwrap();
+        assert_eq!(m.updated, 1);
+        let after = Log::read(&table).active;
+        assert_eq!(
+            (after.len(), before.difference(&after).count()),
+            (before.len(), 1),
+            "{before:?} -> {after:?}"
+        );
+        let values = |h: &DeltaHarness| -> Vec<String> {
+            h.view_rows("view_obs_values", &["obs_id", "value"])
+                .into_iter()
+                .map(|r| format!("{}={}", r[0].clone().unwrap(), r[1].clone().unwrap()))
+                .collect()
+        };
+        let mut want: Vec<String> = (1..40).map(|i| format!("o{i:02}=1.5")).collect();
+        want.insert(0, "o00=2.5".into());
+        assert_eq!(values(&h), want);
+        res[2] = obs("o01", "p1", "1.25");
+        land_with_views(&mut *dest, Method::ReloadAndCompare, &compare, &res, all(&["p1"]), &views).unwrap();
+        let mut want: Vec<String> = (2..40).map(|i| format!("o{i:02}=1.50")).collect();
+        want.splice(0..0, ["o00=2.50".to_string(), "o01=1.25".to_string()]);
+        assert_eq!(values(&h), want);
+    }
+
     /// An object-store URL without a local state folder is refused naming `state_dir`.
     #[test]
     fn object_store_needs_a_state_dir() {

@@ -16,7 +16,7 @@
 //! table are saved before its commit, so a commit restarted after a crash reuses them for the
 //! tables already committed.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::{Change, Ctx, Interner, Plan, Write, scope_key};
 use super::rows::{BucketFiles, file_schema};
 use super::store::{BUCKET, DataFile, NewTable, SOURCE_PROPERTY, Table, Tables, run_version};
+use super::views::{ChangeLog, Changes, Source};
 use super::writer::{ActiveRun, DeltaDestination};
 use super::{load, plan, staged};
 use crate::config::{Method, OnCohortExit};
@@ -125,6 +126,7 @@ impl DeltaDestination {
             RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
         let mut flagged = BTreeSet::new();
         let mut changed = HashSet::new();
+        let mut logs: HashMap<String, Changes> = HashMap::new();
         for (t, stems) in self.type_stems(staging)? {
             let name = type_table(&t)?;
             let mut table = self.store.block_on(self.store.open(&name))?;
@@ -136,17 +138,24 @@ impl DeltaDestination {
                 }
             };
             let path = results_dir.join(format!("{name}.json"));
-            let r = apply_type(&ctx, &self.store, staging, &stems, &mut table, &work, &path)?;
+            let (r, log) = apply_type(&ctx, &self.store, staging, &stems, &mut table, &work, &path)?;
             add_counts(&mut m, &r.metrics);
             flagged.extend(r.flagged);
             if r.changed {
                 changed.insert(t.clone());
             }
+            if let Some(log) = log {
+                logs.insert(t.clone(), log);
+            }
         }
         m.cohort_exits = flagged.len() as u64;
         for view in views {
-            m.view_rows +=
-                self.apply_view(&ctx, view, changed.contains(view.resource()), &results_dir, &work)?;
+            let source = match (changed.contains(view.resource()), logs.get(view.resource())) {
+                (false, _) => Source::Unchanged,
+                (true, Some(changes)) => Source::Changed(changes),
+                (true, None) => Source::Replaced,
+            };
+            m.view_rows += self.apply_view(&ctx, view, source, &results_dir, &work)?;
         }
         self.save_exits(&ctx, &flagged, &run.id)?;
         remove_dir(&work)?;
@@ -252,7 +261,7 @@ fn apply_type(
     table: &mut Table,
     work: &Path,
     result_path: &Path,
-) -> Result<TableResult> {
+) -> Result<(TableResult, Option<Changes>)> {
     let buckets = stems.len() as u32;
     if table.exists && table.buckets(buckets) != buckets {
         return Err(Error::CorruptState {
@@ -269,17 +278,23 @@ fn apply_type(
         && done.staged_bytes == staged_bytes
     {
         tracing::info!(table = %table.name, "Table already committed by this run before a restart; skipped.");
-        return Ok(done);
+        return Ok((done, None));
     }
     let files = table.files()?;
     let work = work.join(&table.name);
-    let (actions, m, flagged) = if ctx.method == Method::FullLoad {
-        let (mut actions, m) = load::full_load(ctx, tables, table, staging, stems, &work)?;
+    let applied = if ctx.method == Method::FullLoad {
+        let (mut actions, metrics) = load::full_load(ctx, tables, table, staging, stems, &work)?;
         actions.extend(files.iter().map(|f| Action::Remove(f.remove.clone())));
-        (actions, m, BTreeSet::new())
+        Applied { actions, metrics, flagged: BTreeSet::new(), changes: None }
     } else {
-        carry(ctx, tables, table, staging, stems, &files, &work)?
+        let prev_run = tables.block_on(table.latest_run())?;
+        let keys = staged::keys_stem(&source_of(stems));
+        let prev_run = prev_run.as_deref();
+        let input =
+            plan::Inputs { tables, table, staging, stems, keys: &keys, files: &files, prev_run, work: &work };
+        carry(ctx, &input, &work.with_file_name(format!("{}.changes", table.name)))?
     };
+    let Applied { actions, metrics: m, flagged, changes } = applied;
     remove_dir(&work)?;
     let compare = ctx.compare();
     let changed = m.inserted + m.updated + m.deleted > 0 || (!compare && (!files.is_empty() || m.staged > 0));
@@ -290,7 +305,7 @@ fn apply_type(
     let new = NewTable { source: &resource_type, schema: &schema, buckets, signature: None };
     let op = if compare { merge_op() } else { overwrite_op() };
     tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
-    Ok(result)
+    Ok((result, changes))
 }
 
 /// The resource type of a type's staging stems.
@@ -298,38 +313,30 @@ fn source_of(stems: &[String]) -> String {
     stems.first().and_then(|s| staged::parse_stem(s)).map(|(t, _, _)| t.to_string()).unwrap_or_default()
 }
 
-/// A reload or reload-and-compare of one type table: plans, then writes bucket by bucket;
-/// returns the actions (removed and added files), the counts and the flagged patients.
-fn carry(
-    ctx: &Ctx<'_>,
-    tables: &Tables,
-    table: &Table,
-    staging: &Staging,
-    stems: &[String],
-    files: &[DataFile],
-    work: &Path,
-) -> Result<(Vec<Action>, RunMetrics, BTreeSet<String>)> {
-    let prev_run = tables.block_on(table.latest_run())?;
-    let keys = staged::keys_stem(&source_of(stems));
-    let input = plan::Inputs {
-        tables,
-        table,
-        staging,
-        stems,
-        keys: &keys,
-        files,
-        prev_run: prev_run.as_deref(),
-        work,
-    };
-    let mut plan = plan::plan(ctx, &input)?;
+/// What a table's apply writes: the actions (removed and added files), the counts, the
+/// flagged patients and, for a reload-and-compare, the changed resources for its views.
+struct Applied {
+    actions: Vec<Action>,
+    metrics: RunMetrics,
+    flagged: BTreeSet<String>,
+    changes: Option<Changes>,
+}
+
+/// A reload or reload-and-compare of one type table: plans, then writes bucket by bucket (a
+/// reload-and-compare logs its changed resources in `log_dir`).
+fn carry(ctx: &Ctx<'_>, input: &plan::Inputs<'_>, log_dir: &Path) -> Result<Applied> {
+    let (tables, table, files) = (input.tables, input.table, input.files);
+    let mut plan = plan::plan(ctx, input)?;
     let cdc = ctx.compare() && !plan.touched.is_empty();
     let mut actions: Vec<Action> =
         plan.touched.iter().map(|&i| Action::Remove(files[i as usize].remove.clone())).collect();
-    for (bucket, stem) in stems.iter().enumerate() {
-        let out = BucketFiles::new(tables, table, ctx.run_id, bucket as i32, cdc);
-        actions.extend(write_bucket(ctx, &input, &mut plan, bucket, stem, out)?);
+    let mut log = if ctx.compare() { Some(ChangeLog::create(log_dir)?) } else { None };
+    for (bucket, stem) in input.stems.iter().enumerate() {
+        let out = BucketFiles::new(tables, table, ctx.run_id, bucket as i32, cdc).with_log(log.as_mut());
+        actions.extend(write_bucket(ctx, input, &mut plan, bucket, stem, out)?);
     }
-    Ok((actions, plan.metrics, plan.flagged))
+    let changes = log.map(ChangeLog::finish).transpose()?;
+    Ok(Applied { actions, metrics: plan.metrics, flagged: plan.flagged, changes })
 }
 
 /// One bucket's pass: its staged lines the plan writes, then its files with changed rows;

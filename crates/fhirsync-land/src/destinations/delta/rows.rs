@@ -14,6 +14,7 @@ use deltalake::kernel::Action as LogAction;
 use super::plan::{Action, Change, Fix, Interner, NONE};
 use super::staged::Head;
 use super::store::{BATCH_ROWS, FileWriter, Table, Tables};
+use super::views::ChangeLog;
 // The landing columns of a type table's files are those of the Parquet type files (here only
 // `patient_id` and `last_seen_run` may be null); the table adds the partition column `bucket`.
 use crate::destinations::parquet::writer::COLUMNS;
@@ -23,6 +24,9 @@ use crate::{Error, Result};
 const BUFFER_BYTES: usize = 1 << 20;
 /// The change data feed column.
 pub(super) const CHANGE_TYPE: &str = "_change_type";
+/// Indexes of `id` and `fhir_version` in [`COLUMNS`].
+const ID: usize = 0;
+const FHIR_VERSION: usize = 2;
 /// Index of `resource` in [`COLUMNS`].
 const RESOURCE: usize = 6;
 /// Index of `last_seen_run` in [`COLUMNS`].
@@ -123,6 +127,8 @@ pub(super) struct BucketFiles<'a> {
     cdc: Option<FileWriter>,
     staged: Buffer,
     changes: Buffer,
+    /// Where a reload-and-compare notes its changed resources for the views.
+    log: Option<&'a mut ChangeLog>,
 }
 
 impl<'a> BucketFiles<'a> {
@@ -136,7 +142,14 @@ impl<'a> BucketFiles<'a> {
             cdc,
             staged: Buffer::new(COLUMNS.len()),
             changes: Buffer::new(COLUMNS.len() + 1),
+            log: None,
         }
+    }
+
+    /// Notes every inserted, updated and deleted resource in `log`.
+    pub(super) fn with_log(mut self, log: Option<&'a mut ChangeLog>) -> Self {
+        self.log = log;
+        self
     }
 
     /// Appends a staged resource (`first_seen` [`NONE`]: this run) with its change.
@@ -160,6 +173,9 @@ impl<'a> BucketFiles<'a> {
             Change::Insert => "insert",
             Change::PostImage => "update_postimage",
         };
+        if let Some(log) = self.log.as_mut() {
+            log.changed(head.fhir_version(), head.id(), resource)?;
+        }
         if let Some(cdc) = self.cdc.as_mut() {
             self.changes.push(head, resource, first, Some(change));
             if self.changes.full() {
@@ -183,6 +199,7 @@ impl<'a> BucketFiles<'a> {
         table: &str,
     ) -> Result<()> {
         let old_last = strings_col(batch, LAST_SEEN, table)?;
+        let (ids, versions) = (strings_col(batch, ID, table)?, strings_col(batch, FHIR_VERSION, table)?);
         let n = batch.num_rows();
         let (mut keep, mut pre, mut post) = (
             BooleanBuilder::with_capacity(n),
@@ -197,7 +214,12 @@ impl<'a> BucketFiles<'a> {
             let (kept, new_last, pre_kind) = match fix.map(|f| (f.action, f.last)) {
                 None => (keep_others, old, None),
                 Some((Action::Updated, _)) => (false, old, Some("update_preimage")),
-                Some((Action::Deleted, _)) => (false, old, Some("delete")),
+                Some((Action::Deleted, _)) => {
+                    if let Some(log) = self.log.as_mut() {
+                        log.gone(versions.value(r), ids.value(r))?;
+                    }
+                    (false, old, Some("delete"))
+                }
                 Some((Action::SetLast, l)) => {
                     let l = if l == NONE { None } else { strings.get(l) };
                     (true, l, (l != old).then_some("update_preimage"))
