@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use deltalake::kernel::Action;
 
 use super::commit::write_all_lines;
-use super::plan::{Ctx, Interner, StagedKey, group, groups, staged_bytes};
+use super::plan::{Ctx, Interner, MIN_LINE_BYTES, StagedKey, group, groups, staged_bytes};
 use super::rows::BucketFiles;
 use super::spill::Spill;
 use super::store::{Table, Tables};
@@ -27,7 +27,8 @@ pub(super) fn full_load(
 ) -> Result<(Vec<Action>, RunMetrics)> {
     let hasher = KeyHasher::default();
     let strings = Interner::default();
-    let mut keys: Spill<StagedKey> = Spill::new(work, "keys", groups(0, staged_bytes(staging, stems)?));
+    let staged = staged_bytes(staging, stems)?;
+    let mut keys: Spill<StagedKey> = Spill::new(work, "keys", groups(staged / MIN_LINE_BYTES));
     let mut written: Vec<Vec<Action>> = Vec::with_capacity(stems.len());
     for (bucket, stem) in stems.iter().enumerate() {
         let path = staging.file(stem);

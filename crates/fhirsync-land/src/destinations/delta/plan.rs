@@ -27,8 +27,10 @@ const KEY_COLUMNS: [&str; 7] =
     ["id", "patient_id", "fhir_version", "dataset", "content_hash", "first_seen_run", "last_seen_run"];
 /// Key records per group the join holds in memory (both sides), at most about.
 const GROUP_RECORDS: u64 = 128 * 1024;
-/// Staged bytes per line assumed when sizing the groups (lines are rarely smaller).
-const MIN_LINE_BYTES: u64 = 384;
+/// Bytes per staged line, and per key line, assumed when sizing the groups (they are rarely
+/// smaller).
+pub(super) const MIN_LINE_BYTES: u64 = 384;
+const MIN_KEY_BYTES: u64 = 96;
 /// An interned string that is not there: a null `last_seen_run`, or the run's own id as
 /// `first_seen_run`.
 pub(super) const NONE: u32 = u32::MAX;
@@ -313,7 +315,8 @@ pub(super) struct Inputs<'a> {
 pub(super) fn plan(ctx: &Ctx<'_>, input: &Inputs<'_>) -> Result<Plan> {
     let buckets = input.stems.len();
     let old_rows: u64 = input.files.iter().map(|f| f.rows.unwrap_or(BATCH_ROWS as u64)).sum();
-    let groups = groups(old_rows, staged_bytes(input.staging, input.stems)?);
+    let key_bytes = super::staged::file_len(&input.staging.file(input.keys))?;
+    let groups = groups(old_rows + key_bytes / MIN_KEY_BYTES);
     let hasher = KeyHasher::default();
     let mut strings = Interner::default();
     let mut staged: Spill<StagedKey> = Spill::new(input.work, "staged", groups);
@@ -354,9 +357,9 @@ pub(super) fn staged_bytes(staging: &Staging, stems: &[String]) -> Result<u64> {
     Ok(bytes)
 }
 
-/// How many key groups hold the keys of `old_rows` landed rows and `staged_bytes` of staging.
-pub(super) fn groups(old_rows: u64, staged_bytes: u64) -> usize {
-    ((old_rows + staged_bytes / MIN_LINE_BYTES) / GROUP_RECORDS + 1).min(4096) as usize
+/// How many key groups hold the keys of `records` rows.
+pub(super) fn groups(records: u64) -> usize {
+    (records / GROUP_RECORDS + 1).min(4096) as usize
 }
 
 /// The key group of a key.

@@ -1,7 +1,7 @@
-//! Fixed-size records partitioned into parts, each buffered in memory up to
-//! [`PART_BUFFER`] bytes and then appended to its own file: the commit writes its key records
-//! by key group and its decisions by bucket, and reads one part at a time, so its memory is
-//! one part, never the table.
+//! Fixed-size records partitioned into parts, each buffered in memory (at most
+//! [`PART_BUFFER`] bytes, and [`BUFFERS`] over all parts) and then appended to its own file:
+//! the commit writes its key records by key group and its decisions by bucket, and reads one
+//! part at a time, so its memory is one part, never the table.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use crate::destinations::files::layout::mkdirs;
 use crate::{Error, Result};
 
-/// Bytes a part buffers before they go to its file.
+/// Bytes a part buffers before they go to its file, at most.
 const PART_BUFFER: usize = 64 << 10;
+/// Bytes all the parts of a spill buffer together, at most (more parts buffer less each).
+const BUFFERS: usize = 2 << 20;
+/// Bytes a part buffers, at least.
+const MIN_PART_BUFFER: usize = 4 << 10;
 
 /// A record of [`Record::SIZE`] bytes.
 pub(super) trait Record: Sized {
@@ -33,13 +37,16 @@ pub(super) struct Spill<R: Record> {
     dir: PathBuf,
     name: &'static str,
     parts: Vec<Part>,
+    /// Bytes each part buffers.
+    buffer: usize,
     _record: PhantomData<R>,
 }
 
 impl<R: Record> Spill<R> {
     pub(super) fn new(dir: &Path, name: &'static str, parts: usize) -> Self {
-        let parts = (0..parts.max(1)).map(|_| Part { buf: Vec::new(), file: None }).collect();
-        Spill { dir: dir.to_path_buf(), name, parts, _record: PhantomData }
+        let parts: Vec<Part> = (0..parts.max(1)).map(|_| Part { buf: Vec::new(), file: None }).collect();
+        let buffer = (BUFFERS / parts.len()).clamp(MIN_PART_BUFFER, PART_BUFFER);
+        Spill { dir: dir.to_path_buf(), name, parts, buffer, _record: PhantomData }
     }
 
     pub(super) fn parts(&self) -> usize {
@@ -53,7 +60,7 @@ impl<R: Record> Spill<R> {
     /// Appends `record` to part `part`.
     pub(super) fn push(&mut self, part: usize, record: &R) -> Result<()> {
         record.write(&mut self.parts[part].buf);
-        if self.parts[part].buf.len() >= PART_BUFFER {
+        if self.parts[part].buf.len() >= self.buffer {
             self.flush(part)?;
         }
         Ok(())
