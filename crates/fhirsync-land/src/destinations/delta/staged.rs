@@ -399,4 +399,27 @@ mod tests {
         .unwrap();
         assert_eq!(seqs, vec![0, 1]);
     }
+
+    /// Staging more files than it keeps open closes and reopens them without losing a line.
+    #[test]
+    fn many_staging_files_keep_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staging = Staging::create(dir.path().join("s"), "run", None).unwrap();
+        let stems: Vec<String> = (0..300).map(|b| stem("Observation", b, 300)).collect();
+        for round in 0..2 {
+            for s in &stems {
+                staging.append(s, &[format!("{s}-{round}\n").as_bytes()]).unwrap();
+            }
+        }
+        staging.checkpoint().unwrap();
+        for s in &stems {
+            let mut lines = Vec::new();
+            scan(&staging.file(s), &mut |_, line| {
+                lines.push(String::from_utf8(line.to_vec()).unwrap());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(lines, vec![format!("{s}-0"), format!("{s}-1")]);
+        }
+    }
 }
