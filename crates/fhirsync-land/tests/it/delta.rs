@@ -441,6 +441,98 @@ mod delta_dest {
         assert!(h.rows().iter().all(|r| r.last_seen_run == m3.run_id));
     }
 
+    /// A resource whose patient changed (here p1 merged into p2: p1 left the cohort, so its
+    /// rows are kept) is one update that moves it from p1's bucket to p2's, never a second row.
+    #[test]
+    fn a_resource_moved_to_another_patient_lands_once() {
+        let h = DeltaHarness::new();
+        let mut dest = h.open();
+        let first = [patient("p1", "A"), patient("p2", "B"), obs("o1", "p1", "1")];
+        let r1 = land(&mut *dest, Method::FullLoad, &LandOptions::default(), &first, all(&["p1", "p2"]))
+            .unwrap()
+            .run_id;
+        let second = [patient("p2", "B"), obs("o1", "p2", "1")];
+        let m = land(&mut *dest, Method::ReloadAndCompare, &LandOptions::default(), &second, all(&["p2"]))
+            .unwrap();
+        assert_eq!((m.updated, m.inserted, m.kept, m.cohort_exits), (1, 0, 1, 1));
+        let o: Vec<_> = h.rows().into_iter().filter(|r| r.resource_type == "Observation").collect();
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert_eq!((o[0].patient_id.as_deref(), o[0].first_seen_run.as_str()), (Some("p2"), r1.as_str()));
+        // p1 and p2 hash to buckets 10 and 7.
+        let active = Log::read(&h.root().join("observation")).active;
+        assert!(active.iter().all(|f| f.starts_with("bucket=7/")), "{active:?}");
+        let kinds: Vec<String> = h.cdf("observation", &m.run_id).into_iter().map(|r| r.change_type).collect();
+        assert_eq!(kinds, vec!["update_postimage".to_string(), "update_preimage".to_string()]);
+    }
+
+    /// A resource staged under two patients in one run lands once, as its last copy, for a
+    /// full load and for reload-and-compare.
+    #[test]
+    fn a_resource_staged_twice_lands_its_last_copy() {
+        let h = DeltaHarness::new();
+        let mut dest = h.open();
+        let (a, b) = (obs("o1", "p1", "1"), obs("o1", "p2", "2"));
+        let ps = [patient("p1", "A"), patient("p2", "B")];
+        let first = [ps[0].clone(), ps[1].clone(), a.clone(), b.clone()];
+        let m =
+            land(&mut *dest, Method::FullLoad, &LandOptions::default(), &first, all(&["p1", "p2"])).unwrap();
+        assert_eq!((m.staged, m.inserted), (3, 3));
+        let only = |h: &DeltaHarness| -> Vec<(Option<String>, String)> {
+            h.rows()
+                .into_iter()
+                .filter(|r| r.resource_type == "Observation")
+                .map(|r| (r.patient_id, r.content_hash))
+                .collect()
+        };
+        assert_eq!(only(&h), vec![(Some("p2".to_string()), b.hash.to_hex())]);
+        let second = [ps[0].clone(), ps[1].clone(), b, a.clone()];
+        let m =
+            land(&mut *dest, Method::ReloadAndCompare, &LandOptions::default(), &second, all(&["p1", "p2"]))
+                .unwrap();
+        assert_eq!((m.staged, m.updated, m.unchanged), (3, 1, 2));
+        assert_eq!(only(&h), vec![(Some("p1".to_string()), a.hash.to_hex())]);
+    }
+
+    /// After a reload-and-compare a view table is rewritten only in the bucket of the changed
+    /// resource; a changed value with more decimals than its column holds rebuilds the table
+    /// with the wider column.
+    #[test]
+    fn views_update_only_the_changed_buckets() {
+        let h = DeltaHarness::new();
+        let views = [crate::scenario::obs_view()];
+        let mut res = vec![patient("p1", "A")];
+        res.extend((0..40).map(|i| obs(&format!("o{i:02}"), "p1", "1.5")));
+        let mut dest = h.open();
+        let compare = LandOptions::default();
+        land_with_views(&mut *dest, Method::FullLoad, &compare, &res, all(&["p1"]), &views).unwrap();
+        let table = h.root().join("view_obs_values");
+        let before = Log::read(&table).active;
+        res[1] = obs("o00", "p1", "2.5");
+        let m = land_with_views(&mut *dest, Method::ReloadAndCompare, &compare, &res, all(&["p1"]), &views)
+            .unwrap();
+        assert_eq!(m.updated, 1);
+        let after = Log::read(&table).active;
+        assert_eq!(
+            (after.len(), before.difference(&after).count()),
+            (before.len(), 1),
+            "{before:?} -> {after:?}"
+        );
+        let values = |h: &DeltaHarness| -> Vec<String> {
+            h.view_rows("view_obs_values", &["obs_id", "value"])
+                .into_iter()
+                .map(|r| format!("{}={}", r[0].clone().unwrap(), r[1].clone().unwrap()))
+                .collect()
+        };
+        let mut want: Vec<String> = (1..40).map(|i| format!("o{i:02}=1.5")).collect();
+        want.insert(0, "o00=2.5".into());
+        assert_eq!(values(&h), want);
+        res[2] = obs("o01", "p1", "1.25");
+        land_with_views(&mut *dest, Method::ReloadAndCompare, &compare, &res, all(&["p1"]), &views).unwrap();
+        let mut want: Vec<String> = (2..40).map(|i| format!("o{i:02}=1.50")).collect();
+        want.splice(0..0, ["o00=2.50".to_string(), "o01=1.25".to_string()]);
+        assert_eq!(values(&h), want);
+    }
+
     /// An object-store URL without a local state folder is refused naming `state_dir`.
     #[test]
     fn object_store_needs_a_state_dir() {

@@ -1,280 +1,72 @@
 //! What a run writes into each table (see the module docs of `delta` for the model).
 //!
-//! Per type table, in three passes:
-//! 1. index the staged rows (later copies win);
-//! 2. scan the key columns of the table's files: every old row is unchanged, updated, deleted
-//!    or kept, and a file holding a row that must change is *touched* (every file, for
-//!    full-load and reload);
-//! 3. rewrite the touched files without the rows that go (reload-and-compare keeps the
-//!    unchanged and kept ones, reload only the kept ones), then add the staged rows that are
-//!    new or changed (all of them, for full-load and reload), with the change data feed rows of
-//!    a reload-and-compare that touched files.
+//! Per type table:
+//! 1. plan (`plan.rs`): join the keys of the staged lines with the key columns of the table's
+//!    files, by key group, into the decisions: which staged lines to write (and their
+//!    `first_seen_run`), which old rows change, and so which files are touched (every file,
+//!    for full-load and reload);
+//! 2. one bucket at a time (`rows.rs`): write the bucket's staged lines that the plan names,
+//!    then rewrite its touched files with only the rows that stay (reload-and-compare keeps
+//!    the unchanged and kept ones, reload only the kept ones), into one new data file, with
+//!    the change data feed rows of a reload-and-compare that touched files;
+//! 3. commit: remove the touched files, add the new ones.
 //!
-//! The counts and flagged patients of a table are saved in the staging folder before its
-//! commit, so a commit restarted after a crash reuses them for the tables already committed.
+//! So the staged resources are read once (the plan reads only the heads), and memory holds one
+//! key group and one bucket's decisions, never the table. The counts and flagged patients of a
+//! table are saved before its commit, so a commit restarted after a crash reuses them for the
+//! tables already committed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use deltalake::kernel::Action;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use fhirsync_core::{RunScope, ScopeKey};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
 
-use super::store::{
-    BATCH_ROWS, BUCKET, NewTable, PartWriter, SIGNATURE_PROPERTY, SOURCE_PROPERTY, Table, Tables, bucket_of,
-    run_version,
-};
+use super::plan::{Change, Ctx, Interner, Plan, Write, scope_key};
+use super::rows::{BucketFiles, file_schema};
+use super::store::{BUCKET, DataFile, NewTable, SOURCE_PROPERTY, Table, Tables, run_version};
+use super::views::{ChangeLog, Changes, Source};
 use super::writer::{ActiveRun, DeltaDestination};
+use super::{load, plan, staged};
 use crate::config::{Method, OnCohortExit};
 use crate::destination::RunMetrics;
-use crate::destinations::files::Row;
 use crate::destinations::files::commit::{ExitRecord, read_exits};
-use crate::destinations::files::layout::write_atomic;
-use crate::destinations::files::staging::{Line, LineHead, Staging};
-use crate::destinations::parquet::arrow::{cells_batch, view_schema};
-// The landing columns of a type table's files are those of the Parquet type files (here only
-// `patient_id` and `last_seen_run` may be null); the table adds the partition column `bucket`.
-use crate::destinations::parquet::writer::COLUMNS;
-use crate::destinations::sql::schema::{type_table, view_table};
-use crate::views::{CellValue, flatten, table_columns, table_row, view_signature};
+use crate::destinations::files::layout::{remove_dir, write_atomic};
+use crate::destinations::files::staging::Staging;
+use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
-use deltalake::kernel::Action;
 
-/// Columns the key scan reads.
-const KEY_COLUMNS: [&str; 7] =
-    ["id", "patient_id", "fhir_version", "dataset", "content_hash", "first_seen_run", "last_seen_run"];
-/// Bytes of rows a bucket buffers before they become a batch (bounds memory over all buckets).
-const BUCKET_BUFFER_BYTES: usize = 1 << 20;
-/// The change data feed column.
-const CHANGE_TYPE: &str = "_change_type";
 /// File (inside a state's `_fhirsync/`) with the patients flagged as having left the cohort.
 const EXITS_FILE: &str = "cohort_exits.json";
+/// A bucket's planned lines are read with one sequential read of its staging file when they
+/// are at least 1/`SPARSE_SHARE` of its bytes, else one by one.
+const SPARSE_SHARE: u64 = 8;
 
-fn file_schema() -> SchemaRef {
-    Arc::new(Schema::new(
-        COLUMNS
-            .iter()
-            .map(|c| Field::new(*c, DataType::Utf8, matches!(*c, "patient_id" | "last_seen_run")))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-fn with_bucket(schema: &SchemaRef) -> SchemaRef {
+/// `schema` with the partition column `bucket`.
+pub(super) fn with_bucket(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(BUCKET, DataType::Int32, false));
     Arc::new(Schema::new(fields))
 }
 
-fn with_change_type(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
-}
-
-fn arrow_err(action: &'static str) -> impl FnOnce(arrow_schema::ArrowError) -> Error {
-    move |source| Error::Arrow { action, source }
-}
-
-fn key(version: &str, id: &str) -> String {
-    format!("{version}\u{1}{id}")
-}
-
-fn scope_key(version: &str, patient: Option<&str>, dataset: &str) -> String {
-    format!("{version}\u{1}{}\u{1}{dataset}", patient.unwrap_or(""))
-}
-
-/// The bucket of a landed row: its patient, or its id when it has none.
-fn row_bucket(patient: Option<&str>, id: &str, buckets: u32) -> i32 {
-    bucket_of(patient.unwrap_or(id), buckets)
-}
-
-/// What the key scan learnt about a staged row's previous version.
-#[derive(Debug, Clone)]
-struct Old {
-    hash: String,
-    first_seen: String,
-}
-
-/// A staged row: its staging line (the last copy wins), hash and previous version.
-struct Staged {
-    line: u64,
-    hash: String,
-    old: Option<Old>,
-}
-
-/// What happens to a row of the table's previous version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    /// Re-read with the same content.
-    Unchanged,
-    /// Re-read with new content.
-    Updated,
-    /// Not re-read, and deletable.
-    Deleted,
-    /// Not re-read, kept (incomplete scope, or cohort exit in flag mode).
-    Kept,
-}
-
-/// The run-wide inputs of a table's apply.
-struct Ctx<'a> {
-    run_id: &'a str,
-    method: Method,
-    scope: &'a RunScope,
-    complete: HashSet<String>,
-    evaluate_exits: bool,
-    delete_exits: bool,
-}
-
-impl Ctx<'_> {
-    fn compare(&self) -> bool {
-        self.method == Method::ReloadAndCompare
-    }
-
-    /// Fate of a row not re-read, and whether its patient left the cohort.
-    fn unread(&self, version: &str, patient: Option<&str>, dataset: &str) -> (Fate, bool) {
-        let exited = self.evaluate_exits && patient.is_some_and(|p| !self.scope.cohort.contains(p));
-        let in_cohort = patient.is_none_or(|p| self.scope.cohort.contains(p));
-        let deletable = self.complete.contains(&scope_key(version, patient, dataset))
-            || (in_cohort && self.complete.contains(&scope_key(version, None, dataset)))
-            || (exited && self.delete_exits);
-        (if deletable { Fate::Deleted } else { Fate::Kept }, exited)
-    }
-
-    fn fate(
-        &self,
-        idx: &HashMap<String, Staged>,
-        version: &str,
-        id: &str,
-        hash: &str,
-        patient: Option<&str>,
-        dataset: &str,
-    ) -> (Fate, bool) {
-        match idx.get(&key(version, id)) {
-            Some(s) if s.hash == hash => (Fate::Unchanged, false),
-            Some(_) => (Fate::Updated, false),
-            None => self.unread(version, patient, dataset),
-        }
-    }
-}
-
 /// The saved outcome of one table's apply (written before its commit).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TableResult {
-    /// Staging lines of the type when it was applied: a resumed run that staged more re-applies.
-    staged_lines: u64,
-    metrics: RunMetrics,
-    flagged: BTreeSet<String>,
+pub(super) struct TableResult {
+    /// Staged bytes of the type when it was applied: a resumed run that staged more re-applies.
+    #[serde(default)]
+    pub staged_bytes: u64,
+    pub metrics: RunMetrics,
+    pub flagged: BTreeSet<String>,
     /// Whether any row was inserted, updated or deleted (views over it are rebuilt).
-    changed: bool,
+    pub changed: bool,
 }
 
-/// Column `name` of `batch` as strings.
-fn strings<'a>(batch: &'a RecordBatch, name: &str, table: &str) -> Result<&'a arrow_array::StringArray> {
-    let corrupt = |detail: String| Error::CorruptState { path: table.into(), detail };
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| corrupt(format!("column `{name}` is missing")))?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| corrupt(format!("column `{name}` is not a string column")))
-}
-
-fn opt(a: &arrow_array::StringArray, i: usize) -> Option<String> {
-    (!a.is_null(i)).then(|| a.value(i).to_string())
-}
-
-/// The rows of a full batch of a type table.
-fn batch_rows(batch: &RecordBatch, table: &str) -> Result<Vec<Row>> {
-    let cols: Vec<&arrow_array::StringArray> =
-        COLUMNS.iter().map(|c| strings(batch, c, table)).collect::<Result<_>>()?;
-    Ok((0..batch.num_rows())
-        .map(|i| Row {
-            id: cols[0].value(i).to_string(),
-            patient_id: opt(cols[1], i),
-            fhir_version: cols[2].value(i).to_string(),
-            source: cols[3].value(i).to_string(),
-            dataset: cols[4].value(i).to_string(),
-            content_hash: cols[5].value(i).to_string(),
-            resource: cols[6].value(i).to_string(),
-            first_seen_run: cols[7].value(i).to_string(),
-            last_seen_run: opt(cols[8], i).unwrap_or_default(),
-        })
-        .collect())
-}
-
-/// A buffered row and its change type (change data feed files).
-type Pending = (Row, Option<&'static str>);
-
-/// Rows buffered per bucket and written in batches (`last_seen_run` "" is written as null).
-/// Synchronous, so it can be fed from a staging scan; it drives its writes on `tables`.
-struct RowWriter<'a> {
-    tables: &'a Tables,
-    writer: PartWriter,
-    /// Rows and their approximate bytes, per bucket.
-    buffers: HashMap<i32, (Vec<Pending>, usize)>,
-}
-
-impl<'a> RowWriter<'a> {
-    fn new(tables: &'a Tables, table: &Table, cdc: bool) -> Result<Self> {
-        let schema = if cdc { with_change_type(&file_schema()) } else { file_schema() };
-        Ok(RowWriter {
-            tables,
-            writer: PartWriter::new(table.store(), schema, cdc)?,
-            buffers: HashMap::new(),
-        })
-    }
-
-    fn push(&mut self, bucket: i32, row: Row, change: Option<&'static str>) -> Result<()> {
-        let (buf, bytes) = self.buffers.entry(bucket).or_default();
-        *bytes += row.resource.len() + 256;
-        buf.push((row, change));
-        if buf.len() >= BATCH_ROWS || *bytes >= BUCKET_BUFFER_BYTES {
-            let rows = std::mem::take(buf);
-            *bytes = 0;
-            self.flush(bucket, &rows)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, bucket: i32, rows: &[(Row, Option<&'static str>)]) -> Result<()> {
-        let mut b: Vec<StringBuilder> = (0..COLUMNS.len() + 1).map(|_| StringBuilder::new()).collect();
-        for (r, change) in rows {
-            b[0].append_value(&r.id);
-            b[1].append_option(r.patient_id.as_deref());
-            b[2].append_value(&r.fhir_version);
-            b[3].append_value(&r.source);
-            b[4].append_value(&r.dataset);
-            b[5].append_value(&r.content_hash);
-            b[6].append_value(&r.resource);
-            b[7].append_value(&r.first_seen_run);
-            b[8].append_option((!r.last_seen_run.is_empty()).then_some(r.last_seen_run.as_str()));
-            b[9].append_option(*change);
-        }
-        let n = self.writer.schema().fields().len();
-        let columns: Vec<ArrayRef> = b.iter_mut().take(n).map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let batch = RecordBatch::try_new(self.writer.schema().clone(), columns)
-            .map_err(arrow_err("building a batch"))?;
-        let (tables, writer) = (self.tables, &mut self.writer);
-        tables.block_on(writer.write(bucket, &batch))
-    }
-
-    fn finish(mut self) -> Result<Vec<Action>> {
-        let mut buffers: Vec<_> = std::mem::take(&mut self.buffers).into_iter().collect();
-        buffers.sort_by_key(|(b, _)| *b);
-        for (bucket, (rows, _)) in buffers {
-            if !rows.is_empty() {
-                self.flush(bucket, &rows)?;
-            }
-        }
-        self.tables.block_on(self.writer.finish())
-    }
-}
-
-fn overwrite_op() -> DeltaOperation {
+pub(super) fn overwrite_op() -> DeltaOperation {
     DeltaOperation::Write {
         mode: SaveMode::Overwrite,
         partition_by: Some(vec![BUCKET.to_string()]),
@@ -282,7 +74,7 @@ fn overwrite_op() -> DeltaOperation {
     }
 }
 
-fn merge_op() -> DeltaOperation {
+pub(super) fn merge_op() -> DeltaOperation {
     DeltaOperation::Merge {
         predicate: None,
         merge_predicate: Some("target.fhir_version = source.fhir_version AND target.id = source.id".into()),
@@ -290,6 +82,30 @@ fn merge_op() -> DeltaOperation {
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     }
+}
+
+/// The run's inputs for its tables.
+fn run_ctx<'a>(run: &'a ActiveRun, staging: &Staging, scope: &'a RunScope) -> Result<Ctx<'a>> {
+    let carry = run.method != Method::FullLoad;
+    let evaluate_exits = carry && !scope.cohort.is_empty();
+    if carry && scope.cohort.is_empty() {
+        tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
+    }
+    let key =
+        |s: &ScopeKey| scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string());
+    let mut complete: HashSet<_> = scope.complete.iter().map(key).collect();
+    staging.for_each_completed(&mut |s| {
+        complete.insert(key(&s));
+        Ok(())
+    })?;
+    Ok(Ctx {
+        run_id: &run.id,
+        method: run.method,
+        scope,
+        complete,
+        evaluate_exits,
+        delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
+    })
 }
 
 impl DeltaDestination {
@@ -301,62 +117,78 @@ impl DeltaDestination {
         scope: &RunScope,
         views: &[View],
     ) -> Result<RunMetrics> {
-        let carry = run.method != Method::FullLoad;
-        let evaluate_exits = carry && !scope.cohort.is_empty();
-        if carry && scope.cohort.is_empty() {
-            tracing::warn!("Run has an empty cohort; cohort exits are not evaluated.");
-        }
-        let key = |s: &ScopeKey| {
-            scope_key(s.fhir_version.as_str(), s.patient_id.as_deref(), &s.dataset.to_string())
-        };
-        let mut complete: HashSet<_> = scope.complete.iter().map(key).collect();
-        staging.for_each_completed(&mut |s| {
-            complete.insert(key(&s));
-            Ok(())
-        })?;
-        let ctx = Ctx {
-            run_id: &run.id,
-            method: run.method,
-            scope,
-            complete,
-            evaluate_exits,
-            delete_exits: run.options.on_cohort_exit == OnCohortExit::Delete,
-        };
-        let tables = &self.store;
-        let buckets = self.buckets;
+        let ctx = run_ctx(run, staging, scope)?;
         let results_dir = self.layout.meta().join("commits").join(&run.id);
-        // Every type staged or already landed.
-        let mut types: BTreeSet<String> = staging.types()?.into_iter().collect();
+        // Scratch files of this commit only (a restarted commit starts them again).
+        let work = self.layout.meta().join("work");
+        remove_dir(&work)?;
+        let mut m =
+            RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
+        let mut flagged = BTreeSet::new();
+        let mut changed = HashSet::new();
+        let mut logs: HashMap<String, Changes> = HashMap::new();
+        for (t, stems) in self.type_stems(staging)? {
+            let name = type_table(&t)?;
+            let mut table = self.store.block_on(self.store.open(&name))?;
+            let stems = match stems {
+                Some(stems) => stems,
+                None => {
+                    let buckets = table.buckets(self.buckets);
+                    (0..buckets).map(|b| staged::stem(&t, b as i32, buckets)).collect()
+                }
+            };
+            let path = results_dir.join(format!("{name}.json"));
+            let (r, log) = apply_type(&ctx, &self.store, staging, &stems, &mut table, &work, &path)?;
+            add_counts(&mut m, &r.metrics);
+            flagged.extend(r.flagged);
+            if r.changed {
+                changed.insert(t.clone());
+            }
+            if let Some(log) = log {
+                logs.insert(t.clone(), log);
+            }
+        }
+        m.cohort_exits = flagged.len() as u64;
+        for view in views {
+            let source = match (changed.contains(view.resource()), logs.get(view.resource())) {
+                (false, _) => Source::Unchanged,
+                (true, Some(changes)) => Source::Changed(changes),
+                (true, None) => Source::Replaced,
+            };
+            m.view_rows += self.apply_view(&ctx, view, source, &results_dir, &work)?;
+        }
+        self.save_exits(&ctx, &flagged, &run.id)?;
+        remove_dir(&work)?;
+        Ok(m)
+    }
+
+    /// Every type staged (with its staging stems) or already landed (`None`: nothing staged).
+    fn type_stems(&self, staging: &Staging) -> Result<BTreeMap<String, Option<Vec<String>>>> {
+        let tables = &self.store;
+        let mut types: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+        for stem in staging.types()? {
+            if staged::parse_keys_stem(&stem).is_some() {
+                continue;
+            }
+            let (t, _, buckets) = staged::parse_stem(&stem).ok_or_else(|| Error::CorruptState {
+                path: staging.dir().to_path_buf(),
+                detail: format!("staging file `{stem}` is not a Delta bucket file"),
+            })?;
+            types.insert(
+                t.to_string(),
+                Some((0..buckets).map(|b| staged::stem(t, b as i32, buckets)).collect()),
+            );
+        }
         for name in tables.block_on(tables.table_names())? {
             if name.starts_with("view_") {
                 continue;
             }
             let t = tables.block_on(tables.open(&name))?;
             if let Some(source) = t.property(SOURCE_PROPERTY) {
-                types.insert(source);
+                types.entry(source).or_insert(None);
             }
         }
-        let mut m =
-            RunMetrics { run_id: run.id.clone(), method: run.method.as_str().into(), ..Default::default() };
-        let mut flagged = BTreeSet::new();
-        let mut changed = HashSet::new();
-        for t in &types {
-            let name = type_table(t)?;
-            let mut table = tables.block_on(tables.open(&name))?;
-            let path = results_dir.join(format!("{name}.json"));
-            let r = apply_type(&ctx, tables, staging, t, &mut table, buckets, &path)?;
-            add_counts(&mut m, &r.metrics);
-            flagged.extend(r.flagged);
-            if r.changed {
-                changed.insert(t.clone());
-            }
-        }
-        m.cohort_exits = flagged.len() as u64;
-        for view in views {
-            m.view_rows += self.apply_view(&ctx, view, changed.contains(view.resource()), &results_dir)?;
-        }
-        self.save_exits(&ctx, &flagged, &run.id)?;
-        Ok(m)
+        Ok(types)
     }
 
     /// Updates `_fhirsync/cohort_exits.json` as the file destinations do.
@@ -384,97 +216,6 @@ impl DeltaDestination {
             .map_err(|source| Error::Json { action: "encoding cohort exits", source })?;
         write_atomic(&path, &json)
     }
-
-    /// Rebuilds the table of `view` when its source type changed (or the view is new or
-    /// changed); otherwise commits nothing but the run's mark. Returns the rows written.
-    fn apply_view(
-        &self,
-        ctx: &Ctx<'_>,
-        view: &View,
-        source_changed: bool,
-        results_dir: &std::path::Path,
-    ) -> Result<u64> {
-        let tables = &self.store;
-        let name = view_table(view.name())?;
-        let type_name = type_table(view.resource())?;
-        let signature = view_signature(view);
-        let path = results_dir.join(format!("{name}.json"));
-        let mut table = tables.block_on(tables.open(&name))?;
-        if let Some(done) = already_committed(ctx, tables, &table, &path)? {
-            return Ok(done.metrics.view_rows);
-        }
-        // The table's shape: the view's signature, then its Arrow fields.
-        let same_view =
-            table.property(SIGNATURE_PROPERTY).is_some_and(|p| p.starts_with(&format!("{signature}|")));
-        let columns = table_columns(view)?;
-        let buckets = table.buckets(self.buckets);
-        let rebuild = !table.exists || !same_view || source_changed || !ctx.compare();
-        let mut shape = String::new();
-        let mut rows_written = 0u64;
-        let mut actions = Vec::new();
-        let mut schema: Option<SchemaRef> = None;
-        if rebuild {
-            // Flatten everything first: the decimal columns' scale depends on all the values.
-            let source = tables.block_on(tables.open(&type_name))?;
-            let mut rows: Vec<(i32, Vec<CellValue>)> = Vec::new();
-            for file in source.files()? {
-                for batch in
-                    tables.block_on(source.read(&file.path, Some(&["id", "fhir_version", "resource"])))?
-                {
-                    let (ids, versions, resources) = (
-                        strings(&batch, "id", &type_name)?,
-                        strings(&batch, "fhir_version", &type_name)?,
-                        strings(&batch, "resource", &type_name)?,
-                    );
-                    for i in 0..batch.num_rows() {
-                        let id = ids.value(i);
-                        for values in flatten(view, id, resources.value(i))? {
-                            rows.push((
-                                bucket_of(id, buckets),
-                                table_row(view, versions.value(i), id, values)?,
-                            ));
-                        }
-                    }
-                }
-            }
-            rows_written = rows.len() as u64;
-            let cells: Vec<Vec<CellValue>> = rows.iter().map(|(_, r)| r.clone()).collect();
-            let file_schema = view_schema(&columns, &cells);
-            drop(cells);
-            shape = format!("{signature}|{:?}", file_schema.fields());
-            if table.exists && table.property(SIGNATURE_PROPERTY).as_deref() != Some(shape.as_str()) {
-                // Other columns or column types (a view changed, or a decimal scale grew): a new table.
-                tracing::info!(view = view.name(), "View columns changed; its table is rebuilt.");
-                tables.block_on(tables.drop_table(&name))?;
-                table = tables.block_on(tables.open(&name))?;
-            }
-            let mut writer = PartWriter::new(table.store(), file_schema.clone(), false)?;
-            let mut by_bucket: HashMap<i32, Vec<Vec<CellValue>>> = HashMap::new();
-            for (b, row) in rows {
-                by_bucket.entry(b).or_default().push(row);
-            }
-            let mut buckets_sorted: Vec<_> = by_bucket.into_iter().collect();
-            buckets_sorted.sort_by_key(|(b, _)| *b);
-            for (b, rows) in buckets_sorted {
-                for chunk in rows.chunks(BATCH_ROWS) {
-                    tables.block_on(writer.write(b, &cells_batch(&file_schema, chunk)?))?;
-                }
-            }
-            actions = table.files()?.into_iter().map(|f| Action::Remove(f.remove)).collect();
-            actions.extend(tables.block_on(writer.finish())?);
-            schema = Some(file_schema);
-        }
-        let result = TableResult {
-            metrics: RunMetrics { view_rows: rows_written, ..Default::default() },
-            ..Default::default()
-        };
-        save_result(&path, &result)?;
-        let op = if rebuild { overwrite_op() } else { merge_op() };
-        let table_schema = with_bucket(&schema.unwrap_or_else(|| Arc::new(Schema::empty())));
-        let new = NewTable { source: view.name(), schema: &table_schema, buckets, signature: Some(&shape) };
-        tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
-        Ok(rows_written)
-    }
 }
 
 fn add_counts(m: &mut RunMetrics, t: &RunMetrics) {
@@ -487,18 +228,18 @@ fn add_counts(m: &mut RunMetrics, t: &RunMetrics) {
     m.view_rows += t.view_rows;
 }
 
-fn save_result(path: &std::path::Path, r: &TableResult) -> Result<()> {
+pub(super) fn save_result(path: &Path, r: &TableResult) -> Result<()> {
     let json =
         serde_json::to_vec(r).map_err(|source| Error::Json { action: "encoding a table result", source })?;
     write_atomic(path, &json)
 }
 
 /// The saved result of a table this run already committed (a commit restarted after a crash).
-fn already_committed(
+pub(super) fn already_committed(
     ctx: &Ctx<'_>,
     tables: &Tables,
     table: &Table,
-    path: &std::path::Path,
+    path: &Path,
 ) -> Result<Option<TableResult>> {
     let version = run_version(ctx.run_id);
     if tables.block_on(table.txn_version())?.is_none_or(|v| v < version) {
@@ -510,220 +251,180 @@ fn already_committed(
     }
 }
 
-/// Applies the staged rows of `resource_type` to its table; see the module docs.
+/// Applies the staged rows of a type (in `stems`, one per bucket) to its table; see the
+/// module docs.
 fn apply_type(
     ctx: &Ctx<'_>,
     tables: &Tables,
     staging: &Staging,
-    resource_type: &str,
+    stems: &[String],
     table: &mut Table,
-    default_buckets: u32,
-    result_path: &std::path::Path,
-) -> Result<TableResult> {
-    let compare = ctx.compare();
-    let carry = ctx.method != Method::FullLoad;
-    let buckets = table.buckets(default_buckets);
-    // Pass 1: index the staged rows.
-    let mut idx: HashMap<String, Staged> = HashMap::new();
-    let mut staged_lines = 0u64;
-    staging.scan_heads(resource_type, &mut |line, head| {
-        let LineHead::Row(h) = head else { return Err(seen_line(resource_type)) };
-        let (version, id, hash) = (h.fhir_version, h.id, h.content_hash);
-        staged_lines += 1;
-        match idx.entry(key(version, id)) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let s = e.get_mut();
-                s.line = line;
-                if s.hash != hash {
-                    s.hash = hash.to_string();
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Staged { line, hash: hash.to_string(), old: None });
-            }
-        }
-        Ok(())
-    })?;
+    work: &Path,
+    result_path: &Path,
+) -> Result<(TableResult, Option<Changes>)> {
+    let buckets = stems.len() as u32;
+    if table.exists && table.buckets(buckets) != buckets {
+        return Err(Error::CorruptState {
+            path: staging.dir().to_path_buf(),
+            detail: format!(
+                "staged in {buckets} buckets for table `{}` of {}",
+                table.name,
+                table.buckets(buckets)
+            ),
+        });
+    }
+    let staged_bytes = plan::staged_bytes(staging, stems)?;
     if let Some(done) = already_committed(ctx, tables, table, result_path)?
-        && done.staged_lines == staged_lines
+        && done.staged_bytes == staged_bytes
     {
         tracing::info!(table = %table.name, "Table already committed by this run before a restart; skipped.");
-        return Ok(done);
+        return Ok((done, None));
     }
-    let prev_run = tables.block_on(table.latest_run())?;
     let files = table.files()?;
-    let mut m = RunMetrics::default();
-    let mut flagged = BTreeSet::new();
-    // Pass 2: the key scan of the previous version.
-    let mut touched: Vec<usize> = Vec::new();
-    if carry {
-        for (i, file) in files.iter().enumerate() {
-            let mut touch = !compare;
-            for batch in tables.block_on(table.read(&file.path, Some(&KEY_COLUMNS)))? {
-                let name = &table.name;
-                let (id, patient, version, dataset, hash, first, last) = (
-                    strings(&batch, "id", name)?,
-                    strings(&batch, "patient_id", name)?,
-                    strings(&batch, "fhir_version", name)?,
-                    strings(&batch, "dataset", name)?,
-                    strings(&batch, "content_hash", name)?,
-                    strings(&batch, "first_seen_run", name)?,
-                    strings(&batch, "last_seen_run", name)?,
-                );
-                for r in 0..batch.num_rows() {
-                    let p = (!patient.is_null(r)).then(|| patient.value(r));
-                    let stale = !last.is_null(r);
-                    let (fate, exited) =
-                        ctx.fate(&idx, version.value(r), id.value(r), hash.value(r), p, dataset.value(r));
-                    if exited && let Some(p) = p {
-                        flagged.insert(p.to_string());
-                    }
-                    match fate {
-                        Fate::Unchanged | Fate::Updated => {
-                            if let Some(s) = idx.get_mut(&key(version.value(r), id.value(r))) {
-                                s.old = Some(Old {
-                                    hash: hash.value(r).to_string(),
-                                    first_seen: first.value(r).to_string(),
-                                });
-                            }
-                            touch |= fate == Fate::Updated || stale;
-                        }
-                        Fate::Deleted => {
-                            m.deleted += 1;
-                            touch = true;
-                        }
-                        Fate::Kept => {
-                            m.kept += 1;
-                            touch |= !stale && prev_run.is_some();
-                        }
-                    }
-                }
-            }
-            if touch {
-                touched.push(i);
-            }
-        }
+    let work = work.join(&table.name);
+    let applied = if ctx.method == Method::FullLoad {
+        let (mut actions, metrics) = load::full_load(ctx, tables, table, staging, stems, &work)?;
+        actions.extend(files.iter().map(|f| Action::Remove(f.remove.clone())));
+        Applied { actions, metrics, flagged: BTreeSet::new(), changes: None }
     } else {
-        touched = (0..files.len()).collect();
-    }
-    let cdc = compare && !touched.is_empty();
-    let mut data = RowWriter::new(tables, table, false)?;
-    let mut changes = if cdc { Some(RowWriter::new(tables, table, true)?) } else { None };
-    // Pass 3a: rewrite the touched files (full-load drops them whole).
-    if carry {
-        for &i in &touched {
-            for batch in tables.block_on(table.read(&files[i].path, None))? {
-                for old in batch_rows(&batch, &table.name)? {
-                    rewrite_old(ctx, &idx, old, prev_run.as_deref(), buckets, &mut data, changes.as_mut())?;
-                }
-            }
-        }
-    }
-    // Pass 3b: the staged rows, in staging order, skipping superseded copies. A compare that
-    // found every staged row unchanged only counts them.
-    let writes = !compare || idx.values().any(|s| s.old.as_ref().is_none_or(|o| o.hash != s.hash));
-    if !writes {
-        m.staged = idx.len() as u64;
-        m.unchanged = m.staged;
-    }
-    let scan = |f: &mut dyn FnMut(u64, Line) -> Result<()>| {
-        if writes { staging.scan(resource_type, f) } else { Ok(()) }
+        let prev_run = tables.block_on(table.latest_run())?;
+        let keys = staged::keys_stem(&source_of(stems));
+        let prev_run = prev_run.as_deref();
+        let input =
+            plan::Inputs { tables, table, staging, stems, keys: &keys, files: &files, prev_run, work: &work };
+        carry(ctx, &input, &work.with_file_name(format!("{}.changes", table.name)))?
     };
-    scan(&mut |line, staged| {
-        let Line::Row(mut row) = staged else { return Err(seen_line(resource_type)) };
-        let Some(s) = idx.get(&key(&row.fhir_version, &row.id)) else { return Ok(()) };
-        if s.line != line {
-            return Ok(());
-        }
-        m.staged += 1;
-        row.last_seen_run = String::new();
-        let bucket = row_bucket(row.patient_id.as_deref(), &row.id, buckets);
-        match &s.old {
-            None => {
-                m.inserted += 1;
-                if let Some(c) = changes.as_mut() {
-                    c.push(bucket, row.clone(), Some("insert"))?;
-                }
-                data.push(bucket, row, None)
-            }
-            Some(old) => {
-                row.first_seen_run = old.first_seen.clone();
-                if !compare {
-                    data.push(bucket, row, None)
-                } else if old.hash != s.hash {
-                    m.updated += 1;
-                    if let Some(c) = changes.as_mut() {
-                        c.push(bucket, row.clone(), Some("update_postimage"))?;
-                    }
-                    data.push(bucket, row, None)
-                } else {
-                    m.unchanged += 1;
-                    Ok(())
-                }
-            }
-        }
-    })?;
-    let mut actions: Vec<Action> = touched.iter().map(|&i| Action::Remove(files[i].remove.clone())).collect();
-    actions.extend(data.finish()?);
-    if let Some(c) = changes {
-        actions.extend(c.finish()?);
-    }
+    let Applied { actions, metrics: m, flagged, changes } = applied;
+    remove_dir(&work)?;
+    let compare = ctx.compare();
     let changed = m.inserted + m.updated + m.deleted > 0 || (!compare && (!files.is_empty() || m.staged > 0));
-    let result = TableResult { staged_lines, metrics: m, flagged, changed };
+    let result = TableResult { staged_bytes, metrics: m, flagged, changed };
     save_result(result_path, &result)?;
     let schema = with_bucket(&file_schema());
-    let new = NewTable { source: resource_type, schema: &schema, buckets, signature: None };
+    let resource_type = table.property(SOURCE_PROPERTY).unwrap_or_else(|| source_of(stems));
+    let new = NewTable { source: &resource_type, schema: &schema, buckets, signature: None };
     let op = if compare { merge_op() } else { overwrite_op() };
     tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;
-    Ok(result)
+    Ok((result, changes))
 }
 
-/// A key-only "seen" staging line, which this destination never writes (it stages no base).
-fn seen_line(resource_type: &str) -> Error {
-    Error::CorruptState {
-        path: resource_type.into(),
-        detail: "a key-only staging line in a Delta run (written by a file destination?)".into(),
+/// The resource type of a type's staging stems.
+fn source_of(stems: &[String]) -> String {
+    stems.first().and_then(|s| staged::parse_stem(s)).map(|(t, _, _)| t.to_string()).unwrap_or_default()
+}
+
+/// What a table's apply writes: the actions (removed and added files), the counts, the
+/// flagged patients and, for a reload-and-compare, the changed resources for its views.
+struct Applied {
+    actions: Vec<Action>,
+    metrics: RunMetrics,
+    flagged: BTreeSet<String>,
+    changes: Option<Changes>,
+}
+
+/// A reload or reload-and-compare of one type table: plans, then writes bucket by bucket (a
+/// reload-and-compare logs its changed resources in `log_dir`).
+fn carry(ctx: &Ctx<'_>, input: &plan::Inputs<'_>, log_dir: &Path) -> Result<Applied> {
+    let (tables, table, files) = (input.tables, input.table, input.files);
+    let mut plan = plan::plan(ctx, input)?;
+    let cdc = ctx.compare() && !plan.touched.is_empty();
+    let mut actions: Vec<Action> =
+        plan.touched.iter().map(|&i| Action::Remove(files[i as usize].remove.clone())).collect();
+    let mut log = if ctx.compare() { Some(ChangeLog::create(log_dir)?) } else { None };
+    for (bucket, stem) in input.stems.iter().enumerate() {
+        let out = BucketFiles::new(tables, table, ctx.run_id, bucket as i32, cdc).with_log(log.as_mut());
+        actions.extend(write_bucket(ctx, input, &mut plan, bucket, stem, out)?);
     }
+    let changes = log.map(ChangeLog::finish).transpose()?;
+    Ok(Applied { actions, metrics: plan.metrics, flagged: plan.flagged, changes })
 }
 
-/// Writes one row of a touched file back (or not), with its change data feed rows.
-fn rewrite_old(
+/// One bucket's pass: its staged lines the plan writes, then its files with changed rows;
+/// returns the actions of the files written.
+fn write_bucket(
     ctx: &Ctx<'_>,
-    idx: &HashMap<String, Staged>,
-    old: Row,
-    prev_run: Option<&str>,
-    buckets: u32,
-    data: &mut RowWriter<'_>,
-    changes: Option<&mut RowWriter<'_>>,
-) -> Result<()> {
-    let (fate, _) =
-        ctx.fate(idx, &old.fhir_version, &old.id, &old.content_hash, old.patient_id.as_deref(), &old.dataset);
-    let bucket = row_bucket(old.patient_id.as_deref(), &old.id, buckets);
-    let new_last = match fate {
-        // Seen by this run: null.
-        Fate::Unchanged if ctx.compare() => Some(String::new()),
-        // Not seen: the last run that saw it.
-        Fate::Kept if old.last_seen_run.is_empty() => Some(prev_run.unwrap_or_default().to_string()),
-        Fate::Kept => Some(old.last_seen_run.clone()),
-        _ => None,
-    };
-    match (fate, new_last) {
-        (_, Some(last)) => {
-            if last != old.last_seen_run
-                && let Some(c) = changes
-            {
-                let mut post = old.clone();
-                post.last_seen_run = last.clone();
-                c.push(bucket, old.clone(), Some("update_preimage"))?;
-                c.push(bucket, post, Some("update_postimage"))?;
-            }
-            let mut row = old;
-            row.last_seen_run = last;
-            data.push(bucket, row, None)
-        }
-        (Fate::Updated, None) => changes.map_or(Ok(()), |c| c.push(bucket, old, Some("update_preimage"))),
-        (Fate::Deleted, None) => changes.map_or(Ok(()), |c| c.push(bucket, old, Some("delete"))),
-        // Reload: the re-read rows come from staging.
-        _ => Ok(()),
+    input: &plan::Inputs<'_>,
+    plan: &mut Plan,
+    bucket: usize,
+    stem: &str,
+    mut out: BucketFiles<'_>,
+) -> Result<Vec<Action>> {
+    let mut writes = plan.writes.take(bucket)?;
+    writes.sort_unstable_by_key(|w| w.seq);
+    let mut fixes = plan.fixes.take(bucket)?;
+    fixes.sort_unstable_by_key(|f| (f.file, f.row));
+    if writes.is_empty() && fixes.is_empty() {
+        return Ok(Vec::new());
     }
+    write_planned(&input.staging.file(stem), &mut out, &plan.strings, &writes)?;
+    let keep_others = ctx.compare();
+    for chunk in fixes.chunk_by(|a, b| a.file == b.file) {
+        let file: &DataFile = &input.files[chunk[0].file as usize];
+        let mut it = chunk.iter().copied().peekable();
+        let mut batches = input.tables.block_on(input.table.read(&file.path, None))?;
+        let mut row = 0u32;
+        while let Some(batch) = input.tables.block_on(batches.next())? {
+            out.rewrite(&batch, row, &mut it, keep_others, &plan.strings, &input.table.name)?;
+            row += batch.num_rows() as u32;
+        }
+    }
+    out.finish()
+}
+
+/// Chooses a staged line by its head, offset and bytes.
+pub(super) type Pick<'p> = dyn FnMut(&staged::Head<'_>, u64, &[u8]) -> Result<bool> + 'p;
+
+/// Writes the staged lines of bucket file `path` that `pick(head, offset, line)` chooses, in
+/// one sequential read, as new rows of this run.
+pub(super) fn write_all_lines(
+    path: &Path,
+    out: &mut BucketFiles<'_>,
+    strings: &Interner,
+    pick: &mut Pick<'_>,
+) -> Result<()> {
+    staged::scan(path, &mut |offset, line| {
+        let corrupt = |detail: String| Error::CorruptState { path: path.to_path_buf(), detail };
+        let (head, resource) = staged::parse(line).map_err(corrupt)?;
+        if !pick(&head, offset, line)? {
+            return Ok(());
+        }
+        let resource = staged::resource_text(resource).map_err(corrupt)?;
+        out.stage(&head, resource, plan::NONE, Change::None, strings)
+    })
+}
+
+/// Writes the planned lines `writes` (in `seq` order) of bucket file `path`: with one
+/// sequential read when they are a good share of the file, else reading only them.
+fn write_planned(path: &Path, out: &mut BucketFiles<'_>, strings: &Interner, writes: &[Write]) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let corrupt = |detail: String| Error::CorruptState { path: path.to_path_buf(), detail };
+    let mut write = |line: &[u8], w: &Write| -> Result<()> {
+        let (head, resource) = staged::parse(line).map_err(corrupt)?;
+        if head.seq() != w.seq {
+            return Err(corrupt("a staged line moved during the commit".into()));
+        }
+        let resource = staged::resource_text(resource).map_err(corrupt)?;
+        out.stage(&head, resource, w.first_seen, w.change, strings)
+    };
+    let wanted: u64 = writes.iter().map(|w| u64::from(w.len) + 1).sum();
+    if wanted * SPARSE_SHARE >= staged::file_len(path)? {
+        let mut next = writes.iter().peekable();
+        staged::scan(path, &mut |_, line| match next.next_if(|w| Some(w.seq) == staged::seq_of(line)) {
+            Some(w) => write(line, w),
+            None => Ok(()),
+        })?;
+        if next.peek().is_none() {
+            return Ok(());
+        }
+        return Err(corrupt("a staged line went missing during the commit".into()));
+    }
+    let file = std::fs::File::open(path).map_err(Error::io("reading a staging file", path))?;
+    let mut buf = Vec::new();
+    for w in writes {
+        staged::read_at(&file, path, w.offset, w.len, &mut buf)?;
+        write(&buf, w)?;
+    }
+    Ok(())
 }

@@ -11,8 +11,9 @@
 //! <state>/_fhirsync/runs.json        every run (as the file destinations), read by `status`
 //! <state>/_fhirsync/schema.json      the state folder's schema version (as the file destinations)
 //! <state>/_fhirsync/lock             the writer lock
-//! <state>/_fhirsync/staging/<run>/   durable staging of the unfinished run
+//! <state>/_fhirsync/staging/<run>/   durable staging of the unfinished run, one file per type and bucket
 //! <state>/_fhirsync/commits/<run>/   counts of each table committed by the unfinished run
+//! <state>/_fhirsync/work/            scratch files of a commit (key groups, decisions, view spills)
 //! <state>/_fhirsync/cohort_exits.json patients flagged as having left the cohort
 //! ```
 //!
@@ -42,21 +43,46 @@
 //!   tables of the SQL destinations. An update of only `last_seen_run` (a row becoming stale or
 //!   fresh again) is an update in the CDF with an equal `content_hash`.
 //!
-//! Crash safety: staging is the file destinations' (`files/staging.rs`); a run killed while
-//! staging leaves every table at its previous version and resumes; a run killed during its
-//! commit leaves each table at its previous or its new version (each commit is atomic), and the
-//! rerun of the same method converges: committed tables are skipped, the others committed.
+//! Rows match by `(fhir_version, id)` across buckets: a resource whose patient changed is an
+//! update that moves it to its new patient's bucket, and one staged twice keeps its last copy.
 //!
-//! Files: `config.rs` (user config), `store.rs` (tables, Parquet files, commits), `commit.rs`
-//! (what a run writes into each table).
+//! Memory does not grow with the data: a commit reads the staged resources once (its plan reads
+//! only their heads), holds one key group of keys and one bucket's decisions at a time, and
+//! writes one file at a time, each holding one row group in memory.
+//!
+//! Crash safety: staging is the file destinations' (`files/staging.rs`, in Delta's own line
+//! format); a run killed while staging leaves every table at its previous version and resumes;
+//! a run killed during its commit leaves each table at its previous or its new version (each
+//! commit is atomic), and the rerun of the same method converges: committed tables are skipped,
+//! the others committed.
+//!
+//! Files: `config.rs` (user config), `writer.rs` (the [`Destination`]: runs and staging),
+//! `staged.rs` (the staging format), `stager.rs` (staging), `store.rs` (tables, Parquet files, commits),
+//! `commit.rs` (what a run writes into each table), `plan.rs` (the key join of reload and
+//! reload-and-compare), `load.rs` (full load), `rows.rs` (one bucket's rows), `spill.rs`
+//! (records spilled to disk), `views.rs` (view tables).
 
 #[cfg(feature = "delta")]
 mod commit;
 pub(crate) mod config;
 #[cfg(feature = "delta")]
+mod load;
+#[cfg(feature = "delta")]
+mod plan;
+#[cfg(feature = "delta")]
 mod remote;
 #[cfg(feature = "delta")]
+mod rows;
+#[cfg(feature = "delta")]
+mod spill;
+#[cfg(feature = "delta")]
+mod staged;
+#[cfg(feature = "delta")]
+mod stager;
+#[cfg(feature = "delta")]
 mod store;
+#[cfg(feature = "delta")]
+mod views;
 #[cfg(feature = "delta")]
 mod writer;
 

@@ -40,13 +40,27 @@ pub(crate) const SIGNATURE_PROPERTY: &str = "fhirsync.viewSignature";
 const APP_ID: &str = "fhirsync";
 /// Commit-info key with the run id.
 const RUN_KEY: &str = "fhirsync.runId";
-/// Rows per Arrow batch handed to a writer.
+/// Rows per Arrow batch handed to a writer, or read from a file's key columns.
 pub(crate) const BATCH_ROWS: usize = 4096;
-/// zstd level (3 = zstd's default speed/ratio balance).
-const ZSTD_LEVEL: i32 = 3;
+/// Rows per batch read with the `resource` column.
+const ROW_BATCH_ROWS: usize = 1024;
+/// zstd level of every file.
+const ZSTD_LEVEL: i32 = 1;
+/// File name extension of every data and change file.
+const EXTENSION: &str = "zstd.parquet";
+/// Rows per row group at most.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Data and dictionary page size limit.
+const PAGE_BYTES: usize = 256 << 10;
+/// Buffer of an upload to an object store (a multipart upload's part size once exceeded;
+/// 5 MiB is S3's least part size), and to a local folder.
+const REMOTE_UPLOAD_BYTES: usize = 5 << 20;
+const LOCAL_UPLOAD_BYTES: usize = 1 << 20;
+/// Parts of a multipart upload in flight at once.
+const UPLOADS: usize = 2;
 /// A checkpoint every this many commits (as delta-rs's own writers do).
 const CHECKPOINT_EVERY: u64 = 100;
-/// Bytes after which a row group is flushed: bounds memory with one open file per bucket.
+/// Encoded bytes after which a row group is flushed: a writer holds its open row group.
 const ROW_GROUP_BYTES: usize = 4 << 20;
 
 fn delta_err(action: &'static str, table: &str) -> impl FnOnce(DeltaTableError) -> Error + use<> {
@@ -84,6 +98,11 @@ pub(crate) fn bucket_of(key: &str, buckets: u32) -> i32 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (h % u64::from(buckets.max(1))) as i32
+}
+
+/// The bucket of a landed row: its patient, or its id when it has none.
+pub(crate) fn row_bucket(patient: Option<&str>, id: &str, buckets: u32) -> i32 {
+    bucket_of(patient.unwrap_or(id), buckets)
 }
 
 /// The root under which the tables live.
@@ -182,7 +201,7 @@ impl Tables {
             Err(DeltaTableError::NotATable(_)) => false,
             Err(e) => return Err(delta_err("loading", name)(e)),
         };
-        Ok(Table { name: name.to_string(), delta, exists })
+        Ok(Table { name: name.to_string(), delta, exists, remote: self.remote.is_some() })
     }
 
     /// Names of the folders right under the root that hold a Delta table.
@@ -280,6 +299,24 @@ pub(crate) struct DataFile {
     pub path: StorePath,
     /// The action that removes it.
     pub remove: Remove,
+    /// Its `bucket` partition value (`None` if it has none).
+    pub bucket: Option<i32>,
+    /// Its row count, from its statistics.
+    pub rows: Option<u64>,
+}
+
+/// The record batches of one file, read one at a time.
+#[allow(deprecated)]
+pub(crate) struct Batches {
+    path: StorePath,
+    stream: parquet::arrow::async_reader::ParquetRecordBatchStream<ParquetObjectReader>,
+}
+
+impl Batches {
+    /// The next batch, `None` after the last.
+    pub(crate) async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        self.stream.next().await.transpose().map_err(parquet_err(&self.path))
+    }
 }
 
 /// One table.
@@ -288,6 +325,8 @@ pub(crate) struct Table {
     pub delta: DeltaTable,
     /// False until the table's first commit.
     pub exists: bool,
+    /// Whether it lives in an object store (not a local folder).
+    pub remote: bool,
 }
 
 /// Metadata of a new table.
@@ -307,6 +346,12 @@ impl Table {
         self.delta.object_store()
     }
 
+    /// Deletes a file this run wrote but will not commit (`path` relative to the table).
+    pub(crate) async fn delete_file(&self, path: &str) -> Result<()> {
+        let path = StorePath::from(path);
+        self.store().delete(&path).await.map_err(store_err("deleting an uncommitted file", &path))
+    }
+
     /// The files of the current version (none before the first commit).
     pub(crate) fn files(&self) -> Result<Vec<DataFile>> {
         if !self.exists {
@@ -315,7 +360,9 @@ impl Table {
         let snapshot = self.delta.snapshot().map_err(delta_err("reading the file list", &self.name))?;
         let mut out = Vec::new();
         for f in snapshot.log_data() {
-            out.push(DataFile { path: f.object_store_path(), remove: f.remove_action(true) });
+            let bucket = f.partition_values_map().get(BUCKET).cloned().flatten().and_then(|b| b.parse().ok());
+            let rows = f.num_records().map(|n| n as u64);
+            out.push(DataFile { path: f.object_store_path(), remove: f.remove_action(true), bucket, rows });
         }
         Ok(out)
     }
@@ -357,21 +404,26 @@ impl Table {
         Ok(infos.first().and_then(|i| i.info.get(RUN_KEY)).and_then(|v| v.as_str()).map(str::to_string))
     }
 
-    /// The batches of one data file, with only `columns` when given.
-    pub(crate) async fn read(&self, path: &StorePath, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-        // Range reads, so the key scan does not download the `resource` column.
+    /// A stream of the batches of one data file, with only `columns` when given (range reads,
+    /// so a key scan does not download the `resource` column).
+    pub(crate) async fn read(&self, path: &StorePath, columns: Option<&[&str]>) -> Result<Batches> {
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store(), path.clone());
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(parquet_err(path))?;
-        let builder = match columns {
+        let builder = match &columns {
             Some(cols) => {
                 let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
                 builder.with_projection(mask)
             }
             None => builder,
         };
-        let stream = builder.with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))?;
-        stream.try_collect().await.map_err(parquet_err(path))
+        // Rows with their resource are about 1 KB each; key columns a few dozen bytes.
+        let rows = match columns {
+            Some(cols) if !cols.contains(&"resource") => BATCH_ROWS,
+            _ => ROW_BATCH_ROWS,
+        };
+        let stream = builder.with_batch_size(rows).build().map_err(parquet_err(path))?;
+        Ok(Batches { path: path.clone(), stream })
     }
 
     /// Commits `changes` as the run's one commit on this table (creating it with `new` on its
@@ -449,31 +501,45 @@ impl Table {
     }
 }
 
-/// Writes Parquet files into a table, one open file per bucket; each finished file becomes an
-/// `add` (data) or `cdc` (change data feed) action.
-pub(crate) struct PartWriter {
+/// Writes one Parquet file of a table's bucket (opened on the first row), which becomes an
+/// `add` (data) or `cdc` (change data feed) action. The writer holds one row group in memory,
+/// at most [`ROW_GROUP_BYTES`] encoded.
+pub(crate) struct FileWriter {
     store: Arc<DynObjectStore>,
-    /// Arrow schema of the files (without `bucket`).
+    /// Arrow schema of the file (without `bucket`).
     schema: SchemaRef,
+    bucket: i32,
     /// `part` for data files, `cdc` for change data files (under `_change_data/`).
     cdc: bool,
-    open: HashMap<i32, (StorePath, AsyncArrowWriter<BufWriter>, u64)>,
-    props: WriterProperties,
+    open: Option<(StorePath, AsyncArrowWriter<BufWriter>)>,
+    rows: u64,
+    upload_bytes: usize,
 }
 
-impl PartWriter {
-    pub(crate) fn new(store: Arc<DynObjectStore>, schema: SchemaRef, cdc: bool) -> Result<Self> {
-        let level = ZstdLevel::try_new(ZSTD_LEVEL)
-            .map_err(|source| Error::Parquet { path: "zstd".into(), source })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(64 * 1024))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            // The JSON is unique per row: no dictionary to try, no min/max worth keeping.
-            .set_column_dictionary_enabled(ColumnPath::from("resource"), false)
-            .set_column_statistics_enabled(ColumnPath::from("resource"), EnabledStatistics::None)
-            .build();
-        Ok(PartWriter { store, schema, cdc, open: HashMap::new(), props })
+/// Writer settings of every file (see the README's Delta section for the readers checked).
+fn writer_properties() -> Result<WriterProperties> {
+    let level =
+        ZstdLevel::try_new(ZSTD_LEVEL).map_err(|source| Error::Parquet { path: "zstd".into(), source })?;
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_dictionary_page_size_limit(PAGE_BYTES);
+    // Unique per row: no dictionary to try, and no page statistics worth their cost.
+    for column in ["id", "content_hash", "resource"] {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    Ok(props.build())
+}
+
+impl FileWriter {
+    /// A writer into `table`'s bucket `bucket`.
+    pub(crate) fn new(table: &Table, schema: SchemaRef, bucket: i32, cdc: bool) -> Self {
+        let upload_bytes = if table.remote { REMOTE_UPLOAD_BYTES } else { LOCAL_UPLOAD_BYTES };
+        FileWriter { store: table.store(), schema, bucket, cdc, open: None, rows: 0, upload_bytes }
     }
 
     /// The file schema.
@@ -481,65 +547,61 @@ impl PartWriter {
         &self.schema
     }
 
-    /// Appends `batch` (of [`PartWriter::schema`]) to the file of `bucket`.
-    pub(crate) async fn write(&mut self, bucket: i32, batch: &RecordBatch) -> Result<()> {
+    /// Appends `batch` (of [`FileWriter::schema`]).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if !self.open.contains_key(&bucket) {
+        if self.open.is_none() {
             let name =
-                format!("{}-{}.zstd.parquet", if self.cdc { "cdc" } else { "part" }, uuid::Uuid::now_v7());
-            let dir = format!("{BUCKET}={bucket}");
+                format!("{}-{}.{EXTENSION}", if self.cdc { "cdc" } else { "part" }, uuid::Uuid::now_v7());
+            let dir = format!("{BUCKET}={}", self.bucket);
             let path = if self.cdc {
                 StorePath::from("_change_data").join(dir.as_str()).join(name.as_str())
             } else {
                 StorePath::from(dir.as_str()).join(name.as_str())
             };
-            let writer = BufWriter::new(self.store.clone(), path.clone());
-            let arrow = AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(self.props.clone()))
+            let writer = BufWriter::with_capacity(self.store.clone(), path.clone(), self.upload_bytes)
+                .with_max_concurrency(UPLOADS);
+            let arrow = AsyncArrowWriter::try_new(writer, self.schema.clone(), Some(writer_properties()?))
                 .map_err(parquet_err(&path))?;
-            self.open.insert(bucket, (path, arrow, 0));
+            self.open = Some((path, arrow));
         }
-        let (path, writer, rows) = self.open.get_mut(&bucket).expect("inserted above");
+        let (path, writer) = self.open.as_mut().expect("opened above");
         writer.write(batch).await.map_err(parquet_err(path))?;
-        *rows += batch.num_rows() as u64;
+        self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// Closes every file and returns their actions.
-    pub(crate) async fn finish(self) -> Result<Vec<Action>> {
-        let mut actions = Vec::new();
-        let mut open: Vec<_> = self.open.into_iter().collect();
-        open.sort_by_key(|(b, _)| *b);
-        for (bucket, (path, writer, rows)) in open {
-            writer.close().await.map_err(parquet_err(&path))?;
-            let meta = self.store.head(&path).await.map_err(store_err("reading a written file", &path))?;
-            let size = i64::try_from(meta.size).unwrap_or(i64::MAX);
-            let partition_values = HashMap::from([(BUCKET.to_string(), Some(bucket.to_string()))]);
-            if self.cdc {
-                actions.push(Action::Cdc(AddCDCFile {
-                    path: path.to_string(),
-                    size,
-                    partition_values,
-                    data_change: false,
-                    tags: None,
-                }));
-            } else {
-                actions.push(Action::Add(deltalake::kernel::Add {
-                    path: path.to_string(),
-                    partition_values,
-                    size,
-                    modification_time: meta.last_modified.timestamp_millis(),
-                    data_change: true,
-                    stats: Some(format!("{{\"numRecords\":{rows}}}")),
-                    tags: None,
-                    deletion_vector: None,
-                    base_row_id: None,
-                    default_row_commit_version: None,
-                    clustering_provider: None,
-                }));
-            }
-        }
-        Ok(actions)
+    /// Closes the file and returns its action (`None` if nothing was written).
+    pub(crate) async fn finish(self) -> Result<Option<Action>> {
+        let Some((path, writer)) = self.open else { return Ok(None) };
+        writer.close().await.map_err(parquet_err(&path))?;
+        let meta = self.store.head(&path).await.map_err(store_err("reading a written file", &path))?;
+        let size = i64::try_from(meta.size).unwrap_or(i64::MAX);
+        let partition_values = HashMap::from([(BUCKET.to_string(), Some(self.bucket.to_string()))]);
+        Ok(Some(if self.cdc {
+            Action::Cdc(AddCDCFile {
+                path: path.to_string(),
+                size,
+                partition_values,
+                data_change: false,
+                tags: None,
+            })
+        } else {
+            Action::Add(deltalake::kernel::Add {
+                path: path.to_string(),
+                partition_values,
+                size,
+                modification_time: meta.last_modified.timestamp_millis(),
+                data_change: true,
+                stats: Some(format!("{{\"numRecords\":{}}}", self.rows)),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            })
+        }))
     }
 }

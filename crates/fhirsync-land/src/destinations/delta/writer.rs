@@ -8,6 +8,7 @@ use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 
 use super::config::DeltaConfig;
+use super::stager::Stager;
 use super::{state_layout, store};
 use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
@@ -35,6 +36,8 @@ pub(crate) struct DeltaDestination {
     run: Option<ActiveRun>,
     staging: Option<Staging>,
     pending: usize,
+    /// Stages into `staging` (Delta's layout, see `staged.rs`).
+    stager: Option<Stager>,
     /// The writer lock `<state>/_fhirsync/lock`, held while the destination is open.
     lock: crate::lock::WriterLock,
 }
@@ -57,6 +60,7 @@ impl DeltaDestination {
             run: None,
             staging: None,
             pending: 0,
+            stager: None,
             lock,
         })
     }
@@ -120,7 +124,10 @@ impl Destination for DeltaDestination {
         }
         self.run = None;
         self.staging = None;
+        self.stager = None;
         let begun = self.book().begin(self, method, options)?;
+        let staging = self.staging.as_ref().ok_or(Error::NoActiveRun("begin without staging"))?;
+        self.stager = Some(Stager::start(staging, begun.start.resumed, method != Method::FullLoad)?);
         self.lock.set_run(&begun.start.run_id);
         self.run = Some(ActiveRun {
             id: begun.start.run_id.clone(),
@@ -135,7 +142,8 @@ impl Destination for DeltaDestination {
         let checkpoint_rows =
             self.run.as_ref().ok_or(Error::NoActiveRun("stage before begin"))?.options.checkpoint_rows;
         let staging = self.staging.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
-        staging.stage(resources, None)?;
+        let stager = self.stager.as_mut().ok_or(Error::NoActiveRun("stage before begin"))?;
+        stager.stage(staging, &self.store, self.buckets, resources)?;
         self.pending += resources.len();
         if self.pending >= checkpoint_rows.max(1) {
             staging.checkpoint()?;

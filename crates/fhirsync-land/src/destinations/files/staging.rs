@@ -30,8 +30,10 @@ use crate::destinations::sql::schema::type_table;
 use crate::{Error, Result};
 
 const SCOPES: &str = "scopes.ndjson";
-/// Write buffer of each type's staging file (one is open per staged type for the whole run).
+/// Write buffer of each open staging file (one per staged type, or per `Staging::append` stem).
 const STAGING_BUFFER: usize = 64 << 10;
+/// Staging files open for writing at once (see `Staging::append`).
+const MAX_OPEN_WRITERS: usize = 128;
 const DATA_EXT: &str = "ndjson";
 /// The snapshot the seen lines refer to (its run id, or empty), one line.
 const BASE: &str = "base";
@@ -195,7 +197,7 @@ impl Known {
 }
 
 /// The first 16 bytes of a hex content hash.
-fn hash_prefix(hex: &str) -> Option<[u8; 16]> {
+pub(crate) fn hash_prefix(hex: &str) -> Option<[u8; 16]> {
     let digits = hex.as_bytes().get(..32)?;
     let mut out = [0u8; 16];
     for (i, pair) in digits.chunks(2).enumerate() {
@@ -228,6 +230,8 @@ pub(crate) struct Staging {
     /// The snapshot seen lines refer to.
     base: Option<String>,
     writers: BTreeMap<String, BufWriter<File>>,
+    /// Files whose writer was closed since the last checkpoint (synced by it).
+    unsynced: BTreeSet<String>,
     /// Completed scopes not yet in `scopes.ndjson` (held until the next checkpoint only).
     pending_scopes: Vec<ScopeKey>,
     buf: Vec<u8>,
@@ -244,6 +248,7 @@ impl Staging {
             run_id: run_id.to_string(),
             base: base.map(str::to_string),
             writers: BTreeMap::new(),
+            unsynced: BTreeSet::new(),
             pending_scopes: Vec::new(),
             buf: Vec::new(),
         })
@@ -271,6 +276,7 @@ impl Staging {
             run_id: run_id.to_string(),
             base,
             writers: BTreeMap::new(),
+            unsynced: BTreeSet::new(),
             pending_scopes: Vec::new(),
             buf: Vec::new(),
         };
@@ -307,21 +313,21 @@ impl Staging {
             } else {
                 write_line(&mut self.buf, &Row::staged(r, &self.run_id))?;
             }
-            let w = match self.writers.get_mut(&r.resource_type) {
-                Some(w) => w,
-                None => {
-                    let path = self.data_path(&r.resource_type);
-                    let f = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(Error::io("opening a staging file", &path))?;
-                    self.writers
-                        .entry(r.resource_type.clone())
-                        .or_insert(BufWriter::with_capacity(STAGING_BUFFER, f))
-                }
-            };
+            let w = open_writer(&mut self.writers, &mut self.unsynced, &self.dir, &r.resource_type)?;
             w.write_all(&self.buf).map_err(Error::io("writing a staging file", &self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Appends one line, the concatenation of `parts` (the last ending in a newline), to the
+    /// staging file `stem`, for a destination that encodes its own lines and splits a type
+    /// over several files (Delta: one per type and bucket). Buffered until
+    /// [`Staging::checkpoint`], as [`Staging::stage`].
+    #[cfg(feature = "delta")]
+    pub(crate) fn append(&mut self, stem: &str, parts: &[&[u8]]) -> Result<()> {
+        let w = open_writer(&mut self.writers, &mut self.unsynced, &self.dir, stem)?;
+        for part in parts {
+            w.write_all(part).map_err(Error::io("writing a staging file", &self.dir))?;
         }
         Ok(())
     }
@@ -360,6 +366,13 @@ impl Staging {
             w.flush().map_err(Error::io("flushing a staging file", &self.dir))?;
             w.get_ref().sync_data().map_err(Error::io("syncing a staging file", &self.dir))?;
         }
+        for stem in std::mem::take(&mut self.unsynced) {
+            if !self.writers.contains_key(&stem) {
+                let path = self.data_path(&stem);
+                let f = File::open(&path).map_err(Error::io("syncing a staging file", &path))?;
+                f.sync_data().map_err(Error::io("syncing a staging file", &path))?;
+            }
+        }
         if !self.pending_scopes.is_empty() {
             let path = self.dir.join(SCOPES);
             let mut out = Vec::new();
@@ -380,7 +393,7 @@ impl Staging {
         Ok(())
     }
 
-    /// Resource types with a staging file.
+    /// Resource types with a staging file (the stems of `Staging::append`'s files).
     pub(crate) fn types(&self) -> Result<Vec<String>> {
         let mut types = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(Error::io("listing staging", &self.dir))? {
@@ -430,6 +443,13 @@ impl Staging {
         })
     }
 
+    /// The staging file of `stem` (a destination that reads its own `Staging::append`
+    /// lines); it holds every line up to the last flush.
+    #[cfg(feature = "delta")]
+    pub(crate) fn file(&self, stem: &str) -> PathBuf {
+        self.data_path(stem)
+    }
+
     fn lines(&self, resource_type: &str, f: &mut dyn FnMut(u64, &str, &Path) -> Result<()>) -> Result<()> {
         let path = self.data_path(resource_type);
         if !path.exists() {
@@ -453,6 +473,33 @@ impl Staging {
     fn data_path(&self, resource_type: &str) -> PathBuf {
         self.dir.join(format!("{resource_type}.{DATA_EXT}"))
     }
+}
+
+/// The open writer of staging file `stem` in `dir`, opened on first use. Past
+/// [`MAX_OPEN_WRITERS`] every writer is flushed and closed first (`unsynced` lists them for
+/// the next checkpoint), so many types times buckets never exhaust file descriptors.
+fn open_writer<'w>(
+    writers: &'w mut BTreeMap<String, BufWriter<File>>,
+    unsynced: &mut BTreeSet<String>,
+    dir: &Path,
+    stem: &str,
+) -> Result<&'w mut BufWriter<File>> {
+    if !writers.contains_key(stem) {
+        if writers.len() >= MAX_OPEN_WRITERS {
+            for (stem, mut w) in std::mem::take(writers) {
+                w.flush().map_err(Error::io("flushing a staging file", dir))?;
+                unsynced.insert(stem);
+            }
+        }
+        let path = dir.join(format!("{stem}.{DATA_EXT}"));
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("opening a staging file", &path))?;
+        writers.insert(stem.to_string(), BufWriter::with_capacity(STAGING_BUFFER, f));
+    }
+    Ok(writers.get_mut(stem).expect("inserted above"))
 }
 
 /// Parses a seen line; `None` if `line` is a row line.
