@@ -876,11 +876,20 @@ mod incremental {
                 std::fs::hard_link(versions.join(&r1).join(type_file(kind, t)), &to).unwrap();
             }
         }
+        // It also left the commit's scratch folders (sort runs, key files) in the run's staging.
+        let staged = h.dir.path().join("_fhirsync/staging").join(&start.run_id);
+        for scratch in
+            ["commit/sort-staged/run-0", "commit/changes/part-0.parquet", "known/Observation.known"]
+        {
+            std::fs::create_dir_all(staged.join(scratch).parent().unwrap()).unwrap();
+            std::fs::write(staged.join(scratch), b"torn").unwrap();
+        }
         let mut dest = h.open();
         assert!(dest.begin(Method::ReloadAndCompare, &LandOptions::default()).unwrap().resumed);
         let m = complete_and_commit(&mut *dest, &["p1", "p2", "p3"], &["p1", "p2", "p3"]);
         assert_eq!((m.staged, m.unchanged, m.updated), (8, 7, 1));
         assert_eq!(h.rows(), sorted(second.iter().map(|r| landed(r, &r1, &start.run_id)).collect()));
+        assert_eq!(h.changes(&start.run_id).len(), 1);
         // The previous snapshot's files were never written through a link.
         assert_eq!(std::fs::read(&obs_file).unwrap(), obs_bytes);
         let left: Vec<String> = std::fs::read_dir(&versions)
@@ -939,8 +948,9 @@ mod incremental {
                     super::unchanged_resources_stage_as_keys($kind);
                 }
 
-                /// A commit killed while its snapshot held links to the current files is rebuilt
-                /// on rerun without writing through them; half-built folders are removed.
+                /// A commit killed while its snapshot held links to the current files (and its
+                /// scratch folders were half written) is rebuilt on rerun without writing through
+                /// them; half-built folders are removed.
                 #[test]
                 fn killed_commit_is_rebuilt() {
                     super::killed_commit_is_rebuilt($kind);

@@ -5,7 +5,7 @@
 //! killed commit's is removed by the next attempt with the rest of the commit's scratch folder.
 //!
 //! [`KeyIndex`] looks records up by a 128-bit key: in memory while they fit a budget, else in
-//! a file sorted by key, of which memory holds one key per 4 KiB block (a lookup reads one).
+//! a file sorted by key, of which memory holds one key per 1 KiB block (a lookup reads one).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -190,7 +190,7 @@ pub(super) fn key_of(bytes: &[u8]) -> [u64; 2] {
 }
 
 /// Bytes read per lookup in a [`KeyIndex`] file.
-const BLOCK_BYTES: usize = 4096;
+const BLOCK_BYTES: usize = 1024;
 
 /// Records by key (see the module docs).
 pub(super) enum KeyIndex<R> {
