@@ -521,7 +521,11 @@ fn table_schema(table: &Table, signature: &str) -> Result<Option<SchemaRef>> {
         arrow.fields().iter().filter(|f| f.name() != BUCKET).map(|f| f.as_ref().clone()).collect();
     let schema = Arc::new(Schema::new(fields));
     let shape = format!("{signature}|{:?}", schema.fields());
-    Ok((table.property(SIGNATURE_PROPERTY).as_deref() == Some(shape.as_str())).then_some(schema))
+    let same = table.property(SIGNATURE_PROPERTY).as_deref() == Some(shape.as_str());
+    if !same {
+        tracing::debug!(table = %table.name, "A view table's schema reads back unlike its signature; it is rebuilt.");
+    }
+    Ok(same.then_some(schema))
 }
 
 /// Writes the rows of view file `file` whose resource is not in `drop`; returns how many.
