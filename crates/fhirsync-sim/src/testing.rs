@@ -205,6 +205,22 @@ impl TokenProvider for SimTokens {
     }
 }
 
+/// A stand-in HTTPS proxy that answers one request with `502 Bad Gateway`; `.1` resolves to the
+/// first request it received (a client configured with this proxy sends `CONNECT host:443`).
+pub async fn recording_proxy() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    let seen = tokio::spawn(async move {
+        let Ok((mut sock, _)) = listener.accept().await else { return String::new() };
+        let mut buf = vec![0u8; 1024];
+        let n = sock.read(&mut buf).await.unwrap_or(0);
+        let _ = sock.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
+    (addr, seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

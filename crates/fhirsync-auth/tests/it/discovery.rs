@@ -155,16 +155,7 @@ async fn unknown_host_says_dns() {
 /// HTTPS server is tunnelled through the proxy (CONNECT), not sent around it.
 #[tokio::test]
 async fn discovery_goes_through_the_https_proxy() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = sock.read(&mut buf).await.unwrap();
-        let _ = sock.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    });
+    let (addr, seen) = fhirsync_sim::testing::recording_proxy().await;
     let connection =
         fhirsync_core::ConnectionConfig { https_proxy: Some(format!("http://{addr}")), ..Default::default() };
     let http = fhirsync_auth::http_client(&connection).unwrap();

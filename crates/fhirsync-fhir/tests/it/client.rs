@@ -370,16 +370,7 @@ async fn bad_proxy_is_reported() {
 /// With `https_proxy` set, HTTPS requests are tunnelled through the proxy (CONNECT).
 #[tokio::test]
 async fn https_requests_go_through_proxy() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = sock.read(&mut buf).await.unwrap();
-        let _ = sock.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    });
+    let (addr, seen) = fhirsync_sim::testing::recording_proxy().await;
     let mut cfg = fast_config(1);
     cfg.retry.max_retries = 0;
     let connection = ConnectionConfig { https_proxy: Some(format!("http://{addr}")), ..Default::default() };

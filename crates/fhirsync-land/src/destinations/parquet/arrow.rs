@@ -141,12 +141,7 @@ pub(crate) fn typed_decimals(text: &ArrayRef, field: &Field) -> Result<ArrayRef>
     let scale = u32::try_from(*scale).unwrap_or(0);
     let values = text.iter().map(|v| match v {
         None => Ok(None),
-        Some(s) => s
-            .parse::<Decimal>()
-            .ok()
-            .and_then(|d| d.rescaled(scale))
-            .map(|d| Some(d.mantissa()))
-            .ok_or_else(misfit),
+        Some(s) => decimal_mantissa(s, scale).map(Some).ok_or_else(misfit),
     });
     let array = values.collect::<Result<PrimitiveArray<Decimal128Type>>>()?;
     Ok(Arc::new(array.with_data_type(field.data_type().clone())))
@@ -157,91 +152,93 @@ pub(crate) fn typed_decimals(text: &ArrayRef, field: &Field) -> Result<ArrayRef>
 /// Fails if a cell does not fit its field: a decimal beyond the field's scale or precision, or
 /// a cell of another kind than the field's type holds.
 pub(crate) fn cells_batch(schema: &SchemaRef, rows: &[Vec<CellValue>]) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        let cells = rows.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
-        let misfit = |cell: &CellValue| Error::CellType {
-            column: field.name().clone(),
-            arrow_type: field.data_type().to_string(),
-            cell: cell.kind(),
-        };
-        let array: ArrayRef = match field.data_type() {
-            DataType::Int64 => {
-                let values = cells.map(|c| match c {
-                    CellValue::Null => Ok(None),
-                    CellValue::Int(v) => Ok(Some(*v)),
-                    other => Err(misfit(other)),
-                });
-                Arc::new(values.collect::<Result<PrimitiveArray<Int64Type>>>()?)
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::with_capacity(rows.len());
-                for c in cells {
-                    match c {
-                        CellValue::Null => b.append_null(),
-                        CellValue::Bool(v) => b.append_value(*v),
-                        other => return Err(misfit(other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Date32 => {
-                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-                let values = cells.map(|c| match c {
-                    CellValue::Null => Ok(None),
-                    CellValue::Date(d) => {
-                        i32::try_from((*d - epoch).num_days()).map(Some).map_err(|_| misfit(c))
-                    }
-                    other => Err(misfit(other)),
-                });
-                Arc::new(values.collect::<Result<PrimitiveArray<Date32Type>>>()?)
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                let values = cells.map(|c| match c {
-                    CellValue::Null => Ok(None),
-                    CellValue::Timestamp(t) => Ok(Some(t.timestamp_micros())),
-                    other => Err(misfit(other)),
-                });
-                let array = values.collect::<Result<PrimitiveArray<TimestampMicrosecondType>>>()?;
-                Arc::new(array.with_data_type(field.data_type().clone()))
-            }
-            DataType::Decimal128(_, scale) => {
-                let scale = u32::try_from(*scale).unwrap_or(0);
-                let values = cells.map(|c| match c {
-                    CellValue::Null => Ok(None),
-                    CellValue::Decimal(text) => text
-                        .parse::<Decimal>()
-                        .ok()
-                        .and_then(|d| d.rescaled(scale))
-                        .map(|d| Some(d.mantissa()))
-                        .ok_or_else(|| misfit(c)),
-                    other => Err(misfit(other)),
-                });
-                let array = values.collect::<Result<PrimitiveArray<Decimal128Type>>>()?;
-                Arc::new(array.with_data_type(field.data_type().clone()))
-            }
-            _ => {
-                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-                for c in cells {
-                    match c {
-                        CellValue::Null => b.append_null(),
-                        CellValue::Text(s) | CellValue::Decimal(s) => b.append_value(s),
-                        CellValue::Json(v) => b.append_value(v.to_string()),
-                        CellValue::Int(v) => b.append_value(v.to_string()),
-                        CellValue::Bool(v) => b.append_value(v.to_string()),
-                        CellValue::Date(d) => b.append_value(d.format("%Y-%m-%d").to_string()),
-                        CellValue::Timestamp(t) => {
-                            b.append_value(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-                        }
-                    }
-                }
-                Arc::new(b.finish())
-            }
-        };
-        columns.push(array);
-    }
+    let columns = (schema.fields().iter().enumerate())
+        .map(|(i, field)| column_array(field, rows, i))
+        .collect::<Result<Vec<ArrayRef>>>()?;
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|source| Error::Arrow { action: "building a batch", source })
+}
+
+/// Column `i` of `rows` as an array of `field`'s type.
+fn column_array(field: &Field, rows: &[Vec<CellValue>], i: usize) -> Result<ArrayRef> {
+    let cells = rows.iter().map(|r| r.get(i).unwrap_or(&CellValue::Null));
+    let misfit = |cell: &CellValue| Error::CellType {
+        column: field.name().clone(),
+        arrow_type: field.data_type().to_string(),
+        cell: cell.kind(),
+    };
+    Ok(match field.data_type() {
+        DataType::Int64 => {
+            let values = cells.map(|c| match c {
+                CellValue::Null => Ok(None),
+                CellValue::Int(v) => Ok(Some(*v)),
+                other => Err(misfit(other)),
+            });
+            Arc::new(values.collect::<Result<PrimitiveArray<Int64Type>>>()?)
+        }
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(rows.len());
+            for c in cells {
+                match c {
+                    CellValue::Null => b.append_null(),
+                    CellValue::Bool(v) => b.append_value(*v),
+                    other => return Err(misfit(other)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Date32 => {
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+            let values = cells.map(|c| match c {
+                CellValue::Null => Ok(None),
+                CellValue::Date(d) => i32::try_from((*d - epoch).num_days()).map(Some).map_err(|_| misfit(c)),
+                other => Err(misfit(other)),
+            });
+            Arc::new(values.collect::<Result<PrimitiveArray<Date32Type>>>()?)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let values = cells.map(|c| match c {
+                CellValue::Null => Ok(None),
+                CellValue::Timestamp(t) => Ok(Some(t.timestamp_micros())),
+                other => Err(misfit(other)),
+            });
+            let array = values.collect::<Result<PrimitiveArray<TimestampMicrosecondType>>>()?;
+            Arc::new(array.with_data_type(field.data_type().clone()))
+        }
+        DataType::Decimal128(_, scale) => {
+            let scale = u32::try_from(*scale).unwrap_or(0);
+            let values = cells.map(|c| match c {
+                CellValue::Null => Ok(None),
+                CellValue::Decimal(text) => decimal_mantissa(text, scale).map(Some).ok_or_else(|| misfit(c)),
+                other => Err(misfit(other)),
+            });
+            let array = values.collect::<Result<PrimitiveArray<Decimal128Type>>>()?;
+            Arc::new(array.with_data_type(field.data_type().clone()))
+        }
+        _ => Arc::new(text_array(cells, rows.len())),
+    })
+}
+
+/// The decimal literal `text` as a mantissa at `scale`, or `None` when it does not fit.
+fn decimal_mantissa(text: &str, scale: u32) -> Option<i128> {
+    text.parse::<Decimal>().ok().and_then(|d| d.rescaled(scale)).map(|d| d.mantissa())
+}
+
+/// `cells` as text: any kind of cell, in its canonical text form.
+fn text_array<'a>(cells: impl Iterator<Item = &'a CellValue>, len: usize) -> arrow_array::StringArray {
+    let mut b = StringBuilder::with_capacity(len, len * 16);
+    for c in cells {
+        match c {
+            CellValue::Null => b.append_null(),
+            CellValue::Text(s) | CellValue::Decimal(s) => b.append_value(s),
+            CellValue::Json(v) => b.append_value(v.to_string()),
+            CellValue::Int(v) => b.append_value(v.to_string()),
+            CellValue::Bool(v) => b.append_value(v.to_string()),
+            CellValue::Date(d) => b.append_value(d.format("%Y-%m-%d").to_string()),
+            CellValue::Timestamp(t) => b.append_value(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        }
+    }
+    b.finish()
 }
 
 #[cfg(test)]
