@@ -182,9 +182,13 @@ impl Discover {
         }
 
         // The endpoint a sync would use for each dataset (newest that serves it).
-        let chosen: BTreeMap<String, FhirVersion> = plan::build(&caps, &all)
-            .map(|p| p.items.into_iter().map(|i| (i.dataset.to_string(), i.version)).collect())
-            .unwrap_or_default();
+        let chosen: BTreeMap<String, FhirVersion> = match plan::build(&caps, &all) {
+            Ok(p) => p.items.into_iter().map(|i| (i.dataset.to_string(), i.version)).collect(),
+            Err(e) => {
+                warnings.push(format!("a sync could not plan these datasets: {e}"));
+                BTreeMap::new()
+            }
+        };
         let bases = caps.into_iter().map(|(v, (base, _))| (v, base)).collect();
         Ok(DiscoverReport { rows, chosen, bases, patients, warnings, probed: probe })
     }

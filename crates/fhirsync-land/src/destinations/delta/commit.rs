@@ -133,7 +133,7 @@ impl DeltaDestination {
             let stems = match stems {
                 Some(stems) => stems,
                 None => {
-                    let buckets = table.buckets(self.buckets);
+                    let buckets = table.buckets(self.buckets)?;
                     (0..buckets).map(|b| staged::stem(&t, b as i32, buckets)).collect()
                 }
             };
@@ -184,7 +184,7 @@ impl DeltaDestination {
                 continue;
             }
             let t = tables.block_on(tables.open(&name))?;
-            if let Some(source) = t.property(SOURCE_PROPERTY) {
+            if let Some(source) = t.property(SOURCE_PROPERTY)? {
                 types.entry(source).or_insert(None);
             }
         }
@@ -241,14 +241,19 @@ pub(super) fn already_committed(
     table: &Table,
     path: &Path,
 ) -> Result<Option<TableResult>> {
-    let version = run_version(ctx.run_id);
+    let version = run_version(ctx.run_id)?;
     if tables.block_on(table.txn_version())?.is_none_or(|v| v < version) {
         return Ok(None);
     }
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(_) => Ok(None),
-    }
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        // No saved result: apply the table again (the rerun converges to the same rows).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading a committed table's result", path)(e)),
+    };
+    let corrupt =
+        |e: serde_json::Error| Error::CorruptState { path: path.to_path_buf(), detail: e.to_string() };
+    serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
 }
 
 /// Applies the staged rows of a type (in `stems`, one per bucket) to its table; see the
@@ -263,13 +268,13 @@ fn apply_type(
     result_path: &Path,
 ) -> Result<(TableResult, Option<Changes>)> {
     let buckets = stems.len() as u32;
-    if table.exists && table.buckets(buckets) != buckets {
+    if table.exists && table.buckets(buckets)? != buckets {
         return Err(Error::CorruptState {
             path: staging.dir().to_path_buf(),
             detail: format!(
                 "staged in {buckets} buckets for table `{}` of {}",
                 table.name,
-                table.buckets(buckets)
+                table.buckets(buckets)?
             ),
         });
     }
@@ -301,7 +306,7 @@ fn apply_type(
     let result = TableResult { staged_bytes, metrics: m, flagged, changed };
     save_result(result_path, &result)?;
     let schema = with_bucket(&file_schema());
-    let resource_type = table.property(SOURCE_PROPERTY).unwrap_or_else(|| source_of(stems));
+    let resource_type = table.property(SOURCE_PROPERTY)?.unwrap_or_else(|| source_of(stems));
     let new = NewTable { source: &resource_type, schema: &schema, buckets, signature: None };
     let op = if compare { merge_op() } else { overwrite_op() };
     tables.block_on(table.commit(ctx.run_id, ctx.method.as_str(), actions, &new, op))?;

@@ -78,7 +78,8 @@ impl Stager {
         for r in resources {
             if !self.types.contains_key(&r.resource_type) {
                 let table = tables.block_on(tables.open(&type_table(&r.resource_type)?))?;
-                let files = TypeFiles::new(staging, &r.resource_type, table.buckets(default_buckets).max(1))?;
+                let files =
+                    TypeFiles::new(staging, &r.resource_type, table.buckets(default_buckets)?.max(1))?;
                 self.types.insert(r.resource_type.clone(), files);
             }
             let files = self.types.get_mut(&r.resource_type).expect("inserted above");

@@ -79,15 +79,12 @@ fn parquet_err(path: &StorePath) -> impl FnOnce(parquet::errors::ParquetError) -
 }
 
 /// The run's `txn` version: the start time (ms) in its UUIDv7 id, so later runs have larger ones.
-pub(crate) fn run_version(run_id: &str) -> i64 {
-    uuid::Uuid::parse_str(run_id)
-        .ok()
-        .and_then(|u| u.get_timestamp())
-        .map(|t| {
-            let (secs, nanos) = t.to_unix();
-            i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000 + i64::from(nanos / 1_000_000)
-        })
-        .unwrap_or(0)
+pub(crate) fn run_version(run_id: &str) -> Result<i64> {
+    let invalid = || Error::InvalidRunId { run_id: run_id.to_string() };
+    let stamp = uuid::Uuid::parse_str(run_id).map_err(|_| invalid())?.get_timestamp().ok_or_else(invalid)?;
+    let (secs, nanos) = stamp.to_unix();
+    let ms = i64::try_from(secs).ok().and_then(|s| s.checked_mul(1000)).ok_or_else(invalid)?;
+    Ok(ms + i64::from(nanos / 1_000_000))
 }
 
 /// Bucket of a partition key (the patient id, or the id of a row without one): FNV-1a 64.
@@ -367,15 +364,22 @@ impl Table {
         Ok(out)
     }
 
-    /// A table property.
-    pub(crate) fn property(&self, key: &str) -> Option<String> {
-        let snapshot = self.delta.snapshot().ok()?;
-        snapshot.metadata().configuration().get(key).cloned()
+    /// A table property (`None` for a table not yet created, or without the property).
+    pub(crate) fn property(&self, key: &str) -> Result<Option<String>> {
+        if !self.exists {
+            return Ok(None);
+        }
+        let snapshot = self.delta.snapshot().map_err(delta_err("reading the metadata of", &self.name))?;
+        Ok(snapshot.metadata().configuration().get(key).cloned())
     }
 
-    /// The bucket count the table was created with, else `default`.
-    pub(crate) fn buckets(&self, default: u32) -> u32 {
-        self.property(BUCKETS_PROPERTY).and_then(|v| v.parse().ok()).filter(|b| *b > 0).unwrap_or(default)
+    /// The bucket count the table was created with, else (a new table) `default`.
+    pub(crate) fn buckets(&self, default: u32) -> Result<u32> {
+        let Some(value) = self.property(BUCKETS_PROPERTY)? else { return Ok(default) };
+        value.parse().ok().filter(|b| *b > 0).ok_or_else(|| Error::CorruptState {
+            path: self.name.clone().into(),
+            detail: format!("table property {BUCKETS_PROPERTY} = `{value}` is not a bucket count"),
+        })
     }
 
     /// The `txn` version of the last fhirsync commit.
@@ -447,7 +451,7 @@ impl Table {
         ]
         .into_iter()
         .collect();
-        let txn = Transaction::new(APP_ID, run_version(run_id));
+        let txn = Transaction::new(APP_ID, run_version(run_id)?);
         let properties = CommitProperties::default()
             .with_metadata(metadata.clone())
             .with_application_transaction(txn.clone());

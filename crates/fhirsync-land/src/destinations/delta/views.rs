@@ -66,8 +66,8 @@ impl DeltaDestination {
             return Ok(done.metrics.view_rows);
         }
         let same_view =
-            table.property(SIGNATURE_PROPERTY).is_some_and(|p| p.starts_with(&format!("{signature}|")));
-        let buckets = table.buckets(self.buckets);
+            table.property(SIGNATURE_PROPERTY)?.is_some_and(|p| p.starts_with(&format!("{signature}|")));
+        let buckets = table.buckets(self.buckets)?;
         let dir = work.join(&name);
         let current = table.exists && same_view && ctx.compare();
         let updated = match source {
@@ -133,7 +133,7 @@ fn rebuild_view(
     let source = tables.block_on(tables.open(&type_table(view.resource())?))?;
     let spilled = spill_view(tables, &source, view, buckets, dir)?;
     let shape = format!("{signature}|{:?}", spilled.schema.fields());
-    if table.exists && table.property(SIGNATURE_PROPERTY).as_deref() != Some(shape.as_str()) {
+    if table.exists && table.property(SIGNATURE_PROPERTY)?.as_deref() != Some(shape.as_str()) {
         // Other columns or column types (a view changed, or a decimal scale grew): a new table.
         tracing::info!(view = view.name(), "View columns changed; its table is rebuilt.");
         let name = table.name.clone();
@@ -521,7 +521,7 @@ fn table_schema(table: &Table, signature: &str) -> Result<Option<SchemaRef>> {
         arrow.fields().iter().filter(|f| f.name() != BUCKET).map(|f| f.as_ref().clone()).collect();
     let schema = Arc::new(Schema::new(fields));
     let shape = format!("{signature}|{:?}", schema.fields());
-    let same = table.property(SIGNATURE_PROPERTY).as_deref() == Some(shape.as_str());
+    let same = table.property(SIGNATURE_PROPERTY)?.as_deref() == Some(shape.as_str());
     if !same {
         tracing::debug!(table = %table.name, "A view table's schema reads back unlike its signature; it is rebuilt.");
     }
