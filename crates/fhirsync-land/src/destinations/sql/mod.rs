@@ -695,6 +695,8 @@ impl<B: SqlBackend> Destination for SqlDestination<B> {
     }
 }
 
+/// A completed scope of the resumed run. A row this version cannot read is left out on
+/// purpose: its scope is then fetched again, which costs requests but never data.
 fn parse_scope(row: Vec<Cell>) -> Option<ScopeKey> {
     let mut it = row.into_iter();
     let fhir_version: FhirVersion = it.next()??.parse().ok()?;
