@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
 use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 
@@ -14,19 +13,10 @@ use crate::config::{LandOptions, Method};
 use crate::destination::{Destination, RunMetrics, RunStart};
 use crate::destinations::files::apply_committed;
 use crate::destinations::files::layout::{Layout, mkdirs, remove_dir};
-use crate::destinations::files::run_book::{RunBook, RunSteps};
+use crate::destinations::files::run_book::{ActiveRun, RunBook, RunSteps};
 use crate::destinations::files::staging::Staging;
 use crate::run::RunRecord;
 use crate::{Error, Result};
-
-#[derive(Debug, Clone)]
-pub(super) struct ActiveRun {
-    pub id: String,
-    pub method: Method,
-    pub options: LandOptions,
-    /// When the run first started.
-    pub started_at: DateTime<Utc>,
-}
 
 /// The Delta Lake destination.
 pub(crate) struct DeltaDestination {
@@ -129,12 +119,7 @@ impl Destination for DeltaDestination {
         let staging = self.staging.as_ref().ok_or(Error::NoActiveRun("begin without staging"))?;
         self.stager = Some(Stager::start(staging, begun.start.resumed, method != Method::FullLoad)?);
         self.lock.set_run(&begun.start.run_id);
-        self.run = Some(ActiveRun {
-            id: begun.start.run_id.clone(),
-            method,
-            options: options.clone(),
-            started_at: begun.started_at,
-        });
+        self.run = Some(begun.active(method, options));
         Ok(begun.start)
     }
 

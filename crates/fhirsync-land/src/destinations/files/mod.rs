@@ -42,7 +42,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
 use fhirsync_core::{RawResource, RunScope, ScopeKey};
 use fhirsync_views::View;
 use serde::{Deserialize, Serialize};
@@ -57,7 +56,7 @@ pub(crate) use layout::{Layout, views_dir};
 use layout::{mkdirs, remove_dir};
 pub(crate) use row::{Head, Row};
 pub(crate) use run_book::without_scope;
-use run_book::{RunBook, RunSteps};
+use run_book::{ActiveRun, RunBook, RunSteps};
 use staging::{Known, Staging};
 
 /// One change record of reload-and-compare.
@@ -210,15 +209,6 @@ pub(crate) trait ChangeSink {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-#[derive(Debug, Clone)]
-struct ActiveRun {
-    id: String,
-    method: Method,
-    options: LandOptions,
-    /// When the run first started (recorded in its snapshot's `run.json`).
-    started_at: DateTime<Utc>,
-}
-
 /// A file destination: the engine over one format.
 pub(crate) struct FileDestination<F> {
     format: F,
@@ -345,12 +335,7 @@ impl<F: SnapshotFormat> Destination for FileDestination<F> {
         self.known = None;
         let begun = self.book().begin(self, method, options)?;
         self.lock.set_run(&begun.start.run_id);
-        self.run = Some(ActiveRun {
-            id: begun.start.run_id.clone(),
-            method,
-            options: options.clone(),
-            started_at: begun.started_at,
-        });
+        self.run = Some(begun.active(method, options));
         Ok(begun.start)
     }
 

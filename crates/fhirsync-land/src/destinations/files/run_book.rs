@@ -32,6 +32,19 @@ pub(crate) trait RunSteps {
     fn describe_target(&self) -> String;
 }
 
+/// The run a file or Delta destination is in, from its begin to its commit or failure.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveRun {
+    /// The run id.
+    pub id: String,
+    /// Its update method.
+    pub method: Method,
+    /// Its landing options.
+    pub options: LandOptions,
+    /// When the run first started (for a resumed run: the first attempt).
+    pub started_at: DateTime<Utc>,
+}
+
 /// A run begun by [`RunBook::begin`].
 #[derive(Debug)]
 pub(crate) struct Begun {
@@ -39,6 +52,18 @@ pub(crate) struct Begun {
     pub start: RunStart,
     /// When it first started (for a resumed run: the first attempt).
     pub started_at: DateTime<Utc>,
+}
+
+impl Begun {
+    /// The run as its destination keeps it while it lasts.
+    pub(crate) fn active(&self, method: Method, options: &LandOptions) -> ActiveRun {
+        ActiveRun {
+            id: self.start.run_id.clone(),
+            method,
+            options: options.clone(),
+            started_at: self.started_at,
+        }
+    }
 }
 
 /// `_fhirsync/runs.json` of one destination.
