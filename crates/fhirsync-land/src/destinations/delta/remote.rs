@@ -7,16 +7,13 @@
 //! and R2) does with `If-None-Match` (object_store's default `aws_conditional_put = "etag"`),
 //! and GCS and Azure natively: two writers can never both commit the same version.
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use deltalake::DeltaResult;
 use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
 use url::Url;
-
-/// The URL schemes [`super::store::Tables::connect`] builds a client for.
-pub(crate) const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl"];
 
 /// delta-rs's default (put-if-absent) log store, for any scheme.
 #[derive(Debug)]
@@ -34,15 +31,11 @@ impl LogStoreFactory for PutIfAbsentLogStore {
     }
 }
 
-/// Registers the put-if-absent log store for [`SCHEMES`] (once per process; a factory some
-/// other code registered first for a scheme is kept).
-pub(crate) fn register_log_stores() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let registry = logstore_factories();
-        for scheme in SCHEMES {
-            let url = Url::parse(&format!("{scheme}://")).expect("a scheme alone is a valid URL");
-            registry.entry(url).or_insert_with(|| Arc::new(PutIfAbsentLogStore));
-        }
-    });
+/// Registers the put-if-absent log store for the scheme of `root` (a factory registered
+/// before for that scheme, by this or other code, is kept). The key is the bare `scheme://`,
+/// as delta-rs looks it up.
+pub(crate) fn register_log_store(root: &Url) {
+    if let Ok(scheme) = Url::parse(&format!("{}://", root.scheme())) {
+        logstore_factories().entry(scheme).or_insert_with(|| Arc::new(PutIfAbsentLogStore));
+    }
 }

@@ -132,7 +132,6 @@ impl Tables {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        super::remote::register_log_stores();
         let store: Arc<DynObjectStore> = match root.scheme() {
             "s3" | "s3a" => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
@@ -158,6 +157,7 @@ impl Tables {
                 )));
             }
         };
+        super::remote::register_log_store(&root);
         Ok(Tables { rt, root, remote: Some(store) })
     }
 
