@@ -9,9 +9,11 @@
 #
 # Settings (environment):
 #   PATIENTS   simulated patients, space-separated (default "1000 3000"; ~380 resources each)
-#   DESTS      sqlite postgres parquet ndjson (default all; postgres needs FHIRSYNC_BENCH_POSTGRES_URL)
+#   DESTS      sqlite postgres parquet ndjson delta (default all but delta; postgres needs
+#              FHIRSYNC_BENCH_POSTGRES_URL, delta a binary built with `--features delta`)
 #   MODES      search bulk (default both)
-#   METHOD     sync method (default full-load)
+#   METHOD     sync method (default full-load); any other method is timed on a second run, after an
+#              untimed full load of the same cohort into the same target
 #   FHIRSYNC_BENCH_POSTGRES_URL  libpq-style url of a scratch database (schema PG_SCHEMA, default
 #              `fhirsync_bench`, is dropped before and after each run)
 #   FHIRSYNC_BIN  a prebuilt binary (default: `cargo build --release -p fhirsync-cli`, then target/release/fhirsync)
@@ -90,6 +92,7 @@ write_config() {
       postgres) printf 'kind = "postgres"\nurl = "%s"\nschema = "%s"\n' "$FHIRSYNC_BENCH_POSTGRES_URL" "$PG_SCHEMA" ;;
       parquet) printf 'kind = "parquet"\ndir = "%s/parquet"\n' "$dir" ;;
       ndjson) printf 'kind = "ndjson"\ndir = "%s/ndjson"\n' "$dir" ;;
+      delta) printf 'kind = "delta"\nuri = "%s/delta"\n' "$dir" ;;
     esac
   } > "$dir/fhirsync.toml"
 }
@@ -109,6 +112,11 @@ for n in $PATIENTS; do
       mkdir -p "$dir"
       write_config "$dest" "$mode" "$dir"
       [[ $dest == postgres ]] && reset_postgres
+      if [[ $METHOD != full-load ]] && ! FHIRSYNC_LOG=warn "$FHIRSYNC_BIN" --config "$dir/fhirsync.toml" \
+        sync --no-progress --method full-load > "$dir/out" 2> "$dir/err"; then
+        echo "| $n | $mode | $dest | first full load failed: $(tail -n 1 "$dir/err") | | | |"
+        continue
+      fi
       if ! FHIRSYNC_LOG=warn /usr/bin/time -v -o "$dir/time" "$FHIRSYNC_BIN" --config "$dir/fhirsync.toml" \
         sync --no-progress --method "$METHOD" > "$dir/out" 2> "$dir/err"; then
         echo "| $n | $mode | $dest | failed: $(tail -n 1 "$dir/err") | | | |"
@@ -121,7 +129,7 @@ for n in $PATIENTS; do
       resources=$(sed -n 's/.* resources (\([0-9]*\) distinct).*/\1/p' "$dir/out")
       echo "| $n | $mode | $dest | $resources | $wall | $cpu | $rss |"
       [[ $dest == postgres ]] && reset_postgres
-      [[ -n "${KEEP:-}" ]] || rm -rf "$dir/landed.db"* "$dir/parquet" "$dir/ndjson"
+      [[ -n "${KEEP:-}" ]] || rm -rf "$dir/landed.db"* "$dir/parquet" "$dir/ndjson" "$dir/delta"
     done
   done
   stop_sim

@@ -13,6 +13,25 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long (ms) mimalloc keeps a freed page before it returns it to the OS. Its default, 1,000,
+/// let a run's RSS reach 1.2-1.4x the memory in use: landing frees tens of MiB per second, and
+/// a second of it stays resident. At 100 a Parquet full load of 1.1 M resources peaked at 94 MiB
+/// instead of 114-130, for no measurable CPU (at 10: 86 MiB, +15 % CPU). `MIMALLOC_PURGE_DELAY`
+/// in the environment still wins.
+const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (v3), which libmimalloc-sys names no
+/// constant for.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[allow(unsafe_code)] // A C library's option setter; the only way to set it from code.
+fn tune_allocator() {
+    // SAFETY: sets one of mimalloc's documented options, before any other thread exists;
+    // `set_default` leaves an option the environment set alone.
+    unsafe {
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS)
+    }
+}
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Replicate clinical data out of Epic on FHIR into SQLite, PostgreSQL, Parquet or NDJSON.
@@ -97,6 +116,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let globals = Globals { config: cli.config, verbose: cli.verbose };

@@ -436,7 +436,11 @@ fn profile() {
     }
 }
 
+#[allow(unsafe_code)] // mimalloc's option setter, as in the binary.
 fn main() {
+    // SAFETY: as the binary's `tune_allocator` (the same option, purge delay 15, and value, 100
+    // ms), before other threads exist.
+    unsafe { libmimalloc_sys::mi_option_set_default(15, 100) }
     match std::env::var("FHIRSYNC_BENCH_PROFILE").as_deref() {
         Ok("only") => return profile(),
         Ok(_) => profile(),
