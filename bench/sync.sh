@@ -16,6 +16,8 @@
 #              untimed full load of the same cohort into the same target
 #   FHIRSYNC_BENCH_POSTGRES_URL  libpq-style url of a scratch database (schema PG_SCHEMA, default
 #              `fhirsync_bench`, is dropped before and after each run)
+#   FHIRSYNC_BENCH_POSTGRES_CA  PEM of the CA that signed the server's TLS certificate (the
+#              destination's `ca_file`), for a server whose certificate the system roots do not hold
 #   FHIRSYNC_BIN  a prebuilt binary (default: `cargo build --release -p fhirsync-cli`, then target/release/fhirsync)
 #   KEEP       set to keep the work folder
 set -euo pipefail
@@ -89,7 +91,12 @@ write_config() {
     printf '\n[sync]\nstate_dir = "%s/state"\n\n[destination]\n' "$dir"
     case $dest in
       sqlite) printf 'kind = "sqlite"\npath = "%s/landed.db"\n' "$dir" ;;
-      postgres) printf 'kind = "postgres"\nurl = "%s"\nschema = "%s"\n' "$FHIRSYNC_BENCH_POSTGRES_URL" "$PG_SCHEMA" ;;
+      postgres)
+        printf 'kind = "postgres"\nurl = "%s"\nschema = "%s"\n' "$FHIRSYNC_BENCH_POSTGRES_URL" "$PG_SCHEMA"
+        if [[ -n "${FHIRSYNC_BENCH_POSTGRES_CA:-}" ]]; then
+          printf 'ca_file = "%s"\n' "$FHIRSYNC_BENCH_POSTGRES_CA"
+        fi
+        ;;
       parquet) printf 'kind = "parquet"\ndir = "%s/parquet"\n' "$dir" ;;
       ndjson) printf 'kind = "ndjson"\ndir = "%s/ndjson"\n' "$dir" ;;
       delta) printf 'kind = "delta"\nuri = "%s/delta"\n' "$dir" ;;
